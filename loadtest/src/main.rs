@@ -1,1 +1,42 @@
-fn main() {}
+//! hubbub-load: the bundled load tester for hubbub and any RFC 6455 (`ws://`) server.
+//!
+//! One `mio` event loop per process drives every connection (no thread or task per connection);
+//! `--procs` multiplies processes and merges their results exactly. Layout:
+//! `cli` (flags) -> `app` (one invocation) -> `scenario/*` (what each scenario does) on `engine`
+//! (the loop) and `conn` (one connection), which speak the protocol through `handshake` and
+//! `codec` and touch sockets only through `net`. `stats`, `report`, `plot` and `progress` turn the
+//! counts into figures; `coord` and `procs` coordinate worker processes; `sysmem` reads memory.
+
+mod app;
+mod cli;
+mod clock;
+mod codec;
+mod conn;
+mod coord;
+mod engine;
+mod handshake;
+mod net;
+mod payload;
+mod plot;
+mod procs;
+mod progress;
+mod report;
+mod scenario;
+mod stats;
+mod sysmem;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match app::main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hubbub-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

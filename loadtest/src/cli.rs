@@ -1,0 +1,313 @@
+//! Owns the command line: one subcommand per scenario, the options every scenario shares, and the
+//! hidden options a parent passes to its worker processes.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+/// Load tester for hubbub and any other RFC 6455 (ws://) server.
+///
+/// Every run is bounded in time and count and stops by itself. Targets default to loopback.
+#[derive(Parser, Debug, Clone, Serialize)]
+#[command(name = "hubbub-load", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Options every scenario takes (they may come after the subcommand).
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct Common {
+    /// Worker processes to start; each takes an equal share of connections and rates, and the
+    /// results are merged exactly (histograms added, not averaged).
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub procs: u32,
+    /// Spread connections over these source addresses, e.g. 127.0.0.1-127.0.0.50 (about 28K ports
+    /// each per destination).
+    #[arg(long, global = true)]
+    pub source_ips: Option<String>,
+    /// Write every figure of the run to this JSON file.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+    /// Draw the latency percentile distribution to this SVG file.
+    #[arg(long, global = true)]
+    pub plot: Option<PathBuf>,
+    /// Exit with status 2 when the error rate (failed, dropped, lost or wrong, over attempted)
+    /// exceeds this fraction (0.01 = 1%).
+    #[arg(long, global = true)]
+    pub max_error_rate: Option<f64>,
+    /// Exit with status 2 when the scenario's main p99 latency exceeds this many milliseconds.
+    #[arg(long, global = true)]
+    pub max_p99_ms: Option<f64>,
+    /// Give up on a connect plus upgrade after this many seconds (counted as `timeout`).
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub handshake_timeout_secs: f64,
+    /// Give up waiting for the server's answer to our close frame after this many seconds.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    pub close_timeout_secs: f64,
+    /// Largest frame accepted from the server, in bytes.
+    #[arg(long, global = true, default_value_t = 64 << 20)]
+    pub max_frame: u64,
+    /// Seconds between progress updates.
+    #[arg(long, global = true, default_value_t = 1.0)]
+    pub progress_secs: f64,
+    /// No progress output (the final table is still printed).
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// Internal: this process is worker I of `--procs` (set by the parent).
+    #[arg(long, global = true, hide = true)]
+    pub worker_index: Option<u32>,
+}
+
+/// The scenarios.
+#[derive(Subcommand, Debug, Clone, Serialize)]
+pub enum Scenario {
+    /// Open N connections at up to R handshakes/s, hold them, close them.
+    Connect(ConnectArgs),
+    /// C connections exchange messages with an echo endpoint, closed or open loop.
+    Echo(EchoArgs),
+    /// N subscribers and P publishers on one room; checks order, gaps and delivery latency.
+    Broadcast(BroadcastArgs),
+    /// Connect and disconnect at rate R (reconnect storms).
+    Churn(ChurnArgs),
+    /// A share of the clients stop reading; checks they are cut off and the others are not hurt.
+    Slow(SlowArgs),
+}
+
+/// `connect`.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct ConnectArgs {
+    /// Target URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
+    pub url: String,
+    /// Connections to open.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub connections: u64,
+    /// Handshakes started per second at most.
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Seconds to hold the connections once all are open.
+    #[arg(long, default_value_t = 10.0)]
+    pub hold_secs: f64,
+    /// Ping every connection every K seconds while holding (counts the ones that went quiet).
+    #[arg(long)]
+    pub ping_secs: Option<f64>,
+    /// PID of the server, to report its resident memory per connection.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The server's Prometheus endpoint (http://127.0.0.1:PORT/metrics), read for
+    /// `process_resident_memory_bytes` when no PID is given.
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+}
+
+/// `echo`.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct EchoArgs {
+    /// Target URL (an endpoint that echoes every message).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
+    pub url: String,
+    /// Connections.
+    #[arg(short = 'c', long, default_value_t = 50)]
+    pub connections: u64,
+    /// Message size in bytes (at least 32: sequence number and timestamp).
+    #[arg(short = 's', long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(32..=(64 << 20)))]
+    pub size: u64,
+    /// Send binary messages instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Closed loop: messages in flight per connection.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub pipeline: u32,
+    /// Open loop: total messages per second over all connections, sent on schedule whatever the
+    /// server does (latency is measured from the scheduled time: no coordinated omission).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds of sending.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Stop after this many messages in total, even before the duration ends.
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Seconds to wait for outstanding echoes after sending stops.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_secs: f64,
+    /// Handshakes per second while connecting.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+}
+
+/// `broadcast`.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct BroadcastArgs {
+    /// Target URL: a room where every message reaches every member, sender included.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/room/hubbub-load")]
+    pub url: String,
+    /// Connections that only receive.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    pub subscribers: u64,
+    /// Connections that publish (and receive).
+    #[arg(short = 'p', long, default_value_t = 1)]
+    pub publishers: u64,
+    /// Messages per second published, over all publishers.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Message size in bytes (at least 40).
+    #[arg(short = 's', long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(40..=(64 << 20)))]
+    pub size: u64,
+    /// Send binary messages instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Seconds of publishing.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Seconds to wait for deliveries after publishing stops.
+    #[arg(long, default_value_t = 3.0)]
+    pub drain_secs: f64,
+    /// Milliseconds to wait between the last join and the first publish.
+    #[arg(long, default_value_t = 200)]
+    pub settle_ms: u64,
+    /// Handshakes per second while connecting.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+}
+
+/// `churn`.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct ChurnArgs {
+    /// Target URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
+    pub url: String,
+    /// New connections per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Seconds of churning.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Milliseconds each connection stays open before it closes.
+    #[arg(long, default_value_t = 0)]
+    pub hold_ms: u64,
+    /// Connections alive at once at most (starts beyond it are skipped and counted).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_concurrent: u64,
+}
+
+/// `slow`.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct SlowArgs {
+    /// Target URL (an echo endpoint).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
+    pub url: String,
+    /// Connections in all.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: u64,
+    /// Share of the connections that stop reading (0..1).
+    #[arg(long, default_value_t = 0.1)]
+    pub slow_share: f64,
+    /// Echo messages per second over the well-behaved clients (open loop).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Message size in bytes (at least 32).
+    #[arg(short = 's', long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(32..=(64 << 20)))]
+    pub size: u64,
+    /// Seconds of the test.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// The close code the server documents for slow consumers.
+    #[arg(long, default_value_t = 1008)]
+    pub expect_close_code: u16,
+    /// Receive buffer (SO_RCVBUF) of the stopped clients, so the server's backlog fills sooner.
+    #[arg(long, default_value_t = 4096)]
+    pub slow_recv_buffer: usize,
+    /// Handshakes per second while connecting.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+}
+
+impl Scenario {
+    /// The subcommand's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Connect(_) => "connect",
+            Scenario::Echo(_) => "echo",
+            Scenario::Broadcast(_) => "broadcast",
+            Scenario::Churn(_) => "churn",
+            Scenario::Slow(_) => "slow",
+        }
+    }
+
+    /// The target URL.
+    pub fn url(&self) -> &str {
+        match self {
+            Scenario::Connect(a) => &a.url,
+            Scenario::Echo(a) => &a.url,
+            Scenario::Broadcast(a) => &a.url,
+            Scenario::Churn(a) => &a.url,
+            Scenario::Slow(a) => &a.url,
+        }
+    }
+
+    /// The histogram the `--max-p99-ms` threshold and the plot's headline are about.
+    pub fn main_latency(&self) -> &'static str {
+        match self {
+            Scenario::Connect(_) | Scenario::Churn(_) => "handshake",
+            Scenario::Echo(_) | Scenario::Slow(_) => "rtt",
+            Scenario::Broadcast(_) => "delivery",
+        }
+    }
+}
+
+/// Worker `index`'s share of `total` over `workers` (the first ones take the remainder).
+pub fn share(total: u64, index: u32, workers: u32) -> u64 {
+    let (w, i) = (u64::from(workers.max(1)), u64::from(index));
+    total / w + u64::from(i < total % w)
+}
+
+/// The first global index of worker `index`'s share.
+pub fn share_start(total: u64, index: u32, workers: u32) -> u64 {
+    (0..index).map(|i| share(total, i, workers)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn shares_add_up() {
+        let parts: Vec<u64> = (0..3).map(|i| share(10, i, 3)).collect();
+        assert_eq!(parts, [4, 3, 3]);
+        assert_eq!(share_start(10, 2, 3), 7);
+        assert_eq!(share(5, 0, 1), 5);
+    }
+
+    #[test]
+    fn global_options_may_follow_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "hubbub-load",
+            "echo",
+            "-c",
+            "3",
+            "--procs",
+            "2",
+            "--max-p99-ms",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.procs, 2);
+        assert_eq!(cli.common.max_p99_ms, Some(5.0));
+        assert!(matches!(
+            cli.scenario,
+            Scenario::Echo(EchoArgs { connections: 3, .. })
+        ));
+        assert!(Cli::try_parse_from(["hubbub-load", "echo", "--size", "8"]).is_err());
+    }
+}
