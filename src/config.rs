@@ -1,0 +1,263 @@
+//! Command-line flags -> a validated `Config`, once, at start.
+//!
+//! Defaults are named constants with their unit in the name; `Config::default`
+//! is the embedded configuration `cargo run --release` serves with.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::limits;
+use crate::ws::handshake::OriginPattern;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_BACKLOG: u32 = 4096;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_BACKLOG_BYTES: usize = 1 << 20;
+pub const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_BUFFER_POOL_BUFFERS: usize = 512;
+pub const DEFAULT_DRAIN_SECS: u64 = 30;
+/// How long a closing connection may take to finish: the client's Close
+/// answer, our final flush, the client's FIN.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// hubbub: a sharded WebSocket server for a million connections per box.
+#[derive(Debug, Parser)]
+#[command(name = "hubbub", version, about)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Shard threads, each with its own event loop [default: number of cores].
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Accept backlog of each shard's listener (also capped by net.core.somaxconn).
+    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+    /// Upgraded connections the server holds; more get 503 [default: the
+    /// open-file limit minus a reserve].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Largest message accepted, in bytes; larger ones close with 1009.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_size: usize,
+    /// Outgoing bytes queued per connection before it is closed as a slow
+    /// consumer (close code 1008, reason "slow consumer").
+    #[arg(long, default_value_t = DEFAULT_MAX_BACKLOG_BYTES)]
+    pub max_backlog_bytes: usize,
+    /// Seconds of silence before the server pings a connection.
+    #[arg(long, default_value_t = DEFAULT_PING_INTERVAL_SECS)]
+    pub ping_interval_secs: u64,
+    /// Seconds of silence after which a connection is closed (1001).
+    #[arg(long, default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout_secs: u64,
+    /// Seconds a client has to complete its upgrade request.
+    #[arg(long, default_value_t = DEFAULT_HANDSHAKE_TIMEOUT_SECS)]
+    pub handshake_timeout_secs: u64,
+    /// Allowed Origin (repeatable): `https://app.example.com`, `app.example.com`
+    /// or `*.example.com`. None given: any origin.
+    #[arg(long = "allowed-origin", value_name = "PATTERN")]
+    pub allowed_origins: Vec<String>,
+    /// Subprotocol offered (repeatable), in order of preference.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    pub subprotocols: Vec<String>,
+    /// 64 KiB buffers preallocated per shard, leased by connections holding
+    /// partial input.
+    #[arg(long, default_value_t = DEFAULT_BUFFER_POOL_BUFFERS)]
+    pub buffer_pool: usize,
+    /// Longest a shutdown waits for connections to close, in seconds.
+    #[arg(long, default_value_t = DEFAULT_DRAIN_SECS)]
+    pub drain_secs: u64,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub backlog: u32,
+    /// `None`: derived from the open-file limit at start.
+    pub max_connections: Option<usize>,
+    pub max_message_bytes: usize,
+    pub max_backlog_bytes: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub allowed_origins: Vec<OriginPattern>,
+    pub subprotocols: Vec<String>,
+    pub buffer_pool: usize,
+    pub drain: Duration,
+}
+
+/// A flag value that cannot work, with the flag's name and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid --{field}: {reason}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            // The constant is a valid address literal.
+            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN parses"),
+            shards: default_shards(),
+            backlog: DEFAULT_BACKLOG,
+            max_connections: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_backlog_bytes: DEFAULT_MAX_BACKLOG_BYTES,
+            ping_interval: Duration::from_secs(DEFAULT_PING_INTERVAL_SECS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+            allowed_origins: Vec::new(),
+            subprotocols: Vec::new(),
+            buffer_pool: DEFAULT_BUFFER_POOL_BUFFERS,
+            drain: Duration::from_secs(DEFAULT_DRAIN_SECS),
+        }
+    }
+}
+
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Turns parsed flags into a checked configuration.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let allowed_origins = args
+            .allowed_origins
+            .iter()
+            .map(|p| OriginPattern::parse(p).map_err(|e| invalid("allowed-origin", e)))
+            .collect::<Result<_, _>>()?;
+        let config = Config {
+            listen: args.listen,
+            shards: args.shards.unwrap_or_else(default_shards),
+            backlog: args.backlog,
+            max_connections: args.max_connections,
+            max_message_bytes: args.max_message_size,
+            max_backlog_bytes: args.max_backlog_bytes,
+            ping_interval: Duration::from_secs(args.ping_interval_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+            allowed_origins,
+            subprotocols: args.subprotocols,
+            buffer_pool: args.buffer_pool,
+            drain: Duration::from_secs(args.drain_secs),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that flags of the right type can still get wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.shards == 0 || self.shards > 1024 {
+            return Err(invalid("shards", "must be between 1 and 1024"));
+        }
+        if self.backlog == 0 {
+            return Err(invalid("backlog", "must be at least 1"));
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes > u32::MAX as usize / 2 {
+            return Err(invalid(
+                "max-message-size",
+                "must be between 1 byte and 2 GiB",
+            ));
+        }
+        if self.max_backlog_bytes == 0 {
+            return Err(invalid("max-backlog-bytes", "must be at least 1"));
+        }
+        if self.ping_interval.is_zero() || self.handshake_timeout.is_zero() {
+            return Err(invalid(
+                "ping-interval-secs",
+                "timeouts must be at least 1 second",
+            ));
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return Err(invalid(
+                "idle-timeout-secs",
+                "must be longer than --ping-interval-secs, so a ping can be answered",
+            ));
+        }
+        if self.buffer_pool == 0 {
+            return Err(invalid(
+                "buffer-pool",
+                "each shard needs at least one buffer",
+            ));
+        }
+        if self
+            .subprotocols
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b','))
+        {
+            return Err(invalid(
+                "subprotocol",
+                "names are HTTP tokens: visible ASCII, no commas",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The connection cap and why: the configured cap, or what the file limit allows.
+    pub fn connection_cap(&self, file_limit: u64) -> (usize, &'static str) {
+        let by_files = limits::connections_for(file_limit, self.shards);
+        match self.max_connections {
+            Some(cap) if cap <= by_files => (cap, "--max-connections"),
+            Some(_) => (by_files, "open-file limit (below --max-connections)"),
+            None => (by_files, "open-file limit"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["hubbub"];
+        argv.extend_from_slice(args);
+        Config::from_args(Args::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.backlog, 4096);
+        assert_eq!(config.max_message_bytes, 1 << 20);
+        assert_eq!(config.idle_timeout, Duration::from_secs(75));
+        assert_eq!(config.shards, default_shards());
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = parse(&["--idle-timeout-secs", "10", "--ping-interval-secs", "10"]).unwrap_err();
+        assert_eq!(err.field, "idle-timeout-secs");
+        assert_eq!(parse(&["--shards", "0"]).unwrap_err().field, "shards");
+        assert_eq!(
+            parse(&["--allowed-origin", "*"]).unwrap_err().field,
+            "allowed-origin"
+        );
+        assert_eq!(
+            parse(&["--subprotocol", "a,b"]).unwrap_err().field,
+            "subprotocol"
+        );
+    }
+
+    #[test]
+    fn connection_cap_takes_the_lower_bound() {
+        let mut config = parse(&["--shards", "2"]).unwrap();
+        assert_eq!(config.connection_cap(20_000).1, "open-file limit");
+        config.max_connections = Some(100);
+        assert_eq!(config.connection_cap(20_000), (100, "--max-connections"));
+    }
+}

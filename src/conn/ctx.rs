@@ -1,0 +1,57 @@
+//! What a connection needs from its shard while it is driven: the shared
+//! scratch buffers, the buffer pool, limits, the clock tick and counters.
+//! One `Ctx` per shard, lent to one connection at a time.
+
+use crate::buf::{BufPool, BUF_SIZE};
+use crate::metrics::stats::ShardStats;
+use crate::ws::handshake::OriginPattern;
+
+/// Per-connection limits and timeouts, in bytes and timer ticks.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_backlog_bytes: usize,
+    pub handshake_ticks: u32,
+    pub ping_ticks: u32,
+    pub idle_ticks: u32,
+    /// How long a closing connection may take to finish (close handshake,
+    /// final flush, the client's FIN).
+    pub close_ticks: u32,
+    /// Upgraded connections this shard may hold; more get 503.
+    pub max_open: usize,
+    pub origins: Vec<OriginPattern>,
+    pub subprotocols: Vec<String>,
+}
+
+/// The shard's shared state lent to connection code.
+pub struct Ctx {
+    pub pool: BufPool,
+    /// Where reads land when the connection holds no buffer: one per shard.
+    pub scratch: Vec<u8>,
+    /// Frames to send to the connection being driven, written with one call
+    /// at the end of its read batch.
+    pub reply: Vec<u8>,
+    pub limits: Limits,
+    pub stats: ShardStats,
+    /// Current timer tick (see shard/timer.rs).
+    pub tick: u32,
+    /// Upgraded connections currently open on this shard.
+    pub open: usize,
+    /// The shard stops reading new input and closes everything.
+    pub draining: bool,
+}
+
+impl Ctx {
+    pub fn new(pool: BufPool, limits: Limits) -> Ctx {
+        Ctx {
+            pool,
+            scratch: vec![0u8; BUF_SIZE],
+            reply: Vec::with_capacity(BUF_SIZE),
+            limits,
+            stats: ShardStats::default(),
+            tick: 0,
+            open: 0,
+            draining: false,
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Driving one connection: read, decode, answer, write, time out.
+//!
+//! Reads land in the shard's scratch buffer; every complete frame in a read is
+//! handled and the answers are gathered in `ctx.reply` and written with one
+//! call. Only leftover partial input is copied into a leased buffer.
+
+use std::mem;
+use std::net::Shutdown;
+
+use bytes::Bytes;
+
+use super::inbuf::InBuf;
+use super::outq::{self, Flushed};
+use super::{Conn, Ctx, Disconnect, Phase};
+use crate::net::io::{self, IoOutcome};
+use crate::route::Route;
+use crate::ws::close::{self, PeerClose};
+use crate::ws::codec::{self, Event, Kind, Step, MAX_CLIENT_HEADER};
+use crate::ws::handshake::{self, Outcome, Policy, Refusal, Upgrade, MAX_REQUEST_BYTES};
+use crate::ws::Violation;
+
+/// Reads per connection per loop turn, so one fast sender cannot starve the
+/// others (STYLE habit 6).
+const READS_PER_TURN: usize = 8;
+/// Reply bytes gathered before they are written mid-batch.
+const REPLY_FLUSH_BYTES: usize = 64 * 1024;
+
+/// What the shard should do with a connection after driving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    /// The read budget ran out with input still pending: drive it again next
+    /// turn (edge-triggered readiness will not report it again).
+    Again,
+    /// Input is pending but no buffer can be leased: park it until one returns.
+    Starved,
+    /// Remove the connection.
+    Drop,
+}
+
+impl Conn {
+    /// Reads until the socket is drained or the budget is spent.
+    pub fn on_readable(&mut self, ctx: &mut Ctx) -> Verdict {
+        for _ in 0..READS_PER_TURN {
+            if self.inbuf.is_none() && ctx.pool.available() == 0 {
+                ctx.stats.starved_reads += 1;
+                return Verdict::Starved;
+            }
+            let outcome = match self.inbuf.as_mut() {
+                Some(buf) => {
+                    let (len, cap) = (buf.len(), buf.capacity());
+                    io::read(&mut self.stream, &mut buf.bytes_mut()[len..cap])
+                }
+                None => io::read(&mut self.stream, &mut ctx.scratch),
+            };
+            match outcome {
+                IoOutcome::Progress(n) => {
+                    self.on_bytes(n, ctx);
+                    if self.broken {
+                        return Verdict::Drop;
+                    }
+                }
+                IoOutcome::WouldBlock => return Verdict::Keep,
+                IoOutcome::Closed => return self.on_eof(ctx),
+                IoOutcome::Failed(_) => return self.on_eof(ctx),
+            }
+        }
+        ctx.stats.read_budget_hits += 1;
+        Verdict::Again
+    }
+
+    /// Writes what the socket refused earlier.
+    pub fn on_writable(&mut self, ctx: &mut Ctx) -> Verdict {
+        let Some(queue) = self.outq.as_mut() else {
+            return Verdict::Keep;
+        };
+        let (flushed, written) = queue.flush(&mut self.stream);
+        ctx.stats.bytes_out += written as u64;
+        match flushed {
+            Flushed::Failed => Verdict::Drop,
+            Flushed::Pending => Verdict::Keep,
+            Flushed::All => {
+                self.after_flush();
+                Verdict::Keep
+            }
+        }
+    }
+
+    /// The tick at which `on_timer` has something to do.
+    pub fn deadline(&self, ctx: &Ctx) -> u32 {
+        let limits = &ctx.limits;
+        match self.phase {
+            Phase::Handshake => self.phase_since + limits.handshake_ticks,
+            Phase::Open if self.pinged => self.last_read + limits.idle_ticks,
+            Phase::Open => self.last_read + limits.ping_ticks,
+            Phase::CloseSent | Phase::Lingering => self.phase_since + limits.close_ticks,
+        }
+    }
+
+    /// Handles the connection's deadline: handshake timeout, ping, idle
+    /// timeout, or the end of a close that took too long.
+    pub fn on_timer(&mut self, ctx: &mut Ctx) -> Verdict {
+        if ctx.tick < self.deadline(ctx) {
+            return Verdict::Keep;
+        }
+        match self.phase {
+            Phase::Handshake => {
+                ctx.stats.handshake_failed(Refusal::TIMEOUT.label());
+                return Verdict::Drop;
+            }
+            Phase::Open if self.pinged => self.start_close(
+                close::GOING_AWAY,
+                "idle timeout",
+                Disconnect::IdleTimeout,
+                ctx,
+            ),
+            Phase::Open => {
+                self.pinged = true;
+                codec::encode_frame(&mut ctx.reply, Kind::Ping, b"");
+                self.send_reply(ctx);
+            }
+            Phase::CloseSent | Phase::Lingering => return Verdict::Drop,
+        }
+        if self.broken {
+            Verdict::Drop
+        } else {
+            Verdict::Keep
+        }
+    }
+
+    /// Server-initiated close (idle timeout, shutdown): send Close and wait
+    /// for the client's answer up to the close timeout.
+    pub fn start_close(&mut self, code: u16, reason: &str, why: Disconnect, ctx: &mut Ctx) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.ending = Some(why);
+        codec::encode_close(&mut ctx.reply, code, reason);
+        self.enter(Phase::CloseSent, ctx.tick);
+        self.send_reply(ctx);
+    }
+
+    fn on_eof(&mut self, ctx: &mut Ctx) -> Verdict {
+        match self.phase {
+            Phase::Handshake => ctx.stats.handshake_failed("abandoned"),
+            Phase::Open => self.ending = Some(Disconnect::ClientGone),
+            Phase::CloseSent | Phase::Lingering => {}
+        }
+        Verdict::Drop
+    }
+
+    /// `n` new bytes sit in the connection's buffer or the shard's scratch.
+    fn on_bytes(&mut self, n: usize, ctx: &mut Ctx) {
+        self.last_read = ctx.tick;
+        self.pinged = false;
+        ctx.stats.bytes_in += n as u64;
+        match self.inbuf.take() {
+            Some(buf) => self.process_leased(buf, n, ctx),
+            None => self.process_scratch(n, ctx),
+        }
+        self.send_reply(ctx);
+    }
+
+    fn process_leased(&mut self, mut buf: InBuf, n: usize, ctx: &mut Ctx) {
+        let len = buf.len() + n;
+        let start = self.decoder.assembled();
+        let (pos, need) = self.process(buf.bytes_mut(), start, len, ctx);
+        let keep = self.decoder.assembled();
+        buf.bytes_mut().copy_within(pos..len, keep);
+        let left = keep + (len - pos);
+        buf.set_len(left);
+        if left == 0 && self.decoder.is_idle() {
+            return; // the buffer (and its lease) goes back now
+        }
+        buf.reserve(need.max(left + 1), self.buffer_limit(ctx));
+        self.inbuf = Some(buf);
+    }
+
+    fn process_scratch(&mut self, n: usize, ctx: &mut Ctx) {
+        let mut scratch = mem::take(&mut ctx.scratch);
+        let (pos, need) = self.process(&mut scratch, 0, n, ctx);
+        let keep = self.decoder.assembled();
+        if pos < n || keep > 0 || !self.decoder.is_idle() {
+            let parts = [&scratch[..keep], &scratch[pos..n]];
+            let room = need.max(keep + (n - pos) + 1);
+            // on_readable checked that a lease is free before reading.
+            self.inbuf = InBuf::holding(parts, room, &ctx.pool);
+            if self.inbuf.is_none() {
+                self.broken = true;
+            }
+        }
+        ctx.scratch = scratch;
+    }
+
+    fn buffer_limit(&self, ctx: &Ctx) -> usize {
+        ctx.limits.max_message_bytes + MAX_CLIENT_HEADER
+    }
+
+    /// Handles `buf[pos..len)` by phase; returns where undecoded bytes start
+    /// and the buffer size the next frame needs.
+    fn process(
+        &mut self,
+        buf: &mut [u8],
+        mut pos: usize,
+        len: usize,
+        ctx: &mut Ctx,
+    ) -> (usize, usize) {
+        if self.phase == Phase::Handshake {
+            let policy = Policy {
+                origins: &ctx.limits.origins,
+                subprotocols: &ctx.limits.subprotocols,
+            };
+            match handshake::parse_request(&buf[pos..len], &policy) {
+                Outcome::Partial => return (pos, MAX_REQUEST_BYTES),
+                Outcome::Refuse(refusal) => return self.refuse(refusal, len, ctx),
+                Outcome::Upgrade(_) if ctx.open >= ctx.limits.max_open || ctx.draining => {
+                    return self.refuse(Refusal::OVER_CAPACITY, len, ctx)
+                }
+                Outcome::Upgrade(up) => pos += self.upgrade(up, ctx),
+            }
+        }
+        match self.phase {
+            Phase::Open | Phase::CloseSent => self.decode_frames(buf, pos, len, ctx),
+            // After the close handshake input is read and dropped.
+            Phase::Handshake | Phase::Lingering => (len, 0),
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal, len: usize, ctx: &mut Ctx) -> (usize, usize) {
+        ctx.stats.handshake_failed(refusal.label());
+        handshake::write_refusal(&mut ctx.reply, &refusal);
+        self.enter(Phase::Lingering, ctx.tick);
+        (len, 0)
+    }
+
+    fn upgrade(&mut self, up: Upgrade, ctx: &mut Ctx) -> usize {
+        let protocol = up.subprotocol.map(|i| ctx.limits.subprotocols[i].as_str());
+        handshake::write_accept(&mut ctx.reply, &up.accept_key, protocol);
+        self.route = Some(up.route);
+        self.enter(Phase::Open, ctx.tick);
+        ctx.open += 1;
+        ctx.stats.upgraded += 1;
+        up.consumed
+    }
+
+    fn decode_frames(
+        &mut self,
+        buf: &mut [u8],
+        mut pos: usize,
+        len: usize,
+        ctx: &mut Ctx,
+    ) -> (usize, usize) {
+        loop {
+            match self
+                .decoder
+                .next(buf, &mut pos, len, ctx.limits.max_message_bytes)
+            {
+                Ok(Step::NeedMore { need }) => return (pos, need),
+                Ok(Step::Event(event)) => self.on_event(event, buf, ctx),
+                Err(violation) => {
+                    self.fail(violation, ctx);
+                    return (len, 0);
+                }
+            }
+            if self.phase == Phase::Lingering {
+                return (len, 0);
+            }
+            if ctx.reply.len() >= REPLY_FLUSH_BYTES {
+                self.send_reply(ctx);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, buf: &[u8], ctx: &mut Ctx) {
+        let open = self.phase == Phase::Open;
+        match event {
+            Event::Message { text, payload } if open => {
+                ctx.stats.messages_in += 1;
+                self.deliver(text, &buf[payload], ctx);
+            }
+            Event::Ping { payload } if open => {
+                codec::encode_frame(&mut ctx.reply, Kind::Pong, &buf[payload])
+            }
+            Event::Close(peer) => self.on_peer_close(peer, ctx),
+            // Messages after our Close, and pongs, need no answer.
+            _ => {}
+        }
+    }
+
+    /// Routes a message from this connection.
+    fn deliver(&mut self, text: bool, payload: &[u8], ctx: &mut Ctx) {
+        match self.route {
+            Some(Route::Echo) => {
+                let kind = if text { Kind::Text } else { Kind::Binary };
+                codec::encode_frame(&mut ctx.reply, kind, payload);
+                ctx.stats.messages_out += 1;
+            }
+            None => {}
+        }
+    }
+
+    /// RFC 6455 §5.5.1: answer a Close with a Close (echoing the code), then
+    /// close TCP. If we sent Close first, theirs completes the handshake.
+    fn on_peer_close(&mut self, peer: PeerClose, ctx: &mut Ctx) {
+        if self.phase == Phase::Open {
+            match peer.code {
+                Some(code) => codec::encode_close(&mut ctx.reply, code, ""),
+                None => codec::encode_frame(&mut ctx.reply, Kind::Close, b""),
+            }
+            self.ending = Some(Disconnect::ClientClose);
+        }
+        self.enter(Phase::Lingering, ctx.tick);
+    }
+
+    /// _Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send Close with the
+    /// violation's code and stop processing input.
+    fn fail(&mut self, violation: Violation, ctx: &mut Ctx) {
+        if self.phase == Phase::Open {
+            codec::encode_close(&mut ctx.reply, violation.code, violation.reason);
+            self.ending = Some(Disconnect::ProtocolError);
+            ctx.stats.protocol_errors += 1;
+        }
+        self.enter(Phase::Lingering, ctx.tick);
+    }
+
+    /// Writes the gathered reply: directly if nothing is queued.
+    fn send_reply(&mut self, ctx: &mut Ctx) {
+        if ctx.reply.is_empty() {
+            return;
+        }
+        let queued_before = self.queued_bytes();
+        let (flushed, written) = outq::send(&mut self.stream, &mut self.outq, &ctx.reply);
+        ctx.stats.bytes_out += written as u64;
+        ctx.reply.clear();
+        match flushed {
+            Flushed::Failed => self.broken = true,
+            Flushed::All => self.after_flush(),
+            Flushed::Pending => self.check_backlog(queued_before, ctx),
+        }
+    }
+
+    /// Everything is written: release the queue, and finish a close by
+    /// shutting down our side.
+    fn after_flush(&mut self) {
+        self.outq = None;
+        if self.phase == Phase::Lingering && !self.write_shut {
+            self.write_shut = true;
+            // An error means the peer is gone already; EOF or the close
+            // timer removes the connection either way.
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// A client whose backlog was already over `--max-backlog-bytes` when
+    /// more bytes came for it is a slow consumer: its backlog is dropped and it
+    /// gets Close 1008 "slow consumer" (if it ever reads again). Judging the
+    /// backlog before the new bytes lets one message larger than the cap (up
+    /// to `--max-message-size`) through to a client that does read, and bounds
+    /// a stalled client's memory at the cap plus one message.
+    fn check_backlog(&mut self, queued_before: usize, ctx: &mut Ctx) {
+        let Some(queue) = self.outq.as_mut() else {
+            return;
+        };
+        if queued_before <= ctx.limits.max_backlog_bytes || self.ending.is_some() {
+            return;
+        }
+        queue.discard_unstarted();
+        let mut frame = Vec::with_capacity(32);
+        codec::encode_close(&mut frame, close::POLICY_VIOLATION, "slow consumer");
+        queue.push(Bytes::from(frame));
+        self.ending = Some(Disconnect::SlowConsumer);
+        ctx.stats.slow_consumers += 1;
+        let next = if self.phase == Phase::Open {
+            Phase::CloseSent
+        } else {
+            Phase::Lingering
+        };
+        self.enter(next, ctx.tick);
+    }
+}

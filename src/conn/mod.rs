@@ -1,0 +1,167 @@
+//! One client connection: a small concrete struct kept in the shard's slab.
+//!
+//! An idle connection is its socket, its phase, 12 bytes of decoder state and
+//! a few tick counters: no buffer, no timer object, no `String`. Buffers are
+//! attached only while there is partial input (`inbuf`) or refused output
+//! (`outq`). The life of a connection is described in `docs/CONNECTION.md`.
+
+pub mod ctx;
+pub mod drive;
+pub mod inbuf;
+pub mod outq;
+
+use mio::net::TcpStream;
+
+use crate::route::Route;
+use crate::ws::codec::Decoder;
+
+pub use ctx::{Ctx, Limits};
+pub use drive::Verdict;
+use inbuf::InBuf;
+use outq::OutQ;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the HTTP upgrade request.
+    Handshake,
+    /// Exchanging messages.
+    Open,
+    /// We sent a Close frame first and wait for the client's.
+    CloseSent,
+    /// The WebSocket (or the refused handshake) is finished: our last bytes
+    /// drain, then we shut down writing and wait for the client's FIN, so an
+    /// early RST cannot destroy our final frame or response.
+    Lingering,
+}
+
+/// Why an upgraded connection ended; each is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Disconnect {
+    /// The client sent Close (the normal end).
+    ClientClose = 0,
+    /// The client vanished without a Close frame (EOF or reset).
+    ClientGone,
+    /// The client broke RFC 6455 (1002, 1007, 1009).
+    ProtocolError,
+    /// Silent past `--idle-timeout-secs`.
+    IdleTimeout,
+    /// Outgoing backlog over `--max-backlog-bytes`.
+    SlowConsumer,
+    /// Server shutdown.
+    Shutdown,
+}
+
+impl Disconnect {
+    pub const ALL: [Disconnect; 6] = [
+        Disconnect::ClientClose,
+        Disconnect::ClientGone,
+        Disconnect::ProtocolError,
+        Disconnect::IdleTimeout,
+        Disconnect::SlowConsumer,
+        Disconnect::Shutdown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Disconnect::ClientClose => "client_close",
+            Disconnect::ClientGone => "client_gone",
+            Disconnect::ProtocolError => "protocol_error",
+            Disconnect::IdleTimeout => "idle_timeout",
+            Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A connection. Fields are plain data so that the state of an idle
+/// connection could be written out and read back (live upgrade, later).
+pub struct Conn {
+    pub(crate) stream: TcpStream,
+    /// Bumped per slab slot reuse; part of the mio token (see shard/token.rs).
+    pub(crate) generation: u32,
+    pub(crate) phase: Phase,
+    /// Set at the upgrade; `None` while (or if never) upgraded.
+    pub(crate) route: Option<Route>,
+    /// Set once the connection upgraded: why it will end.
+    pub(crate) ending: Option<Disconnect>,
+    /// A ping was sent since the last byte read.
+    pub(crate) pinged: bool,
+    /// Write side already shut down (Lingering only).
+    pub(crate) write_shut: bool,
+    /// The socket failed; the shard removes the connection.
+    pub(crate) broken: bool,
+    pub(crate) decoder: Decoder,
+    pub(crate) inbuf: Option<InBuf>,
+    pub(crate) outq: Option<Box<OutQ>>,
+    /// Tick of the last byte read.
+    pub(crate) last_read: u32,
+    /// Tick the current phase began.
+    pub(crate) phase_since: u32,
+    /// Tick of this connection's entry in the timer wheel.
+    pub(crate) timer_at: u32,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, generation: u32, tick: u32) -> Conn {
+        Conn {
+            stream,
+            generation,
+            phase: Phase::Handshake,
+            route: None,
+            ending: None,
+            pinged: false,
+            write_shut: false,
+            broken: false,
+            decoder: Decoder::default(),
+            inbuf: None,
+            outq: None,
+            last_read: tick,
+            phase_since: tick,
+            timer_at: 0,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn is_upgraded(&self) -> bool {
+        self.route.is_some()
+    }
+
+    /// Bytes queued for this connection and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.outq.as_ref().map_or(0, |q| q.bytes())
+    }
+
+    pub fn holds_buffer(&self) -> bool {
+        self.inbuf.is_some()
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    pub(crate) fn enter(&mut self, phase: Phase, tick: u32) {
+        self.phase = phase;
+        self.phase_since = tick;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_is_small() {
+        // The per-connection budget is 128 bytes of user space in all; the
+        // struct itself must leave room for the slab and timer entries.
+        assert!(
+            std::mem::size_of::<Conn>() <= 96,
+            "Conn is {} bytes",
+            std::mem::size_of::<Conn>()
+        );
+    }
+}

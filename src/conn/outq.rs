@@ -1,0 +1,155 @@
+//! The outgoing queue: the only code that writes to a connection's socket
+//! (STYLE habit 8), so handshake responses, pongs, close frames and messages
+//! never interleave.
+//!
+//! Writes go straight to the socket when nothing is queued; only what the
+//! socket refused is kept, as reference-counted chunks (a broadcast's bytes are
+//! shared, never copied per receiver). Queued bytes are flushed with `writev`.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+
+use crate::net::io::{self, IoOutcome};
+
+/// Most chunks handed to one `writev` call.
+const MAX_IOVECS: usize = 64;
+
+/// Bytes the socket refused, oldest first.
+#[derive(Default)]
+pub struct OutQ {
+    chunks: VecDeque<Bytes>,
+    /// Bytes of the front chunk already written.
+    offset: usize,
+    /// Queued bytes not yet written.
+    bytes: usize,
+}
+
+/// What a write attempt left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything is on the wire.
+    All,
+    /// Some bytes wait for the next writable event.
+    Pending,
+    /// The connection is broken.
+    Failed,
+}
+
+impl OutQ {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.bytes += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Drops every chunk not yet started (a slow consumer's backlog); the
+    /// chunk in progress stays so the stream keeps its framing.
+    pub fn discard_unstarted(&mut self) {
+        let keep = usize::from(self.offset > 0);
+        while self.chunks.len() > keep {
+            if let Some(chunk) = self.chunks.pop_back() {
+                self.bytes -= chunk.len();
+            }
+        }
+    }
+
+    /// Writes queued chunks until done or the socket refuses.
+    pub fn flush(&mut self, stream: &mut TcpStream) -> (Flushed, usize) {
+        let mut written = 0;
+        while !self.chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+                let start = if i == 0 { self.offset } else { 0 };
+                slices[i] = IoSlice::new(&chunk[start..]);
+                count += 1;
+            }
+            match io::write_vectored(stream, &slices[..count]) {
+                IoOutcome::Progress(n) => {
+                    written += n;
+                    self.consume(n);
+                }
+                IoOutcome::WouldBlock => return (Flushed::Pending, written),
+                IoOutcome::Closed | IoOutcome::Failed(_) => return (Flushed::Failed, written),
+            }
+        }
+        (Flushed::All, written)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let front_left = self.chunks[0].len() - self.offset;
+            if n < front_left {
+                self.offset += n;
+                return;
+            }
+            n -= front_left;
+            self.offset = 0;
+            self.chunks.pop_front();
+        }
+    }
+}
+
+/// Sends `data` on `stream`: directly when nothing is queued, queueing
+/// (copied once) what the socket refused. Returns bytes written now.
+pub fn send(stream: &mut TcpStream, outq: &mut Option<Box<OutQ>>, data: &[u8]) -> (Flushed, usize) {
+    if data.is_empty() {
+        return (Flushed::All, 0);
+    }
+    if let Some(queue) = outq {
+        if !queue.is_empty() {
+            queue.push(Bytes::copy_from_slice(data));
+            return (Flushed::Pending, 0);
+        }
+    }
+    match io::write(stream, data) {
+        IoOutcome::Progress(n) if n == data.len() => (Flushed::All, n),
+        IoOutcome::Progress(n) => {
+            outq.get_or_insert_with(Default::default)
+                .push(Bytes::copy_from_slice(&data[n..]));
+            (Flushed::Pending, n)
+        }
+        IoOutcome::WouldBlock => {
+            outq.get_or_insert_with(Default::default)
+                .push(Bytes::copy_from_slice(data));
+            (Flushed::Pending, 0)
+        }
+        IoOutcome::Closed | IoOutcome::Failed(_) => (Flushed::Failed, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_walks_across_chunks() {
+        let mut q = OutQ::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::from_static(b"defg"));
+        q.consume(4);
+        assert_eq!((q.bytes(), q.offset, q.chunks.len()), (3, 1, 1));
+        q.push(Bytes::from_static(b"hi"));
+        q.discard_unstarted();
+        assert_eq!(
+            q.bytes(),
+            3,
+            "the started chunk stays, the unstarted one goes"
+        );
+        q.consume(3);
+        assert!(q.is_empty());
+    }
+}

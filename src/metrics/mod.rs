@@ -1,0 +1,6 @@
+//! Metrics: every name once (`names`), and shard-local counters (`stats`)
+//! that the hot path bumps as plain integers and that are flushed into
+//! `metrics` handles once per tick, so no metric name is looked up per message.
+
+pub mod names;
+pub mod stats;

@@ -1,0 +1,103 @@
+//! Shard-local counters: plain integers bumped on the hot path, read by the
+//! shard once per tick (and by tests through `ServerHandle::stats`).
+
+use crate::conn::Disconnect;
+
+/// Handshake failure reasons, in the order of `ShardStats::handshake_failures`.
+pub const HANDSHAKE_FAILURE_LABELS: [&str; 11] = [
+    "bad_request",
+    "origin_forbidden",
+    "not_found",
+    "method_not_allowed",
+    "timeout",
+    "unsupported_version",
+    "headers_too_large",
+    "over_capacity",
+    "abandoned",
+    "unauthorized",
+    "other",
+];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub accepted: u64,
+    /// Accepted then closed at once: the shard was full even for refusals.
+    pub accept_overflow: u64,
+    pub upgraded: u64,
+    pub handshake_failures: [u64; HANDSHAKE_FAILURE_LABELS.len()],
+    pub disconnects: [u64; Disconnect::ALL.len()],
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub slow_consumers: u64,
+    pub protocol_errors: u64,
+    pub read_budget_hits: u64,
+    pub accept_budget_hits: u64,
+    pub starved_reads: u64,
+    /// Gauges, set by the shard each tick.
+    pub open: u64,
+    pub buffers_leased: u64,
+    pub buffers_capacity: u64,
+    pub buffers_refused: u64,
+}
+
+impl ShardStats {
+    pub fn handshake_failed(&mut self, label: &str) {
+        let index = HANDSHAKE_FAILURE_LABELS
+            .iter()
+            .position(|&l| l == label)
+            .unwrap_or(HANDSHAKE_FAILURE_LABELS.len() - 1);
+        self.handshake_failures[index] += 1;
+    }
+
+    pub fn disconnected(&mut self, why: Disconnect) {
+        self.disconnects[why as usize] += 1;
+    }
+
+    /// Sum of several shards' counters.
+    pub fn add(&mut self, other: &ShardStats) {
+        macro_rules! sum {
+            ($($field:ident),*) => { $( self.$field += other.$field; )* };
+        }
+        sum!(
+            accepted,
+            accept_overflow,
+            upgraded,
+            messages_in,
+            messages_out,
+            bytes_in,
+            bytes_out,
+            slow_consumers,
+            protocol_errors,
+            read_budget_hits,
+            accept_budget_hits,
+            starved_reads,
+            open,
+            buffers_leased,
+            buffers_capacity,
+            buffers_refused
+        );
+        for (a, b) in self
+            .handshake_failures
+            .iter_mut()
+            .zip(other.handshake_failures)
+        {
+            *a += b;
+        }
+        for (a, b) in self.disconnects.iter_mut().zip(other.disconnects) {
+            *a += b;
+        }
+    }
+
+    pub fn handshake_failures_for(&self, label: &str) -> u64 {
+        HANDSHAKE_FAILURE_LABELS
+            .iter()
+            .position(|&l| l == label)
+            .map_or(0, |i| self.handshake_failures[i])
+    }
+
+    pub fn disconnects_for(&self, why: Disconnect) -> u64 {
+        self.disconnects[why as usize]
+    }
+}

@@ -1,0 +1,4 @@
+//! Sockets: binding listeners and classifying I/O results.
+
+pub mod io;
+pub mod listener;

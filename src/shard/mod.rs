@@ -1,0 +1,384 @@
+//! A shard: one OS thread running one `mio::Poll` loop over its own
+//! listener, its own slab of connections, buffer pool and timer wheel.
+//!
+//! A loop turn: poll (until the next tick at most), dispatch readiness,
+//! accept (bounded), drive connections that still had input (bounded),
+//! retry connections parked for a buffer, drain the inbox (bounded), expire
+//! timers, publish counters once per tick. Readiness is edge-triggered and
+//! registered once for reading and writing; interest is tracked here, so a
+//! connection that stopped early (budget, no buffer) is remembered, never
+//! left waiting for an event that will not come.
+
+pub mod inbox;
+pub mod timer;
+pub mod token;
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll};
+use slab::Slab;
+use tracing::{debug, warn};
+
+use crate::conn::{Conn, Ctx, Disconnect, Phase, Verdict};
+use crate::metrics::stats::ShardStats;
+use crate::net::io::accept_error_is_transient;
+use crate::ws::close;
+use inbox::{Inbox, ShardMsg};
+use timer::{TimerWheel, TICK};
+
+/// Connections accepted per loop turn.
+const ACCEPT_BUDGET: usize = 256;
+/// Inbox messages handled per loop turn.
+const INBOX_BUDGET: usize = 1024;
+/// Connections beyond the upgrade cap that may sit in the handshake to be
+/// told 503; past that, new sockets are closed at once.
+pub const REFUSAL_HEADROOM: usize = 16;
+
+/// Everything a shard needs to start.
+pub struct ShardSetup {
+    pub id: usize,
+    pub poll: Poll,
+    pub listener: TcpListener,
+    pub inbox: Inbox,
+    pub ctx: Ctx,
+    pub drain: Duration,
+    /// Where the shard publishes its counters once per tick.
+    pub published: Arc<Mutex<ShardStats>>,
+}
+
+pub struct Shard {
+    id: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    ctx: Ctx,
+    wheel: TimerWheel,
+    inbox: Inbox,
+    published: Arc<Mutex<ShardStats>>,
+    started: Instant,
+    next_generation: u32,
+    /// Connections whose read budget ran out: drive again next turn.
+    again: Vec<usize>,
+    /// Connections with input waiting for a free buffer.
+    starved: VecDeque<usize>,
+    accept_pending: bool,
+    drain: Duration,
+    drain_deadline: Option<Instant>,
+}
+
+impl Shard {
+    pub fn new(setup: ShardSetup) -> io::Result<Shard> {
+        let ShardSetup {
+            id,
+            poll,
+            mut listener,
+            inbox,
+            ctx,
+            drain,
+            published,
+        } = setup;
+        poll.registry()
+            .register(&mut listener, token::LISTENER, Interest::READABLE)?;
+        let mut shard = Shard {
+            id,
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            ctx,
+            wheel: TimerWheel::new(1),
+            inbox,
+            published,
+            started: Instant::now(),
+            next_generation: 0,
+            again: Vec::new(),
+            starved: VecDeque::new(),
+            accept_pending: true,
+            drain,
+            drain_deadline: None,
+        };
+        shard.ctx.tick = 1;
+        Ok(shard)
+    }
+
+    /// Runs the loop until a shutdown completes.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut due = Vec::new();
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let tick = self.current_tick();
+            let ticked = tick != self.ctx.tick;
+            self.ctx.tick = tick;
+            for event in events.iter() {
+                self.on_event(event);
+            }
+            self.accept();
+            self.drive_again();
+            self.retry_starved();
+            self.drain_inbox();
+            if ticked {
+                self.expire_timers(&mut due);
+                self.publish();
+            }
+            if self.finished() {
+                self.publish();
+                return Ok(());
+            }
+        }
+    }
+
+    fn current_tick(&self) -> u32 {
+        1 + (self.started.elapsed().as_millis() / TICK.as_millis()) as u32
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let busy = !self.again.is_empty()
+            || (self.accept_pending && self.can_accept())
+            || (!self.starved.is_empty() && self.ctx.pool.available() > 0);
+        if busy {
+            return Duration::ZERO;
+        }
+        let next_tick = TICK * self.ctx.tick;
+        next_tick
+            .saturating_sub(self.started.elapsed())
+            .max(Duration::from_millis(1))
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        match event.token() {
+            token::LISTENER => self.accept_pending = true,
+            token::WAKER => {} // the inbox is drained every turn
+            t => {
+                let (key, generation) = token::decode(t);
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
+                if conn.generation != generation {
+                    return; // stale: the slot was reused
+                }
+                let mut verdict = Verdict::Keep;
+                if event.is_writable() {
+                    verdict = conn.on_writable(&mut self.ctx);
+                }
+                if verdict == Verdict::Keep
+                    && (event.is_readable() || event.is_read_closed() || event.is_error())
+                {
+                    verdict = conn.on_readable(&mut self.ctx);
+                }
+                self.apply(key, verdict);
+            }
+        }
+    }
+
+    fn apply(&mut self, key: usize, verdict: Verdict) {
+        match verdict {
+            Verdict::Keep => self.reschedule(key),
+            Verdict::Again => {
+                self.again.push(key);
+                self.reschedule(key);
+            }
+            Verdict::Starved => self.starved.push_back(key),
+            Verdict::Drop => self.remove(key),
+        }
+    }
+
+    /// Brings the connection's timer entry forward if its deadline moved
+    /// earlier (a later deadline is found when the old entry fires).
+    fn reschedule(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let deadline = conn.deadline(&self.ctx);
+        if conn.timer_at == 0 || deadline < conn.timer_at {
+            conn.timer_at = self.wheel.schedule(deadline, key as u32);
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        let Some(conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        if conn.is_upgraded() {
+            self.ctx.open -= 1;
+            self.ctx
+                .stats
+                .disconnected(conn.ending.unwrap_or(Disconnect::ClientGone));
+        }
+        // Dropping the stream closes the socket, which also removes it from
+        // the epoll set; the lease and queue return with it.
+    }
+
+    fn can_accept(&self) -> bool {
+        self.listener.is_some() && self.ctx.pool.available() > 0
+    }
+
+    fn accept(&mut self) {
+        if !self.accept_pending || !self.can_accept() {
+            return;
+        }
+        for _ in 0..ACCEPT_BUDGET {
+            // can_accept() checked the listener is present.
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
+                Err(e) if accept_error_is_transient(&e) => {
+                    warn!(shard = self.id, error = %e, "accept failed; retrying next turn");
+                    return;
+                }
+                Err(e) => {
+                    warn!(shard = self.id, error = %e, "accept failed");
+                    self.accept_pending = false;
+                    return;
+                }
+            }
+        }
+        self.ctx.stats.accept_budget_hits += 1;
+    }
+
+    fn admit(&mut self, mut stream: mio::net::TcpStream) {
+        self.ctx.stats.accepted += 1;
+        if self.conns.len() >= self.ctx.limits.max_open + REFUSAL_HEADROOM {
+            // Full even for polite refusals: closing at once keeps the fd budget.
+            self.ctx.stats.accept_overflow += 1;
+            return;
+        }
+        // Latency over packet count: frames are written whole already.
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.next_generation = self.next_generation.wrapping_add(1) & 0x7FFF_FFFF;
+        let generation = self.next_generation;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, token::encode(key, generation), interest)
+        {
+            warn!(shard = self.id, error = %e, "could not register a connection");
+            return;
+        }
+        let mut conn = Conn::new(stream, generation, self.ctx.tick);
+        conn.timer_at = self.wheel.schedule(conn.deadline(&self.ctx), key as u32);
+        entry.insert(conn);
+    }
+
+    fn drive_again(&mut self) {
+        for key in std::mem::take(&mut self.again) {
+            self.drive_read(key);
+        }
+    }
+
+    fn retry_starved(&mut self) {
+        while self.ctx.pool.available() > 0 {
+            let Some(key) = self.starved.pop_front() else {
+                return;
+            };
+            self.drive_read(key);
+        }
+    }
+
+    fn drive_read(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let verdict = conn.on_readable(&mut self.ctx);
+        self.apply(key, verdict);
+    }
+
+    fn drain_inbox(&mut self) {
+        for _ in 0..INBOX_BUDGET {
+            match self.inbox.try_recv() {
+                Ok(ShardMsg::Shutdown) => self.begin_shutdown(),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Stops accepting and closes every connection with 1001.
+    fn begin_shutdown(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        debug!(
+            shard = self.id,
+            connections = self.conns.len(),
+            "shutting down"
+        );
+        self.drain_deadline = Some(Instant::now() + self.drain);
+        self.ctx.draining = true;
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            let verdict = if conn.phase() == Phase::Handshake {
+                // Not upgraded yet: nothing to close politely.
+                Verdict::Drop
+            } else {
+                conn.start_close(
+                    close::GOING_AWAY,
+                    "server shutting down",
+                    Disconnect::Shutdown,
+                    &mut self.ctx,
+                );
+                if conn.broken {
+                    Verdict::Drop
+                } else {
+                    Verdict::Keep
+                }
+            };
+            self.apply(key, verdict);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        match self.drain_deadline {
+            Some(deadline) => self.conns.is_empty() || Instant::now() >= deadline,
+            None => false,
+        }
+    }
+
+    fn expire_timers(&mut self, due: &mut Vec<(u32, u32)>) {
+        self.wheel.advance(self.ctx.tick, due);
+        for (tick, key) in due.drain(..) {
+            let key = key as usize;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.timer_at != tick {
+                continue; // stale entry
+            }
+            conn.timer_at = 0;
+            let verdict = conn.on_timer(&mut self.ctx);
+            self.apply(key, verdict);
+        }
+    }
+
+    fn publish(&mut self) {
+        let stats = &mut self.ctx.stats;
+        stats.open = self.ctx.open as u64;
+        stats.buffers_leased = self.ctx.pool.leased() as u64;
+        stats.buffers_capacity = self.ctx.pool.capacity() as u64;
+        stats.buffers_refused = self.ctx.pool.refused();
+        if let Ok(mut published) = self.published.lock() {
+            published.clone_from(stats);
+        }
+    }
+}
