@@ -1,0 +1,198 @@
+//! Shared helpers for integration tests: a real server on an ephemeral
+//! loopback port, raw-socket clients, and a blocking frame reader.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use hubbub::config::Config;
+use hubbub::metrics::stats::ShardStats;
+use hubbub::server::{self, ServerHandle};
+pub use hubbub::ws::codec::client_frame;
+
+pub const MASK: [u8; 4] = [0xa1, 0x5c, 0x03, 0x7e];
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// Upper bound for anything a test waits for; tests are not timed.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A server that is shut down and joined when dropped.
+pub struct TestServer {
+    handle: Option<ServerHandle>,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub fn stats(&self) -> ShardStats {
+        self.handle.as_ref().expect("running").stats()
+    }
+
+    /// Shuts down and waits; returns the shards' result.
+    pub fn stop(mut self) -> io::Result<()> {
+        let handle = self.handle.take().expect("running");
+        handle.shutdown();
+        handle.join()
+    }
+
+    /// Polls the published stats (refreshed every 250 ms) until `check` holds.
+    pub fn wait_for(&self, what: &str, check: impl Fn(&ShardStats) -> bool) -> ShardStats {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let stats = self.stats();
+            if check(&stats) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {stats:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Starts a server on 127.0.0.1:0 with `tune` applied to the defaults.
+pub fn start(tune: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = Config { listen: "127.0.0.1:0".parse().unwrap(), shards: 2, drain: Duration::from_secs(5), ..Config::default() };
+    tune(&mut config);
+    let handle = server::start(&config).expect("server starts");
+    let addr = handle.local_addr();
+    TestServer { handle: Some(handle), addr }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n{extra}\r\n"
+    )
+}
+
+/// Reads an HTTP response head; returns (status, head text, bytes after it).
+pub fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            return (status, head, buf[end + 4..].to_vec());
+        }
+        let n = stream.read(&mut chunk).expect("read response");
+        assert!(n > 0, "connection closed before a full response: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads until EOF (or error) and returns everything read.
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return all,
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// An upgraded raw connection to `path`.
+pub fn open(addr: SocketAddr, path: &str) -> Client {
+    let mut stream = connect(addr);
+    stream.write_all(upgrade_request(path, "").as_bytes()).unwrap();
+    let (status, head, rest) = read_response(&mut stream);
+    assert_eq!(status, 101, "upgrade refused: {head}");
+    Client { stream, pending: rest }
+}
+
+/// A raw WebSocket client: masked frames out, a blocking frame reader in.
+pub struct Client {
+    pub stream: TcpStream,
+    pub pending: Vec<u8>,
+}
+
+/// A server frame: opcode, fin, payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub opcode: u8,
+    pub fin: bool,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The close code of a Close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == 0x8 && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+impl Client {
+    pub fn send(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
+        self.stream.write_all(&client_frame(opcode, fin, payload, MASK)).unwrap();
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send(0x1, true, text.as_bytes());
+    }
+
+    /// The next frame, or `None` at EOF/reset.
+    pub fn recv(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.pending) {
+                self.pending.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads frames until a Close arrives; returns its code (None: EOF first).
+    pub fn recv_close(&mut self) -> Option<u16> {
+        while let Some(frame) = self.recv() {
+            if frame.opcode == 0x8 {
+                return frame.close_code().or(Some(1005));
+            }
+        }
+        None
+    }
+
+    /// True when the server closed TCP after its last frame.
+    pub fn sees_eof(&mut self) -> bool {
+        self.recv().is_none()
+    }
+}
+
+fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    assert_eq!(buf[1] & 0x80, 0, "server frames are never masked");
+    let (len, mut at) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if buf.len() < at + len {
+        return None;
+    }
+    let frame = Frame { opcode: buf[0] & 0x0f, fin: buf[0] & 0x80 != 0, payload: buf[at..at + len].to_vec() };
+    at += len;
+    Some((frame, at))
+}
