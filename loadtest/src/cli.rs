@@ -216,9 +216,17 @@ pub struct SlowArgs {
     /// Seconds of the test.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     pub duration_secs: f64,
+    /// Seconds the stopped clients then read again, looking for the server's close frame, while
+    /// the others' last echoes come in.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_secs: f64,
     /// The close code the server documents for slow consumers.
     #[arg(long, default_value_t = 1008)]
     pub expect_close_code: u16,
+    /// Bytes each stopped client sends (as fast as the server reads) before it just waits: enough
+    /// to overflow the server's socket buffer plus its backlog cap.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub slow_send_bytes: u64,
     /// Receive buffer (SO_RCVBUF) of the stopped clients, so the server's backlog fills sooner.
     #[arg(long, default_value_t = 4096)]
     pub slow_recv_buffer: usize,

@@ -21,11 +21,6 @@ pub fn secs_to_ns(secs: f64) -> u64 {
     (secs.max(0.0) * 1e9) as u64
 }
 
-/// Converts nanoseconds to milliseconds for display.
-pub fn ns_to_ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +40,5 @@ mod tests {
     fn unit_conversions() {
         assert_eq!(secs_to_ns(1.5), 1_500_000_000);
         assert_eq!(secs_to_ns(-1.0), 0);
-        assert!((ns_to_ms(2_500_000) - 2.5).abs() < 1e-9);
     }
 }

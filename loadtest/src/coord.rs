@@ -19,7 +19,9 @@ pub const GO: &str = "GO";
 pub const PROGRESS: &str = "PROGRESS ";
 pub const RESULT: &str = "RESULT ";
 
-/// The scenario's side of the coordination.
+/// The scenario's side of the coordination. One per process, so the size of the variants does
+/// not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Coord {
     /// A single process: shows progress and measures memory itself.
     Local {

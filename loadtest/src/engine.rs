@@ -33,8 +33,6 @@ pub struct Closed {
     pub was_open: bool,
     /// `None`: a clean close we asked for. Otherwise what ended it.
     pub reason: Option<Reason>,
-    /// The scenario's number for the client.
-    pub user: u32,
     /// When its connect started.
     pub started_ns: u64,
 }
@@ -155,13 +153,6 @@ impl Net {
             .push_back((now + self.cfg.close_timeout_ns, id, serial));
     }
 
-    /// Drops a connection without a close handshake and without calling `on_closed`.
-    pub fn abort(&mut self, id: usize) {
-        if let Some(mut conn) = self.conns.try_remove(id) {
-            let _ = self.registry.deregister(&mut conn.stream);
-        }
-    }
-
     /// Stops or resumes reading (a stopped client lets the server's data pile up).
     pub fn set_reading(&mut self, id: usize, reading: bool) {
         if let Some(conn) = self.conns.get_mut(id) {
@@ -227,7 +218,6 @@ fn finish(net: &mut Net, driver: &mut impl Driver, id: usize, reason: Option<Rea
     let closed = Closed {
         was_open,
         reason,
-        user: conn.user,
         started_ns: conn.started_ns,
     };
     drop(conn);

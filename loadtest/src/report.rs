@@ -264,13 +264,15 @@ mod tests {
 
     #[test]
     fn thresholds_decide_the_verdict() {
-        let mut out = Outcome::default();
-        out.counters = Counters {
-            attempts: 10,
-            opened: 10,
-            sent: 990,
-            received: 989,
-            unanswered: 1,
+        let mut out = Outcome {
+            counters: Counters {
+                attempts: 10,
+                opened: 10,
+                sent: 990,
+                received: 989,
+                unanswered: 1,
+                ..Default::default()
+            },
             ..Default::default()
         };
         out.measure_ns = 1_000_000_000;
@@ -303,13 +305,15 @@ mod tests {
 
     #[test]
     fn broadcast_counts_lost_deliveries() {
-        let mut out = Outcome::default();
-        out.counters = Counters {
-            attempts: 3,
-            opened: 3,
-            published: 10,
-            receivers: 3,
-            received: 28,
+        let out = Outcome {
+            counters: Counters {
+                attempts: 3,
+                opened: 3,
+                published: 10,
+                receivers: 3,
+                received: 28,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let r = Report::new(&cli(&["x", "broadcast"]), out, None, 1.0);

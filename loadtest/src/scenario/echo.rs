@@ -5,6 +5,9 @@
 //! fixed schedule over all connections; a message's timestamp is its *scheduled* time, and a
 //! message the socket cannot take yet is sent late with that same time, so a slow server shows
 //! up as latency instead of as a lower send rate (no coordinated omission).
+//!
+//! The `slow` scenario runs on this driver too: its first clients stop reading and flood the
+//! server instead ([`Stopped`]), and are expected to be cut off by the server.
 
 use std::collections::VecDeque;
 
@@ -12,6 +15,7 @@ use crate::cli::{Cli, EchoArgs};
 use crate::clock::secs_to_ns;
 use crate::coord::Coord;
 use crate::engine::{Closed, Driver, Net};
+use crate::net::Reason;
 use crate::payload;
 use crate::scenario::{
     drive, engine_for, Finished, Lifecycle, Pacer, Part, Plan, RunError, Stage, Staged,
@@ -20,6 +24,31 @@ use crate::stats::Latency;
 
 /// An open-loop connection stops taking new messages while this many bytes wait for its socket.
 const OPEN_LOOP_QUEUE_BYTES: usize = 256 * 1024;
+
+/// A flooding client keeps at most this many bytes queued for its socket.
+const FLOOD_QUEUE_BYTES: usize = 64 * 1024;
+
+/// Clients that stop reading (the `slow` scenario): local clients numbered below `count`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stopped {
+    pub count: u64,
+    pub recv_buffer: usize,
+    pub expect_code: u16,
+    /// Bytes each stopped client sends at most.
+    pub send_bytes: u64,
+}
+
+/// What an echo run does, in this process.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoPlan {
+    pub plan: Plan,
+    pub size: usize,
+    pub text: bool,
+    pub pipeline: u32,
+    pub rate: Option<f64>,
+    pub max_messages: u64,
+    pub stopped: Stopped,
+}
 
 /// Per-connection echo state, indexed by connection id.
 #[derive(Debug, Default)]
@@ -33,6 +62,8 @@ struct Client {
     /// Timestamps of the messages in flight, oldest first.
     in_flight: VecDeque<u64>,
     active: bool,
+    /// Stopped reading: floods and expects to be cut off.
+    stopped: bool,
 }
 
 struct Echo {
@@ -50,33 +81,50 @@ struct Echo {
     next_k: u64,
     max_messages: u64,
     outstanding: u64,
+    stopped: Stopped,
+    /// Ids of the clients that stopped reading.
+    stopped_ids: Vec<usize>,
     rtt: Latency,
 }
 
 /// Runs `echo` in this process.
 pub fn run(cli: &Cli, args: &EchoArgs, part: Part, coord: Coord) -> Result<Finished, RunError> {
-    let mut engine = engine_for(cli, &args.url)?;
-    let now = crate::clock::now_ns();
-    let plan = Plan {
-        connections: part.share(args.connections),
-        connect_rate: part.rate(args.connect_rate),
-        run_ns: secs_to_ns(args.duration_secs),
-        drain_ns: secs_to_ns(args.drain_secs),
-        close_ns: secs_to_ns(cli.common.close_timeout_secs),
-    };
-    let mut echo = Echo {
-        life: Lifecycle::new(plan, coord, now),
-        clients: Vec::new(),
-        ids: Vec::new(),
+    let plan = EchoPlan {
+        plan: Plan {
+            connections: part.share(args.connections),
+            connect_rate: part.rate(args.connect_rate),
+            run_ns: secs_to_ns(args.duration_secs),
+            drain_ns: secs_to_ns(args.drain_secs),
+            close_ns: secs_to_ns(cli.common.close_timeout_secs),
+        },
         size: args.size as usize,
         text: !args.binary,
         pipeline: args.pipeline,
         rate: args.rate.map(|r| part.rate(r)),
+        max_messages: args.messages.map_or(u64::MAX, |m| part.share(m)),
+        stopped: Stopped::default(),
+    };
+    run_plan(cli, &args.url, plan, coord)
+}
+
+/// Runs an echo plan against `url` (shared with `slow`).
+pub fn run_plan(cli: &Cli, url: &str, p: EchoPlan, coord: Coord) -> Result<Finished, RunError> {
+    let mut engine = engine_for(cli, url)?;
+    let mut echo = Echo {
+        life: Lifecycle::new(p.plan, coord, crate::clock::now_ns()),
+        clients: Vec::new(),
+        ids: Vec::new(),
+        size: p.size,
+        text: p.text,
+        pipeline: p.pipeline,
+        rate: p.rate,
         schedule: None,
         due: 0,
         next_k: 0,
-        max_messages: args.messages.map_or(u64::MAX, |m| part.share(m)),
+        max_messages: p.max_messages,
         outstanding: 0,
+        stopped: p.stopped,
+        stopped_ids: Vec::new(),
         rtt: Latency::new(),
     };
     drive(&mut engine, &mut echo)?;
@@ -107,6 +155,22 @@ impl Echo {
 
     fn start_run(&mut self, net: &mut Net, now: u64) {
         self.ids = net.open_ids();
+        for id in self.ids.clone() {
+            if u64::from(net.user(id).unwrap_or(0)) < self.stopped.count {
+                self.clients[id].stopped = true;
+                self.life.out.counters.slow_clients += 1;
+                net.set_reading(id, false);
+                self.flood(net, id);
+            }
+        }
+        let clients = &self.clients;
+        self.stopped_ids = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&id| clients[id].stopped)
+            .collect();
+        self.ids.retain(|&id| !clients[id].stopped);
         for (slot, &id) in self.ids.iter().enumerate() {
             self.clients[id].slot = slot as u64;
         }
@@ -122,6 +186,60 @@ impl Echo {
                 }
             }
         }
+    }
+
+    /// A stopped client sends (unchecked) messages as fast as its socket takes them.
+    fn flood(&mut self, net: &mut Net, id: usize) {
+        let cap = self.stopped.send_bytes / self.size as u64;
+        while self.life.stage == Stage::Run && net.is_open(id) && net.queued(id) < FLOOD_QUEUE_BYTES
+        {
+            let seq = self.clients[id].next_send;
+            if seq >= cap {
+                return;
+            }
+            self.clients[id].next_send += 1;
+            net.send(id, self.text, self.size, |p| payload::write_echo(p, seq, 0));
+            self.life.out.counters.bytes_sent += self.size as u64;
+        }
+    }
+
+    /// A stopped client ended: cut off by the server (as hoped) or closed by us at the end.
+    fn stopped_closed(&mut self, closed: &Closed) {
+        let c = &mut self.life.out.counters;
+        match closed.reason {
+            Some(Reason::Closed(code)) if code == self.stopped.expect_code => {
+                c.slow_closed_code += 1
+            }
+            Some(Reason::Closed(code)) => {
+                c.slow_closed_other += 1;
+                *self
+                    .life
+                    .out
+                    .failures
+                    .entry(format!("slow_close_{code}"))
+                    .or_default() += 1;
+            }
+            Some(Reason::Eof | Reason::Reset) => c.slow_closed_tcp += 1,
+            Some(_) | None => c.slow_not_closed += 1,
+        }
+    }
+
+    /// After the measured stage stopped clients read again, to find the close frame the server
+    /// queued behind the backlog it gave up on (a real slow consumer reads, slowly).
+    fn resume_stopped(&mut self, net: &mut Net) {
+        for id in net.open_ids() {
+            if self.clients.get(id).is_some_and(|c| c.stopped) {
+                net.set_reading(id, true);
+            }
+        }
+    }
+
+    /// Work the drain waits for: echoes in flight and stopped clients not yet cut off.
+    fn pending(&self) -> u64 {
+        let c = &self.life.out.counters;
+        let stopped_ended =
+            c.slow_closed_code + c.slow_closed_other + c.slow_closed_tcp + c.slow_not_closed;
+        self.outstanding + c.slow_clients.saturating_sub(stopped_ended)
     }
 
     /// Open loop: sends connection `id`'s messages that are due, oldest first, while its socket
@@ -177,6 +295,9 @@ impl Driver for Echo {
     }
 
     fn on_message(&mut self, net: &mut Net, id: usize, now: u64, text: bool, data: &[u8]) {
+        if self.clients[id].stopped {
+            return; // draining what the server had sent before cutting it off
+        }
         let c = &mut self.life.out.counters;
         c.received += 1;
         c.bytes_received += data.len() as u64;
@@ -199,10 +320,18 @@ impl Driver for Echo {
     }
 
     fn on_writable(&mut self, net: &mut Net, id: usize, _now: u64) {
-        self.pump(net, id);
+        if self.clients[id].stopped {
+            self.flood(net, id);
+        } else {
+            self.pump(net, id);
+        }
     }
 
     fn on_closed(&mut self, _net: &mut Net, id: usize, _now: u64, closed: Closed) {
+        if closed.was_open && self.clients[id].stopped {
+            self.clients[id].active = false;
+            return self.stopped_closed(&closed);
+        }
         if closed.was_open {
             let client = &mut self.clients[id];
             client.active = false;
@@ -216,14 +345,18 @@ impl Driver for Echo {
 
     fn tick(&mut self, net: &mut Net, now: u64) {
         self.open_loop_tick(net, now);
+        // A socket that took everything raises no writable event: top stopped clients up here.
+        for i in 0..self.stopped_ids.len() {
+            self.flood(net, self.stopped_ids[i]);
+        }
         if self.life.stage == Stage::Run && self.life.out.counters.sent >= self.max_messages {
             self.life.stop_running(now);
         }
-        let outstanding = self.outstanding;
-        match self
-            .life
-            .advance(net, now, outstanding, |i| (i as u32, None))
-        {
+        let outstanding = self.pending();
+        let stopped = self.stopped;
+        let user_of = |i: u64| (i as u32, (i < stopped.count).then_some(stopped.recv_buffer));
+        match self.life.advance(net, now, outstanding, user_of) {
+            Some(Stage::Drain) => self.resume_stopped(net),
             Some(Stage::Run) => self.start_run(net, now),
             Some(Stage::Close) => {
                 self.life.out.counters.unanswered += self.outstanding;

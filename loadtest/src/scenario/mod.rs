@@ -84,7 +84,7 @@ impl Outcome {
         self.measure_ns = self.measure_ns.max(other.measure_ns);
         self.worst_gaps.extend(other.worst_gaps.iter().cloned());
         self.worst_gaps
-            .sort_by(|a, b| (b.gaps + b.reordered).cmp(&(a.gaps + a.reordered)));
+            .sort_by_key(|g| std::cmp::Reverse(g.gaps + g.reordered));
         self.worst_gaps.truncate(MAX_GAP_RECORDS);
     }
 }
@@ -273,6 +273,11 @@ impl Lifecycle {
     /// When the measured stage started.
     pub fn run_start(&self) -> u64 {
         self.run_start
+    }
+
+    /// Length of the measured stage.
+    pub fn plan_run_ns(&self) -> u64 {
+        self.plan.run_ns
     }
 
     /// Counts an upgrade.
