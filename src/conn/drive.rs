@@ -40,18 +40,31 @@ pub enum Verdict {
 
 impl Conn {
     /// Reads until the socket is drained or the budget is spent.
-    pub fn on_readable(&mut self, ctx: &mut Ctx) -> Verdict {
+    ///
+    /// `edge` is true when called for a readiness event that did not report
+    /// the peer's FIN. Then a read that returns less than the room offered
+    /// has drained the socket: on Linux every later arrival raises a new
+    /// edge, so the extra read that would only return `WouldBlock` is
+    /// skipped (one syscall less per message batch; tokio does the same).
+    /// Without an event (budget or buffer retries) we read to `WouldBlock`.
+    pub fn on_readable(&mut self, ctx: &mut Ctx, edge: bool) -> Verdict {
         for _ in 0..READS_PER_TURN {
             if self.inbuf.is_none() && ctx.pool.available() == 0 {
                 ctx.stats.starved_reads += 1;
                 return Verdict::Starved;
             }
-            let outcome = match self.inbuf.as_mut() {
+            let (outcome, offered) = match self.inbuf.as_mut() {
                 Some(buf) => {
                     let (len, cap) = (buf.len(), buf.capacity());
-                    io::read(&mut self.stream, &mut buf.bytes_mut()[len..cap])
+                    (
+                        io::read(&mut self.stream, &mut buf.bytes_mut()[len..cap]),
+                        cap - len,
+                    )
                 }
-                None => io::read(&mut self.stream, &mut ctx.scratch),
+                None => (
+                    io::read(&mut self.stream, &mut ctx.scratch),
+                    ctx.scratch.len(),
+                ),
             };
             match outcome {
                 IoOutcome::Progress(n) => {
@@ -59,10 +72,12 @@ impl Conn {
                     if self.broken {
                         return Verdict::Drop;
                     }
+                    if edge && n < offered {
+                        return Verdict::Keep;
+                    }
                 }
                 IoOutcome::WouldBlock => return Verdict::Keep,
-                IoOutcome::Closed => return self.on_eof(ctx),
-                IoOutcome::Failed(_) => return self.on_eof(ctx),
+                IoOutcome::Closed | IoOutcome::Failed(_) => return self.on_eof(ctx),
             }
         }
         ctx.stats.read_budget_hits += 1;

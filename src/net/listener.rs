@@ -17,6 +17,10 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener>
     )?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
+    // saves a setsockopt per connection. Latency over packet count: frames
+    // are written whole already.
+    socket.set_tcp_nodelay(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -53,5 +57,19 @@ mod tests {
             .map(|l| l.local_addr().unwrap().port())
             .collect();
         assert!(ports[0] != 0 && ports.iter().all(|&p| p == ports[0]));
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let accepted = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(accepted.nodelay().unwrap());
     }
 }

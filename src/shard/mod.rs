@@ -173,7 +173,8 @@ impl Shard {
                 if verdict == Verdict::Keep
                     && (event.is_readable() || event.is_read_closed() || event.is_error())
                 {
-                    verdict = conn.on_readable(&mut self.ctx);
+                    let edge = !event.is_read_closed() && !event.is_error();
+                    verdict = conn.on_readable(&mut self.ctx, edge);
                 }
                 self.apply(key, verdict);
             }
@@ -258,8 +259,6 @@ impl Shard {
             self.ctx.stats.accept_overflow += 1;
             return;
         }
-        // Latency over packet count: frames are written whole already.
-        let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         self.next_generation = self.next_generation.wrapping_add(1) & 0x7FFF_FFFF;
@@ -297,7 +296,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let verdict = conn.on_readable(&mut self.ctx);
+        let verdict = conn.on_readable(&mut self.ctx, false);
         self.apply(key, verdict);
     }
 
