@@ -19,8 +19,15 @@ fn autobahn_suite_passes_against_echo() {
         .env("AUTOBAHN_TIMEOUT_SECS", "300")
         .output()
         .unwrap();
-    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "Autobahn suite failed:\n{report}");
     assert!(report.contains("PASS"), "{report}");
-    assert!(server.stats().protocol_errors > 0, "the violation cases reached the server");
+    assert!(
+        server.stats().protocol_errors > 0,
+        "the violation cases reached the server"
+    );
 }

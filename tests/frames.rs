@@ -12,9 +12,14 @@ fn violation_close_code(send: impl FnOnce(&mut Client)) -> Option<u16> {
     let mut client = open(server.addr, "/echo");
     send(&mut client);
     let code = client.recv_close();
-    assert!(client.sees_eof(), "the server closes TCP after failing the connection");
+    assert!(
+        client.sees_eof(),
+        "the server closes TCP after failing the connection"
+    );
     let _ = client.stream.shutdown(std::net::Shutdown::Both);
-    server.wait_for("the protocol error counted", |s| s.protocol_errors == 1 && s.open == 0);
+    server.wait_for("the protocol error counted", |s| {
+        s.protocol_errors == 1 && s.open == 0
+    });
     code
 }
 
@@ -69,9 +74,15 @@ fn fragmented_message_with_a_ping_between_fragments_is_echoed_whole() {
     client.send(0x9, true, b"are you there?");
     client.send(0x0, true, b"world");
     let pong = client.recv().unwrap();
-    assert_eq!((pong.opcode, pong.payload.as_slice()), (0xA, &b"are you there?"[..]));
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (0xA, &b"are you there?"[..])
+    );
     let echo = client.recv().unwrap();
-    assert_eq!((echo.opcode, echo.fin, echo.payload.as_slice()), (0x1, true, &b"Hello, world"[..]));
+    assert_eq!(
+        (echo.opcode, echo.fin, echo.payload.as_slice()),
+        (0x1, true, &b"Hello, world"[..])
+    );
 }
 
 #[test]
@@ -91,7 +102,9 @@ fn valid_close_code_is_echoed_then_tcp_closes() {
     assert_eq!(client.recv_close(), Some(4000));
     assert!(client.sees_eof());
     let _ = client.stream.shutdown(std::net::Shutdown::Both);
-    let stats = server.wait_for("the close counted", |s| s.disconnects_for(hubbub::conn::Disconnect::ClientClose) == 1);
+    let stats = server.wait_for("the close counted", |s| {
+        s.disconnects_for(hubbub::conn::Disconnect::ClientClose) == 1
+    });
     assert_eq!(stats.open, 0);
 }
 
@@ -103,7 +116,11 @@ fn invalid_close_code_gets_1002() {
         let mut client = open(server.addr, "/echo");
         client.send(0x8, true, payload);
         let expected = if payload == b"\x0b\xb8" { 3000 } else { 1002 };
-        assert_eq!(client.recv_close(), Some(expected), "close payload {payload:?}");
+        assert_eq!(
+            client.recv_close(),
+            Some(expected),
+            "close payload {payload:?}"
+        );
     }
 }
 
@@ -124,12 +141,20 @@ fn reset_mid_frame_does_not_disturb_other_connections() {
     let frame = client_frame(0x2, true, &[7u8; 1000], MASK);
     let mut stream = victim.stream;
     stream.write_all(&frame[..500]).unwrap();
-    socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
     drop(stream);
     server.wait_for("the reset connection is gone", |s| s.open == 1);
     bystander.send_text("unaffected");
     assert_eq!(bystander.recv().unwrap().payload, b"unaffected");
     let stats = server.stats();
-    assert_eq!(stats.disconnects_for(hubbub::conn::Disconnect::ClientGone), 1);
-    assert_eq!(stats.buffers_leased, 0, "the partial frame's buffer went back to the pool");
+    assert_eq!(
+        stats.disconnects_for(hubbub::conn::Disconnect::ClientGone),
+        1
+    );
+    assert_eq!(
+        stats.buffers_leased, 0,
+        "the partial frame's buffer went back to the pool"
+    );
 }

@@ -52,7 +52,10 @@ fn five_thousand_connections_half_silent_are_reaped_and_the_count_is_true() {
     let mut silent = Vec::new();
     for i in 0..TOTAL {
         let client = open(server.addr, "/echo");
-        client.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         if i % 2 == 0 {
             active.push(client);
         } else {
@@ -81,7 +84,10 @@ fn five_thousand_connections_half_silent_are_reaped_and_the_count_is_true() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let stats = server.wait_for("silent half reaped", |s| s.open == (TOTAL / 2) as u64);
-    assert_eq!(stats.disconnects_for(Disconnect::IdleTimeout), (TOTAL / 2) as u64);
+    assert_eq!(
+        stats.disconnects_for(Disconnect::IdleTimeout),
+        (TOTAL / 2) as u64
+    );
     // Every silent client saw a ping, then Close 1001, then EOF.
     for client in silent.iter_mut().take(50) {
         client.stream.set_read_timeout(Some(PATIENCE)).unwrap();

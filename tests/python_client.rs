@@ -11,11 +11,22 @@ use common::*;
 #[test]
 fn python_websockets_client_round_trips_text_and_binary() {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(python.exists(), "run .ci/run first: it creates .venv with the Python test clients");
+    assert!(
+        python.exists(),
+        "run .ci/run first: it creates .venv with the Python test clients"
+    );
     let server = start(|_| {});
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/echo_client.py");
-    let out = Command::new(python).arg(script).arg(format!("ws://{}/echo", server.addr)).output().unwrap();
+    let out = Command::new(python)
+        .arg(script)
+        .arg(format!("ws://{}/echo", server.addr))
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("ok 200 messages"), "{stdout}");
 }

@@ -31,20 +31,40 @@ fn help_lists_every_flag_with_its_default() {
     let out = binary().arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in [
-        "--listen", "--shards", "--backlog", "--max-connections", "--max-message-size", "--max-backlog-bytes",
-        "--ping-interval-secs", "--idle-timeout-secs", "--handshake-timeout-secs", "--allowed-origin",
-        "--subprotocol", "--buffer-pool",
+        "--listen",
+        "--shards",
+        "--backlog",
+        "--max-connections",
+        "--max-message-size",
+        "--max-backlog-bytes",
+        "--ping-interval-secs",
+        "--idle-timeout-secs",
+        "--handshake-timeout-secs",
+        "--allowed-origin",
+        "--subprotocol",
+        "--buffer-pool",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
-    for default in ["127.0.0.1:8080", "4096", "1048576", "[default: 30]", "[default: 75]", "[default: 10]", "number of cores"] {
+    for default in [
+        "127.0.0.1:8080",
+        "4096",
+        "1048576",
+        "[default: 30]",
+        "[default: 75]",
+        "[default: 10]",
+        "number of cores",
+    ] {
         assert!(help.contains(default), "--help lacks default {default}");
     }
 }
 
 #[test]
 fn invalid_flag_value_fails_with_the_field_and_reason() {
-    let out = binary().args(["--ping-interval-secs", "80"]).output().unwrap();
+    let out = binary()
+        .args(["--ping-interval-secs", "80"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--idle-timeout-secs"), "{err}");
@@ -59,8 +79,15 @@ fn sigterm_closes_connections_with_1001_and_exits_zero() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("hubbub listening on ws://").expect("listening line").parse().unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("hubbub listening on ws://")
+        .expect("listening line")
+        .parse()
+        .unwrap();
     let mut client = open(addr, "/echo");
     client.send_text("before");
     assert_eq!(client.recv().unwrap().payload, b"before");

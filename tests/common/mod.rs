@@ -42,7 +42,10 @@ impl TestServer {
             if check(&stats) {
                 return stats;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {stats:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {stats:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -59,11 +62,19 @@ impl Drop for TestServer {
 
 /// Starts a server on 127.0.0.1:0 with `tune` applied to the defaults.
 pub fn start(tune: impl FnOnce(&mut Config)) -> TestServer {
-    let mut config = Config { listen: "127.0.0.1:0".parse().unwrap(), shards: 2, drain: Duration::from_secs(5), ..Config::default() };
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        drain: Duration::from_secs(5),
+        ..Config::default()
+    };
     tune(&mut config);
     let handle = server::start(&config).expect("server starts");
     let addr = handle.local_addr();
-    TestServer { handle: Some(handle), addr }
+    TestServer {
+        handle: Some(handle),
+        addr,
+    }
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
@@ -87,11 +98,19 @@ pub fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             return (status, head, buf[end + 4..].to_vec());
         }
         let n = stream.read(&mut chunk).expect("read response");
-        assert!(n > 0, "connection closed before a full response: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed before a full response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -111,10 +130,15 @@ pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 /// An upgraded raw connection to `path`.
 pub fn open(addr: SocketAddr, path: &str) -> Client {
     let mut stream = connect(addr);
-    stream.write_all(upgrade_request(path, "").as_bytes()).unwrap();
+    stream
+        .write_all(upgrade_request(path, "").as_bytes())
+        .unwrap();
     let (status, head, rest) = read_response(&mut stream);
     assert_eq!(status, 101, "upgrade refused: {head}");
-    Client { stream, pending: rest }
+    Client {
+        stream,
+        pending: rest,
+    }
 }
 
 /// A raw WebSocket client: masked frames out, a blocking frame reader in.
@@ -134,13 +158,16 @@ pub struct Frame {
 impl Frame {
     /// The close code of a Close frame.
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == 0x8 && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == 0x8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 }
 
 impl Client {
     pub fn send(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
-        self.stream.write_all(&client_frame(opcode, fin, payload, MASK)).unwrap();
+        self.stream
+            .write_all(&client_frame(opcode, fin, payload, MASK))
+            .unwrap();
     }
 
     pub fn send_text(&mut self, text: &str) {
@@ -185,14 +212,21 @@ fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     assert_eq!(buf[1] & 0x80, 0, "server frames are never masked");
     let (len, mut at) = match buf[1] & 0x7f {
         126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
         126 | 127 => return None,
         n => (n as usize, 2),
     };
     if buf.len() < at + len {
         return None;
     }
-    let frame = Frame { opcode: buf[0] & 0x0f, fin: buf[0] & 0x80 != 0, payload: buf[at..at + len].to_vec() };
+    let frame = Frame {
+        opcode: buf[0] & 0x0f,
+        fin: buf[0] & 0x80 != 0,
+        payload: buf[at..at + len].to_vec(),
+    };
     at += len;
     Some((frame, at))
 }
