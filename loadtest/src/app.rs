@@ -34,12 +34,12 @@ pub fn main(cli: Cli) -> Result<ExitCode, RunError> {
         let progress = Progress::new(cli.common.quiet, cli.common.progress_secs, now_ns());
         scenario::run(&cli, Coord::local(progress, probe))?
     };
-    let report = Report::new(
-        &cli,
-        finished.outcome,
-        finished.mem,
-        started.elapsed().as_secs_f64(),
-    );
+    let memory = finished
+        .mem
+        .filter(|_| matches!(cli.scenario, Scenario::Connect(_)));
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = crate::sysmem::own_cpu_secs();
+    let report = Report::new(&cli, finished.outcome, memory, elapsed, cpu);
     print!("{}", report.table());
     write_outputs(&cli, &report)?;
     Ok(if report.passed {

@@ -51,6 +51,11 @@ pub struct Report {
     /// The full histograms (HDR V2, base64) for reprocessing.
     pub histograms: BTreeMap<String, Latency>,
     pub memory: Option<MemReport>,
+    /// CPU seconds the tool itself used (all its processes).
+    pub tool_cpu_secs: f64,
+    /// Messages (sent plus received) the tool handled per CPU second it used: its cost, to
+    /// compare with its measured ceiling.
+    pub messages_per_tool_cpu_sec: f64,
     pub errors: u64,
     pub error_base: u64,
     pub error_rate: f64,
@@ -61,7 +66,13 @@ pub struct Report {
 
 impl Report {
     /// Builds the report of a finished run.
-    pub fn new(cli: &Cli, out: Outcome, memory: Option<MemReport>, elapsed_secs: f64) -> Report {
+    pub fn new(
+        cli: &Cli,
+        out: Outcome,
+        memory: Option<MemReport>,
+        elapsed_secs: f64,
+        tool_cpu_secs: f64,
+    ) -> Report {
         let c = &out.counters;
         let secs = |ns: u64| ns as f64 / 1e9;
         let measure = secs(out.measure_ns).max(1e-9);
@@ -104,6 +115,9 @@ impl Report {
                 .collect(),
             histograms: out.latency.clone(),
             memory,
+            tool_cpu_secs,
+            messages_per_tool_cpu_sec: (c.sent + c.published + c.received) as f64
+                / tool_cpu_secs.max(1e-9),
             errors,
             error_base,
             error_rate,
@@ -202,6 +216,13 @@ impl Report {
         self.memory_rows(&mut s);
         let _ = writeln!(
             s,
+            "  tool CPU    {:.2} s = {:.2} cores over the run; {:.0} messages per CPU second",
+            self.tool_cpu_secs,
+            self.tool_cpu_secs / self.elapsed_secs.max(1e-9),
+            self.messages_per_tool_cpu_sec
+        );
+        let _ = writeln!(
+            s,
             "  errors      {} of {} ({:.4}%)",
             self.errors,
             self.error_base,
@@ -291,13 +312,20 @@ mod tests {
             out.clone(),
             None,
             1.0,
+            0.5,
         );
         assert!(
             (r.error_rate - 0.001).abs() < 1e-9,
             "1 unanswered of 10 + 990"
         );
         assert!(r.passed, "{:?}", r.checks);
-        let r = Report::new(&cli(&["x", "echo", "--max-p99-ms", "5"]), out, None, 1.0);
+        let r = Report::new(
+            &cli(&["x", "echo", "--max-p99-ms", "5"]),
+            out,
+            None,
+            1.0,
+            0.5,
+        );
         assert!(!r.passed);
         assert!(r.table().contains("MISSED"));
         assert!((r.rates.received_per_sec - 989.0).abs() < 1e-6);
@@ -316,7 +344,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let r = Report::new(&cli(&["x", "broadcast"]), out, None, 1.0);
+        let r = Report::new(&cli(&["x", "broadcast"]), out, None, 1.0, 0.5);
         assert_eq!(
             (r.expected_deliveries, r.delivered, r.errors),
             (Some(30), Some(28), 2)
@@ -330,6 +358,7 @@ mod tests {
             &cli(&["x", "connect", "--max-p99-ms", "5"]),
             Outcome::default(),
             None,
+            0.0,
             0.0,
         );
         assert!(

@@ -74,6 +74,22 @@ impl MemReport {
     }
 }
 
+/// CPU seconds (user + system) used by this process and its waited-for children (the workers of
+/// `--procs`): how the tool shows that it was not the bottleneck.
+pub fn own_cpu_secs() -> f64 {
+    let secs = |who| {
+        // SAFETY: an all-zero rusage is valid, and getrusage only writes to it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid `who` constant and pointer.
+        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+            return 0.0;
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(usage.ru_utime) + tv(usage.ru_stime)
+    };
+    secs(libc::RUSAGE_SELF) + secs(libc::RUSAGE_CHILDREN)
+}
+
 /// `VmRSS` of a process, in bytes.
 pub fn rss_of_pid(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -156,6 +172,20 @@ mod tests {
         assert!(tcp_sockstat().is_some());
         let body = "HTTP/1.0 200 OK\r\n\r\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 1.2e7\n";
         assert_eq!(parse_metrics_rss(body), Some(12_000_000));
+    }
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let before = own_cpu_secs();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(
+            own_cpu_secs() - before >= 0.02,
+            "50 ms of spinning must show"
+        );
     }
 
     #[test]

@@ -280,6 +280,13 @@ impl Staged for Echo {
     fn done(&self) -> bool {
         self.life.stage == Stage::Done
     }
+
+    fn next_due(&self) -> u64 {
+        match self.schedule {
+            Some(schedule) if self.life.stage == Stage::Run => schedule.at(self.due),
+            _ => u64::MAX,
+        }
+    }
 }
 
 impl Driver for Echo {

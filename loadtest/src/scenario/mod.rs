@@ -150,16 +150,31 @@ pub fn engine_for(cli: &Cli, url: &str) -> Result<Engine, RunError> {
 }
 
 /// Turns the loop until the driver says it is done.
+///
+/// `epoll_wait` sleeps in whole milliseconds, so when the next scheduled send is less than one
+/// away the loop polls without sleeping: an open-loop message leaves at its scheduled time, not up
+/// to a millisecond later (which would show up as latency of the server).
 pub fn drive<D: Driver + Staged>(engine: &mut Engine, driver: &mut D) -> Result<(), RunError> {
     while !driver.done() {
-        engine.turn(driver, Duration::from_millis(1))?;
+        let close = driver.next_due() < crate::clock::now_ns() + 1_000_000;
+        let timeout = if close {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(1)
+        };
+        engine.turn(driver, timeout)?;
     }
     Ok(())
 }
 
-/// A driver that knows when it has finished.
+/// A driver that knows when it has finished and when it next has to send.
 pub trait Staged {
     fn done(&self) -> bool;
+
+    /// When the next scheduled send is due (`u64::MAX`: nothing scheduled).
+    fn next_due(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// Events at a fixed rate from a start time: event `k` is due at `start + k / rate`.
