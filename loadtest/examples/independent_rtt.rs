@@ -13,9 +13,7 @@ use tungstenite::{Message, WebSocket};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let url = args
-        .next()
-        .unwrap_or_else(|| "ws://127.0.0.1:8080/echo".into());
+    let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:8080/echo".into());
     let rate: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(50.0);
     let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(500);
     let (mut ws, _) = tungstenite::connect(url.as_str()).expect("connect");

@@ -20,8 +20,7 @@ pub fn main(cli: Cli) -> Result<ExitCode, RunError> {
     let fd_limit = crate::net::raise_fd_limit();
     if cli.common.worker_index.is_some() {
         let finished = scenario::run(&cli, Coord::worker(cli.common.progress_secs))?;
-        let json = serde_json::to_string(&finished.outcome)
-            .map_err(|e| RunError::Worker(e.to_string()))?;
+        let json = serde_json::to_string(&finished.outcome).map_err(|e| RunError::Worker(e.to_string()))?;
         coord::say(&format!("{}{json}", coord::RESULT));
         return Ok(ExitCode::SUCCESS);
     }
@@ -34,9 +33,7 @@ pub fn main(cli: Cli) -> Result<ExitCode, RunError> {
         let progress = Progress::new(cli.common.quiet, cli.common.progress_secs, now_ns());
         scenario::run(&cli, Coord::local(progress, probe))?
     };
-    let memory = finished
-        .mem
-        .filter(|_| matches!(cli.scenario, Scenario::Connect(_)));
+    let memory = finished.mem.filter(|_| matches!(cli.scenario, Scenario::Connect(_)));
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = crate::sysmem::own_cpu_secs();
     let report = Report::new(&cli, finished.outcome, memory, elapsed, cpu);
@@ -51,16 +48,13 @@ pub fn main(cli: Cli) -> Result<ExitCode, RunError> {
 
 fn write_outputs(cli: &Cli, report: &Report) -> Result<(), RunError> {
     if let Some(path) = &cli.common.json {
-        let text =
-            serde_json::to_string_pretty(report).map_err(|e| RunError::Usage(e.to_string()))?;
-        std::fs::write(path, text)
-            .map_err(|e| RunError::Usage(format!("cannot write {}: {e}", path.display())))?;
+        let text = serde_json::to_string_pretty(report).map_err(|e| RunError::Usage(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| RunError::Usage(format!("cannot write {}: {e}", path.display())))?;
     }
     if let Some(path) = &cli.common.plot {
         let title = format!("hubbub-load {}: {}", report.scenario, report.target);
         let svg = crate::plot::svg(&title, &report.histograms);
-        std::fs::write(path, svg)
-            .map_err(|e| RunError::Usage(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(path, svg).map_err(|e| RunError::Usage(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())
 }

@@ -299,23 +299,10 @@ mod tests {
 
     #[test]
     fn global_options_may_follow_the_subcommand() {
-        let cli = Cli::try_parse_from([
-            "hubbub-load",
-            "echo",
-            "-c",
-            "3",
-            "--procs",
-            "2",
-            "--max-p99-ms",
-            "5",
-        ])
-        .unwrap();
+        let cli = Cli::try_parse_from(["hubbub-load", "echo", "-c", "3", "--procs", "2", "--max-p99-ms", "5"]).unwrap();
         assert_eq!(cli.common.procs, 2);
         assert_eq!(cli.common.max_p99_ms, Some(5.0));
-        assert!(matches!(
-            cli.scenario,
-            Scenario::Echo(EchoArgs { connections: 3, .. })
-        ));
+        assert!(matches!(cli.scenario, Scenario::Echo(EchoArgs { connections: 3, .. })));
         assert!(Cli::try_parse_from(["hubbub-load", "echo", "--size", "8"]).is_err());
     }
 }

@@ -6,10 +6,7 @@
 
 /// Nanoseconds since an unspecified, box-wide, monotonic epoch (the boot, on Linux).
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is always supported on Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     debug_assert_eq!(rc, 0, "CLOCK_MONOTONIC is always available");
@@ -30,10 +27,7 @@ mod tests {
         let a = now_ns();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = now_ns();
-        assert!(
-            b > a + 1_000_000,
-            "2 ms sleep must show as at least 1 ms: {a} -> {b}"
-        );
+        assert!(b > a + 1_000_000, "2 ms sleep must show as at least 1 ms: {a} -> {b}");
     }
 
     #[test]

@@ -92,13 +92,7 @@ fn check_header(header: &FrameHeader, len: u64, max_payload: u64) -> Result<(), 
 
 /// Appends one masked, final frame of `len` payload bytes to `out`; `fill` writes the payload in
 /// place (so no message is ever built in a temporary buffer), then it is masked in place.
-pub fn encode(
-    out: &mut Vec<u8>,
-    opcode: OpCode,
-    len: usize,
-    mask: [u8; 4],
-    fill: impl FnOnce(&mut [u8]),
-) {
+pub fn encode(out: &mut Vec<u8>, opcode: OpCode, len: usize, mask: [u8; 4], fill: impl FnOnce(&mut [u8])) {
     let header = FrameHeader {
         is_final: true,
         rsv1: false,
@@ -119,16 +113,10 @@ pub fn encode(
 /// Appends a masked close frame with `code` and a short `reason`.
 pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str, mask: [u8; 4]) {
     let reason = &reason.as_bytes()[..reason.len().min(MAX_CONTROL_PAYLOAD - 2)];
-    encode(
-        out,
-        OpCode::Control(Control::Close),
-        2 + reason.len(),
-        mask,
-        |p| {
-            p[..2].copy_from_slice(&code.to_be_bytes());
-            p[2..].copy_from_slice(reason);
-        },
-    );
+    encode(out, OpCode::Control(Control::Close), 2 + reason.len(), mask, |p| {
+        p[..2].copy_from_slice(&code.to_be_bytes());
+        p[2..].copy_from_slice(reason);
+    });
 }
 
 /// Splits a close frame's payload into its status code (1005 "no status" when absent) and reason.
@@ -141,9 +129,7 @@ pub fn close_code(payload: &[u8]) -> (u16, &[u8]) {
 
 /// XORs `buf` with the 4-byte `mask`, eight bytes at a time.
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
-    let wide = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
     let mut chunks = buf.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
@@ -210,13 +196,9 @@ mod tests {
     #[test]
     fn encode_masks_and_round_trips() {
         let mut out = Vec::new();
-        encode(
-            &mut out,
-            OpCode::Data(Data::Binary),
-            300,
-            [1, 2, 3, 4],
-            |p| p.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8),
-        );
+        encode(&mut out, OpCode::Data(Data::Binary), 300, [1, 2, 3, 4], |p| {
+            p.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8)
+        });
         let (op, payload) = unmask_client_frame(&out);
         assert_eq!(op, 0x82);
         assert_eq!(payload, (0..300).map(|i| i as u8).collect::<Vec<_>>());
@@ -248,16 +230,10 @@ mod tests {
 
     #[test]
     fn rejects_what_a_server_must_not_send() {
-        assert_eq!(
-            parse(&[0x81, 0x81, 0, 0, 0, 0, 0], 100),
-            Err(CodecError::Masked)
-        );
+        assert_eq!(parse(&[0x81, 0x81, 0, 0, 0, 0, 0], 100), Err(CodecError::Masked));
         assert_eq!(parse(&[0xc1, 0], 100), Err(CodecError::ReservedBits));
         assert_eq!(parse(&[0x09, 0], 100), Err(CodecError::BadControl));
-        assert_eq!(
-            parse(&[0x82, 126, 0x10, 0], 100),
-            Err(CodecError::TooBig(4096))
-        );
+        assert_eq!(parse(&[0x82, 126, 0x10, 0], 100), Err(CodecError::TooBig(4096)));
         assert!(matches!(parse(&[0x83, 0], 100), Err(CodecError::Header(_))));
     }
 

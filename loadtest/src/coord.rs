@@ -75,9 +75,7 @@ impl Coord {
     /// Every connection of this process is up (or failed); `opened` of them are open.
     pub fn ready(&mut self, opened: u64) {
         match self {
-            Coord::Local {
-                probe, before, mem, ..
-            } => *mem = Some(MemReport::new(*before, probe.snapshot(), opened)),
+            Coord::Local { probe, before, mem, .. } => *mem = Some(MemReport::new(*before, probe.snapshot(), opened)),
             Coord::Worker { .. } => say(READY),
         }
     }
@@ -95,9 +93,7 @@ impl Coord {
         match self {
             Coord::Local { progress, .. } => progress.update(now, stage, counters),
             Coord::Worker {
-                interval_ns,
-                last_ns,
-                ..
+                interval_ns, last_ns, ..
             } => {
                 if now >= *last_ns + *interval_ns {
                     *last_ns = now;

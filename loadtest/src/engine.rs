@@ -79,38 +79,18 @@ pub struct Net {
 
 impl Net {
     /// Starts a connection for client `user`. Fails at once when no socket can be had.
-    pub fn connect(
-        &mut self,
-        user: u32,
-        recv_buffer: Option<usize>,
-        now: u64,
-    ) -> Result<usize, Reason> {
+    pub fn connect(&mut self, user: u32, recv_buffer: Option<usize>, now: u64) -> Result<usize, Reason> {
         let source = self.cfg.sources.as_mut().map(SourceIps::next_ip);
-        let mut stream = net::connect(
-            self.cfg.target.addr,
-            SocketOpts {
-                source,
-                recv_buffer,
-            },
-        )?;
+        let mut stream = net::connect(self.cfg.target.addr, SocketOpts { source, recv_buffer })?;
         let entry = self.conns.vacant_entry();
         let id = entry.key();
         self.registry
-            .register(
-                &mut stream,
-                Token(id),
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            .register(&mut stream, Token(id), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| Reason::of(&e))?;
         self.serial += 1;
         let key = handshake::new_key(self.masks.next_u64(), self.masks.next_u64());
         let mut conn = Conn::new(stream, key, now, self.serial, user);
-        handshake::write_request(
-            &mut conn.wbuf,
-            &self.cfg.target.host,
-            &self.cfg.target.path,
-            &key,
-        );
+        handshake::write_request(&mut conn.wbuf, &self.cfg.target.host, &self.cfg.target.path, &key);
         entry.insert(conn);
         self.handshake_deadlines
             .push_back((now + self.cfg.handshake_timeout_ns, id, self.serial));
@@ -120,9 +100,7 @@ impl Net {
     /// Queues a data message of `len` bytes written in place by `fill`.
     pub fn send(&mut self, id: usize, text: bool, len: usize, fill: impl FnOnce(&mut [u8])) {
         let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
-        self.queue(id, |conn, mask| {
-            codec::encode(&mut conn.wbuf, opcode, len, mask, fill)
-        });
+        self.queue(id, |conn, mask| codec::encode(&mut conn.wbuf, opcode, len, mask, fill));
     }
 
     /// Queues a ping with `payload` (at most 125 bytes).
@@ -130,9 +108,7 @@ impl Net {
         let payload = &payload[..payload.len().min(codec::MAX_CONTROL_PAYLOAD)];
         let op = OpCode::Control(Control::Ping);
         self.queue(id, |conn, mask| {
-            codec::encode(&mut conn.wbuf, op, payload.len(), mask, |p| {
-                p.copy_from_slice(payload)
-            })
+            codec::encode(&mut conn.wbuf, op, payload.len(), mask, |p| p.copy_from_slice(payload))
         });
     }
 
@@ -146,9 +122,7 @@ impl Net {
         }
         conn.phase = Phase::Closing;
         let serial = conn.serial;
-        self.queue(id, |conn, mask| {
-            codec::encode_close(&mut conn.wbuf, code, "", mask)
-        });
+        self.queue(id, |conn, mask| codec::encode_close(&mut conn.wbuf, code, "", mask));
         self.close_deadlines
             .push_back((now + self.cfg.close_timeout_ns, id, serial));
     }
@@ -277,13 +251,7 @@ impl Engine {
                 on_writable(net, driver, id);
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                on_readable(
-                    net,
-                    driver,
-                    scratch,
-                    id,
-                    event.is_read_closed() || event.is_error(),
-                );
+                on_readable(net, driver, scratch, id, event.is_read_closed() || event.is_error());
             }
         }
         for id in std::mem::take(&mut net.to_read) {
@@ -317,13 +285,7 @@ fn on_writable(net: &mut Net, driver: &mut impl Driver, id: usize) {
     }
 }
 
-fn on_readable(
-    net: &mut Net,
-    driver: &mut impl Driver,
-    scratch: &mut [u8],
-    id: usize,
-    peer_closed: bool,
-) {
+fn on_readable(net: &mut Net, driver: &mut impl Driver, scratch: &mut [u8], id: usize, peer_closed: bool) {
     for _ in 0..READS_PER_EVENT {
         let Some(conn) = net.conns.get_mut(id) else {
             return;
@@ -344,12 +306,7 @@ fn on_readable(
             Io::WouldBlock => return,
             Io::Eof => {
                 let clean = conn.phase == Phase::Closing;
-                return finish(
-                    net,
-                    driver,
-                    id,
-                    if clean { None } else { Some(Reason::Eof) },
-                );
+                return finish(net, driver, id, if clean { None } else { Some(Reason::Eof) });
             }
             Io::Failed(reason) => return finish(net, driver, id, Some(reason)),
         }
@@ -421,13 +378,7 @@ fn process(net: &mut Net, driver: &mut impl Driver, id: usize, data: &[u8]) -> u
     }
 }
 
-fn on_frame(
-    net: &mut Net,
-    driver: &mut impl Driver,
-    id: usize,
-    now: u64,
-    frame: codec::Parsed<'_>,
-) {
+fn on_frame(net: &mut Net, driver: &mut impl Driver, id: usize, now: u64, frame: codec::Parsed<'_>) {
     let Some(conn) = net.conns.get_mut(id) else {
         return;
     };
@@ -484,13 +435,7 @@ fn on_close_frame(net: &mut Net, driver: &mut impl Driver, id: usize, payload: &
     let reply = if code == 1005 { None } else { Some(code) };
     net.queue(id, |c, mask| match reply {
         Some(code) => codec::encode_close(&mut c.wbuf, code, "", mask),
-        None => codec::encode(
-            &mut c.wbuf,
-            OpCode::Control(Control::Close),
-            0,
-            mask,
-            |_| {},
-        ),
+        None => codec::encode(&mut c.wbuf, OpCode::Control(Control::Close), 0, mask, |_| {}),
     });
     if let Some(conn) = net.conns.get_mut(id) {
         let _ = conn.flush();
@@ -504,9 +449,10 @@ fn expire(net: &mut Net, driver: &mut impl Driver, now: u64) {
             break;
         }
         net.handshake_deadlines.pop_front();
-        let waiting = net.conns.get(id).is_some_and(|c| {
-            c.serial == serial && matches!(c.phase, Phase::Connecting | Phase::Handshaking)
-        });
+        let waiting = net
+            .conns
+            .get(id)
+            .is_some_and(|c| c.serial == serial && matches!(c.phase, Phase::Connecting | Phase::Handshaking));
         if waiting {
             finish(net, driver, id, Some(Reason::Timeout));
         }

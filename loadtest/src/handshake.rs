@@ -124,10 +124,7 @@ mod tests {
             Err(HandshakeError::BadAccept)
         );
         let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(
-            read_response(not_found, &key),
-            Err(HandshakeError::Status(404))
-        );
+        assert_eq!(read_response(not_found, &key), Err(HandshakeError::Status(404)));
         assert!(matches!(
             read_response(b"SSH-2.0-OpenSSH\r\n\r\n", &key),
             Err(HandshakeError::Malformed(_))

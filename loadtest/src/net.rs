@@ -200,10 +200,7 @@ mod tests {
             Reason::of(&io::Error::from_raw_os_error(libc::ECONNREFUSED)),
             Reason::Refused
         );
-        assert_eq!(
-            Reason::of(&io::Error::from_raw_os_error(libc::EPIPE)),
-            Reason::Reset
-        );
+        assert_eq!(Reason::of(&io::Error::from_raw_os_error(libc::EPIPE)), Reason::Reset);
     }
 
     #[test]

@@ -12,9 +12,7 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 170.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 60.0;
-const COLOURS: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
-];
+const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
 /// Decades of the x axis: 0 = p0, 6 = p99.9999.
 const DECADES: f64 = 6.0;
 
@@ -93,10 +91,7 @@ pub fn svg(title: &str, histograms: &BTreeMap<String, Latency>) -> String {
     );
     for (i, (name, pts)) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let path: Vec<String> = pts
-            .iter()
-            .map(|&(d, ms)| format!("{:.1},{:.1}", x(d), y(ms)))
-            .collect();
+        let path: Vec<String> = pts.iter().map(|&(d, ms)| format!("{:.1},{:.1}", x(d), y(ms))).collect();
         let _ = writeln!(
             s,
             r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
@@ -153,9 +148,7 @@ fn fmt_ms(v: f64) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -174,10 +167,7 @@ mod tests {
         assert!(doc.trim_end().ends_with("</svg>"));
         assert_eq!(doc.matches("<polyline").count(), 1);
         assert!(doc.contains("echo &lt;test&gt;"));
-        assert!(
-            doc.contains(">10<"),
-            "y axis up to the 10 ms maximum: {doc}"
-        );
+        assert!(doc.contains(">10<"), "y axis up to the 10 ms maximum: {doc}");
     }
 
     #[test]

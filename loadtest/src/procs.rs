@@ -57,8 +57,7 @@ pub fn run_parent(cli: &Cli, probe: Probe, bound: Duration) -> Result<Finished, 
 }
 
 fn spawn(index: usize, tx: mpsc::Sender<Line>) -> Result<(Child, ChildStdin), RunError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| RunError::Worker(format!("cannot find own binary: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| RunError::Worker(format!("cannot find own binary: {e}")))?;
     let mut child = Command::new(exe)
         .args(std::env::args_os().skip(1))
         .arg("--worker-index")
@@ -99,9 +98,7 @@ fn collect(
     while results.iter().any(Option::is_none) {
         let wait = deadline.saturating_duration_since(Instant::now());
         if wait.is_zero() {
-            return Err(RunError::Worker(
-                "workers overran the run's time bound; killed".into(),
-            ));
+            return Err(RunError::Worker("workers overran the run's time bound; killed".into()));
         }
         let (i, line) = match rx.recv_timeout(wait.min(Duration::from_millis(200))) {
             Ok(got) => got,
@@ -110,9 +107,7 @@ fn collect(
         };
         let Some(line) = line else {
             if results[i].is_none() {
-                return Err(RunError::Worker(format!(
-                    "worker {i} exited without a result"
-                )));
+                return Err(RunError::Worker(format!("worker {i} exited without a result")));
             }
             continue;
         };
@@ -134,8 +129,7 @@ fn collect(
             latest.iter().for_each(|c| sum.merge(c));
             progress.update(now_ns(), "run", &sum);
         } else if let Some(json) = line.strip_prefix(RESULT) {
-            let out = serde_json::from_str(json)
-                .map_err(|e| RunError::Worker(format!("worker {i} result: {e}")))?;
+            let out = serde_json::from_str(json).map_err(|e| RunError::Worker(format!("worker {i} result: {e}")))?;
             results[i] = Some(out);
         }
     }
@@ -146,8 +140,5 @@ fn collect(
                 .ok_or_else(|| RunError::Worker(format!("worker {i} sent no result")))?,
         );
     }
-    Ok(Finished {
-        outcome: merged,
-        mem,
-    })
+    Ok(Finished { outcome: merged, mem })
 }

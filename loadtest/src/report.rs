@@ -66,13 +66,7 @@ pub struct Report {
 
 impl Report {
     /// Builds the report of a finished run.
-    pub fn new(
-        cli: &Cli,
-        out: Outcome,
-        memory: Option<MemReport>,
-        elapsed_secs: f64,
-        tool_cpu_secs: f64,
-    ) -> Report {
+    pub fn new(cli: &Cli, out: Outcome, memory: Option<MemReport>, elapsed_secs: f64, tool_cpu_secs: f64) -> Report {
         let c = &out.counters;
         let secs = |ns: u64| ns as f64 / 1e9;
         let measure = secs(out.measure_ns).max(1e-9);
@@ -108,16 +102,11 @@ impl Report {
             expected_deliveries: expected,
             delivered: broadcast.then_some(c.received),
             failures: out.failures.clone(),
-            latency: out
-                .latency
-                .iter()
-                .map(|(k, h)| (k.clone(), h.summary()))
-                .collect(),
+            latency: out.latency.iter().map(|(k, h)| (k.clone(), h.summary())).collect(),
             histograms: out.latency.clone(),
             memory,
             tool_cpu_secs,
-            messages_per_tool_cpu_sec: (c.sent + c.published + c.received) as f64
-                / tool_cpu_secs.max(1e-9),
+            messages_per_tool_cpu_sec: (c.sent + c.published + c.received) as f64 / tool_cpu_secs.max(1e-9),
             errors,
             error_base,
             error_rate,
@@ -140,13 +129,10 @@ impl Report {
         }
         if let Some(limit) = cli.common.max_p99_ms {
             let name = cli.scenario.main_latency();
-            let actual = self.latency.get(name).map_or(f64::INFINITY, |s| {
-                if s.count == 0 {
-                    f64::INFINITY
-                } else {
-                    s.p99_ms
-                }
-            });
+            let actual =
+                self.latency
+                    .get(name)
+                    .map_or(f64::INFINITY, |s| if s.count == 0 { f64::INFINITY } else { s.p99_ms });
             self.checks.push(Check {
                 name: format!("{name}_p99_ms"),
                 limit,
@@ -168,11 +154,12 @@ impl Report {
             self.procs,
             if self.procs == 1 { "" } else { "es" }
         );
-        let _ = writeln!(
-            s,
-            "  time        elapsed {:.2} s, connect {:.3} s ({:.0} handshakes/s), measured {:.2} s",
-            self.elapsed_secs, self.connect_secs, self.rates.handshakes_per_sec, self.measure_secs
-        );
+        let _ = write!(s, "  time        elapsed {:.2} s", self.elapsed_secs);
+        if self.connect_secs > 0.0 {
+            let (secs, rate) = (self.connect_secs, self.rates.handshakes_per_sec);
+            let _ = write!(s, ", connect {secs:.3} s ({rate:.0} handshakes/s)");
+        }
+        let _ = writeln!(s, ", measured {:.2} s", self.measure_secs);
         let counts: Vec<String> = self
             .counters
             .fields()
@@ -183,13 +170,14 @@ impl Report {
         for line in counts.chunks(6) {
             let _ = writeln!(s, "  counts      {}", line.join(", "));
         }
-        let _ = writeln!(
-            s,
-            "  rates       sent {:.0}/s, received {:.0}/s, {:.2} MB/s received",
-            self.rates.sent_per_sec,
-            self.rates.received_per_sec,
-            self.rates.received_bytes_per_sec / 1e6
-        );
+        let r = &self.rates;
+        if r.sent_per_sec + r.received_per_sec > 0.0 {
+            let (sent, recv, mb) = (r.sent_per_sec, r.received_per_sec, r.received_bytes_per_sec / 1e6);
+            let _ = writeln!(
+                s,
+                "  rates       sent {sent:.0}/s, received {recv:.0}/s, {mb:.2} MB/s received"
+            );
+        }
         if let (Some(e), Some(d)) = (self.expected_deliveries, self.delivered) {
             let _ = writeln!(
                 s,
@@ -199,11 +187,7 @@ impl Report {
         }
         self.latency_rows(&mut s);
         if !self.failures.is_empty() {
-            let f: Vec<String> = self
-                .failures
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
+            let f: Vec<String> = self.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(s, "  failures    {}", f.join(", "));
         }
         for g in self.worst_gaps.iter().take(5) {
@@ -269,7 +253,10 @@ impl Report {
             );
         }
         if let Some(per) = m.tcp_mem_per_conn_bytes {
-            let _ = writeln!(s, "  kernel TCP  {per:.0} bytes per connection (box-wide, client sockets included on loopback)");
+            let _ = writeln!(
+                s,
+                "  kernel TCP  {per:.0} bytes per connection (box-wide, client sockets included on loopback)"
+            );
         }
     }
 }
@@ -301,31 +288,15 @@ mod tests {
         (0..100).for_each(|i| rtt.record(1_000_000 * (i % 10 + 1)));
         out.latency.insert("rtt".into(), rtt);
         let r = Report::new(
-            &cli(&[
-                "x",
-                "echo",
-                "--max-error-rate",
-                "0.01",
-                "--max-p99-ms",
-                "20",
-            ]),
+            &cli(&["x", "echo", "--max-error-rate", "0.01", "--max-p99-ms", "20"]),
             out.clone(),
             None,
             1.0,
             0.5,
         );
-        assert!(
-            (r.error_rate - 0.001).abs() < 1e-9,
-            "1 unanswered of 10 + 990"
-        );
+        assert!((r.error_rate - 0.001).abs() < 1e-9, "1 unanswered of 10 + 990");
         assert!(r.passed, "{:?}", r.checks);
-        let r = Report::new(
-            &cli(&["x", "echo", "--max-p99-ms", "5"]),
-            out,
-            None,
-            1.0,
-            0.5,
-        );
+        let r = Report::new(&cli(&["x", "echo", "--max-p99-ms", "5"]), out, None, 1.0, 0.5);
         assert!(!r.passed);
         assert!(r.table().contains("MISSED"));
         assert!((r.rates.received_per_sec - 989.0).abs() < 1e-6);
@@ -345,10 +316,7 @@ mod tests {
             ..Default::default()
         };
         let r = Report::new(&cli(&["x", "broadcast"]), out, None, 1.0, 0.5);
-        assert_eq!(
-            (r.expected_deliveries, r.delivered, r.errors),
-            (Some(30), Some(28), 2)
-        );
+        assert_eq!((r.expected_deliveries, r.delivered, r.errors), (Some(30), Some(28), 2));
         assert!(r.table().contains("28 of 30"));
     }
 
@@ -361,9 +329,6 @@ mod tests {
             0.0,
             0.0,
         );
-        assert!(
-            !r.passed,
-            "no handshake at all must not pass a latency gate"
-        );
+        assert!(!r.passed, "no handshake at all must not pass a latency gate");
     }
 }

@@ -35,9 +35,7 @@ impl Latency {
     /// An empty histogram.
     pub fn new() -> Latency {
         // Constant, valid bounds (1 <= low, high >= 2 * low, sigfig <= 5).
-        Latency(
-            Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("constant bounds are valid"),
-        )
+        Latency(Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("constant bounds are valid"))
     }
 
     /// Records one latency (clamped to the histogram's range).

@@ -59,9 +59,7 @@ impl MemReport {
     /// Per-connection deltas between `before` and `after`.
     pub fn new(before: Snapshot, after: Snapshot, connections: u64) -> MemReport {
         let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (Some(a), Some(b)) if connections > 0 => {
-                Some((b as f64 - a as f64) / connections as f64)
-            }
+            (Some(a), Some(b)) if connections > 0 => Some((b as f64 - a as f64) / connections as f64),
             _ => None,
         };
         MemReport {
@@ -128,9 +126,7 @@ pub fn rss_from_metrics(url: &str) -> Option<u64> {
     let (authority, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
-        .ok()?
-        .next()?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority).ok()?.next()?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
@@ -140,9 +136,7 @@ pub fn rss_from_metrics(url: &str) -> Option<u64> {
 }
 
 fn parse_metrics_rss(body: &str) -> Option<u64> {
-    let line = body
-        .lines()
-        .find(|l| l.starts_with("process_resident_memory_bytes"))?;
+    let line = body.lines().find(|l| l.starts_with("process_resident_memory_bytes"))?;
     let value: f64 = line.split_whitespace().last()?.parse().ok()?;
     Some(value as u64)
 }
@@ -166,11 +160,11 @@ mod tests {
 
     #[test]
     fn parses_sockstat_and_metrics() {
-        let text =
-            "sockets: used 300\nTCP: inuse 12 orphan 0 tw 3 alloc 20 mem 5\nUDP: inuse 1 mem 0\n";
+        let text = "sockets: used 300\nTCP: inuse 12 orphan 0 tw 3 alloc 20 mem 5\nUDP: inuse 1 mem 0\n";
         assert_eq!(parse_sockstat(text, 4096), Some((12, 5 * 4096)));
         assert!(tcp_sockstat().is_some());
-        let body = "HTTP/1.0 200 OK\r\n\r\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 1.2e7\n";
+        let body =
+            "HTTP/1.0 200 OK\r\n\r\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 1.2e7\n";
         assert_eq!(parse_metrics_rss(body), Some(12_000_000));
     }
 
@@ -182,10 +176,7 @@ mod tests {
         while start.elapsed() < std::time::Duration::from_millis(50) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
-        assert!(
-            own_cpu_secs() - before >= 0.02,
-            "50 ms of spinning must show"
-        );
+        assert!(own_cpu_secs() - before >= 0.02, "50 ms of spinning must show");
     }
 
     #[test]

@@ -106,10 +106,7 @@ mod tests {
     #[test]
     fn parses_ws_urls_with_and_without_path_and_port() {
         let t = Target::parse("ws://127.0.0.1:9001/room/a?x=1").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.path.as_str()),
-            ("127.0.0.1:9001", "/room/a?x=1")
-        );
+        assert_eq!((t.host.as_str(), t.path.as_str()), ("127.0.0.1:9001", "/room/a?x=1"));
         assert_eq!(t.addr, "127.0.0.1:9001".parse().unwrap());
         let t = Target::parse("ws://127.0.0.1").unwrap();
         assert_eq!((t.path.as_str(), t.addr.port()), ("/", 80));
@@ -117,10 +114,7 @@ mod tests {
 
     #[test]
     fn refuses_other_schemes() {
-        assert!(matches!(
-            Target::parse("wss://127.0.0.1/"),
-            Err(TargetError::Scheme(_))
-        ));
+        assert!(matches!(Target::parse("wss://127.0.0.1/"), Err(TargetError::Scheme(_))));
         assert!(matches!(
             Target::parse("http://127.0.0.1/"),
             Err(TargetError::Scheme(_))

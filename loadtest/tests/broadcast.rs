@@ -9,23 +9,12 @@ fn check_full_delivery(run: &common::Run, members: u64) {
     let published = run.count("published");
     assert!(published > 0);
     assert_eq!(run.report["expected_deliveries"], published * members);
+    assert_eq!(run.count("received"), published * members, "no loss on loopback");
     assert_eq!(
-        run.count("received"),
-        published * members,
-        "no loss on loopback"
-    );
-    assert_eq!(
-        (
-            run.count("gaps"),
-            run.count("reordered"),
-            run.count("verify_errors")
-        ),
+        (run.count("gaps"), run.count("reordered"), run.count("verify_errors")),
         (0, 0, 0)
     );
-    assert_eq!(
-        run.report["latency"]["delivery"]["count"],
-        published * members
-    );
+    assert_eq!(run.report["latency"]["delivery"]["count"], published * members);
 }
 
 #[test]
@@ -63,10 +52,7 @@ fn every_member_gets_every_message_in_order() {
     ]);
     check_full_delivery(&run, 63);
     let published = run.count("published");
-    assert!(
-        (280..=310).contains(&published),
-        "300/s for 1 s: {published}"
-    );
+    assert!((280..=310).contains(&published), "300/s for 1 s: {published}");
 }
 
 #[test]

@@ -22,10 +22,7 @@ fn closed_loop_echo_verifies_every_message() {
     assert_eq!(run.code(), 0, "{}", run.stdout());
     assert_eq!(run.count("opened"), 20);
     let sent = run.count("sent");
-    assert!(
-        (4000..4000 + 20 * 4).contains(&sent),
-        "stops at the count: {sent}"
-    );
+    assert!((4000..4000 + 20 * 4).contains(&sent), "stops at the count: {sent}");
     assert_eq!(
         run.count("received"),
         sent,

@@ -14,10 +14,7 @@ fn workers_split_the_load_and_histograms_merge_exactly() {
     assert_eq!(run.count("opened"), 21);
     let received = run.count("received");
     assert_eq!(received, run.count("sent"));
-    assert!(
-        (370..=410).contains(&received),
-        "3 workers share 400/s: {received}"
-    );
+    assert!((370..=410).contains(&received), "3 workers share 400/s: {received}");
     assert_eq!(
         run.report["latency"]["rtt"]["count"], received,
         "merged histogram holds every value"
@@ -66,8 +63,5 @@ fn without_a_terminal_progress_is_one_line_per_interval() {
     let lines = stderr.lines().filter(|l| l.contains("recv")).count();
     assert!((3..=8).contains(&lines), "about 4 progress lines: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("p99.99") && stdout.contains("rtt"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("p99.99") && stdout.contains("rtt"), "{stdout}");
 }

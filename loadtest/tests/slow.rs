@@ -33,11 +33,7 @@ fn stopped_readers_are_cut_off_and_the_others_are_served() {
         run.stdout()
     );
     assert_eq!(run.count("slow_not_closed"), 0);
-    assert_eq!(
-        run.count("dropped"),
-        0,
-        "the well-behaved clients stay connected"
-    );
+    assert_eq!(run.count("dropped"), 0, "the well-behaved clients stay connected");
     assert_eq!(run.count("verify_errors"), 0);
     assert_eq!(run.count("received"), run.count("sent"));
     assert_eq!(run.code(), 0, "{}", run.stdout());

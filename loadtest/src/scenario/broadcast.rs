@@ -10,8 +10,7 @@ use crate::coord::Coord;
 use crate::engine::{Closed, Driver, Net};
 use crate::payload;
 use crate::scenario::{
-    drive, engine_for, Finished, GapRecord, Lifecycle, Pacer, Part, Plan, RunError, Stage, Staged,
-    MAX_GAP_RECORDS,
+    drive, engine_for, Finished, GapRecord, Lifecycle, Pacer, Part, Plan, RunError, Stage, Staged, MAX_GAP_RECORDS,
 };
 use crate::stats::Latency;
 
@@ -55,16 +54,9 @@ struct Broadcast {
 }
 
 /// Runs `broadcast` in this process.
-pub fn run(
-    cli: &Cli,
-    args: &BroadcastArgs,
-    part: Part,
-    coord: Coord,
-) -> Result<Finished, RunError> {
+pub fn run(cli: &Cli, args: &BroadcastArgs, part: Part, coord: Coord) -> Result<Finished, RunError> {
     if args.publishers == 0 {
-        return Err(RunError::Usage(
-            "broadcast needs at least one publisher".into(),
-        ));
+        return Err(RunError::Usage("broadcast needs at least one publisher".into()));
     }
     let mut engine = engine_for(cli, &args.url)?;
     let local_pubs = part.share(args.publishers);
@@ -87,11 +79,7 @@ pub fn run(
         subscriber_base: args.publishers + part.start(args.subscribers),
         size: args.size as usize,
         text: !args.binary,
-        rate: if local_pubs == 0 {
-            0.0
-        } else {
-            part.rate(args.rate)
-        },
+        rate: if local_pubs == 0 { 0.0 } else { part.rate(args.rate) },
         settle_ns,
         schedule: None,
         due: 0,
@@ -118,9 +106,7 @@ impl Broadcast {
         worst.sort_by_key(|g| std::cmp::Reverse(g.gaps + g.reordered));
         worst.truncate(MAX_GAP_RECORDS);
         let settle_ns = self.settle_ns;
-        let Broadcast {
-            mut life, delivery, ..
-        } = self;
+        let Broadcast { mut life, delivery, .. } = self;
         life.out.worst_gaps = worst;
         // The measured window is the publishing window, not the settle pause before it.
         life.out.measure_ns = life.out.measure_ns.saturating_sub(settle_ns);
@@ -157,10 +143,7 @@ impl Broadcast {
             return;
         };
         let n = self.publishers.len() as u64;
-        while self.life.stage == Stage::Run
-            && net.is_open(id)
-            && net.queued(id) < PUBLISH_QUEUE_BYTES
-        {
+        while self.life.stage == Stage::Run && net.is_open(id) && net.queued(id) < PUBLISH_QUEUE_BYTES {
             let seq = self.next_seq[slot];
             let k = seq * n + slot as u64;
             if k >= self.due {
@@ -239,11 +222,8 @@ impl Driver for Broadcast {
         c.received += 1;
         c.bytes_received += data.len() as u64;
         self.life.last_rx_ns = now;
-        let parsed =
-            payload::read_broadcast(data).filter(|_| text == self.text && data.len() == self.size);
-        let Some((publisher, seq, ts)) =
-            parsed.filter(|(p, _, _)| u64::from(*p) < self.total_publishers)
-        else {
+        let parsed = payload::read_broadcast(data).filter(|_| text == self.text && data.len() == self.size);
+        let Some((publisher, seq, ts)) = parsed.filter(|(p, _, _)| u64::from(*p) < self.total_publishers) else {
             c.verify_errors += 1;
             return;
         };
@@ -276,12 +256,8 @@ impl Driver for Broadcast {
     fn tick(&mut self, net: &mut Net, now: u64) {
         self.publish_tick(net, now);
         let outstanding = self.outstanding(now);
-        if let Some(Stage::Run) = self
-            .life
-            .advance(net, now, outstanding, |i| (i as u32, None))
-        {
-            self.life.out.counters.receivers =
-                self.members.iter().filter(|m| m.active).count() as u64;
+        if let Some(Stage::Run) = self.life.advance(net, now, outstanding, |i| (i as u32, None)) {
+            self.life.out.counters.receivers = self.members.iter().filter(|m| m.active).count() as u64;
             self.schedule = Some(Pacer::new(now + self.settle_ns, self.rate));
         }
     }

@@ -49,9 +49,7 @@ pub fn run(cli: &Cli, args: &ChurnArgs, part: Part, coord: Coord) -> Result<Fini
         pacer: None,
         issued: 0,
         end: u64::MAX,
-        give_up: secs_to_ns(
-            cli.common.handshake_timeout_secs + cli.common.close_timeout_secs + 1.0,
-        ) + hold_ns,
+        give_up: secs_to_ns(cli.common.handshake_timeout_secs + cli.common.close_timeout_secs + 1.0) + hold_ns,
         finished: false,
         holding: VecDeque::new(),
         close_sent: Vec::new(),
@@ -143,10 +141,7 @@ impl Driver for Churn {
         match (closed.was_open, closed.reason) {
             (false, reason) => {
                 c.failed += 1;
-                count_failure(
-                    &mut self.out.failures,
-                    reason.unwrap_or(crate::net::Reason::Other),
-                );
+                count_failure(&mut self.out.failures, reason.unwrap_or(crate::net::Reason::Other));
             }
             (true, None) => {
                 c.closed += 1;

@@ -8,9 +8,7 @@ use crate::cli::{Cli, ConnectArgs};
 use crate::clock::secs_to_ns;
 use crate::coord::Coord;
 use crate::engine::{Closed, Driver, Net};
-use crate::scenario::{
-    drive, engine_for, Finished, Lifecycle, Part, Plan, RunError, Stage, Staged,
-};
+use crate::scenario::{drive, engine_for, Finished, Lifecycle, Part, Plan, RunError, Stage, Staged};
 use crate::stats::Latency;
 
 struct Connect {
@@ -73,8 +71,7 @@ impl Driver for Connect {
     fn on_pong(&mut self, _net: &mut Net, _id: usize, now: u64, payload: &[u8]) {
         self.life.out.counters.pongs += 1;
         if let Ok(stamp) = <[u8; 8]>::try_from(payload) {
-            self.ping_rtt
-                .record(now.saturating_sub(u64::from_be_bytes(stamp)));
+            self.ping_rtt.record(now.saturating_sub(u64::from_be_bytes(stamp)));
         }
     }
 

@@ -17,9 +17,7 @@ use crate::coord::Coord;
 use crate::engine::{Closed, Driver, Net};
 use crate::net::Reason;
 use crate::payload;
-use crate::scenario::{
-    drive, engine_for, Finished, Lifecycle, Pacer, Part, Plan, RunError, Stage, Staged,
-};
+use crate::scenario::{drive, engine_for, Finished, Lifecycle, Pacer, Part, Plan, RunError, Stage, Staged};
 use crate::stats::Latency;
 
 /// An open-loop connection stops taking new messages while this many bytes wait for its socket.
@@ -144,9 +142,7 @@ impl Echo {
         let seq = client.next_send;
         client.next_send += 1;
         client.in_flight.push_back(ts);
-        net.send(id, self.text, self.size, |p| {
-            payload::write_echo(p, seq, ts)
-        });
+        net.send(id, self.text, self.size, |p| payload::write_echo(p, seq, ts));
         let c = &mut self.life.out.counters;
         c.sent += 1;
         c.bytes_sent += self.size as u64;
@@ -164,12 +160,7 @@ impl Echo {
             }
         }
         let clients = &self.clients;
-        self.stopped_ids = self
-            .ids
-            .iter()
-            .copied()
-            .filter(|&id| clients[id].stopped)
-            .collect();
+        self.stopped_ids = self.ids.iter().copied().filter(|&id| clients[id].stopped).collect();
         self.ids.retain(|&id| !clients[id].stopped);
         for (slot, &id) in self.ids.iter().enumerate() {
             self.clients[id].slot = slot as u64;
@@ -191,8 +182,7 @@ impl Echo {
     /// A stopped client sends (unchecked) messages as fast as its socket takes them.
     fn flood(&mut self, net: &mut Net, id: usize) {
         let cap = self.stopped.send_bytes / self.size as u64;
-        while self.life.stage == Stage::Run && net.is_open(id) && net.queued(id) < FLOOD_QUEUE_BYTES
-        {
+        while self.life.stage == Stage::Run && net.is_open(id) && net.queued(id) < FLOOD_QUEUE_BYTES {
             let seq = self.clients[id].next_send;
             if seq >= cap {
                 return;
@@ -207,17 +197,10 @@ impl Echo {
     fn stopped_closed(&mut self, closed: &Closed) {
         let c = &mut self.life.out.counters;
         match closed.reason {
-            Some(Reason::Closed(code)) if code == self.stopped.expect_code => {
-                c.slow_closed_code += 1
-            }
+            Some(Reason::Closed(code)) if code == self.stopped.expect_code => c.slow_closed_code += 1,
             Some(Reason::Closed(code)) => {
                 c.slow_closed_other += 1;
-                *self
-                    .life
-                    .out
-                    .failures
-                    .entry(format!("slow_close_{code}"))
-                    .or_default() += 1;
+                *self.life.out.failures.entry(format!("slow_close_{code}")).or_default() += 1;
             }
             Some(Reason::Eof | Reason::Reset) => c.slow_closed_tcp += 1,
             Some(_) | None => c.slow_not_closed += 1,
@@ -237,8 +220,7 @@ impl Echo {
     /// Work the drain waits for: echoes in flight and stopped clients not yet cut off.
     fn pending(&self) -> u64 {
         let c = &self.life.out.counters;
-        let stopped_ended =
-            c.slow_closed_code + c.slow_closed_other + c.slow_closed_tcp + c.slow_not_closed;
+        let stopped_ended = c.slow_closed_code + c.slow_closed_other + c.slow_closed_tcp + c.slow_not_closed;
         self.outstanding + c.slow_clients.saturating_sub(stopped_ended)
     }
 

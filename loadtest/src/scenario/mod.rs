@@ -83,8 +83,7 @@ impl Outcome {
         self.connect_ns = self.connect_ns.max(other.connect_ns);
         self.measure_ns = self.measure_ns.max(other.measure_ns);
         self.worst_gaps.extend(other.worst_gaps.iter().cloned());
-        self.worst_gaps
-            .sort_by_key(|g| std::cmp::Reverse(g.gaps + g.reordered));
+        self.worst_gaps.sort_by_key(|g| std::cmp::Reverse(g.gaps + g.reordered));
         self.worst_gaps.truncate(MAX_GAP_RECORDS);
     }
 }
@@ -308,10 +307,7 @@ impl Lifecycle {
         if !closed.was_open {
             c.failed += 1;
             self.resolved += 1;
-            count_failure(
-                &mut self.out.failures,
-                closed.reason.unwrap_or(Reason::Other),
-            );
+            count_failure(&mut self.out.failures, closed.reason.unwrap_or(Reason::Other));
             return false;
         }
         match closed.reason {
@@ -341,8 +337,7 @@ impl Lifecycle {
         outstanding: u64,
         user_of: impl Fn(u64) -> (u32, Option<usize>),
     ) -> Option<Stage> {
-        self.coord
-            .progress(now, self.stage.name(), &self.out.counters);
+        self.coord.progress(now, self.stage.name(), &self.out.counters);
         let entered = match self.stage {
             Stage::Connect => self.connect_step(net, now, user_of),
             Stage::Wait if self.coord.go() => {
@@ -355,10 +350,7 @@ impl Lifecycle {
                 Some(Stage::Drain)
             }
             Stage::Drain if outstanding == 0 || now >= self.until => {
-                let end = self
-                    .last_rx_ns
-                    .max(self.run_start + self.plan.run_ns)
-                    .min(now);
+                let end = self.last_rx_ns.max(self.run_start + self.plan.run_ns).min(now);
                 self.out.measure_ns = end.saturating_sub(self.run_start);
                 for id in net.open_ids() {
                     net.close(id, 1000, now);
@@ -411,10 +403,7 @@ impl Lifecycle {
     pub fn finish(mut self) -> Finished {
         self.out.latency.insert("handshake".into(), self.handshake);
         let mem = self.coord.finish();
-        Finished {
-            outcome: self.out,
-            mem,
-        }
+        Finished { outcome: self.out, mem }
     }
 }
 

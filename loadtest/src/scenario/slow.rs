@@ -14,9 +14,7 @@ use crate::scenario::{Finished, Part, Plan, RunError};
 /// Runs `slow` in this process.
 pub fn run(cli: &Cli, args: &SlowArgs, part: Part, coord: Coord) -> Result<Finished, RunError> {
     if !(0.0..=1.0).contains(&args.slow_share) {
-        return Err(RunError::Usage(
-            "--slow-share must be between 0 and 1".into(),
-        ));
+        return Err(RunError::Usage("--slow-share must be between 0 and 1".into()));
     }
     let connections = part.share(args.connections);
     let stopped = ((connections as f64) * args.slow_share).round() as u64;

@@ -71,10 +71,7 @@ fn serve(stream: TcpStream, id: u64, rooms: Rooms) {
     let room = path.strip_prefix("/room/").map(str::to_string);
     if let Some(room) = &room {
         let mut rooms = rooms.lock().unwrap();
-        rooms
-            .entry(room.clone())
-            .or_default()
-            .push((id, outbox.clone()));
+        rooms.entry(room.clone()).or_default().push((id, outbox.clone()));
     }
     while let Ok(msg) = reader.read() {
         if !(msg.is_text() || msg.is_binary()) {
@@ -82,10 +79,7 @@ fn serve(stream: TcpStream, id: u64, rooms: Rooms) {
         }
         let now = Instant::now();
         let targets: Vec<Outbox> = match &room {
-            Some(room) => rooms.lock().unwrap()[room]
-                .iter()
-                .map(|(_, o)| o.clone())
-                .collect(),
+            Some(room) => rooms.lock().unwrap()[room].iter().map(|(_, o)| o.clone()).collect(),
             None => vec![outbox.clone()],
         };
         for (tx, queued) in targets {

@@ -117,9 +117,7 @@ fn start_hubbub(bin: &PathBuf, extra: &[&str]) -> Result<Server, String> {
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!(
-                "hubbub did not print its listening line (got {line:?})"
-            ))
+            Err(format!("hubbub did not print its listening line (got {line:?})"))
         }
     }
 }
@@ -158,11 +156,7 @@ impl Run {
 
 /// Runs `hubbub-load ARGS --quiet --json TMP` and parses the report.
 pub fn load(args: &[&str]) -> Run {
-    let dir = std::env::temp_dir().join(format!(
-        "hubbub-load-test-{}-{}",
-        std::process::id(),
-        unique()
-    ));
+    let dir = std::env::temp_dir().join(format!("hubbub-load-test-{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_hubbub-load"))
