@@ -107,7 +107,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         let (tx, inbox) = crossbeam_channel::bounded(INBOX_CAPACITY);
         let published = Arc::new(Mutex::new(ShardStats::default()));
         let limits = shard_limits(config, per_shard);
-        let (buffers, drain) = (config.buffer_pool, config.drain);
+        let (buffers, drain, busy_poll) = (config.buffer_pool, config.drain, config.busy_poll);
         let shared = Arc::clone(&published);
         let thread = std::thread::Builder::new()
             .name(format!("hubbub-shard-{id}"))
@@ -121,6 +121,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
                     inbox,
                     ctx,
                     drain,
+                    busy_poll,
                     published: shared,
                 })?
                 .run()
@@ -158,10 +159,7 @@ pub fn run(config: &Config) -> io::Result<()> {
     println!("hubbub listening on ws://{}", handle.local_addr());
     info!(addr = %handle.local_addr(), shards = config.shards, "listening");
     let shards = handle.shards.clone();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     std::thread::Builder::new()
         .name("hubbub-signals".into())
         .spawn(move || {

@@ -29,9 +29,7 @@ fn non_reading_client_is_closed_while_its_neighbour_keeps_flowing() {
         c.max_backlog_bytes = 256 * 1024;
     });
     let mut stalled = connect_small_window(server.addr);
-    stalled
-        .write_all(upgrade_request("/echo", "").as_bytes())
-        .unwrap();
+    stalled.write_all(upgrade_request("/echo", "").as_bytes()).unwrap();
     assert_eq!(read_response(&mut stalled).0, 101);
 
     let mut neighbour = open(server.addr, "/echo");
@@ -52,10 +50,7 @@ fn non_reading_client_is_closed_while_its_neighbour_keeps_flowing() {
     let mut slowest = Duration::ZERO;
     let deadline = Instant::now() + PATIENCE;
     while server.stats().slow_consumers == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the stalled client was never cut off"
-        );
+        assert!(Instant::now() < deadline, "the stalled client was never cut off");
         let sent = Instant::now();
         neighbour.send_text("ping-pong");
         assert_eq!(neighbour.recv().unwrap().payload, b"ping-pong");
@@ -69,10 +64,7 @@ fn non_reading_client_is_closed_while_its_neighbour_keeps_flowing() {
     );
     let stats = server.wait_for("the slow consumer is gone", |s| s.open == 1);
     assert_eq!(stats.disconnects_for(Disconnect::SlowConsumer), 1);
-    assert!(
-        flood.join().unwrap(),
-        "the flooding client saw its connection end"
-    );
+    assert!(flood.join().unwrap(), "the flooding client saw its connection end");
     neighbour.send_text("after");
     assert_eq!(neighbour.recv().unwrap().payload, b"after");
 }

@@ -12,14 +12,9 @@ fn violation_close_code(send: impl FnOnce(&mut Client)) -> Option<u16> {
     let mut client = open(server.addr, "/echo");
     send(&mut client);
     let code = client.recv_close();
-    assert!(
-        client.sees_eof(),
-        "the server closes TCP after failing the connection"
-    );
+    assert!(client.sees_eof(), "the server closes TCP after failing the connection");
     let _ = client.stream.shutdown(std::net::Shutdown::Both);
-    server.wait_for("the protocol error counted", |s| {
-        s.protocol_errors == 1 && s.open == 0
-    });
+    server.wait_for("the protocol error counted", |s| s.protocol_errors == 1 && s.open == 0);
     code
 }
 
@@ -74,10 +69,7 @@ fn fragmented_message_with_a_ping_between_fragments_is_echoed_whole() {
     client.send(0x9, true, b"are you there?");
     client.send(0x0, true, b"world");
     let pong = client.recv().unwrap();
-    assert_eq!(
-        (pong.opcode, pong.payload.as_slice()),
-        (0xA, &b"are you there?"[..])
-    );
+    assert_eq!((pong.opcode, pong.payload.as_slice()), (0xA, &b"are you there?"[..]));
     let echo = client.recv().unwrap();
     assert_eq!(
         (echo.opcode, echo.fin, echo.payload.as_slice()),
@@ -116,11 +108,7 @@ fn invalid_close_code_gets_1002() {
         let mut client = open(server.addr, "/echo");
         client.send(0x8, true, payload);
         let expected = if payload == b"\x0b\xb8" { 3000 } else { 1002 };
-        assert_eq!(
-            client.recv_close(),
-            Some(expected),
-            "close payload {payload:?}"
-        );
+        assert_eq!(client.recv_close(), Some(expected), "close payload {payload:?}");
     }
 }
 
@@ -149,10 +137,7 @@ fn reset_mid_frame_does_not_disturb_other_connections() {
     bystander.send_text("unaffected");
     assert_eq!(bystander.recv().unwrap().payload, b"unaffected");
     let stats = server.stats();
-    assert_eq!(
-        stats.disconnects_for(hubbub::conn::Disconnect::ClientGone),
-        1
-    );
+    assert_eq!(stats.disconnects_for(hubbub::conn::Disconnect::ClientGone), 1);
     assert_eq!(
         stats.buffers_leased, 0,
         "the partial frame's buffer went back to the pool"

@@ -24,10 +24,7 @@ fn tungstenite_client_gets_its_messages_echoed() {
     let (mut ws, response) = tungstenite::connect(url).expect("upgrade");
     assert_eq!(response.status(), 101);
     ws.send(tungstenite::Message::text("hello hubbub")).unwrap();
-    assert_eq!(
-        ws.read().unwrap(),
-        tungstenite::Message::text("hello hubbub")
-    );
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("hello hubbub"));
     let blob: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
     ws.send(tungstenite::Message::binary(blob.clone())).unwrap();
     assert_eq!(ws.read().unwrap(), tungstenite::Message::binary(blob));
@@ -37,10 +34,7 @@ fn tungstenite_client_gets_its_messages_echoed() {
 #[test]
 fn wrong_method_is_405() {
     let server = start(|_| {});
-    let (status, head, body) = status_for(
-        &server,
-        &upgrade_request("/echo", "").replacen("GET", "POST", 1),
-    );
+    let (status, head, body) = status_for(&server, &upgrade_request("/echo", "").replacen("GET", "POST", 1));
     assert_eq!(status, 405);
     assert!(head.contains("Allow: GET"));
     assert!(body.contains("only GET"));
@@ -71,26 +65,21 @@ fn bad_key_and_missing_upgrade_headers_are_400() {
     assert_eq!(status_for(&server, &bad_key).0, 400);
     let no_upgrade = upgrade_request("/echo", "").replace("Upgrade: websocket\r\n", "");
     assert_eq!(status_for(&server, &no_upgrade).0, 400);
-    let no_connection =
-        upgrade_request("/echo", "").replace("Connection: Upgrade", "Connection: keep-alive");
+    let no_connection = upgrade_request("/echo", "").replace("Connection: Upgrade", "Connection: keep-alive");
     assert_eq!(status_for(&server, &no_connection).0, 400);
 }
 
 #[test]
 fn garbage_instead_of_a_handshake_is_400() {
     let server = start(|_| {});
-    let (status, _, body) = status_for(
-        &server,
-        "\x16\x03\x01\x02\x00\x01\x00\x01\x7f\x03\x03garbage\r\n\r\n",
-    );
+    let (status, _, body) = status_for(&server, "\x16\x03\x01\x02\x00\x01\x00\x01\x7f\x03\x03garbage\r\n\r\n");
     assert_eq!(status, 400);
     assert!(body.contains("malformed"));
 }
 
 #[test]
 fn disallowed_origin_is_403() {
-    let server =
-        start(|c| c.allowed_origins = vec![OriginPattern::parse("*.example.com").unwrap()]);
+    let server = start(|c| c.allowed_origins = vec![OriginPattern::parse("*.example.com").unwrap()]);
     let evil = upgrade_request("/echo", "Origin: https://evil.test\r\n");
     assert_eq!(status_for(&server, &evil).0, 403);
     let good = upgrade_request("/echo", "Origin: https://chat.example.com\r\n");
@@ -105,8 +94,7 @@ fn oversized_headers_are_431() {
     assert_eq!(status, 431);
     assert_eq!(
         server
-            .wait_for("a counted failure", |s| s
-                .handshake_failures_for("headers_too_large")
+            .wait_for("a counted failure", |s| s.handshake_failures_for("headers_too_large")
                 == 1)
             .open,
         0
@@ -132,16 +120,11 @@ fn subprotocol_is_negotiated() {
     let server = start(|c| c.subprotocols = vec!["chat.v2".into()]);
     let mut stream = connect(server.addr);
     stream
-        .write_all(
-            upgrade_request("/echo", "Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n").as_bytes(),
-        )
+        .write_all(upgrade_request("/echo", "Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n").as_bytes())
         .unwrap();
     let (status, head, _) = read_response(&mut stream);
     assert_eq!(status, 101);
-    assert!(
-        head.contains("Sec-WebSocket-Protocol: chat.v2\r\n"),
-        "{head}"
-    );
+    assert!(head.contains("Sec-WebSocket-Protocol: chat.v2\r\n"), "{head}");
 }
 
 #[test]
@@ -167,10 +150,7 @@ fn frames_sent_with_the_request_are_not_lost() {
     stream.write_all(&bytes).unwrap();
     let (status, _, rest) = read_response(&mut stream);
     assert_eq!(status, 101);
-    let mut client = Client {
-        stream,
-        pending: rest,
-    };
+    let mut client = Client { stream, pending: rest };
     assert_eq!(client.recv().unwrap().payload, b"early bird");
     assert_eq!(client.recv().unwrap().payload, b"second");
 }
@@ -179,9 +159,7 @@ fn frames_sent_with_the_request_are_not_lost() {
 fn slowloris_is_dropped_at_the_handshake_timeout() {
     let server = start(|c| c.handshake_timeout = Duration::from_secs(1));
     let mut stream = connect(server.addr);
-    stream
-        .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
+    stream.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").unwrap();
     let started = std::time::Instant::now();
     read_to_close(&mut stream);
     let waited = started.elapsed();
@@ -189,7 +167,5 @@ fn slowloris_is_dropped_at_the_handshake_timeout() {
         waited >= Duration::from_millis(900) && waited < PATIENCE,
         "dropped after {waited:?}"
     );
-    server.wait_for("the timeout counted", |s| {
-        s.handshake_failures_for("timeout") == 1
-    });
+    server.wait_for("the timeout counted", |s| s.handshake_failures_for("timeout") == 1);
 }

@@ -45,17 +45,15 @@ fn answering_pings_keeps_a_connection_alive() {
 fn five_thousand_connections_half_silent_are_reaped_and_the_count_is_true() {
     const TOTAL: usize = 5000;
     let server = start(|c| {
-        c.ping_interval = Duration::from_secs(1);
-        c.idle_timeout = Duration::from_secs(3);
+        // Generous: a round over 2,500 active clients may take a second or
+        // two on a loaded 2-core machine, and they must not look idle.
+        c.ping_interval = Duration::from_secs(2);
+        c.idle_timeout = Duration::from_secs(5);
     });
     let mut active = Vec::new();
     let mut silent = Vec::new();
     for i in 0..TOTAL {
         let client = open(server.addr, "/echo");
-        client
-            .stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
         if i % 2 == 0 {
             active.push(client);
         } else {
@@ -64,7 +62,7 @@ fn five_thousand_connections_half_silent_are_reaped_and_the_count_is_true() {
     }
     server.wait_for("all upgraded", |s| s.open == TOTAL as u64);
     // The active half talks for longer than the idle timeout.
-    let until = Instant::now() + Duration::from_secs(5);
+    let until = Instant::now() + Duration::from_secs(7);
     let mut round = 0u32;
     while Instant::now() < until {
         round += 1;
@@ -84,10 +82,7 @@ fn five_thousand_connections_half_silent_are_reaped_and_the_count_is_true() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let stats = server.wait_for("silent half reaped", |s| s.open == (TOTAL / 2) as u64);
-    assert_eq!(
-        stats.disconnects_for(Disconnect::IdleTimeout),
-        (TOTAL / 2) as u64
-    );
+    assert_eq!(stats.disconnects_for(Disconnect::IdleTimeout), (TOTAL / 2) as u64);
     // Every silent client saw a ping, then Close 1001, then EOF.
     for client in silent.iter_mut().take(50) {
         client.stream.set_read_timeout(Some(PATIENCE)).unwrap();

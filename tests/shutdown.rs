@@ -61,10 +61,7 @@ fn help_lists_every_flag_with_its_default() {
 
 #[test]
 fn invalid_flag_value_fails_with_the_field_and_reason() {
-    let out = binary()
-        .args(["--ping-interval-secs", "80"])
-        .output()
-        .unwrap();
+    let out = binary().args(["--ping-interval-secs", "80"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--idle-timeout-secs"), "{err}");

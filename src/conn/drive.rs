@@ -56,15 +56,9 @@ impl Conn {
             let (outcome, offered) = match self.inbuf.as_mut() {
                 Some(buf) => {
                     let (len, cap) = (buf.len(), buf.capacity());
-                    (
-                        io::read(&mut self.stream, &mut buf.bytes_mut()[len..cap]),
-                        cap - len,
-                    )
+                    (io::read(&mut self.stream, &mut buf.bytes_mut()[len..cap]), cap - len)
                 }
-                None => (
-                    io::read(&mut self.stream, &mut ctx.scratch),
-                    ctx.scratch.len(),
-                ),
+                None => (io::read(&mut self.stream, &mut ctx.scratch), ctx.scratch.len()),
             };
             match outcome {
                 IoOutcome::Progress(n) => {
@@ -123,12 +117,9 @@ impl Conn {
                 ctx.stats.handshake_failed(Refusal::TIMEOUT.label());
                 return Verdict::Drop;
             }
-            Phase::Open if self.pinged => self.start_close(
-                close::GOING_AWAY,
-                "idle timeout",
-                Disconnect::IdleTimeout,
-                ctx,
-            ),
+            Phase::Open if self.pinged => {
+                self.start_close(close::GOING_AWAY, "idle timeout", Disconnect::IdleTimeout, ctx)
+            }
             Phase::Open => {
                 self.pinged = true;
                 codec::encode_frame(&mut ctx.reply, Kind::Ping, b"");
@@ -213,13 +204,7 @@ impl Conn {
 
     /// Handles `buf[pos..len)` by phase; returns where undecoded bytes start
     /// and the buffer size the next frame needs.
-    fn process(
-        &mut self,
-        buf: &mut [u8],
-        mut pos: usize,
-        len: usize,
-        ctx: &mut Ctx,
-    ) -> (usize, usize) {
+    fn process(&mut self, buf: &mut [u8], mut pos: usize, len: usize, ctx: &mut Ctx) -> (usize, usize) {
         if self.phase == Phase::Handshake {
             let policy = Policy {
                 origins: &ctx.limits.origins,
@@ -258,18 +243,9 @@ impl Conn {
         up.consumed
     }
 
-    fn decode_frames(
-        &mut self,
-        buf: &mut [u8],
-        mut pos: usize,
-        len: usize,
-        ctx: &mut Ctx,
-    ) -> (usize, usize) {
+    fn decode_frames(&mut self, buf: &mut [u8], mut pos: usize, len: usize, ctx: &mut Ctx) -> (usize, usize) {
         loop {
-            match self
-                .decoder
-                .next(buf, &mut pos, len, ctx.limits.max_message_bytes)
-            {
+            match self.decoder.next(buf, &mut pos, len, ctx.limits.max_message_bytes) {
                 Ok(Step::NeedMore { need }) => return (pos, need),
                 Ok(Step::Event(event)) => self.on_event(event, buf, ctx),
                 Err(violation) => {
@@ -293,9 +269,7 @@ impl Conn {
                 ctx.stats.messages_in += 1;
                 self.deliver(text, &buf[payload], ctx);
             }
-            Event::Ping { payload } if open => {
-                codec::encode_frame(&mut ctx.reply, Kind::Pong, &buf[payload])
-            }
+            Event::Ping { payload } if open => codec::encode_frame(&mut ctx.reply, Kind::Pong, &buf[payload]),
             Event::Close(peer) => self.on_peer_close(peer, ctx),
             // Messages after our Close, and pongs, need no answer.
             _ => {}

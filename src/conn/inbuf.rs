@@ -98,17 +98,10 @@ mod tests {
         assert_eq!(pool.available(), 0);
         let len = buf.len();
         assert_eq!(&buf.bytes_mut()[..len], b"abcd");
-        assert!(
-            InBuf::holding([b"", b"x"], 1, &pool).is_none(),
-            "no lease left"
-        );
+        assert!(InBuf::holding([b"", b"x"], 1, &pool).is_none(), "no lease left");
         buf.reserve(BUF_SIZE + 1, 1 << 20);
         assert!(buf.is_heap());
-        assert_eq!(
-            pool.available(),
-            1,
-            "the lease went back when the data moved"
-        );
+        assert_eq!(pool.available(), 1, "the lease went back when the data moved");
         assert_eq!(&buf.bytes_mut()[..4], b"abcd");
         assert_eq!(buf.capacity(), 2 * BUF_SIZE);
     }

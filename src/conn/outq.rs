@@ -144,11 +144,7 @@ mod tests {
         assert_eq!((q.bytes(), q.offset, q.chunks.len()), (3, 1, 1));
         q.push(Bytes::from_static(b"hi"));
         q.discard_unstarted();
-        assert_eq!(
-            q.bytes(),
-            3,
-            "the started chunk stays, the unstarted one goes"
-        );
+        assert_eq!(q.bytes(), 3, "the started chunk stays, the unstarted one goes");
         q.consume(3);
         assert!(q.is_empty());
     }

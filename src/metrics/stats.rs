@@ -78,11 +78,7 @@ impl ShardStats {
             buffers_capacity,
             buffers_refused
         );
-        for (a, b) in self
-            .handshake_failures
-            .iter_mut()
-            .zip(other.handshake_failures)
-        {
+        for (a, b) in self.handshake_failures.iter_mut().zip(other.handshake_failures) {
             *a += b;
         }
         for (a, b) in self.disconnects.iter_mut().zip(other.disconnects) {

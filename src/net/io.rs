@@ -66,14 +66,7 @@ pub fn write_vectored(stream: &mut impl Write, bufs: &[IoSlice<'_>]) -> IoOutcom
 pub fn accept_error_is_transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(
-            libc::EMFILE
-                | libc::ENFILE
-                | libc::ENOBUFS
-                | libc::ENOMEM
-                | libc::ECONNABORTED
-                | libc::EPERM
-        )
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED | libc::EPERM)
     ) || e.kind() == io::ErrorKind::Interrupted
 }
 
@@ -85,10 +78,7 @@ mod tests {
     fn classification() {
         assert_eq!(classify(Ok(0)), IoOutcome::Closed);
         assert_eq!(classify(Ok(5)), IoOutcome::Progress(5));
-        assert_eq!(
-            classify(Err(io::ErrorKind::WouldBlock.into())),
-            IoOutcome::WouldBlock
-        );
+        assert_eq!(classify(Err(io::ErrorKind::WouldBlock.into())), IoOutcome::WouldBlock);
         assert_eq!(
             classify(Err(io::ErrorKind::ConnectionReset.into())),
             IoOutcome::Failed(io::ErrorKind::ConnectionReset)

@@ -31,11 +31,7 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener>
 
 /// Binds one listener per shard on the same address. When the port is 0 the
 /// first bind picks it and the others join that port.
-pub fn bind_all(
-    addr: SocketAddr,
-    backlog: u32,
-    count: usize,
-) -> io::Result<Vec<mio::net::TcpListener>> {
+pub fn bind_all(addr: SocketAddr, backlog: u32, count: usize) -> io::Result<Vec<mio::net::TcpListener>> {
     let first = bind(addr, backlog)?;
     let bound = first.local_addr()?;
     let mut listeners = vec![first];
@@ -52,10 +48,7 @@ mod tests {
     #[test]
     fn port_zero_binds_every_shard_to_one_port() {
         let listeners = bind_all("127.0.0.1:0".parse().unwrap(), 128, 3).unwrap();
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
+        let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
         assert!(ports[0] != 0 && ports.iter().all(|&p| p == ports[0]));
     }
 

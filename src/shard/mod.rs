@@ -47,6 +47,8 @@ pub struct ShardSetup {
     pub inbox: Inbox,
     pub ctx: Ctx,
     pub drain: Duration,
+    /// Keep polling without blocking this long after the last event.
+    pub busy_poll: Duration,
     /// Where the shard publishes its counters once per tick.
     pub published: Arc<Mutex<ShardStats>>,
 }
@@ -69,6 +71,12 @@ pub struct Shard {
     accept_pending: bool,
     drain: Duration,
     drain_deadline: Option<Instant>,
+    /// When the last poll returned events, and how long to keep polling
+    /// without blocking after that (`--busy-poll-us`): a shard that stays
+    /// awake answers the next request without a wake-up, which is most of a
+    /// round trip's cost on loopback and in VMs.
+    last_busy: Instant,
+    spin: Duration,
 }
 
 impl Shard {
@@ -80,6 +88,7 @@ impl Shard {
             inbox,
             ctx,
             drain,
+            busy_poll,
             published,
         } = setup;
         poll.registry()
@@ -100,6 +109,8 @@ impl Shard {
             accept_pending: true,
             drain,
             drain_deadline: None,
+            last_busy: Instant::now(),
+            spin: busy_poll,
         };
         shard.ctx.tick = 1;
         Ok(shard)
@@ -115,6 +126,9 @@ impl Shard {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
+            }
+            if !events.is_empty() {
+                self.last_busy = Instant::now();
             }
             let tick = self.current_tick();
             let ticked = tick != self.ctx.tick;
@@ -145,7 +159,7 @@ impl Shard {
         let busy = !self.again.is_empty()
             || (self.accept_pending && self.can_accept())
             || (!self.starved.is_empty() && self.ctx.pool.available() > 0);
-        if busy {
+        if busy || self.last_busy.elapsed() < self.spin {
             return Duration::ZERO;
         }
         let next_tick = TICK * self.ctx.tick;
@@ -170,9 +184,7 @@ impl Shard {
                 if event.is_writable() {
                     verdict = conn.on_writable(&mut self.ctx);
                 }
-                if verdict == Verdict::Keep
-                    && (event.is_readable() || event.is_read_closed() || event.is_error())
-                {
+                if verdict == Verdict::Keep && (event.is_readable() || event.is_read_closed() || event.is_error()) {
                     let edge = !event.is_read_closed() && !event.is_error();
                     verdict = conn.on_readable(&mut self.ctx, edge);
                 }
@@ -264,10 +276,10 @@ impl Shard {
         self.next_generation = self.next_generation.wrapping_add(1) & 0x7FFF_FFFF;
         let generation = self.next_generation;
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut stream, token::encode(key, generation), interest)
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token::encode(key, generation), interest)
         {
             warn!(shard = self.id, error = %e, "could not register a connection");
             return;
@@ -314,11 +326,7 @@ impl Shard {
         if self.drain_deadline.is_some() {
             return;
         }
-        debug!(
-            shard = self.id,
-            connections = self.conns.len(),
-            "shutting down"
-        );
+        debug!(shard = self.id, connections = self.conns.len(), "shutting down");
         self.drain_deadline = Some(Instant::now() + self.drain);
         self.ctx.draining = true;
         if let Some(mut listener) = self.listener.take() {

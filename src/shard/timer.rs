@@ -45,11 +45,7 @@ impl TimerWheel {
         while self.current < now {
             self.current += 1;
             let tick = self.current;
-            due.extend(
-                self.slots[(tick % SLOTS) as usize]
-                    .drain(..)
-                    .map(|key| (tick, key)),
-            );
+            due.extend(self.slots[(tick % SLOTS) as usize].drain(..).map(|key| (tick, key)));
         }
     }
 }

@@ -56,14 +56,11 @@ mod tests {
     #[test]
     fn valid_and_invalid_codes_follow_the_registry() {
         for code in [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
-            4000, 4999,
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999,
         ] {
             assert!(is_valid_code(code), "{code} is valid");
         }
-        for code in [
-            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
-        ] {
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
             assert!(!is_valid_code(code), "{code} is invalid");
         }
     }
@@ -71,21 +68,9 @@ mod tests {
     #[test]
     fn payload_rules() {
         assert_eq!(parse_close_payload(b""), Ok(PeerClose { code: None }));
-        assert_eq!(
-            parse_close_payload(b"\x03\xe8bye"),
-            Ok(PeerClose { code: Some(1000) })
-        );
-        assert_eq!(
-            parse_close_payload(b"\x03").unwrap_err().code,
-            PROTOCOL_ERROR
-        );
-        assert_eq!(
-            parse_close_payload(b"\x03\xed").unwrap_err().code,
-            PROTOCOL_ERROR
-        );
-        assert_eq!(
-            parse_close_payload(b"\x03\xe8\xff").unwrap_err().code,
-            INVALID_PAYLOAD
-        );
+        assert_eq!(parse_close_payload(b"\x03\xe8bye"), Ok(PeerClose { code: Some(1000) }));
+        assert_eq!(parse_close_payload(b"\x03").unwrap_err().code, PROTOCOL_ERROR);
+        assert_eq!(parse_close_payload(b"\x03\xed").unwrap_err().code, PROTOCOL_ERROR);
+        assert_eq!(parse_close_payload(b"\x03\xe8\xff").unwrap_err().code, INVALID_PAYLOAD);
     }
 }

@@ -99,13 +99,7 @@ impl Decoder {
 
     /// Decodes frames from `buf[*pos..len]` until one completes a message or a
     /// control frame, or until the next frame is incomplete.
-    pub fn next(
-        &mut self,
-        buf: &mut [u8],
-        pos: &mut usize,
-        len: usize,
-        max_message: usize,
-    ) -> Result<Step, Violation> {
+    pub fn next(&mut self, buf: &mut [u8], pos: &mut usize, len: usize, max_message: usize) -> Result<Step, Violation> {
         loop {
             match self.next_frame(buf, pos, len, max_message)? {
                 Ok(Some(event)) => return Ok(Step::Event(event)),
@@ -149,9 +143,7 @@ impl Decoder {
                 apply_mask(&mut buf[payload.clone()], mask, 0);
                 control_event(control, &buf[payload.clone()], payload).map(Ok)
             }
-            OpCode::Data(data) => self
-                .data_event(buf, data, frame.header.is_final, payload)
-                .map(Ok),
+            OpCode::Data(data) => self.data_event(buf, data, frame.header.is_final, payload).map(Ok),
         }
     }
 
@@ -159,9 +151,7 @@ impl Decoder {
     fn check_rules(&self, frame: &Parsed, max_message: usize) -> Result<(), Violation> {
         let header = &frame.header;
         if header.rsv1 || header.rsv2 || header.rsv3 {
-            return Err(Violation::protocol(
-                "reserved bits set without an extension",
-            ));
+            return Err(Violation::protocol("reserved bits set without an extension"));
         }
         if header.mask.is_none() {
             return Err(Violation::protocol("client frames must be masked"));
@@ -179,9 +169,7 @@ impl Decoder {
                 return Err(Violation::protocol("continuation frame without a message"));
             }
             OpCode::Data(Data::Text | Data::Binary) if self.pending != Pending::None => {
-                return Err(Violation::protocol(
-                    "new message inside a fragmented message",
-                ));
+                return Err(Violation::protocol("new message inside a fragmented message"));
             }
             OpCode::Data(_) => {
                 if self.assembled() + frame.payload_len > max_message {
@@ -240,10 +228,7 @@ impl Decoder {
         let whole = 0..self.assembled();
         self.pending = Pending::None;
         self.assembled = 0;
-        Ok(Some(Event::Message {
-            text,
-            payload: whole,
-        }))
+        Ok(Some(Event::Message { text, payload: whole }))
     }
 
     fn finish_text(&mut self, text: bool) -> Result<(), Violation> {
@@ -259,8 +244,7 @@ impl Decoder {
 /// has arrived. Reserved opcodes (RFC 6455 §5.2) fail here.
 fn parse_header(bytes: &[u8]) -> Result<Option<Parsed>, Violation> {
     let mut cursor = Cursor::new(bytes);
-    let parsed =
-        FrameHeader::parse(&mut cursor).map_err(|_| Violation::protocol("reserved opcode"))?;
+    let parsed = FrameHeader::parse(&mut cursor).map_err(|_| Violation::protocol("reserved opcode"))?;
     let Some((header, length)) = parsed else {
         return Ok(None);
     };
@@ -268,8 +252,7 @@ fn parse_header(bytes: &[u8]) -> Result<Option<Parsed>, Violation> {
     if length > i64::MAX as u64 {
         return Err(Violation::protocol("payload length with the top bit set"));
     }
-    let payload_len =
-        usize::try_from(length).map_err(|_| Violation::too_big("payload length exceeds memory"))?;
+    let payload_len = usize::try_from(length).map_err(|_| Violation::too_big("payload length exceeds memory"))?;
     Ok(Some(Parsed {
         header,
         header_len: cursor.position() as usize,
@@ -277,11 +260,7 @@ fn parse_header(bytes: &[u8]) -> Result<Option<Parsed>, Violation> {
     }))
 }
 
-fn control_event(
-    control: Control,
-    payload_bytes: &[u8],
-    payload: Range<usize>,
-) -> Result<Option<Event>, Violation> {
+fn control_event(control: Control, payload_bytes: &[u8], payload: Range<usize>) -> Result<Option<Event>, Violation> {
     let event = match control {
         Control::Ping => Event::Ping { payload },
         Control::Pong => Event::Pong,
@@ -384,9 +363,7 @@ mod tests {
                 match dec.next(&mut buf, &mut pos, len, MAX)? {
                     Step::Event(ev) => {
                         let bytes = match &ev {
-                            Event::Message { payload, .. } | Event::Ping { payload } => {
-                                buf[payload.clone()].to_vec()
-                            }
+                            Event::Message { payload, .. } | Event::Ping { payload } => buf[payload.clone()].to_vec(),
                             _ => Vec::new(),
                         };
                         events.push((ev, bytes));
@@ -457,11 +434,7 @@ mod tests {
         assert_eq!(decode(&rsv).unwrap_err().code, close::PROTOCOL_ERROR);
         for op in [0x3, 0x7, 0xB, 0xF] {
             let wire = client_frame(op, true, b"", MASK);
-            assert_eq!(
-                decode(&wire).unwrap_err().code,
-                close::PROTOCOL_ERROR,
-                "opcode {op}"
-            );
+            assert_eq!(decode(&wire).unwrap_err().code, close::PROTOCOL_ERROR, "opcode {op}");
         }
     }
 
@@ -470,10 +443,7 @@ mod tests {
         let long_ping = client_frame(0x9, true, &[0u8; 126], MASK);
         assert_eq!(decode(&long_ping).unwrap_err().code, close::PROTOCOL_ERROR);
         let fragmented_ping = client_frame(0x9, false, b"x", MASK);
-        assert_eq!(
-            decode(&fragmented_ping).unwrap_err().code,
-            close::PROTOCOL_ERROR
-        );
+        assert_eq!(decode(&fragmented_ping).unwrap_err().code, close::PROTOCOL_ERROR);
     }
 
     #[test]
@@ -490,10 +460,7 @@ mod tests {
         // The bad byte is in the first fragment: no further bytes are needed to fail.
         let wire = client_frame(0x1, false, b"ok \xC0\xAF", MASK);
         for chunk in [1, 3, wire.len()] {
-            assert_eq!(
-                decode_chunked(&wire, chunk).unwrap_err().code,
-                close::INVALID_PAYLOAD
-            );
+            assert_eq!(decode_chunked(&wire, chunk).unwrap_err().code, close::INVALID_PAYLOAD);
         }
         // Invalid across the fragment boundary.
         let mut split = client_frame(0x1, false, b"\xE2\x82", MASK);
@@ -551,10 +518,7 @@ mod tests {
         let one_byte = client_frame(0x8, true, b"\x03", MASK);
         assert_eq!(decode(&one_byte).unwrap_err().code, close::PROTOCOL_ERROR);
         let bad_reason = client_frame(0x8, true, b"\x03\xe8\xff", MASK);
-        assert_eq!(
-            decode(&bad_reason).unwrap_err().code,
-            close::INVALID_PAYLOAD
-        );
+        assert_eq!(decode(&bad_reason).unwrap_err().code, close::INVALID_PAYLOAD);
     }
 
     #[test]

@@ -165,10 +165,7 @@ fn refuse(status: u16, reason: &'static str) -> Outcome {
 
 type Checked<'b> = (Route, &'b [u8], Option<usize>);
 
-fn check_request<'b>(
-    req: &httparse::Request<'_, 'b>,
-    policy: &Policy<'_>,
-) -> Result<Checked<'b>, Refusal> {
+fn check_request<'b>(req: &httparse::Request<'_, 'b>, policy: &Policy<'_>) -> Result<Checked<'b>, Refusal> {
     if req.method != Some("GET") {
         return Err(Refusal::new(405, "only GET can be upgraded"));
     }
@@ -194,10 +191,7 @@ fn check_request<'b>(
     }
     let key = header(req, "sec-websocket-key").map(trim).unwrap_or(b"");
     if !is_valid_key(key) {
-        return Err(Refusal::new(
-            400,
-            "Sec-WebSocket-Key must be 16 bytes in base64",
-        ));
+        return Err(Refusal::new(400, "Sec-WebSocket-Key must be 16 bytes in base64"));
     }
     if !origin_allowed(req, policy) {
         return Err(Refusal::new(403, "origin not allowed"));
@@ -260,7 +254,9 @@ fn choose_subprotocol(req: &httparse::Request<'_, '_>, policy: &Policy<'_>) -> O
 
 /// Appends the 101 response.
 pub fn write_accept(out: &mut Vec<u8>, accept_key: &str, subprotocol: Option<&str>) {
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
     out.extend_from_slice(accept_key.as_bytes());
     if let Some(protocol) = subprotocol {
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
@@ -361,14 +357,8 @@ mod tests {
     #[test]
     fn partial_request_asks_for_more_until_8_kib() {
         let full = request("");
-        assert_eq!(
-            parse_request(&full.as_bytes()[..20], &open_policy()),
-            Outcome::Partial
-        );
-        let huge = format!(
-            "GET /echo HTTP/1.1\r\nX-Pad: {}\r\n",
-            "a".repeat(MAX_REQUEST_BYTES)
-        );
+        assert_eq!(parse_request(&full.as_bytes()[..20], &open_policy()), Outcome::Partial);
+        let huge = format!("GET /echo HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(MAX_REQUEST_BYTES));
         assert_eq!(status_of(&huge, &open_policy()), 431);
     }
 
@@ -376,36 +366,21 @@ mod tests {
     fn refusals_carry_the_right_status() {
         let p = open_policy();
         assert_eq!(status_of(&request("").replacen("GET", "POST", 1), &p), 405);
+        assert_eq!(status_of(&request("").replacen("HTTP/1.1", "HTTP/1.0", 1), &p), 400);
+        assert_eq!(status_of(&request("").replacen("/echo", "/nope", 1), &p), 404);
         assert_eq!(
-            status_of(&request("").replacen("HTTP/1.1", "HTTP/1.0", 1), &p),
+            status_of(&request("").replacen("Upgrade: websocket", "Upgrade: h2c", 1), &p),
             400
         );
         assert_eq!(
-            status_of(&request("").replacen("/echo", "/nope", 1), &p),
-            404
-        );
-        assert_eq!(
-            status_of(
-                &request("").replacen("Upgrade: websocket", "Upgrade: h2c", 1),
-                &p
-            ),
-            400
-        );
-        assert_eq!(
-            status_of(
-                &request("").replacen("keep-alive, Upgrade", "keep-alive", 1),
-                &p
-            ),
+            status_of(&request("").replacen("keep-alive, Upgrade", "keep-alive", 1), &p),
             400
         );
         assert_eq!(
             status_of(&request("").replacen("Version: 13", "Version: 8", 1), &p),
             426
         );
-        assert_eq!(
-            status_of(&request("").replacen(KEY, "c2hvcnQ=", 1), &p),
-            400
-        );
+        assert_eq!(status_of(&request("").replacen(KEY, "c2hvcnQ=", 1), &p), 400);
         assert_eq!(status_of("\x16\x03\x01garbage\r\n\r\n", &p), 400);
     }
 
@@ -427,35 +402,13 @@ mod tests {
             origins: &origins,
             subprotocols: &[],
         };
-        assert_eq!(
-            status_of(&request("Origin: https://chat.example.com\r\n"), &p),
-            101
-        );
-        assert_eq!(
-            status_of(&request("Origin: http://a.b.EXAMPLE.com\r\n"), &p),
-            101
-        );
-        assert_eq!(
-            status_of(&request("Origin: https://example.com\r\n"), &p),
-            403
-        );
-        assert_eq!(
-            status_of(&request("Origin: https://evilexample.com\r\n"), &p),
-            403
-        );
-        assert_eq!(
-            status_of(&request("Origin: https://app.test:8443\r\n"), &p),
-            101
-        );
-        assert_eq!(
-            status_of(&request("Origin: http://app.test:8443\r\n"), &p),
-            403
-        );
-        assert_eq!(
-            status_of(&request(""), &p),
-            101,
-            "non-browser clients send no Origin"
-        );
+        assert_eq!(status_of(&request("Origin: https://chat.example.com\r\n"), &p), 101);
+        assert_eq!(status_of(&request("Origin: http://a.b.EXAMPLE.com\r\n"), &p), 101);
+        assert_eq!(status_of(&request("Origin: https://example.com\r\n"), &p), 403);
+        assert_eq!(status_of(&request("Origin: https://evilexample.com\r\n"), &p), 403);
+        assert_eq!(status_of(&request("Origin: https://app.test:8443\r\n"), &p), 101);
+        assert_eq!(status_of(&request("Origin: http://app.test:8443\r\n"), &p), 403);
+        assert_eq!(status_of(&request(""), &p), 101, "non-browser clients send no Origin");
         assert!(OriginPattern::parse("*").is_err());
     }
 

@@ -112,19 +112,9 @@ mod tests {
 
     #[test]
     fn rejects_surrogates_overlongs_and_stray_continuations() {
-        for bad in [
-            &b"\xED\xA0\x80"[..],
-            b"\xC0\xAF",
-            b"\x80",
-            b"\xE0\x80\xAF",
-            b"\xFF",
-        ] {
+        for bad in [&b"\xED\xA0\x80"[..], b"\xC0\xAF", b"\x80", b"\xE0\x80\xAF", b"\xFF"] {
             for split in 0..=bad.len() {
-                assert_eq!(
-                    feed_split(bad, &[split]),
-                    Err(InvalidUtf8),
-                    "{bad:?} split {split}"
-                );
+                assert_eq!(feed_split(bad, &[split]), Err(InvalidUtf8), "{bad:?} split {split}");
             }
         }
     }

@@ -42,10 +42,7 @@ impl TestServer {
             if check(&stats) {
                 return stats;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {stats:?}"
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {stats:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -98,11 +95,7 @@ pub fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-            let status = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
+            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
             return (status, head, buf[end + 4..].to_vec());
         }
         let n = stream.read(&mut chunk).expect("read response");
@@ -130,15 +123,10 @@ pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 /// An upgraded raw connection to `path`.
 pub fn open(addr: SocketAddr, path: &str) -> Client {
     let mut stream = connect(addr);
-    stream
-        .write_all(upgrade_request(path, "").as_bytes())
-        .unwrap();
+    stream.write_all(upgrade_request(path, "").as_bytes()).unwrap();
     let (status, head, rest) = read_response(&mut stream);
     assert_eq!(status, 101, "upgrade refused: {head}");
-    Client {
-        stream,
-        pending: rest,
-    }
+    Client { stream, pending: rest }
 }
 
 /// A raw WebSocket client: masked frames out, a blocking frame reader in.
@@ -158,8 +146,7 @@ pub struct Frame {
 impl Frame {
     /// The close code of a Close frame.
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == 0x8 && self.payload.len() >= 2)
-            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == 0x8 && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 }
 
@@ -212,10 +199,7 @@ fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     assert_eq!(buf[1] & 0x80, 0, "server frames are never masked");
     let (len, mut at) = match buf[1] & 0x7f {
         126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (
-            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
         126 | 127 => return None,
         n => (n as usize, 2),
     };
