@@ -12,6 +12,7 @@ use crate::limits;
 use crate::ws::handshake::OriginPattern;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_BACKLOG: u32 = 4096;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_BACKLOG_BYTES: usize = 1 << 20;
@@ -33,6 +34,9 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free port, printed at start).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Admin port: /metrics, /healthz, /readyz ("off" turns it off).
+    #[arg(long, default_value = DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: String,
     /// Shard threads, each with its own event loop [default: number of cores].
     #[arg(long)]
     pub shards: Option<usize>,
@@ -83,6 +87,8 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `None`: no admin port.
+    pub admin_listen: Option<SocketAddr>,
     pub shards: usize,
     pub backlog: u32,
     /// `None`: derived from the open-file limit at start.
@@ -119,6 +125,7 @@ impl Default for Config {
         Config {
             // The constant is a valid address literal.
             listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN parses"),
+            admin_listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("DEFAULT_ADMIN_LISTEN parses")),
             shards: default_shards(),
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
@@ -148,8 +155,16 @@ impl Config {
             .iter()
             .map(|p| OriginPattern::parse(p).map_err(|e| invalid("allowed-origin", e)))
             .collect::<Result<_, _>>()?;
+        let admin_listen = match args.admin_listen.as_str() {
+            "off" => None,
+            addr => Some(
+                addr.parse()
+                    .map_err(|_| invalid("admin-listen", "an address like 127.0.0.1:9090, or off"))?,
+            ),
+        };
         let config = Config {
             listen: args.listen,
+            admin_listen,
             shards: args.shards.unwrap_or_else(default_shards),
             backlog: args.backlog,
             max_connections: args.max_connections,

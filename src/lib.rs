@@ -16,9 +16,11 @@
 //! - [`server`]: start shards, handle signals, stop.
 //! - [`config`], [`limits`], [`metrics`], [`route`].
 
+pub mod admin;
 pub mod buf;
 pub mod config;
 pub mod conn;
+pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod net;

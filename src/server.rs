@@ -1,5 +1,5 @@
-//! Starting and stopping: bind the listeners, spawn one thread per shard,
-//! turn SIGINT/SIGTERM into a shutdown, join.
+//! Starting and stopping: bind the listeners, start the admin port, spawn
+//! one thread per shard, turn SIGTERM/SIGUSR2/SIGINT into a drain, join.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use mio::{Poll, Waker};
 use tracing::{error, info, warn};
 
+use crate::admin::{self, AdminHandle, Health};
 use crate::buf::BufPool;
 use crate::config::{Config, CLOSE_TIMEOUT};
 use crate::conn::{Ctx, Limits};
@@ -27,12 +28,25 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<Mutex<ShardStats>>>,
     capacity: usize,
+    health: Arc<Health>,
+    /// `None` when the admin port is turned off.
+    admin: Option<AdminHandle>,
 }
 
 impl ServerHandle {
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin port's address (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminHandle::local_addr)
+    }
+
+    /// What the probes report.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
     }
 
     /// Upgraded connections the server will hold.
@@ -51,18 +65,23 @@ impl ServerHandle {
         total
     }
 
-    /// Asks every shard to stop accepting and close its connections (1001).
+    /// Each shard's counters, by shard id.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.stats
+            .iter()
+            .map(|s| s.lock().map(|s| s.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Starts a drain: readiness turns 503, every shard stops accepting and
+    /// closes its connections (1001) spread over the drain window.
     pub fn shutdown(&self) {
-        for shard in &self.shards {
-            if shard.send(ShardMsg::Shutdown).is_err() {
-                warn!("a shard inbox is full or gone; it will not get the shutdown");
-            }
-        }
+        drain(&self.health, &self.shards);
     }
 
     /// Waits for every shard to finish. An error names a shard that failed
     /// or panicked.
-    pub fn join(self) -> io::Result<()> {
+    pub fn join(mut self) -> io::Result<()> {
         let mut result = Ok(());
         for (i, thread) in self.threads.into_iter().enumerate() {
             let outcome = thread
@@ -73,7 +92,19 @@ impl ServerHandle {
                 result = Err(e);
             }
         }
+        // The admin port answers until the shards are gone.
+        self.admin.take();
         result
+    }
+}
+
+/// Marks the server draining and tells every shard.
+fn drain(health: &Health, shards: &[ShardHandle]) {
+    health.set_draining();
+    for shard in shards {
+        if shard.send(ShardMsg::Shutdown).is_err() {
+            warn!("a shard inbox is full or gone; it will not get the shutdown");
+        }
     }
 }
 
@@ -91,6 +122,17 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         file_limit_hard = files.hard,
         "connection capacity"
     );
+    let prometheus = crate::metrics::exporter::install();
+    let health = Arc::new(Health::default());
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let router = admin::base_router(Arc::clone(&health), prometheus.clone(), None);
+            let admin = admin::start(addr, router, prometheus)
+                .map_err(|e| io::Error::new(e.kind(), format!("admin port {addr}: {e}")))?;
+            Some(admin)
+        }
+        None => None,
+    };
     let listeners = listener::bind_all(config.listen, config.backlog, config.shards)?;
     let addr = listeners[0].local_addr()?;
     let per_shard = capacity.div_ceil(config.shards);
@@ -100,21 +142,34 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         threads: Vec::new(),
         stats: Vec::new(),
         capacity,
+        health,
+        admin,
     };
-    for (id, listener) in listeners.into_iter().enumerate() {
+    // Every shard's poll, waker and inbox exist before any shard runs, so
+    // each can be given all the others' inboxes (the hub's ring).
+    let mut polls = Vec::with_capacity(config.shards);
+    let mut inboxes = Vec::with_capacity(config.shards);
+    for _ in 0..config.shards {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let (tx, inbox) = crossbeam_channel::bounded(INBOX_CAPACITY);
+        handle.shards.push(ShardHandle::new(tx, waker));
+        polls.push(poll);
+        inboxes.push(inbox);
+    }
+    let peers: Arc<[ShardHandle]> = handle.shards.clone().into();
+    for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
         let published = Arc::new(Mutex::new(ShardStats::default()));
         let limits = shard_limits(config, per_shard);
         let (buffers, drain, busy_poll) = (config.buffer_pool, config.drain, config.busy_poll);
         let shared = Arc::clone(&published);
+        let peers = Arc::clone(&peers);
         let thread = std::thread::Builder::new()
             .name(format!("hubbub-shard-{id}"))
             .spawn(move || {
                 // The pool is single-threaded (Rc), so it is made on its thread.
                 let ctx = Ctx::new(BufPool::new(buffers), limits);
-                Shard::new(ShardSetup {
+                let setup = ShardSetup {
                     id,
                     poll,
                     listener,
@@ -123,13 +178,14 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
                     drain,
                     busy_poll,
                     published: shared,
-                })?
-                .run()
+                    peers,
+                };
+                Shard::new(setup)?.run()
             })?;
-        handle.shards.push(ShardHandle::new(tx, waker));
         handle.threads.push(thread);
         handle.stats.push(published);
     }
+    handle.health.set_started();
     Ok(handle)
 }
 
@@ -152,14 +208,21 @@ fn ticks(d: Duration) -> u32 {
     d.as_millis().div_ceil(TICK.as_millis()).max(1) as u32
 }
 
-/// Runs the server until SIGINT or SIGTERM: the first starts a shutdown, a
-/// second exits at once.
+/// Runs the server until it has drained: SIGTERM, SIGUSR2 (the restart
+/// signal: start the new process first, it binds the same port) and SIGINT
+/// start a drain; a second signal exits at once.
 pub fn run(config: &Config) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
     let handle = start(config)?;
     println!("hubbub listening on ws://{}", handle.local_addr());
-    info!(addr = %handle.local_addr(), shards = config.shards, "listening");
+    if let Some(admin) = handle.admin_addr() {
+        println!("hubbub admin on http://{admin}");
+    }
+    info!(addr = %handle.local_addr(), admin = ?handle.admin_addr(), shards = config.shards, "listening");
     let shards = handle.shards.clone();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let health = handle.health();
+    let drain_secs = config.drain.as_secs();
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2])?;
     std::thread::Builder::new()
         .name("hubbub-signals".into())
         .spawn(move || {
@@ -170,11 +233,14 @@ pub fn run(config: &Config) -> io::Result<()> {
                     warn!(signal, "second signal: exiting now");
                     std::process::exit(1);
                 }
-                info!(signal, "shutting down: closing connections with 1001");
-                for shard in &shards {
-                    let _ = shard.send(ShardMsg::Shutdown);
-                }
+                info!(
+                    signal,
+                    drain_secs, "draining: not ready, listeners closed, Close 1001 spread over the window"
+                );
+                drain(&health, &shards);
             }
         })?;
-    handle.join()
+    let result = handle.join();
+    info!("drained; exiting");
+    result
 }

@@ -2,6 +2,8 @@
 //! scratch buffers, the buffer pool, limits, the clock tick and counters.
 //! One `Ctx` per shard, lent to one connection at a time.
 
+use bytes::Bytes;
+
 use crate::buf::{BufPool, BUF_SIZE};
 use crate::metrics::stats::ShardStats;
 use crate::ws::handshake::OriginPattern;
@@ -23,6 +25,17 @@ pub struct Limits {
     pub subprotocols: Vec<String>,
 }
 
+/// Work a connection hands to its shard's hub; the shard acts on it right
+/// after driving that connection (before any slab slot can be reused).
+#[derive(Debug)]
+pub enum Outgoing {
+    /// The connection at `key` upgraded on `/room/{name}`: add it.
+    Join { key: usize, name: Box<str> },
+    /// The connection at `key` sent a message to its room: `frame` is the
+    /// server frame, encoded once for every receiver.
+    RoomMessage { key: usize, frame: Bytes },
+}
+
 /// The shard's shared state lent to connection code.
 pub struct Ctx {
     pub pool: BufPool,
@@ -39,6 +52,10 @@ pub struct Ctx {
     pub open: usize,
     /// The shard stops reading new input and closes everything.
     pub draining: bool,
+    /// Slab key of the connection being driven.
+    pub current: usize,
+    /// What the connection being driven asks of the hub.
+    pub outbox: Vec<Outgoing>,
 }
 
 impl Ctx {
@@ -52,6 +69,8 @@ impl Ctx {
             tick: 0,
             open: 0,
             draining: false,
+            current: 0,
+            outbox: Vec::new(),
         }
     }
 }

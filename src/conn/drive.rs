@@ -11,9 +11,9 @@ use bytes::Bytes;
 
 use super::inbuf::InBuf;
 use super::outq::{self, Flushed};
-use super::{Conn, Ctx, Disconnect, Phase};
+use super::{Conn, Ctx, Disconnect, Outgoing, Phase};
 use crate::net::io::{self, IoOutcome};
-use crate::route::Route;
+use crate::route::{Endpoint, Route};
 use crate::ws::close::{self, PeerClose};
 use crate::ws::codec::{self, Event, Kind, Step, MAX_CLIENT_HEADER};
 use crate::ws::handshake::{self, Outcome, Policy, Refusal, Upgrade, MAX_REQUEST_BYTES};
@@ -93,6 +93,28 @@ impl Conn {
                 Verdict::Keep
             }
         }
+    }
+
+    /// Queues a frame shared with other receivers (a broadcast). Returns true
+    /// when the connection must be added to the shard's dirty list, to be
+    /// flushed once at the end of the loop turn.
+    pub fn queue_shared(&mut self, frame: Bytes, ctx: &mut Ctx) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        let queued_before = self.queued_bytes();
+        self.outq.get_or_insert_with(Default::default).push(frame);
+        ctx.stats.messages_out += 1;
+        self.check_backlog(queued_before, ctx);
+        let newly = !self.dirty;
+        self.dirty = true;
+        newly
+    }
+
+    /// Flushes what `queue_shared` queued (the end-of-turn pass).
+    pub fn flush_dirty(&mut self, ctx: &mut Ctx) -> Verdict {
+        self.dirty = false;
+        self.on_writable(ctx)
     }
 
     /// The tick at which `on_timer` has something to do.
@@ -236,7 +258,14 @@ impl Conn {
     fn upgrade(&mut self, up: Upgrade, ctx: &mut Ctx) -> usize {
         let protocol = up.subprotocol.map(|i| ctx.limits.subprotocols[i].as_str());
         handshake::write_accept(&mut ctx.reply, &up.accept_key, protocol);
-        self.route = Some(up.route);
+        self.route = Some(match up.endpoint {
+            Endpoint::Echo => Route::Echo,
+            Endpoint::Room(name) => {
+                ctx.outbox.push(Outgoing::Join { key: ctx.current, name });
+                // The shard resolves the room right after this drive.
+                Route::Room(u32::MAX)
+            }
+        });
         self.enter(Phase::Open, ctx.tick);
         ctx.open += 1;
         ctx.stats.upgraded += 1;
@@ -283,6 +312,15 @@ impl Conn {
                 let kind = if text { Kind::Text } else { Kind::Binary };
                 codec::encode_frame(&mut ctx.reply, kind, payload);
                 ctx.stats.messages_out += 1;
+            }
+            Some(Route::Room(_)) => {
+                let kind = if text { Kind::Text } else { Kind::Binary };
+                let mut frame = Vec::with_capacity(payload.len() + codec::MAX_SERVER_HEADER);
+                codec::encode_frame(&mut frame, kind, payload);
+                ctx.outbox.push(Outgoing::RoomMessage {
+                    key: ctx.current,
+                    frame: Bytes::from(frame),
+                });
             }
             None => {}
         }

@@ -1,5 +1,11 @@
-//! Every metric name, once. Labels: `shard` on per-shard series, `reason` on
-//! failure and disconnect counters.
+//! Every metric name, once, with its kind, unit and meaning (`ALL`), which
+//! is what `describe` announces at start and what README.md lists.
+//!
+//! Labels: `shard` on per-shard series, `reason` on failure and disconnect
+//! counters, `version` on build info. Names carry their unit (`_bytes`,
+//! `_seconds`, `_total`), so the exporter adds no suffix.
+
+use metrics::Unit;
 
 pub const CONNECTIONS_OPEN: &str = "hubbub_connections_open";
 pub const CONNECTIONS_ACCEPTED: &str = "hubbub_connections_accepted_total";
@@ -10,6 +16,7 @@ pub const MESSAGES_IN: &str = "hubbub_messages_in_total";
 pub const MESSAGES_OUT: &str = "hubbub_messages_out_total";
 pub const BYTES_IN: &str = "hubbub_bytes_in_total";
 pub const BYTES_OUT: &str = "hubbub_bytes_out_total";
+pub const QUEUED_BYTES: &str = "hubbub_queued_bytes";
 pub const SLOW_CONSUMERS: &str = "hubbub_slow_consumers_total";
 pub const PROTOCOL_ERRORS: &str = "hubbub_protocol_errors_total";
 pub const BUFFER_POOL_LEASED: &str = "hubbub_buffer_pool_leased";
@@ -19,3 +26,115 @@ pub const READ_BUDGET_HITS: &str = "hubbub_read_budget_exhausted_total";
 pub const ACCEPT_BUDGET_HITS: &str = "hubbub_accept_budget_exhausted_total";
 pub const ACCEPT_OVERFLOW: &str = "hubbub_accept_overflow_total";
 pub const STARVED_READS: &str = "hubbub_starved_reads_total";
+pub const LOOP_TURN_SECONDS: &str = "hubbub_loop_turn_seconds";
+pub const INBOX_DEPTH: &str = "hubbub_inbox_depth";
+pub const INBOX_DROPS: &str = "hubbub_inbox_drops_total";
+pub const CHANNELS: &str = "hubbub_channels";
+pub const SUBSCRIPTIONS: &str = "hubbub_subscriptions";
+pub const USERS: &str = "hubbub_users";
+pub const DELIVERY_LATENCY_SECONDS: &str = "hubbub_publish_to_deliver_seconds";
+pub const DRAINING: &str = "hubbub_draining";
+pub const PROCESS_RESIDENT_MEMORY: &str = "hubbub_process_resident_memory_bytes";
+pub const PROCESS_OPEN_FDS: &str = "hubbub_process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "hubbub_process_max_fds";
+pub const BUILD_INFO: &str = "hubbub_build_info";
+
+/// What kind of series a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric: name, kind, unit and what it means (the README's table).
+pub struct Described {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Unit,
+    pub help: &'static str,
+}
+
+const fn m(name: &'static str, kind: Kind, unit: Unit, help: &'static str) -> Described {
+    Described { name, kind, unit, help }
+}
+
+use Kind::{Counter as C, Gauge as G, Histogram as H};
+
+/// Every metric the server exports.
+pub const ALL: &[Described] = &[
+    m(CONNECTIONS_OPEN, G, Unit::Count, "Upgraded WebSocket connections open, per shard."),
+    m(CONNECTIONS_ACCEPTED, C, Unit::Count, "TCP connections accepted, per shard."),
+    m(CONNECTIONS_UPGRADED, C, Unit::Count, "Connections that completed the WebSocket upgrade."),
+    m(HANDSHAKE_FAILURES, C, Unit::Count, "Upgrade requests refused or abandoned, by reason."),
+    m(DISCONNECTS, C, Unit::Count, "Upgraded connections ended, by reason (client_close, client_gone, protocol_error, idle_timeout, slow_consumer, shutdown = drain)."),
+    m(MESSAGES_IN, C, Unit::Count, "WebSocket messages received from clients."),
+    m(MESSAGES_OUT, C, Unit::Count, "WebSocket messages sent to clients."),
+    m(BYTES_IN, C, Unit::Bytes, "Bytes read from client sockets."),
+    m(BYTES_OUT, C, Unit::Bytes, "Bytes written to client sockets."),
+    m(QUEUED_BYTES, G, Unit::Bytes, "Outgoing bytes the sockets refused, queued on connections."),
+    m(SLOW_CONSUMERS, C, Unit::Count, "Connections closed (1008) because their backlog passed --max-backlog-bytes."),
+    m(PROTOCOL_ERRORS, C, Unit::Count, "Connections closed for breaking RFC 6455 (1002, 1007, 1009)."),
+    m(BUFFER_POOL_LEASED, G, Unit::Count, "64 KiB pool buffers leased by connections holding partial input or output."),
+    m(BUFFER_POOL_CAPACITY, G, Unit::Count, "64 KiB pool buffers per shard (--buffer-pool)."),
+    m(BUFFER_POOL_REFUSED, C, Unit::Count, "Leases refused because the pool was empty (reads and accepts paused)."),
+    m(READ_BUDGET_HITS, C, Unit::Count, "Connections that used their per-turn read budget (driven again next turn)."),
+    m(ACCEPT_BUDGET_HITS, C, Unit::Count, "Loop turns that accepted their budget of 256 connections."),
+    m(ACCEPT_OVERFLOW, C, Unit::Count, "Sockets closed at accept because the shard was full even for 503 refusals."),
+    m(STARVED_READS, C, Unit::Count, "Reads postponed until a pool buffer was free."),
+    m(LOOP_TURN_SECONDS, H, Unit::Seconds, "Duration of event-loop turns that handled events, per shard."),
+    m(INBOX_DEPTH, G, Unit::Count, "Messages waiting in a shard's inbox at the last tick."),
+    m(INBOX_DROPS, C, Unit::Count, "Cross-shard messages dropped because the receiving inbox was full."),
+    m(CHANNELS, G, Unit::Count, "Channels with at least one local member, per shard."),
+    m(SUBSCRIPTIONS, G, Unit::Count, "Channel memberships held by local connections, per shard."),
+    m(USERS, G, Unit::Count, "Distinct authenticated users connected, per shard."),
+    m(DELIVERY_LATENCY_SECONDS, H, Unit::Seconds, "Time from a publish to its delivery on a receiving shard."),
+    m(DRAINING, G, Unit::Count, "1 while the server drains (SIGTERM/SIGUSR2), else 0."),
+    m(PROCESS_RESIDENT_MEMORY, G, Unit::Bytes, "Resident set size of the process."),
+    m(PROCESS_OPEN_FDS, G, Unit::Count, "Open file descriptors of the process."),
+    m(PROCESS_MAX_FDS, G, Unit::Count, "Soft RLIMIT_NOFILE of the process."),
+    m(BUILD_INFO, G, Unit::Count, "Always 1; the `version` label names the running build."),
+];
+
+/// Bucket upper bounds (seconds) of both latency histograms: 5 us to 2.5 s.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 18] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Announces every metric with its unit and help text to the installed recorder.
+pub fn describe() {
+    for d in ALL {
+        match d.kind {
+            Kind::Counter => metrics::describe_counter!(d.name, d.unit, d.help),
+            Kind::Gauge => metrics::describe_gauge!(d.name, d.unit, d.help),
+            Kind::Histogram => metrics::describe_histogram!(d.name, d.unit, d.help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_prefixed() {
+        let mut names: Vec<&str> = ALL.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        assert!(names.iter().all(|n| n.starts_with("hubbub_")));
+    }
+
+    #[test]
+    fn counters_end_in_total() {
+        for d in ALL {
+            assert_eq!(d.kind == Kind::Counter, d.name.ends_with("_total"), "{}", d.name);
+        }
+    }
+
+    #[test]
+    fn buckets_ascend() {
+        assert!(LATENCY_BUCKETS_SECONDS.windows(2).all(|w| w[0] < w[1]));
+    }
+}

@@ -1,6 +1,7 @@
 //! Shard-local counters: plain integers bumped on the hot path, read by the
 //! shard once per tick (and by tests through `ServerHandle::stats`).
 
+use super::histogram::LocalHistogram;
 use crate::conn::Disconnect;
 
 /// Handshake failure reasons, in the order of `ShardStats::handshake_failures`.
@@ -35,11 +36,21 @@ pub struct ShardStats {
     pub read_budget_hits: u64,
     pub accept_budget_hits: u64,
     pub starved_reads: u64,
+    /// Messages members sent to their rooms.
+    pub messages_in_rooms: u64,
+    /// Messages for another shard dropped because its inbox was full.
+    pub inbox_drops: u64,
     /// Gauges, set by the shard each tick.
     pub open: u64,
     pub buffers_leased: u64,
     pub buffers_capacity: u64,
     pub buffers_refused: u64,
+    /// Bytes queued on this shard's connections (refreshed once a second).
+    pub queued_bytes: u64,
+    /// Loop turns that handled events, since the last flush to `metrics`.
+    pub loop_turns: LocalHistogram,
+    /// Publish-to-deliver latency of messages delivered here (the hub records).
+    pub delivery_latency: LocalHistogram,
 }
 
 impl ShardStats {
@@ -73,10 +84,13 @@ impl ShardStats {
             read_budget_hits,
             accept_budget_hits,
             starved_reads,
+            messages_in_rooms,
+            inbox_drops,
             open,
             buffers_leased,
             buffers_capacity,
-            buffers_refused
+            buffers_refused,
+            queued_bytes
         );
         for (a, b) in self.handshake_failures.iter_mut().zip(other.handshake_failures) {
             *a += b;

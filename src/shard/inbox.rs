@@ -5,6 +5,9 @@
 use std::io;
 use std::sync::Arc;
 
+use std::sync::Arc as SharedName;
+
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 /// Messages a shard accepts from other threads.
@@ -13,6 +16,10 @@ pub enum ShardMsg {
     /// Stop accepting, close every connection with 1001, exit when they are
     /// gone or the drain window ends.
     Shutdown,
+    /// To a room's owner: order this frame and deliver it everywhere.
+    RoomPublish { room: SharedName<str>, frame: Bytes },
+    /// From a room's owner: deliver this frame to the local members.
+    RoomDeliver { room: SharedName<str>, frame: Bytes },
 }
 
 /// Capacity of each inbox.

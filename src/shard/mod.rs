@@ -9,6 +9,7 @@
 //! connection that stopped early (budget, no buffer) is remembered, never
 //! left waiting for an event that will not come.
 
+pub mod drain;
 pub mod inbox;
 pub mod timer;
 pub mod token;
@@ -25,10 +26,13 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use crate::conn::{Conn, Ctx, Disconnect, Phase, Verdict};
+use crate::hub::Hub;
+use crate::metrics::shard::{HubFigures, ShardMetrics};
 use crate::metrics::stats::ShardStats;
 use crate::net::io::accept_error_is_transient;
 use crate::ws::close;
-use inbox::{Inbox, ShardMsg};
+use drain::Drain;
+use inbox::{Inbox, ShardHandle, ShardMsg};
 use timer::{TimerWheel, TICK};
 
 /// Connections accepted per loop turn.
@@ -51,6 +55,8 @@ pub struct ShardSetup {
     pub busy_poll: Duration,
     /// Where the shard publishes its counters once per tick.
     pub published: Arc<Mutex<ShardStats>>,
+    /// Every shard's inbox, indexed by shard id (this one's included).
+    pub peers: Arc<[ShardHandle]>,
 }
 
 pub struct Shard {
@@ -59,6 +65,7 @@ pub struct Shard {
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
     ctx: Ctx,
+    hub: Hub,
     wheel: TimerWheel,
     inbox: Inbox,
     published: Arc<Mutex<ShardStats>>,
@@ -70,13 +77,16 @@ pub struct Shard {
     starved: VecDeque<usize>,
     accept_pending: bool,
     drain: Duration,
-    drain_deadline: Option<Instant>,
+    /// Set by a shutdown: the schedule of Close frames and the deadline.
+    draining: Option<Drain>,
     /// When the last poll returned events, and how long to keep polling
     /// without blocking after that (`--busy-poll-us`): a shard that stays
     /// awake answers the next request without a wake-up, which is most of a
     /// round trip's cost on loopback and in VMs.
     last_busy: Instant,
     spin: Duration,
+    /// This shard's metric handles, fed from `ctx.stats` once per tick.
+    metrics: ShardMetrics,
 }
 
 impl Shard {
@@ -90,6 +100,7 @@ impl Shard {
             drain,
             busy_poll,
             published,
+            peers,
         } = setup;
         poll.registry()
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
@@ -99,6 +110,7 @@ impl Shard {
             listener: Some(listener),
             conns: Slab::new(),
             ctx,
+            hub: Hub::new(id, peers),
             wheel: TimerWheel::new(1),
             inbox,
             published,
@@ -108,9 +120,10 @@ impl Shard {
             starved: VecDeque::new(),
             accept_pending: true,
             drain,
-            drain_deadline: None,
+            draining: None,
             last_busy: Instant::now(),
             spin: busy_poll,
+            metrics: ShardMetrics::register(id),
         };
         shard.ctx.tick = 1;
         Ok(shard)
@@ -140,9 +153,15 @@ impl Shard {
             self.drive_again();
             self.retry_starved();
             self.drain_inbox();
+            self.flush_dirty();
             if ticked {
                 self.expire_timers(&mut due);
+                self.drain_step();
                 self.publish();
+            }
+            if !events.is_empty() {
+                // Only turns that handled events: idle spins would drown them.
+                self.ctx.stats.loop_turns.record(self.last_busy.elapsed());
             }
             if self.finished() {
                 self.publish();
@@ -180,6 +199,7 @@ impl Shard {
                 if conn.generation != generation {
                     return; // stale: the slot was reused
                 }
+                self.ctx.current = key;
                 let mut verdict = Verdict::Keep;
                 if event.is_writable() {
                     verdict = conn.on_writable(&mut self.ctx);
@@ -194,6 +214,11 @@ impl Shard {
     }
 
     fn apply(&mut self, key: usize, verdict: Verdict) {
+        // First what the connection asked of the hub, while `key` still
+        // names it (a removal below frees the slot for reuse).
+        if !self.ctx.outbox.is_empty() {
+            self.hub.handle_outbox(&mut self.conns, &mut self.ctx);
+        }
         match verdict {
             Verdict::Keep => self.reschedule(key),
             Verdict::Again => {
@@ -221,6 +246,7 @@ impl Shard {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
+        self.hub.leave(key, &conn);
         if conn.is_upgraded() {
             self.ctx.open -= 1;
             self.ctx
@@ -308,56 +334,96 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        self.ctx.current = key;
         let verdict = conn.on_readable(&mut self.ctx, false);
         self.apply(key, verdict);
+    }
+
+    /// Writes what broadcasts queued this turn: one `writev` per connection
+    /// however many messages it got.
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.hub.dirty);
+        for &key in &dirty {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            self.ctx.current = key;
+            let verdict = conn.flush_dirty(&mut self.ctx);
+            self.apply(key, verdict);
+        }
+        // Keep the list's capacity for the next turn.
+        dirty.clear();
+        if self.hub.dirty.is_empty() {
+            self.hub.dirty = dirty;
+        }
     }
 
     fn drain_inbox(&mut self) {
         for _ in 0..INBOX_BUDGET {
             match self.inbox.try_recv() {
                 Ok(ShardMsg::Shutdown) => self.begin_shutdown(),
+                Ok(msg) => self.hub.on_message(msg, &mut self.conns, &mut self.ctx),
                 Err(_) => return,
             }
         }
     }
 
-    /// Stops accepting and closes every connection with 1001.
+    /// Starts a drain: stops accepting (taking what the kernel already
+    /// queued, so no client in the backlog is reset) and schedules Close 1001
+    /// for every connection over the drain window (`drain_step`).
     fn begin_shutdown(&mut self) {
-        if self.drain_deadline.is_some() {
+        if self.draining.is_some() {
             return;
         }
-        debug!(shard = self.id, connections = self.conns.len(), "shutting down");
-        self.drain_deadline = Some(Instant::now() + self.drain);
-        self.ctx.draining = true;
+        debug!(shard = self.id, connections = self.conns.len(), "draining");
+        let seed = (self.id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.started.elapsed().as_nanos() as u64;
+        self.draining = Some(Drain::new(Instant::now(), self.drain, seed));
+        for _ in 0..64 {
+            self.accept_pending = true;
+            self.accept();
+            if !self.accept_pending {
+                break;
+            }
+        }
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
+        self.drain_step();
+    }
+
+    /// Sends Close 1001 "server restarting; reconnect in N s" to this tick's
+    /// share of the open connections, picked at random. Connections still in
+    /// their handshake may finish it and are closed by a later step; once
+    /// the spread is over, new upgrades are refused (503).
+    fn drain_step(&mut self) {
+        // Taken out while connections are closed (they borrow the shard).
+        let Some(mut drain) = self.draining.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut open: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase() == Phase::Open)
+            .map(|(k, _)| k)
+            .collect();
+        let quota = drain.quota(open.len(), now);
+        if drain.spread_over(now) {
+            self.ctx.draining = true;
+        }
+        drain.shuffle(&mut open);
+        let mut reason = String::new();
+        for &key in &open[..quota] {
+            drain.reason(&mut reason);
             let conn = &mut self.conns[key];
-            let verdict = if conn.phase() == Phase::Handshake {
-                // Not upgraded yet: nothing to close politely.
-                Verdict::Drop
-            } else {
-                conn.start_close(
-                    close::GOING_AWAY,
-                    "server shutting down",
-                    Disconnect::Shutdown,
-                    &mut self.ctx,
-                );
-                if conn.broken {
-                    Verdict::Drop
-                } else {
-                    Verdict::Keep
-                }
-            };
+            conn.start_close(close::GOING_AWAY, &reason, Disconnect::Shutdown, &mut self.ctx);
+            let verdict = if conn.broken { Verdict::Drop } else { Verdict::Keep };
             self.apply(key, verdict);
         }
+        self.draining = Some(drain);
     }
 
     fn finished(&self) -> bool {
-        match self.drain_deadline {
-            Some(deadline) => self.conns.is_empty() || Instant::now() >= deadline,
+        match &self.draining {
+            Some(drain) => self.conns.is_empty() || Instant::now() >= drain.deadline,
             None => false,
         }
     }
@@ -373,12 +439,21 @@ impl Shard {
                 continue; // stale entry
             }
             conn.timer_at = 0;
+            self.ctx.current = key;
             let verdict = conn.on_timer(&mut self.ctx);
             self.apply(key, verdict);
         }
     }
 
     fn publish(&mut self) {
+        if self.ctx.tick % 4 == 0 {
+            // Once a second: a walk over the slab, cheap next to a tick's work.
+            self.ctx.stats.queued_bytes = self
+                .conns
+                .iter()
+                .filter_map(|(_, c)| c.outq.as_ref().map(|q| q.bytes() as u64))
+                .sum();
+        }
         let stats = &mut self.ctx.stats;
         stats.open = self.ctx.open as u64;
         stats.buffers_leased = self.ctx.pool.leased() as u64;
@@ -387,5 +462,10 @@ impl Shard {
         if let Ok(mut published) = self.published.lock() {
             published.clone_from(stats);
         }
+        let hub = HubFigures {
+            inbox_depth: self.inbox.len() as u64,
+            ..HubFigures::default()
+        };
+        self.metrics.flush(stats, hub);
     }
 }

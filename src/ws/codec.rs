@@ -359,17 +359,12 @@ mod tests {
             buf[len..len + piece.len()].copy_from_slice(piece);
             len += piece.len();
             let mut pos = dec.assembled();
-            loop {
-                match dec.next(&mut buf, &mut pos, len, MAX)? {
-                    Step::Event(ev) => {
-                        let bytes = match &ev {
-                            Event::Message { payload, .. } | Event::Ping { payload } => buf[payload.clone()].to_vec(),
-                            _ => Vec::new(),
-                        };
-                        events.push((ev, bytes));
-                    }
-                    Step::NeedMore { .. } => break,
-                }
+            while let Step::Event(ev) = dec.next(&mut buf, &mut pos, len, MAX)? {
+                let bytes = match &ev {
+                    Event::Message { payload, .. } | Event::Ping { payload } => buf[payload.clone()].to_vec(),
+                    _ => Vec::new(),
+                };
+                events.push((ev, bytes));
             }
             let keep = dec.assembled();
             buf.copy_within(pos..len, keep);

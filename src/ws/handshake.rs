@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use tungstenite::handshake::derive_accept_key;
 
-use crate::route::Route;
+use crate::route::{Endpoint, TargetError};
 
 /// Request headers larger than this get 431.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -43,7 +43,7 @@ pub enum Outcome {
 /// An accepted upgrade request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Upgrade {
-    pub route: Route,
+    pub endpoint: Endpoint,
     /// Length of the request; later bytes are WebSocket frames.
     pub consumed: usize,
     /// Our answer to the client's key (`Sec-WebSocket-Accept`).
@@ -149,8 +149,8 @@ pub fn parse_request(bytes: &[u8], policy: &Policy<'_>) -> Outcome {
         return refuse(431, "request headers exceed 8 KiB");
     }
     match check_request(&request, policy) {
-        Ok((route, key, subprotocol)) => Outcome::Upgrade(Upgrade {
-            route,
+        Ok((endpoint, key, subprotocol)) => Outcome::Upgrade(Upgrade {
+            endpoint,
             consumed,
             accept_key: derive_accept_key(key),
             subprotocol,
@@ -163,7 +163,7 @@ fn refuse(status: u16, reason: &'static str) -> Outcome {
     Outcome::Refuse(Refusal::new(status, reason))
 }
 
-type Checked<'b> = (Route, &'b [u8], Option<usize>);
+type Checked<'b> = (Endpoint, &'b [u8], Option<usize>);
 
 fn check_request<'b>(req: &httparse::Request<'_, 'b>, policy: &Policy<'_>) -> Result<Checked<'b>, Refusal> {
     if req.method != Some("GET") {
@@ -173,7 +173,11 @@ fn check_request<'b>(req: &httparse::Request<'_, 'b>, policy: &Policy<'_>) -> Re
         return Err(Refusal::new(400, "HTTP/1.1 required"));
     }
     let path = req.path.unwrap_or("");
-    let route = Route::from_target(path).ok_or(Refusal::new(404, "no such endpoint"))?;
+    let endpoint = match Endpoint::from_target(path) {
+        Ok(endpoint) => endpoint,
+        Err(TargetError::NotFound) => return Err(Refusal::new(404, "no such endpoint")),
+        Err(TargetError::BadName(why)) => return Err(Refusal::new(400, why)),
+    };
     if header(req, "host").is_none() {
         return Err(Refusal::new(400, "missing Host header"));
     }
@@ -196,7 +200,7 @@ fn check_request<'b>(req: &httparse::Request<'_, 'b>, policy: &Policy<'_>) -> Re
     if !origin_allowed(req, policy) {
         return Err(Refusal::new(403, "origin not allowed"));
     }
-    Ok((route, key, choose_subprotocol(req, policy)))
+    Ok((endpoint, key, choose_subprotocol(req, policy)))
 }
 
 fn header<'b>(req: &httparse::Request<'_, 'b>, name: &str) -> Option<&'b [u8]> {
@@ -339,7 +343,7 @@ mod tests {
             panic!()
         };
         assert_eq!(up.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert_eq!(up.route, Route::Echo);
+        assert_eq!(up.endpoint, Endpoint::Echo);
         assert_eq!(up.consumed, request("").len());
     }
 

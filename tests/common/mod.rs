@@ -27,6 +27,19 @@ impl TestServer {
         self.handle.as_ref().expect("running").stats()
     }
 
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.handle.as_ref().expect("running").shard_stats()
+    }
+
+    /// The admin port (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .expect("running")
+            .admin_addr()
+            .expect("admin port on")
+    }
+
     /// Shuts down and waits; returns the shards' result.
     pub fn stop(mut self) -> io::Result<()> {
         let handle = self.handle.take().expect("running");
@@ -61,6 +74,7 @@ impl Drop for TestServer {
 pub fn start(tune: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         shards: 2,
         drain: Duration::from_secs(5),
         ..Config::default()
@@ -213,4 +227,77 @@ fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     };
     at += len;
     Some((frame, at))
+}
+
+/// A plain HTTP/1.1 GET against the admin port: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let (status, _head, mut body) = read_response(&mut stream);
+    body.extend(read_to_close(&mut stream));
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The `hubbub` binary running as a child process, killed (by its PID) if
+/// still running when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+}
+
+impl Process {
+    /// Starts the binary with `args` and reads its address lines.
+    pub fn spawn(args: &[&str]) -> Process {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("hubbub starts");
+        let mut lines = io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+        let first = next();
+        let addr = first
+            .strip_prefix("hubbub listening on ws://")
+            .unwrap_or_else(|| panic!("no listening line: {first:?}"))
+            .parse()
+            .unwrap();
+        let admin = args
+            .windows(2)
+            .all(|w| w != ["--admin-listen", "off"])
+            .then(|| next().strip_prefix("hubbub admin on http://").unwrap().parse().unwrap());
+        Process { child, addr, admin }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling the child this test spawned, by its PID.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits up to `limit` for the exit; `None` if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
