@@ -214,15 +214,19 @@ fn ticks(d: Duration) -> u32 {
 pub fn run(config: &Config) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
     let handle = start(config)?;
-    println!("hubbub listening on ws://{}", handle.local_addr());
+    // One write, errors ignored: a supervisor that reads only the first
+    // line and closes the pipe must not kill the server.
+    let mut banner = format!("hubbub listening on ws://{}\n", handle.local_addr());
     if let Some(admin) = handle.admin_addr() {
-        println!("hubbub admin on http://{admin}");
+        banner += &format!("hubbub admin on http://{admin}\n");
     }
+    // Handlers first: a supervisor may signal as soon as it reads the banner.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2])?;
     info!(addr = %handle.local_addr(), admin = ?handle.admin_addr(), shards = config.shards, "listening");
     let shards = handle.shards.clone();
     let health = handle.health();
     let drain_secs = config.drain.as_secs();
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2])?;
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     std::thread::Builder::new()
         .name("hubbub-signals".into())
         .spawn(move || {

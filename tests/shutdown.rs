@@ -70,7 +70,7 @@ fn invalid_flag_value_fails_with_the_field_and_reason() {
 #[test]
 fn sigterm_closes_connections_with_1001_and_exits_zero() {
     let mut child = binary()
-        .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+        .args(["--listen", "127.0.0.1:0", "--shards", "2", "--admin-listen", "off"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
