@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hubbub::ws::handshake::{parse_request, write_accept, Outcome, Policy};
+use hubbub::ws::handshake::{parse_request, write_accept, AuthPolicy, Outcome, Policy};
 
 mod common;
 
@@ -69,6 +69,11 @@ Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
 const POLICY: Policy<'static> = Policy {
     origins: &[],
     subprotocols: &[],
+    auth: AuthPolicy {
+        secret: None,
+        allow_anonymous: true,
+        now_unix: 0,
+    },
 };
 
 /// One upgrade's user-space work; returns the response length.

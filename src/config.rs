@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub mod layers;
+
+use crate::hub::config::{HubArgs, HubConfig};
 use crate::limits;
 use crate::ws::handshake::OriginPattern;
 
@@ -37,6 +40,21 @@ pub struct Args {
     /// Admin port: /metrics, /healthz, /readyz ("off" turns it off).
     #[arg(long, default_value = DEFAULT_ADMIN_LISTEN)]
     pub admin_listen: String,
+    /// TOML file with settings (keys are flag names); flags and HUBBUB_*
+    /// environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Validate the configuration, print the effective settings and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Log format: `text` for people, `json` for collectors [default: text on
+    /// a terminal, json otherwise].
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, hide_default_value = true)]
+    pub log_format: LogFormat,
+    /// Log level or filter (`info`, `debug`, `hubbub=debug,info`) [default:
+    /// RUST_LOG, else info].
+    #[arg(long)]
+    pub log_level: Option<String>,
     /// Shard threads, each with its own event loop [default: number of cores].
     #[arg(long)]
     pub shards: Option<usize>,
@@ -81,6 +99,17 @@ pub struct Args {
     /// event: lower latency under load for a little CPU (0 turns it off).
     #[arg(long, default_value_t = DEFAULT_BUSY_POLL_US)]
     pub busy_poll_us: u64,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `text` on a terminal, `json` otherwise.
+    Auto,
+    Text,
+    Json,
 }
 
 /// The validated configuration the server runs with.
@@ -103,6 +132,8 @@ pub struct Config {
     pub buffer_pool: usize,
     pub drain: Duration,
     pub busy_poll: Duration,
+    /// Rooms, channels, authentication, history.
+    pub hub: HubConfig,
 }
 
 /// A flag value that cannot work, with the flag's name and the reason.
@@ -139,6 +170,7 @@ impl Default for Config {
             buffer_pool: DEFAULT_BUFFER_POOL_BUFFERS,
             drain: Duration::from_secs(DEFAULT_DRAIN_SECS),
             busy_poll: Duration::from_micros(DEFAULT_BUSY_POLL_US),
+            hub: HubConfig::default(),
         }
     }
 }
@@ -178,6 +210,7 @@ impl Config {
             buffer_pool: args.buffer_pool,
             drain: Duration::from_secs(args.drain_secs),
             busy_poll: Duration::from_micros(args.busy_poll_us),
+            hub: HubConfig::from_args(args.hub)?,
         };
         config.validate()?;
         Ok(config)
@@ -185,6 +218,14 @@ impl Config {
 
     /// Checks values that flags of the right type can still get wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.hub.validate()?;
+        if self
+            .subprotocols
+            .iter()
+            .any(|p| p.starts_with(crate::hub::auth::BEARER_PROTOCOL_PREFIX))
+        {
+            return Err(invalid("subprotocol", "names starting with \"bearer.\" carry tokens"));
+        }
         if self.shards == 0 || self.shards > 1024 {
             return Err(invalid("shards", "must be between 1 and 1024"));
         }

@@ -1,25 +1,53 @@
-//! The `hubbub` binary: flags -> Config -> server::run; nothing else.
+//! The `hubbub` binary: flags, environment and config file -> Config ->
+//! server::run; nothing else.
 
-use clap::Parser;
-use hubbub::config::{Args, Config};
+use std::io::IsTerminal;
+
+use hubbub::config::{layers, Config, LogFormat};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let config = match Config::from_args(Args::parse()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("hubbub: {e}");
-            std::process::exit(2);
-        }
+    let env = std::env::vars().collect();
+    let layered = match layers::parse(std::env::args_os().collect(), &env) {
+        Ok(layered) => layered,
+        Err(layers::LayerError::Clap(e)) => e.exit(),
+        Err(e) => fail(2, e),
     };
+    init_logs(layered.args.log_format, layered.args.log_level.as_deref());
+    let check_only = layered.args.check_config;
+    let rendered = check_only.then(|| layers::render(&layered));
+    let config = Config::from_args(layered.args).unwrap_or_else(|e| fail(2, e));
+    if let Some(text) = rendered {
+        print!("{text}");
+        println!("# valid: {} shards, connection capacity decided at start", config.shards);
+        return;
+    }
     if let Err(e) = hubbub::server::run(&config) {
-        eprintln!("hubbub: {e}");
-        std::process::exit(1);
+        fail(1, e);
+    }
+}
+
+fn fail(code: i32, e: impl std::fmt::Display) -> ! {
+    eprintln!("hubbub: {e}");
+    std::process::exit(code);
+}
+
+/// Human logs on a terminal, JSON lines otherwise; the level from
+/// `--log-level`, else `RUST_LOG`, else info.
+fn init_logs(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|e| fail(2, format!("invalid --log-level: {e}"))),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }

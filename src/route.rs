@@ -13,6 +13,8 @@ pub enum Endpoint {
     /// `hub::pattern::valid_channel_name`); every message a member sends
     /// goes, as is, to every member on every shard, the sender included.
     Room(Box<str>),
+    /// `GET /ws`: the JSON command protocol (docs/PROTOCOL.md).
+    Ws,
 }
 
 /// Where an upgraded connection's messages go.
@@ -21,6 +23,7 @@ pub enum Route {
     Echo,
     /// Index of the room in the shard's room table.
     Room(u32),
+    Ws,
 }
 
 /// Why a target was not accepted (the handshake answers 404 or 400).
@@ -34,8 +37,10 @@ impl Endpoint {
     /// Resolves a request target (path and optional query) to an endpoint.
     pub fn from_target(target: &str) -> Result<Endpoint, TargetError> {
         let path = target.split_once('?').map_or(target, |(p, _)| p);
-        if path == "/echo" {
-            return Ok(Endpoint::Echo);
+        match path {
+            "/echo" => return Ok(Endpoint::Echo),
+            "/ws" => return Ok(Endpoint::Ws),
+            _ => {}
         }
         if let Some(name) = path.strip_prefix("/room/") {
             valid_channel_name(name).map_err(TargetError::BadName)?;

@@ -158,12 +158,14 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         inboxes.push(inbox);
     }
     let peers: Arc<[ShardHandle]> = handle.shards.clone().into();
+    let hub_config = Arc::new(config.hub.clone());
     for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
         let published = Arc::new(Mutex::new(ShardStats::default()));
         let limits = shard_limits(config, per_shard);
         let (buffers, drain, busy_poll) = (config.buffer_pool, config.drain, config.busy_poll);
         let shared = Arc::clone(&published);
         let peers = Arc::clone(&peers);
+        let hub_config = Arc::clone(&hub_config);
         let thread = std::thread::Builder::new()
             .name(format!("hubbub-shard-{id}"))
             .spawn(move || {
@@ -179,6 +181,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
                     busy_poll,
                     published: shared,
                     peers,
+                    hub_config,
                 };
                 Shard::new(setup)?.run()
             })?;
@@ -200,6 +203,8 @@ fn shard_limits(config: &Config, max_open: usize) -> Limits {
         max_open,
         origins: config.allowed_origins.clone(),
         subprotocols: config.subprotocols.clone(),
+        jwt_secret: config.hub.jwt_secret.clone(),
+        allow_anonymous: config.hub.allow_anonymous,
     }
 }
 
@@ -213,6 +218,8 @@ fn ticks(d: Duration) -> u32 {
 /// start a drain; a second signal exits at once.
 pub fn run(config: &Config) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
+    // Handlers first: a supervisor may signal as soon as it reads the banner.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2])?;
     let handle = start(config)?;
     // One write, errors ignored: a supervisor that reads only the first
     // line and closes the pipe must not kill the server.
@@ -220,13 +227,11 @@ pub fn run(config: &Config) -> io::Result<()> {
     if let Some(admin) = handle.admin_addr() {
         banner += &format!("hubbub admin on http://{admin}\n");
     }
-    // Handlers first: a supervisor may signal as soon as it reads the banner.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2])?;
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     info!(addr = %handle.local_addr(), admin = ?handle.admin_addr(), shards = config.shards, "listening");
     let shards = handle.shards.clone();
     let health = handle.health();
     let drain_secs = config.drain.as_secs();
-    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     std::thread::Builder::new()
         .name("hubbub-signals".into())
         .spawn(move || {

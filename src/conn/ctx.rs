@@ -5,7 +5,9 @@
 use bytes::Bytes;
 
 use crate::buf::{BufPool, BUF_SIZE};
+use crate::hub::auth::Claims;
 use crate::metrics::stats::ShardStats;
+use crate::route::Endpoint;
 use crate::ws::handshake::OriginPattern;
 
 /// Per-connection limits and timeouts, in bytes and timer ticks.
@@ -23,14 +25,23 @@ pub struct Limits {
     pub max_open: usize,
     pub origins: Vec<OriginPattern>,
     pub subprotocols: Vec<String>,
+    /// HS256 secret for client tokens; `None`: everyone is anonymous.
+    pub jwt_secret: Option<Vec<u8>>,
+    pub allow_anonymous: bool,
 }
 
 /// Work a connection hands to its shard's hub; the shard acts on it right
 /// after driving that connection (before any slab slot can be reused).
 #[derive(Debug)]
 pub enum Outgoing {
-    /// The connection at `key` upgraded on `/room/{name}`: add it.
-    Join { key: usize, name: Box<str> },
+    /// The connection at `key` upgraded on a hub endpoint (or with a token).
+    Upgraded {
+        key: usize,
+        endpoint: Endpoint,
+        claims: Option<Box<Claims>>,
+    },
+    /// A `/ws` command from the connection at `key`.
+    Command { key: usize, text: Vec<u8> },
     /// The connection at `key` sent a message to its room: `frame` is the
     /// server frame, encoded once for every receiver.
     RoomMessage { key: usize, frame: Bytes },
@@ -52,6 +63,8 @@ pub struct Ctx {
     pub open: usize,
     /// The shard stops reading new input and closes everything.
     pub draining: bool,
+    /// Wall-clock seconds, for token expiry; set by the shard each turn.
+    pub now_unix: u64,
     /// Slab key of the connection being driven.
     pub current: usize,
     /// What the connection being driven asks of the hub.
@@ -69,6 +82,7 @@ impl Ctx {
             tick: 0,
             open: 0,
             draining: false,
+            now_unix: 0,
             current: 0,
             outbox: Vec::new(),
         }

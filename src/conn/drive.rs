@@ -16,7 +16,7 @@ use crate::net::io::{self, IoOutcome};
 use crate::route::{Endpoint, Route};
 use crate::ws::close::{self, PeerClose};
 use crate::ws::codec::{self, Event, Kind, Step, MAX_CLIENT_HEADER};
-use crate::ws::handshake::{self, Outcome, Policy, Refusal, Upgrade, MAX_REQUEST_BYTES};
+use crate::ws::handshake::{self, AuthPolicy, Outcome, Policy, Refusal, Upgrade, MAX_REQUEST_BYTES};
 use crate::ws::Violation;
 
 /// Reads per connection per loop turn, so one fast sender cannot starve the
@@ -228,9 +228,15 @@ impl Conn {
     /// and the buffer size the next frame needs.
     fn process(&mut self, buf: &mut [u8], mut pos: usize, len: usize, ctx: &mut Ctx) -> (usize, usize) {
         if self.phase == Phase::Handshake {
+            let auth = AuthPolicy {
+                secret: ctx.limits.jwt_secret.as_deref(),
+                allow_anonymous: ctx.limits.allow_anonymous,
+                now_unix: ctx.now_unix,
+            };
             let policy = Policy {
                 origins: &ctx.limits.origins,
                 subprotocols: &ctx.limits.subprotocols,
+                auth,
             };
             match handshake::parse_request(&buf[pos..len], &policy) {
                 Outcome::Partial => return (pos, MAX_REQUEST_BYTES),
@@ -256,16 +262,22 @@ impl Conn {
     }
 
     fn upgrade(&mut self, up: Upgrade, ctx: &mut Ctx) -> usize {
-        let protocol = up.subprotocol.map(|i| ctx.limits.subprotocols[i].as_str());
-        handshake::write_accept(&mut ctx.reply, &up.accept_key, protocol);
+        handshake::write_accept(&mut ctx.reply, &up.accept_key, up.subprotocol.as_deref());
+        // Until the hub places it (right after this drive), a room
+        // connection's room is unknown; its messages wait in the outbox.
         self.route = Some(match up.endpoint {
             Endpoint::Echo => Route::Echo,
-            Endpoint::Room(name) => {
-                ctx.outbox.push(Outgoing::Join { key: ctx.current, name });
-                // The shard resolves the room right after this drive.
-                Route::Room(u32::MAX)
-            }
+            Endpoint::Room(_) => Route::Room(u32::MAX),
+            Endpoint::Ws => Route::Ws,
         });
+        if up.endpoint != Endpoint::Echo || up.claims.is_some() {
+            let (endpoint, claims) = (up.endpoint, up.claims.map(Box::new));
+            ctx.outbox.push(Outgoing::Upgraded {
+                key: ctx.current,
+                endpoint,
+                claims,
+            });
+        }
         self.enter(Phase::Open, ctx.tick);
         ctx.open += 1;
         ctx.stats.upgraded += 1;
@@ -312,6 +324,12 @@ impl Conn {
                 let kind = if text { Kind::Text } else { Kind::Binary };
                 codec::encode_frame(&mut ctx.reply, kind, payload);
                 ctx.stats.messages_out += 1;
+            }
+            Some(Route::Ws) => {
+                ctx.outbox.push(Outgoing::Command {
+                    key: ctx.current,
+                    text: payload.to_vec(),
+                });
             }
             Some(Route::Room(_)) => {
                 let kind = if text { Kind::Text } else { Kind::Binary };

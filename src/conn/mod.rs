@@ -51,16 +51,22 @@ pub enum Disconnect {
     SlowConsumer,
     /// Server shutdown.
     Shutdown,
+    /// Closed through the server API or a hub rule.
+    Kicked,
+    /// Closed because the same user opened more connections than allowed.
+    Replaced,
 }
 
 impl Disconnect {
-    pub const ALL: [Disconnect; 6] = [
+    pub const ALL: [Disconnect; 8] = [
         Disconnect::ClientClose,
         Disconnect::ClientGone,
         Disconnect::ProtocolError,
         Disconnect::IdleTimeout,
         Disconnect::SlowConsumer,
         Disconnect::Shutdown,
+        Disconnect::Kicked,
+        Disconnect::Replaced,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +77,8 @@ impl Disconnect {
             Disconnect::IdleTimeout => "idle_timeout",
             Disconnect::SlowConsumer => "slow_consumer",
             Disconnect::Shutdown => "shutdown",
+            Disconnect::Kicked => "kicked",
+            Disconnect::Replaced => "replaced",
         }
     }
 }

@@ -1,54 +1,88 @@
-//! The messaging hub of one shard: rooms (and, later, channels and users),
-//! their local members, and delivery across shards through the inboxes.
+//! The messaging hub of one shard: rooms, channels, users, and delivery
+//! across shards through the inboxes.
 //!
-//! Order: every room has one owner shard (a hash of its name). A message is
-//! published by its owner: the member's shard forwards it there if needed;
-//! the owner delivers it to its own members and sends the same bytes to every
-//! other shard. Each shard receives a room's messages from one sender, the
-//! owner, through a FIFO inbox, so every member on every shard sees the
-//! room's messages in the same order.
+//! Order: every room and channel has one owner shard (a hash of its name).
+//! Messages are published by the owner: a member's shard forwards them there;
+//! the owner assigns the channel offset, keeps history, delivers to its own
+//! members and sends the same encoded frame to every other shard. Each shard
+//! receives a channel's frames from one sender, the owner, through a FIFO
+//! inbox, so every subscriber on every shard sees one order. Subscribing also
+//! goes through the owner, and the owner's answer travels the same FIFO as its
+//! publications, so a subscriber misses nothing and gets nothing twice.
 //!
 //! Fan-out: a frame is encoded once (`Bytes`), pushed by reference onto each
-//! member's queue, and every member touched in a loop turn is flushed once at
-//! the end of the turn (one `writev` for all it got). A full inbox counts a
-//! drop rather than blocking the publishing shard.
+//! member's queue, and every connection touched in a loop turn is flushed
+//! once at the end of the turn. A full inbox counts a drop rather than
+//! blocking the publishing shard. See `docs/PROTOCOL.md`.
 
 pub mod auth;
+pub mod config;
+pub mod groups;
+pub mod log;
+pub mod msg;
+pub mod owner;
 pub mod pattern;
-pub mod room;
+pub mod protocol;
+pub mod session;
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use slab::Slab;
-use tracing::debug;
 
-use crate::conn::{Conn, Ctx, Outgoing};
-use crate::route::Route;
+use crate::conn::{Conn, Ctx, Disconnect, Outgoing};
+use crate::route::{Endpoint, Route};
 use crate::shard::inbox::{ShardHandle, ShardMsg};
-use room::Rooms;
+use crate::shard::timer::TICKS_PER_SEC;
+use crate::ws::codec::{self, Kind, MAX_SERVER_HEADER};
+use auth::Claims;
+use config::HubConfig;
+use groups::Groups;
+use log::Recovery;
+use msg::{Confirmation, HubMsg, Origin, Query, ReplyTo};
+use owner::Owned;
+use protocol::{code, Call, Command};
+use session::{Session, Subscription, ERRORS_FORGIVEN_PER_SEC};
 
 /// One shard's share of the hub.
 pub struct Hub {
     shard: usize,
     peers: Arc<[ShardHandle]>,
-    rooms: Rooms,
-    /// Connections with queued broadcast bytes, flushed at the end of the turn.
+    config: Arc<HubConfig>,
+    rooms: Groups,
+    /// Local subscribers of each channel.
+    channels: Groups,
+    /// Local subscribers that asked for join/leave events.
+    watchers: Groups,
+    /// Per-connection state of `/ws` and authenticated connections.
+    sessions: HashMap<usize, Session>,
+    /// Local connections of each user.
+    users: HashMap<Arc<str>, Vec<usize>>,
+    /// What this shard owns: channel logs and per-user connection lists.
+    owned: Owned,
+    /// Connections with queued bytes, flushed at the end of the turn.
     pub dirty: Vec<usize>,
 }
 
 impl Hub {
-    pub fn new(shard: usize, peers: Arc<[ShardHandle]>) -> Hub {
+    pub fn new(shard: usize, peers: Arc<[ShardHandle]>, config: Arc<HubConfig>) -> Hub {
         Hub {
+            owned: Owned::new(shard, Arc::clone(&config)),
             shard,
             peers,
-            rooms: Rooms::default(),
+            config,
+            rooms: Groups::default(),
+            channels: Groups::default(),
+            watchers: Groups::default(),
+            sessions: HashMap::new(),
+            users: HashMap::new(),
             dirty: Vec::new(),
         }
     }
 
-    /// The shard that orders a room's (or channel's) messages.
+    /// The shard that orders a room's or channel's messages (or tracks a user).
     pub fn owner_of(&self, name: &str) -> usize {
         owner_of(name, self.peers.len())
     }
@@ -58,16 +92,58 @@ impl Hub {
         let mut outbox = std::mem::take(&mut ctx.outbox);
         for item in outbox.drain(..) {
             match item {
-                Outgoing::Join { key, name } => {
-                    let index = self.rooms.join(&name, key);
-                    if let Some(conn) = conns.get_mut(key) {
-                        conn.route = Some(Route::Room(index));
-                    }
-                }
+                Outgoing::Upgraded { key, endpoint, claims } => self.upgraded(key, endpoint, claims, conns, ctx),
                 Outgoing::RoomMessage { key, frame } => self.room_message(key, frame, conns, ctx),
+                Outgoing::Command { key, text } => self.command(key, &text, conns, ctx),
             }
         }
         ctx.outbox = outbox;
+    }
+
+    fn upgraded(
+        &mut self,
+        key: usize,
+        endpoint: Endpoint,
+        claims: Option<Box<Claims>>,
+        conns: &mut Slab<Conn>,
+        ctx: &mut Ctx,
+    ) {
+        let Some(conn) = conns.get_mut(key) else { return };
+        conn.route = Some(match endpoint {
+            Endpoint::Echo => Route::Echo,
+            Endpoint::Room(name) => Route::Room(self.rooms.join(&name, key)),
+            Endpoint::Ws => Route::Ws,
+        });
+        if conn.route != Some(Route::Ws) && claims.is_none() {
+            return; // anonymous echo and room connections need no session
+        }
+        let (user, allowed) = match claims {
+            Some(claims) => (Some(Arc::<str>::from(claims.sub.as_str())), claims.channels.clone()),
+            None => (None, None),
+        };
+        let burst = self.config.max_messages_per_sec as f32;
+        let generation = conn.generation;
+        self.sessions
+            .insert(key, Session::new(generation, user.clone(), allowed, burst));
+        if let Some(user) = user {
+            self.users.entry(Arc::clone(&user)).or_default().push(key);
+            let conn = Origin {
+                shard: self.shard as u16,
+                key: key as u32,
+                generation,
+                id: 0,
+            };
+            self.route_to_owner(
+                &user,
+                HubMsg::UserOnline {
+                    user: Arc::clone(&user),
+                    conn,
+                },
+                conns,
+                ctx,
+            );
+        }
+        let _ = ctx;
     }
 
     fn room_message(&mut self, key: usize, frame: Bytes, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
@@ -80,31 +156,30 @@ impl Hub {
         if owner == self.shard {
             self.publish_room(name, frame, conns, ctx);
         } else {
-            self.send(owner, ShardMsg::RoomPublish { room: name, frame }, ctx);
+            self.send(owner, HubMsg::RoomPublish { room: name, frame }, ctx);
         }
     }
 
     /// At the owner: deliver here, then to every other shard.
     fn publish_room(&mut self, name: Arc<str>, frame: Bytes, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-        self.deliver_room(&name, &frame, conns, ctx);
-        for shard in 0..self.peers.len() {
-            if shard != self.shard {
-                self.send(
-                    shard,
-                    ShardMsg::RoomDeliver {
-                        room: Arc::clone(&name),
-                        frame: frame.clone(),
-                    },
-                    ctx,
-                );
-            }
-        }
+        self.deliver(Target::Room, &name, &frame, conns, ctx);
+        self.send_to_others(
+            || HubMsg::RoomDeliver {
+                room: Arc::clone(&name),
+                frame: frame.clone(),
+            },
+            ctx,
+        );
     }
 
-    fn deliver_room(&mut self, name: &str, frame: &Bytes, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-        let Some(members) = self.rooms.members(name) else {
-            return;
+    /// Queues `frame` for every local member of `name` in the chosen groups.
+    fn deliver(&mut self, target: Target, name: &str, frame: &Bytes, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let groups = match target {
+            Target::Room => &self.rooms,
+            Target::Channel => &self.channels,
+            Target::Watchers => &self.watchers,
         };
+        let Some(members) = groups.members(name) else { return };
         for &key in members {
             if let Some(conn) = conns.get_mut(key as usize) {
                 if conn.queue_shared(frame.clone(), ctx) {
@@ -114,26 +189,450 @@ impl Hub {
         }
     }
 
-    /// Handles a hub message from another shard.
-    pub fn on_message(&mut self, msg: ShardMsg, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-        match msg {
-            ShardMsg::RoomPublish { room, frame } => self.publish_room(room, frame, conns, ctx),
-            ShardMsg::RoomDeliver { room, frame } => self.deliver_room(&room, &frame, conns, ctx),
-            ShardMsg::Shutdown => debug!(shard = self.shard, "shutdown is the shard's business"),
+    /// Queues a reply or push for one connection.
+    fn send_to(&mut self, key: usize, json: &[u8], conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let Some(conn) = conns.get_mut(key) else { return };
+        if conn.queue_shared(text_frame(json), ctx) {
+            self.dirty.push(key);
         }
     }
 
-    /// A connection is going away: take it out of its room.
-    pub fn leave(&mut self, key: usize, conn: &Conn) {
+    // ---- /ws commands -------------------------------------------------
+
+    fn command(&mut self, key: usize, text: &[u8], conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let per_tick = self.config.max_messages_per_sec as f32 / TICKS_PER_SEC as f32;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if !session.rate.take(ctx.tick, per_tick) {
+            ctx.stats.rate_limited += 1;
+            let id = protocol::parse_command(text).ok().map(|c| c.id);
+            return self.fail(key, id, code::RATE_LIMITED, "over the message rate limit", conns, ctx);
+        }
+        match protocol::parse_command(text) {
+            Ok(command) => self.dispatch(key, command, conns, ctx),
+            Err(bad) => self.fail(key, bad.id, bad.code, &bad.message, conns, ctx),
+        }
+    }
+
+    /// Replies with an error; a connection that keeps erring is closed (1008).
+    fn fail(&mut self, key: usize, id: Option<u64>, code: u16, message: &str, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        ctx.stats.command_errors += 1;
+        self.send_to(key, &protocol::reply_error(id, code, message), conns, ctx);
+        let per_tick = ERRORS_FORGIVEN_PER_SEC / TICKS_PER_SEC as f32;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if !session.errors.take(ctx.tick, per_tick) {
+            self.close(
+                key,
+                crate::ws::close::POLICY_VIOLATION,
+                "too many bad commands",
+                conns,
+                ctx,
+            );
+        }
+    }
+
+    fn dispatch(&mut self, key: usize, command: Command, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let Command { id, call } = command;
+        let Some(session) = self.sessions.get(&key) else { return };
+        let origin = Origin {
+            shard: self.shard as u16,
+            key: key as u32,
+            generation: session.generation,
+            id,
+        };
+        let channel_check = |channel: &str| -> Result<Arc<str>, (u16, &'static str)> {
+            pattern::valid_channel_name(channel).map_err(|why| (code::BAD_PARAMS, why))?;
+            if !session.may_access(channel) {
+                return Err((code::PERMISSION_DENIED, "the token does not allow this channel"));
+            }
+            Ok(channel.into())
+        };
+        let checked = match &call {
+            Call::Subscribe { channel, .. }
+            | Call::Unsubscribe { channel }
+            | Call::Publish { channel, .. }
+            | Call::Presence { channel }
+            | Call::History { channel, .. } => Some(channel_check(channel)),
+            Call::Send { .. } | Call::Ping => None,
+        };
+        let channel = match checked {
+            Some(Err((code, why))) => return self.fail(key, Some(id), code, why, conns, ctx),
+            Some(Ok(channel)) => channel,
+            None => Arc::from(""),
+        };
+        match call {
+            Call::Ping => self.send_to(key, &protocol::reply_ok(id, "{}"), conns, ctx),
+            Call::Subscribe {
+                recover, join_leave, ..
+            } => self.subscribe(origin, channel, recover, join_leave, conns, ctx),
+            Call::Unsubscribe { .. } => self.unsubscribe(origin, channel, conns, ctx),
+            Call::Publish { data, .. } => {
+                let msg = HubMsg::Publish {
+                    channel: Arc::clone(&channel),
+                    data: data.get().into(),
+                    reply: Some(ReplyTo::Client(origin)),
+                };
+                self.route_to_owner(&channel, msg, conns, ctx);
+            }
+            Call::Presence { .. } => {
+                let msg = HubMsg::Query {
+                    channel: Arc::clone(&channel),
+                    query: Query::Presence,
+                    reply: ReplyTo::Client(origin),
+                };
+                self.route_to_owner(&channel, msg, conns, ctx);
+            }
+            Call::History { limit, .. } => {
+                let limit = limit.unwrap_or(usize::MAX);
+                let msg = HubMsg::Query {
+                    channel: Arc::clone(&channel),
+                    query: Query::History { limit },
+                    reply: ReplyTo::Client(origin),
+                };
+                self.route_to_owner(&channel, msg, conns, ctx);
+            }
+            Call::Send { user, data } => self.send_user(origin, &user, data.get(), conns, ctx),
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        origin: Origin,
+        channel: Arc<str>,
+        recover: Option<protocol::Recover>,
+        join_leave: bool,
+        conns: &mut Slab<Conn>,
+        ctx: &mut Ctx,
+    ) {
+        let key = origin.key as usize;
+        let max = self.config.max_subscriptions;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.subscription(&channel).is_some() {
+            return self.fail(
+                key,
+                Some(origin.id),
+                code::ALREADY_SUBSCRIBED,
+                "already subscribed",
+                conns,
+                ctx,
+            );
+        }
+        if session.subs.len() >= max {
+            ctx.stats.subscription_limit_hits += 1;
+            return self.fail(
+                key,
+                Some(origin.id),
+                code::LIMIT_EXCEEDED,
+                "too many subscriptions",
+                conns,
+                ctx,
+            );
+        }
+        session.subs.push(Subscription {
+            channel: Arc::clone(&channel),
+            joined: false,
+            join_leave,
+        });
+        let user = session.user.clone();
+        let msg = HubMsg::Subscribe {
+            channel: Arc::clone(&channel),
+            from: origin,
+            user,
+            recover,
+        };
+        self.route_to_owner(&channel, msg, conns, ctx);
+    }
+
+    /// The owner confirmed a subscription: join locally, answer the client.
+    fn subscribed(&mut self, confirmation: Confirmation, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let Confirmation {
+            channel,
+            to,
+            epoch,
+            offset,
+            recovery,
+            user,
+        } = confirmation;
+        let key = to.key as usize;
+        let session = self.sessions.get_mut(&key).filter(|s| s.generation == to.generation);
+        let Some((session, index)) = session.and_then(|s| s.subscription(&channel).map(|i| (s, i))) else {
+            // Gone or unsubscribed meanwhile: undo the owner's count.
+            return self.route_to_owner(&Arc::clone(&channel), HubMsg::Unsubscribe { channel, user }, conns, ctx);
+        };
+        let sub = &mut session.subs[index];
+        sub.joined = true;
+        let join_leave = sub.join_leave;
+        self.channels.join(&channel, key);
+        if join_leave {
+            self.watchers.join(&channel, key);
+        }
+        ctx.stats.subscriptions += 1;
+        let result = subscribe_result(&channel, &epoch, offset, &recovery);
+        self.send_to(key, &protocol::reply_ok(to.id, &result), conns, ctx);
+    }
+
+    fn unsubscribe(&mut self, origin: Origin, channel: Arc<str>, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let key = origin.key as usize;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(index) = session.subscription(&channel) else {
+            return self.fail(key, Some(origin.id), code::NOT_SUBSCRIBED, "not subscribed", conns, ctx);
+        };
+        let sub = session.subs.swap_remove(index);
+        let user = session.user.clone();
+        if sub.joined {
+            self.leave_channel(key, &sub, user, conns, ctx);
+        }
+        // A pending one is undone when the owner's answer finds it gone.
+        self.send_to(key, &protocol::reply_ok(origin.id, "{}"), conns, ctx);
+    }
+
+    fn leave_channel(
+        &mut self,
+        key: usize,
+        sub: &Subscription,
+        user: Option<Arc<str>>,
+        conns: &mut Slab<Conn>,
+        ctx: &mut Ctx,
+    ) {
+        self.channels.leave_name(&sub.channel, key);
+        if sub.join_leave {
+            self.watchers.leave_name(&sub.channel, key);
+        }
+        ctx.stats.subscriptions = ctx.stats.subscriptions.saturating_sub(1);
+        let msg = HubMsg::Unsubscribe {
+            channel: Arc::clone(&sub.channel),
+            user,
+        };
+        self.route_to_owner(&Arc::clone(&sub.channel), msg, conns, ctx);
+    }
+
+    fn send_user(&mut self, origin: Origin, user: &str, data: &str, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let key = origin.key as usize;
+        let from = self.sessions.get(&key).and_then(|s| s.user.clone());
+        if from.is_none() {
+            return self.fail(
+                key,
+                Some(origin.id),
+                code::UNAUTHENTICATED,
+                "anonymous connections cannot send to users",
+                conns,
+                ctx,
+            );
+        }
+        if user.is_empty() {
+            return self.fail(key, Some(origin.id), code::BAD_PARAMS, "empty user", conns, ctx);
+        }
+        let frame = text_frame(&protocol::push_message(from.as_deref(), data));
+        let user: Arc<str> = user.into();
+        self.deliver_user(&user, &frame, conns, ctx);
+        self.send_to_others(
+            || HubMsg::UserMessage {
+                user: Arc::clone(&user),
+                frame: frame.clone(),
+            },
+            ctx,
+        );
+        self.send_to(key, &protocol::reply_ok(origin.id, "{}"), conns, ctx);
+    }
+
+    fn deliver_user(&mut self, user: &str, frame: &Bytes, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let Some(keys) = self.users.get(user) else { return };
+        for &key in keys {
+            if let Some(conn) = conns.get_mut(key) {
+                if conn.queue_shared(frame.clone(), ctx) {
+                    self.dirty.push(key);
+                }
+            }
+        }
+    }
+
+    /// Closes a connection from the hub: a `/ws` client first gets a
+    /// disconnect push with the reason (and whether to reconnect).
+    fn close(&mut self, key: usize, code: u16, reason: &str, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let Some(conn) = conns.get_mut(key) else { return };
+        if conn.route() == Some(Route::Ws) {
+            let reconnect = code != crate::ws::close::POLICY_VIOLATION && code != config::CLOSE_REPLACED;
+            if conn.queue_shared(text_frame(&protocol::push_disconnect(code, reason, reconnect)), ctx) {
+                self.dirty.push(key);
+            }
+        }
+        let why = match code {
+            config::CLOSE_REPLACED => Disconnect::Replaced,
+            crate::ws::close::POLICY_VIOLATION => Disconnect::ProtocolError,
+            _ => Disconnect::Kicked,
+        };
+        conn.start_close(code, reason, why, ctx);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    // ---- inbox ----------------------------------------------------------
+
+    /// Handles a hub message from another shard (or the admin thread).
+    pub fn on_message(&mut self, msg: HubMsg, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        match msg {
+            HubMsg::RoomPublish { room, frame } => self.publish_room(room, frame, conns, ctx),
+            HubMsg::RoomDeliver { room, frame } => self.deliver(Target::Room, &room, &frame, conns, ctx),
+            HubMsg::Deliver { channel, frame } => self.deliver(Target::Channel, &channel, &frame, conns, ctx),
+            HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns, ctx),
+            HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns, ctx),
+            HubMsg::Answer { to, body } => {
+                let live = self
+                    .sessions
+                    .get(&(to.key as usize))
+                    .is_some_and(|s| s.generation == to.generation);
+                if live {
+                    self.send_to(to.key as usize, &body, conns, ctx);
+                }
+            }
+            HubMsg::UserMessage { user, frame } => self.deliver_user(&user, &frame, conns, ctx),
+            HubMsg::Kick { conn, code, reason } => {
+                let live = conns
+                    .get(conn.key as usize)
+                    .is_some_and(|c| c.generation == conn.generation);
+                if live {
+                    self.close(conn.key as usize, code, &reason, conns, ctx);
+                }
+            }
+            HubMsg::DisconnectUser { user, code, reason } => {
+                for key in self.users.get(&user).cloned().unwrap_or_default() {
+                    self.close(key, code, &reason, conns, ctx);
+                }
+            }
+            owned => self.owner_message(owned, conns, ctx),
+        }
+    }
+
+    /// Messages for this shard as the owner of a channel or user.
+    fn owner_message(&mut self, msg: HubMsg, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let out = self.owned.handle(msg, ctx.tick);
+        for (shard, msg) in out.sends {
+            if shard == self.shard {
+                self.on_message(msg, conns, ctx);
+            } else {
+                self.send(shard, msg, ctx);
+            }
+        }
+        if let Some((channel, frame)) = out.deliver {
+            self.deliver(Target::Channel, &channel, &frame, conns, ctx);
+            self.send_to_others(
+                || HubMsg::Deliver {
+                    channel: Arc::clone(&channel),
+                    frame: frame.clone(),
+                },
+                ctx,
+            );
+        }
+    }
+
+    /// End of a loop turn: push batched presence events; expire history.
+    pub fn end_turn(&mut self, ticked: bool, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        for (channel, frame) in self.owned.presence_events() {
+            self.deliver(Target::Watchers, &channel, &frame, conns, ctx);
+            self.send_to_others(
+                || HubMsg::PresenceEvents {
+                    channel: Arc::clone(&channel),
+                    frame: frame.clone(),
+                },
+                ctx,
+            );
+        }
+        if ticked && ctx.tick.is_multiple_of(TICKS_PER_SEC) {
+            self.owned.expire(ctx.tick);
+        }
+        ctx.stats.channels = self.owned.channels() as u64;
+        ctx.stats.users = self.users.len() as u64;
+    }
+
+    /// A connection is going away: leave its room, channels and user.
+    pub fn leave(&mut self, key: usize, conn: &Conn, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         if let Some(Route::Room(index)) = conn.route() {
             self.rooms.leave(index, key);
         }
+        let Some(session) = self.sessions.remove(&key) else {
+            return;
+        };
+        for sub in session.subs.iter().filter(|s| s.joined) {
+            self.leave_channel(key, sub, session.user.clone(), conns, ctx);
+        }
+        if let Some(user) = session.user {
+            if let Some(keys) = self.users.get_mut(&user) {
+                keys.retain(|&k| k != key);
+                if keys.is_empty() {
+                    self.users.remove(&user);
+                }
+            }
+            let conn = Origin {
+                shard: self.shard as u16,
+                key: key as u32,
+                generation: session.generation,
+                id: 0,
+            };
+            self.route_to_owner(&Arc::clone(&user), HubMsg::UserOffline { user, conn }, conns, ctx);
+        }
     }
 
-    fn send(&self, shard: usize, msg: ShardMsg, ctx: &mut Ctx) {
-        if self.peers[shard].send(msg).is_err() {
+    /// Sends to the owner of `name`, or handles it here if that is us.
+    fn route_to_owner(&mut self, name: &Arc<str>, msg: HubMsg, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let owner = self.owner_of(name);
+        if owner == self.shard {
+            self.on_message(msg, conns, ctx);
+        } else {
+            self.send(owner, msg, ctx);
+        }
+    }
+
+    fn send_to_others(&self, mut make: impl FnMut() -> HubMsg, ctx: &mut Ctx) {
+        for shard in 0..self.peers.len() {
+            if shard != self.shard {
+                self.send(shard, make(), ctx);
+            }
+        }
+    }
+
+    fn send(&self, shard: usize, msg: HubMsg, ctx: &mut Ctx) {
+        if self.peers[shard].send(ShardMsg::Hub(msg)).is_err() {
             ctx.stats.inbox_drops += 1;
         }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    Room,
+    Channel,
+    Watchers,
+}
+
+/// A text frame of `json`, encoded once.
+fn text_frame(json: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(json.len() + MAX_SERVER_HEADER);
+    codec::encode_frame(&mut frame, Kind::Text, json);
+    Bytes::from(frame)
+}
+
+fn subscribe_result(channel: &str, epoch: &str, offset: u64, recovery: &Recovery) -> String {
+    let head = format!(
+        "{{\"channel\":{},\"epoch\":{},\"offset\":{offset}",
+        protocol::json_string(channel),
+        protocol::json_string(epoch)
+    );
+    match recovery {
+        Recovery::NotAsked => format!("{head}}}"),
+        Recovery::Recovered(entries) => format!(
+            "{head},\"recovered\":true,\"publications\":{}}}",
+            owner::publications_json(entries)
+        ),
+        Recovery::Impossible(why) => format!("{head},\"recovered\":false,\"reason\":{}}}", protocol::json_string(why)),
     }
 }
 
@@ -154,5 +653,16 @@ mod tests {
         let owners: std::collections::HashSet<usize> = (0..64).map(|i| owner_of(&format!("room{i}"), 4)).collect();
         assert_eq!(owners.len(), 4);
         assert_eq!(owner_of("anything", 1), 0);
+    }
+
+    #[test]
+    fn subscribe_result_shapes() {
+        let plain: serde_json::Value =
+            serde_json::from_str(&subscribe_result("c", "e", 3, &Recovery::NotAsked)).unwrap();
+        assert_eq!(plain["offset"], 3);
+        assert!(plain.get("recovered").is_none());
+        let gone: serde_json::Value =
+            serde_json::from_str(&subscribe_result("c", "e", 3, &Recovery::Impossible("history gone"))).unwrap();
+        assert_eq!(gone["recovered"], false);
     }
 }

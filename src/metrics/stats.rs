@@ -40,6 +40,16 @@ pub struct ShardStats {
     pub messages_in_rooms: u64,
     /// Messages for another shard dropped because its inbox was full.
     pub inbox_drops: u64,
+    /// `/ws` commands refused by the per-connection rate limit.
+    pub rate_limited: u64,
+    /// `/ws` commands answered with an error.
+    pub command_errors: u64,
+    /// Subscribes refused by `--max-subscriptions`.
+    pub subscription_limit_hits: u64,
+    /// Gauges of the hub: local subscriptions, channels owned, local users.
+    pub subscriptions: u64,
+    pub channels: u64,
+    pub users: u64,
     /// Gauges, set by the shard each tick.
     pub open: u64,
     pub buffers_leased: u64,
@@ -86,6 +96,12 @@ impl ShardStats {
             starved_reads,
             messages_in_rooms,
             inbox_drops,
+            rate_limited,
+            command_errors,
+            subscription_limit_hits,
+            subscriptions,
+            channels,
+            users,
             open,
             buffers_leased,
             buffers_capacity,

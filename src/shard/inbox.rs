@@ -5,9 +5,6 @@
 use std::io;
 use std::sync::Arc;
 
-use std::sync::Arc as SharedName;
-
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 /// Messages a shard accepts from other threads.
@@ -16,10 +13,8 @@ pub enum ShardMsg {
     /// Stop accepting, close every connection with 1001, exit when they are
     /// gone or the drain window ends.
     Shutdown,
-    /// To a room's owner: order this frame and deliver it everywhere.
-    RoomPublish { room: SharedName<str>, frame: Bytes },
-    /// From a room's owner: deliver this frame to the local members.
-    RoomDeliver { room: SharedName<str>, frame: Bytes },
+    /// Rooms, channels and users (see `hub::msg`).
+    Hub(crate::hub::msg::HubMsg),
 }
 
 /// Capacity of each inbox.

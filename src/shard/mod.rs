@@ -26,6 +26,7 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use crate::conn::{Conn, Ctx, Disconnect, Phase, Verdict};
+use crate::hub::config::HubConfig;
 use crate::hub::Hub;
 use crate::metrics::shard::{HubFigures, ShardMetrics};
 use crate::metrics::stats::ShardStats;
@@ -57,6 +58,7 @@ pub struct ShardSetup {
     pub published: Arc<Mutex<ShardStats>>,
     /// Every shard's inbox, indexed by shard id (this one's included).
     pub peers: Arc<[ShardHandle]>,
+    pub hub_config: Arc<HubConfig>,
 }
 
 pub struct Shard {
@@ -101,6 +103,7 @@ impl Shard {
             busy_poll,
             published,
             peers,
+            hub_config,
         } = setup;
         poll.registry()
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
@@ -110,7 +113,7 @@ impl Shard {
             listener: Some(listener),
             conns: Slab::new(),
             ctx,
-            hub: Hub::new(id, peers),
+            hub: Hub::new(id, peers, hub_config),
             wheel: TimerWheel::new(1),
             inbox,
             published,
@@ -126,6 +129,7 @@ impl Shard {
             metrics: ShardMetrics::register(id),
         };
         shard.ctx.tick = 1;
+        shard.ctx.now_unix = unix_now();
         Ok(shard)
     }
 
@@ -146,6 +150,9 @@ impl Shard {
             let tick = self.current_tick();
             let ticked = tick != self.ctx.tick;
             self.ctx.tick = tick;
+            if ticked {
+                self.ctx.now_unix = unix_now();
+            }
             for event in events.iter() {
                 self.on_event(event);
             }
@@ -153,6 +160,7 @@ impl Shard {
             self.drive_again();
             self.retry_starved();
             self.drain_inbox();
+            self.hub.end_turn(ticked, &mut self.conns, &mut self.ctx);
             self.flush_dirty();
             if ticked {
                 self.expire_timers(&mut due);
@@ -246,7 +254,7 @@ impl Shard {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
-        self.hub.leave(key, &conn);
+        self.hub.leave(key, &conn, &mut self.conns, &mut self.ctx);
         if conn.is_upgraded() {
             self.ctx.open -= 1;
             self.ctx
@@ -360,7 +368,7 @@ impl Shard {
         for _ in 0..INBOX_BUDGET {
             match self.inbox.try_recv() {
                 Ok(ShardMsg::Shutdown) => self.begin_shutdown(),
-                Ok(msg) => self.hub.on_message(msg, &mut self.conns, &mut self.ctx),
+                Ok(ShardMsg::Hub(msg)) => self.hub.on_message(msg, &mut self.conns, &mut self.ctx),
                 Err(_) => return,
             }
         }
@@ -468,4 +476,10 @@ impl Shard {
         };
         self.metrics.flush(stats, hub);
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

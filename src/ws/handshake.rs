@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use tungstenite::handshake::derive_accept_key;
 
+use crate::hub::auth::{self, Claims};
 use crate::route::{Endpoint, TargetError};
 
 /// Request headers larger than this get 431.
@@ -27,7 +28,23 @@ pub struct Policy<'a> {
     pub origins: &'a [OriginPattern],
     /// In order of the server's preference.
     pub subprotocols: &'a [String],
+    pub auth: AuthPolicy<'a>,
 }
+
+/// Who may connect: with no secret everyone is anonymous; with one, a valid
+/// token is needed unless anonymous access is allowed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthPolicy<'a> {
+    pub secret: Option<&'a [u8]>,
+    pub allow_anonymous: bool,
+    /// Wall-clock seconds for `exp`/`nbf` (passed in: no clock here).
+    pub now_unix: u64,
+}
+
+/// A subprotocol every server accepts, after the configured ones: browsers
+/// that carry their token as a `bearer.<jwt>` subprotocol also offer this one,
+/// because a browser fails a handshake whose answer names none it offered.
+pub const BUILTIN_SUBPROTOCOL: &str = "hubbub.v1";
 
 /// The outcome of looking at the bytes received so far.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,8 +65,10 @@ pub struct Upgrade {
     pub consumed: usize,
     /// Our answer to the client's key (`Sec-WebSocket-Accept`).
     pub accept_key: String,
-    /// Index into `Policy::subprotocols` of the chosen subprotocol.
-    pub subprotocol: Option<usize>,
+    /// The chosen subprotocol.
+    pub subprotocol: Option<String>,
+    /// The verified token's claims; `None` for an anonymous client.
+    pub claims: Option<Claims>,
 }
 
 /// Why a request was refused: the status line and the plain-text body.
@@ -78,6 +97,7 @@ impl Refusal {
             403 => "origin_forbidden",
             404 => "not_found",
             405 => "method_not_allowed",
+            401 => "unauthorized",
             408 => "timeout",
             426 => "unsupported_version",
             431 => "headers_too_large",
@@ -149,11 +169,12 @@ pub fn parse_request(bytes: &[u8], policy: &Policy<'_>) -> Outcome {
         return refuse(431, "request headers exceed 8 KiB");
     }
     match check_request(&request, policy) {
-        Ok((endpoint, key, subprotocol)) => Outcome::Upgrade(Upgrade {
+        Ok((endpoint, key, subprotocol, claims)) => Outcome::Upgrade(Upgrade {
             endpoint,
             consumed,
             accept_key: derive_accept_key(key),
             subprotocol,
+            claims,
         }),
         Err(refusal) => Outcome::Refuse(refusal),
     }
@@ -163,7 +184,7 @@ fn refuse(status: u16, reason: &'static str) -> Outcome {
     Outcome::Refuse(Refusal::new(status, reason))
 }
 
-type Checked<'b> = (Endpoint, &'b [u8], Option<usize>);
+type Checked<'b> = (Endpoint, &'b [u8], Option<String>, Option<Claims>);
 
 fn check_request<'b>(req: &httparse::Request<'_, 'b>, policy: &Policy<'_>) -> Result<Checked<'b>, Refusal> {
     if req.method != Some("GET") {
@@ -200,7 +221,35 @@ fn check_request<'b>(req: &httparse::Request<'_, 'b>, policy: &Policy<'_>) -> Re
     if !origin_allowed(req, policy) {
         return Err(Refusal::new(403, "origin not allowed"));
     }
-    Ok((endpoint, key, choose_subprotocol(req, policy)))
+    let claims = authenticate(req, path, &policy.auth)?;
+    Ok((endpoint, key, choose_subprotocol(req, policy), claims))
+}
+
+/// Finds and verifies the client's token (401 with the reason if bad).
+fn authenticate(
+    req: &httparse::Request<'_, '_>,
+    target: &str,
+    policy: &AuthPolicy<'_>,
+) -> Result<Option<Claims>, Refusal> {
+    let Some(secret) = policy.secret else { return Ok(None) };
+    let query = target.split_once('?').map(|(_, q)| q);
+    let protocols: Vec<&[u8]> = offered_protocols(req).collect();
+    match auth::token_from_request(query, header(req, "authorization"), &protocols) {
+        None if policy.allow_anonymous => Ok(None),
+        None => Err(Refusal::new(401, "token required")),
+        Some(token) => auth::verify(&token, secret, policy.now_unix)
+            .map(Some)
+            .map_err(|e| Refusal::new(401, e.reason())),
+    }
+}
+
+/// Every `Sec-WebSocket-Protocol` entry the client offered.
+fn offered_protocols<'r, 'b>(req: &'r httparse::Request<'_, 'b>) -> impl Iterator<Item = &'b [u8]> + 'r {
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(trim)
 }
 
 fn header<'b>(req: &httparse::Request<'_, 'b>, name: &str) -> Option<&'b [u8]> {
@@ -242,18 +291,16 @@ fn origin_allowed(req: &httparse::Request<'_, '_>, policy: &Policy<'_>) -> bool 
 }
 
 /// The first of the server's subprotocols (in its order) that the client offered.
-fn choose_subprotocol(req: &httparse::Request<'_, '_>, policy: &Policy<'_>) -> Option<usize> {
-    let offered = || {
-        req.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
-            .flat_map(|h| h.value.split(|&b| b == b','))
-            .map(trim)
-    };
-    policy
+/// A `bearer.` entry carries a token and is never chosen.
+fn choose_subprotocol(req: &httparse::Request<'_, '_>, policy: &Policy<'_>) -> Option<String> {
+    let ours = policy
         .subprotocols
         .iter()
-        .position(|ours| offered().any(|t| t == ours.as_bytes()))
+        .map(String::as_str)
+        .chain(std::iter::once(BUILTIN_SUBPROTOCOL));
+    ours.filter(|p| !auth::is_bearer_protocol(p.as_bytes()))
+        .find(|p| offered_protocols(req).any(|t| t == p.as_bytes()))
+        .map(str::to_string)
 }
 
 /// Appends the 101 response.
@@ -283,6 +330,7 @@ pub fn write_refusal(out: &mut Vec<u8>, refusal: &Refusal) {
     match refusal.status {
         426 => head.push_str("Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"),
         405 => head.push_str("Allow: GET\r\n"),
+        401 => head.push_str("WWW-Authenticate: Bearer\r\n"),
         503 => {
             let _ = write!(head, "Retry-After: {RETRY_AFTER_SECS}\r\n");
         }
@@ -326,6 +374,7 @@ mod tests {
         Policy {
             origins: &[],
             subprotocols: &[],
+            auth: AuthPolicy::default(),
         }
     }
 
@@ -405,6 +454,7 @@ mod tests {
         let p = Policy {
             origins: &origins,
             subprotocols: &[],
+            auth: AuthPolicy::default(),
         };
         assert_eq!(status_of(&request("Origin: https://chat.example.com\r\n"), &p), 101);
         assert_eq!(status_of(&request("Origin: http://a.b.EXAMPLE.com\r\n"), &p), 101);
@@ -422,12 +472,13 @@ mod tests {
         let p = Policy {
             origins: &[],
             subprotocols: &ours,
+            auth: AuthPolicy::default(),
         };
         let req = request("Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n");
         let Outcome::Upgrade(up) = parse_request(req.as_bytes(), &p) else {
             panic!()
         };
-        assert_eq!(up.subprotocol, Some(0));
+        assert_eq!(up.subprotocol.as_deref(), Some("chat.v2"));
         let req = request("Sec-WebSocket-Protocol: other\r\n");
         let Outcome::Upgrade(up) = parse_request(req.as_bytes(), &p) else {
             panic!()

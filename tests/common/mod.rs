@@ -301,3 +301,83 @@ impl Drop for Process {
         }
     }
 }
+
+/// A `/ws` JSON-protocol client on top of `Client`: numbered commands, and
+/// pushes kept aside while waiting for a reply.
+pub struct WsClient {
+    pub raw: Client,
+    next_id: u64,
+    pub pushes: std::collections::VecDeque<serde_json::Value>,
+}
+
+impl WsClient {
+    pub fn open(addr: SocketAddr, extra_headers: &str) -> WsClient {
+        Self::try_open(addr, "/ws", extra_headers).expect("upgrade accepted")
+    }
+
+    /// Upgrades, or returns the refusal's (status, body).
+    pub fn try_open(addr: SocketAddr, path: &str, extra_headers: &str) -> Result<WsClient, (u16, String)> {
+        let mut stream = connect(addr);
+        stream
+            .write_all(upgrade_request(path, extra_headers).as_bytes())
+            .unwrap();
+        let (status, _, rest) = read_response(&mut stream);
+        if status != 101 {
+            let mut body = rest;
+            body.extend(read_to_close(&mut stream));
+            return Err((status, String::from_utf8_lossy(&body).into_owned()));
+        }
+        Ok(WsClient {
+            raw: Client { stream, pending: rest },
+            next_id: 1,
+            pushes: Default::default(),
+        })
+    }
+
+    /// Sends a command and waits for its reply (the whole reply document).
+    pub fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let command = serde_json::json!({"id": id, "method": method, "params": params});
+        self.raw.send_text(&command.to_string());
+        self.reply_for(id)
+    }
+
+    pub fn reply_for(&mut self, id: u64) -> serde_json::Value {
+        loop {
+            let message = self.next_json().expect("connection open while waiting for a reply");
+            if message.get("id").and_then(|v| v.as_u64()) == Some(id) {
+                return message;
+            }
+            self.pushes.push_back(message);
+        }
+    }
+
+    /// The next push (buffered first), or `None` when the connection ended.
+    pub fn push(&mut self) -> Option<serde_json::Value> {
+        if let Some(p) = self.pushes.pop_front() {
+            return Some(p);
+        }
+        self.next_json()
+    }
+
+    fn next_json(&mut self) -> Option<serde_json::Value> {
+        loop {
+            let frame = self.raw.recv()?;
+            match frame.opcode {
+                0x1 => return Some(serde_json::from_slice(&frame.payload).expect("server sends JSON")),
+                0x8 => {
+                    self.raw.pending.clear();
+                    let code = frame.close_code().unwrap_or(1005);
+                    return Some(serde_json::json!({"closed": code}));
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// An HS256 token for `sub` with extra claims, signed with `secret`.
+pub fn token(secret: &str, claims: serde_json::Value) -> String {
+    hubbub::hub::auth::sign_hs256(&claims.to_string(), secret.as_bytes())
+}

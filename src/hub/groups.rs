@@ -1,6 +1,7 @@
-//! A shard's rooms: name -> local members. Rooms exist while they have a
-//! member on this shard; a room's index is stable while it exists, so a
-//! connection keeps its room as a `u32`.
+//! Named groups of a shard's connections: the members of each room, the
+//! subscribers of each channel, the presence watchers of each channel. A
+//! group exists while it has a member on this shard; its index is stable
+//! while it exists, so a room connection keeps its room as a `u32`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,26 +9,26 @@ use std::sync::Arc;
 use indexmap::IndexSet;
 use slab::Slab;
 
-struct Room {
+struct Group {
     name: Arc<str>,
     /// Slab keys of the members on this shard.
     members: IndexSet<u32>,
 }
 
 #[derive(Default)]
-pub struct Rooms {
-    rooms: Slab<Room>,
+pub struct Groups {
+    groups: Slab<Group>,
     by_name: HashMap<Arc<str>, usize>,
 }
 
-impl Rooms {
-    /// Adds connection `key` to room `name` (made if new); returns its index.
+impl Groups {
+    /// Adds connection `key` to group `name` (made if new); returns its index.
     pub fn join(&mut self, name: &str, key: usize) -> u32 {
         let index = match self.by_name.get(name) {
             Some(&index) => index,
             None => {
                 let name: Arc<str> = name.into();
-                let index = self.rooms.insert(Room {
+                let index = self.groups.insert(Group {
                     name: Arc::clone(&name),
                     members: IndexSet::new(),
                 });
@@ -35,38 +36,50 @@ impl Rooms {
                 index
             }
         };
-        self.rooms[index].members.insert(key as u32);
+        self.groups[index].members.insert(key as u32);
         index as u32
     }
 
-    /// Removes connection `key` from room `index`; an empty room goes away.
+    /// Removes connection `key` from group `name`.
+    pub fn leave_name(&mut self, name: &str, key: usize) {
+        if let Some(&index) = self.by_name.get(name) {
+            self.leave(index as u32, key);
+        }
+    }
+
+    /// Removes connection `key` from group `index`; an empty group goes away.
     pub fn leave(&mut self, index: u32, key: usize) {
-        let Some(room) = self.rooms.get_mut(index as usize) else {
+        let Some(room) = self.groups.get_mut(index as usize) else {
             return;
         };
         room.members.swap_remove(&(key as u32));
         if room.members.is_empty() {
-            let room = self.rooms.remove(index as usize);
+            let room = self.groups.remove(index as usize);
             self.by_name.remove(&room.name);
         }
     }
 
     pub fn name(&self, index: u32) -> Option<Arc<str>> {
-        self.rooms.get(index as usize).map(|r| Arc::clone(&r.name))
+        self.groups.get(index as usize).map(|r| Arc::clone(&r.name))
     }
 
-    /// The local members of room `name`, if it has any here.
+    /// The local members of group `name`, if it has any here.
     pub fn members(&self, name: &str) -> Option<&indexmap::set::Slice<u32>> {
-        self.by_name.get(name).map(|&i| self.rooms[i].members.as_slice())
+        self.by_name.get(name).map(|&i| self.groups[i].members.as_slice())
     }
 
-    /// Rooms with members on this shard.
+    /// Groups with members on this shard.
     pub fn len(&self) -> usize {
-        self.rooms.len()
+        self.groups.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty()
+        self.groups.is_empty()
+    }
+
+    /// Names of the groups with members here.
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.groups.iter().map(|(_, g)| &g.name)
     }
 }
 
@@ -76,7 +89,7 @@ mod tests {
 
     #[test]
     fn join_leave_and_cleanup() {
-        let mut rooms = Rooms::default();
+        let mut rooms = Groups::default();
         let a = rooms.join("lobby", 1);
         assert_eq!(rooms.join("lobby", 2), a);
         let b = rooms.join("other", 3);

@@ -1,0 +1,211 @@
+//! The hub's settings: authentication, per-connection limits, history.
+
+use std::time::Duration;
+
+use clap::Args as ClapArgs;
+
+use super::auth;
+use super::pattern::{best_match, ChannelPattern};
+use crate::config::ConfigError;
+use crate::shard::timer::TICKS_PER_SEC;
+
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
+pub const DEFAULT_MAX_MESSAGES_PER_SEC: u32 = 100;
+pub const DEFAULT_HISTORY_SIZE: usize = 100;
+pub const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
+/// Close code sent to the oldest connection of a user over
+/// `--max-connections-per-user` (single sign-on kick).
+pub const CLOSE_REPLACED: u16 = 4001;
+/// Close code of `/api/disconnect` when the caller gives none.
+pub const CLOSE_KICKED: u16 = 4002;
+
+/// Hub flags (flattened into the main `Args`).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct HubArgs {
+    /// HS256 secret for client JWTs (at least 32 bytes). Without it every
+    /// client is anonymous.
+    #[arg(long, env = "HUBBUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Let clients without a token in [default: true without --jwt-secret,
+    /// false with it].
+    #[arg(long)]
+    pub allow_anonymous: Option<bool>,
+    /// Channel subscriptions per connection.
+    #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
+    pub max_subscriptions: usize,
+    /// Commands (and room messages) per second per connection, with a burst
+    /// of as many; over it, commands get error 105.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGES_PER_SEC)]
+    pub max_messages_per_sec: u32,
+    /// Connections one user may hold; a new one closes the oldest with 4001
+    /// "replaced" [default: 0 = no limit].
+    #[arg(long, default_value_t = 0)]
+    pub max_connections_per_user: usize,
+    /// Publications kept per channel for history and recovery.
+    #[arg(long, default_value_t = DEFAULT_HISTORY_SIZE)]
+    pub history_size: usize,
+    /// Seconds a publication is kept.
+    #[arg(long, default_value_t = DEFAULT_HISTORY_TTL_SECS)]
+    pub history_ttl_secs: u64,
+    /// Per-pattern history (repeatable): `PATTERN=SIZE:TTL_SECS`, e.g.
+    /// `chat:*=1000:3600`. The most specific pattern wins.
+    #[arg(long = "history-rule", value_name = "PATTERN=SIZE:TTL")]
+    pub history_rules: Vec<String>,
+}
+
+/// History kept for a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRule {
+    pub size: usize,
+    pub ttl_ticks: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub jwt_secret: Option<Vec<u8>>,
+    pub allow_anonymous: bool,
+    pub max_subscriptions: usize,
+    pub max_messages_per_sec: u32,
+    pub max_connections_per_user: usize,
+    pub history: HistoryRule,
+    pub history_rules: Vec<(ChannelPattern, HistoryRule)>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            jwt_secret: None,
+            allow_anonymous: true,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_messages_per_sec: DEFAULT_MAX_MESSAGES_PER_SEC,
+            max_connections_per_user: 0,
+            history: HistoryRule {
+                size: DEFAULT_HISTORY_SIZE,
+                ttl_ticks: secs_to_ticks(DEFAULT_HISTORY_TTL_SECS),
+            },
+            history_rules: Vec::new(),
+        }
+    }
+}
+
+fn secs_to_ticks(secs: u64) -> u32 {
+    (secs.saturating_mul(TICKS_PER_SEC as u64)).min(u32::MAX as u64) as u32
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl HubConfig {
+    pub fn from_args(args: HubArgs) -> Result<HubConfig, ConfigError> {
+        let jwt_secret = args.jwt_secret.map(String::into_bytes);
+        if let Some(secret) = &jwt_secret {
+            auth::check_secret(secret)
+                .map_err(|_| invalid("jwt-secret", "must be at least 32 bytes (RFC 7518 §3.2)"))?;
+        }
+        let history_rules = args
+            .history_rules
+            .iter()
+            .map(|r| parse_rule(r))
+            .collect::<Result<_, _>>()?;
+        let config = HubConfig {
+            allow_anonymous: args.allow_anonymous.unwrap_or(jwt_secret.is_none()),
+            jwt_secret,
+            max_subscriptions: args.max_subscriptions,
+            max_messages_per_sec: args.max_messages_per_sec,
+            max_connections_per_user: args.max_connections_per_user,
+            history: HistoryRule {
+                size: args.history_size,
+                ttl_ticks: secs_to_ticks(args.history_ttl_secs),
+            },
+            history_rules,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_messages_per_sec == 0 {
+            return Err(invalid("max-messages-per-sec", "must be at least 1"));
+        }
+        if self.max_subscriptions == 0 {
+            return Err(invalid("max-subscriptions", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The history rule for `channel`.
+    pub fn history_for(&self, channel: &str) -> HistoryRule {
+        best_match(&self.history_rules, channel)
+            .copied()
+            .unwrap_or(self.history)
+    }
+
+    pub fn history_ttl(&self) -> Duration {
+        Duration::from_millis(self.history.ttl_ticks as u64 * 1000 / TICKS_PER_SEC as u64)
+    }
+}
+
+fn parse_rule(rule: &str) -> Result<(ChannelPattern, HistoryRule), ConfigError> {
+    let bad = |why: &str| {
+        invalid(
+            "history-rule",
+            format!("{rule:?}: {why} (expected PATTERN=SIZE:TTL_SECS)"),
+        )
+    };
+    let (pattern, limits) = rule.split_once('=').ok_or_else(|| bad("no '='"))?;
+    let (size, ttl) = limits.split_once(':').ok_or_else(|| bad("no ':'"))?;
+    let pattern = ChannelPattern::parse(pattern).map_err(|e| bad(&e))?;
+    let size = size.trim().parse().map_err(|_| bad("SIZE is not a number"))?;
+    let ttl: u64 = ttl.trim().parse().map_err(|_| bad("TTL_SECS is not a number"))?;
+    Ok((
+        pattern,
+        HistoryRule {
+            size,
+            ttl_ticks: secs_to_ticks(ttl),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        hub: HubArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<HubConfig, ConfigError> {
+        let mut argv = vec!["probe"];
+        argv.extend_from_slice(args);
+        HubConfig::from_args(Probe::try_parse_from(argv).unwrap().hub)
+    }
+
+    #[test]
+    fn anonymous_access_follows_the_secret_unless_set() {
+        assert!(parse(&[]).unwrap().allow_anonymous);
+        let secret = "s".repeat(32);
+        assert!(!parse(&["--jwt-secret", &secret]).unwrap().allow_anonymous);
+        assert!(
+            parse(&["--jwt-secret", &secret, "--allow-anonymous", "true"])
+                .unwrap()
+                .allow_anonymous
+        );
+        assert_eq!(parse(&["--jwt-secret", "short"]).unwrap_err().field, "jwt-secret");
+    }
+
+    #[test]
+    fn history_rules_pick_the_most_specific_pattern() {
+        let config = parse(&["--history-rule", "chat:*=5:10", "--history-rule", "chat:vip=50:60"]).unwrap();
+        assert_eq!(config.history_for("chat:vip").size, 50);
+        assert_eq!(config.history_for("chat:x").size, 5);
+        assert_eq!(config.history_for("news").size, DEFAULT_HISTORY_SIZE);
+        assert_eq!(parse(&["--history-rule", "x=1"]).unwrap_err().field, "history-rule");
+    }
+}

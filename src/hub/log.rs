@@ -1,0 +1,231 @@
+//! A channel's log at its owner shard: the epoch, the last offset, recent
+//! history, and who is subscribed (presence). Only the owner touches it, so
+//! offsets are assigned in one place and every subscriber sees one order.
+//!
+//! Recovery rule: a client that saw offset `O` in epoch `E` gets exactly the
+//! messages after `O`, or a reason why that is impossible (the epoch changed
+//! because the log was lost, or history no longer reaches back to `O + 1`).
+//! It is never handed a silent gap.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::config::HistoryRule;
+use super::protocol::Recover;
+
+/// One retained publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub offset: u64,
+    /// Tick it was published at.
+    pub at: u32,
+    /// The publication's `data`, raw JSON text.
+    pub data: Arc<str>,
+}
+
+/// The answer to a recovery request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The client did not ask to recover.
+    NotAsked,
+    /// Exactly the publications the client missed (possibly none).
+    Recovered(Vec<Entry>),
+    /// Why the missed publications cannot be given.
+    Impossible(&'static str),
+}
+
+pub struct ChannelLog {
+    pub epoch: Arc<str>,
+    /// The last offset assigned; 0 before the first publication.
+    pub last: u64,
+    history: VecDeque<Entry>,
+    rule: HistoryRule,
+    /// Subscriptions per user id; anonymous ones are counted apart.
+    users: HashMap<Arc<str>, u32>,
+    anonymous: u32,
+    /// Presence changes not yet pushed (batched per loop turn).
+    pub joined: Vec<Arc<str>>,
+    pub left: Vec<Arc<str>>,
+}
+
+impl ChannelLog {
+    pub fn new(epoch: Arc<str>, rule: HistoryRule) -> ChannelLog {
+        ChannelLog {
+            epoch,
+            last: 0,
+            history: VecDeque::new(),
+            rule,
+            users: HashMap::new(),
+            anonymous: 0,
+            joined: Vec::new(),
+            left: Vec::new(),
+        }
+    }
+
+    /// Assigns the next offset to `data` and keeps it as history.
+    pub fn append(&mut self, data: Arc<str>, now: u32) -> u64 {
+        self.last += 1;
+        if self.rule.size > 0 {
+            self.history.push_back(Entry {
+                offset: self.last,
+                at: now,
+                data,
+            });
+            while self.history.len() > self.rule.size {
+                self.history.pop_front();
+            }
+        }
+        self.last
+    }
+
+    /// Drops history older than the rule's time limit.
+    pub fn expire(&mut self, now: u32) {
+        while let Some(front) = self.history.front() {
+            if now.saturating_sub(front.at) < self.rule.ttl_ticks {
+                break;
+            }
+            self.history.pop_front();
+        }
+    }
+
+    pub fn recover(&self, from: &Recover) -> Recovery {
+        if *from.epoch != *self.epoch {
+            return Recovery::Impossible("epoch changed: the channel's history was lost");
+        }
+        if from.offset > self.last {
+            return Recovery::Impossible("offset is ahead of the channel");
+        }
+        if from.offset == self.last {
+            return Recovery::Recovered(Vec::new());
+        }
+        match self.history.front() {
+            Some(oldest) if oldest.offset <= from.offset + 1 => Recovery::Recovered(
+                self.history
+                    .iter()
+                    .filter(|e| e.offset > from.offset)
+                    .cloned()
+                    .collect(),
+            ),
+            _ => Recovery::Impossible("history gone: missed publications expired"),
+        }
+    }
+
+    /// The newest `limit` publications, oldest first.
+    pub fn recent(&self, limit: usize) -> Vec<Entry> {
+        let skip = self.history.len().saturating_sub(limit);
+        self.history.iter().skip(skip).cloned().collect()
+    }
+
+    pub fn add_subscriber(&mut self, user: Option<&Arc<str>>) {
+        match user {
+            None => self.anonymous += 1,
+            Some(user) => {
+                let count = self.users.entry(Arc::clone(user)).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    self.joined.push(Arc::clone(user));
+                }
+            }
+        }
+    }
+
+    pub fn remove_subscriber(&mut self, user: Option<&Arc<str>>) {
+        match user {
+            None => self.anonymous = self.anonymous.saturating_sub(1),
+            Some(user) => {
+                let Some(count) = self.users.get_mut(user) else { return };
+                *count -= 1;
+                if *count == 0 {
+                    self.users.remove(user);
+                    self.left.push(Arc::clone(user));
+                }
+            }
+        }
+    }
+
+    /// Users with their connection counts, and the anonymous count.
+    pub fn presence(&self) -> (Vec<(&str, u32)>, u32) {
+        let mut users: Vec<(&str, u32)> = self.users.iter().map(|(u, &c)| (&**u, c)).collect();
+        users.sort_unstable();
+        (users, self.anonymous)
+    }
+
+    pub fn subscribers(&self) -> u32 {
+        self.anonymous + self.users.values().sum::<u32>()
+    }
+
+    /// Nothing left to keep: no subscriber, no history, no pending events.
+    pub fn is_idle(&self) -> bool {
+        self.subscribers() == 0 && self.history.is_empty() && self.joined.is_empty() && self.left.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(size: usize, ttl_ticks: u32) -> ChannelLog {
+        ChannelLog::new("e1".into(), HistoryRule { size, ttl_ticks })
+    }
+
+    fn recover(offset: u64, epoch: &str) -> Recover {
+        Recover {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+
+    #[test]
+    fn recovery_gives_exactly_the_missed_publications() {
+        let mut log = log(10, 100);
+        for i in 1..=5 {
+            log.append(format!("{i}").into(), 0);
+        }
+        match log.recover(&recover(2, "e1")) {
+            Recovery::Recovered(entries) => assert_eq!(entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [3, 4, 5]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(log.recover(&recover(5, "e1")), Recovery::Recovered(Vec::new()));
+    }
+
+    #[test]
+    fn recovery_refuses_rather_than_leave_a_gap() {
+        let mut log = log(3, 100);
+        for i in 1..=6 {
+            log.append(format!("{i}").into(), 0);
+        }
+        // History holds 4..=6: a client at 2 missed 3, which is gone.
+        assert!(matches!(log.recover(&recover(2, "e1")), Recovery::Impossible(r) if r.starts_with("history gone")));
+        assert!(matches!(log.recover(&recover(3, "e1")), Recovery::Recovered(v) if v.len() == 3));
+        assert!(matches!(log.recover(&recover(3, "other")), Recovery::Impossible(r) if r.starts_with("epoch")));
+        assert!(matches!(log.recover(&recover(9, "e1")), Recovery::Impossible(_)));
+    }
+
+    #[test]
+    fn history_expires_by_time() {
+        let mut log = log(10, 4);
+        log.append("a".into(), 0);
+        log.append("b".into(), 3);
+        log.expire(5);
+        assert_eq!(log.recent(10).len(), 1);
+        assert!(matches!(log.recover(&recover(0, "e1")), Recovery::Impossible(_)));
+    }
+
+    #[test]
+    fn presence_counts_connections_per_user_and_reports_changes() {
+        let mut log = log(0, 1);
+        let alice: Arc<str> = "alice".into();
+        log.add_subscriber(Some(&alice));
+        log.add_subscriber(Some(&alice));
+        log.add_subscriber(None);
+        assert_eq!(log.presence(), (vec![("alice", 2)], 1));
+        assert_eq!(log.joined.len(), 1, "one join for the first connection only");
+        log.remove_subscriber(Some(&alice));
+        log.remove_subscriber(Some(&alice));
+        assert_eq!(log.left.len(), 1);
+        log.remove_subscriber(None);
+        log.joined.clear();
+        log.left.clear();
+        assert!(log.is_idle());
+    }
+}

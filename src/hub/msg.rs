@@ -1,0 +1,133 @@
+//! Messages between shards (and from the admin thread) about the hub. They
+//! travel in the shards' inboxes; a shard handles them in arrival order,
+//! which is what keeps each channel's messages in its owner's order.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+
+use super::log::Recovery;
+use super::protocol::Recover;
+
+/// A client command waiting for an answer: which connection, which command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub shard: u16,
+    pub key: u32,
+    pub generation: u32,
+    /// The command's `id`.
+    pub id: u64,
+}
+
+/// Where the answer to a query goes.
+#[derive(Debug, Clone)]
+pub enum ReplyTo {
+    Client(Origin),
+    /// The admin API thread, waiting for a JSON document.
+    Admin(Sender<String>),
+}
+
+/// The owner's answer to a subscribe: the channel's position when the
+/// subscription took effect (later publications follow in the same FIFO),
+/// and the recovered publications if asked.
+#[derive(Debug)]
+pub struct Confirmation {
+    pub channel: Arc<str>,
+    pub to: Origin,
+    pub epoch: Arc<str>,
+    pub offset: u64,
+    pub recovery: Recovery,
+    /// The user the owner counted, so a subscription that ends before this
+    /// answer arrives can be undone exactly.
+    pub user: Option<Arc<str>>,
+}
+
+/// Questions for a channel's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    Presence,
+    History { limit: usize },
+}
+
+#[derive(Debug)]
+pub enum HubMsg {
+    /// To a room's owner: order this frame and deliver it everywhere.
+    RoomPublish {
+        room: Arc<str>,
+        frame: Bytes,
+    },
+    /// From a room's owner: deliver this frame to the local members.
+    RoomDeliver {
+        room: Arc<str>,
+        frame: Bytes,
+    },
+    /// To a channel's owner: count the subscriber, answer with the position
+    /// (and the recovered publications).
+    Subscribe {
+        channel: Arc<str>,
+        from: Origin,
+        user: Option<Arc<str>>,
+        recover: Option<Recover>,
+    },
+    /// From the owner: the subscription is in place.
+    Subscribed(Confirmation),
+    /// To a channel's owner: one subscription fewer.
+    Unsubscribe {
+        channel: Arc<str>,
+        user: Option<Arc<str>>,
+    },
+    /// To a channel's owner: assign an offset, keep, deliver; `data` is raw JSON.
+    Publish {
+        channel: Arc<str>,
+        data: Arc<str>,
+        reply: Option<ReplyTo>,
+    },
+    /// From the owner: a publication frame for the local subscribers.
+    Deliver {
+        channel: Arc<str>,
+        frame: Bytes,
+    },
+    /// From the owner: a batch of joins and leaves for local watchers.
+    PresenceEvents {
+        channel: Arc<str>,
+        frame: Bytes,
+    },
+    /// To a channel's owner: presence or history.
+    Query {
+        channel: Arc<str>,
+        query: Query,
+        reply: ReplyTo,
+    },
+    /// An answer for a client command (a whole reply document).
+    Answer {
+        to: Origin,
+        body: Vec<u8>,
+    },
+    /// To every shard: deliver to the local connections of `user`.
+    UserMessage {
+        user: Arc<str>,
+        frame: Bytes,
+    },
+    /// To a user's owner shard: a connection of theirs opened or closed.
+    UserOnline {
+        user: Arc<str>,
+        conn: Origin,
+    },
+    UserOffline {
+        user: Arc<str>,
+        conn: Origin,
+    },
+    /// Close one connection (single sign-on kick).
+    Kick {
+        conn: Origin,
+        code: u16,
+        reason: Arc<str>,
+    },
+    /// To every shard: close every connection of `user`.
+    DisconnectUser {
+        user: Arc<str>,
+        code: u16,
+        reason: Arc<str>,
+    },
+}

@@ -1,0 +1,318 @@
+//! The `/ws` JSON protocol: parsing client commands, encoding replies and
+//! pushes. No I/O, no state: `docs/PROTOCOL.md` is the user's description
+//! and must stay true to this file.
+//!
+//! Client data (`data` of publish and send) is kept as raw JSON text: it is
+//! validated once when the command is parsed and then copied into pushes
+//! verbatim, never re-parsed or re-serialised per receiver.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Error codes of command replies.
+pub mod code {
+    /// The frame was not a JSON command object.
+    pub const BAD_REQUEST: u16 = 100;
+    /// `method` is not one this server knows.
+    pub const UNKNOWN_METHOD: u16 = 101;
+    /// `params` are missing or wrong for the method.
+    pub const BAD_PARAMS: u16 = 102;
+    /// The token does not allow this channel.
+    pub const PERMISSION_DENIED: u16 = 103;
+    /// Too many subscriptions on this connection.
+    pub const LIMIT_EXCEEDED: u16 = 104;
+    /// Over the per-connection message rate.
+    pub const RATE_LIMITED: u16 = 105;
+    /// Not subscribed to that channel.
+    pub const NOT_SUBSCRIBED: u16 = 106;
+    /// Already subscribed (or subscribing) to that channel.
+    pub const ALREADY_SUBSCRIBED: u16 = 107;
+    /// The server could not route the command (an internal queue was full);
+    /// retrying later may work.
+    pub const UNAVAILABLE: u16 = 108;
+    /// The command needs an authenticated user.
+    pub const UNAUTHENTICATED: u16 = 109;
+}
+
+/// A parsed client command.
+#[derive(Debug)]
+pub struct Command {
+    pub id: u64,
+    pub call: Call,
+}
+
+/// What a command asks for.
+#[derive(Debug)]
+pub enum Call {
+    Subscribe {
+        channel: String,
+        recover: Option<Recover>,
+        join_leave: bool,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        data: Box<RawValue>,
+    },
+    Send {
+        user: String,
+        data: Box<RawValue>,
+    },
+    Presence {
+        channel: String,
+    },
+    History {
+        channel: String,
+        limit: Option<usize>,
+    },
+    Ping,
+}
+
+/// The position a client saw last, to resume from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Recover {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// Why a frame could not become a command; `id` is echoed when it was read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadCommand {
+    pub id: Option<u64>,
+    pub code: u16,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    id: Option<u64>,
+    method: Option<String>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeParams {
+    channel: String,
+    recover: Option<Recover>,
+    #[serde(default)]
+    join_leave: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelParams {
+    channel: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishParams {
+    channel: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendParams {
+    user: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    channel: String,
+    limit: Option<usize>,
+}
+
+/// Parses one text frame as a command.
+pub fn parse_command(text: &[u8]) -> Result<Command, BadCommand> {
+    let bad = |id, code, message: String| BadCommand { id, code, message };
+    let envelope: Envelope<'_> =
+        serde_json::from_slice(text).map_err(|e| bad(None, code::BAD_REQUEST, format!("not a command object: {e}")))?;
+    let id = envelope
+        .id
+        .ok_or_else(|| bad(None, code::BAD_REQUEST, "missing numeric \"id\"".into()))?;
+    let method = envelope
+        .method
+        .ok_or_else(|| bad(Some(id), code::BAD_REQUEST, "missing \"method\"".into()))?;
+    let params = envelope.params.map_or("{}", RawValue::get);
+    let parsed = match method.as_str() {
+        "subscribe" => params_of::<SubscribeParams>(params).map(|p| Call::Subscribe {
+            channel: p.channel,
+            recover: p.recover,
+            join_leave: p.join_leave,
+        }),
+        "unsubscribe" => params_of::<ChannelParams>(params).map(|p| Call::Unsubscribe { channel: p.channel }),
+        "publish" => params_of::<PublishParams>(params).map(|p| Call::Publish {
+            channel: p.channel,
+            data: p.data,
+        }),
+        "send" => params_of::<SendParams>(params).map(|p| Call::Send {
+            user: p.user,
+            data: p.data,
+        }),
+        "presence" => params_of::<ChannelParams>(params).map(|p| Call::Presence { channel: p.channel }),
+        "history" => params_of::<HistoryParams>(params).map(|p| Call::History {
+            channel: p.channel,
+            limit: p.limit,
+        }),
+        "ping" => Ok(Call::Ping),
+        other => return Err(bad(Some(id), code::UNKNOWN_METHOD, format!("unknown method {other:?}"))),
+    };
+    let call = parsed.map_err(|e| bad(Some(id), code::BAD_PARAMS, format!("bad params for {method}: {e}")))?;
+    Ok(Command { id, call })
+}
+
+fn params_of<T: for<'de> Deserialize<'de>>(raw: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_str(raw)
+}
+
+/// `{"id":N,"result":RESULT}`; `result` is JSON text.
+pub fn reply_ok(id: u64, result: &str) -> Vec<u8> {
+    format!("{{\"id\":{id},\"result\":{result}}}").into_bytes()
+}
+
+/// `{"id":N,"error":{"code":C,"message":"..."}}` (`id` null when unknown).
+pub fn reply_error(id: Option<u64>, code: u16, message: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        code: u16,
+        message: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Reply<'a> {
+        id: Option<u64>,
+        error: Error<'a>,
+    }
+    serde_json::to_vec(&Reply {
+        id,
+        error: Error { code, message },
+    })
+    .unwrap_or_default()
+}
+
+/// A publication pushed to subscribers: encoded once per message.
+pub fn push_publication(channel: &str, offset: u64, data: &str) -> Vec<u8> {
+    format!(
+        "{{\"push\":\"pub\",\"channel\":{},\"offset\":{offset},\"data\":{data}}}",
+        json_string(channel)
+    )
+    .into_bytes()
+}
+
+/// A private message to a user's connections.
+pub fn push_message(from: Option<&str>, data: &str) -> Vec<u8> {
+    let from = from.map_or_else(|| "null".to_string(), json_string);
+    format!("{{\"push\":\"message\",\"from\":{from},\"data\":{data}}}").into_bytes()
+}
+
+/// Joins and leaves of a channel gathered over one loop turn.
+pub fn push_presence(channel: &str, joined: &[&str], left: &[&str]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Presence<'a> {
+        push: &'static str,
+        channel: &'a str,
+        joined: &'a [&'a str],
+        left: &'a [&'a str],
+    }
+    serde_json::to_vec(&Presence {
+        push: "presence",
+        channel,
+        joined,
+        left,
+    })
+    .unwrap_or_default()
+}
+
+/// Sent before a server-initiated close: why, and whether to reconnect.
+pub fn push_disconnect(code: u16, reason: &str, reconnect: bool) -> Vec<u8> {
+    format!(
+        "{{\"push\":\"disconnect\",\"code\":{code},\"reason\":{},\"reconnect\":{reconnect}}}",
+        json_string(reason)
+    )
+    .into_bytes()
+}
+
+/// A JSON string literal.
+pub fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_method() {
+        let cmd = parse_command(br#"{"id":7,"method":"subscribe","params":{"channel":"news","recover":{"offset":3,"epoch":"e1"},"join_leave":true}}"#).unwrap();
+        assert_eq!(cmd.id, 7);
+        match cmd.call {
+            Call::Subscribe {
+                channel,
+                recover,
+                join_leave,
+            } => {
+                assert_eq!(channel, "news");
+                assert_eq!(
+                    recover,
+                    Some(Recover {
+                        offset: 3,
+                        epoch: "e1".into()
+                    })
+                );
+                assert!(join_leave);
+            }
+            other => panic!("{other:?}"),
+        }
+        let publish =
+            parse_command(br#"{"id":1,"method":"publish","params":{"channel":"c","data":{"a":[1,2]}}}"#).unwrap();
+        match publish.call {
+            Call::Publish { data, .. } => assert_eq!(data.get(), r#"{"a":[1,2]}"#),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_command(br#"{"id":2,"method":"ping"}"#).unwrap().call,
+            Call::Ping
+        ));
+        assert!(matches!(
+            parse_command(br#"{"id":3,"method":"history","params":{"channel":"c","limit":5}}"#)
+                .unwrap()
+                .call,
+            Call::History { limit: Some(5), .. }
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_keep_the_id() {
+        assert_eq!(parse_command(b"nope").unwrap_err().code, code::BAD_REQUEST);
+        assert_eq!(
+            parse_command(br#"{"method":"ping"}"#).unwrap_err().code,
+            code::BAD_REQUEST
+        );
+        let unknown = parse_command(br#"{"id":4,"method":"dance"}"#).unwrap_err();
+        assert_eq!((unknown.id, unknown.code), (Some(4), code::UNKNOWN_METHOD));
+        let params = parse_command(br#"{"id":5,"method":"publish","params":{"channel":"c"}}"#).unwrap_err();
+        assert_eq!((params.id, params.code), (Some(5), code::BAD_PARAMS));
+        let extra = parse_command(br#"{"id":6,"method":"unsubscribe","params":{"channel":"c","x":1}}"#).unwrap_err();
+        assert_eq!(extra.code, code::BAD_PARAMS);
+    }
+
+    #[test]
+    fn encodings_are_valid_json() {
+        let check = |bytes: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
+        assert_eq!(check(reply_ok(1, r#"{"offset":2}"#))["result"]["offset"], 2);
+        assert_eq!(
+            check(reply_error(None, 100, "bad \"quote\""))["error"]["message"],
+            "bad \"quote\""
+        );
+        assert_eq!(check(push_publication("a\"b", 9, "[1]"))["channel"], "a\"b");
+        assert_eq!(check(push_message(Some("u1"), "\"hi\""))["data"], "hi");
+        assert_eq!(check(push_presence("c", &["a"], &[]))["joined"][0], "a");
+        assert_eq!(check(push_disconnect(4001, "replaced", false))["code"], 4001);
+    }
+}

@@ -1,0 +1,112 @@
+//! What the hub knows about one upgraded connection beyond its socket: who
+//! it is, what it subscribed to, and how fast it may send. Kept in a side
+//! table of the shard's hub (only `/ws` and authenticated connections have
+//! one), so a plain `Conn` stays small.
+
+use std::sync::Arc;
+
+use super::pattern::ChannelPattern;
+
+/// Errors a connection may make in a burst before it is closed with 1008.
+pub const ERROR_BURST: f32 = 20.0;
+/// Errors forgiven per second.
+pub const ERRORS_FORGIVEN_PER_SEC: f32 = 1.0;
+
+pub struct Session {
+    /// The connection's generation when the session began (a slab slot may
+    /// be reused; replies for an older generation are dropped).
+    pub generation: u32,
+    /// `sub` of the connection's token; `None` when anonymous.
+    pub user: Option<Arc<str>>,
+    /// The token's `channels` claim; `None` allows every channel.
+    pub allowed: Option<Vec<ChannelPattern>>,
+    /// Subscriptions, with whether the owner confirmed them yet.
+    pub subs: Vec<Subscription>,
+    pub rate: TokenBucket,
+    pub errors: TokenBucket,
+}
+
+pub struct Subscription {
+    pub channel: Arc<str>,
+    /// False while the owner shard has not answered the subscribe.
+    pub joined: bool,
+    pub join_leave: bool,
+}
+
+impl Session {
+    pub fn new(generation: u32, user: Option<Arc<str>>, allowed: Option<Vec<ChannelPattern>>, burst: f32) -> Self {
+        Session {
+            generation,
+            user,
+            allowed,
+            subs: Vec::new(),
+            rate: TokenBucket::full(burst),
+            errors: TokenBucket::full(ERROR_BURST),
+        }
+    }
+
+    pub fn may_access(&self, channel: &str) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|patterns| patterns.iter().any(|p| p.matches(channel)))
+    }
+
+    pub fn subscription(&self, channel: &str) -> Option<usize> {
+        self.subs.iter().position(|s| &*s.channel == channel)
+    }
+}
+
+/// A token bucket in timer ticks: `take` refills by elapsed time first.
+pub struct TokenBucket {
+    tokens: f32,
+    capacity: f32,
+    last_tick: u32,
+}
+
+impl TokenBucket {
+    pub fn full(capacity: f32) -> Self {
+        TokenBucket {
+            tokens: capacity,
+            capacity,
+            last_tick: 0,
+        }
+    }
+
+    /// Takes one token if there is one, after refilling `per_tick` tokens for
+    /// every tick since the last call.
+    pub fn take(&mut self, tick: u32, per_tick: f32) -> bool {
+        let elapsed = tick.saturating_sub(self.last_tick) as f32;
+        self.tokens = (self.tokens + elapsed * per_tick).min(self.capacity);
+        self.last_tick = tick;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_burst_then_the_rate() {
+        let mut bucket = TokenBucket::full(3.0);
+        assert!((0..3).all(|_| bucket.take(0, 1.0)));
+        assert!(!bucket.take(0, 1.0), "burst spent");
+        assert!(bucket.take(1, 1.0), "one tick refilled one token");
+        assert!(!bucket.take(1, 1.0));
+        assert!((0..3).all(|_| bucket.take(100, 1.0)), "refill is capped at the burst");
+        assert!(!bucket.take(100, 1.0));
+    }
+
+    #[test]
+    fn channel_claims_limit_access() {
+        let session = Session::new(1, None, Some(vec![ChannelPattern::parse("chat:*").unwrap()]), 10.0);
+        assert!(session.may_access("chat:1"));
+        assert!(!session.may_access("admin"));
+        assert!(Session::new(1, None, None, 10.0).may_access("anything"));
+    }
+}
