@@ -42,6 +42,30 @@ pub fn raise_nofile() -> io::Result<FileLimit> {
     })
 }
 
+/// Kernel plus user-space memory of one idle connection, as `tuning/check.sh`
+/// counts it: ~3.5 KiB of socket, file and epoll structures, ~100 B in
+/// hubbub, and a margin.
+pub const BYTES_PER_IDLE_CONNECTION: u64 = 4608;
+
+/// Connections 80% of the box's memory holds (`None` without /proc/meminfo).
+pub fn connections_by_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024 * 8 / 10 / BYTES_PER_IDLE_CONNECTION)
+}
+
+/// A kernel setting from /proc/sys, e.g. `net/core/somaxconn`.
+pub fn sysctl(path: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/sys/{path}")).ok()?.split_whitespace().next()?.parse().ok()
+}
+
 /// Connections the file limit allows with `shards` shards.
 pub fn connections_for(file_limit: u64, shards: usize) -> usize {
     file_limit.saturating_sub(RESERVED_FDS + FDS_PER_SHARD * shards as u64) as usize

@@ -18,7 +18,10 @@ fn main() {
     let config = Config::from_args(layered.args).unwrap_or_else(|e| fail(2, e));
     if let Some(text) = rendered {
         print!("{text}");
-        println!("# valid: {} shards, connection capacity decided at start", config.shards);
+        println!(
+            "# valid: {} shards, connection capacity decided at start",
+            config.shards
+        );
         return;
     }
     if let Err(e) = hubbub::server::run(&config) {
@@ -44,7 +47,9 @@ fn init_logs(format: LogFormat, level: Option<&str>) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -98,6 +98,24 @@ impl ServerHandle {
     }
 }
 
+/// The same verdict as `tuning/check.sh`: what this box holds by memory and
+/// by limits, and which tuning step is missing.
+fn log_capacity_verdict(config: &Config, by_limits: usize) {
+    let by_memory = limits::connections_by_memory().unwrap_or(u64::MAX);
+    let holds = by_memory.min(by_limits as u64);
+    info!(by_memory, by_limits, holds, "this box holds {holds} connections (tuning/check.sh --target N explains)");
+    if let Some(somaxconn) = limits::sysctl("net/core/somaxconn") {
+        if somaxconn < u64::from(config.backlog) {
+            warn!(somaxconn, backlog = config.backlog, "net.core.somaxconn caps the accept backlog: apply tuning/sysctl.conf");
+        }
+    }
+    if let Some(nr_open) = limits::sysctl("fs/nr_open") {
+        if nr_open < 1_048_576 {
+            warn!(nr_open, "fs.nr_open is below a million connections: apply tuning/sysctl.conf");
+        }
+    }
+}
+
 /// Marks the server draining and tells every shard.
 fn drain(health: &Health, shards: &[ShardHandle]) {
     health.set_draining();
@@ -122,45 +140,53 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         file_limit_hard = files.hard,
         "connection capacity"
     );
+    log_capacity_verdict(config, capacity);
     let prometheus = crate::metrics::exporter::install();
     let health = Arc::new(Health::default());
-    let admin = match config.admin_listen {
-        Some(addr) => {
-            let router = admin::base_router(Arc::clone(&health), prometheus.clone(), None);
-            let admin = admin::start(addr, router, prometheus)
-                .map_err(|e| io::Error::new(e.kind(), format!("admin port {addr}: {e}")))?;
-            Some(admin)
-        }
-        None => None,
-    };
     let listeners = listener::bind_all(config.listen, config.backlog, config.shards)?;
     let addr = listeners[0].local_addr()?;
     let per_shard = capacity.div_ceil(config.shards);
-    let mut handle = ServerHandle {
-        addr,
-        shards: Vec::new(),
-        threads: Vec::new(),
-        stats: Vec::new(),
-        capacity,
-        health,
-        admin,
-    };
-    // Every shard's poll, waker and inbox exist before any shard runs, so
-    // each can be given all the others' inboxes (the hub's ring).
+    // Every shard's poll, waker, inbox and counters exist before anything
+    // runs, so each shard (and the server API) can reach all the others.
     let mut polls = Vec::with_capacity(config.shards);
     let mut inboxes = Vec::with_capacity(config.shards);
+    let mut shards = Vec::with_capacity(config.shards);
     for _ in 0..config.shards {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let (tx, inbox) = crossbeam_channel::bounded(INBOX_CAPACITY);
-        handle.shards.push(ShardHandle::new(tx, waker));
+        shards.push(ShardHandle::new(tx, waker));
         polls.push(poll);
         inboxes.push(inbox);
     }
+    let stats: Vec<Arc<Mutex<ShardStats>>> = (0..config.shards).map(|_| Arc::default()).collect();
+    let admin = match config.admin_listen {
+        Some(admin_addr) => {
+            let router = admin::base_router(Arc::clone(&health), prometheus.clone(), config.hub.api_key.clone());
+            let api = admin::api::Api {
+                shards: shards.clone().into(),
+                stats: stats.clone(),
+            };
+            let router = admin::api::routes(router, api);
+            let admin = admin::start(admin_addr, router, prometheus)
+                .map_err(|e| io::Error::new(e.kind(), format!("admin port {admin_addr}: {e}")))?;
+            Some(admin)
+        }
+        None => None,
+    };
+    let mut handle = ServerHandle {
+        addr,
+        shards,
+        threads: Vec::new(),
+        stats: stats.clone(),
+        capacity,
+        health,
+        admin,
+    };
     let peers: Arc<[ShardHandle]> = handle.shards.clone().into();
     let hub_config = Arc::new(config.hub.clone());
     for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
-        let published = Arc::new(Mutex::new(ShardStats::default()));
+        let published = Arc::clone(&stats[id]);
         let limits = shard_limits(config, per_shard);
         let (buffers, drain, busy_poll) = (config.buffer_pool, config.drain, config.busy_poll);
         let shared = Arc::clone(&published);
@@ -186,7 +212,6 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
                 Shard::new(setup)?.run()
             })?;
         handle.threads.push(thread);
-        handle.stats.push(published);
     }
     handle.health.set_started();
     Ok(handle)

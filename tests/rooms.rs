@@ -118,3 +118,35 @@ fn bad_room_names_are_refused_with_400() {
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("character outside"));
 }
+
+#[test]
+fn a_slow_member_is_cut_off_while_the_room_keeps_flowing() {
+    let server = start(|c| {
+        c.shards = 2;
+        c.max_backlog_bytes = 128 * 1024;
+    });
+    // The stalled member reads nothing and has a tiny receive window.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stalled: std::net::TcpStream = socket.into();
+    std::io::Write::write_all(&mut stalled, upgrade_request("/room/busy", "").as_bytes()).unwrap();
+    stalled.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(read_response(&mut stalled).0, 101);
+    let mut publisher = open(server.addr, "/room/busy");
+    let mut listener = open(server.addr, "/room/busy");
+    let chunk = vec![b'x'; 8 * 1024];
+    let mut sent = 0;
+    while server.stats().slow_consumers == 0 {
+        assert!(sent < 4000, "the stalled member was never cut off");
+        publisher.send(0x2, true, &chunk);
+        sent += 1;
+        // Everyone who reads keeps getting every message.
+        assert_eq!(listener.recv().unwrap().payload.len(), chunk.len());
+        assert_eq!(publisher.recv().unwrap().payload.len(), chunk.len());
+    }
+    publisher.send_text("still flowing");
+    assert_eq!(listener.recv().unwrap().payload, b"still flowing");
+    let stats = server.wait_for("the slow member removed", |s| s.open == 2);
+    assert_eq!(stats.disconnects_for(hubbub::conn::Disconnect::SlowConsumer), 1);
+}

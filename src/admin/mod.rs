@@ -6,6 +6,7 @@
 //! Requests are served one at a time, each on a short read timeout: the
 //! callers are probes and scrapers, a few per second at most.
 
+pub mod api;
 pub mod http;
 pub mod router;
 

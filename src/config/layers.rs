@@ -29,7 +29,11 @@ pub enum LayerError {
     File { path: String, reason: String },
     /// A key or value in the file is wrong: the message names it.
     #[error("config file {path}: field `{field}`: {reason}")]
-    Field { path: String, field: String, reason: String },
+    Field {
+        path: String,
+        field: String,
+        reason: String,
+    },
     /// Clap refused the merged flags (message names the flag and reason);
     /// `--help` and `--version` also arrive here and are printed as they are.
     #[error("{0}")]
@@ -121,7 +125,8 @@ fn read_file(path: &Path) -> Result<toml::Table, LayerError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    text.parse::<toml::Table>().map_err(|e| err(e.to_string().trim().to_string()))
+    text.parse::<toml::Table>()
+        .map_err(|e| err(e.to_string().trim().to_string()))
 }
 
 fn path_text(path: Option<&Path>) -> String {
@@ -134,7 +139,11 @@ fn split_env(value: &str, multiple: bool, switch: bool) -> Vec<String> {
         return vec![on.to_string()];
     }
     if multiple {
-        return value.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+        return value
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
     }
     vec![value.to_string()]
 }
@@ -186,14 +195,21 @@ pub fn render(layered: &Layered) -> String {
             .map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
         let value = if matches!(arg.get_action(), ArgAction::Append) {
-            format!("[{}]", raw.iter().map(|v| toml_scalar(v)).collect::<Vec<_>>().join(", "))
+            format!(
+                "[{}]",
+                raw.iter().map(|v| toml_scalar(v)).collect::<Vec<_>>().join(", ")
+            )
         } else if matches!(arg.get_action(), ArgAction::SetTrue) {
             raw.first().cloned().unwrap_or_else(|| "false".into())
         } else {
             raw.first().map(|v| toml_scalar(v)).unwrap_or_default()
         };
         let secret = key.contains("secret") || key.contains("key");
-        let value = if secret { "\"(set, not shown)\"".to_string() } else { value };
+        let value = if secret {
+            "\"(set, not shown)\"".to_string()
+        } else {
+            value
+        };
         out.push_str(&format!("{key} = {value}  # {source}\n"));
     }
     out
@@ -202,7 +218,11 @@ pub fn render(layered: &Layered) -> String {
 fn unset_meaning(arg: &clap::Arg) -> String {
     arg.get_help()
         .map(|h| h.to_string())
-        .and_then(|h| h.split("[default: ").nth(1).map(|d| d.trim_end_matches(['.', ']']).to_string()))
+        .and_then(|h| {
+            h.split("[default: ")
+                .nth(1)
+                .map(|d| d.trim_end_matches(['.', ']']).to_string())
+        })
         .unwrap_or_else(|| "not set".into())
 }
 
@@ -219,7 +239,10 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Layered, LayerError> {
-        let argv = std::iter::once("hubbub").chain(args.iter().copied()).map(Into::into).collect();
+        let argv = std::iter::once("hubbub")
+            .chain(args.iter().copied())
+            .map(Into::into)
+            .collect();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         parse(argv, &env)
     }
@@ -253,7 +276,11 @@ mod tests {
     fn flags_beat_env_beat_file_beat_defaults() {
         let f = file("backlog = 100\nbuffer_pool = 7\nping-interval-secs = 20\n");
         let path = f.arg();
-        let l = run(&["--config", &path, "--backlog", "300"], &[("HUBBUB_BUFFER_POOL", "9"), ("HUBBUB_BACKLOG", "200")]).unwrap();
+        let l = run(
+            &["--config", &path, "--backlog", "300"],
+            &[("HUBBUB_BUFFER_POOL", "9"), ("HUBBUB_BACKLOG", "200")],
+        )
+        .unwrap();
         assert_eq!(l.args.backlog, 300); // flag
         assert_eq!(l.args.buffer_pool, 9); // env over file
         assert_eq!(l.args.ping_interval_secs, 20); // file over default
@@ -281,7 +308,10 @@ mod tests {
         let path = f.arg();
         let err = run(&["--config", &path], &[]).err().unwrap().to_string();
         assert!(err.contains("--backlog") && err.contains("many"), "{err}");
-        let err = run(&["--config", "/nonexistent/hubbub.toml"], &[]).err().unwrap().to_string();
+        let err = run(&["--config", "/nonexistent/hubbub.toml"], &[])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("/nonexistent/hubbub.toml"), "{err}");
     }
 
@@ -289,7 +319,11 @@ mod tests {
     fn render_says_where_each_value_came_from() {
         let f = file("backlog = 100\n");
         let path = f.arg();
-        let l = run(&["--config", &path, "--buffer-pool", "5"], &[("HUBBUB_DRAIN_SECS", "12")]).unwrap();
+        let l = run(
+            &["--config", &path, "--buffer-pool", "5"],
+            &[("HUBBUB_DRAIN_SECS", "12")],
+        )
+        .unwrap();
         let text = render(&l);
         assert!(text.contains("backlog = 100  # file"), "{text}");
         assert!(text.contains("buffer_pool = 5  # flag"), "{text}");

@@ -85,6 +85,9 @@ impl Conn {
         };
         let (flushed, written) = queue.flush(&mut self.stream);
         ctx.stats.bytes_out += written as u64;
+        if written > 0 {
+            self.last_write = ctx.tick;
+        }
         match flushed {
             Flushed::Failed => Verdict::Drop,
             Flushed::Pending => Verdict::Keep,
@@ -376,6 +379,9 @@ impl Conn {
         let queued_before = self.queued_bytes();
         let (flushed, written) = outq::send(&mut self.stream, &mut self.outq, &ctx.reply);
         ctx.stats.bytes_out += written as u64;
+        if written > 0 {
+            self.last_write = ctx.tick;
+        }
         ctx.reply.clear();
         match flushed {
             Flushed::Failed => self.broken = true,

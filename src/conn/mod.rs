@@ -107,6 +107,8 @@ pub struct Conn {
     pub(crate) outq: Option<Box<OutQ>>,
     /// Tick of the last byte read.
     pub(crate) last_read: u32,
+    /// Tick of the last byte written.
+    pub(crate) last_write: u32,
     /// Tick the current phase began.
     pub(crate) phase_since: u32,
     /// Tick of this connection's entry in the timer wheel.
@@ -129,6 +131,7 @@ impl Conn {
             inbuf: None,
             outq: None,
             last_read: tick,
+            last_write: tick,
             phase_since: tick,
             timer_at: 0,
         }

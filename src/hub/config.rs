@@ -51,6 +51,10 @@ pub struct HubArgs {
     /// `chat:*=1000:3600`. The most specific pattern wins.
     #[arg(long = "history-rule", value_name = "PATTERN=SIZE:TTL")]
     pub history_rules: Vec<String>,
+    /// Bearer key for the server API (`/api/*` on the admin port); without
+    /// one the API refuses every call.
+    #[arg(long, env = "HUBBUB_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// History kept for a channel.
@@ -69,6 +73,7 @@ pub struct HubConfig {
     pub max_connections_per_user: usize,
     pub history: HistoryRule,
     pub history_rules: Vec<(ChannelPattern, HistoryRule)>,
+    pub api_key: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -84,6 +89,7 @@ impl Default for HubConfig {
                 ttl_ticks: secs_to_ticks(DEFAULT_HISTORY_TTL_SECS),
             },
             history_rules: Vec::new(),
+            api_key: None,
         }
     }
 }
@@ -122,6 +128,7 @@ impl HubConfig {
                 ttl_ticks: secs_to_ticks(args.history_ttl_secs),
             },
             history_rules,
+            api_key: args.api_key.filter(|k| !k.is_empty()),
         };
         config.validate()?;
         Ok(config)

@@ -508,8 +508,51 @@ impl Hub {
                     self.close(key, code, &reason, conns, ctx);
                 }
             }
+            HubMsg::ListChannels { reply } => {
+                let _ = reply.send(self.owned.list());
+            }
+            HubMsg::ListConnections { user, reply } => {
+                let _ = reply.send(self.describe_connections(&user, conns, ctx));
+            }
             owned => self.owner_message(owned, conns, ctx),
         }
+    }
+
+    /// `user`'s connections on this shard, for operators: where, how old,
+    /// when last heard from and written to, how much is queued.
+    fn describe_connections(&self, user: &str, conns: &Slab<Conn>, ctx: &Ctx) -> String {
+        let secs = |ticks: u32| ctx.tick.saturating_sub(ticks) as f64 / TICKS_PER_SEC as f64;
+        let items: Vec<serde_json::Value> = self
+            .users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|&key| conns.get(key).map(|conn| (key, conn)))
+            .map(|(key, conn)| {
+                let subs: Vec<&str> = self
+                    .sessions
+                    .get(&key)
+                    .map(|s| s.subs.iter().map(|s| &*s.channel).collect())
+                    .unwrap_or_default();
+                let endpoint = match conn.route() {
+                    Some(Route::Ws) => "ws",
+                    Some(Route::Room(_)) => "room",
+                    _ => "echo",
+                };
+                serde_json::json!({
+                    "shard": self.shard,
+                    "id": key,
+                    "endpoint": endpoint,
+                    // Time in the current phase: since the upgrade while open.
+                    "age_secs": secs(conn.phase_since),
+                    "last_read_secs_ago": secs(conn.last_read),
+                    "last_write_secs_ago": secs(conn.last_write),
+                    "queued_bytes": conn.queued_bytes(),
+                    "subscriptions": subs,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(items).to_string()
     }
 
     /// Messages for this shard as the owner of a channel or user.

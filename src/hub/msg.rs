@@ -130,4 +130,13 @@ pub enum HubMsg {
         code: u16,
         reason: Arc<str>,
     },
+    /// To every shard (admin API): the channels it owns, as a JSON array.
+    ListChannels {
+        reply: Sender<String>,
+    },
+    /// To every shard (admin API): `user`'s local connections, as a JSON array.
+    ListConnections {
+        user: Arc<str>,
+        reply: Sender<String>,
+    },
 }

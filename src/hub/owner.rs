@@ -184,6 +184,24 @@ impl Owned {
         }
     }
 
+    /// The owned channels: name, epoch, last offset, subscribers.
+    pub fn list(&self) -> String {
+        let items: Vec<String> = self
+            .logs
+            .iter()
+            .map(|(name, log)| {
+                format!(
+                    "{{\"channel\":{},\"epoch\":{},\"offset\":{},\"subscribers\":{}}}",
+                    json_string(name),
+                    json_string(&log.epoch),
+                    log.last,
+                    log.subscribers()
+                )
+            })
+            .collect();
+        format!("[{}]", items.join(","))
+    }
+
     /// Presence changes since the last call, one frame per channel.
     pub fn presence_events(&mut self) -> Vec<(Arc<str>, Bytes)> {
         let mut events = Vec::new();

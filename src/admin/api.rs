@@ -1,0 +1,307 @@
+//! The server API on the admin port (bearer API key required): publish,
+//! broadcast, disconnect a user, and look at presence, history, channels,
+//! connections and counters. Handlers run on the admin thread; they reach the
+//! shards only through their inboxes and wait (bounded) for the answers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::http::{Request, Response};
+use super::router::{Access, Router};
+use crate::hub::config::CLOSE_KICKED;
+use crate::hub::msg::{HubMsg, Query, ReplyTo};
+use crate::hub::owner_of;
+use crate::hub::pattern::valid_channel_name;
+use crate::metrics::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS};
+use crate::shard::inbox::{ShardHandle, ShardMsg};
+
+/// Longest an API call waits for the shards.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct Api {
+    pub shards: Arc<[ShardHandle]>,
+    pub stats: Vec<Arc<Mutex<ShardStats>>>,
+}
+
+/// Adds the `/api/*` routes to `router`.
+pub fn routes(router: Router, api: Api) -> Router {
+    let (a, b, c, d, e, f, g, h) = (
+        api.clone(),
+        api.clone(),
+        api.clone(),
+        api.clone(),
+        api.clone(),
+        api.clone(),
+        api.clone(),
+        api,
+    );
+    router
+        .route("POST", "/api/publish", Access::Bearer, move |r| a.publish(r))
+        .route("POST", "/api/broadcast", Access::Bearer, move |r| b.broadcast(r))
+        .route("POST", "/api/disconnect", Access::Bearer, move |r| c.disconnect(r))
+        .route("GET", "/api/presence", Access::Bearer, move |r| {
+            d.channel_query(r, Query::Presence)
+        })
+        .route("GET", "/api/history", Access::Bearer, move |r| e.history(r))
+        .route("GET", "/api/channels", Access::Bearer, move |_| f.channels())
+        .route("GET", "/api/connections", Access::Bearer, move |r| g.connections(r))
+        .route("GET", "/api/stats", Access::Bearer, move |_| h.stats())
+}
+
+fn bad_request(reason: impl std::fmt::Display) -> Response {
+    Response::json(400, json!({"error": reason.to_string()}).to_string())
+}
+
+fn unavailable(reason: &str) -> Response {
+    Response::json(503, json!({"error": reason}).to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    channel: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody {
+    channels: Vec<String>,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    user: String,
+    code: Option<u16>,
+    reason: Option<String>,
+}
+
+impl Api {
+    fn publish(&self, request: &Request) -> Response {
+        let body: PublishBody = match serde_json::from_slice(&request.body) {
+            Ok(body) => body,
+            Err(e) => return bad_request(format_args!("bad JSON: {e}")),
+        };
+        match self.publish_one(&body.channel, body.data.get()) {
+            Ok(result) => Response::json(200, result),
+            Err(response) => response,
+        }
+    }
+
+    fn broadcast(&self, request: &Request) -> Response {
+        let body: BroadcastBody = match serde_json::from_slice(&request.body) {
+            Ok(body) => body,
+            Err(e) => return bad_request(format_args!("bad JSON: {e}")),
+        };
+        if let Some(bad) = body.channels.iter().find(|c| valid_channel_name(c).is_err()) {
+            return bad_request(format_args!("bad channel name {bad:?}"));
+        }
+        let results: Vec<Value> = body
+            .channels
+            .iter()
+            .map(|channel| match self.publish_one(channel, body.data.get()) {
+                Ok(result) => json!({"channel": channel, "result": serde_json::from_str::<Value>(&result).ok()}),
+                Err(_) => json!({"channel": channel, "error": "not published"}),
+            })
+            .collect();
+        Response::json(200, json!({"results": results}).to_string())
+    }
+
+    /// Publishes through the channel's owner and returns its answer.
+    fn publish_one(&self, channel: &str, data: &str) -> Result<String, Response> {
+        valid_channel_name(channel).map_err(bad_request)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let msg = HubMsg::Publish {
+            channel: channel.into(),
+            data: data.into(),
+            reply: Some(ReplyTo::Admin(tx)),
+        };
+        self.to_owner(channel, msg)?;
+        wait_one(&rx)
+    }
+
+    fn disconnect(&self, request: &Request) -> Response {
+        let body: DisconnectBody = match serde_json::from_slice(&request.body) {
+            Ok(body) => body,
+            Err(e) => return bad_request(format_args!("bad JSON: {e}")),
+        };
+        let code = body.code.unwrap_or(CLOSE_KICKED);
+        if !(4000..=4999).contains(&code) && code != 1000 && code != 1008 {
+            return bad_request("code must be 1000, 1008 or 4000-4999");
+        }
+        let reason: Arc<str> = body
+            .reason
+            .unwrap_or_else(|| "disconnected by the server".into())
+            .into();
+        let user: Arc<str> = body.user.into();
+        for shard in self.shards.iter() {
+            let msg = HubMsg::DisconnectUser {
+                user: Arc::clone(&user),
+                code,
+                reason: Arc::clone(&reason),
+            };
+            if shard.send(ShardMsg::Hub(msg)).is_err() {
+                return unavailable("a shard inbox is full; retry");
+            }
+        }
+        Response::json(200, "{}")
+    }
+
+    fn history(&self, request: &Request) -> Response {
+        let limit = match param(request, "limit").map(|l| l.parse::<usize>()) {
+            None => usize::MAX,
+            Some(Ok(limit)) => limit,
+            Some(Err(_)) => return bad_request("limit must be a number"),
+        };
+        self.channel_query(request, Query::History { limit })
+    }
+
+    fn channel_query(&self, request: &Request, query: Query) -> Response {
+        let Some(channel) = param(request, "channel") else {
+            return bad_request("missing ?channel=");
+        };
+        if let Err(why) = valid_channel_name(&channel) {
+            return bad_request(why);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let msg = HubMsg::Query {
+            channel: channel.as_str().into(),
+            query,
+            reply: ReplyTo::Admin(tx),
+        };
+        if let Err(response) = self.to_owner(&channel, msg) {
+            return response;
+        }
+        match wait_one(&rx) {
+            Ok(body) => Response::json(200, body),
+            Err(response) => response,
+        }
+    }
+
+    fn channels(&self) -> Response {
+        match self.ask_all(|reply| HubMsg::ListChannels { reply }) {
+            Ok(parts) => {
+                let mut channels: Vec<Value> = parts.iter().flat_map(|p| parse_array(p)).collect();
+                channels.sort_by(|a, b| a["channel"].as_str().cmp(&b["channel"].as_str()));
+                Response::json(200, json!({"channels": channels}).to_string())
+            }
+            Err(response) => response,
+        }
+    }
+
+    fn connections(&self, request: &Request) -> Response {
+        let Some(user) = param(request, "user") else {
+            return bad_request("missing ?user=");
+        };
+        let user: Arc<str> = user.into();
+        match self.ask_all(|reply| HubMsg::ListConnections {
+            user: Arc::clone(&user),
+            reply,
+        }) {
+            Ok(parts) => {
+                let connections: Vec<Value> = parts.iter().flat_map(|p| parse_array(p)).collect();
+                Response::json(200, json!({"user": &*user, "connections": connections}).to_string())
+            }
+            Err(response) => response,
+        }
+    }
+
+    fn stats(&self) -> Response {
+        let shards: Vec<ShardStats> = self
+            .stats
+            .iter()
+            .map(|s| s.lock().map(|s| s.clone()).unwrap_or_default())
+            .collect();
+        let mut total = ShardStats::default();
+        shards.iter().for_each(|s| total.add(s));
+        let per_shard: Vec<Value> = shards.iter().enumerate().map(|(i, s)| stats_json(Some(i), s)).collect();
+        Response::json(
+            200,
+            json!({"total": stats_json(None, &total), "shards": per_shard}).to_string(),
+        )
+    }
+
+    fn to_owner(&self, name: &str, msg: HubMsg) -> Result<(), Response> {
+        let owner = owner_of(name, self.shards.len());
+        self.shards[owner]
+            .send(ShardMsg::Hub(msg))
+            .map_err(|_| unavailable("the channel's shard is overloaded; retry"))
+    }
+
+    /// Sends one question to every shard and collects every answer.
+    fn ask_all(&self, make: impl Fn(Sender<String>) -> HubMsg) -> Result<Vec<String>, Response> {
+        let (tx, rx) = crossbeam_channel::bounded(self.shards.len());
+        for shard in self.shards.iter() {
+            shard
+                .send(ShardMsg::Hub(make(tx.clone())))
+                .map_err(|_| unavailable("a shard inbox is full; retry"))?;
+        }
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        (0..self.shards.len())
+            .map(|_| {
+                rx.recv_deadline(deadline)
+                    .map_err(|_| unavailable("a shard did not answer in time"))
+            })
+            .collect()
+    }
+}
+
+fn wait_one(rx: &Receiver<String>) -> Result<String, Response> {
+    rx.recv_timeout(ANSWER_TIMEOUT).map_err(|e| match e {
+        RecvTimeoutError::Timeout => unavailable("the shard did not answer in time"),
+        RecvTimeoutError::Disconnected => unavailable("the shard is gone"),
+    })
+}
+
+fn parse_array(text: &str) -> Vec<Value> {
+    serde_json::from_str::<Vec<Value>>(text).unwrap_or_default()
+}
+
+/// A query parameter's value (no percent-decoding: names and user ids are
+/// plain tokens).
+fn param(request: &Request, name: &str) -> Option<String> {
+    request
+        .query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn stats_json(shard: Option<usize>, s: &ShardStats) -> Value {
+    let failures: serde_json::Map<String, Value> = HANDSHAKE_FAILURE_LABELS
+        .iter()
+        .zip(s.handshake_failures)
+        .map(|(l, n)| (l.to_string(), json!(n)))
+        .collect();
+    let disconnects: serde_json::Map<String, Value> = crate::conn::Disconnect::ALL
+        .iter()
+        .map(|d| (d.label().to_string(), json!(s.disconnects_for(*d))))
+        .collect();
+    json!({
+        "shard": shard,
+        "connections": s.open,
+        "accepted": s.accepted,
+        "handshake_failures": failures,
+        "disconnects": disconnects,
+        "messages_in": s.messages_in,
+        "messages_out": s.messages_out,
+        "bytes_in": s.bytes_in,
+        "bytes_out": s.bytes_out,
+        "slow_consumers": s.slow_consumers,
+        "inbox_drops": s.inbox_drops,
+        "channels": s.channels,
+        "subscriptions": s.subscriptions,
+        "users": s.users,
+        "buffers_leased": s.buffers_leased,
+    })
+}
