@@ -14,7 +14,7 @@ the table reports the median over rounds.
     benches/compare.py --only echo,latency --no-build
 
 Servers:
-- hubbub   `hubbub --shards 1` (one shard: one core);
+- hubbub   `hubbub --shards 1 --admin-listen off` (one shard: one core);
 - tuned    `hubbub-baseline --threads 1 --read-buffer-size 4096`, the setting
            tungstenite's changelog recommends for many connections;
 - default  `hubbub-baseline --threads 1` (tungstenite's 128 KiB read buffer).
@@ -52,7 +52,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 RUN_TIMEOUT_SECS = 180
 
 SERVERS = {
-    "hubbub": [str(HUBBUB), "--listen", "127.0.0.1:0", "--shards", "1"],
+    # The admin port is off: idle in these runs, and its fixed default port
+    # would collide with another hubbub on the box.
+    "hubbub": [str(HUBBUB), "--listen", "127.0.0.1:0", "--shards", "1", "--admin-listen", "off"],
     "tuned": [str(BASELINE), "--listen", "127.0.0.1:0", "--threads", "1", "--read-buffer-size", "4096"],
     "default": [str(BASELINE), "--listen", "127.0.0.1:0", "--threads", "1"],
 }
@@ -60,12 +62,14 @@ ORDER = ["hubbub", "tuned", "default"]
 LABELS = {"hubbub": "hubbub", "tuned": "baseline 4 KiB", "default": "baseline default"}
 
 # Offered fan-out load, deliveries/s to 10,000 members. The first is the
-# latency point; the ladder stops at a server's first unsustained step.
+# latency point; the ladder climbs until a server loses deliveries or falls
+# more than 10% behind the offer.
 FANOUT_MEMBERS = 10_000
 FANOUT_LATENCY_DELIVERIES = 250_000
-FANOUT_LADDER = [250_000, 400_000, 500_000, 650_000, 800_000, 1_000_000, 1_300_000]
+FANOUT_LADDER = [100_000, 150_000, 200_000, 250_000, 400_000, 500_000, 650_000, 800_000, 1_000_000, 1_300_000]
 # A fan-out step is sustained when nothing is lost, the delivery rate keeps up
-# with the offer (>= 95%) and p99 publish-to-deliver stays under this.
+# with the offer (>= 90%: the measured window includes the ramp) and p99
+# publish-to-deliver stays under this. Each step runs on a fresh server.
 SUSTAINED_P99_MS = 1000.0
 
 
@@ -78,6 +82,7 @@ class Server:
     """One server process pinned to SERVER_CPU; stopped by PID."""
 
     def __init__(self, name, extra_args):
+        self.name, self.extra_args = name, extra_args
         cmd = ["taskset", "-c", SERVER_CPU] + SERVERS[name] + extra_args.get(name, [])
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, preexec_fn=raise_nofile, text=True)
@@ -114,6 +119,11 @@ class Server:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             sock.sendall(request.encode())
             return sock.recv(64).startswith(b"HTTP/1.1 101")
+
+    def restart(self):
+        """A fresh process of the same server: no backlog left from the last run."""
+        self.stop()
+        self.__init__(self.name, self.extra_args)
 
     def stop(self):
         self.proc.terminate()
@@ -238,7 +248,7 @@ def broadcast(server, workdir, tag, deliveries, opts):
         "p99_ms": delivery["p99_ms"],
         "cpu_us": total / secs / per_sec * 1e6 if secs > 0 and per_sec > 0 else None,
         "tool_cores": figures["tool_cpu_secs"] / figures["elapsed_secs"],
-        "sustained": expected > 0 and delivered == expected and per_sec >= 0.95 * offered
+        "sustained": expected > 0 and delivered == expected and per_sec >= 0.9 * offered
         and delivery["p99_ms"] < SUSTAINED_P99_MS,
     }
 
@@ -247,17 +257,23 @@ def fanout(server, workdir, tag, opts):
     if not server.has_path("/room/bench"):
         return {"unavailable": True}
     at_latency = broadcast(server, workdir, f"{tag}-{FANOUT_LATENCY_DELIVERIES}", FANOUT_LATENCY_DELIVERIES, opts)
-    ladder, capacity = [at_latency], 0
+    ladder, sustained = [at_latency], 0
     for deliveries in FANOUT_LADDER:
         step = at_latency if deliveries == FANOUT_LATENCY_DELIVERIES else None
         if step is None:
+            server.restart()
             step = broadcast(server, workdir, f"{tag}-{deliveries}", deliveries, opts)
             ladder.append(step)
-        if not step["sustained"]:
+        if step["sustained"]:
+            sustained = max(sustained, deliveries)
+        if step["lost"] or step["per_sec"] < 0.9 * step["offered"]:
             break
-        capacity = deliveries
-    best = max((s for s in ladder if s["sustained"]), key=lambda s: s["offered"], default=at_latency)
-    return {"capacity": capacity, "cpu_us": best["cpu_us"], "at_latency": at_latency, "ladder": ladder}
+    # Capacity: the most deliveries/s any step achieved without losing one
+    # (a saturated server that queues instead of dropping still counts).
+    lossless = [s for s in ladder if s["lost"] == 0] or [at_latency]
+    best = max(lossless, key=lambda s: s["per_sec"])
+    return {"capacity": best["per_sec"], "cpu_us": best["cpu_us"], "sustained": sustained,
+            "at_latency": at_latency, "ladder": ladder}
 
 
 SCENARIOS = {
@@ -353,6 +369,7 @@ ROWS = [
     ("latency", "p999_ms", "echo RTT p99.9 (open loop)", "ms", ""),
     ("fanout", "capacity", "fan-out capacity, deliveries/s with no loss", "/s", ">= 2.5x"),
     ("fanout", "cpu_us", "  server CPU per delivery (at capacity)", "us", "<= 0.4x"),
+    ("fanout", "sustained", "  highest offered step with p99 < 1 s (0: none)", "/s", ""),
     ("fanout", "at_latency.per_sec", "fan-out deliveries/s at 250K/s offered", "/s", ""),
     ("fanout", "at_latency.p50_ms", "  publish-to-deliver p50 at 250K/s", "ms", ""),
     ("fanout", "at_latency.p99_ms", "  publish-to-deliver p99 at 250K/s", "ms", "< 60 ms"),
