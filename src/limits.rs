@@ -63,7 +63,12 @@ pub fn connections_by_memory() -> Option<u64> {
 
 /// A kernel setting from /proc/sys, e.g. `net/core/somaxconn`.
 pub fn sysctl(path: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/sys/{path}")).ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string(format!("/proc/sys/{path}"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Connections the file limit allows with `shards` shards.

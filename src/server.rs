@@ -103,15 +103,25 @@ impl ServerHandle {
 fn log_capacity_verdict(config: &Config, by_limits: usize) {
     let by_memory = limits::connections_by_memory().unwrap_or(u64::MAX);
     let holds = by_memory.min(by_limits as u64);
-    info!(by_memory, by_limits, holds, "this box holds {holds} connections (tuning/check.sh --target N explains)");
+    info!(
+        by_memory,
+        by_limits, holds, "this box holds {holds} connections (tuning/check.sh --target N explains)"
+    );
     if let Some(somaxconn) = limits::sysctl("net/core/somaxconn") {
         if somaxconn < u64::from(config.backlog) {
-            warn!(somaxconn, backlog = config.backlog, "net.core.somaxconn caps the accept backlog: apply tuning/sysctl.conf");
+            warn!(
+                somaxconn,
+                backlog = config.backlog,
+                "net.core.somaxconn caps the accept backlog: apply tuning/sysctl.conf"
+            );
         }
     }
     if let Some(nr_open) = limits::sysctl("fs/nr_open") {
         if nr_open < 1_048_576 {
-            warn!(nr_open, "fs.nr_open is below a million connections: apply tuning/sysctl.conf");
+            warn!(
+                nr_open,
+                "fs.nr_open is below a million connections: apply tuning/sysctl.conf"
+            );
         }
     }
 }

@@ -454,7 +454,7 @@ impl Shard {
     }
 
     fn publish(&mut self) {
-        if self.ctx.tick % 4 == 0 {
+        if self.ctx.tick.is_multiple_of(4) {
             // Once a second: a walk over the slab, cheap next to a tick's work.
             self.ctx.stats.queued_bytes = self
                 .conns
