@@ -14,10 +14,13 @@
 //! - [`net`]: listeners and the one place I/O errors are classified.
 //! - [`shard`]: the event loop, timers, inbox.
 //! - [`server`]: start shards, handle signals, stop.
+//! - [`hub`]: channels, users, presence, history; [`cluster`]: the same
+//!   across nodes through Redis (`--redis`).
 //! - [`config`], [`limits`], [`metrics`], [`route`].
 
 pub mod admin;
 pub mod buf;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod hub;

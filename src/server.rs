@@ -31,6 +31,8 @@ pub struct ServerHandle {
     health: Arc<Health>,
     /// `None` when the admin port is turned off.
     admin: Option<AdminHandle>,
+    /// Cluster mode: the Redis bridge threads, stopped after the shards.
+    cluster: Option<crate::cluster::Bridge>,
 }
 
 impl ServerHandle {
@@ -94,6 +96,7 @@ impl ServerHandle {
         }
         // The admin port answers until the shards are gone.
         self.admin.take();
+        self.cluster.take();
         result
     }
 }
@@ -170,12 +173,23 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         inboxes.push(inbox);
     }
     let stats: Vec<Arc<Mutex<ShardStats>>> = (0..config.shards).map(|_| Arc::default()).collect();
+    let (cluster_link, bridge) = match &config.hub.cluster {
+        Some(cluster) => {
+            info!(redis = %cluster.redis, node = %cluster.node, "cluster mode");
+            let per_user = config.hub.max_connections_per_user;
+            let (link, bridge) =
+                crate::cluster::start(cluster.clone(), shards.clone().into(), stats.clone(), per_user)?;
+            (Some(link), Some(bridge))
+        }
+        None => (None, None),
+    };
     let admin = match config.admin_listen {
         Some(admin_addr) => {
             let router = admin::base_router(Arc::clone(&health), prometheus.clone(), config.hub.api_key.clone());
             let api = admin::api::Api {
                 shards: shards.clone().into(),
                 stats: stats.clone(),
+                cluster: cluster_link.clone(),
             };
             let router = admin::api::routes(router, api);
             let admin = admin::start(admin_addr, router, prometheus)
@@ -192,6 +206,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         capacity,
         health,
         admin,
+        cluster: bridge,
     };
     let peers: Arc<[ShardHandle]> = handle.shards.clone().into();
     let hub_config = Arc::new(config.hub.clone());
@@ -202,6 +217,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         let shared = Arc::clone(&published);
         let peers = Arc::clone(&peers);
         let hub_config = Arc::clone(&hub_config);
+        let cluster = cluster_link.clone();
         let thread = std::thread::Builder::new()
             .name(format!("hubbub-shard-{id}"))
             .spawn(move || {
@@ -218,6 +234,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
                     published: shared,
                     peers,
                     hub_config,
+                    cluster,
                 };
                 Shard::new(setup)?.run()
             })?;

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::http::{Request, Response};
 use super::router::{Access, Router};
+use crate::cluster::{ClusterCmd, ClusterLink};
 use crate::hub::config::CLOSE_KICKED;
 use crate::hub::msg::{HubMsg, Query, ReplyTo};
 use crate::hub::owner_of;
@@ -28,6 +29,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Api {
     pub shards: Arc<[ShardHandle]>,
     pub stats: Vec<Arc<Mutex<ShardStats>>>,
+    /// Cluster mode: disconnects reach the other nodes, stats show them.
+    pub cluster: Option<ClusterLink>,
 }
 
 /// Adds the `/api/*` routes to `router`.
@@ -153,6 +156,11 @@ impl Api {
                 return unavailable("a shard inbox is full; retry");
             }
         }
+        if let Some(cluster) = &self.cluster {
+            if cluster.send(ClusterCmd::DisconnectUser { user, code, reason }).is_err() {
+                return unavailable("the cluster link is busy; retry");
+            }
+        }
         Response::json(200, "{}")
     }
 
@@ -224,10 +232,11 @@ impl Api {
         let mut total = ShardStats::default();
         shards.iter().for_each(|s| total.add(s));
         let per_shard: Vec<Value> = shards.iter().enumerate().map(|(i, s)| stats_json(Some(i), s)).collect();
-        Response::json(
-            200,
-            json!({"total": stats_json(None, &total), "shards": per_shard}).to_string(),
-        )
+        let mut body = json!({"total": stats_json(None, &total), "shards": per_shard});
+        if let Some(cluster) = &self.cluster {
+            body["cluster"] = cluster_json(cluster);
+        }
+        Response::json(200, body.to_string())
     }
 
     fn to_owner(&self, name: &str, msg: HubMsg) -> Result<(), Response> {
@@ -258,7 +267,7 @@ impl Api {
 fn wait_one(rx: &Receiver<String>) -> Result<String, Response> {
     rx.recv_timeout(ANSWER_TIMEOUT).map_err(|e| match e {
         RecvTimeoutError::Timeout => unavailable("the shard did not answer in time"),
-        RecvTimeoutError::Disconnected => unavailable("the shard is gone"),
+        RecvTimeoutError::Disconnected => unavailable("not done: the shard or the cluster link dropped it; retry"),
     })
 }
 
@@ -275,6 +284,28 @@ fn param(request: &Request, name: &str) -> Option<String> {
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
+}
+
+/// This node, the link, and every live node as last seen in Redis.
+fn cluster_json(cluster: &ClusterLink) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let state = &cluster.state;
+    let nodes: Vec<Value> = state
+        .nodes
+        .lock()
+        .map(|nodes| nodes.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| json!({"node": n.node, "connections": n.connections, "heartbeat_ms_ago": n.heartbeat_ms_ago}))
+        .collect();
+    json!({
+        "node": &*cluster.node,
+        "link_up": state.link_up(),
+        "published": state.published.load(Relaxed),
+        "drops": state.drops.load(Relaxed),
+        "reconnects": state.reconnects.load(Relaxed),
+        "nodes": nodes,
+    })
 }
 
 fn stats_json(shard: Option<usize>, s: &ShardStats) -> Value {

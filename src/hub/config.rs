@@ -55,6 +55,17 @@ pub struct HubArgs {
     /// one the API refuses every call.
     #[arg(long, env = "HUBBUB_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Cluster mode: `redis://HOST:PORT` of the Redis that joins the nodes
+    /// (docs/CLUSTER.md). Without it the node runs alone.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// This node's name in the cluster [default: HOSTNAME-PID-RANDOM].
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Seconds without a heartbeat after which a node's connections and
+    /// presence stop counting.
+    #[arg(long, default_value_t = crate::cluster::DEFAULT_NODE_TTL_SECS)]
+    pub node_ttl_secs: u64,
 }
 
 /// History kept for a channel.
@@ -74,6 +85,8 @@ pub struct HubConfig {
     pub history: HistoryRule,
     pub history_rules: Vec<(ChannelPattern, HistoryRule)>,
     pub api_key: Option<String>,
+    /// `Some` in cluster mode (`--redis`).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for HubConfig {
@@ -90,6 +103,7 @@ impl Default for HubConfig {
             },
             history_rules: Vec::new(),
             api_key: None,
+            cluster: None,
         }
     }
 }
@@ -129,6 +143,7 @@ impl HubConfig {
             },
             history_rules,
             api_key: args.api_key.filter(|k| !k.is_empty()),
+            cluster: cluster_config(args.redis, args.node_id, args.node_ttl_secs)?,
         };
         config.validate()?;
         Ok(config)
@@ -154,6 +169,35 @@ impl HubConfig {
     pub fn history_ttl(&self) -> Duration {
         Duration::from_millis(self.history.ttl_ticks as u64 * 1000 / TICKS_PER_SEC as u64)
     }
+}
+
+fn cluster_config(
+    redis: Option<String>,
+    node_id: Option<String>,
+    node_ttl_secs: u64,
+) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+    let Some(redis) = redis.filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let hostport = redis.strip_prefix("redis://").unwrap_or(&redis).trim_end_matches('/');
+    if hostport
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(invalid("redis", "expected redis://HOST:PORT"));
+    }
+    let node = node_id.unwrap_or_else(crate::cluster::default_node_id);
+    if node.is_empty() || node.contains(['|', ' ', '\n']) {
+        return Err(invalid("node-id", "must be non-empty, without '|', spaces or newlines"));
+    }
+    if node_ttl_secs == 0 {
+        return Err(invalid("node-ttl-secs", "must be at least 1"));
+    }
+    Ok(Some(crate::cluster::ClusterConfig {
+        redis,
+        node: node.into(),
+        node_ttl: Duration::from_secs(node_ttl_secs),
+    }))
 }
 
 fn parse_rule(rule: &str) -> Result<(ChannelPattern, HistoryRule), ConfigError> {
@@ -214,5 +258,34 @@ mod tests {
         assert_eq!(config.history_for("chat:x").size, 5);
         assert_eq!(config.history_for("news").size, DEFAULT_HISTORY_SIZE);
         assert_eq!(parse(&["--history-rule", "x=1"]).unwrap_err().field, "history-rule");
+    }
+
+    #[test]
+    fn redis_turns_cluster_mode_on() {
+        assert!(parse(&[]).unwrap().cluster.is_none());
+        let cluster = parse(&["--redis", "redis://127.0.0.1:6379", "--node-id", "a"])
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(
+            (&*cluster.node, cluster.node_ttl.as_secs()),
+            ("a", crate::cluster::DEFAULT_NODE_TTL_SECS)
+        );
+        assert!(
+            parse(&["--redis", "127.0.0.1:6379"])
+                .unwrap()
+                .cluster
+                .unwrap()
+                .node
+                .len()
+                > 1
+        );
+        assert_eq!(parse(&["--redis", "redis://nohost"]).unwrap_err().field, "redis");
+        assert_eq!(
+            parse(&["--redis", "redis://h:1", "--node-id", "a|b"])
+                .unwrap_err()
+                .field,
+            "node-id"
+        );
     }
 }

@@ -78,6 +78,51 @@ impl ChannelLog {
         self.last
     }
 
+    /// Cluster mode: keeps a publication Redis sequenced. Returns false for
+    /// one already seen (nothing to deliver). A new epoch (the channel was
+    /// lost in Redis) or a gap (the link dropped publications) clears the
+    /// history, so recovery goes to Redis rather than hand out a gap.
+    pub fn append_at(&mut self, epoch: &Arc<str>, offset: u64, data: Arc<str>, now: u32) -> bool {
+        if **epoch != *self.epoch {
+            self.epoch = Arc::clone(epoch);
+            self.history.clear();
+            self.last = offset.saturating_sub(1);
+        }
+        if offset <= self.last {
+            return false;
+        }
+        if offset != self.last + 1 {
+            self.history.clear();
+        }
+        self.last = offset - 1;
+        self.append(data, now);
+        true
+    }
+
+    /// Cluster mode: Redis's position of the channel, which may be ahead of
+    /// what this node has seen (publications before it took an interest).
+    pub fn sync(&mut self, epoch: &Arc<str>, offset: u64) {
+        if **epoch != *self.epoch {
+            self.epoch = Arc::clone(epoch);
+            self.history.clear();
+            self.last = offset;
+        } else if offset > self.last {
+            self.history.clear();
+            self.last = offset;
+        }
+    }
+
+    /// True when `from` is in this epoch and behind, but older than what
+    /// the local history holds: only Redis's history can answer.
+    pub fn needs_older(&self, from: &Recover) -> bool {
+        *from.epoch == *self.epoch
+            && from.offset < self.last
+            && self
+                .history
+                .front()
+                .is_none_or(|oldest| oldest.offset > from.offset + 1)
+    }
+
     /// Drops history older than the rule's time limit.
     pub fn expire(&mut self, now: u32) {
         while let Some(front) = self.history.front() {
@@ -107,6 +152,30 @@ impl ChannelLog {
                     .collect(),
             ),
             _ => Recovery::Impossible("history gone: missed publications expired"),
+        }
+    }
+
+    /// Cluster mode: recovery with `older` publications from Redis's
+    /// history joined to the local ones; a gap anywhere refuses.
+    pub fn recover_with(&self, from: &Recover, older: Vec<Entry>) -> Recovery {
+        if *from.epoch != *self.epoch {
+            return Recovery::Impossible("epoch changed: the channel's history was lost");
+        }
+        if from.offset > self.last {
+            return Recovery::Impossible("offset is ahead of the channel");
+        }
+        let mut all: std::collections::BTreeMap<u64, Entry> = older.into_iter().map(|e| (e.offset, e)).collect();
+        for entry in &self.history {
+            all.entry(entry.offset).or_insert_with(|| entry.clone());
+        }
+        let wanted: Vec<Entry> = all
+            .into_values()
+            .filter(|e| e.offset > from.offset && e.offset <= self.last)
+            .collect();
+        if wanted.len() as u64 == self.last - from.offset {
+            Recovery::Recovered(wanted)
+        } else {
+            Recovery::Impossible("history gone: missed publications expired")
         }
     }
 
@@ -199,6 +268,23 @@ mod tests {
         assert!(matches!(log.recover(&recover(3, "e1")), Recovery::Recovered(v) if v.len() == 3));
         assert!(matches!(log.recover(&recover(3, "other")), Recovery::Impossible(r) if r.starts_with("epoch")));
         assert!(matches!(log.recover(&recover(9, "e1")), Recovery::Impossible(_)));
+    }
+
+    #[test]
+    fn cluster_appends_keep_redis_offsets_and_clear_history_on_a_gap() {
+        let mut log = log(10, 100);
+        let epoch: Arc<str> = "r1".into();
+        log.sync(&epoch, 4);
+        assert_eq!((log.last, &*log.epoch), (4, "r1"));
+        assert!(!log.append_at(&epoch, 4, "old".into(), 0), "seen already");
+        assert!(log.append_at(&epoch, 5, "e".into(), 0));
+        assert!(log.append_at(&epoch, 6, "f".into(), 0));
+        assert!(log.needs_older(&recover(3, "r1")));
+        assert!(!log.needs_older(&recover(4, "r1")));
+        assert!(log.append_at(&epoch, 9, "i".into(), 0), "a gap still delivers");
+        assert_eq!(log.recent(10).iter().map(|e| e.offset).collect::<Vec<_>>(), [9]);
+        assert!(log.append_at(&"r2".into(), 1, "new epoch".into(), 0));
+        assert_eq!((log.last, &*log.epoch), (1, "r2"));
     }
 
     #[test]

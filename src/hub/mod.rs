@@ -32,6 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use slab::Slab;
 
+use crate::cluster::{ClusterCmd, ClusterLink};
 use crate::conn::{Conn, Ctx, Disconnect, Outgoing};
 use crate::route::{Endpoint, Route};
 use crate::shard::inbox::{ShardHandle, ShardMsg};
@@ -62,13 +63,16 @@ pub struct Hub {
     users: HashMap<Arc<str>, Vec<usize>>,
     /// What this shard owns: channel logs and per-user connection lists.
     owned: Owned,
+    /// Cluster mode: the Redis bridge (`None`: this node runs alone).
+    cluster: Option<ClusterLink>,
     /// Connections with queued bytes, flushed at the end of the turn.
     pub dirty: Vec<usize>,
 }
 
 impl Hub {
-    pub fn new(shard: usize, peers: Arc<[ShardHandle]>, config: Arc<HubConfig>) -> Hub {
+    pub fn new(shard: usize, peers: Arc<[ShardHandle]>, config: Arc<HubConfig>, cluster: Option<ClusterLink>) -> Hub {
         Hub {
+            cluster,
             owned: Owned::new(shard, Arc::clone(&config)),
             shard,
             peers,
@@ -429,8 +433,13 @@ impl Hub {
         if user.is_empty() {
             return self.fail(key, Some(origin.id), code::BAD_PARAMS, "empty user", conns, ctx);
         }
-        let frame = text_frame(&protocol::push_message(from.as_deref(), data));
+        let json = protocol::push_message(from.as_deref(), data);
+        let frame = text_frame(&json);
         let user: Arc<str> = user.into();
+        if self.cluster.is_some() {
+            let user = Arc::clone(&user);
+            self.cluster_send(ClusterCmd::UserMessage { user, json }, conns, ctx);
+        }
         self.deliver_user(&user, &frame, conns, ctx);
         self.send_to_others(
             || HubMsg::UserMessage {
@@ -495,6 +504,7 @@ impl Hub {
                 }
             }
             HubMsg::UserMessage { user, frame } => self.deliver_user(&user, &frame, conns, ctx),
+            HubMsg::SubscribeFailed { channel, to } => self.subscribe_failed(&channel, to, conns, ctx),
             HubMsg::Kick { conn, code, reason } => {
                 let live = conns
                     .get(conn.key as usize)
@@ -575,6 +585,59 @@ impl Hub {
                 ctx,
             );
         }
+        for cmd in out.cluster {
+            self.cluster_send(cmd, conns, ctx);
+        }
+    }
+
+    /// Hands a command to the Redis bridge; when its queue is full, the
+    /// asker is answered at once (108, or a failed subscribe/recovery).
+    fn cluster_send(&mut self, cmd: ClusterCmd, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let Some(link) = &self.cluster else { return };
+        let Err(cmd) = link.send(cmd) else { return };
+        match cmd {
+            ClusterCmd::Publish { reply: Some(reply), .. } | ClusterCmd::Query { reply, .. } => {
+                let ReplyTo::Client(to) = reply else { return }; // the API sees its sender dropped: 503
+                let body = protocol::reply_error(Some(to.id), code::UNAVAILABLE, "the cluster link is busy; retry");
+                self.route_answer(to, body, conns, ctx);
+            }
+            ClusterCmd::Sync { channel, .. } => {
+                self.owner_message(HubMsg::ClusterSynced { channel, epoch: None }, conns, ctx);
+            }
+            ClusterCmd::Recover { channel, sub, .. } => {
+                let msg = HubMsg::ClusterRecovered {
+                    channel,
+                    epoch: None,
+                    entries: None,
+                    sub: Box::new(sub),
+                };
+                self.owner_message(msg, conns, ctx);
+            }
+            _ => {}
+        }
+    }
+
+    fn route_answer(&mut self, to: Origin, body: Vec<u8>, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let msg = HubMsg::Answer { to, body };
+        if to.shard as usize == self.shard {
+            self.on_message(msg, conns, ctx);
+        } else {
+            self.send(to.shard as usize, msg, ctx);
+        }
+    }
+
+    /// Cluster mode: the owner could not place the subscription (Redis
+    /// unreachable); forget it and tell the client to retry.
+    fn subscribe_failed(&mut self, channel: &str, to: Origin, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let key = to.key as usize;
+        let Some(session) = self.sessions.get_mut(&key).filter(|s| s.generation == to.generation) else {
+            return;
+        };
+        if let Some(index) = session.subscription(channel).filter(|&i| !session.subs[i].joined) {
+            session.subs.swap_remove(index);
+        }
+        let body = protocol::reply_error(Some(to.id), code::UNAVAILABLE, "the cluster link is down; retry");
+        self.send_to(key, &body, conns, ctx);
     }
 
     /// End of a loop turn: push batched presence events; expire history.

@@ -43,6 +43,15 @@ pub struct Confirmation {
     pub user: Option<Arc<str>>,
 }
 
+/// A subscribe the owner could not answer yet (cluster mode: waiting for
+/// the channel's position or history from Redis).
+#[derive(Debug, Clone)]
+pub struct PendingSubscribe {
+    pub from: Origin,
+    pub user: Option<Arc<str>>,
+    pub recover: Option<Recover>,
+}
+
 /// Questions for a channel's owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Query {
@@ -138,5 +147,33 @@ pub enum HubMsg {
     ListConnections {
         user: Arc<str>,
         reply: Sender<String>,
+    },
+    /// Cluster mode, to a channel's owner: a publication sequenced by
+    /// Redis (every node gets every channel's in one order).
+    ClusterPublication {
+        channel: Arc<str>,
+        epoch: Arc<str>,
+        offset: u64,
+        data: Arc<str>,
+    },
+    /// Cluster mode, to a channel's owner: its epoch and last offset in
+    /// Redis (`None`: Redis could not say; the waiting subscribes fail).
+    ClusterSynced {
+        channel: Arc<str>,
+        epoch: Option<(Arc<str>, u64)>,
+    },
+    /// Cluster mode, to a channel's owner: Redis's history after the
+    /// subscriber's offset (`None`: unreachable).
+    ClusterRecovered {
+        channel: Arc<str>,
+        epoch: Option<Arc<str>>,
+        entries: Option<Vec<super::log::Entry>>,
+        sub: Box<PendingSubscribe>,
+    },
+    /// From a channel's owner: the subscribe could not be done (cluster
+    /// link down); undo it and answer `108`.
+    SubscribeFailed {
+        channel: Arc<str>,
+        to: Origin,
     },
 }

@@ -10,9 +10,10 @@ use bytes::Bytes;
 
 use super::config::{HubConfig, CLOSE_REPLACED};
 use super::log::{ChannelLog, Entry, Recovery};
-use super::msg::{Confirmation, HubMsg, Origin, Query, ReplyTo};
+use super::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
 use super::protocol::{self, json_string};
 use super::text_frame;
+use crate::cluster::ClusterCmd;
 
 /// What handling one message produced.
 #[derive(Default)]
@@ -21,6 +22,8 @@ pub struct Out {
     pub sends: Vec<(usize, HubMsg)>,
     /// A publication frame for every subscriber of the channel.
     pub deliver: Option<(Arc<str>, Bytes)>,
+    /// Cluster mode: what to ask of the Redis bridge.
+    pub cluster: Vec<ClusterCmd>,
 }
 
 pub struct Owned {
@@ -32,12 +35,18 @@ pub struct Owned {
     /// Open connections of each user this shard owns, oldest first.
     users: HashMap<Arc<str>, VecDeque<Origin>>,
     epochs: u64,
+    /// Cluster mode: Redis sequences publications and holds the epochs.
+    cluster: bool,
+    /// Cluster mode: subscribes waiting for the channel's position.
+    pending: HashMap<Arc<str>, Vec<PendingSubscribe>>,
 }
 
 impl Owned {
     pub fn new(shard: usize, config: Arc<HubConfig>) -> Owned {
         Owned {
             shard,
+            cluster: config.cluster.is_some(),
+            pending: HashMap::new(),
             config,
             logs: HashMap::new(),
             presence_dirty: Vec::new(),
@@ -59,27 +68,37 @@ impl Owned {
                 from,
                 user,
                 recover,
-            } => {
-                let log = self.log(&channel, tick);
-                let recovery = recover.map_or(Recovery::NotAsked, |r| log.recover(&r));
-                log.add_subscriber(user.as_ref());
-                let (epoch, offset) = (Arc::clone(&log.epoch), log.last);
-                self.note_presence(&channel);
-                let reply = HubMsg::Subscribed(Confirmation {
-                    channel,
-                    to: from,
-                    epoch,
-                    offset,
-                    recovery,
-                    user,
-                });
-                out.sends.push((from.shard as usize, reply));
-            }
+            } => self.subscribe(channel, PendingSubscribe { from, user, recover }, tick, &mut out),
             HubMsg::Unsubscribe { channel, user } => {
                 if let Some(log) = self.logs.get_mut(&channel) {
                     log.remove_subscriber(user.as_ref());
                     self.note_presence(&channel);
+                    if self.cluster {
+                        out.cluster.push(ClusterCmd::Presence {
+                            channel,
+                            user,
+                            delta: -1,
+                        });
+                    }
                 }
+            }
+            HubMsg::Publish { channel, data, reply } if self.cluster => {
+                let rule = self.config.history_for(&channel);
+                out.cluster.push(ClusterCmd::Publish {
+                    channel,
+                    data,
+                    reply,
+                    rule,
+                });
+            }
+            HubMsg::Query { channel, query, reply } if self.cluster => {
+                let rule = self.config.history_for(&channel);
+                out.cluster.push(ClusterCmd::Query {
+                    channel,
+                    query,
+                    reply,
+                    rule,
+                });
             }
             HubMsg::Publish { channel, data, reply } => {
                 let log = self.log(&channel, tick);
@@ -99,6 +118,10 @@ impl Owned {
             }
             HubMsg::UserOnline { user, conn } => self.user_online(user, conn, &mut out),
             HubMsg::UserOffline { user, conn } => {
+                if self.cluster {
+                    let user = Arc::clone(&user);
+                    out.cluster.push(ClusterCmd::UserOffline { user, conn });
+                }
                 if let Some(conns) = self.users.get_mut(&user) {
                     conns.retain(|c| (c.shard, c.key, c.generation) != (conn.shard, conn.key, conn.generation));
                     if conns.is_empty() {
@@ -106,14 +129,150 @@ impl Owned {
                     }
                 }
             }
+            HubMsg::ClusterPublication {
+                channel,
+                epoch,
+                offset,
+                data,
+            } => self.cluster_publication(channel, epoch, offset, data, tick, &mut out),
+            HubMsg::ClusterSynced { channel, epoch } => self.synced(channel, epoch, tick, &mut out),
+            HubMsg::ClusterRecovered {
+                channel,
+                epoch,
+                entries,
+                sub,
+            } => self.recovered(channel, epoch, entries, *sub, tick, &mut out),
             other => tracing::warn!(shard = self.shard, ?other, "not an owner message"),
         }
         out
     }
 
+    /// Counts a subscriber and answers with the channel's position. In
+    /// cluster mode the position must be Redis's: a channel this node has
+    /// no synced log for waits for it, and a recovery older than the local
+    /// history waits for Redis's history.
+    fn subscribe(&mut self, channel: Arc<str>, sub: PendingSubscribe, tick: u32, out: &mut Out) {
+        if self.cluster {
+            let synced = self.logs.get(&channel).is_some_and(|log| !log.epoch.is_empty());
+            if !synced {
+                let waiting = self.pending.entry(Arc::clone(&channel)).or_default();
+                waiting.push(sub);
+                if waiting.len() == 1 {
+                    // Unsynced (no epoch): it keeps publications arriving meanwhile.
+                    self.log(&channel, tick);
+                    out.cluster.push(ClusterCmd::Sync {
+                        channel,
+                        shard: self.shard,
+                    });
+                }
+                return;
+            }
+            let older = self.logs.get(&channel).zip(sub.recover.as_ref());
+            if older.is_some_and(|(log, from)| log.needs_older(from)) {
+                let rule = self.config.history_for(&channel);
+                let shard = self.shard;
+                out.cluster.push(ClusterCmd::Recover {
+                    channel,
+                    shard,
+                    rule,
+                    sub,
+                });
+                return;
+            }
+        }
+        let log = self.log(&channel, tick);
+        let recovery = sub.recover.as_ref().map_or(Recovery::NotAsked, |r| log.recover(r));
+        self.confirm(channel, sub, recovery, out);
+    }
+
+    fn confirm(&mut self, channel: Arc<str>, sub: PendingSubscribe, recovery: Recovery, out: &mut Out) {
+        let Some(log) = self.logs.get_mut(&channel) else { return };
+        log.add_subscriber(sub.user.as_ref());
+        let (epoch, offset) = (Arc::clone(&log.epoch), log.last);
+        self.note_presence(&channel);
+        if self.cluster {
+            let (channel, user) = (Arc::clone(&channel), sub.user.clone());
+            out.cluster.push(ClusterCmd::Presence {
+                channel,
+                user,
+                delta: 1,
+            });
+        }
+        let reply = HubMsg::Subscribed(Confirmation {
+            channel,
+            to: sub.from,
+            epoch,
+            offset,
+            recovery,
+            user: sub.user,
+        });
+        out.sends.push((sub.from.shard as usize, reply));
+    }
+
+    /// Cluster mode: a publication in Redis's order. Channels this node has
+    /// no log for (no subscriber, no history here) are skipped.
+    fn cluster_publication(
+        &mut self,
+        channel: Arc<str>,
+        epoch: Arc<str>,
+        offset: u64,
+        data: Arc<str>,
+        tick: u32,
+        out: &mut Out,
+    ) {
+        let Some(log) = self.logs.get_mut(&channel) else { return };
+        log.expire(tick);
+        if log.append_at(&epoch, offset, Arc::clone(&data), tick) {
+            let frame = text_frame(&protocol::push_publication(&channel, offset, &data));
+            out.deliver = Some((channel, frame));
+        }
+    }
+
+    /// Cluster mode: Redis's position arrived; answer the waiting subscribes.
+    fn synced(&mut self, channel: Arc<str>, position: Option<(Arc<str>, u64)>, tick: u32, out: &mut Out) {
+        let waiting = self.pending.remove(&channel).unwrap_or_default();
+        let Some((epoch, offset)) = position else {
+            for sub in waiting {
+                let failed = HubMsg::SubscribeFailed {
+                    channel: Arc::clone(&channel),
+                    to: sub.from,
+                };
+                out.sends.push((sub.from.shard as usize, failed));
+            }
+            return;
+        };
+        self.log(&channel, tick).sync(&epoch, offset);
+        for sub in waiting {
+            self.subscribe(Arc::clone(&channel), sub, tick, out);
+        }
+    }
+
+    /// Cluster mode: Redis's history for one subscriber's recovery.
+    fn recovered(
+        &mut self,
+        channel: Arc<str>,
+        epoch: Option<Arc<str>>,
+        entries: Option<Vec<Entry>>,
+        sub: PendingSubscribe,
+        tick: u32,
+        out: &mut Out,
+    ) {
+        let Some(log) = self.logs.get(&channel).filter(|log| !log.epoch.is_empty()) else {
+            return self.subscribe(channel, sub, tick, out); // the log went meanwhile: sync again
+        };
+        let Some(from) = sub.recover.as_ref() else { return };
+        let recovery = match (epoch, entries) {
+            (Some(epoch), Some(entries)) if epoch == log.epoch => log.recover_with(from, entries),
+            (_, Some(_)) => Recovery::Impossible("epoch changed: the channel's history was lost"),
+            (_, None) => Recovery::Impossible("history gone: the cluster's history is unreachable"),
+        };
+        self.confirm(channel, sub, recovery, out);
+    }
+
     fn log(&mut self, channel: &Arc<str>, tick: u32) -> &mut ChannelLog {
         if !self.logs.contains_key(channel) {
-            let epoch = self.new_epoch();
+            // Cluster mode: the epoch is Redis's, set when it is known.
+            let epoch = if self.cluster { Arc::from("") } else { self.new_epoch() };
             let rule = self.config.history_for(channel);
             self.logs.insert(Arc::clone(channel), ChannelLog::new(epoch, rule));
         }
@@ -170,6 +329,10 @@ impl Owned {
     /// `--max-connections-per-user`: the newest connection stays, the
     /// oldest is closed with 4001 "replaced".
     fn user_online(&mut self, user: Arc<str>, conn: Origin, out: &mut Out) {
+        if self.cluster {
+            let user = Arc::clone(&user);
+            out.cluster.push(ClusterCmd::UserOnline { user, conn });
+        }
         let max = self.config.max_connections_per_user;
         let conns = self.users.entry(user).or_default();
         conns.push_back(conn);
@@ -214,7 +377,7 @@ impl Owned {
             let frame = text_frame(&protocol::push_presence(&channel, &joined, &left));
             log.joined.clear();
             log.left.clear();
-            if log.is_idle() {
+            if log.is_idle() && !self.pending.contains_key(&channel) {
                 self.logs.remove(&channel);
             }
             events.push((channel, frame));
@@ -224,9 +387,10 @@ impl Owned {
 
     /// Drops expired history and logs with nothing left to keep.
     pub fn expire(&mut self, tick: u32) {
-        self.logs.retain(|_, log| {
+        let pending = &self.pending;
+        self.logs.retain(|channel, log| {
             log.expire(tick);
-            !log.is_idle()
+            !log.is_idle() || pending.contains_key(channel)
         });
     }
 }

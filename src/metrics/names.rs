@@ -38,6 +38,10 @@ pub const PROCESS_RESIDENT_MEMORY: &str = "hubbub_process_resident_memory_bytes"
 pub const PROCESS_OPEN_FDS: &str = "hubbub_process_open_fds";
 pub const PROCESS_MAX_FDS: &str = "hubbub_process_max_fds";
 pub const BUILD_INFO: &str = "hubbub_build_info";
+pub const CLUSTER_LINK_UP: &str = "hubbub_cluster_link_up";
+pub const CLUSTER_DROPS: &str = "hubbub_cluster_dropped_total";
+pub const CLUSTER_PUBLISHED: &str = "hubbub_cluster_published_total";
+pub const CLUSTER_RECONNECTS: &str = "hubbub_cluster_reconnects_total";
 
 /// What kind of series a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +98,10 @@ pub const ALL: &[Described] = &[
     m(PROCESS_OPEN_FDS, G, Unit::Count, "Open file descriptors of the process."),
     m(PROCESS_MAX_FDS, G, Unit::Count, "Soft RLIMIT_NOFILE of the process."),
     m(BUILD_INFO, G, Unit::Count, "Always 1; the `version` label names the running build."),
+    m(CLUSTER_LINK_UP, G, Unit::Count, "Cluster mode: 1 while both Redis connections are up, else 0."),
+    m(CLUSTER_DROPS, C, Unit::Count, "Cluster mode: commands and publications dropped (queue or buffer full, link failed)."),
+    m(CLUSTER_PUBLISHED, C, Unit::Count, "Cluster mode: publishes sequenced by Redis from this node."),
+    m(CLUSTER_RECONNECTS, C, Unit::Count, "Cluster mode: times the command connection to Redis was lost."),
 ];
 
 /// Bucket upper bounds (seconds) of both latency histograms: 5 us to 2.5 s.

@@ -59,6 +59,8 @@ pub struct ShardSetup {
     /// Every shard's inbox, indexed by shard id (this one's included).
     pub peers: Arc<[ShardHandle]>,
     pub hub_config: Arc<HubConfig>,
+    /// Cluster mode: the Redis bridge.
+    pub cluster: Option<crate::cluster::ClusterLink>,
 }
 
 pub struct Shard {
@@ -104,6 +106,7 @@ impl Shard {
             published,
             peers,
             hub_config,
+            cluster,
         } = setup;
         poll.registry()
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
@@ -113,7 +116,7 @@ impl Shard {
             listener: Some(listener),
             conns: Slab::new(),
             ctx,
-            hub: Hub::new(id, peers, hub_config),
+            hub: Hub::new(id, peers, hub_config, cluster),
             wheel: TimerWheel::new(1),
             inbox,
             published,

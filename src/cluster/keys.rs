@@ -1,0 +1,96 @@
+//! Redis key names and the Lua scripts that keep a channel's epoch, offset
+//! and history consistent (each script runs atomically, so every node sees
+//! one order per channel).
+//!
+//! Per channel `C`: `hubbub:c:C:e` epoch, `hubbub:c:C:o` last offset,
+//! `hubbub:c:C:s` stream of publications with id `OFFSET-0` and fields
+//! `d` (data) and `t` (publish time, ms), `hubbub:c:C:p` presence hash
+//! `NODE|USER -> subscriptions`. Publications travel on the Pub/Sub channel
+//! `hubbub:pub:C` as `EPOCH\nOFFSET\nDATA`. Per user `U`: `hubbub:u:U`, a
+//! sorted set of `NODE|SHARD|KEY|GENERATION` by connect time. Nodes:
+//! `hubbub:nodes`, a hash `NODE -> CONNECTIONS|HEARTBEAT_MS`. Control
+//! messages between nodes: Pub/Sub `hubbub:ctl`.
+
+/// How long a channel's epoch and offset outlive its last publication.
+pub const CHANNEL_KEYS_TTL_SECS: u64 = 86_400;
+pub const PUB_PREFIX: &str = "hubbub:pub:";
+pub const PUB_PATTERN: &str = "hubbub:pub:*";
+pub const CONTROL: &str = "hubbub:ctl";
+pub const NODES: &str = "hubbub:nodes";
+
+pub fn epoch(channel: &str) -> String {
+    format!("hubbub:c:{channel}:e")
+}
+
+pub fn offset(channel: &str) -> String {
+    format!("hubbub:c:{channel}:o")
+}
+
+pub fn stream(channel: &str) -> String {
+    format!("hubbub:c:{channel}:s")
+}
+
+pub fn presence(channel: &str) -> String {
+    format!("hubbub:c:{channel}:p")
+}
+
+pub fn publications(channel: &str) -> String {
+    format!("{PUB_PREFIX}{channel}")
+}
+
+pub fn user(user: &str) -> String {
+    format!("hubbub:u:{user}")
+}
+
+/// KEYS: epoch, offset, stream. ARGV: new epoch, data, history size, pub/sub
+/// channel, keys TTL secs, now ms, history TTL secs.
+/// Returns `{epoch, offset}`.
+pub const PUBLISH: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local offset = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'd', ARGV[2], 't', ARGV[6])
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+end
+redis.call('PUBLISH', ARGV[4], epoch .. '\n' .. offset .. '\n' .. ARGV[2])
+return {epoch, offset}
+"#;
+
+/// KEYS: epoch, offset, stream. ARGV: new epoch, keys TTL secs.
+/// Returns `{epoch, offset}`, creating the epoch if the channel has none.
+pub const SYNC: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch, 'EX', ARGV[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"#;
+
+/// KEYS: epoch, offset, stream. ARGV: first stream id, count (0: all).
+/// Returns `{epoch or false, offset, entries}`.
+pub const READ: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
+local entries
+if tonumber(ARGV[2]) > 0 then
+  entries = redis.call('XREVRANGE', KEYS[3], '+', ARGV[1], 'COUNT', ARGV[2])
+else
+  entries = redis.call('XRANGE', KEYS[3], ARGV[1], '+')
+end
+return {epoch, offset, entries}
+"#;
+
+/// KEYS: user set. ARGV: score, member. Returns every member with scores.
+pub const USER_ONLINE: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+"#;

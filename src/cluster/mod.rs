@@ -1,0 +1,241 @@
+//! Cluster mode (`--redis`): several hubbub nodes behind a load balancer,
+//! joined through one Redis. See `docs/CLUSTER.md`.
+//!
+//! What it owns: the Redis connections, in two bridge threads that reach the
+//! shards only through their inboxes, and are reached by them only through a
+//! bounded channel ([`ClusterLink`]). A shard never blocks on Redis: a full
+//! channel is a counted drop and a `108` answer.
+//!
+//! - The command thread ([`commands`]) sequences publishes with one Lua
+//!   script each (epoch, `INCR` offset, `XADD` history, `PUBLISH`), answers
+//!   history/presence/recovery from Redis, keeps this node's presence and
+//!   user connections in Redis and heartbeats the node.
+//! - The subscriber thread ([`subscriber`]) receives every publication in
+//!   Redis's order (one connection, `PSUBSCRIBE`) and hands it to the
+//!   channel's owner shard, which delivers it exactly as a local one; it also
+//!   carries user messages, disconnects and kicks between nodes.
+//!
+//! Without `--redis` none of this runs and the hub takes none of these paths.
+
+pub mod backoff;
+pub mod commands;
+pub mod keys;
+pub mod resp;
+pub mod subscriber;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::hub::config::HistoryRule;
+use crate::hub::msg::{Origin, PendingSubscribe, Query, ReplyTo};
+use crate::metrics::names;
+use crate::metrics::stats::ShardStats;
+use crate::shard::inbox::ShardHandle;
+
+/// Commands waiting for the command thread, from all shards together.
+pub const QUEUE_CAPACITY: usize = 16_384;
+/// Longest a single Redis call may take before the link counts as down.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_NODE_TTL_SECS: u64 = 10;
+
+/// Cluster settings (part of `HubConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT`
+    pub redis: String,
+    /// This node's name in Redis (unique per process).
+    pub node: Arc<str>,
+    /// A node that has not heartbeated for this long is no longer counted.
+    pub node_ttl: Duration,
+}
+
+/// What shards ask of the bridge.
+#[derive(Debug)]
+pub enum ClusterCmd {
+    /// Sequence through Redis; the answer goes to `reply`, the publication
+    /// to every node's owner shard.
+    Publish {
+        channel: Arc<str>,
+        data: Arc<str>,
+        reply: Option<ReplyTo>,
+        rule: HistoryRule,
+    },
+    /// The channel's epoch and last offset, for the owner shard `shard`.
+    Sync {
+        channel: Arc<str>,
+        shard: usize,
+    },
+    /// Publications after `after` from Redis's history, for a subscriber
+    /// the owner's local log cannot serve.
+    Recover {
+        channel: Arc<str>,
+        shard: usize,
+        rule: HistoryRule,
+        sub: PendingSubscribe,
+    },
+    /// Presence or history across the cluster.
+    Query {
+        channel: Arc<str>,
+        query: Query,
+        reply: ReplyTo,
+        rule: HistoryRule,
+    },
+    /// This node's subscriptions of `channel` by `user` changed by `delta`.
+    Presence {
+        channel: Arc<str>,
+        user: Option<Arc<str>>,
+        delta: i32,
+    },
+    UserOnline {
+        user: Arc<str>,
+        conn: Origin,
+    },
+    UserOffline {
+        user: Arc<str>,
+        conn: Origin,
+    },
+    /// A `send` to `user`'s connections on the other nodes.
+    UserMessage {
+        user: Arc<str>,
+        json: Vec<u8>,
+    },
+    /// `/api/disconnect` on the other nodes.
+    DisconnectUser {
+        user: Arc<str>,
+        code: u16,
+        reason: Arc<str>,
+    },
+}
+
+/// One node as last seen in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node: String,
+    pub connections: u64,
+    pub heartbeat_ms_ago: u64,
+}
+
+/// Shared between the bridge threads, the shards' links and the admin API.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    pub commands_up: AtomicBool,
+    pub subscriber_up: AtomicBool,
+    /// Commands dropped: the queue or the pending buffer was full, or the
+    /// link failed with them in flight.
+    pub drops: AtomicU64,
+    pub published: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Live nodes at the last heartbeat.
+    pub nodes: Mutex<Vec<NodeInfo>>,
+    pub stop: AtomicBool,
+}
+
+impl ClusterState {
+    pub fn link_up(&self) -> bool {
+        self.commands_up.load(Ordering::Relaxed) && self.subscriber_up.load(Ordering::Relaxed)
+    }
+
+    pub fn drop_one(&self) {
+        self.drops.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::CLUSTER_DROPS).increment(1);
+    }
+
+    /// Records a change of one connection's state, with the metric and a
+    /// log line when the link as a whole changes.
+    fn set(&self, flag: &AtomicBool, up: bool, what: &str, error: Option<&std::io::Error>) {
+        let before = self.link_up();
+        flag.store(up, Ordering::Relaxed);
+        let after = self.link_up();
+        metrics::gauge!(names::CLUSTER_LINK_UP).set(if after { 1.0 } else { 0.0 });
+        match (up, error) {
+            (false, Some(e)) => {
+                tracing::warn!(connection = what, error = %e, "cluster link down: Redis unreachable; local delivery goes on")
+            }
+            (true, _) if !before && after => tracing::info!("cluster link up"),
+            _ => {}
+        }
+    }
+}
+
+/// A shard's (or the API's) handle on the bridge.
+#[derive(Clone)]
+pub struct ClusterLink {
+    tx: Sender<ClusterCmd>,
+    pub node: Arc<str>,
+    pub state: Arc<ClusterState>,
+}
+
+impl ClusterLink {
+    /// Hands `cmd` to the bridge without blocking; a full queue counts a
+    /// drop and gives the command back (so its asker can be answered).
+    pub fn send(&self, cmd: ClusterCmd) -> Result<(), ClusterCmd> {
+        match self.tx.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(cmd) | TrySendError::Disconnected(cmd)) => {
+                self.state.drop_one();
+                Err(cmd)
+            }
+        }
+    }
+}
+
+/// The running bridge: stops its threads when dropped.
+pub struct Bridge {
+    state: Arc<ClusterState>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts both bridge threads; returns the link for shards and the API.
+pub fn start(
+    config: ClusterConfig,
+    shards: Arc<[ShardHandle]>,
+    stats: Vec<Arc<Mutex<ShardStats>>>,
+    max_connections_per_user: usize,
+) -> std::io::Result<(ClusterLink, Bridge)> {
+    let state = Arc::new(ClusterState::default());
+    metrics::gauge!(names::CLUSTER_LINK_UP).set(0.0);
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+    let link = ClusterLink {
+        tx,
+        node: Arc::clone(&config.node),
+        state: Arc::clone(&state),
+    };
+    let setup = commands::Setup {
+        config: config.clone(),
+        shards: Arc::clone(&shards),
+        stats,
+        max_connections_per_user,
+    };
+    let commander = commands::Commander::new(setup, rx, Arc::clone(&state));
+    let sub = subscriber::Subscriber::new(config, shards, Arc::clone(&state));
+    let threads = vec![
+        std::thread::Builder::new()
+            .name("hubbub-cluster-cmd".into())
+            .spawn(move || commander.run())?,
+        std::thread::Builder::new()
+            .name("hubbub-cluster-sub".into())
+            .spawn(move || sub.run())?,
+    ];
+    Ok((link, Bridge { state, threads }))
+}
+
+/// A node id unique per process: `HOSTNAME-PID-RANDOM`.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    format!("{host}-{}-{:04x}", std::process::id(), backoff::random_u64() & 0xffff)
+}

@@ -1,0 +1,362 @@
+//! Cluster mode: two or three hubbub processes joined by one Redis, all on
+//! loopback. Each test starts its own `redis-server` on a free port (killed
+//! by PID at the end) and skips, saying so, only when the binary is absent.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const KEY: &str = "cluster-api-key";
+const SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
+/// `--node-ttl-secs` of the test nodes.
+const NODE_TTL_SECS: u64 = 3;
+
+/// A `redis-server` of our own, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// `None` (after saying why) when `redis-server` is not installed.
+    fn start() -> Option<Redis> {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Redis::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Option<Redis> {
+        let spawned = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
+                return None;
+            }
+            Err(e) => panic!("redis-server: {e}"),
+        };
+        let redis = Redis { child, port };
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node(redis: &Redis, name: &str, extra: &[&str]) -> Process {
+    let url = redis.url();
+    let ttl = NODE_TTL_SECS.to_string();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--redis",
+        &url,
+        "--node-id",
+        name,
+        "--node-ttl-secs",
+        &ttl,
+        "--api-key",
+        KEY,
+        "--jwt-secret",
+        SECRET,
+        "--allow-anonymous",
+        "true",
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn(&args)
+}
+
+fn api(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use std::io::Write;
+    let mut stream = connect(admin);
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let (status, _, mut rest) = read_response(&mut stream);
+    rest.extend(read_to_close(&mut stream));
+    (status, serde_json::from_slice(&rest).unwrap_or(Value::Null))
+}
+
+/// Waits until `node` sees the link up and `count` live nodes.
+fn wait_cluster(node: &Process, count: usize) -> Value {
+    wait_until(&format!("{count} live nodes"), || {
+        let (_, stats) = api(node.admin.unwrap(), "GET", "/api/stats", "");
+        let cluster = stats["cluster"].clone();
+        let ok = cluster["link_up"] == true && cluster["nodes"].as_array().is_some_and(|n| n.len() == count);
+        ok.then_some(cluster)
+    })
+}
+
+fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE * 2;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn user(addr: SocketAddr, sub: &str) -> WsClient {
+    let token = token(SECRET, json!({"sub": sub}));
+    WsClient::open(addr, &format!("Authorization: Bearer {token}\r\n"))
+}
+
+fn publish(client: &mut WsClient, channel: &str, data: Value) -> Value {
+    let reply = client.call("publish", json!({"channel": channel, "data": data}));
+    assert!(reply.get("result").is_some(), "publish failed: {reply}");
+    reply["result"].clone()
+}
+
+/// The next publication push on `client`.
+fn next_pub(client: &mut WsClient) -> Value {
+    loop {
+        let push = client.push().expect("connection open");
+        if push["push"] == "pub" {
+            return push;
+        }
+    }
+}
+
+#[test]
+fn a_publish_on_one_node_reaches_every_node_in_one_order() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes: Vec<Process> = ["a", "b", "c"].iter().map(|n| node(&redis, n, &[])).collect();
+    wait_cluster(&nodes[0], 3);
+    let mut subs: Vec<WsClient> = nodes[1..].iter().map(|n| WsClient::open(n.addr, "")).collect();
+    for sub in &mut subs {
+        let reply = sub.call("subscribe", json!({"channel": "news"}));
+        assert_eq!(reply["result"]["offset"], 0, "{reply}");
+    }
+    let mut publisher = WsClient::open(nodes[0].addr, "");
+    let mut epoch = Value::Null;
+    for i in 1..=50 {
+        let result = publish(&mut publisher, "news", json!({"n": i}));
+        assert_eq!(result["offset"], i);
+        epoch = result["epoch"].clone();
+    }
+    for sub in &mut subs {
+        for i in 1..=50 {
+            let push = next_pub(sub);
+            assert_eq!((push["offset"].as_u64(), &push["data"]), (Some(i), &json!({"n": i})));
+        }
+    }
+    // The same epoch and offset from any node.
+    let (_, history) = api(nodes[2].admin.unwrap(), "GET", "/api/history?channel=news&limit=2", "");
+    assert_eq!(
+        (&history["epoch"], &history["offset"]),
+        (&epoch, &json!(50)),
+        "{history}"
+    );
+    assert_eq!(history["publications"][1]["data"], json!({"n": 50}));
+}
+
+#[test]
+fn a_client_recovers_on_another_node_what_it_missed() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b, c) = (node(&redis, "a", &[]), node(&redis, "b", &[]), node(&redis, "c", &[]));
+    wait_cluster(&a, 3);
+    let mut sub = WsClient::open(b.addr, "");
+    sub.call("subscribe", json!({"channel": "chat:1"}));
+    let mut publisher = WsClient::open(a.addr, "");
+    let mut epoch = Value::Null;
+    for i in 1..=3 {
+        epoch = publish(&mut publisher, "chat:1", json!(i))["epoch"].clone();
+    }
+    for _ in 1..=3 {
+        next_pub(&mut sub);
+    }
+    drop(sub);
+    for i in 4..=6 {
+        publish(&mut publisher, "chat:1", json!(i));
+    }
+    // Node c never had a subscriber: its answer comes from Redis's history.
+    let mut back = WsClient::open(c.addr, "");
+    let reply = back.call(
+        "subscribe",
+        json!({"channel": "chat:1", "recover": {"offset": 3, "epoch": epoch}}),
+    );
+    let result = &reply["result"];
+    assert_eq!(result["recovered"], true, "{reply}");
+    let offsets: Vec<u64> = result["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [4, 5, 6]);
+    assert_eq!(result["offset"], 6);
+    // Live ones follow, none twice.
+    publish(&mut publisher, "chat:1", json!(7));
+    assert_eq!(next_pub(&mut back)["offset"], 7);
+    // A stale epoch is refused with the reason, never a silent gap.
+    let mut stale = WsClient::open(b.addr, "");
+    let reply = stale.call(
+        "subscribe",
+        json!({"channel": "chat:1", "recover": {"offset": 1, "epoch": "nope"}}),
+    );
+    assert_eq!(reply["result"]["recovered"], false, "{reply}");
+}
+
+#[test]
+fn private_messages_and_kicks_cross_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (
+        node(&redis, "a", &["--max-connections-per-user", "1"]),
+        node(&redis, "b", &["--max-connections-per-user", "1"]),
+    );
+    wait_cluster(&a, 2);
+    wait_cluster(&b, 2);
+    let mut alice = user(b.addr, "alice");
+    alice.call("ping", json!({}));
+    let mut bob = user(a.addr, "bob");
+    let reply = bob.call("send", json!({"user": "alice", "data": {"hi": 1}}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    let push = alice.push().unwrap();
+    assert_eq!(push, json!({"push": "message", "from": "bob", "data": {"hi": 1}}));
+    // A second connection of bob's on the other node replaces the first.
+    let mut bob_again = user(b.addr, "bob");
+    bob_again.call("ping", json!({}));
+    let push = bob.push().unwrap();
+    assert_eq!(
+        (&push["push"], &push["code"]),
+        (&json!("disconnect"), &json!(4001)),
+        "{push}"
+    );
+    // /api/disconnect on node a closes alice on node b.
+    let (status, _) = api(a.admin.unwrap(), "POST", "/api/disconnect", r#"{"user":"alice"}"#);
+    assert_eq!(status, 200);
+    let push = alice.push().unwrap();
+    assert_eq!(
+        (&push["push"], &push["code"]),
+        (&json!("disconnect"), &json!(4002)),
+        "{push}"
+    );
+    assert_eq!(alice.raw.recv_close(), Some(4002));
+}
+
+fn presence(admin: SocketAddr, channel: &str) -> Value {
+    api(admin, "GET", &format!("/api/presence?channel={channel}"), "").1
+}
+
+#[test]
+fn presence_counts_every_node_and_a_killed_node_drops_out_after_its_ttl() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a", &[]), node(&redis, "b", &[]));
+    let mut c = node(&redis, "c", &[]);
+    wait_cluster(&a, 3);
+    let mut clients = vec![
+        user(a.addr, "ann"),
+        user(b.addr, "ben"),
+        user(c.addr, "cat"),
+        WsClient::open(b.addr, ""),
+    ];
+    for client in &mut clients {
+        let reply = client.call("subscribe", json!({"channel": "room"}));
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    let want = json!({"users": {"ann": 1, "ben": 1, "cat": 1}, "anonymous": 1, "total": 4});
+    wait_until("presence of all nodes", || {
+        (presence(a.admin.unwrap(), "room") == want).then_some(())
+    });
+    // The `presence` command gives the same from any node.
+    let reply = clients[1].call("presence", json!({"channel": "room"}));
+    assert_eq!(reply["result"], want);
+    c.signal(libc::SIGKILL);
+    c.wait_exit(PATIENCE).expect("killed");
+    let killed = Instant::now();
+    let want = json!({"users": {"ann": 1, "ben": 1}, "anonymous": 1, "total": 3});
+    wait_until("node c to drop out", || {
+        (presence(a.admin.unwrap(), "room") == want).then_some(())
+    });
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_secs(NODE_TTL_SECS) - Duration::from_millis(1500),
+        "dropped before its TTL: {took:?}"
+    );
+    wait_cluster(&a, 2);
+}
+
+#[test]
+fn redis_restart_keeps_local_service_and_the_link_comes_back() {
+    let Some(mut redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a", &[]), node(&redis, "b", &[]));
+    wait_cluster(&a, 2);
+    wait_cluster(&b, 2);
+    let mut sub = user(b.addr, "ben");
+    sub.call("subscribe", json!({"channel": "feed"}));
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "feed", json!("before"));
+    assert_eq!(next_pub(&mut sub)["data"], "before");
+
+    redis.kill();
+    let admin = a.admin.unwrap();
+    wait_until("the link to go down", || {
+        let (_, metrics) = http_get(admin, "/metrics");
+        metrics.contains("hubbub_cluster_link_up 0").then_some(())
+    });
+    assert_eq!(http_get(admin, "/readyz").0, 200, "local service is fine");
+    // Local service goes on: an echo and a room on node a.
+    let mut echo = open(a.addr, "/echo");
+    echo.send_text("still here");
+    assert_eq!(echo.recv().unwrap().payload, b"still here");
+    // A publish waits for Redis; the API gives up after its 2 s (503).
+    let (status, _) = api(admin, "POST", "/api/publish", r#"{"channel":"feed","data":"during"}"#);
+    assert_eq!(status, 503);
+
+    let _redis = Redis::start_on(redis.port).expect("redis restarts");
+    wait_cluster(&a, 2);
+    wait_cluster(&b, 2);
+    // The buffered publish ran when the link came back, then this one.
+    publish(&mut publisher, "feed", json!("after"));
+    let mut seen = Vec::new();
+    while seen.last() != Some(&json!("after")) {
+        seen.push(next_pub(&mut sub)["data"].clone());
+    }
+    assert!(seen.contains(&json!("after")), "{seen:?}");
+    // Presence was written again into the empty Redis.
+    let want = json!({"users": {"ben": 1}, "anonymous": 0, "total": 1});
+    wait_until("presence rewritten", || (presence(admin, "feed") == want).then_some(()));
+}
