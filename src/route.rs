@@ -21,8 +21,8 @@ pub enum Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Echo,
-    /// Index of the room in the shard's room table.
-    Room(u32),
+    /// A room member (the hub keeps which room: a connection stays small).
+    Room,
     Ws,
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::inbuf::InBuf;
 use super::outq::{self, Flushed};
-use super::{Conn, Ctx, Disconnect, Outgoing, Phase};
+use super::{Conn, Ctx, Disconnect, Flags, Outgoing, Phase};
 use crate::net::io::{self, IoOutcome};
 use crate::route::{Endpoint, Route};
 use crate::ws::close::{self, PeerClose};
@@ -63,7 +63,7 @@ impl Conn {
             match outcome {
                 IoOutcome::Progress(n) => {
                     self.on_bytes(n, ctx);
-                    if self.broken {
+                    if self.is_broken() {
                         return Verdict::Drop;
                     }
                     if edge && n < offered {
@@ -109,14 +109,12 @@ impl Conn {
         self.outq.get_or_insert_with(Default::default).push(frame);
         ctx.stats.messages_out += 1;
         self.check_backlog(queued_before, ctx);
-        let newly = !self.dirty;
-        self.dirty = true;
-        newly
+        self.mark_dirty()
     }
 
     /// Flushes what `queue_shared` queued (the end-of-turn pass).
     pub fn flush_dirty(&mut self, ctx: &mut Ctx) -> Verdict {
-        self.dirty = false;
+        self.flags.set(Flags::DIRTY, false);
         self.on_writable(ctx)
     }
 
@@ -125,7 +123,7 @@ impl Conn {
         let limits = &ctx.limits;
         match self.phase {
             Phase::Handshake => self.phase_since + limits.handshake_ticks,
-            Phase::Open if self.pinged => self.last_read + limits.idle_ticks,
+            Phase::Open if self.flags.has(Flags::PINGED) => self.last_read + limits.idle_ticks,
             Phase::Open => self.last_read + limits.ping_ticks,
             Phase::CloseSent | Phase::Lingering => self.phase_since + limits.close_ticks,
         }
@@ -142,17 +140,17 @@ impl Conn {
                 ctx.stats.handshake_failed(Refusal::TIMEOUT.label());
                 return Verdict::Drop;
             }
-            Phase::Open if self.pinged => {
+            Phase::Open if self.flags.has(Flags::PINGED) => {
                 self.start_close(close::GOING_AWAY, "idle timeout", Disconnect::IdleTimeout, ctx)
             }
             Phase::Open => {
-                self.pinged = true;
+                self.flags.set(Flags::PINGED, true);
                 codec::encode_frame(&mut ctx.reply, Kind::Ping, b"");
                 self.send_reply(ctx);
             }
             Phase::CloseSent | Phase::Lingering => return Verdict::Drop,
         }
-        if self.broken {
+        if self.is_broken() {
             Verdict::Drop
         } else {
             Verdict::Keep
@@ -183,7 +181,7 @@ impl Conn {
     /// `n` new bytes sit in the connection's buffer or the shard's scratch.
     fn on_bytes(&mut self, n: usize, ctx: &mut Ctx) {
         self.last_read = ctx.tick;
-        self.pinged = false;
+        self.flags.set(Flags::PINGED, false);
         ctx.stats.bytes_in += n as u64;
         match self.inbuf.take() {
             Some(buf) => self.process_leased(buf, n, ctx),
@@ -192,7 +190,7 @@ impl Conn {
         self.send_reply(ctx);
     }
 
-    fn process_leased(&mut self, mut buf: InBuf, n: usize, ctx: &mut Ctx) {
+    fn process_leased(&mut self, mut buf: Box<InBuf>, n: usize, ctx: &mut Ctx) {
         let len = buf.len() + n;
         let start = self.decoder.assembled();
         let (pos, need) = self.process(buf.bytes_mut(), start, len, ctx);
@@ -215,9 +213,9 @@ impl Conn {
             let parts = [&scratch[..keep], &scratch[pos..n]];
             let room = need.max(keep + (n - pos) + 1);
             // on_readable checked that a lease is free before reading.
-            self.inbuf = InBuf::holding(parts, room, &ctx.pool);
+            self.inbuf = InBuf::holding(parts, room, &ctx.pool).map(Box::new);
             if self.inbuf.is_none() {
-                self.broken = true;
+                self.flags.set(Flags::BROKEN, true);
             }
         }
         ctx.scratch = scratch;
@@ -270,7 +268,7 @@ impl Conn {
         // connection's room is unknown; its messages wait in the outbox.
         self.route = Some(match up.endpoint {
             Endpoint::Echo => Route::Echo,
-            Endpoint::Room(_) => Route::Room(u32::MAX),
+            Endpoint::Room(_) => Route::Room,
             Endpoint::Ws => Route::Ws,
         });
         if up.endpoint != Endpoint::Echo || up.claims.is_some() {
@@ -334,7 +332,7 @@ impl Conn {
                     text: payload.to_vec(),
                 });
             }
-            Some(Route::Room(_)) => {
+            Some(Route::Room) => {
                 let kind = if text { Kind::Text } else { Kind::Binary };
                 let mut frame = Vec::with_capacity(payload.len() + codec::MAX_SERVER_HEADER);
                 codec::encode_frame(&mut frame, kind, payload);
@@ -384,7 +382,7 @@ impl Conn {
         }
         ctx.reply.clear();
         match flushed {
-            Flushed::Failed => self.broken = true,
+            Flushed::Failed => self.flags.set(Flags::BROKEN, true),
             Flushed::All => self.after_flush(),
             Flushed::Pending => self.check_backlog(queued_before, ctx),
         }
@@ -394,8 +392,8 @@ impl Conn {
     /// shutting down our side.
     fn after_flush(&mut self) {
         self.outq = None;
-        if self.phase == Phase::Lingering && !self.write_shut {
-            self.write_shut = true;
+        if self.phase == Phase::Lingering && !self.flags.has(Flags::WRITE_SHUT) {
+            self.flags.set(Flags::WRITE_SHUT, true);
             // An error means the peer is gone already; EOF or the close
             // timer removes the connection either way.
             let _ = self.stream.shutdown(Shutdown::Write);

@@ -53,6 +53,8 @@ pub struct Hub {
     peers: Arc<[ShardHandle]>,
     config: Arc<HubConfig>,
     rooms: Groups,
+    /// The room of each room connection (kept here so `Conn` stays small).
+    room_of: HashMap<usize, u32>,
     /// Local subscribers of each channel.
     channels: Groups,
     /// Local subscribers that asked for join/leave events.
@@ -78,6 +80,7 @@ impl Hub {
             peers,
             config,
             rooms: Groups::default(),
+            room_of: HashMap::new(),
             channels: Groups::default(),
             watchers: Groups::default(),
             sessions: HashMap::new(),
@@ -115,7 +118,10 @@ impl Hub {
         let Some(conn) = conns.get_mut(key) else { return };
         conn.route = Some(match endpoint {
             Endpoint::Echo => Route::Echo,
-            Endpoint::Room(name) => Route::Room(self.rooms.join(&name, key)),
+            Endpoint::Room(name) => {
+                self.room_of.insert(key, self.rooms.join(&name, key));
+                Route::Room
+            }
             Endpoint::Ws => Route::Ws,
         });
         if conn.route != Some(Route::Ws) && claims.is_none() {
@@ -151,9 +157,7 @@ impl Hub {
     }
 
     fn room_message(&mut self, key: usize, frame: Bytes, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-        let Some(Route::Room(index)) = conns.get(key).and_then(|c| c.route()) else {
-            return;
-        };
+        let Some(&index) = self.room_of.get(&key) else { return };
         let Some(name) = self.rooms.name(index) else { return };
         ctx.stats.messages_in_rooms += 1;
         let owner = self.owner_of(&name);
@@ -478,8 +482,7 @@ impl Hub {
             _ => Disconnect::Kicked,
         };
         conn.start_close(code, reason, why, ctx);
-        if !conn.dirty {
-            conn.dirty = true;
+        if conn.mark_dirty() {
             self.dirty.push(key);
         }
     }
@@ -546,7 +549,7 @@ impl Hub {
                     .unwrap_or_default();
                 let endpoint = match conn.route() {
                     Some(Route::Ws) => "ws",
-                    Some(Route::Room(_)) => "room",
+                    Some(Route::Room) => "room",
                     _ => "echo",
                 };
                 serde_json::json!({
@@ -660,8 +663,8 @@ impl Hub {
     }
 
     /// A connection is going away: leave its room, channels and user.
-    pub fn leave(&mut self, key: usize, conn: &Conn, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-        if let Some(Route::Room(index)) = conn.route() {
+    pub fn leave(&mut self, key: usize, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        if let Some(index) = self.room_of.remove(&key) {
             self.rooms.leave(index, key);
         }
         let Some(session) = self.sessions.remove(&key) else {

@@ -114,7 +114,9 @@ impl Shard {
             id,
             poll,
             listener: Some(listener),
-            conns: Slab::new(),
+            // Reserved up front: untouched pages cost no memory, and the slab
+            // never reallocates (a copy of every connection) as it fills.
+            conns: Slab::with_capacity(ctx.limits.max_open + REFUSAL_HEADROOM),
             ctx,
             hub: Hub::new(id, peers, hub_config, cluster),
             wheel: TimerWheel::new(1),
@@ -257,7 +259,7 @@ impl Shard {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
-        self.hub.leave(key, &conn, &mut self.conns, &mut self.ctx);
+        self.hub.leave(key, &mut self.conns, &mut self.ctx);
         if conn.is_upgraded() {
             self.ctx.open -= 1;
             self.ctx
@@ -426,7 +428,7 @@ impl Shard {
             drain.reason(&mut reason);
             let conn = &mut self.conns[key];
             conn.start_close(close::GOING_AWAY, &reason, Disconnect::Shutdown, &mut self.ctx);
-            let verdict = if conn.broken { Verdict::Drop } else { Verdict::Keep };
+            let verdict = if conn.is_broken() { Verdict::Drop } else { Verdict::Keep };
             self.apply(key, verdict);
         }
         self.draining = Some(drain);
@@ -475,7 +477,10 @@ impl Shard {
         }
         let hub = HubFigures {
             inbox_depth: self.inbox.len() as u64,
-            ..HubFigures::default()
+            inbox_drops: stats.inbox_drops,
+            channels: stats.channels,
+            subscriptions: stats.subscriptions,
+            users: stats.users,
         };
         self.metrics.flush(stats, hub);
     }
