@@ -301,9 +301,11 @@ fn presence_counts_every_node_and_a_killed_node_drops_out_after_its_ttl() {
     wait_until("presence of all nodes", || {
         (presence(a.admin.unwrap(), "room") == want).then_some(())
     });
-    // The `presence` command gives the same from any node.
-    let reply = clients[1].call("presence", json!({"channel": "room"}));
-    assert_eq!(reply["result"], want);
+    // The `presence` command gives the same from any node (once that node's
+    // view of the live nodes, refreshed with the heartbeats, has all three).
+    wait_until("presence through node b", || {
+        (clients[1].call("presence", json!({"channel": "room"}))["result"] == want).then_some(())
+    });
     c.signal(libc::SIGKILL);
     c.wait_exit(PATIENCE).expect("killed");
     let killed = Instant::now();
