@@ -22,10 +22,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::backoff::{random_u64, Backoff};
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
 use super::resp::{Conn, Value};
-use super::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, REDIS_TIMEOUT};
+use super::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, RedisCall, REDIS_TIMEOUT};
 use crate::hub::config::{HistoryRule, CLOSE_REPLACED};
 use crate::hub::log::Entry;
-use crate::hub::msg::{HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
+use crate::hub::msg::{HubMsg, Origin, Query, ReplyTo};
 use crate::hub::owner::publications_json;
 use crate::hub::protocol::{self, code, json_string};
 use crate::metrics::names;
@@ -47,36 +47,14 @@ pub struct Setup {
     pub max_connections_per_user: usize,
 }
 
-/// A command waiting for (or in) a pipeline.
+/// A command waiting for (or in) a pipeline: the shards' own commands that
+/// need an answer from Redis (publish, sync, recover, query) as they came,
+/// and the bridge's own work.
 enum Op {
-    Publish {
-        channel: Arc<str>,
-        data: Arc<str>,
-        reply: Option<ReplyTo>,
-        rule: HistoryRule,
-    },
-    Sync {
-        channel: Arc<str>,
-        shard: usize,
-    },
-    Recover {
-        channel: Arc<str>,
-        shard: usize,
-        rule: HistoryRule,
-        sub: PendingSubscribe,
-    },
-    Query {
-        channel: Arc<str>,
-        query: Query,
-        reply: ReplyTo,
-        rule: HistoryRule,
-    },
+    /// A shard's call, as it came.
+    Cmd(RedisCall),
     /// Check the user's connection count across the cluster.
-    UserOnline {
-        user: Arc<str>,
-        member: String,
-        score: u64,
-    },
+    UserOnline { user: Arc<str>, member: String, score: u64 },
     /// Fire and forget (`PUBLISH` control messages, cleanup).
     Raw(Vec<String>),
 }
@@ -252,40 +230,7 @@ impl Commander {
                 self.gone.push_back((user, member));
                 return;
             }
-            ClusterCmd::Publish {
-                channel,
-                data,
-                reply,
-                rule,
-            } => Op::Publish {
-                channel,
-                data,
-                reply,
-                rule,
-            },
-            ClusterCmd::Sync { channel, shard } => Op::Sync { channel, shard },
-            ClusterCmd::Recover {
-                channel,
-                shard,
-                rule,
-                sub,
-            } => Op::Recover {
-                channel,
-                shard,
-                rule,
-                sub,
-            },
-            ClusterCmd::Query {
-                channel,
-                query,
-                reply,
-                rule,
-            } => Op::Query {
-                channel,
-                query,
-                reply,
-                rule,
-            },
+            ClusterCmd::Call(call) => Op::Cmd(call),
             ClusterCmd::UserMessage { user, json } => {
                 let json = String::from_utf8_lossy(&json);
                 self.control(serde_json::json!({"k": "m", "from": &*self.setup.config.node, "user": &*user, "json": json}))
@@ -395,9 +340,9 @@ impl Commander {
             ]
         };
         match op {
-            Op::Publish {
+            Op::Cmd(RedisCall::Publish {
                 channel, data, rule, ..
-            } => {
+            }) => {
                 let mut args = evalsha(&self.shas.publish, channel);
                 args.extend([
                     new_epoch(),
@@ -410,29 +355,29 @@ impl Commander {
                 ]);
                 args
             }
-            Op::Sync { channel, .. } => {
+            Op::Cmd(RedisCall::Sync { channel, .. }) => {
                 let mut args = evalsha(&self.shas.sync, channel);
                 args.extend([new_epoch(), CHANNEL_KEYS_TTL_SECS.to_string()]);
                 args
             }
-            Op::Recover { channel, sub, .. } => {
+            Op::Cmd(RedisCall::Recover { channel, sub, .. }) => {
                 let after = sub.recover.as_ref().map_or(0, |r| r.offset);
                 let mut args = evalsha(&self.shas.read, channel);
                 args.extend([format!("{}-0", after + 1), "0".into()]);
                 args
             }
-            Op::Query {
+            Op::Cmd(RedisCall::Query {
                 channel,
                 query: Query::History { limit },
                 rule,
                 ..
-            } => {
+            }) => {
                 let count = (*limit).min(rule.size);
                 let mut args = evalsha(&self.shas.read, channel);
                 args.extend(["-".into(), count.to_string()]);
                 args
             }
-            Op::Query { channel, .. } => vec!["HGETALL".into(), keys::presence(channel)],
+            Op::Cmd(RedisCall::Query { channel, .. }) => vec!["HGETALL".into(), keys::presence(channel)],
             Op::UserOnline { user, member, score } => vec![
                 "EVALSHA".into(),
                 self.shas.user_online.clone(),
@@ -452,7 +397,7 @@ impl Commander {
             return self.fail(op, "the cluster refused the command");
         }
         match op {
-            Op::Publish { reply: to, .. } => {
+            Op::Cmd(RedisCall::Publish { reply: to, .. }) => {
                 let (epoch, offset) = epoch_offset(&reply);
                 self.state.published.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(names::CLUSTER_PUBLISHED).increment(1);
@@ -461,7 +406,7 @@ impl Commander {
                     self.answer(to, Ok(&result));
                 }
             }
-            Op::Sync { channel, shard } => {
+            Op::Cmd(RedisCall::Sync { channel, shard }) => {
                 let (epoch, offset) = epoch_offset(&reply);
                 let msg = HubMsg::ClusterSynced {
                     channel,
@@ -469,12 +414,12 @@ impl Commander {
                 };
                 self.to_shard(shard, msg);
             }
-            Op::Recover {
+            Op::Cmd(RedisCall::Recover {
                 channel,
                 shard,
                 rule,
                 sub,
-            } => {
+            }) => {
                 let (epoch, _, entries) = read_reply(reply, &rule);
                 let msg = HubMsg::ClusterRecovered {
                     channel,
@@ -484,12 +429,12 @@ impl Commander {
                 };
                 self.to_shard(shard, msg);
             }
-            Op::Query {
+            Op::Cmd(RedisCall::Query {
                 channel,
                 query,
                 reply: to,
                 rule,
-            } => {
+            }) => {
                 let result = match query {
                     Query::Presence => self.presence_json(&channel, reply),
                     Query::History { .. } => history_json(reply, &rule),
@@ -505,11 +450,15 @@ impl Commander {
     fn fail(&mut self, op: Op, why: &str) {
         self.state.drop_one();
         match op {
-            Op::Publish { reply: Some(to), .. } | Op::Query { reply: to, .. } => self.answer(to, Err(why)),
-            Op::Sync { channel, shard } => self.to_shard(shard, HubMsg::ClusterSynced { channel, epoch: None }),
-            Op::Recover {
+            Op::Cmd(RedisCall::Publish { reply: Some(to), .. }) | Op::Cmd(RedisCall::Query { reply: to, .. }) => {
+                self.answer(to, Err(why))
+            }
+            Op::Cmd(RedisCall::Sync { channel, shard }) => {
+                self.to_shard(shard, HubMsg::ClusterSynced { channel, epoch: None })
+            }
+            Op::Cmd(RedisCall::Recover {
                 channel, shard, sub, ..
-            } => {
+            }) => {
                 let msg = HubMsg::ClusterRecovered {
                     channel,
                     epoch: None,

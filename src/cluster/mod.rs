@@ -53,9 +53,10 @@ pub struct ClusterConfig {
     pub node_ttl: Duration,
 }
 
-/// What shards ask of the bridge.
+/// The shards' commands that wait for an answer from Redis; the bridge
+/// pipelines them as they are.
 #[derive(Debug)]
-pub enum ClusterCmd {
+pub enum RedisCall {
     /// Sequence through Redis; the answer goes to `reply`, the publication
     /// to every node's owner shard.
     Publish {
@@ -65,10 +66,7 @@ pub enum ClusterCmd {
         rule: HistoryRule,
     },
     /// The channel's epoch and last offset, for the owner shard `shard`.
-    Sync {
-        channel: Arc<str>,
-        shard: usize,
-    },
+    Sync { channel: Arc<str>, shard: usize },
     /// Publications after `after` from Redis's history, for a subscriber
     /// the owner's local log cannot serve.
     Recover {
@@ -84,6 +82,13 @@ pub enum ClusterCmd {
         reply: ReplyTo,
         rule: HistoryRule,
     },
+}
+
+/// What shards ask of the bridge.
+#[derive(Debug)]
+pub enum ClusterCmd {
+    /// Work that needs an answer from Redis.
+    Call(RedisCall),
     /// This node's subscriptions of `channel` by `user` changed by `delta`.
     Presence {
         channel: Arc<str>,

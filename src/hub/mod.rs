@@ -32,7 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::cluster::{ClusterCmd, ClusterLink};
+use crate::cluster::{ClusterCmd, ClusterLink, RedisCall};
 use crate::conn::{Conn, Ctx, Disconnect, Outgoing};
 use crate::route::{Endpoint, Route};
 use crate::shard::inbox::{ShardHandle, ShardMsg};
@@ -599,15 +599,16 @@ impl Hub {
         let Some(link) = &self.cluster else { return };
         let Err(cmd) = link.send(cmd) else { return };
         match cmd {
-            ClusterCmd::Publish { reply: Some(reply), .. } | ClusterCmd::Query { reply, .. } => {
+            ClusterCmd::Call(RedisCall::Publish { reply: Some(reply), .. })
+            | ClusterCmd::Call(RedisCall::Query { reply, .. }) => {
                 let ReplyTo::Client(to) = reply else { return }; // the API sees its sender dropped: 503
                 let body = protocol::reply_error(Some(to.id), code::UNAVAILABLE, "the cluster link is busy; retry");
                 self.route_answer(to, body, conns, ctx);
             }
-            ClusterCmd::Sync { channel, .. } => {
+            ClusterCmd::Call(RedisCall::Sync { channel, .. }) => {
                 self.owner_message(HubMsg::ClusterSynced { channel, epoch: None }, conns, ctx);
             }
-            ClusterCmd::Recover { channel, sub, .. } => {
+            ClusterCmd::Call(RedisCall::Recover { channel, sub, .. }) => {
                 let msg = HubMsg::ClusterRecovered {
                     channel,
                     epoch: None,

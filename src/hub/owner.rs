@@ -13,7 +13,7 @@ use super::log::{ChannelLog, Entry, Recovery};
 use super::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
 use super::protocol::{self, json_string};
 use super::text_frame;
-use crate::cluster::ClusterCmd;
+use crate::cluster::{ClusterCmd, RedisCall};
 
 /// What handling one message produced.
 #[derive(Default)]
@@ -84,21 +84,21 @@ impl Owned {
             }
             HubMsg::Publish { channel, data, reply } if self.cluster => {
                 let rule = self.config.history_for(&channel);
-                out.cluster.push(ClusterCmd::Publish {
+                out.cluster.push(ClusterCmd::Call(RedisCall::Publish {
                     channel,
                     data,
                     reply,
                     rule,
-                });
+                }));
             }
             HubMsg::Query { channel, query, reply } if self.cluster => {
                 let rule = self.config.history_for(&channel);
-                out.cluster.push(ClusterCmd::Query {
+                out.cluster.push(ClusterCmd::Call(RedisCall::Query {
                     channel,
                     query,
                     reply,
                     rule,
-                });
+                }));
             }
             HubMsg::Publish { channel, data, reply } => {
                 let log = self.log(&channel, tick);
@@ -160,10 +160,10 @@ impl Owned {
                 if waiting.len() == 1 {
                     // Unsynced (no epoch): it keeps publications arriving meanwhile.
                     self.log(&channel, tick);
-                    out.cluster.push(ClusterCmd::Sync {
+                    out.cluster.push(ClusterCmd::Call(RedisCall::Sync {
                         channel,
                         shard: self.shard,
-                    });
+                    }));
                 }
                 return;
             }
@@ -171,12 +171,12 @@ impl Owned {
             if older.is_some_and(|(log, from)| log.needs_older(from)) {
                 let rule = self.config.history_for(&channel);
                 let shard = self.shard;
-                out.cluster.push(ClusterCmd::Recover {
+                out.cluster.push(ClusterCmd::Call(RedisCall::Recover {
                     channel,
                     shard,
                     rule,
                     sub,
-                });
+                }));
                 return;
             }
         }
