@@ -58,8 +58,10 @@ fn latency_of_a_known_delay_is_measured() {
     let run = common::load(&["echo", "--url", &url, "-c", "4", "--rate", "100", "-d", "1"]);
     assert_eq!(run.count("verify_errors"), 0);
     let (p50, max) = (run.latency("rtt", "p50_ms"), run.latency("rtt", "max_ms"));
-    assert!((20.0..25.0).contains(&p50), "20 ms server delay, p50 {p50}");
-    assert!(max < 60.0, "max {max}");
+    // The median must read the delay (not 0, not two delays); the bounds
+    // leave room for a CI box running other tests on the same two cores.
+    assert!((20.0..30.0).contains(&p50), "20 ms server delay, p50 {p50}");
+    assert!(max < 250.0, "max {max}");
 }
 
 #[test]

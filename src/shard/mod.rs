@@ -188,9 +188,13 @@ impl Shard {
     }
 
     fn poll_timeout(&self) -> Duration {
+        // A non-empty inbox counts too: senders wake the shard only when the
+        // inbox goes from empty to non-empty, so messages left over when the
+        // inbox budget ran out would otherwise wait for the next tick.
         let busy = !self.again.is_empty()
             || (self.accept_pending && self.can_accept())
-            || (!self.starved.is_empty() && self.ctx.pool.available() > 0);
+            || (!self.starved.is_empty() && self.ctx.pool.available() > 0)
+            || !self.inbox.is_empty();
         if busy || self.last_busy.elapsed() < self.spin {
             return Duration::ZERO;
         }
