@@ -154,3 +154,32 @@ fn a_slow_member_is_cut_off_while_the_room_keeps_flowing() {
     });
     server.wait_for("two members left", |s| s.open == 2);
 }
+
+#[test]
+fn room_deliveries_feed_the_publish_to_deliver_histogram() {
+    let server = start(|c| c.shards = 2);
+    let mut members = members_on_both_shards(&server, "timed", 8);
+    for i in 0..5 {
+        members[i].send_text("tick");
+    }
+    for member in &mut members {
+        for _ in 0..5 {
+            assert_eq!(member.recv().unwrap().payload, b"tick");
+        }
+    }
+    // Each shard records once per message it delivers: 5 messages x 2 shards.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = http_get(server.admin_addr(), "/metrics");
+        let count: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("hubbub_publish_to_deliver_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if count >= 10.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "histogram count {count}:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

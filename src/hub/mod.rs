@@ -28,6 +28,7 @@ pub mod session;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use slab::Slab;
@@ -161,23 +162,33 @@ impl Hub {
         let Some(name) = self.rooms.name(index) else { return };
         ctx.stats.messages_in_rooms += 1;
         let owner = self.owner_of(&name);
+        let at = Instant::now();
         if owner == self.shard {
-            self.publish_room(name, frame, conns, ctx);
+            self.publish_room(name, frame, at, conns, ctx);
         } else {
-            self.send(owner, HubMsg::RoomPublish { room: name, frame }, ctx);
+            self.send(owner, HubMsg::RoomPublish { room: name, frame, at }, ctx);
         }
     }
 
     /// At the owner: deliver here, then to every other shard.
-    fn publish_room(&mut self, name: Arc<str>, frame: Bytes, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-        self.deliver(Target::Room, &name, &frame, conns, ctx);
+    fn publish_room(&mut self, name: Arc<str>, frame: Bytes, at: Instant, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        self.deliver_room(&name, &frame, at, conns, ctx);
         self.send_to_others(
             || HubMsg::RoomDeliver {
                 room: Arc::clone(&name),
                 frame: frame.clone(),
+                at,
             },
             ctx,
         );
+    }
+
+    /// A room message to this shard's members, timed from when it was read
+    /// (the publish-to-deliver histogram: read on the sender's shard, queued
+    /// for every member here).
+    fn deliver_room(&mut self, name: &str, frame: &Bytes, at: Instant, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        self.deliver(Target::Room, name, frame, conns, ctx);
+        ctx.stats.delivery_latency.record(at.elapsed());
     }
 
     /// Queues `frame` for every local member of `name` in the chosen groups.
@@ -492,8 +503,8 @@ impl Hub {
     /// Handles a hub message from another shard (or the admin thread).
     pub fn on_message(&mut self, msg: HubMsg, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         match msg {
-            HubMsg::RoomPublish { room, frame } => self.publish_room(room, frame, conns, ctx),
-            HubMsg::RoomDeliver { room, frame } => self.deliver(Target::Room, &room, &frame, conns, ctx),
+            HubMsg::RoomPublish { room, frame, at } => self.publish_room(room, frame, at, conns, ctx),
+            HubMsg::RoomDeliver { room, frame, at } => self.deliver_room(&room, &frame, at, conns, ctx),
             HubMsg::Deliver { channel, frame } => self.deliver(Target::Channel, &channel, &frame, conns, ctx),
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns, ctx),
             HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns, ctx),

@@ -3,6 +3,7 @@
 //! which is what keeps each channel's messages in its owner's order.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -65,11 +66,14 @@ pub enum HubMsg {
     RoomPublish {
         room: Arc<str>,
         frame: Bytes,
+        /// When the member's shard read the message (publish-to-deliver latency).
+        at: Instant,
     },
     /// From a room's owner: deliver this frame to the local members.
     RoomDeliver {
         room: Arc<str>,
         frame: Bytes,
+        at: Instant,
     },
     /// To a channel's owner: count the subscriber, answer with the position
     /// (and the recovered publications).
