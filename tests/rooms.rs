@@ -159,8 +159,8 @@ fn a_slow_member_is_cut_off_while_the_room_keeps_flowing() {
 fn room_deliveries_feed_the_publish_to_deliver_histogram() {
     let server = start(|c| c.shards = 2);
     let mut members = members_on_both_shards(&server, "timed", 8);
-    for i in 0..5 {
-        members[i].send_text("tick");
+    for member in members.iter_mut().take(5) {
+        member.send_text("tick");
     }
     for member in &mut members {
         for _ in 0..5 {
