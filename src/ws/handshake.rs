@@ -143,9 +143,12 @@ impl OriginPattern {
         }
         match self.host.strip_prefix("*.") {
             Some(domain) => {
+                // Bytes, not `str` slices: the Origin is client text and may
+                // hold multi-byte characters where the suffix would start.
+                let (host, domain) = (host.as_bytes(), domain.as_bytes());
                 host.len() > domain.len() + 1
                     && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
-                    && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+                    && host[host.len() - domain.len() - 1] == b'.'
             }
             None => host.eq_ignore_ascii_case(&self.host),
         }
@@ -464,6 +467,23 @@ mod tests {
         assert_eq!(status_of(&request("Origin: http://app.test:8443\r\n"), &p), 403);
         assert_eq!(status_of(&request(""), &p), 101, "non-browser clients send no Origin");
         assert!(OriginPattern::parse("*").is_err());
+    }
+
+    #[test]
+    fn non_ascii_origin_is_refused_not_a_panic() {
+        // Found by fuzzing: the wildcard suffix used to be cut out of the
+        // Origin as a `str`, which panics inside a multi-byte character.
+        let origins = [OriginPattern::parse("*.example.com").unwrap()];
+        let p = Policy {
+            origins: &origins,
+            subprotocols: &[],
+            auth: AuthPolicy::default(),
+        };
+        assert_eq!(
+            status_of(&request("Origin: https://ciat\u{4a2}xample.com\r\n"), &p),
+            403
+        );
+        assert_eq!(status_of(&request("Origin: https://\u{e9}.example.com\r\n"), &p), 101);
     }
 
     #[test]
