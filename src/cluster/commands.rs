@@ -47,6 +47,9 @@ pub struct Setup {
     pub max_connections_per_user: usize,
 }
 
+/// Dead node ids kept for cleaning their presence entries.
+const MAX_DEAD_NODES_REMEMBERED: usize = 4096;
+
 /// A command waiting for (or in) a pipeline: the shards' own commands that
 /// need an answer from Redis (publish, sync, recover, query) as they came,
 /// and the bridge's own work.
@@ -85,9 +88,12 @@ pub struct Commander {
     users: HashMap<Arc<str>, Vec<(String, u64)>>,
     users_dirty: HashSet<Arc<str>>,
     gone: VecDeque<(Arc<str>, String)>,
-    /// Nodes heartbeating within the TTL, and every node still listed.
+    /// Nodes heartbeating within the TTL.
     live: HashSet<String>,
-    known: HashSet<String>,
+    /// Nodes seen silent for ten TTLs: their leftover presence entries may
+    /// be deleted. (A node merely missing from our last view may be one that
+    /// started since; its entries are skipped, never deleted.)
+    dead: HashSet<String>,
 }
 
 impl Commander {
@@ -110,7 +116,7 @@ impl Commander {
             users: HashMap::new(),
             users_dirty: HashSet::new(),
             gone: VecDeque::new(),
-            known: live.clone(),
+            dead: HashSet::new(),
             live,
         }
     }
@@ -506,7 +512,7 @@ impl Commander {
             };
             let (node, user) = field.split_once('|').unwrap_or((field, ""));
             if !self.live.contains(node) {
-                if !self.known.contains(node) {
+                if self.dead.contains(node) {
                     dead.push(field.to_string());
                 }
                 continue;
@@ -600,7 +606,7 @@ impl Commander {
         let read = vec![vec!["HGETALL".to_string(), keys::NODES.into()]];
         let reply = self.exchange(&state, &read)?.pop().unwrap_or(Value::Nil);
         let ttl_ms = self.setup.config.node_ttl.as_millis() as u64;
-        let (mut live, mut known, mut view, mut dead) = (HashSet::new(), HashSet::new(), Vec::new(), Vec::new());
+        let (mut live, mut view, mut dead) = (HashSet::new(), Vec::new(), Vec::new());
         for pair in reply.into_array().chunks(2) {
             let (Some(node), Some(value)) = (pair[0].as_str(), pair.get(1).and_then(Value::as_str)) else {
                 continue;
@@ -611,7 +617,6 @@ impl Commander {
                 dead.push(node.to_string());
                 continue;
             }
-            known.insert(node.to_string());
             if ago <= ttl_ms {
                 live.insert(node.to_string());
                 view.push(NodeInfo {
@@ -623,7 +628,13 @@ impl Commander {
         }
         view.sort_by(|a, b| a.node.cmp(&b.node));
         live.insert(self.setup.config.node.to_string());
-        (self.live, self.known) = (live, known);
+        self.live = live;
+        // Remembered (bounded) so their presence entries can go when a
+        // query meets them, after they left the node list.
+        if self.dead.len() + dead.len() > MAX_DEAD_NODES_REMEMBERED {
+            self.dead.clear();
+        }
+        self.dead.extend(dead.iter().cloned());
         if let Ok(mut nodes) = self.state.nodes.lock() {
             *nodes = view;
         }

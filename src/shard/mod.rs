@@ -142,6 +142,8 @@ impl Shard {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut due = Vec::new();
+        // Every series exists from the start, not from the first tick.
+        self.publish();
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
