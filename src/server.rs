@@ -17,7 +17,7 @@ use crate::conn::{Ctx, Limits};
 use crate::limits;
 use crate::metrics::stats::ShardStats;
 use crate::net::listener;
-use crate::shard::inbox::{ShardHandle, ShardMsg, INBOX_CAPACITY};
+use crate::shard::inbox::{ShardHandle, ShardMsg};
 use crate::shard::timer::TICK;
 use crate::shard::{token, Shard, ShardSetup};
 
@@ -167,8 +167,8 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
     for _ in 0..config.shards {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
-        let (tx, inbox) = crossbeam_channel::bounded(INBOX_CAPACITY);
-        shards.push(ShardHandle::new(tx, waker));
+        let (handle, inbox) = crate::shard::inbox::channel(waker);
+        shards.push(handle);
         polls.push(poll);
         inboxes.push(inbox);
     }

@@ -105,16 +105,28 @@ impl Conn {
         if self.phase != Phase::Open {
             return false;
         }
+        let frame_len = frame.len();
         let queued_before = self.queued_bytes();
         self.outq.get_or_insert_with(Default::default).push(frame);
         ctx.stats.messages_out += 1;
-        self.check_backlog(queued_before, ctx);
+        if queued_before > ctx.limits.max_backlog_bytes {
+            // Over the cap with this turn's batch: offer it to the socket
+            // before judging, so a reader that keeps up is never taken for a
+            // slow one; only what the socket refused counts.
+            if self.on_writable(ctx) == Verdict::Drop {
+                self.flags.set(Flags::BROKEN, true);
+            }
+            self.check_backlog(self.queued_bytes().saturating_sub(frame_len), ctx);
+        }
         self.mark_dirty()
     }
 
     /// Flushes what `queue_shared` queued (the end-of-turn pass).
     pub fn flush_dirty(&mut self, ctx: &mut Ctx) -> Verdict {
         self.flags.set(Flags::DIRTY, false);
+        if self.is_broken() {
+            return Verdict::Drop;
+        }
         self.on_writable(ctx)
     }
 
@@ -188,6 +200,12 @@ impl Conn {
             None => self.process_scratch(n, ctx),
         }
         self.send_reply(ctx);
+        // The client's Close answered ours (or the connection failed while
+        // closing) with nothing left to write: shut down our side now, the
+        // server closes TCP first (RFC 6455 §7.1.1).
+        if self.phase == Phase::Lingering && self.outq.is_none() && !self.is_broken() {
+            self.after_flush();
+        }
     }
 
     fn process_leased(&mut self, mut buf: Box<InBuf>, n: usize, ctx: &mut Ctx) {
@@ -366,6 +384,9 @@ impl Conn {
             self.ending = Some(Disconnect::ProtocolError);
             ctx.stats.protocol_errors += 1;
         }
+        // Input is no longer processed: drop any partial message state so
+        // the buffer goes back to the pool.
+        self.decoder = crate::ws::codec::Decoder::default();
         self.enter(Phase::Lingering, ctx.tick);
     }
 

@@ -355,6 +355,7 @@ impl Hub {
         session.subs.push(Subscription {
             channel: Arc::clone(&channel),
             joined: false,
+            command: origin.id,
             join_leave,
         });
         let user = session.user.clone();
@@ -379,8 +380,13 @@ impl Hub {
         } = confirmation;
         let key = to.key as usize;
         let session = self.sessions.get_mut(&key).filter(|s| s.generation == to.generation);
-        let Some((session, index)) = session.and_then(|s| s.subscription(&channel).map(|i| (s, i))) else {
-            // Gone or unsubscribed meanwhile: undo the owner's count.
+        let pending = |s: &session::Session| {
+            s.subscription(&channel)
+                .filter(|&i| !s.subs[i].joined && s.subs[i].command == to.id)
+        };
+        let Some((session, index)) = session.and_then(|s| pending(s).map(|i| (s, i))) else {
+            // Gone, unsubscribed, or answered for an older subscribe of the
+            // same channel: undo the owner's count.
             return self.route_to_owner(&Arc::clone(&channel), HubMsg::Unsubscribe { channel, user }, conns, ctx);
         };
         let sub = &mut session.subs[index];

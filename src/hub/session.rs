@@ -30,6 +30,10 @@ pub struct Subscription {
     pub channel: Arc<str>,
     /// False while the owner shard has not answered the subscribe.
     pub joined: bool,
+    /// The subscribe command's id: only the owner's answer to this very
+    /// command confirms it (an answer to an earlier, since-unsubscribed
+    /// subscribe must be undone, not counted twice).
+    pub command: u64,
     pub join_leave: bool,
 }
 

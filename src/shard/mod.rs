@@ -376,6 +376,7 @@ impl Shard {
     }
 
     fn drain_inbox(&mut self) {
+        self.inbox.begin_drain();
         for _ in 0..INBOX_BUDGET {
             match self.inbox.try_recv() {
                 Ok(ShardMsg::Shutdown) => self.begin_shutdown(),
