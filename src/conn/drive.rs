@@ -219,7 +219,7 @@ impl Conn {
         if left == 0 && self.decoder.is_idle() {
             return; // the buffer (and its lease) goes back now
         }
-        buf.reserve(need.max(left + 1), self.buffer_limit(ctx));
+        buf.reserve(room_for(need, left), self.buffer_limit(ctx));
         self.inbuf = Some(buf);
     }
 
@@ -229,7 +229,7 @@ impl Conn {
         let keep = self.decoder.assembled();
         if pos < n || keep > 0 || !self.decoder.is_idle() {
             let parts = [&scratch[..keep], &scratch[pos..n]];
-            let room = need.max(keep + (n - pos) + 1);
+            let room = room_for(need, keep + (n - pos));
             // on_readable checked that a lease is free before reading.
             self.inbuf = InBuf::holding(parts, room, &ctx.pool).map(Box::new);
             if self.inbuf.is_none() {
@@ -446,5 +446,29 @@ impl Conn {
             Phase::Lingering
         };
         self.enter(next, ctx.tick);
+    }
+}
+
+/// Buffer room to make for input that needs `need` bytes in all when `have`
+/// have arrived: grow with what has actually arrived (at least double, at
+/// least one pool buffer), never all at once on the word of a frame header,
+/// so a 14-byte header announcing a megabyte costs a megabyte only once the
+/// megabyte comes. Always leaves room for at least one more byte.
+fn room_for(need: usize, have: usize) -> usize {
+    need.min((2 * have).max(crate::buf::BUF_SIZE)).max(have + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room_for;
+    use crate::buf::BUF_SIZE;
+
+    #[test]
+    fn buffers_grow_with_the_data_not_with_the_header() {
+        assert_eq!(room_for(1 << 20, 14), BUF_SIZE, "a bare header gets one pool buffer");
+        assert_eq!(room_for(1 << 20, BUF_SIZE), 2 * BUF_SIZE);
+        assert_eq!(room_for(100, 50), 100, "small needs are met at once");
+        assert_eq!(room_for(0, 10), 11, "always room for one more byte");
+        assert_eq!(room_for(5, 10), 11);
     }
 }
