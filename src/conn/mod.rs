@@ -188,14 +188,6 @@ impl Conn {
         newly
     }
 
-    pub fn holds_buffer(&self) -> bool {
-        self.inbuf.is_some()
-    }
-
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
-    }
-
     pub(crate) fn enter(&mut self, phase: Phase, tick: u32) {
         self.phase = phase;
         self.phase_since = tick;

@@ -165,10 +165,6 @@ impl HubConfig {
             .copied()
             .unwrap_or(self.history)
     }
-
-    pub fn history_ttl(&self) -> Duration {
-        Duration::from_millis(self.history.ttl_ticks as u64 * 1000 / TICKS_PER_SEC as u64)
-    }
 }
 
 fn cluster_config(

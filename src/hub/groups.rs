@@ -76,11 +76,6 @@ impl Groups {
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
-
-    /// Names of the groups with members here.
-    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.groups.iter().map(|(_, g)| &g.name)
-    }
 }
 
 #[cfg(test)]

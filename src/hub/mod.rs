@@ -154,7 +154,6 @@ impl Hub {
                 ctx,
             );
         }
-        let _ = ctx;
     }
 
     fn room_message(&mut self, key: usize, frame: Bytes, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
