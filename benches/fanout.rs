@@ -34,7 +34,8 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(RECEIVERS as u64));
     for (size, label) in [(32usize, "32B"), (1024, "1KiB")] {
         let payload = vec![b'x'; size];
-        let mut queues: Vec<OutQ> = (0..RECEIVERS).map(|_| OutQ::default()).collect();
+        let meter = hubbub::buf::Meter::unlimited();
+        let mut queues: Vec<OutQ> = (0..RECEIVERS).map(|_| OutQ::new(meter.clone())).collect();
         group.bench_function(BenchmarkId::new("shared", label), |b| {
             b.iter(|| fan_out_shared(black_box(&payload), &mut queues))
         });

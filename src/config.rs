@@ -10,8 +10,10 @@ use clap::Parser;
 
 pub mod layers;
 
+use crate::conn::admission::PerIpLimits;
 use crate::hub::config::{HubArgs, HubConfig};
 use crate::limits;
+use crate::net::cidr::Cidr;
 use crate::ws::handshake::OriginPattern;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -22,6 +24,9 @@ pub const DEFAULT_MAX_BACKLOG_BYTES: usize = 1 << 20;
 pub const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// Time from a message's first byte to its last: a 1 MiB message over a
+/// 1 Mbit/s link takes about 9 s.
+pub const DEFAULT_MESSAGE_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_BUFFER_POOL_BUFFERS: usize = 512;
 pub const DEFAULT_DRAIN_SECS: u64 = 30;
 /// Microseconds a shard keeps polling after its last event before it blocks.
@@ -29,6 +34,29 @@ pub const DEFAULT_BUSY_POLL_US: u64 = 50;
 /// How long a closing connection may take to finish: the client's Close
 /// answer, our final flush, the client's FIN.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The smallest `--memory-limit` accepted.
+pub const MIN_MEMORY_LIMIT_BYTES: u64 = 16 << 20;
+
+/// A byte count: a plain number or one with a suffix (`512B`, `64KiB`,
+/// `16MiB`, `2GiB`, also `K`, `M`, `G`, `KB`, `MB`, `GB` as binary units).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{text:?}: expected bytes, e.g. 1048576, 64KiB, 256MiB or 2GiB")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected bytes, e.g. 1048576, 64KiB, 256MiB or 2GiB"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?}: too large"))
+}
 
 /// hubbub: a sharded WebSocket server for a million connections per box.
 #[derive(Debug, Parser)]
@@ -81,6 +109,30 @@ pub struct Args {
     /// Seconds a client has to complete its upgrade request.
     #[arg(long, default_value_t = DEFAULT_HANDSHAKE_TIMEOUT_SECS)]
     pub handshake_timeout_secs: u64,
+    /// Seconds from a message's first byte to its last (all its fragments);
+    /// a connection holding a partial message longer is closed with 1008.
+    /// Pings between fragments do not extend it.
+    #[arg(long, default_value_t = DEFAULT_MESSAGE_TIMEOUT_SECS)]
+    pub message_timeout_secs: u64,
+    /// Bytes the server may hold for clients in all: partial input, outgoing
+    /// queues, history (suffixes KiB, MiB, GiB). Near it new upgrades get 503,
+    /// over it the largest holders are closed [default: the cgroup's
+    /// memory.max, else 75% of physical memory, less the kernel's socket
+    /// memory and the buffer pools at the configured capacity].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub memory_limit: Option<u64>,
+    /// Upgraded connections per client address (0: no limit); more get 429.
+    #[arg(long, default_value_t = 0)]
+    pub max_connections_per_ip: u32,
+    /// Handshakes per second per client address, same burst (0: no limit);
+    /// more get 429.
+    #[arg(long, default_value_t = 0)]
+    pub max_handshakes_per_ip_per_sec: u32,
+    /// Proxy address or range (repeatable, e.g. 10.0.0.0/8): for requests
+    /// from it the per-address limits count the first untrusted address of
+    /// X-Forwarded-For.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
     /// Allowed Origin (repeatable): `https://app.example.com`, `app.example.com`
     /// or `*.example.com`. None given: any origin.
     #[arg(long = "allowed-origin", value_name = "PATTERN")]
@@ -127,6 +179,10 @@ pub struct Config {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
+    pub message_timeout: Duration,
+    /// `None`: derived at start (see `limits::default_memory_limit`).
+    pub memory_limit: Option<u64>,
+    pub per_ip: PerIpLimits,
     pub allowed_origins: Vec<OriginPattern>,
     pub subprotocols: Vec<String>,
     pub buffer_pool: usize,
@@ -165,6 +221,9 @@ impl Default for Config {
             ping_interval: Duration::from_secs(DEFAULT_PING_INTERVAL_SECS),
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+            message_timeout: Duration::from_secs(DEFAULT_MESSAGE_TIMEOUT_SECS),
+            memory_limit: None,
+            per_ip: PerIpLimits::default(),
             allowed_origins: Vec::new(),
             subprotocols: Vec::new(),
             buffer_pool: DEFAULT_BUFFER_POOL_BUFFERS,
@@ -194,6 +253,11 @@ impl Config {
                     .map_err(|_| invalid("admin-listen", "an address like 127.0.0.1:9090, or off"))?,
             ),
         };
+        let trusted_proxies = args
+            .trusted_proxies
+            .iter()
+            .map(|c| Cidr::parse(c).map_err(|e| invalid("trusted-proxy", e)))
+            .collect::<Result<_, _>>()?;
         let config = Config {
             listen: args.listen,
             admin_listen,
@@ -205,6 +269,13 @@ impl Config {
             ping_interval: Duration::from_secs(args.ping_interval_secs),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+            message_timeout: Duration::from_secs(args.message_timeout_secs),
+            memory_limit: args.memory_limit,
+            per_ip: PerIpLimits {
+                max_connections: args.max_connections_per_ip,
+                handshakes_per_sec: args.max_handshakes_per_ip_per_sec,
+                trusted_proxies,
+            },
             allowed_origins,
             subprotocols: args.subprotocols,
             buffer_pool: args.buffer_pool,
@@ -237,6 +308,12 @@ impl Config {
         }
         if self.max_backlog_bytes == 0 {
             return Err(invalid("max-backlog-bytes", "must be at least 1"));
+        }
+        if self.message_timeout.is_zero() {
+            return Err(invalid("message-timeout-secs", "must be at least 1 second"));
+        }
+        if self.memory_limit.is_some_and(|m| m < MIN_MEMORY_LIMIT_BYTES) {
+            return Err(invalid("memory-limit", "must be at least 16 MiB"));
         }
         if self.ping_interval.is_zero() || self.handshake_timeout.is_zero() {
             return Err(invalid("ping-interval-secs", "timeouts must be at least 1 second"));
@@ -304,6 +381,22 @@ mod tests {
         assert_eq!(parse(&["--shards", "0"]).unwrap_err().field, "shards");
         assert_eq!(parse(&["--allowed-origin", "*"]).unwrap_err().field, "allowed-origin");
         assert_eq!(parse(&["--subprotocol", "a,b"]).unwrap_err().field, "subprotocol");
+    }
+
+    #[test]
+    fn byte_sizes_take_suffixes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("256 MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert!(parse_bytes("lots").is_err() && parse_bytes("1.5GiB").is_err());
+        let config = parse(&["--memory-limit", "256MiB", "--trusted-proxy", "10.0.0.0/8"]).unwrap();
+        assert_eq!(config.memory_limit, Some(256 << 20));
+        assert_eq!(parse(&["--memory-limit", "1MiB"]).unwrap_err().field, "memory-limit");
+        assert_eq!(
+            parse(&["--trusted-proxy", "10.0.0.0/99"]).unwrap_err().field,
+            "trusted-proxy"
+        );
     }
 
     #[test]

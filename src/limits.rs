@@ -1,5 +1,5 @@
 //! The open-file limit: raise the soft limit to the hard one at start, and
-//! derive how many connections fit.
+//! derive how many connections fit; the default memory budget.
 
 use std::io;
 
@@ -49,6 +49,68 @@ pub const BYTES_PER_IDLE_CONNECTION: u64 = 4608;
 
 /// Connections 80% of the box's memory holds (`None` without /proc/meminfo).
 pub fn connections_by_memory() -> Option<u64> {
+    Some(physical_memory()? * 8 / 10 / BYTES_PER_IDLE_CONNECTION)
+}
+
+/// Kernel memory of one idle connection (socket, file, epoll entry), which a
+/// cgroup is charged for but `--memory-limit` does not count.
+pub const KERNEL_BYTES_PER_CONNECTION: u64 = 3584;
+/// User-space memory of one connection slot (slab entry, timer entry).
+pub const SLOT_BYTES_PER_CONNECTION: u64 = 128;
+/// The process itself: code, thread stacks, allocator slack.
+pub const PROCESS_BASE_BYTES: u64 = 64 << 20;
+/// Share of physical memory the budget starts from outside a cgroup limit.
+pub const PHYSICAL_MEMORY_PERCENT: u64 = 75;
+
+/// The default `--memory-limit` and where it came from: the cgroup's limit
+/// (or 75% of physical memory) less what the process needs besides what it
+/// holds for clients: kernel socket memory and slots at `capacity`, the
+/// buffer pools, the process itself. Never below a quarter of the start.
+pub fn default_memory_limit(capacity: usize, pool_bytes: u64) -> (u64, &'static str) {
+    let (base, source) = match cgroup_memory_max() {
+        Some(max) => (max, "cgroup memory.max"),
+        None => (
+            physical_memory().unwrap_or(4 << 30) * PHYSICAL_MEMORY_PERCENT / 100,
+            "75% of physical memory",
+        ),
+    };
+    let reserve =
+        capacity as u64 * (KERNEL_BYTES_PER_CONNECTION + SLOT_BYTES_PER_CONNECTION) + pool_bytes + PROCESS_BASE_BYTES;
+    (base.saturating_sub(reserve).max(base / 4), source)
+}
+
+/// The memory limit of this process's cgroup (v2, then v1), if any.
+pub fn cgroup_memory_max() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in own.lines() {
+        // v2: "0::/path"; v1: "N:memory:/path".
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let file = if controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}/memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let candidates = [file, "/sys/fs/cgroup/memory.max".to_string()];
+        for f in candidates {
+            if let Some(limit) = read_limit(&f) {
+                return Some(limit);
+            }
+        }
+    }
+    None
+}
+
+fn read_limit(file: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let limit: u64 = text.trim().parse().ok()?; // "max" means none
+                                                // cgroup v1 writes a huge number for "no limit".
+    (limit < 1 << 60).then_some(limit)
+}
+
+fn physical_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = meminfo
         .lines()
@@ -58,7 +120,7 @@ pub fn connections_by_memory() -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
-    Some(kib * 1024 * 8 / 10 / BYTES_PER_IDLE_CONNECTION)
+    Some(kib * 1024)
 }
 
 /// A kernel setting from /proc/sys, e.g. `net/core/somaxconn`.
@@ -84,6 +146,14 @@ mod tests {
     fn reserve_is_taken_off_the_file_limit() {
         assert_eq!(connections_for(20_000, 2), 20_000 - 64 - 2 * 19);
         assert_eq!(connections_for(10, 4), 0);
+    }
+
+    #[test]
+    fn the_default_budget_leaves_room_for_the_kernel_and_the_pools() {
+        let (small, _) = default_memory_limit(0, 0);
+        let (big, _) = default_memory_limit(100_000, 64 << 20);
+        assert!(big < small, "capacity and pools come off the budget");
+        assert!(big >= small / 4, "but never below a quarter");
     }
 
     #[test]

@@ -11,8 +11,9 @@ use mio::{Poll, Waker};
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminHandle, Health};
-use crate::buf::BufPool;
+use crate::buf::{BufPool, MemoryBudget, Meter, BUF_SIZE};
 use crate::config::{Config, CLOSE_TIMEOUT};
+use crate::conn::admission::Admission;
 use crate::conn::{Ctx, Limits};
 use crate::limits;
 use crate::metrics::stats::ShardStats;
@@ -154,11 +155,23 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         "connection capacity"
     );
     log_capacity_verdict(config, capacity);
+    let pool_bytes = (config.shards * config.buffer_pool * BUF_SIZE) as u64;
+    let (memory_limit, memory_source) = match config.memory_limit {
+        Some(limit) => (limit, "--memory-limit"),
+        None => limits::default_memory_limit(capacity, pool_bytes),
+    };
+    info!(
+        memory_limit,
+        source = memory_source,
+        pool_bytes,
+        "memory budget for what clients make the server hold"
+    );
+    let budget = MemoryBudget::new(memory_limit);
+    let admission = Arc::new(Admission::new(capacity, config.per_ip.clone()));
     let prometheus = crate::metrics::exporter::install();
     let health = Arc::new(Health::default());
     let listeners = listener::bind_all(config.listen, config.backlog, config.shards)?;
     let addr = listeners[0].local_addr()?;
-    let per_shard = capacity.div_ceil(config.shards);
     // Every shard's poll, waker, inbox and counters exist before anything
     // runs, so each shard (and the server API) can reach all the others.
     let mut polls = Vec::with_capacity(config.shards);
@@ -212,7 +225,9 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
     let hub_config = Arc::new(config.hub.clone());
     for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
         let published = Arc::clone(&stats[id]);
-        let limits = shard_limits(config, per_shard);
+        let limits = shard_limits(config, capacity);
+        let budget = Arc::clone(&budget);
+        let admission = Arc::clone(&admission);
         let (buffers, drain, busy_poll) = (config.buffer_pool, config.drain, config.busy_poll);
         let shared = Arc::clone(&published);
         let peers = Arc::clone(&peers);
@@ -222,7 +237,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
             .name(format!("hubbub-shard-{id}"))
             .spawn(move || {
                 // The pool is single-threaded (Rc), so it is made on its thread.
-                let ctx = Ctx::new(BufPool::new(buffers), limits);
+                let ctx = Ctx::new(BufPool::new(buffers), limits, Meter::new(budget), admission);
                 let setup = ShardSetup {
                     id,
                     poll,
@@ -249,6 +264,7 @@ fn shard_limits(config: &Config, max_open: usize) -> Limits {
         max_message_bytes: config.max_message_bytes,
         max_backlog_bytes: config.max_backlog_bytes,
         handshake_ticks: ticks(config.handshake_timeout),
+        message_ticks: ticks(config.message_timeout),
         ping_ticks: ticks(config.ping_interval),
         idle_ticks: ticks(config.idle_timeout),
         close_ticks: ticks(CLOSE_TIMEOUT),

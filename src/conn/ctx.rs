@@ -2,9 +2,14 @@
 //! scratch buffers, the buffer pool, limits, the clock tick and counters.
 //! One `Ctx` per shard, lent to one connection at a time.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use bytes::Bytes;
 
-use crate::buf::{BufPool, BUF_SIZE};
+use super::admission::Admission;
+use crate::buf::{BufPool, Meter, BUF_SIZE};
 use crate::hub::auth::Claims;
 use crate::metrics::stats::ShardStats;
 use crate::route::Endpoint;
@@ -16,12 +21,16 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_backlog_bytes: usize,
     pub handshake_ticks: u32,
+    /// A partial message (or frame) must be complete this long after its
+    /// first byte arrived (`--message-timeout-secs`).
+    pub message_ticks: u32,
     pub ping_ticks: u32,
     pub idle_ticks: u32,
     /// How long a closing connection may take to finish (close handshake,
     /// final flush, the client's FIN).
     pub close_ticks: u32,
-    /// Upgraded connections this shard may hold; more get 503.
+    /// Upgraded connections the process may hold (the slab is sized for it;
+    /// `Admission` counts them for all shards).
     pub max_open: usize,
     pub origins: Vec<OriginPattern>,
     pub subprotocols: Vec<String>,
@@ -50,6 +59,13 @@ pub enum Outgoing {
 /// The shard's shared state lent to connection code.
 pub struct Ctx {
     pub pool: BufPool,
+    /// This shard's view of the memory budget.
+    pub meter: Meter,
+    /// The process-wide connection cap and per-address limits.
+    pub admission: Arc<Admission>,
+    /// Client address of each upgraded connection, kept only while the
+    /// per-address limits are on (to give the place back at close).
+    pub ips: HashMap<usize, IpAddr>,
     /// Where reads land when the connection holds no buffer: one per shard.
     pub scratch: Vec<u8>,
     /// Frames to send to the connection being driven, written with one call
@@ -69,12 +85,18 @@ pub struct Ctx {
     pub current: usize,
     /// What the connection being driven asks of the hub.
     pub outbox: Vec<Outgoing>,
+    /// Set while decoding when a message (or a control frame outside one)
+    /// completed: partial input after it starts a new message deadline.
+    pub boundary: bool,
 }
 
 impl Ctx {
-    pub fn new(pool: BufPool, limits: Limits) -> Ctx {
+    pub fn new(pool: BufPool, limits: Limits, meter: Meter, admission: Arc<Admission>) -> Ctx {
         Ctx {
             pool,
+            meter,
+            admission,
+            ips: HashMap::new(),
             scratch: vec![0u8; BUF_SIZE],
             reply: Vec::with_capacity(BUF_SIZE),
             limits,
@@ -85,6 +107,7 @@ impl Ctx {
             now_unix: 0,
             current: 0,
             outbox: Vec::new(),
+            boundary: false,
         }
     }
 }

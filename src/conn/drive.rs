@@ -9,9 +9,10 @@ use std::net::Shutdown;
 
 use bytes::Bytes;
 
-use super::inbuf::InBuf;
-use super::outq::{self, Flushed};
+use super::inbuf::{InBuf, Source};
+use super::outq::{self, Flushed, OutQ};
 use super::{Conn, Ctx, Disconnect, Flags, Outgoing, Phase};
+use crate::metrics::stats::Shed;
 use crate::net::io::{self, IoOutcome};
 use crate::route::{Endpoint, Route};
 use crate::ws::close::{self, PeerClose};
@@ -32,8 +33,6 @@ pub enum Verdict {
     /// The read budget ran out with input still pending: drive it again next
     /// turn (edge-triggered readiness will not report it again).
     Again,
-    /// Input is pending but no buffer can be leased: park it until one returns.
-    Starved,
     /// Remove the connection.
     Drop,
 }
@@ -49,10 +48,6 @@ impl Conn {
     /// Without an event (budget or buffer retries) we read to `WouldBlock`.
     pub fn on_readable(&mut self, ctx: &mut Ctx, edge: bool) -> Verdict {
         for _ in 0..READS_PER_TURN {
-            if self.inbuf.is_none() && ctx.pool.available() == 0 {
-                ctx.stats.starved_reads += 1;
-                return Verdict::Starved;
-            }
             let (outcome, offered) = match self.inbuf.as_mut() {
                 Some(buf) => {
                     let (len, cap) = (buf.len(), buf.capacity());
@@ -107,9 +102,12 @@ impl Conn {
         }
         let frame_len = frame.len();
         let queued_before = self.queued_bytes();
-        self.outq.get_or_insert_with(Default::default).push(frame);
+        let meter = &ctx.meter;
+        self.outq
+            .get_or_insert_with(|| Box::new(OutQ::new(meter.clone())))
+            .push(frame);
         ctx.stats.messages_out += 1;
-        if queued_before > ctx.limits.max_backlog_bytes {
+        if queued_before > backlog_cap(ctx) {
             // Over the cap with this turn's batch: offer it to the socket
             // before judging, so a reader that keeps up is never taken for a
             // slow one; only what the socket refused counts.
@@ -119,6 +117,37 @@ impl Conn {
             self.check_backlog(self.queued_bytes().saturating_sub(frame_len), ctx);
         }
         self.mark_dirty()
+    }
+
+    /// Memory shedding: what this connection holds that a shed would free,
+    /// and whether that is its backlog (else its partial input).
+    pub fn sheddable(&self) -> Option<(usize, bool)> {
+        if self.ending.is_some() && self.phase != Phase::Open {
+            return None; // already on its way out
+        }
+        let queued = self.queued_bytes();
+        let input = self.inbuf.as_ref().map_or(0, |b| b.capacity());
+        match queued.max(input) {
+            0 => None,
+            n => Some((n, queued >= input)),
+        }
+    }
+
+    /// Memory shedding: closes this connection for what it holds, its
+    /// backlog (1008 "slow consumer") or its partial input (1013).
+    pub fn shed(&mut self, backlog: bool, ctx: &mut Ctx) -> Verdict {
+        if backlog {
+            ctx.stats.shed(Shed::Outgoing);
+            self.close_slow_consumer(Disconnect::MemoryShed, ctx);
+            return self.on_writable(ctx);
+        }
+        self.no_memory_for_input(ctx);
+        self.send_reply(ctx);
+        if self.is_broken() {
+            Verdict::Drop
+        } else {
+            Verdict::Keep
+        }
     }
 
     /// Flushes what `queue_shared` queued (the end-of-turn pass).
@@ -135,19 +164,41 @@ impl Conn {
         let limits = &ctx.limits;
         match self.phase {
             Phase::Handshake => self.phase_since + limits.handshake_ticks,
-            Phase::Open if self.flags.has(Flags::PINGED) => self.last_read + limits.idle_ticks,
-            Phase::Open => self.last_read + limits.ping_ticks,
+            Phase::Open => {
+                let quiet = if self.flags.has(Flags::PINGED) {
+                    self.last_read + limits.idle_ticks
+                } else {
+                    self.last_read + limits.ping_ticks
+                };
+                match &self.inbuf {
+                    Some(buf) => quiet.min(buf.since + limits.message_ticks),
+                    None => quiet,
+                }
+            }
             Phase::CloseSent | Phase::Lingering => self.phase_since + limits.close_ticks,
         }
     }
 
-    /// Handles the connection's deadline: handshake timeout, ping, idle
-    /// timeout, or the end of a close that took too long.
+    /// Handles the connection's deadline: handshake timeout, message
+    /// timeout, ping, idle timeout, or the end of a close that took too long.
     pub fn on_timer(&mut self, ctx: &mut Ctx) -> Verdict {
         if ctx.tick < self.deadline(ctx) {
             return Verdict::Keep;
         }
+        let message_late = self
+            .inbuf
+            .as_ref()
+            .is_some_and(|buf| ctx.tick >= buf.since + ctx.limits.message_ticks);
         match self.phase {
+            Phase::Open if message_late => {
+                self.abort(
+                    close::POLICY_VIOLATION,
+                    MESSAGE_TIMEOUT_REASON,
+                    Disconnect::MessageTimeout,
+                    ctx,
+                );
+                self.send_reply(ctx);
+            }
             Phase::Handshake => {
                 ctx.stats.handshake_failed(Refusal::TIMEOUT.label());
                 return Verdict::Drop;
@@ -211,6 +262,7 @@ impl Conn {
     fn process_leased(&mut self, mut buf: Box<InBuf>, n: usize, ctx: &mut Ctx) {
         let len = buf.len() + n;
         let start = self.decoder.assembled();
+        ctx.boundary = false;
         let (pos, need) = self.process(buf.bytes_mut(), start, len, ctx);
         let keep = self.decoder.assembled();
         buf.bytes_mut().copy_within(pos..len, keep);
@@ -219,7 +271,14 @@ impl Conn {
         if left == 0 && self.decoder.is_idle() {
             return; // the buffer (and its lease) goes back now
         }
-        buf.reserve(room_for(need, left), self.buffer_limit(ctx));
+        if ctx.boundary {
+            // What is left began in this read: its deadline starts now.
+            buf.since = ctx.tick;
+        }
+        if !buf.reserve(room_for(need, left), self.buffer_limit(ctx)) {
+            self.no_memory_for_input(ctx);
+            return;
+        }
         self.inbuf = Some(buf);
     }
 
@@ -230,13 +289,34 @@ impl Conn {
         if pos < n || keep > 0 || !self.decoder.is_idle() {
             let parts = [&scratch[..keep], &scratch[pos..n]];
             let room = room_for(need, keep + (n - pos));
-            // on_readable checked that a lease is free before reading.
-            self.inbuf = InBuf::holding(parts, room, &ctx.pool).map(Box::new);
-            if self.inbuf.is_none() {
-                self.flags.set(Flags::BROKEN, true);
+            let source = if self.phase == Phase::Handshake {
+                Source::Heap
+            } else {
+                Source::PoolOrHeap
+            };
+            match InBuf::holding(parts, room, source, &ctx.pool, &ctx.meter) {
+                Some(mut buf) => {
+                    buf.since = ctx.tick;
+                    self.inbuf = Some(Box::new(buf));
+                }
+                None => self.no_memory_for_input(ctx),
             }
         }
         ctx.scratch = scratch;
+    }
+
+    /// The memory budget cannot hold this connection's partial input: a
+    /// handshake is refused (503), an open connection closed (1013); no other
+    /// connection waits for memory.
+    fn no_memory_for_input(&mut self, ctx: &mut Ctx) {
+        ctx.stats.shed(Shed::PartialInput);
+        match self.phase {
+            Phase::Handshake => {
+                self.refuse(Refusal::SHORT_OF_MEMORY, 0, ctx);
+            }
+            _ => self.abort(close::TRY_AGAIN_LATER, MEMORY_REASON, Disconnect::MemoryShed, ctx),
+        }
+        self.decoder = crate::ws::codec::Decoder::default();
     }
 
     fn buffer_limit(&self, ctx: &Ctx) -> usize {
@@ -258,12 +338,14 @@ impl Conn {
                 auth,
             };
             match handshake::parse_request(&buf[pos..len], &policy) {
-                Outcome::Partial => return (pos, MAX_REQUEST_BYTES),
+                Outcome::Partial => return (pos, head_room(len - pos)),
                 Outcome::Refuse(refusal) => return self.refuse(refusal, len, ctx),
-                Outcome::Upgrade(_) if ctx.open >= ctx.limits.max_open || ctx.draining => {
-                    return self.refuse(Refusal::OVER_CAPACITY, len, ctx)
+                Outcome::Upgrade(up) => {
+                    if let Err(refusal) = self.admit(&buf[pos..pos + up.consumed], ctx) {
+                        return self.refuse(refusal, len, ctx);
+                    }
+                    pos += self.upgrade(up, ctx);
                 }
-                Outcome::Upgrade(up) => pos += self.upgrade(up, ctx),
             }
         }
         match self.phase {
@@ -278,6 +360,36 @@ impl Conn {
         handshake::write_refusal(&mut ctx.reply, &refusal);
         self.enter(Phase::Lingering, ctx.tick);
         (len, 0)
+    }
+
+    /// Reserves this connection's place: refused while draining, near the
+    /// memory limit, at the process's connection cap, or over a per-address
+    /// limit. The client's address is looked up only when those limits are on.
+    fn admit(&mut self, request: &[u8], ctx: &mut Ctx) -> Result<(), Refusal> {
+        if ctx.draining {
+            return Err(Refusal::OVER_CAPACITY);
+        }
+        if ctx.meter.refuses_upgrades() {
+            ctx.stats.shed(Shed::UpgradeRefused);
+            return Err(Refusal::SHORT_OF_MEMORY);
+        }
+        let admission = &ctx.admission;
+        let ip = match self.stream.peer_addr() {
+            Ok(peer) if admission.per_ip_enabled() => {
+                let forwarded = if admission.trusts(peer.ip()) {
+                    handshake::forwarded_for(request)
+                } else {
+                    Vec::new()
+                };
+                Some(admission.client_ip(peer.ip(), &forwarded))
+            }
+            _ => None,
+        };
+        admission.admit(ip, std::time::Instant::now())?;
+        if let Some(ip) = ip {
+            ctx.ips.insert(ctx.current, ip);
+        }
+        Ok(())
     }
 
     fn upgrade(&mut self, up: Upgrade, ctx: &mut Ctx) -> usize {
@@ -323,6 +435,11 @@ impl Conn {
     }
 
     fn on_event(&mut self, event: Event, buf: &[u8], ctx: &mut Ctx) {
+        if !self.decoder.in_message() {
+            // A message, or a control frame outside one, is complete: any
+            // partial input after it is a new message with a new deadline.
+            ctx.boundary = true;
+        }
         let open = self.phase == Phase::Open;
         match event {
             Event::Message { text, payload } if open => {
@@ -380,13 +497,20 @@ impl Conn {
     /// violation's code and stop processing input.
     fn fail(&mut self, violation: Violation, ctx: &mut Ctx) {
         if self.phase == Phase::Open {
-            codec::encode_close(&mut ctx.reply, violation.code, violation.reason);
-            self.ending = Some(Disconnect::ProtocolError);
             ctx.stats.protocol_errors += 1;
         }
-        // Input is no longer processed: drop any partial message state so
-        // the buffer goes back to the pool.
+        self.abort(violation.code, violation.reason, Disconnect::ProtocolError, ctx);
+    }
+
+    /// Sends Close with `code` (if the WebSocket is still open), stops
+    /// processing input and releases what partial input the connection held.
+    fn abort(&mut self, code: u16, reason: &str, why: Disconnect, ctx: &mut Ctx) {
+        if self.phase == Phase::Open {
+            codec::encode_close(&mut ctx.reply, code, reason);
+            self.ending = Some(why);
+        }
         self.decoder = crate::ws::codec::Decoder::default();
+        self.inbuf = None;
         self.enter(Phase::Lingering, ctx.tick);
     }
 
@@ -396,7 +520,7 @@ impl Conn {
             return;
         }
         let queued_before = self.queued_bytes();
-        let (flushed, written) = outq::send(&mut self.stream, &mut self.outq, &ctx.reply);
+        let (flushed, written) = outq::send(&mut self.stream, &mut self.outq, &ctx.reply, &ctx.meter);
         ctx.stats.bytes_out += written as u64;
         if written > 0 {
             self.last_write = ctx.tick;
@@ -427,18 +551,31 @@ impl Conn {
     /// backlog before the new bytes lets one message larger than the cap (up
     /// to `--max-message-size`) through to a client that does read, and bounds
     /// a stalled client's memory at the cap plus one message.
+    ///
+    /// Over the memory limit the cap is `SHED_BACKLOG_BYTES` instead, and the
+    /// close counts as shed (`Disconnect::MemoryShed`, `Shed::Outgoing`).
     fn check_backlog(&mut self, queued_before: usize, ctx: &mut Ctx) {
+        if queued_before <= backlog_cap(ctx) || self.ending.is_some() || self.outq.is_none() {
+            return;
+        }
+        if queued_before > ctx.limits.max_backlog_bytes {
+            self.close_slow_consumer(Disconnect::SlowConsumer, ctx);
+        } else {
+            ctx.stats.shed(Shed::Outgoing);
+            self.close_slow_consumer(Disconnect::MemoryShed, ctx);
+        }
+    }
+
+    /// Drops the unstarted backlog and queues Close 1008 "slow consumer".
+    fn close_slow_consumer(&mut self, why: Disconnect, ctx: &mut Ctx) {
         let Some(queue) = self.outq.as_mut() else {
             return;
         };
-        if queued_before <= ctx.limits.max_backlog_bytes || self.ending.is_some() {
-            return;
-        }
         queue.discard_unstarted();
         let mut frame = Vec::with_capacity(32);
         codec::encode_close(&mut frame, close::POLICY_VIOLATION, "slow consumer");
         queue.push(Bytes::from(frame));
-        self.ending = Some(Disconnect::SlowConsumer);
+        self.ending = Some(why);
         ctx.stats.slow_consumers += 1;
         let next = if self.phase == Phase::Open {
             Phase::CloseSent
@@ -447,6 +584,29 @@ impl Conn {
         };
         self.enter(next, ctx.tick);
     }
+}
+
+/// Over the memory limit, a backlog above this is closed as a slow consumer
+/// as soon as more comes for it, whatever `--max-backlog-bytes` says.
+pub const SHED_BACKLOG_BYTES: usize = 64 * 1024;
+
+fn backlog_cap(ctx: &Ctx) -> usize {
+    if ctx.meter.over_limit() {
+        ctx.limits.max_backlog_bytes.min(SHED_BACKLOG_BYTES)
+    } else {
+        ctx.limits.max_backlog_bytes
+    }
+}
+
+/// Close reason for a partial message held past `--message-timeout-secs`.
+pub const MESSAGE_TIMEOUT_REASON: &str = "message not completed in time";
+/// Close reason when the memory budget cannot hold a connection's input.
+pub const MEMORY_REASON: &str = "server short of memory";
+
+/// Room for a partial request head of `have` bytes: twice what came, at
+/// least 1 KiB, at most the 8 KiB a head may take.
+fn head_room(have: usize) -> usize {
+    (2 * have).clamp(1024, MAX_REQUEST_BYTES)
 }
 
 /// Buffer room to make for input that needs `need` bytes in all when `have`

@@ -5,6 +5,7 @@
 //! attached only while there is partial input (`inbuf`) or refused output
 //! (`outq`). The life of a connection is described in `docs/CONNECTION.md`.
 
+pub mod admission;
 pub mod ctx;
 pub mod drive;
 pub mod inbuf;
@@ -55,10 +56,15 @@ pub enum Disconnect {
     Kicked,
     /// Closed because the same user opened more connections than allowed.
     Replaced,
+    /// Held a partial message past `--message-timeout-secs` (1008).
+    MessageTimeout,
+    /// Closed to keep the process within `--memory-limit` (1013, or 1008
+    /// "slow consumer" for a backlog).
+    MemoryShed,
 }
 
 impl Disconnect {
-    pub const ALL: [Disconnect; 8] = [
+    pub const ALL: [Disconnect; 10] = [
         Disconnect::ClientClose,
         Disconnect::ClientGone,
         Disconnect::ProtocolError,
@@ -67,6 +73,8 @@ impl Disconnect {
         Disconnect::Shutdown,
         Disconnect::Kicked,
         Disconnect::Replaced,
+        Disconnect::MessageTimeout,
+        Disconnect::MemoryShed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -79,6 +87,8 @@ impl Disconnect {
             Disconnect::Shutdown => "shutdown",
             Disconnect::Kicked => "kicked",
             Disconnect::Replaced => "replaced",
+            Disconnect::MessageTimeout => "message_timeout",
+            Disconnect::MemoryShed => "memory_shed",
         }
     }
 }

@@ -5,6 +5,10 @@
 //! Writes go straight to the socket when nothing is queued; only what the
 //! socket refused is kept, as reference-counted chunks (a broadcast's bytes are
 //! shared, never copied per receiver). Queued bytes are flushed with `writev`.
+//!
+//! Queued bytes are charged to the shard's memory meter (`MemKind::Outgoing`)
+//! per connection: a broadcast frame queued for many receivers is counted
+//! once for each, an upper bound of what it holds.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -12,14 +16,15 @@ use std::io::IoSlice;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use crate::buf::{MemKind, Meter};
 use crate::net::io::{self, IoOutcome};
 
 /// Most chunks handed to one `writev` call.
 const MAX_IOVECS: usize = 64;
 
 /// Bytes the socket refused, oldest first.
-#[derive(Default)]
 pub struct OutQ {
+    meter: Meter,
     chunks: VecDeque<Bytes>,
     /// Bytes of the front chunk already written.
     offset: usize,
@@ -39,6 +44,15 @@ pub enum Flushed {
 }
 
 impl OutQ {
+    pub fn new(meter: Meter) -> OutQ {
+        OutQ {
+            meter,
+            chunks: VecDeque::new(),
+            offset: 0,
+            bytes: 0,
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -50,6 +64,7 @@ impl OutQ {
     pub fn push(&mut self, chunk: Bytes) {
         if !chunk.is_empty() {
             self.bytes += chunk.len();
+            self.meter.charge(MemKind::Outgoing, chunk.len());
             self.chunks.push_back(chunk);
         }
     }
@@ -61,6 +76,7 @@ impl OutQ {
         while self.chunks.len() > keep {
             if let Some(chunk) = self.chunks.pop_back() {
                 self.bytes -= chunk.len();
+                self.meter.release(MemKind::Outgoing, chunk.len());
             }
         }
     }
@@ -90,6 +106,7 @@ impl OutQ {
 
     fn consume(&mut self, mut n: usize) {
         self.bytes -= n;
+        self.meter.release(MemKind::Outgoing, n);
         while n > 0 {
             let front_left = self.chunks[0].len() - self.offset;
             if n < front_left {
@@ -103,9 +120,15 @@ impl OutQ {
     }
 }
 
+impl Drop for OutQ {
+    fn drop(&mut self) {
+        self.meter.release(MemKind::Outgoing, self.bytes);
+    }
+}
+
 /// Sends `data` on `stream`: directly when nothing is queued, queueing
 /// (copied once) what the socket refused. Returns bytes written now.
-pub fn send(stream: &mut TcpStream, outq: &mut Option<Box<OutQ>>, data: &[u8]) -> (Flushed, usize) {
+pub fn send(stream: &mut TcpStream, outq: &mut Option<Box<OutQ>>, data: &[u8], meter: &Meter) -> (Flushed, usize) {
     if data.is_empty() {
         return (Flushed::All, 0);
     }
@@ -118,12 +141,12 @@ pub fn send(stream: &mut TcpStream, outq: &mut Option<Box<OutQ>>, data: &[u8]) -
     match io::write(stream, data) {
         IoOutcome::Progress(n) if n == data.len() => (Flushed::All, n),
         IoOutcome::Progress(n) => {
-            outq.get_or_insert_with(Default::default)
+            outq.get_or_insert_with(|| Box::new(OutQ::new(meter.clone())))
                 .push(Bytes::copy_from_slice(&data[n..]));
             (Flushed::Pending, n)
         }
         IoOutcome::WouldBlock => {
-            outq.get_or_insert_with(Default::default)
+            outq.get_or_insert_with(|| Box::new(OutQ::new(meter.clone())))
                 .push(Bytes::copy_from_slice(data));
             (Flushed::Pending, 0)
         }
@@ -137,7 +160,8 @@ mod tests {
 
     #[test]
     fn consume_walks_across_chunks() {
-        let mut q = OutQ::default();
+        let meter = Meter::unlimited();
+        let mut q = OutQ::new(meter.clone());
         q.push(Bytes::from_static(b"abc"));
         q.push(Bytes::from_static(b"defg"));
         q.consume(4);
@@ -145,7 +169,15 @@ mod tests {
         q.push(Bytes::from_static(b"hi"));
         q.discard_unstarted();
         assert_eq!(q.bytes(), 3, "the started chunk stays, the unstarted one goes");
+        assert_eq!(
+            meter.held(MemKind::Outgoing),
+            3,
+            "what was written or dropped is released"
+        );
         q.consume(3);
         assert!(q.is_empty());
+        q.push(Bytes::from_static(b"xy"));
+        drop(q);
+        assert_eq!(meter.held(MemKind::Outgoing), 0);
     }
 }

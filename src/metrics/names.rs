@@ -25,7 +25,9 @@ pub const BUFFER_POOL_REFUSED: &str = "hubbub_buffer_pool_refused_total";
 pub const READ_BUDGET_HITS: &str = "hubbub_read_budget_exhausted_total";
 pub const ACCEPT_BUDGET_HITS: &str = "hubbub_accept_budget_exhausted_total";
 pub const ACCEPT_OVERFLOW: &str = "hubbub_accept_overflow_total";
-pub const STARVED_READS: &str = "hubbub_starved_reads_total";
+pub const MEMORY_BYTES: &str = "hubbub_memory_bytes";
+pub const MEMORY_LIMIT_BYTES: &str = "hubbub_memory_limit_bytes";
+pub const MEMORY_SHED: &str = "hubbub_memory_shed_total";
 pub const LOOP_TURN_SECONDS: &str = "hubbub_loop_turn_seconds";
 pub const INBOX_DEPTH: &str = "hubbub_inbox_depth";
 pub const INBOX_DROPS: &str = "hubbub_inbox_drops_total";
@@ -71,7 +73,7 @@ pub const ALL: &[Described] = &[
     m(CONNECTIONS_ACCEPTED, C, Unit::Count, "TCP connections accepted, per shard."),
     m(CONNECTIONS_UPGRADED, C, Unit::Count, "Connections that completed the WebSocket upgrade."),
     m(HANDSHAKE_FAILURES, C, Unit::Count, "Upgrade requests refused or abandoned, by reason."),
-    m(DISCONNECTS, C, Unit::Count, "Upgraded connections ended, by reason (client_close, client_gone, protocol_error, idle_timeout, slow_consumer, shutdown = drain)."),
+    m(DISCONNECTS, C, Unit::Count, "Upgraded connections ended, by reason (client_close, client_gone, protocol_error, idle_timeout, slow_consumer, shutdown = drain, kicked, replaced, message_timeout, memory_shed)."),
     m(MESSAGES_IN, C, Unit::Count, "WebSocket messages received from clients."),
     m(MESSAGES_OUT, C, Unit::Count, "WebSocket messages sent to clients."),
     m(BYTES_IN, C, Unit::Bytes, "Bytes read from client sockets."),
@@ -79,13 +81,25 @@ pub const ALL: &[Described] = &[
     m(QUEUED_BYTES, G, Unit::Bytes, "Outgoing bytes the sockets refused, queued on connections."),
     m(SLOW_CONSUMERS, C, Unit::Count, "Connections closed (1008) because their backlog passed --max-backlog-bytes."),
     m(PROTOCOL_ERRORS, C, Unit::Count, "Connections closed for breaking RFC 6455 (1002, 1007, 1009)."),
-    m(BUFFER_POOL_LEASED, G, Unit::Count, "64 KiB pool buffers leased by connections holding partial input or output."),
+    m(BUFFER_POOL_LEASED, G, Unit::Count, "64 KiB pool buffers leased by connections holding more than 4 KiB of partial input."),
     m(BUFFER_POOL_CAPACITY, G, Unit::Count, "64 KiB pool buffers per shard (--buffer-pool)."),
-    m(BUFFER_POOL_REFUSED, C, Unit::Count, "Leases refused because the pool was empty (reads and accepts paused)."),
+    m(BUFFER_POOL_REFUSED, C, Unit::Count, "Leases refused because the pool was empty (the partial input went to a heap buffer instead)."),
     m(READ_BUDGET_HITS, C, Unit::Count, "Connections that used their per-turn read budget (driven again next turn)."),
     m(ACCEPT_BUDGET_HITS, C, Unit::Count, "Loop turns that accepted their budget of 256 connections."),
     m(ACCEPT_OVERFLOW, C, Unit::Count, "Sockets closed at accept because the shard was full even for 503 refusals."),
-    m(STARVED_READS, C, Unit::Count, "Reads postponed until a pool buffer was free."),
+    m(
+        MEMORY_BYTES,
+        G,
+        Unit::Bytes,
+        "Bytes held for clients, charged to --memory-limit, by kind (partial_input, outgoing, history).",
+    ),
+    m(MEMORY_LIMIT_BYTES, G, Unit::Bytes, "The memory budget (--memory-limit)."),
+    m(
+        MEMORY_SHED,
+        C,
+        Unit::Count,
+        "Load shed to stay within --memory-limit, by reason (upgrade_refused, outgoing, partial_input, history).",
+    ),
     m(LOOP_TURN_SECONDS, H, Unit::Seconds, "Duration of event-loop turns that handled events, per shard."),
     m(INBOX_DEPTH, G, Unit::Count, "Messages waiting in a shard's inbox at the last tick."),
     m(INBOX_DROPS, C, Unit::Count, "Cross-shard messages dropped because the receiving inbox was full."),

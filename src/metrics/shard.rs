@@ -4,7 +4,8 @@
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 use super::names::*;
-use super::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS};
+use super::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS, MEMORY_SHED_LABELS};
+use crate::buf::{MemKind, Meter};
 use crate::conn::Disconnect;
 
 /// Handles for every per-shard series.
@@ -27,7 +28,10 @@ pub struct ShardMetrics {
     read_budget_hits: Counter,
     accept_budget_hits: Counter,
     accept_overflow: Counter,
-    starved_reads: Counter,
+    memory_shed: Vec<Counter>,
+    /// Process-wide series (no `shard` label): every shard sets the same value.
+    memory: Vec<Gauge>,
+    memory_limit: Gauge,
     loop_turn: Histogram,
     inbox_depth: Gauge,
     inbox_drops: Counter,
@@ -77,7 +81,15 @@ impl ShardMetrics {
             read_budget_hits: counter!(READ_BUDGET_HITS, &s()),
             accept_budget_hits: counter!(ACCEPT_BUDGET_HITS, &s()),
             accept_overflow: counter!(ACCEPT_OVERFLOW, &s()),
-            starved_reads: counter!(STARVED_READS, &s()),
+            memory_shed: MEMORY_SHED_LABELS
+                .iter()
+                .map(|&r| counter!(MEMORY_SHED, "shard" => id.clone(), "reason" => r))
+                .collect(),
+            memory: MemKind::ALL
+                .iter()
+                .map(|k| gauge!(MEMORY_BYTES, "kind" => k.label()))
+                .collect(),
+            memory_limit: gauge!(MEMORY_LIMIT_BYTES),
             loop_turn: histogram!(LOOP_TURN_SECONDS, &s()),
             inbox_depth: gauge!(INBOX_DEPTH, &s()),
             inbox_drops: counter!(INBOX_DROPS, &s()),
@@ -90,7 +102,14 @@ impl ShardMetrics {
 
     /// Copies the shard's counters into the handles (counters are cumulative
     /// in `ShardStats`, so `absolute`) and empties its local histograms.
-    pub fn flush(&self, stats: &mut ShardStats, hub: HubFigures) {
+    pub fn flush(&self, stats: &mut ShardStats, hub: HubFigures, meter: &Meter) {
+        for (handle, &n) in self.memory_shed.iter().zip(&stats.memory_shed) {
+            handle.absolute(n);
+        }
+        for (handle, kind) in self.memory.iter().zip(MemKind::ALL) {
+            handle.set(meter.budget().bytes(kind) as f64);
+        }
+        self.memory_limit.set(meter.limit() as f64);
         self.open.set(stats.open as f64);
         self.accepted.absolute(stats.accepted);
         self.upgraded.absolute(stats.upgraded);
@@ -113,7 +132,6 @@ impl ShardMetrics {
         self.read_budget_hits.absolute(stats.read_budget_hits);
         self.accept_budget_hits.absolute(stats.accept_budget_hits);
         self.accept_overflow.absolute(stats.accept_overflow);
-        self.starved_reads.absolute(stats.starved_reads);
         stats.loop_turns.flush(&self.loop_turn);
         stats.delivery_latency.flush(&self.delivery_latency);
         self.inbox_depth.set(hub.inbox_depth as f64);

@@ -5,7 +5,7 @@ use super::histogram::LocalHistogram;
 use crate::conn::Disconnect;
 
 /// Handshake failure reasons, in the order of `ShardStats::handshake_failures`.
-pub const HANDSHAKE_FAILURE_LABELS: [&str; 11] = [
+pub const HANDSHAKE_FAILURE_LABELS: [&str; 14] = [
     "bad_request",
     "origin_forbidden",
     "not_found",
@@ -16,8 +16,30 @@ pub const HANDSHAKE_FAILURE_LABELS: [&str; 11] = [
     "over_capacity",
     "abandoned",
     "unauthorized",
+    "memory",
+    "per_ip_connections",
+    "per_ip_rate",
     "other",
 ];
+
+/// What the memory budget shed, in the order of `ShardStats::memory_shed`
+/// (the `reason` label of `hubbub_memory_shed_total`).
+pub const MEMORY_SHED_LABELS: [&str; 4] = ["upgrade_refused", "outgoing", "partial_input", "history"];
+
+/// Index into `MEMORY_SHED_LABELS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Shed {
+    /// An upgrade refused with 503 near the limit.
+    UpgradeRefused = 0,
+    /// A connection closed for the size of its outgoing backlog.
+    Outgoing,
+    /// A connection closed for the size of its partial input, or refused a
+    /// buffer for it.
+    PartialInput,
+    /// Publications dropped from history, oldest first.
+    History,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardStats {
@@ -35,7 +57,8 @@ pub struct ShardStats {
     pub protocol_errors: u64,
     pub read_budget_hits: u64,
     pub accept_budget_hits: u64,
-    pub starved_reads: u64,
+    /// Shed by the memory budget, by `Shed` reason.
+    pub memory_shed: [u64; MEMORY_SHED_LABELS.len()],
     /// Messages members sent to their rooms.
     pub messages_in_rooms: u64,
     /// Messages for another shard dropped because its inbox was full.
@@ -93,7 +116,6 @@ impl ShardStats {
             protocol_errors,
             read_budget_hits,
             accept_budget_hits,
-            starved_reads,
             messages_in_rooms,
             inbox_drops,
             rate_limited,
@@ -114,6 +136,17 @@ impl ShardStats {
         for (a, b) in self.disconnects.iter_mut().zip(other.disconnects) {
             *a += b;
         }
+        for (a, b) in self.memory_shed.iter_mut().zip(other.memory_shed) {
+            *a += b;
+        }
+    }
+
+    pub fn shed(&mut self, why: Shed) {
+        self.memory_shed[why as usize] += 1;
+    }
+
+    pub fn shed_for(&self, why: Shed) -> u64 {
+        self.memory_shed[why as usize]
     }
 
     pub fn handshake_failures_for(&self, label: &str) -> u64 {

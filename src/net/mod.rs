@@ -1,4 +1,5 @@
-//! Sockets: binding listeners and classifying I/O results.
+//! Sockets: binding listeners, classifying I/O results, address ranges.
 
+pub mod cidr;
 pub mod io;
 pub mod listener;

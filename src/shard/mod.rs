@@ -11,10 +11,10 @@
 
 pub mod drain;
 pub mod inbox;
+pub mod shed;
 pub mod timer;
 pub mod token;
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,8 +77,6 @@ pub struct Shard {
     next_generation: u32,
     /// Connections whose read budget ran out: drive again next turn.
     again: Vec<usize>,
-    /// Connections with input waiting for a free buffer.
-    starved: VecDeque<usize>,
     accept_pending: bool,
     drain: Duration,
     /// Set by a shutdown: the schedule of Close frames and the deadline.
@@ -125,7 +123,6 @@ impl Shard {
             started: Instant::now(),
             next_generation: 0,
             again: Vec::new(),
-            starved: VecDeque::new(),
             accept_pending: true,
             drain,
             draining: None,
@@ -165,11 +162,11 @@ impl Shard {
             }
             self.accept();
             self.drive_again();
-            self.retry_starved();
             self.drain_inbox();
             self.hub.end_turn(ticked, &mut self.conns, &mut self.ctx);
             self.flush_dirty();
             if ticked {
+                self.shed_memory();
                 self.expire_timers(&mut due);
                 self.drain_step();
                 self.publish();
@@ -193,10 +190,7 @@ impl Shard {
         // A non-empty inbox counts too: senders wake the shard only when the
         // inbox goes from empty to non-empty, so messages left over when the
         // inbox budget ran out would otherwise wait for the next tick.
-        let busy = !self.again.is_empty()
-            || (self.accept_pending && self.can_accept())
-            || (!self.starved.is_empty() && self.ctx.pool.available() > 0)
-            || !self.inbox.is_empty();
+        let busy = !self.again.is_empty() || (self.accept_pending && self.can_accept()) || !self.inbox.is_empty();
         if busy || self.last_busy.elapsed() < self.spin {
             return Duration::ZERO;
         }
@@ -244,7 +238,6 @@ impl Shard {
                 self.again.push(key);
                 self.reschedule(key);
             }
-            Verdict::Starved => self.starved.push_back(key),
             Verdict::Drop => self.remove(key),
         }
     }
@@ -268,6 +261,8 @@ impl Shard {
         self.hub.leave(key, &mut self.conns, &mut self.ctx);
         if conn.is_upgraded() {
             self.ctx.open -= 1;
+            let ip = self.ctx.ips.remove(&key);
+            self.ctx.admission.release(ip);
             self.ctx
                 .stats
                 .disconnected(conn.ending.unwrap_or(Disconnect::ClientGone));
@@ -277,7 +272,7 @@ impl Shard {
     }
 
     fn can_accept(&self) -> bool {
-        self.listener.is_some() && self.ctx.pool.available() > 0
+        self.listener.is_some()
     }
 
     fn accept(&mut self) {
@@ -336,15 +331,6 @@ impl Shard {
 
     fn drive_again(&mut self) {
         for key in std::mem::take(&mut self.again) {
-            self.drive_read(key);
-        }
-    }
-
-    fn retry_starved(&mut self) {
-        while self.ctx.pool.available() > 0 {
-            let Some(key) = self.starved.pop_front() else {
-                return;
-            };
             self.drive_read(key);
         }
     }
@@ -465,6 +451,21 @@ impl Shard {
         }
     }
 
+    /// Over `--memory-limit`: closes this shard's largest holders (shed.rs).
+    fn shed_memory(&mut self) {
+        self.ctx.meter.flush();
+        if !self.ctx.meter.over_limit() {
+            return;
+        }
+        let share = self.ctx.meter.shed_share();
+        for victim in shed::pick(&self.conns, share) {
+            let conn = &mut self.conns[victim.key];
+            self.ctx.current = victim.key;
+            let verdict = conn.shed(victim.backlog, &mut self.ctx);
+            self.apply(victim.key, verdict);
+        }
+    }
+
     fn publish(&mut self) {
         if self.ctx.tick.is_multiple_of(4) {
             // Once a second: a walk over the slab, cheap next to a tick's work.
@@ -489,7 +490,7 @@ impl Shard {
             subscriptions: stats.subscriptions,
             users: stats.users,
         };
-        self.metrics.flush(stats, hub);
+        self.metrics.flush(stats, hub, &self.ctx.meter);
     }
 }
 

@@ -16,6 +16,9 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const POLICY_VIOLATION: u16 = 1008;
 /// 1009: a message larger than `--max-message-size`.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// Try Again Later (IANA registry): the server is overloaded for now; sent
+/// when the memory budget cannot hold a connection's input.
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// A close frame received from the peer, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

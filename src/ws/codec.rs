@@ -97,6 +97,12 @@ impl Decoder {
         self.pending == Pending::None && self.assembled == 0 && self.checked == 0
     }
 
+    /// True inside a fragmented data message (between its first and final
+    /// frame); control frames there do not end it.
+    pub fn in_message(&self) -> bool {
+        self.pending != Pending::None
+    }
+
     /// Decodes frames from `buf[*pos..len]` until one completes a message or a
     /// control frame, or until the next frame is incomplete.
     pub fn next(&mut self, buf: &mut [u8], pos: &mut usize, len: usize, max_message: usize) -> Result<Step, Violation> {

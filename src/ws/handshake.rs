@@ -90,8 +90,23 @@ impl Refusal {
     /// caller may send it, though a slowloris client rarely reads it.
     pub const TIMEOUT: Refusal = Refusal::new(408, "request not completed in time");
 
+    /// The memory budget is nearly spent (503 with Retry-After).
+    pub const SHORT_OF_MEMORY: Refusal = Refusal::new(503, "server short of memory; retry later");
+
+    /// `--max-connections-per-ip` reached for the client's address (429).
+    pub const TOO_MANY_FROM_ADDRESS: Refusal = Refusal::new(429, "too many connections from your address");
+
+    /// `--max-handshakes-per-ip-per-sec` exceeded for the client's address (429).
+    pub const HANDSHAKE_RATE: Refusal = Refusal::new(429, "too many handshakes from your address; slow down");
+
     /// A short, stable label for metrics.
     pub fn label(&self) -> &'static str {
+        match *self {
+            Refusal::SHORT_OF_MEMORY => return "memory",
+            Refusal::TOO_MANY_FROM_ADDRESS => return "per_ip_connections",
+            Refusal::HANDSHAKE_RATE => return "per_ip_rate",
+            _ => {}
+        }
         match self.status {
             400 => "bad_request",
             403 => "origin_forbidden",
@@ -337,12 +352,37 @@ pub fn write_refusal(out: &mut Vec<u8>, refusal: &Refusal) {
         503 => {
             let _ = write!(head, "Retry-After: {RETRY_AFTER_SECS}\r\n");
         }
+        429 => head.push_str("Retry-After: 1\r\n"),
         _ => {}
     }
     head.push_str("\r\n");
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(refusal.reason.as_bytes());
     out.push(b'\n');
+}
+
+/// The addresses of every `X-Forwarded-For` header of a complete request
+/// head, in order; parsing stops at the first entry that is not an address
+/// (a proxy chain with junk in it names no client we can trust past it).
+pub fn forwarded_for(request: &[u8]) -> Vec<std::net::IpAddr> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    if !matches!(parsed.parse(request), Ok(httparse::Status::Complete(_))) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let values = parsed
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok());
+    for entry in values.flat_map(|v| v.split(',')) {
+        match entry.trim().parse() {
+            Ok(ip) => out.push(ip),
+            Err(_) => return Vec::new(),
+        }
+    }
+    out
 }
 
 fn status_text(status: u16) -> &'static str {
@@ -354,6 +394,7 @@ fn status_text(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -365,6 +406,15 @@ mod tests {
     use super::*;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    #[test]
+    fn forwarded_for_lists_every_address_in_order() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\nx-forwarded-for: ::1\r\n\r\n";
+        let ips: Vec<String> = forwarded_for(req).iter().map(|i| i.to_string()).collect();
+        assert_eq!(ips, ["1.1.1.1", "2.2.2.2", "::1"]);
+        assert!(forwarded_for(b"GET / HTTP/1.1\r\nX-Forwarded-For: junk\r\n\r\n").is_empty());
+        assert!(forwarded_for(b"GET / HTTP/1.1\r\nX-Forw").is_empty());
+    }
 
     fn request(extra: &str) -> String {
         format!(

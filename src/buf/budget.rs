@@ -1,0 +1,260 @@
+//! The process-wide memory budget (`--memory-limit`) and each shard's meter.
+//!
+//! Everything the server holds on a client's behalf is charged to one kind
+//! (`MemKind`): partial input (pooled leases at their full 64 KiB, heap
+//! buffers at their capacity), outgoing queues, retained history. A shard
+//! charges its `Meter`, which is plain `Cell`s; the meter folds its net change
+//! into the shared atomics only when it has moved by `BATCH_BYTES` (and once
+//! per tick), so the shared cache line is touched rarely. The shared total is
+//! therefore exact to within `shards × BATCH_BYTES`, part of the documented
+//! slack.
+//!
+//! The meter never refuses a charge by itself: callers ask `fits` before they
+//! take memory they may do without (a new partial-input buffer, an upgrade)
+//! and the shard sheds the largest holders when `over_limit` (see
+//! `docs/CONNECTION.md`, "Memory budget").
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// Net change a shard keeps to itself before it updates the shared total.
+pub const BATCH_BYTES: i64 = 256 * 1024;
+/// Share of the limit above which new upgrades are refused (503).
+pub const REFUSE_UPGRADES_PERCENT: u64 = 90;
+/// Share of the limit a shed brings the total back down to.
+pub const SHED_TARGET_PERCENT: u64 = 95;
+
+/// What a charged byte is held for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MemKind {
+    /// Partial request heads, frames and fragmented messages.
+    PartialInput = 0,
+    /// Bytes queued for connections that did not read them yet.
+    Outgoing,
+    /// Publications kept as channel history.
+    History,
+}
+
+impl MemKind {
+    pub const ALL: [MemKind; 3] = [MemKind::PartialInput, MemKind::Outgoing, MemKind::History];
+
+    /// The `kind` label of `hubbub_memory_bytes`.
+    pub fn label(self) -> &'static str {
+        match self {
+            MemKind::PartialInput => "partial_input",
+            MemKind::Outgoing => "outgoing",
+            MemKind::History => "history",
+        }
+    }
+}
+
+const KINDS: usize = MemKind::ALL.len();
+
+/// The process-wide budget: the limit and what every shard has reported.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    total: AtomicI64,
+    kinds: [AtomicI64; KINDS],
+}
+
+impl MemoryBudget {
+    pub fn new(limit: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit,
+            total: AtomicI64::new(0),
+            kinds: Default::default(),
+        })
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes charged by all shards, as far as they have reported.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Bytes of one kind, as far as the shards have reported.
+    pub fn bytes(&self, kind: MemKind) -> u64 {
+        self.kinds[kind as usize].load(Ordering::Relaxed).max(0) as u64
+    }
+
+    fn add(&self, kind: MemKind, delta: i64) {
+        self.kinds[kind as usize].fetch_add(delta, Ordering::Relaxed);
+        self.total.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+/// A shard's view of the budget: cheap to charge, single-threaded (`Rc`),
+/// cloned into the buffers and queues that charge it so they release what
+/// they hold when dropped.
+#[derive(Clone)]
+pub struct Meter {
+    inner: Rc<MeterInner>,
+}
+
+struct MeterInner {
+    budget: Arc<MemoryBudget>,
+    /// What this shard holds now, per kind.
+    held: [Cell<i64>; KINDS],
+    /// Change not yet added to the shared budget, per kind.
+    pending: [Cell<i64>; KINDS],
+    pending_total: Cell<i64>,
+}
+
+impl Meter {
+    pub fn new(budget: Arc<MemoryBudget>) -> Meter {
+        Meter {
+            inner: Rc::new(MeterInner {
+                budget,
+                held: Default::default(),
+                pending: Default::default(),
+                pending_total: Cell::new(0),
+            }),
+        }
+    }
+
+    /// A meter on a budget of its own, for code run outside a server.
+    pub fn unlimited() -> Meter {
+        Meter::new(MemoryBudget::new(u64::MAX))
+    }
+
+    pub fn charge(&self, kind: MemKind, bytes: usize) {
+        self.change(kind, bytes as i64);
+    }
+
+    pub fn release(&self, kind: MemKind, bytes: usize) {
+        self.change(kind, -(bytes as i64));
+    }
+
+    fn change(&self, kind: MemKind, delta: i64) {
+        let inner = &*self.inner;
+        let i = kind as usize;
+        inner.held[i].set(inner.held[i].get() + delta);
+        inner.pending[i].set(inner.pending[i].get() + delta);
+        let pending = inner.pending_total.get() + delta;
+        inner.pending_total.set(pending);
+        if pending.abs() >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Adds this shard's pending change to the shared budget (each tick).
+    pub fn flush(&self) {
+        let inner = &*self.inner;
+        for kind in MemKind::ALL {
+            let pending = inner.pending[kind as usize].replace(0);
+            if pending != 0 {
+                inner.budget.add(kind, pending);
+            }
+        }
+        inner.pending_total.set(0);
+    }
+
+    /// The process-wide total including this shard's unreported change.
+    pub fn total(&self) -> u64 {
+        (self.inner.budget.total.load(Ordering::Relaxed) + self.inner.pending_total.get()).max(0) as u64
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.inner.budget.limit
+    }
+
+    /// The shared budget (for the process-wide gauges).
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.inner.budget
+    }
+
+    /// What this shard holds of `kind`.
+    pub fn held(&self, kind: MemKind) -> u64 {
+        self.inner.held[kind as usize].get().max(0) as u64
+    }
+
+    /// What this shard holds in all.
+    pub fn held_total(&self) -> u64 {
+        MemKind::ALL.iter().map(|&k| self.held(k)).sum()
+    }
+
+    /// True when `bytes` more stay within the limit.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.total().saturating_add(bytes as u64) <= self.limit()
+    }
+
+    /// Past the share of the limit at which new upgrades are refused.
+    pub fn refuses_upgrades(&self) -> bool {
+        self.total() >= percent(self.limit(), REFUSE_UPGRADES_PERCENT)
+    }
+
+    /// Past the limit: the shard must shed.
+    pub fn over_limit(&self) -> bool {
+        self.total() > self.limit()
+    }
+
+    /// Bytes this shard should free to bring the total back to the shed
+    /// target, in proportion to its share of the total (every shard sheds its
+    /// part, so together they free the excess once, not once per shard).
+    pub fn shed_share(&self) -> u64 {
+        let total = self.total();
+        let excess = total.saturating_sub(percent(self.limit(), SHED_TARGET_PERCENT));
+        if total == 0 {
+            return 0;
+        }
+        (excess as u128 * self.held_total() as u128 / total as u128) as u64
+    }
+}
+
+fn percent(of: u64, pct: u64) -> u64 {
+    (of as u128 * pct as u128 / 100) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_report_in_batches_and_the_total_counts_unreported_change() {
+        let budget = MemoryBudget::new(1 << 30);
+        let a = Meter::new(Arc::clone(&budget));
+        let b = Meter::new(Arc::clone(&budget));
+        a.charge(MemKind::PartialInput, 1000);
+        assert_eq!(budget.total(), 0, "small changes stay local");
+        assert_eq!(a.total(), 1000, "but the shard sees its own");
+        b.charge(MemKind::Outgoing, BATCH_BYTES as usize);
+        assert_eq!(
+            budget.bytes(MemKind::Outgoing),
+            BATCH_BYTES as u64,
+            "a batch is reported at once"
+        );
+        a.flush();
+        assert_eq!(budget.total(), 1000 + BATCH_BYTES as u64);
+        a.release(MemKind::PartialInput, 1000);
+        b.release(MemKind::Outgoing, BATCH_BYTES as usize);
+        a.flush();
+        assert_eq!(budget.total(), 0);
+        assert_eq!(a.held_total() + b.held_total(), 0);
+    }
+
+    #[test]
+    fn thresholds_and_shed_share() {
+        let budget = MemoryBudget::new(1000);
+        let a = Meter::new(Arc::clone(&budget));
+        let b = Meter::new(Arc::clone(&budget));
+        a.charge(MemKind::Outgoing, 800);
+        assert!(a.fits(200) && !a.fits(201));
+        assert!(!a.refuses_upgrades());
+        a.charge(MemKind::PartialInput, 100);
+        assert!(a.refuses_upgrades() && !a.over_limit());
+        a.flush();
+        b.charge(MemKind::Outgoing, 300);
+        b.flush();
+        // 1200 held, target 950: 250 to free, 3/4 of it by `a`.
+        assert!(a.over_limit() && b.over_limit());
+        assert_eq!(a.shed_share(), 187);
+        assert_eq!(b.shed_share(), 62);
+    }
+}
