@@ -160,3 +160,41 @@ fn never_read_backlogs_past_the_budget_are_shed_largest_first() {
     }
     assert!(closed >= 10, "only {closed} members were told they were shed");
 }
+
+#[test]
+fn history_past_the_budget_is_trimmed_oldest_first() {
+    // 80 publications of 512 KiB kept (40 MiB of data) against 32 MiB:
+    // history alone passes the limit and the oldest goes first.
+    let server = spawn_server(&["--history-size", "1000", "--history-ttl-secs", "3600"]);
+    let mut publisher = WsClient::open(server.addr, "");
+    let data = "h".repeat(512 * 1024);
+    for i in 0..80 {
+        let reply = publisher.call("publish", serde_json::json!({"channel": "big", "data": data}));
+        assert!(reply.get("result").is_some(), "publish {i} refused: {reply}");
+        if i % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(300)); // a tick to shed in
+        }
+    }
+    let admin = server.admin.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while metric(admin, "hubbub_memory_shed_total", "history") == 0 {
+        assert!(Instant::now() < deadline, "history never trimmed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kept = metric(admin, "hubbub_memory_bytes", "history");
+    assert!(kept <= LIMIT_MIB << 20, "history holds {kept} bytes");
+    let history = publisher.call("history", serde_json::json!({"channel": "big", "limit": 1000}));
+    let offsets: Vec<u64> = history["result"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !offsets.is_empty() && offsets.len() < 80,
+        "kept {} of 80",
+        offsets.len()
+    );
+    assert_eq!(*offsets.last().unwrap(), 80, "the newest stays, the oldest went");
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "what is kept has no gap");
+}

@@ -180,14 +180,24 @@ impl Meter {
         MemKind::ALL.iter().map(|&k| self.held(k)).sum()
     }
 
-    /// True when `bytes` more stay within the limit.
-    pub fn fits(&self, bytes: usize) -> bool {
-        self.total().saturating_add(bytes as u64) <= self.limit()
+    /// The total less retained history, which the shards trim when they
+    /// need the room: what connections may still take is judged on this.
+    fn pressing(&self) -> u64 {
+        let history =
+            self.inner.budget.bytes(MemKind::History) as i64 + self.inner.pending[MemKind::History as usize].get();
+        self.total().saturating_sub(history.max(0) as u64)
     }
 
-    /// Past the share of the limit at which new upgrades are refused.
+    /// True when `bytes` more for a connection stay within the limit
+    /// (history counts as room: it is trimmed at the next tick).
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.pressing().saturating_add(bytes as u64) <= self.limit()
+    }
+
+    /// Past the share of the limit at which new upgrades are refused
+    /// (history counts as room, as for `fits`).
     pub fn refuses_upgrades(&self) -> bool {
-        self.total() >= percent(self.limit(), REFUSE_UPGRADES_PERCENT)
+        self.pressing() >= percent(self.limit(), REFUSE_UPGRADES_PERCENT)
     }
 
     /// Past the limit: the shard must shed.
@@ -249,6 +259,9 @@ mod tests {
         assert!(!a.refuses_upgrades());
         a.charge(MemKind::PartialInput, 100);
         assert!(a.refuses_upgrades() && !a.over_limit());
+        let c = Meter::new(MemoryBudget::new(1000));
+        c.charge(MemKind::History, 950);
+        assert!(c.fits(500) && !c.refuses_upgrades(), "history is room for connections");
         a.flush();
         b.charge(MemKind::Outgoing, 300);
         b.flush();

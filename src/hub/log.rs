@@ -6,12 +6,18 @@
 //! messages after `O`, or a reason why that is impossible (the epoch changed
 //! because the log was lost, or history no longer reaches back to `O + 1`).
 //! It is never handed a silent gap.
+//!
+//! Retained publications are charged to the shard's memory meter
+//! (`MemKind::History`) while kept; under memory pressure the owner trims
+//! history oldest first (`trim_before`), which recovery then reports as
+//! "history gone" rather than a gap.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::config::HistoryRule;
 use super::protocol::Recover;
+use crate::buf::{MemKind, Meter};
 
 /// One retained publication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +52,17 @@ pub struct ChannelLog {
     /// Presence changes not yet pushed (batched per loop turn).
     pub joined: Vec<Arc<str>>,
     pub left: Vec<Arc<str>>,
+    meter: Meter,
+}
+
+/// Bytes one retained publication is charged: its data, the entry and the
+/// `Arc` header.
+pub fn entry_cost(entry: &Entry) -> usize {
+    entry.data.len() + std::mem::size_of::<Entry>() + 16
 }
 
 impl ChannelLog {
-    pub fn new(epoch: Arc<str>, rule: HistoryRule) -> ChannelLog {
+    pub fn new(epoch: Arc<str>, rule: HistoryRule, meter: Meter) -> ChannelLog {
         ChannelLog {
             epoch,
             last: 0,
@@ -59,20 +72,49 @@ impl ChannelLog {
             anonymous: 0,
             joined: Vec::new(),
             left: Vec::new(),
+            meter,
         }
+    }
+
+    fn pop_oldest(&mut self) -> Option<Entry> {
+        let entry = self.history.pop_front()?;
+        self.meter.release(MemKind::History, entry_cost(&entry));
+        Some(entry)
+    }
+
+    fn clear_history(&mut self) {
+        while self.pop_oldest().is_some() {}
+    }
+
+    /// Memory pressure: drops publications published before `tick`; returns
+    /// how many.
+    pub fn trim_before(&mut self, tick: u32) -> usize {
+        let mut dropped = 0;
+        while self.history.front().is_some_and(|e| e.at < tick) {
+            self.pop_oldest();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Ticks and costs of the retained publications (for a global trim).
+    pub fn ages(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
+        self.history.iter().map(|e| (e.at, entry_cost(e)))
     }
 
     /// Assigns the next offset to `data` and keeps it as history.
     pub fn append(&mut self, data: Arc<str>, now: u32) -> u64 {
         self.last += 1;
         if self.rule.size > 0 {
-            self.history.push_back(Entry {
+            let entry = Entry {
                 offset: self.last,
                 at: now,
                 data,
-            });
+            };
+            self.meter.charge(MemKind::History, entry_cost(&entry));
+            self.history.push_back(entry);
             while self.history.len() > self.rule.size {
-                self.history.pop_front();
+                self.pop_oldest();
             }
         }
         self.last
@@ -85,14 +127,14 @@ impl ChannelLog {
     pub fn append_at(&mut self, epoch: &Arc<str>, offset: u64, data: Arc<str>, now: u32) -> bool {
         if **epoch != *self.epoch {
             self.epoch = Arc::clone(epoch);
-            self.history.clear();
+            self.clear_history();
             self.last = offset.saturating_sub(1);
         }
         if offset <= self.last {
             return false;
         }
         if offset != self.last + 1 {
-            self.history.clear();
+            self.clear_history();
         }
         self.last = offset - 1;
         self.append(data, now);
@@ -104,10 +146,10 @@ impl ChannelLog {
     pub fn sync(&mut self, epoch: &Arc<str>, offset: u64) {
         if **epoch != *self.epoch {
             self.epoch = Arc::clone(epoch);
-            self.history.clear();
+            self.clear_history();
             self.last = offset;
         } else if offset > self.last {
-            self.history.clear();
+            self.clear_history();
             self.last = offset;
         }
     }
@@ -129,7 +171,7 @@ impl ChannelLog {
             if now.saturating_sub(front.at) < self.rule.ttl_ticks {
                 break;
             }
-            self.history.pop_front();
+            self.pop_oldest();
         }
     }
 
@@ -229,12 +271,18 @@ impl ChannelLog {
     }
 }
 
+impl Drop for ChannelLog {
+    fn drop(&mut self) {
+        self.clear_history();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn log(size: usize, ttl_ticks: u32) -> ChannelLog {
-        ChannelLog::new("e1".into(), HistoryRule { size, ttl_ticks })
+        ChannelLog::new("e1".into(), HistoryRule { size, ttl_ticks }, Meter::unlimited())
     }
 
     fn recover(offset: u64, epoch: &str) -> Recover {
@@ -285,6 +333,40 @@ mod tests {
         assert_eq!(log.recent(10).iter().map(|e| e.offset).collect::<Vec<_>>(), [9]);
         assert!(log.append_at(&"r2".into(), 1, "new epoch".into(), 0));
         assert_eq!((log.last, &*log.epoch), (1, "r2"));
+    }
+
+    #[test]
+    fn history_is_charged_while_kept_and_trimmed_oldest_first() {
+        let meter = Meter::unlimited();
+        let mut log = ChannelLog::new(
+            "e1".into(),
+            HistoryRule {
+                size: 3,
+                ttl_ticks: 100,
+            },
+            meter.clone(),
+        );
+        for i in 0..5u32 {
+            log.append("x".repeat(100).into(), i);
+        }
+        let one = 100 + std::mem::size_of::<Entry>() + 16;
+        assert_eq!(
+            meter.held(MemKind::History),
+            3 * one as u64,
+            "what the size rule dropped is released"
+        );
+        assert_eq!(log.trim_before(4), 2);
+        assert_eq!(log.recent(10).iter().map(|e| e.offset).collect::<Vec<_>>(), [5]);
+        let gone = Recover {
+            offset: 2,
+            epoch: "e1".into(),
+        };
+        assert!(
+            matches!(log.recover(&gone), Recovery::Impossible(_)),
+            "a trim is never a silent gap"
+        );
+        drop(log);
+        assert_eq!(meter.held(MemKind::History), 0);
     }
 
     #[test]

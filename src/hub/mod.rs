@@ -33,6 +33,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use slab::Slab;
 
+use crate::buf::Meter;
 use crate::cluster::{ClusterCmd, ClusterLink, RedisCall};
 use crate::conn::{Conn, Ctx, Disconnect, Outgoing};
 use crate::route::{Endpoint, Route};
@@ -73,10 +74,16 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(shard: usize, peers: Arc<[ShardHandle]>, config: Arc<HubConfig>, cluster: Option<ClusterLink>) -> Hub {
+    pub fn new(
+        shard: usize,
+        peers: Arc<[ShardHandle]>,
+        config: Arc<HubConfig>,
+        cluster: Option<ClusterLink>,
+        meter: Meter,
+    ) -> Hub {
         Hub {
             cluster,
-            owned: Owned::new(shard, Arc::clone(&config)),
+            owned: Owned::new(shard, Arc::clone(&config), meter),
             shard,
             peers,
             config,
@@ -677,6 +684,12 @@ impl Hub {
         }
         ctx.stats.channels = self.owned.channels() as u64;
         ctx.stats.users = self.users.len() as u64;
+    }
+
+    /// Memory pressure: trims the history this shard owns, oldest first,
+    /// by about `bytes`; returns how many publications were dropped.
+    pub fn trim_history(&mut self, bytes: u64) -> usize {
+        self.owned.trim_history(bytes)
     }
 
     /// A connection is going away: leave its room, channels and user.

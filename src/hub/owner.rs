@@ -13,6 +13,7 @@ use super::log::{ChannelLog, Entry, Recovery};
 use super::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
 use super::protocol::{self, json_string};
 use super::text_frame;
+use crate::buf::Meter;
 use crate::cluster::{ClusterCmd, RedisCall};
 
 /// What handling one message produced.
@@ -39,11 +40,14 @@ pub struct Owned {
     cluster: bool,
     /// Cluster mode: subscribes waiting for the channel's position.
     pending: HashMap<Arc<str>, Vec<PendingSubscribe>>,
+    /// Charged for retained history.
+    meter: Meter,
 }
 
 impl Owned {
-    pub fn new(shard: usize, config: Arc<HubConfig>) -> Owned {
+    pub fn new(shard: usize, config: Arc<HubConfig>, meter: Meter) -> Owned {
         Owned {
+            meter,
             shard,
             cluster: config.cluster.is_some(),
             pending: HashMap::new(),
@@ -274,7 +278,8 @@ impl Owned {
             // Cluster mode: the epoch is Redis's, set when it is known.
             let epoch = if self.cluster { Arc::from("") } else { self.new_epoch() };
             let rule = self.config.history_for(channel);
-            self.logs.insert(Arc::clone(channel), ChannelLog::new(epoch, rule));
+            let log = ChannelLog::new(epoch, rule, self.meter.clone());
+            self.logs.insert(Arc::clone(channel), log);
         }
         // Inserted just above when missing.
         let log = self.logs.get_mut(channel).expect("log exists");
@@ -386,6 +391,25 @@ impl Owned {
     }
 
     /// Drops expired history and logs with nothing left to keep.
+    /// Memory pressure: drops the oldest retained publications of all
+    /// channels until about `bytes` are freed; returns how many went.
+    pub fn trim_history(&mut self, bytes: u64) -> usize {
+        let mut ages: Vec<(u32, usize)> = self.logs.values().flat_map(|log| log.ages()).collect();
+        ages.sort_unstable_by_key(|&(at, _)| at);
+        let mut freed = 0u64;
+        let mut cutoff = None;
+        for (at, cost) in ages {
+            if freed >= bytes {
+                break;
+            }
+            freed += cost as u64;
+            cutoff = Some(at);
+        }
+        let Some(cutoff) = cutoff else { return 0 };
+        // Whole ticks go at once: entries of one tick are equally old.
+        self.logs.values_mut().map(|log| log.trim_before(cutoff + 1)).sum()
+    }
+
     pub fn expire(&mut self, tick: u32) {
         let pending = &self.pending;
         self.logs.retain(|channel, log| {

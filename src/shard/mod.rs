@@ -25,11 +25,12 @@ use mio::{Events, Interest, Poll};
 use slab::Slab;
 use tracing::{debug, warn};
 
+use crate::buf::MemKind;
 use crate::conn::{Conn, Ctx, Disconnect, Phase, Verdict};
 use crate::hub::config::HubConfig;
 use crate::hub::Hub;
 use crate::metrics::shard::{HubFigures, ShardMetrics};
-use crate::metrics::stats::ShardStats;
+use crate::metrics::stats::{ShardStats, Shed};
 use crate::net::io::accept_error_is_transient;
 use crate::ws::close;
 use drain::Drain;
@@ -108,6 +109,7 @@ impl Shard {
         } = setup;
         poll.registry()
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
+        let meter = ctx.meter.clone();
         let mut shard = Shard {
             id,
             poll,
@@ -116,7 +118,7 @@ impl Shard {
             // never reallocates (a copy of every connection) as it fills.
             conns: Slab::with_capacity(ctx.limits.max_open + REFUSAL_HEADROOM),
             ctx,
-            hub: Hub::new(id, peers, hub_config, cluster),
+            hub: Hub::new(id, peers, hub_config, cluster, meter),
             wheel: TimerWheel::new(1),
             inbox,
             published,
@@ -451,13 +453,24 @@ impl Shard {
         }
     }
 
-    /// Over `--memory-limit`: closes this shard's largest holders (shed.rs).
+    /// Over `--memory-limit`: frees this shard's share of the excess from
+    /// what holds the most here (shed.rs): connections (their backlogs and
+    /// partial input, largest first) or, when retained history outweighs
+    /// them, history, oldest first. Whatever is still over is taken from the
+    /// other next tick.
     fn shed_memory(&mut self) {
-        self.ctx.meter.flush();
-        if !self.ctx.meter.over_limit() {
+        let meter = &self.ctx.meter;
+        meter.flush();
+        if !meter.over_limit() {
             return;
         }
-        let share = self.ctx.meter.shed_share();
+        let share = meter.shed_share();
+        let for_clients = meter.held(MemKind::PartialInput) + meter.held(MemKind::Outgoing);
+        if meter.held(MemKind::History) > for_clients {
+            let dropped = self.hub.trim_history(share);
+            self.ctx.stats.memory_shed[Shed::History as usize] += dropped as u64;
+            return;
+        }
         for victim in shed::pick(&self.conns, share) {
             let conn = &mut self.conns[victim.key];
             self.ctx.current = victim.key;
