@@ -242,8 +242,8 @@ fn probes_answer_while_a_hundred_clients_trickle() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("{rounds} rounds of 3 probes beside 100 tricklers: slowest {slowest:?}");
-    // They were there, more than the cap: each comeback closed the oldest.
-    assert!(refused(admin, Refusal::Evicted) >= 100 - MAX_CONNECTIONS as u64);
+    // They were all there at once, until the request deadline closed them.
+    assert!(refused(admin, Refusal::RequestTimeout) >= 100);
 }
 
 #[test]

@@ -79,7 +79,7 @@ pub enum HttpError {
     /// Not HTTP/1.x, or a bad `Content-Length`: answer 400.
     #[error("malformed request")]
     Malformed,
-    /// The head passed [`MAX_HEAD_BYTES`] (or [`MAX_HEADERS`] lines would
+    /// The head passed [`MAX_HEAD_BYTES`] (or 32 header lines would
     /// not do): answer 431.
     #[error("request head larger than {MAX_HEAD_BYTES} bytes")]
     HeadTooLarge,

@@ -8,8 +8,9 @@
 //!    │ request deadline: 408                          │ write deadline: closed   │ EOF, linger deadline
 //! ```
 //!
-//! A session owns at most its request (head cap plus the route's body cap)
-//! or its response, never both for long; it never reads while it writes.
+//! A session holds at most its request (the head cap, then the admitted
+//! head and body) or its response, never both for long; it never reads
+//! while it writes.
 //! It does its own socket I/O (through `net::io`) but never waits: the
 //! loop in `serve.rs` calls it on readiness and when its deadline passes.
 
@@ -133,7 +134,16 @@ impl Session {
     fn read_request(&mut self, router: &Router, refusals: &Refusals, now: Instant) -> Next {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
-            let n = match io::read(&mut self.stream, &mut chunk) {
+            let Phase::Reading { input, head } = &self.phase else {
+                return Next::Keep;
+            };
+            // Never past the cap: what is held is at most the head cap, or
+            // the admitted head and body.
+            let want = match head {
+                None => http::MAX_HEAD_BYTES - input.len().min(http::MAX_HEAD_BYTES),
+                Some(h) => (h.head_len + h.body_len).saturating_sub(input.len()),
+            };
+            let n = match io::read(&mut self.stream, &mut chunk[..want.clamp(1, READ_CHUNK)]) {
                 IoOutcome::Progress(n) => n,
                 IoOutcome::WouldBlock => return Next::Keep,
                 // Gone before its request was complete: nothing to answer.
@@ -250,6 +260,8 @@ fn judge(input: &mut Vec<u8>, head: &mut Option<Head>, new: &[u8], router: &Rout
             Ok(len) => len,
             Err(e) => return Verdict::Refuse(e),
         };
+        // The whole request at once, rather than doubling up to it.
+        input.reserve_exact((head_len + body_len).saturating_sub(input.len()));
         *head = Some(Head {
             request,
             head_len,
