@@ -15,6 +15,7 @@
 //! loop in `serve.rs` calls it on readiness and when its deadline passes.
 
 use std::net::Shutdown;
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -283,5 +284,63 @@ fn judge(input: &mut Vec<u8>, head: &mut Option<Head>, new: &[u8], router: &Rout
     input.truncate(end);
     request.body = input.split_off(*head_len);
     let head_only = request.method == "HEAD";
-    Verdict::Answer(router.dispatch(request), head_only)
+    Verdict::Answer(dispatch(router, request), head_only)
+}
+
+/// The router's answer. A handler that panics costs its caller a 500, not
+/// the admin port of everyone else (the panic hook still logs it).
+fn dispatch(router: &Router, request: &Request) -> Response {
+    std::panic::catch_unwind(AssertUnwindSafe(|| router.dispatch(request)))
+        .unwrap_or_else(|_| Response::text(500, "internal error\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router::new(Some("k".into()))
+            .route("GET", "/healthz", Access::Open, |_| Response::text(200, "ok\n"))
+            .route("POST", "/api/echo", Access::Bearer, |r| {
+                Response::text(200, r.body.clone())
+            })
+            .route("GET", "/boom", Access::Open, |_| panic!("a handler bug"))
+    }
+
+    /// Feeds `parts` one by one; the status of the answer, if any.
+    fn feed(parts: &[&str]) -> Option<u16> {
+        let (router, mut input, mut head) = (router(), Vec::new(), None);
+        for part in parts {
+            input.extend_from_slice(part.as_bytes());
+            match judge(&mut input, &mut head, part.as_bytes(), &router) {
+                Verdict::More => {}
+                Verdict::Answer(response, _) => return Some(response.status),
+                Verdict::Refuse(e) => return Some(e.status()),
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn answers_once_head_and_body_are_in() {
+        assert_eq!(feed(&["GET /healthz HTTP/1.1\r\n", "Host: x\r\n"]), None);
+        assert_eq!(feed(&["GET /healthz HTTP/1.1\r\n", "Host: x\r\n", "\r\n"]), Some(200));
+        let head = "POST /api/echo HTTP/1.1\r\nAuthorization: Bearer k\r\nContent-Length: 4\r\n\r\n";
+        assert_eq!(feed(&[head, "ab"]), None);
+        assert_eq!(feed(&[head, "ab", "cd"]), Some(200));
+    }
+
+    #[test]
+    fn refuses_from_the_head_before_any_body() {
+        let head = "POST /api/echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n";
+        assert_eq!(feed(&[head]), Some(401));
+        let open = "GET /healthz HTTP/1.1\r\nContent-Length: 100000\r\n\r\n";
+        assert_eq!(feed(&[open]), Some(413));
+    }
+
+    #[test]
+    fn a_panicking_handler_costs_only_its_caller() {
+        assert_eq!(feed(&["GET /boom HTTP/1.1\r\n\r\n"]), Some(500));
+        assert_eq!(feed(&["GET /healthz HTTP/1.1\r\n\r\n"]), Some(200));
+    }
 }
