@@ -1,33 +1,71 @@
-//! The admin thread: its own loopback port (`--admin-listen`) serving
-//! `/metrics`, `/healthz` and `/readyz` (and later `/api/*`) through a small
-//! router. It renders the Prometheus text and runs the exporter's upkeep;
-//! it never touches a shard's state except through `Health` and the recorder.
+//! The admin thread: its own port (`--admin-listen`, loopback by default)
+//! serving `/metrics`, `/healthz`, `/readyz` and the server API (`/api/*`,
+//! api.rs) through a small router. It renders the Prometheus text and runs
+//! the exporter's upkeep; it never touches a shard's state except through
+//! `Health`, the recorder and the shards' inboxes (api.rs).
 //!
-//! Requests are served one at a time, each on a short read timeout: the
-//! callers are probes and scrapers, a few per second at most.
+//! No client can make another wait: the thread runs a small mio loop of its
+//! own (serve.rs) over non-blocking sessions (session.rs), one request per
+//! connection (`Connection: close`). Every byte held for a client is bounded
+//! in size and in time, and each refusal is counted under
+//! `hubbub_admin_refused_total{reason}`:
+//!
+//! - a request must be complete within [`REQUEST_DEADLINE`] of the accept
+//!   (else 408); its head within 8 KiB (else 431); its body within 1 MiB on
+//!   the bearer routes, 8 KiB on the open ones (else 413), and an unknown or
+//!   unauthorized request is answered from its head, before any body;
+//! - the response must be taken within [`WRITE_DEADLINE`] (else closed);
+//! - at most [`MAX_CONNECTIONS`] connections are open; a new one is always
+//!   taken, and the oldest connection still sending its request (or one
+//!   already answered) is closed to make room, so that connections held
+//!   open by anyone cannot keep the probes out: a flood of silent connects
+//!   must open more than the cap between a probe's connect and its request
+//!   to close it (hence a cap larger than the probes need: at 6,000 connects
+//!   a second, 256 slots give a probe 40 ms);
+//! - on stop every connection is closed at once: the thread never holds up
+//!   the process's exit.
+//!
+//! Handlers run synchronously on this thread: they are quick (a render, an
+//! atomic, a `try_send` to a shard); an `/api/*` call that waits for the
+//! shards' answer waits at most 2 s (api.rs).
 
 pub mod api;
 pub mod http;
+mod refusal;
 pub mod router;
+mod serve;
+mod session;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
-use tracing::{debug, warn};
+use mio::{Interest, Poll, Token, Waker};
 
 use crate::metrics::{exporter, names};
 use http::Response;
+pub use refusal::Refusal;
 pub use router::{Access, Router};
 
-/// How often the exporter's upkeep runs (histogram windows, idle series).
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Most admin connections open at once; at the cap the oldest unanswered
+/// one is closed for a new one (counted as `evicted`). Bytes held then: at
+/// most 16 KiB of request per caller without the API key (1 MiB with it),
+/// or the part of a response its socket has not taken.
+pub const MAX_CONNECTIONS: usize = 256;
+/// From accept to a complete request (head and body); then 408 and close.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// For the client to take the whole response; then the connection closes.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// After the response, how long the client has to close its side (what it
+/// still sends is read and dropped, so the close does not reset the answer).
+const LINGER: Duration = Duration::from_secs(1);
+/// Bytes dropped while lingering before the connection is closed anyway.
+const LINGER_MAX_BYTES: usize = 64 * 1024;
 const LISTENER: Token = Token(0);
 const STOP: Token = Token(1);
 
@@ -117,63 +155,13 @@ pub fn start(addr: SocketAddr, router: Router, prometheus: PrometheusHandle) -> 
     let poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
+    let serve = serve::Serve::new(poll, listener, router, prometheus);
     let thread = std::thread::Builder::new()
         .name("hubbub-admin".into())
-        .spawn(move || serve(poll, listener, router, prometheus))?;
+        .spawn(move || serve.run())?;
     Ok(AdminHandle {
         addr,
         waker,
         thread: Some(thread),
     })
-}
-
-fn serve(mut poll: Poll, listener: TcpListener, router: Router, prometheus: PrometheusHandle) {
-    let mut events = Events::with_capacity(8);
-    let mut last_upkeep = Instant::now();
-    loop {
-        if let Err(e) = poll.poll(&mut events, Some(UPKEEP_INTERVAL)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                warn!(error = %e, "admin poll failed; admin port stops");
-                return;
-            }
-        }
-        if events.iter().any(|e| e.token() == STOP) {
-            return;
-        }
-        if last_upkeep.elapsed() >= UPKEEP_INTERVAL {
-            prometheus.run_upkeep();
-            last_upkeep = Instant::now();
-        }
-        // Bounded: at most 64 requests per wake-up, then upkeep gets a turn.
-        for _ in 0..64 {
-            match listener.accept() {
-                Ok((stream, _)) => answer(stream, &router),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    warn!(error = %e, "admin accept failed");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-fn answer(stream: mio::net::TcpStream, router: &Router) {
-    // Blocking with a timeout: one request, one response, close.
-    let fd = std::os::fd::OwnedFd::from(stream);
-    let mut stream = std::net::TcpStream::from(fd);
-    if stream.set_nonblocking(false).is_err() {
-        return;
-    }
-    let outcome = match http::read_request(&mut stream) {
-        Ok(Some(request)) => {
-            let response = router.dispatch(&request);
-            http::write_response(&mut stream, &response, request.method == "HEAD")
-        }
-        Ok(None) => http::write_response(&mut stream, &Response::text(400, "bad request\n"), false),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = outcome {
-        debug!(error = %e, "admin request failed");
-    }
 }

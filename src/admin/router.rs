@@ -1,6 +1,8 @@
 //! Method + path -> handler, with an access check per route: the admin
-//! endpoints are open (loopback by default), the `/api/*` endpoints later
-//! issues add require `Authorization: Bearer <admin key>`.
+//! endpoints are open (loopback by default), the `/api/*` endpoints (api.rs)
+//! require `Authorization: Bearer <admin key>`. `admit` judges a request
+//! from its head alone, so the session reads a body only for a route that
+//! will take it.
 
 use super::http::{Request, Response};
 
@@ -54,9 +56,24 @@ impl Router {
         self
     }
 
+    /// Judges `request` from its head alone, before any body is read:
+    /// `Ok(access)` of the route that will answer it, or the answer itself
+    /// (404, 405, 401) so that an unknown or unauthorized caller never gets
+    /// to send a body.
+    pub fn admit(&self, request: &Request) -> Result<Access, Response> {
+        self.find(request).map(|route| route.access)
+    }
+
     /// Answers `request`: 404 for an unknown path, 405 for a known path with
     /// another method, 401 without the right bearer token.
     pub fn dispatch(&self, request: &Request) -> Response {
+        match self.find(request) {
+            Ok(route) => (route.handler)(request),
+            Err(refusal) => refusal,
+        }
+    }
+
+    fn find(&self, request: &Request) -> Result<&Route, Response> {
         // HEAD is served as GET without the body (the caller drops it).
         let method = if request.method == "HEAD" {
             "GET"
@@ -73,14 +90,14 @@ impl Router {
                 continue;
             }
             if route.access == Access::Bearer && !self.authorized(request) {
-                return Response::text(401, "missing or wrong bearer token\n");
+                return Err(Response::text(401, "missing or wrong bearer token\n"));
             }
-            return (route.handler)(request);
+            return Ok(route);
         }
         if path_known {
-            Response::text(405, "method not allowed\n")
+            Err(Response::text(405, "method not allowed\n"))
         } else {
-            Response::text(404, "not found\n")
+            Err(Response::text(404, "not found\n"))
         }
     }
 
@@ -147,5 +164,18 @@ mod tests {
         assert_eq!(r.dispatch(&req("POST", "/api/x", Some("Bearer k3y"))).status, 200);
         let closed = Router::new(None).route("GET", "/api/y", Access::Bearer, |_| Response::text(200, ""));
         assert_eq!(closed.dispatch(&req("GET", "/api/y", Some("Bearer "))).status, 401);
+    }
+
+    #[test]
+    fn admission_answers_from_the_head() {
+        let r = router();
+        assert_eq!(r.admit(&req("GET", "/healthz", None)).unwrap(), Access::Open);
+        assert_eq!(
+            r.admit(&req("POST", "/api/x", Some("Bearer k3y"))).unwrap(),
+            Access::Bearer
+        );
+        assert_eq!(r.admit(&req("POST", "/api/x", None)).unwrap_err().status, 401);
+        assert_eq!(r.admit(&req("PUT", "/healthz", None)).unwrap_err().status, 405);
+        assert_eq!(r.admit(&req("GET", "/nope", None)).unwrap_err().status, 404);
     }
 }
