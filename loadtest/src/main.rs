@@ -4,8 +4,10 @@
 //! `--procs` multiplies processes and merges their results exactly. Layout:
 //! `cli` (flags) -> `app` (one invocation) -> `scenario/*` (what each scenario does) on `engine`
 //! (the loop) and `conn` (one connection), which speak the protocol through `handshake` and
-//! `codec` and touch sockets only through `net`. `stats`, `report`, `plot` and `progress` turn the
-//! counts into figures; `coord` and `procs` coordinate worker processes; `sysmem` reads memory.
+//! `codec` and touch sockets only through `net`; `hostile` writes what the hostile scenarios
+//! (`trickle`, `flood`) send and no well-behaved client would. `stats`, `report`, `plot` and
+//! `progress` turn the counts into figures and a verdict (exit status); `coord` and `procs`
+//! coordinate worker processes; `sysmem` reads memory.
 
 mod app;
 mod cli;
@@ -15,6 +17,7 @@ mod conn;
 mod coord;
 mod engine;
 mod handshake;
+mod hostile;
 mod net;
 mod payload;
 mod plot;
