@@ -34,7 +34,19 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout and succeed; a bad flag is a run that could not be
+        // carried out (1), never confused with a missed threshold (2, clap's own default).
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match app::main(cli) {
         Ok(code) => code,
         Err(e) => {
