@@ -47,7 +47,15 @@ fn write_outputs(cli: &Cli, report: &Report) -> Result<(), RunError> {
     }
     if let Some(path) = &cli.common.plot {
         let title = format!("hubbub-load {}: {}", report.scenario, report.target);
-        let svg = crate::plot::svg(&title, &report.histograms);
+        // The attackers' lifetimes (seconds) would flatten the probe's round trips (ms).
+        let hostile = cli.scenario.is_hostile();
+        let shown = report
+            .histograms
+            .iter()
+            .filter(|(name, _)| !hostile || name.starts_with("probe"))
+            .map(|(name, h)| (name.clone(), h.clone()))
+            .collect();
+        let svg = crate::plot::svg(&title, &shown);
         std::fs::write(path, svg).map_err(|e| RunError::Usage(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())

@@ -193,6 +193,9 @@ counters! {
     ended_late,
     /// Trickle/flood: attackers still connected when the run ended.
     alive,
+    /// Trickle/flood: attackers never started because the attack window ended first (raise
+    /// --connect-rate or --duration).
+    unstarted,
     /// Probe: messages due on its schedule.
     probe_due,
     /// Probe: messages sent.

@@ -53,7 +53,19 @@ fn frame_holders_are_accounted_for() {
     };
     let url = server.url("/echo");
     let run = common::load(&[
-        "trickle", "--url", &url, "--mode", "frame", "-c", "20", "--rate", "10", "-d", "1.5",
+        "trickle",
+        "--url",
+        &url,
+        "--mode",
+        "frame",
+        "-c",
+        "20",
+        "--rate",
+        "10",
+        "-d",
+        "1.5",
+        "--source-ips",
+        "127.0.0.2-127.0.0.5",
     ]);
     let out = run.stdout();
     run.assert_attack_accounted(20);

@@ -45,6 +45,8 @@ pub struct AttackSummary {
     /// What they did, as flags would say it (`trickle --mode frame, 1 B/s`).
     pub attack: String,
     pub attackers: u64,
+    /// Attackers never started: the window ended before their turn (see `--connect-rate`).
+    pub unstarted: u64,
     /// Attackers that began their attack (head: TCP connected; others: upgraded).
     pub began: u64,
     /// Attackers that never began (failures by reason in `failed_by`).
@@ -55,7 +57,7 @@ pub struct AttackSummary {
     pub ended_late: u64,
     /// Attackers still connected at the end of the run.
     pub alive: u64,
-    /// `attackers == began + failed` and `began == ended + alive`.
+    /// `attackers == unstarted + began + failed` and `began == ended + alive`.
     pub accounted: bool,
     pub failed_by: BTreeMap<String, u64>,
     /// `close_1008`, `http_408`, `eof`, `reset`, ...
@@ -107,7 +109,8 @@ impl AttackSummary {
         });
         Some(AttackSummary {
             attack,
-            attackers: c.attempts,
+            attackers: c.attempts + c.unstarted,
+            unstarted: c.unstarted,
             began: c.opened,
             failed: c.failed,
             ended: c.ended,
@@ -141,6 +144,13 @@ impl AttackSummary {
                 let _ = writeln!(s, " (oldest {age:.2} s)");
             }
             None => s.push('\n'),
+        }
+        if self.unstarted > 0 {
+            let _ = writeln!(
+                s,
+                "  unstarted   {} attackers never started: the attack window ended first (raise --connect-rate or --duration)",
+                self.unstarted
+            );
         }
         if !self.accounted {
             let _ = writeln!(

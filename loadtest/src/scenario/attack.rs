@@ -3,7 +3,8 @@
 //! them exactly once: failed to begin, ended by the server (how, and after how long), or still
 //! alive when the run ends.
 //!
-//! The invariant the report checks: `attempts == opened + failed` and `opened == ended + alive`.
+//! The invariant the report checks: `attempts == opened + failed`, `opened == ended + alive`, and
+//! `attempts + unstarted` is the number of attackers asked for.
 
 use std::time::Duration;
 
@@ -146,8 +147,11 @@ impl Attackers {
     }
 
     /// Ends the run: every attacker still attacking is counted alive (with its age), every one
-    /// still connecting failed (`timeout`), and all are dropped.
+    /// still connecting failed (`timeout`), every one never started is counted `unstarted`, and
+    /// all are dropped.
     pub fn finish(&mut self, net: &mut Net, now: u64) {
+        self.out.counters.unstarted += self.total - self.issued;
+        self.issued = self.total;
         for id in net.all_ids() {
             net.abort(id);
             match self.began.get_mut(id).and_then(Option::take) {

@@ -25,6 +25,9 @@ use crate::scenario::{drive, engine_for, Finished, Part, RunError, Staged};
 const FLOOD_QUEUE_BYTES: usize = 64 * 1024;
 /// The largest message `flood` sends.
 const MAX_SIZE: u64 = 64 << 20;
+/// The most unsent message bytes one process may hold over its attackers (each holds up to a
+/// queue's worth plus one message).
+const MAX_HELD_BYTES: u64 = 2 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -56,6 +59,15 @@ pub fn run(cli: &Cli, args: &FloodArgs, part: Part, mut coord: Coord) -> Result<
         return Err(RunError::Usage(format!("-s must be between 1 and {MAX_SIZE} bytes")));
     }
     check_expectation(args.expect_closed_within, args.duration_secs)?;
+    let held = part
+        .share(args.connections)
+        .saturating_mul(args.size + FLOOD_QUEUE_BYTES as u64);
+    if held > MAX_HELD_BYTES {
+        return Err(RunError::Usage(format!(
+            "-c x -s would hold up to {held} bytes of unsent messages in this process (at most \
+             {MAX_HELD_BYTES}): lower -c or -s, or add --procs"
+        )));
+    }
     let recv_buffer = args
         .recv_buffer
         .map(|b| usize::try_from(b).map_err(|_| RunError::Usage("--recv-buffer is too large".into())))

@@ -31,7 +31,8 @@ pub const DEFAULT_FRAME_PAYLOAD: u64 = 10;
 pub const DEFAULT_FRAGMENT_BYTES: u64 = 900 * 1024;
 /// The shortest wait between two trickles of one attacker (higher rates send more per trickle).
 const MIN_INTERVAL_NS: u64 = 10_000_000;
-/// A `message` attacker keeps at most this many fragment bytes queued for its socket.
+/// An attacker keeps at most this many bytes queued for its socket (a `message` attacker's
+/// fragment, or a rate faster than the socket).
 const FILL_QUEUE_BYTES: usize = 64 * 1024;
 
 /// What one attacker sends next, by connection id.
@@ -236,7 +237,9 @@ impl Trickle {
             return;
         };
         let earned = (self.rate * now.saturating_sub(slot.paced_from) as f64 / 1e9) as u64;
-        let mut owed = earned.saturating_sub(slot.paced_sent);
+        // A rate the socket cannot take waits for it instead of piling up in the tool.
+        let room = FILL_QUEUE_BYTES.saturating_sub(net.queued(id)) as u64;
+        let mut owed = earned.saturating_sub(slot.paced_sent).min(room);
         let masks = &mut self.masks;
         match self.mode {
             TrickleMode::Head => net.append(id, |out| slot.head.take(owed as usize, out)),

@@ -202,15 +202,16 @@ impl Run {
         map.into_iter().map(|(k, v)| (k, v.as_u64().unwrap_or(0))).collect()
     }
 
-    /// Checks what every trickle and flood report must say: every attacker accounted for once
-    /// (began + failed == attackers, ended + alive == began, the labels add up), and every way
-    /// an attacker ended named with a label the tool defines.
+    /// Checks what every trickle and flood report must say: every attacker started and accounted
+    /// for once (began + failed == attackers, ended + alive == began, the labels add up), and
+    /// every way an attacker ended named with a label the tool defines.
     pub fn assert_attack_accounted(&self, attackers: u64) {
         let out = self.stdout();
         assert_eq!(self.attack()["accounted"], true, "{out}");
         assert_eq!(self.attack_u64("attackers"), attackers, "{out}");
         let (began, failed) = (self.attack_u64("began"), self.attack_u64("failed"));
         let (ended, alive) = (self.attack_u64("ended"), self.attack_u64("alive"));
+        assert_eq!(self.attack_u64("unstarted"), 0, "every attacker started: {out}");
         assert_eq!(began + failed, attackers, "{out}");
         assert_eq!(ended + alive, began, "{out}");
         let ended_by = self.attack_counts("ended_by");
