@@ -322,7 +322,12 @@ impl Driver for Trickle {
     }
 
     fn on_writable(&mut self, net: &mut Net, id: usize, now: u64) {
-        if self.filling.contains(&id) {
+        let filling = self
+            .slots
+            .get(id)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.fragment_left > 0);
+        if filling {
             self.fill(net, id, now);
         }
     }
