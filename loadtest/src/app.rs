@@ -1,5 +1,6 @@
 //! Owns one invocation from parsed flags to exit status: run in this process, as a worker, or as
-//! the parent of workers; then print the table, write `--json` and `--plot`, and apply thresholds.
+//! the parent of workers; then print the table, write `--json` and `--plot`, and exit with the
+//! report's verdict (0 passed, 1 nothing worked or could not run, 2 a threshold was missed).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,9 +12,6 @@ use crate::progress::Progress;
 use crate::report::Report;
 use crate::scenario::{self, RunError};
 use crate::sysmem::Probe;
-
-/// Exit status when a threshold was missed.
-pub const EXIT_THRESHOLD: u8 = 2;
 
 /// Runs the invocation; `Ok` carries the exit status.
 pub fn main(cli: Cli) -> Result<ExitCode, RunError> {
@@ -39,11 +37,7 @@ pub fn main(cli: Cli) -> Result<ExitCode, RunError> {
     let report = Report::new(&cli, finished.outcome, memory, elapsed, cpu);
     print!("{}", report.table());
     write_outputs(&cli, &report)?;
-    Ok(if report.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_THRESHOLD)
-    })
+    Ok(ExitCode::from(report.exit_code))
 }
 
 fn write_outputs(cli: &Cli, report: &Report) -> Result<(), RunError> {
@@ -53,7 +47,15 @@ fn write_outputs(cli: &Cli, report: &Report) -> Result<(), RunError> {
     }
     if let Some(path) = &cli.common.plot {
         let title = format!("hubbub-load {}: {}", report.scenario, report.target);
-        let svg = crate::plot::svg(&title, &report.histograms);
+        // The attackers' lifetimes (seconds) would flatten the probe's round trips (ms).
+        let hostile = cli.scenario.is_hostile();
+        let shown = report
+            .histograms
+            .iter()
+            .filter(|(name, _)| !hostile || name.starts_with("probe"))
+            .map(|(name, h)| (name.clone(), h.clone()))
+            .collect();
+        let svg = crate::plot::svg(&title, &shown);
         std::fs::write(path, svg).map_err(|e| RunError::Usage(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())
@@ -76,6 +78,8 @@ fn per_process_connections(cli: &Cli) -> u64 {
         Scenario::Echo(a) => a.connections,
         Scenario::Broadcast(a) => a.subscribers + a.publishers,
         Scenario::Slow(a) => a.connections,
+        Scenario::Trickle(a) => a.connections + 1,
+        Scenario::Flood(a) => a.connections + 1,
         Scenario::Churn(a) => a
             .max_concurrent
             .min((a.rate * (a.hold_ms as f64 / 1000.0 + 1.0)) as u64),
@@ -109,6 +113,8 @@ fn time_bound(cli: &Cli) -> Duration {
         }
         Scenario::Churn(a) => a.duration_secs + c.handshake_timeout_secs + a.hold_ms as f64 / 1e3,
         Scenario::Slow(a) => conn(a.connections, a.connect_rate) + a.duration_secs * 2.0,
+        Scenario::Trickle(a) => c.handshake_timeout_secs + a.probe.probe_baseline_secs + a.duration_secs,
+        Scenario::Flood(a) => c.handshake_timeout_secs + a.probe.probe_baseline_secs + a.duration_secs + a.drain_secs,
     };
     Duration::from_secs_f64(body + c.close_timeout_secs + 30.0)
 }

@@ -75,6 +75,12 @@ pub enum Scenario {
     Churn(ChurnArgs),
     /// A share of the clients stop reading; checks they are cut off and the others are not hurt.
     Slow(SlowArgs),
+    /// Hostile: N connections hold a partial request head, frame or message, adding bytes at a
+    /// trickle; reports what the server did to each (close code, status, reset) and when.
+    Trickle(TrickleArgs),
+    /// Hostile: N connections send data frames as fast as the socket allows (optionally never
+    /// reading); reports what the server did to each and when.
+    Flood(FloodArgs),
 }
 
 /// `connect`.
@@ -235,6 +241,116 @@ pub struct SlowArgs {
     pub connect_rate: f64,
 }
 
+/// What a `trickle` attacker holds open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum TrickleMode {
+    /// The start of an upgrade request, then endless header lines at `--rate`.
+    Head,
+    /// Upgrades, then the first 8 bytes of a frame, then frame bytes at `--rate`.
+    Frame,
+    /// Upgrades, sends a `--fragment-bytes` non-final fragment, then keep-alives at `--rate`.
+    Message,
+}
+
+/// The well-behaved client of the hostile scenarios (`--probe`).
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct ProbeArgs {
+    /// Run a well-behaved echo client on its own connection meanwhile, one message at a time,
+    /// and report its round trips (before and during the attack) and failures.
+    #[arg(long)]
+    pub probe: bool,
+    /// The probe's echo endpoint [default: /echo on the target's host and port].
+    #[arg(long, requires = "probe")]
+    pub probe_url: Option<String>,
+    /// Milliseconds between the probe's messages.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_f64)]
+    pub probe_interval_ms: f64,
+    /// The probe's message size in bytes (at least 32).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(32..=(1 << 20)))]
+    pub probe_size: u64,
+    /// Seconds the probe runs alone before the attack, for a baseline.
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64)]
+    pub probe_baseline_secs: f64,
+}
+
+/// `trickle`.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct TrickleArgs {
+    /// Target URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
+    pub url: String,
+    /// What each attacker holds open.
+    #[arg(long, value_enum)]
+    pub mode: TrickleMode,
+    /// Attacking connections.
+    #[arg(short = 'c', long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: u64,
+    /// Bytes per second each attacker adds after its opening bytes (0: none at all).
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64)]
+    pub rate: f64,
+    /// Seconds of the attack, counted from the first connect; then every attacker still alive
+    /// is counted and dropped.
+    #[arg(short = 'd', long, default_value_t = 10.0, value_parser = positive_f64)]
+    pub duration_secs: f64,
+    /// Handshakes (head: connects) started per second.
+    #[arg(long, default_value_t = 2000.0, value_parser = positive_f64)]
+    pub connect_rate: f64,
+    /// Frame mode: payload bytes of each frame [default: 10].
+    #[arg(long, value_parser = parse_size)]
+    pub frame_payload: Option<u64>,
+    /// Message mode: size of the first, non-final fragment, e.g. 900KiB [default: 900KiB].
+    #[arg(long, value_parser = parse_size)]
+    pub fragment_bytes: Option<u64>,
+    /// Message mode: what holds the message open [default: ping].
+    #[arg(long, value_enum)]
+    pub keepalive: Option<crate::hostile::Keepalive>,
+    /// Exit with status 2 unless the server ended every attacker within this many seconds of
+    /// its start (must be less than --duration).
+    #[arg(long, value_parser = positive_f64)]
+    pub expect_closed_within: Option<f64>,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+/// `flood`.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct FloodArgs {
+    /// Target URL (/echo, or /room/NAME where every member gets every message).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
+    pub url: String,
+    /// Flooding connections.
+    #[arg(short = 'c', long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: u64,
+    /// Message size, e.g. 1024 or 64KiB.
+    #[arg(short = 's', long, default_value = "1024", value_parser = parse_size)]
+    pub size: u64,
+    /// Send binary messages instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Seconds of flooding, counted from the first connect.
+    #[arg(short = 'd', long, default_value_t = 10.0, value_parser = positive_f64)]
+    pub duration_secs: f64,
+    /// Never read while flooding, so the server's backlog for the attacker grows; the attackers
+    /// read again after --duration, for --drain-secs, to find the server's close frame.
+    #[arg(long)]
+    pub no_read: bool,
+    /// Receive buffer (SO_RCVBUF) of the attackers; small values fill up sooner with --no-read.
+    #[arg(long, value_parser = parse_size)]
+    pub recv_buffer: Option<u64>,
+    /// Seconds the --no-read attackers read again after the flood, looking for the close frame.
+    #[arg(long, default_value_t = 5.0, value_parser = non_negative_f64)]
+    pub drain_secs: f64,
+    /// Handshakes started per second.
+    #[arg(long, default_value_t = 2000.0, value_parser = positive_f64)]
+    pub connect_rate: f64,
+    /// Exit with status 2 unless the server ended every attacker within this many seconds of
+    /// its start (must be less than --duration).
+    #[arg(long, value_parser = positive_f64)]
+    pub expect_closed_within: Option<f64>,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
 impl Scenario {
     /// The subcommand's name.
     pub fn name(&self) -> &'static str {
@@ -244,6 +360,8 @@ impl Scenario {
             Scenario::Broadcast(_) => "broadcast",
             Scenario::Churn(_) => "churn",
             Scenario::Slow(_) => "slow",
+            Scenario::Trickle(_) => "trickle",
+            Scenario::Flood(_) => "flood",
         }
     }
 
@@ -255,6 +373,8 @@ impl Scenario {
             Scenario::Broadcast(a) => &a.url,
             Scenario::Churn(a) => &a.url,
             Scenario::Slow(a) => &a.url,
+            Scenario::Trickle(a) => &a.url,
+            Scenario::Flood(a) => &a.url,
         }
     }
 
@@ -264,7 +384,62 @@ impl Scenario {
             Scenario::Connect(_) | Scenario::Churn(_) => "handshake",
             Scenario::Echo(_) | Scenario::Slow(_) => "rtt",
             Scenario::Broadcast(_) => "delivery",
+            Scenario::Trickle(_) | Scenario::Flood(_) => "probe",
         }
+    }
+
+    /// The probe flags of a hostile scenario.
+    pub fn probe(&self) -> Option<&ProbeArgs> {
+        match self {
+            Scenario::Trickle(a) => Some(&a.probe),
+            Scenario::Flood(a) => Some(&a.probe),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a hostile scenario (its connections attack; a probe measures).
+    pub fn is_hostile(&self) -> bool {
+        self.probe().is_some()
+    }
+}
+
+/// Parses a byte size: a whole number with an optional unit `B`, `KiB`, `MiB`, `GiB` (powers of
+/// 1024) or `kB`, `MB`, `GB` (powers of 1000), in any case: `900KiB`, `1MiB`, `65536`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 1024, 64KiB, 1MiB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {text:?} (use B, KiB, MiB, GiB, kB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn non_negative_f64(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a number >= 0")),
+    }
+}
+
+fn positive_f64(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a number > 0")),
     }
 }
 
@@ -304,5 +479,42 @@ mod tests {
         assert_eq!(cli.common.max_p99_ms, Some(5.0));
         assert!(matches!(cli.scenario, Scenario::Echo(EchoArgs { connections: 3, .. })));
         assert!(Cli::try_parse_from(["hubbub-load", "echo", "--size", "8"]).is_err());
+    }
+
+    #[test]
+    fn sizes_take_the_units_the_docs_write() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("900KiB"), Ok(900 * 1024));
+        assert_eq!(parse_size("1mib"), Ok(1 << 20));
+        assert_eq!(parse_size("2 MB"), Ok(2_000_000));
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert!(parse_size("3 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("99999999999GiB").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn hostile_flags_are_checked() {
+        let cli = Cli::try_parse_from([
+            "hubbub-load",
+            "trickle",
+            "--mode",
+            "message",
+            "--fragment-bytes",
+            "900KiB",
+            "--probe",
+        ])
+        .unwrap();
+        assert!(matches!(&cli.scenario, Scenario::Trickle(a) if a.fragment_bytes == Some(921_600) && a.probe.probe));
+        assert_eq!(cli.scenario.main_latency(), "probe");
+        for bad in [
+            &["hubbub-load", "trickle"][..],
+            &["hubbub-load", "trickle", "--mode", "head", "--rate", "-1"],
+            &["hubbub-load", "trickle", "--mode", "head", "-c", "0"],
+            &["hubbub-load", "trickle", "--mode", "head", "-d", "0"],
+            &["hubbub-load", "flood", "--probe-url", "ws://127.0.0.1:1/echo"],
+            &["hubbub-load", "flood", "-s", "big"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

@@ -93,21 +93,30 @@ fn check_header(header: &FrameHeader, len: u64, max_payload: u64) -> Result<(), 
 /// Appends one masked, final frame of `len` payload bytes to `out`; `fill` writes the payload in
 /// place (so no message is ever built in a temporary buffer), then it is masked in place.
 pub fn encode(out: &mut Vec<u8>, opcode: OpCode, len: usize, mask: [u8; 4], fill: impl FnOnce(&mut [u8])) {
+    encode_header(out, true, opcode, len as u64, mask);
+    let start = out.len();
+    out.resize(start + len, 0);
+    let payload = &mut out[start..];
+    fill(payload);
+    apply_mask(payload, mask);
+}
+
+/// Appends the header (mask included) of a masked frame of `len` payload bytes; the caller
+/// appends the payload, masked. Returns the header's length. Lets the hostile scenarios write
+/// non-final frames and frames they never finish.
+pub fn encode_header(out: &mut Vec<u8>, fin: bool, opcode: OpCode, len: u64, mask: [u8; 4]) -> usize {
     let header = FrameHeader {
-        is_final: true,
+        is_final: fin,
         rsv1: false,
         rsv2: false,
         rsv3: false,
         opcode,
         mask: Some(mask),
     };
-    // Writing into a Vec cannot fail.
-    let _ = header.format(len as u64, out);
     let start = out.len();
-    out.resize(start + len, 0);
-    let payload = &mut out[start..];
-    fill(payload);
-    apply_mask(payload, mask);
+    // Writing into a Vec cannot fail.
+    let _ = header.format(len, out);
+    out.len() - start
 }
 
 /// Appends a masked close frame with `code` and a short `reason`.

@@ -40,6 +40,8 @@ pub struct Closed {
 /// What a scenario does with the events of its connections. `id`s are slab slots: dense, and
 /// reused only after `on_closed`.
 pub trait Driver {
+    /// TCP connected (before any upgrade): the queued request starts to leave.
+    fn on_connected(&mut self, _net: &mut Net, _id: usize, _now: u64) {}
     /// The upgrade succeeded after `handshake_ns` (connect start to `101` parsed).
     fn on_open(&mut self, net: &mut Net, id: usize, now: u64, handshake_ns: u64);
     /// A complete text or binary message.
@@ -80,6 +82,43 @@ pub struct Net {
 impl Net {
     /// Starts a connection for client `user`. Fails at once when no socket can be had.
     pub fn connect(&mut self, user: u32, recv_buffer: Option<usize>, now: u64) -> Result<usize, Reason> {
+        let id = self.open(user, recv_buffer, now)?;
+        let conn = &mut self.conns[id];
+        let key = conn.key;
+        handshake::write_request(&mut conn.wbuf, &self.cfg.target.host, &self.cfg.target.path, &key);
+        self.handshake_deadlines
+            .push_back((now + self.cfg.handshake_timeout_ns, id, self.serial));
+        Ok(id)
+    }
+
+    /// Starts a connection that sends `first` instead of an upgrade request, and has no handshake
+    /// deadline: a hostile client holding a partial request head. Whatever the server answers is
+    /// parsed as a handshake response (an HTTP status ends it as `Reason::Http`); the caller
+    /// bounds its life and ends it with [`Net::abort`].
+    pub fn connect_raw(&mut self, user: u32, now: u64, first: &[u8]) -> Result<usize, Reason> {
+        let id = self.open(user, None, now)?;
+        self.conns[id].wbuf.extend_from_slice(first);
+        Ok(id)
+    }
+
+    /// Appends raw bytes (written in place by `write`) to what `id` sends: the hostile
+    /// scenarios' partial heads, partial frames and fragments, which the codec never writes.
+    pub fn append(&mut self, id: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        self.queue(id, |conn, _| write(&mut conn.wbuf));
+    }
+
+    /// Ends `id` at once without telling the driver (no close handshake, no `on_closed`): for
+    /// connections the scenario accounts for itself at the end of a run.
+    pub fn abort(&mut self, id: usize) -> bool {
+        self.remove(id).is_some()
+    }
+
+    /// Ids of every connection in any phase (allocates; for once-per-run use).
+    pub fn all_ids(&self) -> Vec<usize> {
+        self.conns.iter().map(|(id, _)| id).collect()
+    }
+
+    fn open(&mut self, user: u32, recv_buffer: Option<usize>, now: u64) -> Result<usize, Reason> {
         let source = self.cfg.sources.as_mut().map(SourceIps::next_ip);
         let mut stream = net::connect(self.cfg.target.addr, SocketOpts { source, recv_buffer })?;
         let entry = self.conns.vacant_entry();
@@ -89,11 +128,7 @@ impl Net {
             .map_err(|e| Reason::of(&e))?;
         self.serial += 1;
         let key = handshake::new_key(self.masks.next_u64(), self.masks.next_u64());
-        let mut conn = Conn::new(stream, key, now, self.serial, user);
-        handshake::write_request(&mut conn.wbuf, &self.cfg.target.host, &self.cfg.target.path, &key);
-        entry.insert(conn);
-        self.handshake_deadlines
-            .push_back((now + self.cfg.handshake_timeout_ns, id, self.serial));
+        entry.insert(Conn::new(stream, key, now, self.serial, user));
         Ok(id)
     }
 
@@ -275,7 +310,11 @@ fn on_writable(net: &mut Net, driver: &mut impl Driver, id: usize) {
             Ok(true) => conn.phase = Phase::Handshaking,
             Err(reason) => return finish(net, driver, id, Some(reason)),
         }
+        driver.on_connected(net, id, now_ns());
     }
+    let Some(conn) = net.conns.get_mut(id) else {
+        return;
+    };
     let was_blocked = std::mem::take(&mut conn.blocked);
     if let Err(reason) = conn.flush() {
         return finish(net, driver, id, Some(reason));
@@ -305,8 +344,12 @@ fn on_readable(net: &mut Net, driver: &mut impl Driver, scratch: &mut [u8], id: 
             Io::Done(n) => deliver(net, driver, id, &scratch[..n]),
             Io::WouldBlock => return,
             Io::Eof => {
-                let clean = conn.phase == Phase::Closing;
-                return finish(net, driver, id, if clean { None } else { Some(Reason::Eof) });
+                let reason = match conn.phase {
+                    Phase::Closing => None,
+                    _ if !conn.rbuf.is_empty() => Some(Reason::EofMidFrame),
+                    _ => Some(Reason::Eof),
+                };
+                return finish(net, driver, id, reason);
             }
             Io::Failed(reason) => return finish(net, driver, id, Some(reason)),
         }

@@ -20,6 +20,9 @@ pub enum Reason {
     Reset,
     /// The server closed TCP without a close frame.
     Eof,
+    /// The server closed TCP in the middle of a frame (or of its handshake response): the
+    /// stream was cut short, so a close frame it may have sent after it could not be read.
+    EofMidFrame,
     /// The server answered the upgrade with this HTTP status.
     Http(u16),
     /// The server's handshake response was not a valid WebSocket upgrade.
@@ -56,6 +59,7 @@ impl Reason {
             Reason::Timeout => "timeout".into(),
             Reason::Reset => "reset".into(),
             Reason::Eof => "eof".into(),
+            Reason::EofMidFrame => "eof_mid_frame".into(),
             Reason::Http(code) => format!("http_{code}"),
             Reason::BadHandshake => "bad_handshake".into(),
             Reason::Protocol => "protocol_error".into(),
@@ -196,6 +200,7 @@ mod tests {
     fn labels_are_stable() {
         assert_eq!(Reason::Http(404).label(), "http_404");
         assert_eq!(Reason::Closed(1008).label(), "close_1008");
+        assert_eq!(Reason::EofMidFrame.label(), "eof_mid_frame");
         assert_eq!(
             Reason::of(&io::Error::from_raw_os_error(libc::ECONNREFUSED)),
             Reason::Refused

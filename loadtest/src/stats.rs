@@ -18,7 +18,7 @@ const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
 pub struct Latency(Histogram<u64>);
 
 /// The percentiles reports print, in milliseconds.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Summary {
     pub count: u64,
     pub min_ms: f64,
@@ -186,6 +186,27 @@ counters! {
     slow_not_closed,
     /// Churn: connection starts skipped because the concurrency cap was reached.
     skipped,
+    /// Trickle/flood: attackers the server ended (see the `ended_*` failures for how).
+    ended,
+    /// Trickle/flood: of those, the ones found ended only after the attack window (a --no-read
+    /// flooder reads again then): their lifetime is an upper bound.
+    ended_late,
+    /// Trickle/flood: attackers still connected when the run ended.
+    alive,
+    /// Trickle/flood: attackers never started because the attack window ended first (raise
+    /// --connect-rate or --duration).
+    unstarted,
+    /// Probe: messages due on its schedule.
+    probe_due,
+    /// Probe: messages sent.
+    probe_sent,
+    /// Probe: correct echoes received.
+    probe_received,
+    /// Probe: messages due that got no correct echo (never sent for want of a connection,
+    /// unanswered, or wrong).
+    probe_failed,
+    /// Probe: connection attempts (the first, and reconnects after a loss).
+    probe_connects,
 }
 
 /// Failures by reason label (`refused`, `http_404`, `close_1008`, ...).

@@ -1,8 +1,13 @@
 //! Owns the memory figures read from outside the tool: the server's resident set (from
-//! `/proc/PID/status` or its Prometheus `/metrics`) and the kernel's TCP socket memory
-//! (`/proc/net/sockstat`), before and after connections are opened.
+//! `/proc/PID/status` or its Prometheus `/metrics`) and the kernel's memory for connections,
+//! before and after connections are opened.
 //!
-//! Socket memory is box-wide: on loopback it includes the client's sockets too.
+//! The kernel figure is read the way `tuning/check.sh` budgets it: the socket, file and epoll
+//! structures of a connection (the slab caches in [`SOCKET_SLABS`], from `/proc/slabinfo`, about
+//! 3.5 KiB) plus its socket buffers (the `mem` pages of `/proc/net/sockstat`, near zero while
+//! idle). `/proc/slabinfo` is readable by root only; without it the kernel figure is left out
+//! rather than reported as the buffers alone. Both are box-wide: on loopback the tool's own
+//! sockets count too, so a connection costs both ends.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,13 +15,33 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// The slab caches that hold a TCP connection's kernel structures: the socket (`TCP`, `TCPv6`),
+/// its inode, its open file and dentry, and its epoll registration.
+pub const SOCKET_SLABS: &[&str] = &[
+    "TCP",
+    "TCPv6",
+    "sock_inode_cache",
+    "filp",
+    "dentry",
+    "eventpoll_epi",
+    "eventpoll_pwq",
+];
+
+/// What `tuning/check.sh` budgets per connection: kernel structures, minimum buffers (mostly
+/// unallocated while idle) and hubbub's own state.
+pub const CHECK_SH_BUDGET_BYTES: u64 = 4608;
+
 /// One reading.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Snapshot {
     /// Server resident set in bytes, when a PID or metrics URL was given and readable.
     pub server_rss_bytes: Option<u64>,
-    /// Kernel TCP socket memory in bytes (`mem` pages of the `TCP:` line times the page size).
+    /// Kernel TCP socket buffer memory in bytes (`mem` pages of the `TCP:` line times the page
+    /// size).
     pub tcp_mem_bytes: Option<u64>,
+    /// Bytes in the [`SOCKET_SLABS`] caches (active objects times object size), when
+    /// `/proc/slabinfo` is readable.
+    pub socket_slab_bytes: Option<u64>,
     /// TCP sockets in use on the box.
     pub tcp_inuse: Option<u64>,
 }
@@ -28,7 +53,13 @@ pub struct MemReport {
     pub after: Snapshot,
     pub connections: u64,
     pub server_rss_per_conn_bytes: Option<f64>,
-    pub tcp_mem_per_conn_bytes: Option<f64>,
+    /// Kernel memory per connection: structures plus socket buffers (box-wide). `None` when the
+    /// structures could not be read.
+    pub kernel_per_conn_bytes: Option<f64>,
+    /// Of which socket, file and epoll structures.
+    pub kernel_structs_per_conn_bytes: Option<f64>,
+    /// Of which socket buffers.
+    pub socket_buffers_per_conn_bytes: Option<f64>,
 }
 
 /// Where to read the server's memory from.
@@ -50,6 +81,7 @@ impl Probe {
         Snapshot {
             server_rss_bytes,
             tcp_mem_bytes,
+            socket_slab_bytes: socket_slab_bytes(),
             tcp_inuse,
         }
     }
@@ -62,9 +94,13 @@ impl MemReport {
             (Some(a), Some(b)) if connections > 0 => Some((b as f64 - a as f64) / connections as f64),
             _ => None,
         };
+        let structs = per(before.socket_slab_bytes, after.socket_slab_bytes);
+        let buffers = per(before.tcp_mem_bytes, after.tcp_mem_bytes);
         MemReport {
             server_rss_per_conn_bytes: per(before.server_rss_bytes, after.server_rss_bytes),
-            tcp_mem_per_conn_bytes: per(before.tcp_mem_bytes, after.tcp_mem_bytes),
+            kernel_per_conn_bytes: structs.map(|s| s + buffers.unwrap_or(0.0)),
+            kernel_structs_per_conn_bytes: structs,
+            socket_buffers_per_conn_bytes: buffers,
             before,
             after,
             connections,
@@ -120,6 +156,30 @@ fn parse_sockstat(text: &str, page: u64) -> Option<(u64, u64)> {
     Some((field("inuse")?, field("mem")? * page))
 }
 
+/// Bytes in the [`SOCKET_SLABS`] caches, or `None` when `/proc/slabinfo` cannot be read.
+pub fn socket_slab_bytes() -> Option<u64> {
+    parse_slabinfo(&std::fs::read_to_string("/proc/slabinfo").ok()?)
+}
+
+/// Sums `active_objs * objsize` over the [`SOCKET_SLABS`] lines (slabinfo 2.x: name,
+/// active_objs, num_objs, objsize, ...). Caches the kernel merged away are simply absent.
+fn parse_slabinfo(text: &str) -> Option<u64> {
+    let mut total = 0;
+    let mut seen = false;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(name) = words.next().filter(|n| SOCKET_SLABS.contains(n)) else {
+            continue;
+        };
+        let active: u64 = words.next()?.parse().ok()?;
+        let _num: u64 = words.next()?.parse().ok()?;
+        let size: u64 = words.next()?.parse().ok()?;
+        total += active * size;
+        seen |= name.starts_with("TCP");
+    }
+    seen.then_some(total)
+}
+
 /// `process_resident_memory_bytes` from a Prometheus endpoint (`http://host:port/path`).
 pub fn rss_from_metrics(url: &str) -> Option<u64> {
     let rest = url.strip_prefix("http://")?;
@@ -170,13 +230,17 @@ mod tests {
 
     #[test]
     fn own_cpu_time_grows_with_work() {
+        // Spin until 20 ms of CPU show, or 5 s of wall time pass: on a busy box 50 ms of wall
+        // time can be far less CPU time, but 5 s without 20 ms counted means it is not counted.
         let before = own_cpu_secs();
         let mut x = 0u64;
         let start = std::time::Instant::now();
-        while start.elapsed() < std::time::Duration::from_millis(50) {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        while own_cpu_secs() - before < 0.02 && start.elapsed() < std::time::Duration::from_secs(5) {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
         }
-        assert!(own_cpu_secs() - before >= 0.02, "50 ms of spinning must show");
+        assert!(own_cpu_secs() - before >= 0.02, "spinning must show as CPU time");
     }
 
     #[test]
@@ -184,15 +248,41 @@ mod tests {
         let before = Snapshot {
             server_rss_bytes: Some(1000),
             tcp_mem_bytes: Some(0),
+            socket_slab_bytes: Some(10_000),
             tcp_inuse: None,
         };
         let after = Snapshot {
             server_rss_bytes: Some(3000),
             tcp_mem_bytes: Some(4096),
+            socket_slab_bytes: Some(50_000),
             tcp_inuse: None,
         };
         let r = MemReport::new(before, after, 10);
         assert_eq!(r.server_rss_per_conn_bytes, Some(200.0));
-        assert_eq!(r.tcp_mem_per_conn_bytes, Some(409.6));
+        assert_eq!(r.socket_buffers_per_conn_bytes, Some(409.6));
+        assert_eq!(r.kernel_structs_per_conn_bytes, Some(4000.0));
+        assert_eq!(r.kernel_per_conn_bytes, Some(4409.6));
+        let unreadable = Snapshot {
+            socket_slab_bytes: None,
+            ..after
+        };
+        let r = MemReport::new(before, unreadable, 10);
+        assert_eq!(r.kernel_per_conn_bytes, None, "buffers alone are not the kernel's cost");
+    }
+
+    #[test]
+    fn slabinfo_sums_the_socket_caches() {
+        let text = "slabinfo - version: 2.1\n\
+# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables\n\
+TCP                   26     26   2368   13    8 : tunables    0    0    0 : slabdata      2      2      0\n\
+eventpoll_epi        224    224    128   32    1 : tunables    0    0    0 : slabdata      7      7      0\n\
+sock_inode_cache      76     76    832   19    4 : tunables    0    0    0 : slabdata      4      4      0\n\
+kmalloc-64          9999   9999     64   64    1 : tunables    0    0    0 : slabdata      1      1      0\n";
+        assert_eq!(parse_slabinfo(text), Some(26 * 2368 + 224 * 128 + 76 * 832));
+        assert_eq!(
+            parse_slabinfo("slabinfo - version: 2.1\n"),
+            None,
+            "no TCP cache: not read"
+        );
     }
 }

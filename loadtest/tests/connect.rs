@@ -60,6 +60,10 @@ fn failures_are_counted_by_reason() {
     let run = common::load(&["connect", "--url", &refused, "-n", "20", "--hold-secs", "0"]);
     assert_eq!(run.report["failures"]["refused"], 20, "{}", run.report["failures"]);
     assert_eq!(run.count("opened"), 0);
+    assert_eq!(
+        (run.code(), &run.report["passed"]),
+        (1, &serde_json::Value::Bool(false))
+    );
 
     let server = common::fixture();
     let url = server.url("/no-such-path");
@@ -75,7 +79,8 @@ fn failures_are_counted_by_reason() {
         "0.5",
     ]);
     assert_eq!(run.report["failures"]["http_404"], 10, "{}", run.report["failures"]);
-    assert_eq!(run.code(), 2, "100% errors miss a 50% threshold");
+    assert_eq!(run.code(), 1, "nothing worked: 1, before any threshold");
+    assert_eq!(run.report["reasons"][0], "no connection was established (http_404 10)");
 }
 
 #[test]

@@ -202,7 +202,7 @@ impl Echo {
                 c.slow_closed_other += 1;
                 *self.life.out.failures.entry(format!("slow_close_{code}")).or_default() += 1;
             }
-            Some(Reason::Eof | Reason::Reset) => c.slow_closed_tcp += 1,
+            Some(Reason::Eof | Reason::EofMidFrame | Reason::Reset) => c.slow_closed_tcp += 1,
             Some(_) | None => c.slow_not_closed += 1,
         }
     }

@@ -3,11 +3,15 @@
 //! coordinator, wait for its go, run for a fixed time, drain what is in flight, close everything.
 //! Every stage has an end in time, so every run stops by itself.
 
+pub mod attack;
 pub mod broadcast;
 pub mod churn;
 pub mod connect;
 pub mod echo;
+pub mod flood;
+pub mod probe;
 pub mod slow;
+pub mod trickle;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -107,6 +111,8 @@ pub fn run(cli: &Cli, coord: Coord) -> Result<Finished, RunError> {
         Scenario::Broadcast(a) => broadcast::run(cli, a, part, coord),
         Scenario::Churn(a) => churn::run(cli, a, part, coord),
         Scenario::Slow(a) => slow::run(cli, a, part, coord),
+        Scenario::Trickle(a) => trickle::run(cli, a, part, coord),
+        Scenario::Flood(a) => flood::run(cli, a, part, coord),
     }
 }
 

@@ -61,7 +61,26 @@ pub fn server(extra: &[&str]) -> Server {
     }
 }
 
-/// `HUBBUB_BIN`, else `target/debug/hubbub` built once with `cargo build -p hubbub --bin hubbub`.
+/// The real `hubbub` with `extra` flags, for tests of behaviour only hubbub has (its deadlines,
+/// its close codes). `None`, with a note, when it cannot be had; a failure instead with
+/// `HUBBUB_LOAD_REQUIRE_HUBBUB=1`.
+pub fn hubbub(extra: &[&str]) -> Option<Server> {
+    match hubbub_bin().and_then(|bin| start_hubbub(&bin, extra)) {
+        Ok(server) => Some(server),
+        Err(why) if std::env::var_os("HUBBUB_LOAD_REQUIRE_HUBBUB").is_some() => {
+            panic!("hubbub required: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: this test needs hubbub itself: {why}");
+            None
+        }
+    }
+}
+
+/// `HUBBUB_BIN`, else `hubbub` brought up to date once with `cargo build --workspace --bins`
+/// in the same profile as this test: the workspace build CI runs first, so this is a no-op
+/// there, and it neither builds a debug server for a release test run nor rebuilds hubbub with
+/// other dependency features (as `-p hubbub` alone would, replacing the binary).
 fn hubbub_bin() -> Result<PathBuf, String> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     if let Some(bin) = std::env::var_os("HUBBUB_BIN") {
@@ -70,15 +89,17 @@ fn hubbub_bin() -> Result<PathBuf, String> {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let profile: &[&str] = if cfg!(debug_assertions) { &[] } else { &["--release"] };
             let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "hubbub", "--bin", "hubbub"])
+                .args(["build", "-q", "--workspace", "--bins"])
+                .args(profile)
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !status.success() {
-                return Err("`cargo build -p hubbub --bin hubbub` failed".into());
+                return Err("`cargo build --workspace --bins` failed".into());
             }
             // The load tester's binary and hubbub's share the target directory.
             let dir = PathBuf::from(env!("CARGO_BIN_EXE_hubbub-load"));
@@ -88,8 +109,16 @@ fn hubbub_bin() -> Result<PathBuf, String> {
 }
 
 fn start_hubbub(bin: &PathBuf, extra: &[&str]) -> Result<Server, String> {
+    // Its own admin port too: the default one (9090) is taken by the first of the servers the
+    // tests start at the same time, and the others would not start.
+    let admin: &[&str] = if extra.contains(&"--admin-listen") {
+        &[]
+    } else {
+        &["--admin-listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0"])
+        .args(admin)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -152,6 +181,84 @@ impl Run {
     pub fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.output.stdout).into_owned()
     }
+
+    /// The `attack` section of a trickle or flood report.
+    pub fn attack(&self) -> &serde_json::Value {
+        let attack = &self.report["attack"];
+        assert!(attack.is_object(), "no attack section: {}", self.stdout());
+        attack
+    }
+
+    /// A number from the `attack` section.
+    pub fn attack_u64(&self, name: &str) -> u64 {
+        self.attack()[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no attack.{name}: {}", self.stdout()))
+    }
+
+    /// `attack.ended_by` (or `failed_by`) as (label, count) pairs.
+    pub fn attack_counts(&self, name: &str) -> Vec<(String, u64)> {
+        let map = self.attack()[name].as_object().cloned().unwrap_or_default();
+        map.into_iter().map(|(k, v)| (k, v.as_u64().unwrap_or(0))).collect()
+    }
+
+    /// Checks what every trickle and flood report must say: every attacker started and accounted
+    /// for once (began + failed == attackers, ended + alive == began, the labels add up), and
+    /// every way an attacker ended named with a label the tool defines.
+    pub fn assert_attack_accounted(&self, attackers: u64) {
+        let out = self.stdout();
+        assert_eq!(self.attack()["accounted"], true, "{out}");
+        assert_eq!(self.attack_u64("attackers"), attackers, "{out}");
+        let (began, failed) = (self.attack_u64("began"), self.attack_u64("failed"));
+        let (ended, alive) = (self.attack_u64("ended"), self.attack_u64("alive"));
+        assert_eq!(self.attack_u64("unstarted"), 0, "every attacker started: {out}");
+        assert_eq!(began + failed, attackers, "{out}");
+        assert_eq!(ended + alive, began, "{out}");
+        let ended_by = self.attack_counts("ended_by");
+        assert_eq!(ended_by.iter().map(|(_, n)| n).sum::<u64>(), ended, "{out}");
+        assert_eq!(
+            self.attack_counts("failed_by").iter().map(|(_, n)| n).sum::<u64>(),
+            failed,
+            "{out}"
+        );
+        for (label, _) in &ended_by {
+            assert!(is_known_end(label), "unknown end label {label:?}: {out}");
+        }
+        let lifetimes = self.report["latency"]["lifetime"]["count"].as_u64().unwrap_or(0);
+        assert_eq!(lifetimes, ended, "one lifetime per ended attacker: {out}");
+    }
+}
+
+/// Labels an ended connection may carry: `close_CODE` (a parsed Close frame), `http_STATUS` (a
+/// parsed status line), or a TCP end.
+pub fn is_known_end(label: &str) -> bool {
+    let code = |prefix: &str, digits: usize| {
+        label
+            .strip_prefix(prefix)
+            .is_some_and(|c| c.len() == digits && c.bytes().all(|b| b.is_ascii_digit()))
+    };
+    code("close_", 4) || code("http_", 3) || ["eof", "eof_mid_frame", "reset", "protocol_error"].contains(&label)
+}
+
+/// Runs `hubbub-load ARGS` expecting it to refuse them: exit 1 and no report; returns stderr.
+pub fn refused(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_hubbub-load"))
+        .args(args)
+        .output()
+        .expect("run hubbub-load");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{args:?} must be refused: {stderr}");
+    stderr
+}
+
+/// A loopback URL nobody listens on.
+pub fn nothing_listening(path: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("ws://127.0.0.1:{port}{path}")
 }
 
 /// Runs `hubbub-load ARGS --quiet --json TMP` and parses the report.

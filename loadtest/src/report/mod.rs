@@ -1,5 +1,9 @@
 //! Owns what a finished run tells people: the merged figures as a [`Report`] (written whole with
-//! `--json`), the human table, and the threshold checks that set the exit status.
+//! `--json`), the human table, and the verdict that sets the exit status: 1 when nothing worked
+//! (see `verdict`), 2 when a threshold was missed, else 0. `passed` is true only for 0.
+
+pub mod attack;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,6 +14,8 @@ use crate::cli::{Cli, Scenario};
 use crate::scenario::{GapRecord, Outcome};
 use crate::stats::{Counters, Failures, Latency, Summary};
 use crate::sysmem::MemReport;
+use attack::AttackSummary;
+use verdict::{EXIT_NOTHING_WORKED, EXIT_THRESHOLD};
 
 /// Rates over the measured phase (over the connect phase for handshakes).
 #[derive(Debug, Clone, Serialize)]
@@ -24,9 +30,33 @@ pub struct Rates {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub name: String,
+    /// `<=`: `actual` may not exceed `limit`; `>=`: it may not fall below it.
+    pub op: &'static str,
     pub limit: f64,
     pub actual: f64,
     pub passed: bool,
+}
+
+impl Check {
+    fn at_most(name: impl Into<String>, limit: f64, actual: f64) -> Check {
+        Check {
+            name: name.into(),
+            op: "<=",
+            limit,
+            actual,
+            passed: actual <= limit,
+        }
+    }
+
+    fn at_least(name: impl Into<String>, limit: f64, actual: f64) -> Check {
+        Check {
+            name: name.into(),
+            op: ">=",
+            limit,
+            actual,
+            passed: actual >= limit,
+        }
+    }
 }
 
 /// Every figure of a run.
@@ -60,7 +90,14 @@ pub struct Report {
     pub error_base: u64,
     pub error_rate: f64,
     pub worst_gaps: Vec<GapRecord>,
+    /// Trickle and flood: what the server did to the attackers, and what the probe saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack: Option<AttackSummary>,
     pub checks: Vec<Check>,
+    /// Why nothing worked (then the exit status is 1 and `passed` is false).
+    pub reasons: Vec<String>,
+    /// 0: passed; 1: nothing worked; 2: a threshold was missed.
+    pub exit_code: u8,
     pub passed: bool,
 }
 
@@ -74,15 +111,23 @@ impl Report {
         let broadcast = matches!(cli.scenario, Scenario::Broadcast(_));
         let expected = broadcast.then(|| c.published * c.receivers);
         let lost = expected.map_or(0, |e| e.saturating_sub(c.received));
-        let errors = c.failed
-            + c.dropped
-            + c.verify_errors
-            + c.unanswered
-            + lost
-            + c.reordered
-            + c.slow_not_closed
-            + c.slow_closed_other;
-        let error_base = (c.attempts + expected.unwrap_or(c.sent) + c.slow_clients).max(1);
+        let (errors, error_base) = if cli.scenario.is_hostile() {
+            // The attackers' fate is the finding, not an error: errors are the probe's.
+            (c.probe_failed, c.probe_due.max(1))
+        } else {
+            let errors = c.failed
+                + c.dropped
+                + c.verify_errors
+                + c.unanswered
+                + lost
+                + c.reordered
+                + c.slow_not_closed
+                + c.slow_closed_other;
+            (
+                errors,
+                (c.attempts + expected.unwrap_or(c.sent) + c.slow_clients).max(1),
+            )
+        };
         let error_rate = errors as f64 / error_base as f64;
         let mut report = Report {
             scenario: cli.scenario.name().into(),
@@ -111,7 +156,10 @@ impl Report {
             error_base,
             error_rate,
             worst_gaps: out.worst_gaps.clone(),
+            attack: AttackSummary::new(cli, &out),
             checks: Vec::new(),
+            reasons: verdict::nothing_worked(&cli.scenario, c, &out.failures),
+            exit_code: 0,
             passed: true,
         };
         report.check(cli);
@@ -120,12 +168,7 @@ impl Report {
 
     fn check(&mut self, cli: &Cli) {
         if let Some(limit) = cli.common.max_error_rate {
-            self.checks.push(Check {
-                name: "error_rate".into(),
-                limit,
-                actual: self.error_rate,
-                passed: self.error_rate <= limit,
-            });
+            self.checks.push(Check::at_most("error_rate", limit, self.error_rate));
         }
         if let Some(limit) = cli.common.max_p99_ms {
             let name = cli.scenario.main_latency();
@@ -133,14 +176,38 @@ impl Report {
                 self.latency
                     .get(name)
                     .map_or(f64::INFINITY, |s| if s.count == 0 { f64::INFINITY } else { s.p99_ms });
-            self.checks.push(Check {
-                name: format!("{name}_p99_ms"),
-                limit,
-                actual,
-                passed: actual <= limit,
-            });
+            self.checks
+                .push(Check::at_most(format!("{name}_p99_ms"), limit, actual));
         }
-        self.passed = self.checks.iter().all(|c| c.passed);
+        self.check_attack(cli);
+        self.exit_code = if !self.reasons.is_empty() {
+            EXIT_NOTHING_WORKED
+        } else if self.checks.iter().any(|c| !c.passed) {
+            EXIT_THRESHOLD
+        } else {
+            0
+        };
+        self.passed = self.exit_code == 0;
+    }
+
+    /// Trickle and flood: the probe must get echoes during the attack when it got them before,
+    /// and `--expect-closed-within` bounds every attacker's life.
+    fn check_attack(&mut self, cli: &Cli) {
+        let Some(attack) = &self.attack else { return };
+        if let Some(p) = attack.probe.as_ref().filter(|p| p.before.count > 0) {
+            let during = p.during.count as f64;
+            self.checks
+                .push(Check::at_least("probe_echoes_during_attack", 1.0, during));
+        }
+        let within = match &cli.scenario {
+            Scenario::Trickle(a) => a.expect_closed_within,
+            Scenario::Flood(a) => a.expect_closed_within,
+            _ => None,
+        };
+        if let Some(limit) = within {
+            let longest = attack.longest_life_secs();
+            self.checks.push(Check::at_most("attacker_life_secs", limit, longest));
+        }
     }
 
     /// The human table.
@@ -186,7 +253,9 @@ impl Report {
             );
         }
         self.latency_rows(&mut s);
-        if !self.failures.is_empty() {
+        if let Some(attack) = &self.attack {
+            attack.rows(&mut s);
+        } else if !self.failures.is_empty() {
             let f: Vec<String> = self.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(s, "  failures    {}", f.join(", "));
         }
@@ -216,10 +285,19 @@ impl Report {
             let verdict = if c.passed { "ok" } else { "MISSED" };
             let _ = writeln!(
                 s,
-                "  threshold   {} {:.4} <= {:.4}: {verdict}",
-                c.name, c.actual, c.limit
+                "  threshold   {} {:.4} {} {:.4}: {verdict}",
+                c.name, c.actual, c.op, c.limit
             );
         }
+        for reason in &self.reasons {
+            let _ = writeln!(s, "  FAILED      {reason}");
+        }
+        let verdict = match self.exit_code {
+            0 => "passed",
+            EXIT_THRESHOLD => "a threshold was missed",
+            _ => "nothing worked",
+        };
+        let _ = writeln!(s, "  verdict     {verdict} (exit {})", self.exit_code);
         s
     }
 
@@ -252,11 +330,23 @@ impl Report {
                 b as f64 / 1e6
             );
         }
-        if let Some(per) = m.tcp_mem_per_conn_bytes {
-            let _ = writeln!(
-                s,
-                "  kernel TCP  {per:.0} bytes per connection (box-wide, client sockets included on loopback)"
-            );
+        match (m.kernel_per_conn_bytes, m.kernel_structs_per_conn_bytes) {
+            (Some(total), Some(structs)) => {
+                let buffers = m.socket_buffers_per_conn_bytes.unwrap_or(0.0);
+                let _ = writeln!(
+                    s,
+                    "  kernel      {total:.0} bytes per connection: {structs:.0} socket, file and epoll structures \
+                     + {buffers:.0} socket buffers\n              (box-wide: on loopback both ends count; \
+                     tuning/check.sh budgets {} per server-side connection)",
+                    crate::sysmem::CHECK_SH_BUDGET_BYTES
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "  kernel      not measured: /proc/slabinfo is not readable (it needs root)"
+                );
+            }
         }
     }
 }
@@ -318,6 +408,75 @@ mod tests {
         let r = Report::new(&cli(&["x", "broadcast"]), out, None, 1.0, 0.5);
         assert_eq!((r.expected_deliveries, r.delivered, r.errors), (Some(30), Some(28), 2));
         assert!(r.table().contains("28 of 30"));
+    }
+
+    #[test]
+    fn nothing_worked_exits_1_before_any_threshold() {
+        let mut out = Outcome {
+            counters: Counters {
+                attempts: 10,
+                failed: 10,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        out.failures.insert("refused".into(), 10);
+        for args in [&["x", "echo"][..], &["x", "echo", "--max-error-rate", "0.5"]] {
+            let r = Report::new(&cli(args), out.clone(), None, 1.0, 0.1);
+            assert_eq!((r.exit_code, r.passed), (1, false), "{args:?}");
+            assert_eq!(r.reasons, ["no connection was established (refused 10)"]);
+            let table = r.table();
+            assert!(
+                table.contains("FAILED      no connection was established (refused 10)"),
+                "{table}"
+            );
+            assert!(table.contains("verdict     nothing worked (exit 1)"), "{table}");
+        }
+        let json = serde_json::to_value(Report::new(&cli(&["x", "echo"]), out, None, 1.0, 0.1)).unwrap();
+        assert_eq!(
+            (json["passed"].as_bool(), json["exit_code"].as_u64()),
+            (Some(false), Some(1))
+        );
+    }
+
+    #[test]
+    fn attackers_are_accounted_for_and_bounded_in_life() {
+        let mut out = Outcome {
+            counters: Counters {
+                attempts: 10,
+                opened: 9,
+                failed: 1,
+                ended: 7,
+                alive: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        out.failures.insert("refused".into(), 1);
+        out.failures.insert("ended_close_1008".into(), 4);
+        out.failures.insert("ended_eof".into(), 3);
+        let mut life = Latency::new();
+        (0..7).for_each(|i| life.record(1_000_000_000 + i * 100_000_000));
+        out.latency.insert("lifetime".into(), life);
+        let mut age = Latency::new();
+        (0..2).for_each(|_| age.record(4_000_000_000));
+        out.latency.insert("alive_age".into(), age);
+        let args = ["x", "flood", "-d", "5", "--expect-closed-within", "3"];
+        let r = Report::new(&cli(&args), out, None, 5.0, 0.1);
+        let a = r.attack.as_ref().unwrap();
+        assert!(a.accounted);
+        assert_eq!(a.ended_by.get("close_1008"), Some(&4));
+        assert_eq!(a.failed_by.get("refused"), Some(&1));
+        assert!((a.lifetime.as_ref().unwrap().max_secs - 1.6).abs() < 0.01);
+        assert_eq!(r.exit_code, 2, "two attackers outlived 3 s: {:?}", r.checks);
+        let table = r.table();
+        assert!(table.contains("ended by    close_1008 4, eof 3"), "{table}");
+        assert!(
+            table.contains(
+                "9 of 10 began, 1 failed to begin; the server ended 7, 2 still alive at the end (oldest 4.00 s)"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! `flood` against hubbub: flooders that never read are cut off by the backlog cap; the probe
+//! measures a well-behaved client meanwhile.
+
+mod common;
+
+fn no_read_flood(server: &common::Server) -> common::Run {
+    let url = server.url("/echo");
+    common::load(&[
+        "flood",
+        "--url",
+        &url,
+        "-c",
+        "5",
+        "-s",
+        "1KiB",
+        "-d",
+        "1",
+        "--no-read",
+        "--recv-buffer",
+        "4096",
+        "--drain-secs",
+        "5",
+    ])
+}
+
+#[test]
+fn flooders_that_never_read_are_cut_off() {
+    let Some(server) = common::hubbub(&["--max-backlog-bytes", "65536"]) else {
+        return;
+    };
+    let run = no_read_flood(&server);
+    let out = run.stdout();
+    run.assert_attack_accounted(5);
+    assert_eq!(
+        (
+            run.attack_u64("began"),
+            run.attack_u64("ended"),
+            run.attack_u64("alive")
+        ),
+        (5, 5, 0),
+        "the server gives up on every flooder that never reads: {out}"
+    );
+    for (label, _) in run.attack_counts("ended_by") {
+        assert!(
+            ["close_1008", "eof", "eof_mid_frame", "reset"].contains(&label.as_str()),
+            "a slow-consumer close, or TCP closed behind an unread backlog: {label}: {out}"
+        );
+    }
+    assert!(run.count("sent") > 0, "{out}");
+    assert_eq!(run.code(), 0, "{out}");
+}
+
+/// What the brief and the server's docs promise: Close 1008 "slow consumer" reaches the
+/// flooder once it reads. hubbub on main does not deliver it: `outq::send` queues the unwritten
+/// rest of a partly written reply as a fresh chunk (offset 0), `discard_unstarted` drops it as
+/// "not started", and the Close frame lands in the middle of a frame (seen as `eof_mid_frame`).
+#[test]
+#[ignore = "hubbub bug: the Close 1008 of a slow consumer lands mid-frame (src/conn/outq.rs send + discard_unstarted)"]
+fn flooders_that_never_read_get_close_1008() {
+    let Some(server) = common::hubbub(&["--max-backlog-bytes", "65536"]) else {
+        return;
+    };
+    let run = no_read_flood(&server);
+    let out = run.stdout();
+    run.assert_attack_accounted(5);
+    assert_eq!(run.attack_counts("ended_by"), [("close_1008".to_string(), 5)], "{out}");
+    assert_eq!(run.count("ended_late"), 5, "found when reading again: {out}");
+}
+
+#[test]
+fn the_probe_measures_a_client_during_a_flood() {
+    let Some(server) = common::hubbub(&[]) else {
+        return;
+    };
+    let url = server.url("/echo");
+    let run = common::load(&[
+        "flood",
+        "--url",
+        &url,
+        "-c",
+        "4",
+        "-d",
+        "1",
+        "--probe",
+        "--probe-baseline-secs",
+        "0.3",
+        "--probe-interval-ms",
+        "5",
+        "--max-p99-ms",
+        "10000",
+    ]);
+    let out = run.stdout();
+    run.assert_attack_accounted(4);
+    let probe = &run.attack()["probe"];
+    let (before, during) = (&probe["before"], &probe["during"]);
+    assert!(before["count"].as_u64().unwrap() >= 20, "0.3 s at 5 ms: {out}");
+    assert!(during["count"].as_u64().unwrap() >= 20, "{out}");
+    for s in [before, during] {
+        let (p50, p99, max) = (
+            s["p50_ms"].as_f64().unwrap(),
+            s["p99_ms"].as_f64().unwrap(),
+            s["max_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{s}");
+    }
+    let (due, answered, failed) = (
+        run.count("probe_due"),
+        run.count("probe_received"),
+        run.count("probe_failed"),
+    );
+    assert_eq!(failed, due - answered, "{out}");
+    assert_eq!(
+        answered,
+        before["count"].as_u64().unwrap() + during["count"].as_u64().unwrap()
+    );
+    assert_eq!(
+        run.report["error_base"], due,
+        "the probe's failures are the run's errors"
+    );
+    assert!(run.count("received") > 0, "the flooders read their echoes: {out}");
+    assert!(out.contains("probe       during the attack:"), "{out}");
+    assert_eq!(run.code(), 0, "{out}");
+}
+
+#[test]
+fn a_room_flood_is_accounted_for() {
+    let Some(server) = common::hubbub(&["--max-backlog-bytes", "65536"]) else {
+        return;
+    };
+    let url = server.url("/room/flood-test");
+    let run = common::load(&["flood", "--url", &url, "-c", "6", "-s", "512", "-d", "1"]);
+    let out = run.stdout();
+    run.assert_attack_accounted(6);
+    assert_eq!(run.attack_u64("began"), 6, "{out}");
+    assert!(run.count("received") > 0, "members get each other's messages: {out}");
+    assert_eq!(run.code(), 0, "{out}");
+}
