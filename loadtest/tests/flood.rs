@@ -50,12 +50,10 @@ fn flooders_that_never_read_are_cut_off() {
     assert_eq!(run.code(), 0, "{out}");
 }
 
-/// What the brief and the server's docs promise: Close 1008 "slow consumer" reaches the
-/// flooder once it reads. hubbub on main does not deliver it: `outq::send` queues the unwritten
-/// rest of a partly written reply as a fresh chunk (offset 0), `discard_unstarted` drops it as
-/// "not started", and the Close frame lands in the middle of a frame (seen as `eof_mid_frame`).
+/// What the server's docs promise: Close 1008 "slow consumer" reaches the flooder once it
+/// reads, after whole frames (the rest of a partly written reply is kept as started, never
+/// discarded, so the Close never lands mid-frame: `eof_mid_frame` was the symptom).
 #[test]
-#[ignore = "hubbub bug: the Close 1008 of a slow consumer lands mid-frame (src/conn/outq.rs send + discard_unstarted)"]
 fn flooders_that_never_read_get_close_1008() {
     let Some(server) = common::hubbub(&["--max-backlog-bytes", "65536"]) else {
         return;

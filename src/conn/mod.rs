@@ -61,10 +61,13 @@ pub enum Disconnect {
     /// Closed to keep the process within `--memory-limit` (1013, or 1008
     /// "slow consumer" for a backlog).
     MemoryShed,
+    /// A room member whose deliveries were dropped under overload, or whose
+    /// own message was (1013): it reconnects rather than miss messages.
+    MissedMessages,
 }
 
 impl Disconnect {
-    pub const ALL: [Disconnect; 10] = [
+    pub const ALL: [Disconnect; 11] = [
         Disconnect::ClientClose,
         Disconnect::ClientGone,
         Disconnect::ProtocolError,
@@ -75,6 +78,7 @@ impl Disconnect {
         Disconnect::Replaced,
         Disconnect::MessageTimeout,
         Disconnect::MemoryShed,
+        Disconnect::MissedMessages,
     ];
 
     pub fn label(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Disconnect {
             Disconnect::Replaced => "replaced",
             Disconnect::MessageTimeout => "message_timeout",
             Disconnect::MemoryShed => "memory_shed",
+            Disconnect::MissedMessages => "missed_messages",
         }
     }
 }

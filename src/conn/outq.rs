@@ -69,6 +69,19 @@ impl OutQ {
         }
     }
 
+    /// Queues what is left of `chunk` after its first `written` bytes went
+    /// out directly: the chunk counts as started, so a slow consumer's
+    /// discard keeps it and the stream keeps its framing. Only for an empty
+    /// queue (the caller wrote directly because nothing was queued).
+    fn push_started(&mut self, chunk: Bytes, written: usize) {
+        debug_assert!(self.chunks.is_empty() && written < chunk.len());
+        let left = chunk.len() - written;
+        self.bytes += left;
+        self.meter.charge(MemKind::Outgoing, left);
+        self.chunks.push_back(chunk);
+        self.offset = written;
+    }
+
     /// Drops every chunk not yet started (a slow consumer's backlog); the
     /// chunk in progress stays so the stream keeps its framing.
     pub fn discard_unstarted(&mut self) {
@@ -141,8 +154,10 @@ pub fn send(stream: &mut TcpStream, outq: &mut Option<Box<OutQ>>, data: &[u8], m
     match io::write(stream, data) {
         IoOutcome::Progress(n) if n == data.len() => (Flushed::All, n),
         IoOutcome::Progress(n) => {
+            // The queue is empty here (checked above): what is left of a
+            // frame already begun on the wire must never be discarded.
             outq.get_or_insert_with(|| Box::new(OutQ::new(meter.clone())))
-                .push(Bytes::copy_from_slice(&data[n..]));
+                .push_started(Bytes::copy_from_slice(data), n);
             (Flushed::Pending, n)
         }
         IoOutcome::WouldBlock => {
@@ -157,6 +172,20 @@ pub fn send(stream: &mut TcpStream, outq: &mut Option<Box<OutQ>>, data: &[u8], m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rest_of_a_partly_written_reply_is_never_discarded() {
+        let meter = Meter::unlimited();
+        let mut q = OutQ::new(meter.clone());
+        q.push_started(Bytes::from_static(b"frame-one"), 4);
+        q.push(Bytes::from_static(b"frame-two"));
+        assert_eq!(q.bytes(), 5 + 9);
+        q.discard_unstarted();
+        assert_eq!(q.bytes(), 5, "the begun frame stays, whole");
+        assert_eq!(meter.held(MemKind::Outgoing), 5);
+        q.consume(5);
+        assert!(q.is_empty());
+    }
 
     #[test]
     fn consume_walks_across_chunks() {

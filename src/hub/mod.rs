@@ -25,7 +25,7 @@ pub mod pattern;
 pub mod protocol;
 pub mod session;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,6 +71,10 @@ pub struct Hub {
     cluster: Option<ClusterLink>,
     /// Connections with queued bytes, flushed at the end of the turn.
     pub dirty: Vec<usize>,
+    /// (shard, channel or room) whose deliveries were dropped and reported
+    /// as a gap, until a delivery of it gets through again: one gap message
+    /// per run of drops, so the control lane stays bounded.
+    gaps: HashSet<(usize, Arc<str>)>,
 }
 
 impl Hub {
@@ -94,6 +98,7 @@ impl Hub {
             sessions: HashMap::new(),
             users: HashMap::new(),
             dirty: Vec::new(),
+            gaps: HashSet::new(),
         }
     }
 
@@ -171,8 +176,10 @@ impl Hub {
         let at = Instant::now();
         if owner == self.shard {
             self.publish_room(name, frame, at, conns, ctx);
-        } else {
-            self.send(owner, HubMsg::RoomPublish { room: name, frame, at }, ctx);
+        } else if !self.send(owner, HubMsg::RoomPublish { room: name, frame, at }, ctx) {
+            // The owner's inbox is full: the sender learns its message was
+            // lost rather than believe it was delivered.
+            self.close(key, crate::ws::close::TRY_AGAIN_LATER, ROOM_OVERLOADED, conns, ctx);
         }
     }
 
@@ -517,7 +524,21 @@ impl Hub {
         match msg {
             HubMsg::RoomPublish { room, frame, at } => self.publish_room(room, frame, at, conns, ctx),
             HubMsg::RoomDeliver { room, frame, at } => self.deliver_room(&room, &frame, at, conns, ctx),
-            HubMsg::Deliver { channel, frame } => self.deliver(Target::Channel, &channel, &frame, conns, ctx),
+            HubMsg::Deliver { channel, frame, .. } => self.deliver(Target::Channel, &channel, &frame, conns, ctx),
+            HubMsg::ChannelGap { channel, epoch, offset } => {
+                let push = text_frame(&protocol::push_gap(&channel, &epoch, offset));
+                self.deliver(Target::Channel, &channel, &push, conns, ctx);
+            }
+            HubMsg::RoomGap { room } => {
+                let members: Vec<u32> = self
+                    .rooms
+                    .members(&room)
+                    .map(|m| m.iter().copied().collect())
+                    .unwrap_or_default();
+                for key in members {
+                    self.close(key as usize, crate::ws::close::TRY_AGAIN_LATER, ROOM_GAP, conns, ctx);
+                }
+            }
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns, ctx),
             HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns, ctx),
             HubMsg::Answer { to, body } => {
@@ -601,12 +622,20 @@ impl Hub {
                 self.send(shard, msg, ctx);
             }
         }
-        if let Some((channel, frame)) = out.deliver {
+        if let Some(publication) = out.deliver {
+            let owner::Publication {
+                channel,
+                frame,
+                offset,
+                epoch,
+            } = publication;
             self.deliver(Target::Channel, &channel, &frame, conns, ctx);
             self.send_to_others(
                 || HubMsg::Deliver {
                     channel: Arc::clone(&channel),
                     frame: frame.clone(),
+                    offset,
+                    epoch: Arc::clone(&epoch),
                 },
                 ctx,
             );
@@ -730,7 +759,7 @@ impl Hub {
         }
     }
 
-    fn send_to_others(&self, mut make: impl FnMut() -> HubMsg, ctx: &mut Ctx) {
+    fn send_to_others(&mut self, mut make: impl FnMut() -> HubMsg, ctx: &mut Ctx) {
         for shard in 0..self.peers.len() {
             if shard != self.shard {
                 self.send(shard, make(), ctx);
@@ -738,12 +767,52 @@ impl Hub {
         }
     }
 
-    fn send(&self, shard: usize, msg: HubMsg, ctx: &mut Ctx) {
-        if self.peers[shard].send(ShardMsg::Hub(msg)).is_err() {
-            ctx.stats.inbox_drops += 1;
+    /// Sends `msg` to `shard` in its lane; false when the data lane was full
+    /// and the message dropped (counted). A dropped delivery is reported to
+    /// the receiver as a gap on the control lane, once per run of drops.
+    fn send(&mut self, shard: usize, msg: HubMsg, ctx: &mut Ctx) -> bool {
+        let reported = match &msg {
+            HubMsg::Deliver { channel: name, .. } | HubMsg::RoomDeliver { room: name, .. } if !self.gaps.is_empty() => {
+                Some(Arc::clone(name))
+            }
+            _ => None,
+        };
+        let Err(ShardMsg::Hub(msg)) = self.peers[shard].send(ShardMsg::Hub(msg)) else {
+            if let Some(name) = reported {
+                // A delivery got through again: the next drop is a new gap.
+                self.gaps.remove(&(shard, name));
+            }
+            return true;
+        };
+        ctx.stats.inbox_drops += 1;
+        let gap = match msg {
+            HubMsg::Deliver {
+                channel, epoch, offset, ..
+            } => Some((
+                Arc::clone(&channel),
+                HubMsg::ChannelGap {
+                    channel,
+                    epoch,
+                    offset: offset.saturating_sub(1),
+                },
+            )),
+            HubMsg::RoomDeliver { room, .. } => Some((Arc::clone(&room), HubMsg::RoomGap { room })),
+            _ => None,
+        };
+        if let Some((name, gap)) = gap {
+            if self.gaps.insert((shard, name)) {
+                // Control lane: fails only if the shard is gone.
+                let _ = self.peers[shard].send(ShardMsg::Hub(gap));
+            }
         }
+        false
     }
 }
+
+/// Close reason for a room member whose message its room's owner could not take.
+const ROOM_OVERLOADED: &str = "room overloaded: your message was dropped; reconnect";
+/// Close reason for a room member that missed messages under overload.
+const ROOM_GAP: &str = "room messages to you were dropped under overload; reconnect";
 
 #[derive(Clone, Copy)]
 enum Target {

@@ -100,6 +100,22 @@ pub enum HubMsg {
     Deliver {
         channel: Arc<str>,
         frame: Bytes,
+        /// The publication's position, for the gap push if this is dropped.
+        offset: u64,
+        epoch: Arc<str>,
+    },
+    /// From a channel's owner (control lane): deliveries of `channel` to this
+    /// shard were dropped; its subscribers here have everything up to
+    /// `offset` of `epoch` and must recover the rest.
+    ChannelGap {
+        channel: Arc<str>,
+        epoch: Arc<str>,
+        offset: u64,
+    },
+    /// From a room's owner (control lane): deliveries to this shard's
+    /// members of `room` were dropped; they are closed so they reconnect.
+    RoomGap {
+        room: Arc<str>,
     },
     /// From the owner: a batch of joins and leaves for local watchers.
     PresenceEvents {
@@ -180,4 +196,23 @@ pub enum HubMsg {
         channel: Arc<str>,
         to: Origin,
     },
+}
+
+impl HubMsg {
+    /// The inbox lane this message travels in (see `shard::inbox`): message
+    /// volume (deliveries, room publishes, cluster publications) may be
+    /// dropped under overload; everything a command or an event waits on is
+    /// control and never dropped.
+    pub fn lane(&self) -> crate::shard::inbox::Lane {
+        use crate::shard::inbox::Lane;
+        match self {
+            HubMsg::RoomPublish { .. }
+            | HubMsg::RoomDeliver { .. }
+            | HubMsg::Deliver { .. }
+            | HubMsg::PresenceEvents { .. }
+            | HubMsg::UserMessage { .. }
+            | HubMsg::ClusterPublication { .. } => Lane::Data,
+            _ => Lane::Control,
+        }
+    }
 }

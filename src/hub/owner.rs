@@ -21,10 +21,19 @@ use crate::cluster::{ClusterCmd, RedisCall};
 pub struct Out {
     /// Messages for shards (possibly this one).
     pub sends: Vec<(usize, HubMsg)>,
-    /// A publication frame for every subscriber of the channel.
-    pub deliver: Option<(Arc<str>, Bytes)>,
+    /// A publication for every subscriber of the channel.
+    pub deliver: Option<Publication>,
     /// Cluster mode: what to ask of the Redis bridge.
     pub cluster: Vec<ClusterCmd>,
+}
+
+/// A publication the owner ordered, framed once for every subscriber.
+#[derive(Debug)]
+pub struct Publication {
+    pub channel: Arc<str>,
+    pub frame: Bytes,
+    pub offset: u64,
+    pub epoch: Arc<str>,
 }
 
 pub struct Owned {
@@ -108,10 +117,12 @@ impl Owned {
                 let log = self.log(&channel, tick);
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
-                out.deliver = Some((
-                    Arc::clone(&channel),
-                    text_frame(&protocol::push_publication(&channel, offset, &data)),
-                ));
+                out.deliver = Some(Publication {
+                    frame: text_frame(&protocol::push_publication(&channel, offset, &data)),
+                    channel: Arc::clone(&channel),
+                    offset,
+                    epoch: Arc::clone(&log.epoch),
+                });
                 if let Some(reply) = reply {
                     answer(reply, &result, &mut out);
                 }
@@ -228,7 +239,12 @@ impl Owned {
         log.expire(tick);
         if log.append_at(&epoch, offset, Arc::clone(&data), tick) {
             let frame = text_frame(&protocol::push_publication(&channel, offset, &data));
-            out.deliver = Some((channel, frame));
+            out.deliver = Some(Publication {
+                channel,
+                frame,
+                offset,
+                epoch,
+            });
         }
     }
 

@@ -205,6 +205,18 @@ pub fn push_publication(channel: &str, offset: u64, data: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Deliveries of `channel` to this connection were dropped under overload:
+/// it has everything up to `offset` of `epoch` and should subscribe again
+/// with `recover` from there.
+pub fn push_gap(channel: &str, epoch: &str, offset: u64) -> Vec<u8> {
+    format!(
+        "{{\"push\":\"gap\",\"channel\":{},\"epoch\":{},\"offset\":{offset}}}",
+        json_string(channel),
+        json_string(epoch)
+    )
+    .into_bytes()
+}
+
 /// A private message to a user's connections.
 pub fn push_message(from: Option<&str>, data: &str) -> Vec<u8> {
     let from = from.map_or_else(|| "null".to_string(), json_string);

@@ -34,7 +34,7 @@ use crate::metrics::stats::{ShardStats, Shed};
 use crate::net::io::accept_error_is_transient;
 use crate::ws::close;
 use drain::Drain;
-use inbox::{Inbox, ShardHandle, ShardMsg};
+use inbox::{Inbox, Lane, ShardHandle, ShardMsg};
 use timer::{TimerWheel, TICK};
 
 /// Connections accepted per loop turn.
@@ -363,13 +363,17 @@ impl Shard {
         }
     }
 
+    /// Handles inbox messages, control first: a flood of deliveries never
+    /// delays a subscribe's answer or a shutdown.
     fn drain_inbox(&mut self) {
         self.inbox.begin_drain();
-        for _ in 0..INBOX_BUDGET {
-            match self.inbox.try_recv() {
-                Ok(ShardMsg::Shutdown) => self.begin_shutdown(),
-                Ok(ShardMsg::Hub(msg)) => self.hub.on_message(msg, &mut self.conns, &mut self.ctx),
-                Err(_) => return,
+        for lane in [Lane::Control, Lane::Data] {
+            for _ in 0..INBOX_BUDGET {
+                match self.inbox.try_recv(lane) {
+                    Some(ShardMsg::Shutdown) => self.begin_shutdown(),
+                    Some(ShardMsg::Hub(msg)) => self.hub.on_message(msg, &mut self.conns, &mut self.ctx),
+                    None => break,
+                }
             }
         }
     }
