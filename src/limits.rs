@@ -93,7 +93,14 @@ pub fn cgroup_memory_max() -> Option<u64> {
         } else {
             continue;
         };
-        let candidates = [file, "/sys/fs/cgroup/memory.max".to_string()];
+        // Without a cgroup namespace the path is the host's view; the
+        // container's own limit is then at the mount's root.
+        let root = if controllers.is_empty() {
+            "/sys/fs/cgroup/memory.max"
+        } else {
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+        };
+        let candidates = [file, root.to_string()];
         for f in candidates {
             if let Some(limit) = read_limit(&f) {
                 return Some(limit);

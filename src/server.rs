@@ -167,7 +167,10 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         "memory budget for what clients make the server hold"
     );
     let budget = MemoryBudget::new(memory_limit);
-    let admission = Arc::new(Admission::new(capacity, config.per_ip.clone()));
+    // Sockets of every phase: the upgrade cap plus what limits.rs keeps per
+    // shard for polite refusals, so the fd reserve holds.
+    let max_sockets = capacity + crate::shard::REFUSAL_HEADROOM * config.shards;
+    let admission = Arc::new(Admission::new(capacity, max_sockets, config.per_ip.clone()));
     let prometheus = crate::metrics::exporter::install();
     let health = Arc::new(Health::default());
     let listeners = listener::bind_all(config.listen, config.backlog, config.shards)?;

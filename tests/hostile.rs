@@ -258,3 +258,43 @@ fn handshakes_per_address_are_rate_limited() {
     assert_eq!(status, 101, "the bucket refills");
     assert!(server.stats().handshake_failures_for("per_ip_rate") >= 2);
 }
+
+#[test]
+fn idle_sockets_filling_the_process_cannot_lock_out_a_newcomer() {
+    // 50 upgrades + 16 refusal sockets per shard: 82 sockets of any phase.
+    let server = start(|c| {
+        c.shards = 2;
+        c.max_connections = Some(50);
+    });
+    let idle: Vec<TcpStream> = (0..120).map(|_| connect(server.addr)).collect();
+    server.wait_for("the idle sockets are accepted", |s| s.accepted >= 120);
+    let took = fresh_client_is_served(server.addr);
+    assert!(took < Duration::from_secs(3), "the fresh client waited {took:?}");
+    let stats = server.stats();
+    assert!(stats.handshake_failures_for("evicted") >= 30, "{stats:?}");
+    drop(idle);
+}
+
+#[test]
+fn one_address_cannot_hold_more_handshakes_than_its_connection_limit() {
+    let server = start(|c| {
+        c.shards = 1;
+        c.per_ip.max_connections = 5;
+    });
+    let idle: Vec<TcpStream> = (0..40).map(|_| connect_from("127.0.0.5", server.addr)).collect();
+    server.wait_for("the idle sockets are judged", |s| s.accepted >= 40);
+    assert!(server.stats().handshake_failures_for("per_ip_connections") >= 35);
+    let (status, _, _s) = try_upgrade(connect_from("127.0.0.6", server.addr), "");
+    assert_eq!(status, 101);
+    drop(idle);
+    // Their places come back: the address may connect again.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, _, _s) = try_upgrade(connect_from("127.0.0.5", server.addr), "");
+        if status == 101 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the address stayed locked out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -107,46 +107,60 @@ fn partial_messages_past_the_budget_are_shed_and_rss_stays_bounded() {
     assert!(held_now <= LIMIT_MIB << 20, "holds {held_now} bytes of partial input");
 }
 
-/// A member with a tiny receive window that never reads.
-fn stalled_member(addr: SocketAddr) -> TcpStream {
+/// A connection to `path` with a tiny receive window that never reads.
+fn stalled(addr: SocketAddr, path: &str) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&addr.into()).unwrap();
     let mut stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.write_all(upgrade_request("/room/flood", "").as_bytes()).unwrap();
+    stream.write_all(upgrade_request(path, "").as_bytes()).unwrap();
     assert_eq!(read_response(&mut stream).0, 101);
     stream
 }
 
+fn stalled_member(addr: SocketAddr) -> TcpStream {
+    stalled(addr, "/room/flood")
+}
+
 #[test]
 fn never_read_backlogs_past_the_budget_are_shed_largest_first() {
-    // The per-connection cap (8 MiB) is far above what the budget allows
-    // for 20 members (32 MiB): the budget, not the cap, must act.
-    let server = spawn_server(&["--max-backlog-bytes", "8388608"]);
-    let stalled: Vec<TcpStream> = (0..20).map(|_| stalled_member(server.addr)).collect();
-    let mut publisher = open(server.addr, "/room/flood");
-    let reader = publisher.stream.try_clone().unwrap();
-    // The publisher reads its own copies, so it is never a slow consumer.
-    std::thread::spawn(move || {
-        let mut reader = reader;
-        let mut sink = vec![0u8; 1 << 16];
-        while std::io::Read::read(&mut reader, &mut sink).is_ok_and(|n| n > 0) {}
-    });
+    // 12 echo clients that never read, each asking for 16 MiB of echoes
+    // (the kernel's socket buffers take a few MiB of each, the rest is
+    // distinct backlog in the server); the per-connection cap (64 MiB) is far
+    // above what the 32 MiB budget allows: the budget, not the cap, must act.
+    let server = spawn_server(&["--max-backlog-bytes", "67108864"]);
+    let pid = server.child.id();
+    let baseline = status_kib(pid, "VmRSS:");
+    let message = client_frame(0x2, true, &vec![9u8; 64 * 1024], MASK);
+    let clients: Vec<TcpStream> = (0..12).map(|_| stalled(server.addr, "/echo")).collect();
+    let writers: Vec<_> = clients
+        .into_iter()
+        .map(|mut s| {
+            let message = message.clone();
+            std::thread::spawn(move || {
+                s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+                for _ in 0..256 {
+                    if s.write_all(&message).is_err() {
+                        break; // the server stopped reading it: shed
+                    }
+                }
+                s
+            })
+        })
+        .collect();
+    let stalled: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     let admin = server.admin.unwrap();
-    let chunk = vec![9u8; 64 * 1024];
-    let deadline = Instant::now() + PATIENCE;
-    let mut sent = 0;
-    while metric(admin, "hubbub_memory_shed_total", "outgoing") < 10 {
-        assert!(Instant::now() < deadline, "nothing shed after {sent} messages");
-        for _ in 0..50 {
-            publisher.send(0x2, true, &chunk);
-            sent += 1;
-        }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut shed = 0;
+    while shed < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        shed = metric(admin, "hubbub_memory_shed_total", "outgoing");
     }
-    let outgoing = metric(admin, "hubbub_memory_bytes", "outgoing");
-    println!("shed after {sent} messages of 64 KiB; outgoing now {outgoing} bytes");
-    assert!(outgoing <= LIMIT_MIB << 20, "the budget bounds the backlogs");
+    let peak_mib = (status_kib(pid, "VmHWM:") - baseline) / 1024;
+    println!("12 never-readers of 16 MiB of echoes: {shed} shed, peak +{peak_mib} MiB");
+    assert!(shed >= 5, "their backlogs cannot fit in {LIMIT_MIB} MiB: {shed} shed");
+    assert!(peak_mib <= LIMIT_MIB + SLACK_MIB, "peak RSS grew {peak_mib} MiB");
     let mut closed = 0;
     for s in stalled {
         let mut member = Client {
@@ -158,7 +172,7 @@ fn never_read_backlogs_past_the_budget_are_shed_largest_first() {
             closed += 1;
         }
     }
-    assert!(closed >= 10, "only {closed} members were told they were shed");
+    assert!(closed >= 5, "only {closed} clients were told they were shed");
 }
 
 #[test]
@@ -197,4 +211,34 @@ fn history_past_the_budget_is_trimmed_oldest_first() {
     );
     assert_eq!(*offsets.last().unwrap(), 80, "the newest stays, the oldest went");
     assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "what is kept has no gap");
+}
+
+#[test]
+fn a_large_broadcast_is_charged_once_not_once_per_member() {
+    // 60 stalled members and 18 publishes of 256 KiB: 4.5 MiB of frames,
+    // 270 MiB if each member's copy were counted. The budget must not shed.
+    let server = spawn_server(&["--max-backlog-bytes", "8388608"]);
+    let stalled: Vec<TcpStream> = (0..60).map(|_| stalled_member(server.addr)).collect();
+    let mut publisher = open(server.addr, "/room/flood");
+    let reader = publisher.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut sink = vec![0u8; 1 << 16];
+        while std::io::Read::read(&mut reader, &mut sink).is_ok_and(|n| n > 0) {}
+    });
+    for _ in 0..18 {
+        publisher.send(0x2, true, &vec![5u8; 256 * 1024]);
+    }
+    let admin = server.admin.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while metric(admin, "hubbub_messages_out_total", "shard") < 18 * 61 {
+        assert!(Instant::now() < deadline, "the deliveries were not queued");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(600)); // two ticks to shed in, if it would
+    let outgoing = metric(admin, "hubbub_memory_bytes", "outgoing");
+    assert!(outgoing < 8 << 20, "charged {outgoing} bytes for 4.5 MiB of frames");
+    assert_eq!(metric(admin, "hubbub_memory_shed_total", "outgoing"), 0);
+    assert_eq!(metric(admin, "hubbub_disconnects_total", "memory_shed"), 0);
+    drop(stalled);
 }

@@ -15,6 +15,8 @@
 //! `docs/CONNECTION.md`, "Memory budget").
 
 use std::cell::Cell;
+
+use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -25,6 +27,49 @@ pub const BATCH_BYTES: i64 = 256 * 1024;
 pub const REFUSE_UPGRADES_PERCENT: u64 = 90;
 /// Share of the limit a shed brings the total back down to.
 pub const SHED_TARGET_PERCENT: u64 = 95;
+
+/// Frames at least this large carry their own charge: made with `frame`,
+/// they are charged once when made and released when the last connection
+/// holding them lets go, however many connections queue them. Smaller chunks
+/// are charged per connection by the queue that holds them.
+pub const SELF_CHARGED_BYTES: usize = 4096;
+
+/// A frame that releases its charge when its last reference is dropped (on
+/// whichever thread that happens: it updates the shared budget directly).
+struct ChargedFrame {
+    bytes: Vec<u8>,
+    budget: Arc<MemoryBudget>,
+}
+
+impl AsRef<[u8]> for ChargedFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for ChargedFrame {
+    fn drop(&mut self) {
+        self.budget.add(MemKind::Outgoing, -(self.bytes.len() as i64));
+    }
+}
+
+/// Shares an encoded frame for queueing: a large one is charged to
+/// `budget` (`MemKind::Outgoing`) once, for as long as any copy of it lives.
+pub fn frame(bytes: Vec<u8>, budget: &Arc<MemoryBudget>) -> Bytes {
+    if bytes.len() < SELF_CHARGED_BYTES {
+        return Bytes::from(bytes);
+    }
+    budget.add(MemKind::Outgoing, bytes.len() as i64);
+    Bytes::from_owner(ChargedFrame {
+        bytes,
+        budget: Arc::clone(budget),
+    })
+}
+
+/// True for a chunk that carries its own charge (see `frame`).
+pub fn is_self_charged(chunk: &[u8]) -> bool {
+    chunk.len() >= SELF_CHARGED_BYTES
+}
 
 /// What a charged byte is held for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,8 +210,8 @@ impl Meter {
         self.inner.budget.limit
     }
 
-    /// The shared budget (for the process-wide gauges).
-    pub fn budget(&self) -> &MemoryBudget {
+    /// The shared budget (for the process-wide gauges, and `frame`).
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
         &self.inner.budget
     }
 
@@ -200,9 +245,10 @@ impl Meter {
         self.pressing() >= percent(self.limit(), REFUSE_UPGRADES_PERCENT)
     }
 
-    /// Past the limit: the shard must shed.
+    /// At or past the limit: the shard must shed (at exactly the limit no
+    /// new buffer fits, so waiting for "past" would refuse everyone).
     pub fn over_limit(&self) -> bool {
-        self.total() > self.limit()
+        self.total() >= self.limit()
     }
 
     /// Bytes this shard should free to bring the total back to the shed
@@ -250,13 +296,29 @@ mod tests {
     }
 
     #[test]
+    fn a_large_frame_is_charged_once_however_many_hold_it() {
+        let budget = MemoryBudget::new(1 << 30);
+        let big = frame(vec![0u8; 10_000], &budget);
+        let copies: Vec<Bytes> = (0..100).map(|_| big.clone()).collect();
+        assert_eq!(budget.bytes(MemKind::Outgoing), 10_000);
+        drop(big);
+        drop(copies);
+        assert_eq!(budget.bytes(MemKind::Outgoing), 0, "released with the last copy");
+        let small = frame(vec![0u8; 100], &budget);
+        assert!(
+            !is_self_charged(&small) && budget.total() == 0,
+            "small frames are charged by their queue"
+        );
+    }
+
+    #[test]
     fn thresholds_and_shed_share() {
         let budget = MemoryBudget::new(1000);
         let a = Meter::new(Arc::clone(&budget));
         let b = Meter::new(Arc::clone(&budget));
         a.charge(MemKind::Outgoing, 800);
         assert!(a.fits(200) && !a.fits(201));
-        assert!(!a.refuses_upgrades());
+        assert!(!a.refuses_upgrades() && !a.over_limit());
         a.charge(MemKind::PartialInput, 100);
         assert!(a.refuses_upgrades() && !a.over_limit());
         let c = Meter::new(MemoryBudget::new(1000));

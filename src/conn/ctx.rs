@@ -66,6 +66,9 @@ pub struct Ctx {
     /// Client address of each upgraded connection, kept only while the
     /// per-address limits are on (to give the place back at close).
     pub ips: HashMap<usize, IpAddr>,
+    /// Peer address of each socket still in its handshake, kept only while
+    /// the per-address limits are on.
+    pub pending_ips: HashMap<usize, IpAddr>,
     /// Where reads land when the connection holds no buffer: one per shard.
     pub scratch: Vec<u8>,
     /// Frames to send to the connection being driven, written with one call
@@ -97,6 +100,7 @@ impl Ctx {
             meter,
             admission,
             ips: HashMap::new(),
+            pending_ips: HashMap::new(),
             scratch: vec![0u8; BUF_SIZE],
             reply: Vec::with_capacity(BUF_SIZE),
             limits,

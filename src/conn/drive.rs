@@ -319,8 +319,13 @@ impl Conn {
         self.decoder = crate::ws::codec::Decoder::default();
     }
 
+    /// The most an input buffer may grow to: a request head's cap (one byte
+    /// over it is how a head too large is seen), or the largest message.
     fn buffer_limit(&self, ctx: &Ctx) -> usize {
-        ctx.limits.max_message_bytes + MAX_CLIENT_HEADER
+        match self.phase {
+            Phase::Handshake => MAX_REQUEST_BYTES + 1,
+            _ => ctx.limits.max_message_bytes + MAX_CLIENT_HEADER,
+        }
     }
 
     /// Handles `buf[pos..len)` by phase; returns where undecoded bytes start
@@ -374,6 +379,10 @@ impl Conn {
             return Err(Refusal::SHORT_OF_MEMORY);
         }
         let admission = &ctx.admission;
+        if let Some(peer) = ctx.pending_ips.remove(&ctx.current) {
+            // Out of the handshake count, into the connection count.
+            admission.end_handshake(peer);
+        }
         let ip = match self.stream.peer_addr() {
             Ok(peer) if admission.per_ip_enabled() => {
                 let forwarded = if admission.trusts(peer.ip()) {
@@ -473,7 +482,7 @@ impl Conn {
                 codec::encode_frame(&mut frame, kind, payload);
                 ctx.outbox.push(Outgoing::RoomMessage {
                     key: ctx.current,
-                    frame: Bytes::from(frame),
+                    frame: crate::buf::budget::frame(frame, ctx.meter.budget()),
                 });
             }
             None => {}
@@ -609,13 +618,16 @@ fn head_room(have: usize) -> usize {
     (2 * have).clamp(1024, MAX_REQUEST_BYTES)
 }
 
+/// Least room made for partial input: a bare frame header costs this much.
+const MIN_INPUT_ROOM: usize = 1024;
+
 /// Buffer room to make for input that needs `need` bytes in all when `have`
-/// have arrived: grow with what has actually arrived (at least double, at
-/// least one pool buffer), never all at once on the word of a frame header,
-/// so a 14-byte header announcing a megabyte costs a megabyte only once the
-/// megabyte comes. Always leaves room for at least one more byte.
+/// have arrived: grow with what has actually arrived (double it, at least
+/// 1 KiB), never all at once on the word of a frame header, so a 14-byte
+/// header announcing a megabyte costs a kilobyte until the megabyte comes.
+/// Always leaves room for at least one more byte.
 fn room_for(need: usize, have: usize) -> usize {
-    need.min((2 * have).max(crate::buf::BUF_SIZE)).max(have + 1)
+    need.min((2 * have).max(MIN_INPUT_ROOM)).max(have + 1)
 }
 
 #[cfg(test)]
@@ -625,8 +637,9 @@ mod tests {
 
     #[test]
     fn buffers_grow_with_the_data_not_with_the_header() {
-        assert_eq!(room_for(1 << 20, 14), BUF_SIZE, "a bare header gets one pool buffer");
+        assert_eq!(room_for(1 << 20, 14), 1024, "a bare header gets a kilobyte");
         assert_eq!(room_for(1 << 20, BUF_SIZE), 2 * BUF_SIZE);
+        assert_eq!(room_for(1 << 20, 3000), 6000);
         assert_eq!(room_for(100, 50), 100, "small needs are met at once");
         assert_eq!(room_for(0, 10), 11, "always room for one more byte");
         assert_eq!(room_for(5, 10), 11);

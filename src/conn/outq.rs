@@ -6,9 +6,10 @@
 //! socket refused is kept, as reference-counted chunks (a broadcast's bytes are
 //! shared, never copied per receiver). Queued bytes are flushed with `writev`.
 //!
-//! Queued bytes are charged to the shard's memory meter (`MemKind::Outgoing`)
-//! per connection: a broadcast frame queued for many receivers is counted
-//! once for each, an upper bound of what it holds.
+//! Queued bytes count in the memory budget (`MemKind::Outgoing`): a large
+//! frame carries its own charge, made once however many connections queue it
+//! (`budget::frame`); smaller chunks are charged to the shard's meter per
+//! connection while queued.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -16,6 +17,7 @@ use std::io::IoSlice;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use crate::buf::budget::{self, is_self_charged};
 use crate::buf::{MemKind, Meter};
 use crate::net::io::{self, IoOutcome};
 
@@ -30,6 +32,9 @@ pub struct OutQ {
     offset: usize,
     /// Queued bytes not yet written.
     bytes: usize,
+    /// Of those, what this queue charged the meter (chunks under
+    /// `SELF_CHARGED_BYTES`).
+    charged: usize,
 }
 
 /// What a write attempt left behind.
@@ -50,6 +55,21 @@ impl OutQ {
             chunks: VecDeque::new(),
             offset: 0,
             bytes: 0,
+            charged: 0,
+        }
+    }
+
+    fn charge(&mut self, chunk: &[u8], bytes: usize) {
+        if !is_self_charged(chunk) {
+            self.charged += bytes;
+            self.meter.charge(MemKind::Outgoing, bytes);
+        }
+    }
+
+    fn release(&mut self, chunk_len: usize, bytes: usize) {
+        if chunk_len < budget::SELF_CHARGED_BYTES {
+            self.charged -= bytes;
+            self.meter.release(MemKind::Outgoing, bytes);
         }
     }
 
@@ -64,7 +84,7 @@ impl OutQ {
     pub fn push(&mut self, chunk: Bytes) {
         if !chunk.is_empty() {
             self.bytes += chunk.len();
-            self.meter.charge(MemKind::Outgoing, chunk.len());
+            self.charge(&chunk, chunk.len());
             self.chunks.push_back(chunk);
         }
     }
@@ -77,7 +97,7 @@ impl OutQ {
         debug_assert!(self.chunks.is_empty() && written < chunk.len());
         let left = chunk.len() - written;
         self.bytes += left;
-        self.meter.charge(MemKind::Outgoing, left);
+        self.charge(&chunk, left);
         self.chunks.push_back(chunk);
         self.offset = written;
     }
@@ -89,7 +109,7 @@ impl OutQ {
         while self.chunks.len() > keep {
             if let Some(chunk) = self.chunks.pop_back() {
                 self.bytes -= chunk.len();
-                self.meter.release(MemKind::Outgoing, chunk.len());
+                self.release(chunk.len(), chunk.len());
             }
         }
     }
@@ -119,13 +139,15 @@ impl OutQ {
 
     fn consume(&mut self, mut n: usize) {
         self.bytes -= n;
-        self.meter.release(MemKind::Outgoing, n);
         while n > 0 {
-            let front_left = self.chunks[0].len() - self.offset;
+            let front_len = self.chunks[0].len();
+            let front_left = front_len - self.offset;
             if n < front_left {
+                self.release(front_len, n);
                 self.offset += n;
                 return;
             }
+            self.release(front_len, front_left);
             n -= front_left;
             self.offset = 0;
             self.chunks.pop_front();
@@ -135,7 +157,7 @@ impl OutQ {
 
 impl Drop for OutQ {
     fn drop(&mut self) {
-        self.meter.release(MemKind::Outgoing, self.bytes);
+        self.meter.release(MemKind::Outgoing, self.charged);
     }
 }
 
@@ -147,7 +169,7 @@ pub fn send(stream: &mut TcpStream, outq: &mut Option<Box<OutQ>>, data: &[u8], m
     }
     if let Some(queue) = outq {
         if !queue.is_empty() {
-            queue.push(Bytes::copy_from_slice(data));
+            queue.push(budget::frame(data.to_vec(), meter.budget()));
             return (Flushed::Pending, 0);
         }
     }
@@ -157,12 +179,12 @@ pub fn send(stream: &mut TcpStream, outq: &mut Option<Box<OutQ>>, data: &[u8], m
             // The queue is empty here (checked above): what is left of a
             // frame already begun on the wire must never be discarded.
             outq.get_or_insert_with(|| Box::new(OutQ::new(meter.clone())))
-                .push_started(Bytes::copy_from_slice(data), n);
+                .push_started(budget::frame(data.to_vec(), meter.budget()), n);
             (Flushed::Pending, n)
         }
         IoOutcome::WouldBlock => {
             outq.get_or_insert_with(|| Box::new(OutQ::new(meter.clone())))
-                .push(Bytes::copy_from_slice(data));
+                .push(budget::frame(data.to_vec(), meter.budget()));
             (Flushed::Pending, 0)
         }
         IoOutcome::Closed | IoOutcome::Failed(_) => (Flushed::Failed, 0),

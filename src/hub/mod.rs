@@ -33,7 +33,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::buf::Meter;
+use crate::buf::{MemoryBudget, Meter};
 use crate::cluster::{ClusterCmd, ClusterLink, RedisCall};
 use crate::conn::{Conn, Ctx, Disconnect, Outgoing};
 use crate::route::{Endpoint, Route};
@@ -224,7 +224,7 @@ impl Hub {
     /// Queues a reply or push for one connection.
     fn send_to(&mut self, key: usize, json: &[u8], conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         let Some(conn) = conns.get_mut(key) else { return };
-        if conn.queue_shared(text_frame(json), ctx) {
+        if conn.queue_shared(text_frame(json, ctx.meter.budget()), ctx) {
             self.dirty.push(key);
         }
     }
@@ -468,7 +468,7 @@ impl Hub {
             return self.fail(key, Some(origin.id), code::BAD_PARAMS, "empty user", conns, ctx);
         }
         let json = protocol::push_message(from.as_deref(), data);
-        let frame = text_frame(&json);
+        let frame = text_frame(&json, ctx.meter.budget());
         let user: Arc<str> = user.into();
         if self.cluster.is_some() {
             let user = Arc::clone(&user);
@@ -502,7 +502,10 @@ impl Hub {
         let Some(conn) = conns.get_mut(key) else { return };
         if conn.route() == Some(Route::Ws) {
             let reconnect = code != crate::ws::close::POLICY_VIOLATION && code != config::CLOSE_REPLACED;
-            if conn.queue_shared(text_frame(&protocol::push_disconnect(code, reason, reconnect)), ctx) {
+            if conn.queue_shared(
+                text_frame(&protocol::push_disconnect(code, reason, reconnect), ctx.meter.budget()),
+                ctx,
+            ) {
                 self.dirty.push(key);
             }
         }
@@ -526,7 +529,7 @@ impl Hub {
             HubMsg::RoomDeliver { room, frame, at } => self.deliver_room(&room, &frame, at, conns, ctx),
             HubMsg::Deliver { channel, frame, .. } => self.deliver(Target::Channel, &channel, &frame, conns, ctx),
             HubMsg::ChannelGap { channel, epoch, offset } => {
-                let push = text_frame(&protocol::push_gap(&channel, &epoch, offset));
+                let push = text_frame(&protocol::push_gap(&channel, &epoch, offset), ctx.meter.budget());
                 self.deliver(Target::Channel, &channel, &push, conns, ctx);
             }
             HubMsg::RoomGap { room } => {
@@ -821,11 +824,11 @@ enum Target {
     Watchers,
 }
 
-/// A text frame of `json`, encoded once.
-fn text_frame(json: &[u8]) -> Bytes {
+/// A text frame of `json`, encoded once, charged to `budget` once if large.
+fn text_frame(json: &[u8], budget: &Arc<MemoryBudget>) -> Bytes {
     let mut frame = Vec::with_capacity(json.len() + MAX_SERVER_HEADER);
     codec::encode_frame(&mut frame, Kind::Text, json);
-    Bytes::from(frame)
+    crate::buf::budget::frame(frame, budget)
 }
 
 fn subscribe_result(channel: &str, epoch: &str, offset: u64, recovery: &Recovery) -> String {

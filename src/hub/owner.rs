@@ -114,11 +114,12 @@ impl Owned {
                 }));
             }
             HubMsg::Publish { channel, data, reply } => {
+                let budget = Arc::clone(self.meter.budget());
                 let log = self.log(&channel, tick);
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
                 out.deliver = Some(Publication {
-                    frame: text_frame(&protocol::push_publication(&channel, offset, &data)),
+                    frame: text_frame(&protocol::push_publication(&channel, offset, &data), &budget),
                     channel: Arc::clone(&channel),
                     offset,
                     epoch: Arc::clone(&log.epoch),
@@ -238,7 +239,10 @@ impl Owned {
         let Some(log) = self.logs.get_mut(&channel) else { return };
         log.expire(tick);
         if log.append_at(&epoch, offset, Arc::clone(&data), tick) {
-            let frame = text_frame(&protocol::push_publication(&channel, offset, &data));
+            let frame = text_frame(
+                &protocol::push_publication(&channel, offset, &data),
+                self.meter.budget(),
+            );
             out.deliver = Some(Publication {
                 channel,
                 frame,
@@ -395,7 +399,7 @@ impl Owned {
             };
             let joined: Vec<&str> = log.joined.iter().map(|u| &**u).collect();
             let left: Vec<&str> = log.left.iter().map(|u| &**u).collect();
-            let frame = text_frame(&protocol::push_presence(&channel, &joined, &left));
+            let frame = text_frame(&protocol::push_presence(&channel, &joined, &left), self.meter.budget());
             log.joined.clear();
             log.left.clear();
             if log.is_idle() && !self.pending.contains_key(&channel) {

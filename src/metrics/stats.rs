@@ -5,7 +5,7 @@ use super::histogram::LocalHistogram;
 use crate::conn::Disconnect;
 
 /// Handshake failure reasons, in the order of `ShardStats::handshake_failures`.
-pub const HANDSHAKE_FAILURE_LABELS: [&str; 14] = [
+pub const HANDSHAKE_FAILURE_LABELS: [&str; 15] = [
     "bad_request",
     "origin_forbidden",
     "not_found",
@@ -19,6 +19,7 @@ pub const HANDSHAKE_FAILURE_LABELS: [&str; 14] = [
     "memory",
     "per_ip_connections",
     "per_ip_rate",
+    "evicted",
     "other",
 ];
 

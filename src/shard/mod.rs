@@ -10,6 +10,7 @@
 //! left waiting for an event that will not come.
 
 pub mod drain;
+pub mod evict;
 pub mod inbox;
 pub mod shed;
 pub mod timer;
@@ -35,7 +36,7 @@ use crate::net::io::accept_error_is_transient;
 use crate::ws::close;
 use drain::Drain;
 use inbox::{Inbox, Lane, ShardHandle, ShardMsg};
-use timer::{TimerWheel, TICK};
+use timer::{TimerWheel, TICK, TICKS_PER_SEC};
 
 /// Connections accepted per loop turn.
 const ACCEPT_BUDGET: usize = 256;
@@ -79,6 +80,13 @@ pub struct Shard {
     /// Connections whose read budget ran out: drive again next turn.
     again: Vec<usize>,
     accept_pending: bool,
+    /// Sockets in their handshake, oldest first: evicted when the process
+    /// holds all the sockets it may.
+    handshakes: evict::Handshakes,
+    /// Tick before which a failed accept (out of file descriptors) is not
+    /// retried, and when its warning was last logged.
+    accept_retry_tick: u32,
+    accept_warned_tick: u32,
     drain: Duration,
     /// Set by a shutdown: the schedule of Close frames and the deadline.
     draining: Option<Drain>,
@@ -126,6 +134,9 @@ impl Shard {
             next_generation: 0,
             again: Vec::new(),
             accept_pending: true,
+            handshakes: evict::Handshakes::default(),
+            accept_retry_tick: 0,
+            accept_warned_tick: 0,
             drain,
             draining: None,
             last_busy: Instant::now(),
@@ -261,6 +272,10 @@ impl Shard {
             return;
         };
         self.hub.leave(key, &mut self.conns, &mut self.ctx);
+        self.ctx.admission.release_socket();
+        if let Some(ip) = self.ctx.pending_ips.remove(&key) {
+            self.ctx.admission.end_handshake(ip);
+        }
         if conn.is_upgraded() {
             self.ctx.open -= 1;
             let ip = self.ctx.ips.remove(&key);
@@ -278,7 +293,7 @@ impl Shard {
     }
 
     fn accept(&mut self) {
-        if !self.accept_pending || !self.can_accept() {
+        if !self.accept_pending || !self.can_accept() || self.ctx.tick < self.accept_retry_tick {
             return;
         }
         for _ in 0..ACCEPT_BUDGET {
@@ -287,13 +302,19 @@ impl Shard {
                 return;
             };
             match listener.accept() {
-                Ok((stream, _)) => self.admit(stream),
+                Ok((stream, peer)) => self.admit(stream, peer.ip()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_pending = false;
                     return;
                 }
                 Err(e) if accept_error_is_transient(&e) => {
-                    warn!(shard = self.id, error = %e, "accept failed; retrying next turn");
+                    // Out of descriptors or memory: retry next tick, not in
+                    // a spin, and say so at most once a second.
+                    self.accept_retry_tick = self.ctx.tick + 1;
+                    if self.ctx.tick >= self.accept_warned_tick + TICKS_PER_SEC {
+                        self.accept_warned_tick = self.ctx.tick;
+                        warn!(shard = self.id, error = %e, "accept failed; retrying next tick");
+                    }
                     return;
                 }
                 Err(e) => {
@@ -306,11 +327,17 @@ impl Shard {
         self.ctx.stats.accept_budget_hits += 1;
     }
 
-    fn admit(&mut self, mut stream: mio::net::TcpStream) {
+    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: std::net::IpAddr) {
         self.ctx.stats.accepted += 1;
-        if self.conns.len() >= self.ctx.limits.max_open + REFUSAL_HEADROOM {
+        if !self.make_room() {
             // Full even for polite refusals: closing at once keeps the fd budget.
             self.ctx.stats.accept_overflow += 1;
+            return;
+        }
+        let tracks_ip = self.ctx.admission.per_ip_enabled();
+        if tracks_ip && !self.ctx.admission.begin_handshake(peer, Instant::now()) {
+            self.ctx.admission.release_socket();
+            self.ctx.stats.handshake_failed("per_ip_connections");
             return;
         }
         let entry = self.conns.vacant_entry();
@@ -324,11 +351,34 @@ impl Shard {
             .register(&mut stream, token::encode(key, generation), interest)
         {
             warn!(shard = self.id, error = %e, "could not register a connection");
+            self.ctx.admission.release_socket();
+            if tracks_ip {
+                self.ctx.admission.end_handshake(peer);
+            }
             return;
+        }
+        if tracks_ip {
+            self.ctx.pending_ips.insert(key, peer);
         }
         let mut conn = Conn::new(stream, generation, self.ctx.tick);
         conn.timer_at = self.wheel.schedule(conn.deadline(&self.ctx), key as u32);
         entry.insert(conn);
+        self.handshakes.push(key, generation, &self.conns);
+    }
+
+    /// Reserves a socket for a newcomer under the process-wide cap, evicting
+    /// this shard's oldest socket still in its handshake when the cap is
+    /// reached (evict.rs); false when there is none to evict.
+    fn make_room(&mut self) -> bool {
+        if self.ctx.admission.take_socket() {
+            return true;
+        }
+        let Some(key) = self.handshakes.oldest(&self.conns) else {
+            return false;
+        };
+        self.ctx.stats.handshake_failed("evicted");
+        self.remove(key);
+        self.ctx.admission.take_socket()
     }
 
     fn drive_again(&mut self) {
@@ -457,25 +507,27 @@ impl Shard {
         }
     }
 
-    /// Over `--memory-limit`: frees this shard's share of the excess from
-    /// what holds the most here (shed.rs): connections (their backlogs and
-    /// partial input, largest first) or, when retained history outweighs
-    /// them, history, oldest first. Whatever is still over is taken from the
-    /// other next tick.
+    /// At `--memory-limit`: frees this shard's share of the excess, first
+    /// from the history it owns (oldest first: new upgrades and buffers
+    /// already counted history as room), then by closing its largest
+    /// holders (shed.rs).
     fn shed_memory(&mut self) {
-        let meter = &self.ctx.meter;
-        meter.flush();
-        if !meter.over_limit() {
+        self.ctx.meter.flush();
+        if !self.ctx.meter.over_limit() {
             return;
         }
-        let share = meter.shed_share();
-        let for_clients = meter.held(MemKind::PartialInput) + meter.held(MemKind::Outgoing);
-        if meter.held(MemKind::History) > for_clients {
-            let dropped = self.hub.trim_history(share);
+        let share = self.ctx.meter.shed_share();
+        let history = self.ctx.meter.held(MemKind::History);
+        if history > 0 {
+            let dropped = self.hub.trim_history(share.min(history));
             self.ctx.stats.memory_shed[Shed::History as usize] += dropped as u64;
+            self.ctx.meter.flush();
+        }
+        let left = share.saturating_sub(history);
+        if left == 0 || !self.ctx.meter.over_limit() {
             return;
         }
-        for victim in shed::pick(&self.conns, share) {
+        for victim in shed::pick(&self.conns, left) {
             let conn = &mut self.conns[victim.key];
             self.ctx.current = victim.key;
             let verdict = conn.shed(victim.backlog, &mut self.ctx);

@@ -362,8 +362,10 @@ pub fn write_refusal(out: &mut Vec<u8>, refusal: &Refusal) {
 }
 
 /// The addresses of every `X-Forwarded-For` header of a complete request
-/// head, in order; parsing stops at the first entry that is not an address
-/// (a proxy chain with junk in it names no client we can trust past it).
+/// head, in order. An entry that is not an address (`unknown`, junk) ends
+/// what can be trusted: the entries left of it are dropped, the ones right of
+/// it (added by later proxies) kept. `IP:port` and `[IPv6]:port` are read as
+/// their address.
 pub fn forwarded_for(request: &[u8]) -> Vec<std::net::IpAddr> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
@@ -377,12 +379,19 @@ pub fn forwarded_for(request: &[u8]) -> Vec<std::net::IpAddr> {
         .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
         .filter_map(|h| std::str::from_utf8(h.value).ok());
     for entry in values.flat_map(|v| v.split(',')) {
-        match entry.trim().parse() {
-            Ok(ip) => out.push(ip),
-            Err(_) => return Vec::new(),
+        match parse_forwarded_address(entry.trim()) {
+            Some(ip) => out.push(ip),
+            None => out.clear(),
         }
     }
     out
+}
+
+fn parse_forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
 fn status_text(status: u16) -> &'static str {
@@ -412,7 +421,13 @@ mod tests {
         let req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\nx-forwarded-for: ::1\r\n\r\n";
         let ips: Vec<String> = forwarded_for(req).iter().map(|i| i.to_string()).collect();
         assert_eq!(ips, ["1.1.1.1", "2.2.2.2", "::1"]);
-        assert!(forwarded_for(b"GET / HTTP/1.1\r\nX-Forwarded-For: junk\r\n\r\n").is_empty());
+        let junk = b"GET / HTTP/1.1\r\nX-Forwarded-For: 9.9.9.9, junk, 1.2.3.4:5555, [::2]:80\r\n\r\n";
+        let ips: Vec<String> = forwarded_for(junk).iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            ips,
+            ["1.2.3.4", "::2"],
+            "what is left of junk is not trusted, what is right is kept"
+        );
         assert!(forwarded_for(b"GET / HTTP/1.1\r\nX-Forw").is_empty());
     }
 
