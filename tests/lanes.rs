@@ -94,3 +94,69 @@ fn every_command_gets_its_reply_during_a_room_flood() {
         started.elapsed()
     );
 }
+
+/// Every publication a subscriber misses is covered by a `gap` push naming
+/// an offset before it: no silent gap, however full the inboxes are.
+#[test]
+fn a_dropped_delivery_is_never_a_silent_gap() {
+    let server = start(|c| {
+        c.shards = 2;
+        c.hub.max_messages_per_sec = 1000;
+    });
+    let mut subscribers: Vec<WsClient> = (0..6).map(|_| WsClient::open(server.addr, "")).collect();
+    for s in &mut subscribers {
+        let reply = s.call("subscribe", json!({"channel": "g"}));
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    let mut members: Vec<Client> = (0..6).map(|_| open(server.addr, "/room/flood")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = flood(server.addr, Arc::clone(&stop));
+    server.wait_for("the flood is on", |s| s.inbox_drops > 0 || s.messages_in_rooms > 20_000);
+    let mut publisher = WsClient::open(server.addr, "");
+    publisher.raw.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for i in 0..300 {
+        let reply = publisher.call("publish", json!({"channel": "g", "data": i}));
+        assert!(reply.get("result").is_some(), "publish {i}: {reply}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    flooder.join().unwrap();
+    let drops = server.stats().inbox_drops;
+    let mut gaps_seen = 0;
+    for s in &mut subscribers {
+        s.raw.stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        let (mut got, mut covered_from) = (Vec::new(), u64::MAX);
+        while let Some(push) = s.push() {
+            match push["push"].as_str() {
+                Some("pub") => got.push(push["offset"].as_u64().unwrap()),
+                Some("gap") => {
+                    gaps_seen += 1;
+                    covered_from = covered_from.min(push["offset"].as_u64().unwrap() + 1);
+                }
+                _ => {}
+            }
+        }
+        for offset in 1..=300u64 {
+            assert!(
+                got.contains(&offset) || offset >= covered_from,
+                "offset {offset} missed without a gap push ({} received)",
+                got.len()
+            );
+        }
+    }
+    // Room members whose deliveries were dropped are told to reconnect.
+    let mut told = 0;
+    for m in &mut members {
+        m.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        while let Some(frame) = m.recv() {
+            if frame.opcode == 0x8 {
+                told += u32::from(frame.close_code() == Some(1013));
+                break;
+            }
+        }
+    }
+    println!("inbox drops {drops}; gap pushes {gaps_seen}; members closed 1013: {told}");
+    if drops > 0 {
+        let missed = server.stats().disconnects_for(hubbub::conn::Disconnect::MissedMessages);
+        assert!(told > 0 || missed > 0 || gaps_seen > 0, "drops were silent");
+    }
+}
