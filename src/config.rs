@@ -82,7 +82,8 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_HANDSHAKE_TIMEOUT_SECS)]
     pub handshake_timeout_secs: u64,
     /// Allowed Origin (repeatable): `https://app.example.com`, `app.example.com`
-    /// or `*.example.com`. None given: any origin.
+    /// or `*.example.com`; requests without `Origin` (non-browsers) are
+    /// allowed [default: any origin].
     #[arg(long = "allowed-origin", value_name = "PATTERN")]
     pub allowed_origins: Vec<String>,
     /// Subprotocol offered (repeatable), in order of preference.
@@ -92,7 +93,10 @@ pub struct Args {
     /// partial input.
     #[arg(long, default_value_t = DEFAULT_BUFFER_POOL_BUFFERS)]
     pub buffer_pool: usize,
-    /// Longest a shutdown waits for connections to close, in seconds.
+    /// Drain window on SIGTERM, SIGUSR2 or SIGINT, in seconds: Close 1001
+    /// frames are spread over it less 5 s (all at once when it is 5 s or
+    /// less); the process exits when its last connection is gone or the
+    /// window ends.
     #[arg(long, default_value_t = DEFAULT_DRAIN_SECS)]
     pub drain_secs: u64,
     /// Microseconds a shard keeps polling without blocking after its last

@@ -26,19 +26,20 @@ pub struct HubArgs {
     /// client is anonymous.
     #[arg(long, env = "HUBBUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// Let clients without a token in [default: true without --jwt-secret,
-    /// false with it].
-    #[arg(long)]
+    /// Let clients without a token in: `true` or `false`; the flag alone
+    /// means true [default: true without --jwt-secret, false with it].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub allow_anonymous: Option<bool>,
     /// Channel subscriptions per connection.
     #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
-    /// Commands (and room messages) per second per connection, with a burst
-    /// of as many; over it, commands get error 105.
+    /// `/ws` commands per second per connection, with a burst of as many;
+    /// over it, commands get error 105 (room and echo messages are not
+    /// limited).
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGES_PER_SEC)]
     pub max_messages_per_sec: u32,
     /// Connections one user may hold; a new one closes the oldest with 4001
-    /// "replaced" [default: 0 = no limit].
+    /// "replaced" (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub max_connections_per_user: usize,
     /// Publications kept per channel for history and recovery.
@@ -244,6 +245,12 @@ mod tests {
                 .unwrap()
                 .allow_anonymous
         );
+        assert!(
+            parse(&["--jwt-secret", &secret, "--allow-anonymous"])
+                .unwrap()
+                .allow_anonymous
+        );
+        assert!(!parse(&["--allow-anonymous", "false"]).unwrap().allow_anonymous);
         assert_eq!(parse(&["--jwt-secret", "short"]).unwrap_err().field, "jwt-secret");
     }
 
