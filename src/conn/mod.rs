@@ -55,10 +55,12 @@ pub enum Disconnect {
     Kicked,
     /// Closed because the same user opened more connections than allowed.
     Replaced,
+    /// A `/ws` client that kept sending over `--max-messages-per-sec`.
+    RateLimited,
 }
 
 impl Disconnect {
-    pub const ALL: [Disconnect; 8] = [
+    pub const ALL: [Disconnect; 9] = [
         Disconnect::ClientClose,
         Disconnect::ClientGone,
         Disconnect::ProtocolError,
@@ -67,6 +69,7 @@ impl Disconnect {
         Disconnect::Shutdown,
         Disconnect::Kicked,
         Disconnect::Replaced,
+        Disconnect::RateLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -79,6 +82,7 @@ impl Disconnect {
             Disconnect::Shutdown => "shutdown",
             Disconnect::Kicked => "kicked",
             Disconnect::Replaced => "replaced",
+            Disconnect::RateLimited => "rate_limited",
         }
     }
 }
