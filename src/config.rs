@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 pub mod layers;
+pub mod values;
 
 use crate::hub::config::{HubArgs, HubConfig};
 use crate::limits;
@@ -51,9 +52,9 @@ pub struct Args {
     /// a terminal, json otherwise].
     #[arg(long, value_enum, default_value_t = LogFormat::Auto, hide_default_value = true)]
     pub log_format: LogFormat,
-    /// Log level or filter (`info`, `debug`, `hubbub=debug,info`) [default:
-    /// RUST_LOG, else info].
-    #[arg(long)]
+    /// Log level or filter (`info`, `debug`, `hubbub=debug,info`; an unknown
+    /// level is refused) [default: RUST_LOG, else info].
+    #[arg(long, value_parser = values::parse_log_filter)]
     pub log_level: Option<String>,
     /// Shard threads, each with its own event loop [default: number of cores].
     #[arg(long)]
@@ -65,12 +66,14 @@ pub struct Args {
     /// open-file limit minus a reserve].
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// Largest message accepted, in bytes; larger ones close with 1009.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    /// Largest message accepted (bytes, or with a unit: 64KiB, 1MiB); larger
+    /// ones close with 1009.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = values::parse_size)]
     pub max_message_size: usize,
     /// Outgoing bytes queued per connection before it is closed as a slow
-    /// consumer (close code 1008, reason "slow consumer").
-    #[arg(long, default_value_t = DEFAULT_MAX_BACKLOG_BYTES)]
+    /// consumer (close code 1008, reason "slow consumer"); bytes, or with a
+    /// unit: 64KiB, 1MiB.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = values::parse_size)]
     pub max_backlog_bytes: usize,
     /// Seconds of silence before the server pings a connection.
     #[arg(long, default_value_t = DEFAULT_PING_INTERVAL_SECS)]
@@ -296,7 +299,8 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.backlog, 4096);
-        assert_eq!(config.max_message_bytes, 1 << 20);
+        assert_eq!(config.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        assert_eq!(config.max_backlog_bytes, DEFAULT_MAX_BACKLOG_BYTES);
         assert_eq!(config.idle_timeout, Duration::from_secs(75));
         assert_eq!(config.shards, default_shards());
     }

@@ -555,9 +555,22 @@ impl Hub {
                     self.close(conn.key as usize, code, &reason, conns, ctx);
                 }
             }
-            HubMsg::DisconnectUser { user, code, reason } => {
+            HubMsg::DisconnectUser {
+                user,
+                code,
+                reason,
+                reply,
+            } => {
+                let mut closed = 0u64;
                 for key in self.users.get(&user).cloned().unwrap_or_default() {
+                    // Connections already closing are not counted twice.
+                    if conns.get(key).is_some_and(|c| c.phase == crate::conn::Phase::Open) {
+                        closed += 1;
+                    }
                     self.close(key, code, &reason, conns, ctx);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(closed.to_string());
                 }
             }
             HubMsg::ListChannels { reply } => {
