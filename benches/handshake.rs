@@ -71,6 +71,7 @@ const POLICY: Policy<'static> = Policy {
     subprotocols: &[],
     auth: AuthPolicy {
         secret: None,
+        require_exp: true,
         allow_anonymous: true,
         now_unix: 0,
     },

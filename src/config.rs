@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 pub mod layers;
+pub mod values;
 
 use crate::conn::admission::PerIpLimits;
 use crate::hub::config::{HubArgs, HubConfig};
@@ -38,26 +39,6 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The smallest `--memory-limit` accepted.
 pub const MIN_MEMORY_LIMIT_BYTES: u64 = 16 << 20;
 
-/// A byte count: a plain number or one with a suffix (`512B`, `64KiB`,
-/// `16MiB`, `2GiB`, also `K`, `M`, `G`, `KB`, `MB`, `GB` as binary units).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, suffix) = t.split_at(split);
-    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("{text:?}: expected bytes, e.g. 1048576, 64KiB, 256MiB or 2GiB")),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: expected bytes, e.g. 1048576, 64KiB, 256MiB or 2GiB"))?;
-    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?}: too large"))
-}
-
 /// hubbub: a sharded WebSocket server for a million connections per box.
 #[derive(Debug, Parser)]
 #[command(name = "hubbub", version, about)]
@@ -79,9 +60,9 @@ pub struct Args {
     /// a terminal, json otherwise].
     #[arg(long, value_enum, default_value_t = LogFormat::Auto, hide_default_value = true)]
     pub log_format: LogFormat,
-    /// Log level or filter (`info`, `debug`, `hubbub=debug,info`) [default:
-    /// RUST_LOG, else info].
-    #[arg(long)]
+    /// Log level or filter (`info`, `debug`, `hubbub=debug,info`; an unknown
+    /// level is refused) [default: RUST_LOG, else info].
+    #[arg(long, value_parser = values::parse_log_filter)]
     pub log_level: Option<String>,
     /// Shard threads, each with its own event loop [default: number of cores].
     #[arg(long)]
@@ -93,12 +74,14 @@ pub struct Args {
     /// open-file limit minus a reserve].
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// Largest message accepted, in bytes; larger ones close with 1009.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    /// Largest message accepted (bytes, or with a unit: 64KiB, 1MiB); larger
+    /// ones close with 1009.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = values::parse_size)]
     pub max_message_size: usize,
     /// Outgoing bytes queued per connection before it is closed as a slow
-    /// consumer (close code 1008, reason "slow consumer").
-    #[arg(long, default_value_t = DEFAULT_MAX_BACKLOG_BYTES)]
+    /// consumer (close code 1008, reason "slow consumer"); bytes, or with a
+    /// unit: 64KiB, 1MiB.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = values::parse_size)]
     pub max_backlog_bytes: usize,
     /// Seconds of silence before the server pings a connection.
     #[arg(long, default_value_t = DEFAULT_PING_INTERVAL_SECS)]
@@ -119,8 +102,8 @@ pub struct Args {
     /// over it the largest holders are closed [default: the cgroup's
     /// memory.max, else 75% of physical memory, less the kernel's socket
     /// memory and the buffer pools at the configured capacity].
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
-    pub memory_limit: Option<u64>,
+    #[arg(long, value_name = "BYTES", value_parser = values::parse_size)]
+    pub memory_limit: Option<usize>,
     /// Upgraded connections per client address (0: no limit); more get 429.
     #[arg(long, default_value_t = 0)]
     pub max_connections_per_ip: u32,
@@ -134,7 +117,8 @@ pub struct Args {
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<String>,
     /// Allowed Origin (repeatable): `https://app.example.com`, `app.example.com`
-    /// or `*.example.com`. None given: any origin.
+    /// or `*.example.com`; requests without `Origin` (non-browsers) are
+    /// allowed [default: any origin].
     #[arg(long = "allowed-origin", value_name = "PATTERN")]
     pub allowed_origins: Vec<String>,
     /// Subprotocol offered (repeatable), in order of preference.
@@ -144,7 +128,10 @@ pub struct Args {
     /// partial input.
     #[arg(long, default_value_t = DEFAULT_BUFFER_POOL_BUFFERS)]
     pub buffer_pool: usize,
-    /// Longest a shutdown waits for connections to close, in seconds.
+    /// Drain window on SIGTERM, SIGUSR2 or SIGINT, in seconds: Close 1001
+    /// frames are spread over it less 5 s (all at once when it is 5 s or
+    /// less); the process exits when its last connection is gone or the
+    /// window ends.
     #[arg(long, default_value_t = DEFAULT_DRAIN_SECS)]
     pub drain_secs: u64,
     /// Microseconds a shard keeps polling without blocking after its last
@@ -270,7 +257,7 @@ impl Config {
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
             message_timeout: Duration::from_secs(args.message_timeout_secs),
-            memory_limit: args.memory_limit,
+            memory_limit: args.memory_limit.map(|m| m as u64),
             per_ip: PerIpLimits {
                 max_connections: args.max_connections_per_ip,
                 handshakes_per_sec: args.max_handshakes_per_ip_per_sec,
@@ -369,7 +356,8 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.backlog, 4096);
-        assert_eq!(config.max_message_bytes, 1 << 20);
+        assert_eq!(config.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        assert_eq!(config.max_backlog_bytes, DEFAULT_MAX_BACKLOG_BYTES);
         assert_eq!(config.idle_timeout, Duration::from_secs(75));
         assert_eq!(config.shards, default_shards());
     }
@@ -384,14 +372,10 @@ mod tests {
     }
 
     #[test]
-    fn byte_sizes_take_suffixes() {
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
-        assert_eq!(parse_bytes("256 MiB"), Ok(256 << 20));
-        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
-        assert!(parse_bytes("lots").is_err() && parse_bytes("1.5GiB").is_err());
+    fn memory_limit_and_trusted_proxies_parse() {
         let config = parse(&["--memory-limit", "256MiB", "--trusted-proxy", "10.0.0.0/8"]).unwrap();
         assert_eq!(config.memory_limit, Some(256 << 20));
+        assert_eq!(config.per_ip.trusted_proxies.len(), 1);
         assert_eq!(parse(&["--memory-limit", "1MiB"]).unwrap_err().field, "memory-limit");
         assert_eq!(
             parse(&["--trusted-proxy", "10.0.0.0/99"]).unwrap_err().field,

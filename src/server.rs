@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Poll, Waker};
 use tracing::{error, info, warn};
@@ -203,6 +203,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         Some(admin_addr) => {
             let router = admin::base_router(Arc::clone(&health), prometheus.clone(), config.hub.api_key.clone());
             let api = admin::api::Api {
+                enabled: config.hub.api_key.is_some(),
                 shards: shards.clone().into(),
                 stats: stats.clone(),
                 cluster: cluster_link.clone(),
@@ -275,6 +276,7 @@ fn shard_limits(config: &Config, max_open: usize) -> Limits {
         origins: config.allowed_origins.clone(),
         subprotocols: config.subprotocols.clone(),
         jwt_secret: config.hub.jwt_secret.clone(),
+        jwt_require_exp: config.hub.jwt_require_exp,
         allow_anonymous: config.hub.allow_anonymous,
     }
 }
@@ -294,15 +296,24 @@ pub fn run(config: &Config) -> io::Result<()> {
     let handle = start(config)?;
     // One write, errors ignored: a supervisor that reads only the first
     // line and closes the pipe must not kill the server.
-    let mut banner = format!("hubbub listening on ws://{}\n", handle.local_addr());
+    let addr = handle.local_addr();
+    let endpoints = format!("ws://{addr}/echo ws://{addr}/room/{{name}} ws://{addr}/ws");
+    let mut banner = format!("hubbub listening on ws://{addr}\n");
+    let admin = handle.admin_addr().map_or_else(|| "off".to_string(), |a| a.to_string());
     if let Some(admin) = handle.admin_addr() {
         banner += &format!("hubbub admin on http://{admin}\n");
     }
+    banner += &format!("hubbub endpoints: {endpoints}\n");
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
-    info!(addr = %handle.local_addr(), admin = ?handle.admin_addr(), shards = config.shards, "listening");
+    info!(%addr, %endpoints, %admin, shards = config.shards, "listening");
     let shards = handle.shards.clone();
     let health = handle.health();
     let drain_secs = config.drain.as_secs();
+    // When the drain began and how many connections were open, for the
+    // summary after the shards are joined.
+    let began: Arc<Mutex<Option<(Instant, ShardStats)>>> = Arc::default();
+    let drain_began = Arc::clone(&began);
+    let published = handle.stats.clone();
     std::thread::Builder::new()
         .name("hubbub-signals".into())
         .spawn(move || {
@@ -317,10 +328,48 @@ pub fn run(config: &Config) -> io::Result<()> {
                     signal,
                     drain_secs, "draining: not ready, listeners closed, Close 1001 spread over the window"
                 );
+                if let Ok(mut began) = drain_began.lock() {
+                    *began = Some((Instant::now(), total(&published)));
+                }
                 drain(&health, &shards);
             }
         })?;
+    let stats = handle.stats.clone();
     let result = handle.join();
-    info!("drained; exiting");
+    match began.lock().ok().and_then(|mut b| b.take()) {
+        Some((at, before)) => log_drain(at.elapsed(), &before, &total(&stats)),
+        None => info!("stopped; exiting"),
+    }
     result
+}
+
+/// Every shard's counters as last published.
+fn total(stats: &[Arc<Mutex<ShardStats>>]) -> ShardStats {
+    let mut sum = ShardStats::default();
+    for shard in stats {
+        if let Ok(s) = shard.lock() {
+            sum.add(&s);
+        }
+    }
+    sum
+}
+
+/// What a drain did, from the counters the shards published when they
+/// finished: how many connections it closed, how many left by themselves,
+/// how many were still open when the window ended, and how long it took.
+fn log_drain(took: Duration, before: &ShardStats, after: &ShardStats) {
+    use crate::conn::Disconnect;
+    let ended = |s: &ShardStats| Disconnect::ALL.iter().map(|d| s.disconnects_for(*d)).sum::<u64>();
+    let shutdown = |s: &ShardStats| s.disconnects_for(Disconnect::Shutdown);
+    let closed = shutdown(after).saturating_sub(shutdown(before));
+    let left = ended(after).saturating_sub(ended(before)).saturating_sub(closed);
+    info!(
+        open_at_start = before.open,
+        closed,
+        left_by_themselves = left,
+        still_open_at_the_end = after.open,
+        took_ms = took.as_millis() as u64,
+        "drained: closed {closed} connections in {:.1} s; exiting",
+        took.as_secs_f64()
+    );
 }

@@ -36,6 +36,48 @@ fn sample_config_loads_and_check_config_prints_it() {
 }
 
 #[test]
+fn every_setting_the_sample_shows_commented_out_is_valid() {
+    let text = std::fs::read_to_string(format!("{ROOT}/deploy/hubbub.toml")).unwrap();
+    let mut uncommented = 0;
+    let whole: String = text
+        .lines()
+        .map(|line| {
+            let setting = line.strip_prefix("# ").filter(|rest| {
+                rest.split_once(" = ")
+                    .is_some_and(|(key, _)| !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            });
+            match setting {
+                Some(rest) => {
+                    uncommented += 1;
+                    format!("{rest}\n")
+                }
+                None => format!("{line}\n"),
+            }
+        })
+        .collect();
+    assert!(uncommented >= 12, "{uncommented} commented settings");
+    let path = std::env::temp_dir().join(format!("hubbub-sample-{}.toml", std::process::id()));
+    std::fs::write(&path, whole).unwrap();
+    let (code, out, err) = hubbub(&["--config", path.to_str().unwrap(), "--check-config"], &[]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(code, 0, "{err}");
+    for key in [
+        "jwt_secret",
+        "api_key",
+        "redis",
+        "history_rule",
+        "max_connections_per_user",
+        "jwt_require_exp",
+    ] {
+        assert!(
+            out.contains(&format!("{key} = ")) && out.contains("# file"),
+            "{key}: {out}"
+        );
+    }
+    assert!(out.contains("jwt_secret = \"(set, not shown)\"  # file"), "{out}");
+}
+
+#[test]
 fn env_beats_the_file_and_flags_beat_env() {
     let sample = format!("{ROOT}/deploy/hubbub.toml");
     let env = [("HUBBUB_DRAIN_SECS", "12"), ("HUBBUB_BACKLOG", "77")];

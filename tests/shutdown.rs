@@ -49,7 +49,7 @@ fn help_lists_every_flag_with_its_default() {
     for default in [
         "127.0.0.1:8080",
         "4096",
-        "1048576",
+        "[default: 1MiB]",
         "[default: 30]",
         "[default: 75]",
         "[default: 10]",

@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
     let secured = mode & 4 == 4;
     let auth = AuthPolicy {
         secret: secured.then_some(SECRET),
+        require_exp: mode & 32 == 32,
         allow_anonymous: mode & 8 == 8,
         now_unix: if mode & 16 == 16 { NOW } else { u64::from(mode) << 24 },
     };

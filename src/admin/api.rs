@@ -2,6 +2,7 @@
 //! broadcast, disconnect a user, and look at presence, history, channels,
 //! connections and counters. Handlers run on the admin thread; they reach the
 //! shards only through their inboxes and wait (bounded) for the answers.
+//! Without `--api-key` the API is off: every route answers 403 saying so.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,17 +25,42 @@ use crate::shard::inbox::{ShardHandle, ShardMsg};
 /// Longest an API call waits for the shards.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The answer of every `/api/*` route while no `--api-key` is set.
+const API_OFF: &str = "the server API is off: start hubbub with --api-key (or HUBBUB_API_KEY)";
+
 /// What the API handlers share.
 #[derive(Clone)]
 pub struct Api {
+    /// False without `--api-key`: the routes only say the API is off.
+    pub enabled: bool,
     pub shards: Arc<[ShardHandle]>,
     pub stats: Vec<Arc<Mutex<ShardStats>>>,
     /// Cluster mode: disconnects reach the other nodes, stats show them.
     pub cluster: Option<ClusterLink>,
 }
 
-/// Adds the `/api/*` routes to `router`.
+/// The API's routes: (method, path).
+const ROUTES: [(&str, &str); 8] = [
+    ("POST", "/api/publish"),
+    ("POST", "/api/broadcast"),
+    ("POST", "/api/disconnect"),
+    ("GET", "/api/presence"),
+    ("GET", "/api/history"),
+    ("GET", "/api/channels"),
+    ("GET", "/api/connections"),
+    ("GET", "/api/stats"),
+];
+
+/// Adds the `/api/*` routes to `router`: the API, or, without a key, an
+/// answer that says it is off (rather than a 401 that suggests a wrong key).
 pub fn routes(router: Router, api: Api) -> Router {
+    if !api.enabled {
+        return ROUTES.iter().fold(router, |router, &(method, path)| {
+            router.route(method, path, Access::Open, |_| {
+                Response::json(403, json!({"error": API_OFF}).to_string())
+            })
+        });
+    }
     let (a, b, c, d, e, f, g, h) = (
         api.clone(),
         api.clone(),
@@ -59,11 +85,40 @@ pub fn routes(router: Router, api: Api) -> Router {
 }
 
 fn bad_request(reason: impl std::fmt::Display) -> Response {
-    Response::json(400, json!({"error": reason.to_string()}).to_string())
+    Failure::bad(reason).into()
 }
 
 fn unavailable(reason: &str) -> Response {
-    Response::json(503, json!({"error": reason}).to_string())
+    Failure::unavailable(reason).into()
+}
+
+/// Why one call (or one channel of a broadcast) was not carried out.
+#[derive(Debug)]
+struct Failure {
+    status: u16,
+    error: String,
+}
+
+impl Failure {
+    fn bad(reason: impl std::fmt::Display) -> Failure {
+        Failure {
+            status: 400,
+            error: reason.to_string(),
+        }
+    }
+
+    fn unavailable(reason: &str) -> Failure {
+        Failure {
+            status: 503,
+            error: reason.to_string(),
+        }
+    }
+}
+
+impl From<Failure> for Response {
+    fn from(failure: Failure) -> Response {
+        Response::json(failure.status, json!({"error": failure.error}).to_string())
+    }
 }
 
 #[derive(Deserialize)]
@@ -96,7 +151,7 @@ impl Api {
         };
         match self.publish_one(&body.channel, body.data.get()) {
             Ok(result) => Response::json(200, result),
-            Err(response) => response,
+            Err(failure) => failure.into(),
         }
     }
 
@@ -105,23 +160,25 @@ impl Api {
             Ok(body) => body,
             Err(e) => return bad_request(format_args!("bad JSON: {e}")),
         };
-        if let Some(bad) = body.channels.iter().find(|c| valid_channel_name(c).is_err()) {
-            return bad_request(format_args!("bad channel name {bad:?}"));
+        if body.channels.is_empty() {
+            return bad_request("channels is empty");
         }
+        // Each channel stands alone: a bad or busy one gets its error in its
+        // own result and the others are still published.
         let results: Vec<Value> = body
             .channels
             .iter()
             .map(|channel| match self.publish_one(channel, body.data.get()) {
                 Ok(result) => json!({"channel": channel, "result": serde_json::from_str::<Value>(&result).ok()}),
-                Err(_) => json!({"channel": channel, "error": "not published"}),
+                Err(failure) => json!({"channel": channel, "error": failure.error, "status": failure.status}),
             })
             .collect();
         Response::json(200, json!({"results": results}).to_string())
     }
 
     /// Publishes through the channel's owner and returns its answer.
-    fn publish_one(&self, channel: &str, data: &str) -> Result<String, Response> {
-        valid_channel_name(channel).map_err(bad_request)?;
+    fn publish_one(&self, channel: &str, data: &str) -> Result<String, Failure> {
+        valid_channel_name(channel).map_err(|why| Failure::bad(format_args!("bad channel name {channel:?}: {why}")))?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let msg = HubMsg::Publish {
             channel: channel.into(),
@@ -145,23 +202,28 @@ impl Api {
             .reason
             .unwrap_or_else(|| "disconnected by the server".into())
             .into();
-        let user: Arc<str> = body.user.into();
-        for shard in self.shards.iter() {
-            let msg = HubMsg::DisconnectUser {
-                user: Arc::clone(&user),
-                code,
-                reason: Arc::clone(&reason),
-            };
-            if shard.send(ShardMsg::Hub(msg)).is_err() {
-                return unavailable("a shard inbox is full; retry");
-            }
+        if body.user.is_empty() {
+            return bad_request("user is empty");
         }
+        let user: Arc<str> = body.user.into();
+        let answers = self.ask_all(|reply| HubMsg::DisconnectUser {
+            user: Arc::clone(&user),
+            code,
+            reason: Arc::clone(&reason),
+            reply: Some(reply),
+        });
+        let closed: u64 = match answers {
+            Ok(parts) => parts.iter().filter_map(|n| n.parse::<u64>().ok()).sum(),
+            Err(response) => return response,
+        };
+        let mut answer = json!({"closed": closed});
         if let Some(cluster) = &self.cluster {
             if cluster.send(ClusterCmd::DisconnectUser { user, code, reason }).is_err() {
                 return unavailable("the cluster link is busy; retry");
             }
+            answer["other_nodes"] = json!("told; their connections are not counted in closed");
         }
-        Response::json(200, "{}")
+        Response::json(200, answer.to_string())
     }
 
     fn history(&self, request: &Request) -> Response {
@@ -186,12 +248,12 @@ impl Api {
             query,
             reply: ReplyTo::Admin(tx),
         };
-        if let Err(response) = self.to_owner(&channel, msg) {
-            return response;
+        if let Err(failure) = self.to_owner(&channel, msg) {
+            return failure.into();
         }
         match wait_one(&rx) {
             Ok(body) => Response::json(200, body),
-            Err(response) => response,
+            Err(failure) => failure.into(),
         }
     }
 
@@ -239,11 +301,11 @@ impl Api {
         Response::json(200, body.to_string())
     }
 
-    fn to_owner(&self, name: &str, msg: HubMsg) -> Result<(), Response> {
+    fn to_owner(&self, name: &str, msg: HubMsg) -> Result<(), Failure> {
         let owner = owner_of(name, self.shards.len());
         self.shards[owner]
             .send(ShardMsg::Hub(msg))
-            .map_err(|_| unavailable("the channel's shard is overloaded; retry"))
+            .map_err(|_| Failure::unavailable("the channel's shard is overloaded; retry"))
     }
 
     /// Sends one question to every shard and collects every answer.
@@ -264,10 +326,12 @@ impl Api {
     }
 }
 
-fn wait_one(rx: &Receiver<String>) -> Result<String, Response> {
+fn wait_one(rx: &Receiver<String>) -> Result<String, Failure> {
     rx.recv_timeout(ANSWER_TIMEOUT).map_err(|e| match e {
-        RecvTimeoutError::Timeout => unavailable("the shard did not answer in time"),
-        RecvTimeoutError::Disconnected => unavailable("not done: the shard or the cluster link dropped it; retry"),
+        RecvTimeoutError::Timeout => Failure::unavailable("the shard did not answer in time"),
+        RecvTimeoutError::Disconnected => {
+            Failure::unavailable("not done: the shard or the cluster link dropped it; retry")
+        }
     })
 }
 

@@ -137,6 +137,9 @@ pub struct ClusterState {
     /// Live nodes at the last heartbeat.
     pub nodes: Mutex<Vec<NodeInfo>>,
     pub stop: AtomicBool,
+    /// The current outage was logged: one warning per outage, however many
+    /// connections notice it.
+    down_logged: AtomicBool,
 }
 
 impl ClusterState {
@@ -150,17 +153,24 @@ impl ClusterState {
     }
 
     /// Records a change of one connection's state, with the metric and a
-    /// log line when the link as a whole changes.
+    /// log line when the link as a whole changes: one warning per outage
+    /// (both connections notice it), none when the server is stopping.
     fn set(&self, flag: &AtomicBool, up: bool, what: &str, error: Option<&std::io::Error>) {
         let before = self.link_up();
         flag.store(up, Ordering::Relaxed);
         let after = self.link_up();
         metrics::gauge!(names::CLUSTER_LINK_UP).set(if after { 1.0 } else { 0.0 });
+        if self.stop.load(Ordering::Relaxed) {
+            return;
+        }
         match (up, error) {
-            (false, Some(e)) => {
+            (false, Some(e)) if !self.down_logged.swap(true, Ordering::Relaxed) => {
                 tracing::warn!(connection = what, error = %e, "cluster link down: Redis unreachable; local delivery goes on")
             }
-            (true, _) if !before && after => tracing::info!("cluster link up"),
+            (true, _) if !before && after => {
+                self.down_logged.store(false, Ordering::Relaxed);
+                tracing::info!("cluster link up")
+            }
             _ => {}
         }
     }

@@ -186,6 +186,7 @@ impl Subscriber {
                         user: Arc::clone(&user),
                         code: number("code") as u16,
                         reason: Arc::clone(&reason),
+                        reply: None,
                     };
                     self.send(shard, msg);
                 }

@@ -21,6 +21,16 @@ use super::Args;
 /// Flags that only steer the process and are never read from a file.
 const NOT_IN_FILE: [&str; 3] = ["config", "check_config", "help"];
 
+/// `HUBBUB_*` variables that belong to the tools around the server (the
+/// `tuning/` scripts, the load tester's tests), not to a misspelled flag.
+const OTHER_TOOLS_ENV: [&str; 5] = [
+    "HUBBUB_TUNING_STATE",
+    "HUBBUB_SYSCTL_ROOT",
+    "HUBBUB_LIMITS_DIR",
+    "HUBBUB_BIN",
+    "HUBBUB_LOAD_REQUIRE_HUBBUB",
+];
+
 /// Why the layers could not be put together.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -28,12 +38,16 @@ pub enum LayerError {
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
     /// A key or value in the file is wrong: the message names it.
-    #[error("config file {path}: field `{field}`: {reason}")]
+    #[error("in {path}, key {field}: {reason}")]
     Field {
         path: String,
         field: String,
         reason: String,
     },
+    /// A value from the file or a `HUBBUB_*` variable was refused; `origin`
+    /// says where it came from ("in FILE, key K" or "in HUBBUB_X").
+    #[error("{origin}: {message}")]
+    Source { origin: String, message: String },
     /// Clap refused the merged flags (message names the flag and reason);
     /// `--help` and `--version` also arrive here and are printed as they are.
     #[error("{0}")]
@@ -47,6 +61,32 @@ pub struct Layered {
     pub matches: ArgMatches,
     /// Keys whose value came from the file or the environment.
     pub sources: BTreeMap<String, &'static str>,
+    /// Flag (long name) -> "in FILE, key K" or "in HUBBUB_X", for values
+    /// that came from the file or the environment.
+    pub origins: BTreeMap<String, String>,
+    /// `HUBBUB_*` variables set that no flag reads (misspelled?).
+    pub unknown_env: Vec<String>,
+}
+
+/// A validation error with where the refused value came from (`origins` of
+/// a [`Layered`]), when it came from the file or the environment.
+/// Other flags the reason names get their origins in parentheses.
+pub fn explain(origins: &BTreeMap<String, String>, error: &crate::config::ConfigError) -> String {
+    let mut text = match origins.get(error.field) {
+        Some(origin) => format!("{origin}: {error}"),
+        None => error.to_string(),
+    };
+    let others: Vec<String> = error
+        .reason
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter_map(|word| word.strip_prefix("--"))
+        .filter(|flag| *flag != error.field)
+        .filter_map(|flag| origins.get(flag).map(|origin| format!("--{flag} {origin}")))
+        .collect();
+    if !others.is_empty() {
+        text += &format!(" ({})", others.join("; "));
+    }
+    text
 }
 
 /// Parses `argv` with `env` and the file `--config` names (or `HUBBUB_CONFIG`).
@@ -61,34 +101,52 @@ pub fn parse(argv: Vec<OsString>, env: &BTreeMap<String, String>) -> Result<Laye
         Some(path) => read_file(path)?,
         None => toml::Table::new(),
     };
+    let path = path_text(config_path.as_deref());
     let mut injected: Vec<OsString> = Vec::new();
     let mut sources = BTreeMap::new();
+    let mut origins = BTreeMap::new();
     let mut known = Vec::new();
+    let mut known_env: Vec<String> = vec!["HUBBUB_CONFIG".into()];
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();
         let Some(long) = arg.get_long() else { continue };
         known.push(long.to_string());
-        if NOT_IN_FILE.contains(&id) || flags_only.value_source(id) == Some(ValueSource::CommandLine) {
+        let var = format!("HUBBUB_{}", long.replace('-', "_").to_uppercase());
+        if NOT_IN_FILE.contains(&id) {
+            continue;
+        }
+        known_env.push(var.clone());
+        let own_env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+        known_env.extend(own_env.clone());
+        let key = file_key(&file, long).map_err(|reason| LayerError::Field {
+            path: path.clone(),
+            field: long.to_string(),
+            reason,
+        })?;
+        if flags_only.value_source(id) == Some(ValueSource::CommandLine) {
             continue;
         }
         let multiple = matches!(arg.get_action(), ArgAction::Append);
         let switch = matches!(arg.get_action(), ArgAction::SetTrue);
         // Clap reads an argument's own `env` itself, after the command line.
-        if let Some(own) = arg.get_env() {
-            if env.contains_key(&*own.to_string_lossy()) {
-                sources.insert(id.to_string(), "env");
-                continue;
-            }
+        if let Some(own) = own_env.filter(|own| env.contains_key(own)) {
+            sources.insert(id.to_string(), "env");
+            origins.insert(long.to_string(), format!("in {own}"));
+            continue;
         }
-        let var = format!("HUBBUB_{}", long.replace('-', "_").to_uppercase());
         let values = if let Some(value) = env.get(&var) {
             sources.insert(id.to_string(), "env");
-            split_env(value, multiple, switch)
-        } else if let Some(value) = file.get(long).or_else(|| file.get(&long.replace('-', "_"))) {
+            origins.insert(long.to_string(), format!("in {var}"));
+            split_env(value, multiple, switch).map_err(|message| LayerError::Source {
+                origin: format!("in {var}"),
+                message,
+            })?
+        } else if let Some((key, value)) = key.map(|k| (k, &file[k])) {
             sources.insert(id.to_string(), "file");
+            origins.insert(long.to_string(), format!("in {path}, key {key}"));
             file_values(value, switch).map_err(|reason| LayerError::Field {
-                path: path_text(config_path.as_deref()),
-                field: long.to_string(),
+                path: path.clone(),
+                field: key.to_string(),
                 reason,
             })?
         } else {
@@ -106,17 +164,66 @@ pub fn parse(argv: Vec<OsString>, env: &BTreeMap<String, String>) -> Result<Laye
     }
     if let Some(unknown) = file.keys().find(|k| !known.contains(&k.replace('_', "-"))) {
         return Err(LayerError::Field {
-            path: path_text(config_path.as_deref()),
+            path,
             field: unknown.clone(),
             reason: "unknown setting (see hubbub --help)".into(),
         });
     }
+    let unknown_env = env
+        .keys()
+        .filter(|k| k.starts_with("HUBBUB_") && !known_env.contains(k) && !OTHER_TOOLS_ENV.contains(&k.as_str()))
+        .cloned()
+        .collect();
     let mut merged = vec![argv.first().cloned().unwrap_or_else(|| "hubbub".into())];
     merged.extend(injected);
     merged.extend(argv.into_iter().skip(1));
-    let matches = command.try_get_matches_from(merged)?;
+    let matches = command
+        .try_get_matches_from(merged)
+        .map_err(|e| with_origin(e, &origins))?;
     let args = Args::from_arg_matches(&matches)?;
-    Ok(Layered { args, matches, sources })
+    Ok(Layered {
+        args,
+        matches,
+        sources,
+        origins,
+        unknown_env,
+    })
+}
+
+/// The file's key for flag `long`, spelled with `-` or `_`; both spellings
+/// at once are refused rather than one silently winning.
+fn file_key<'f>(file: &'f toml::Table, long: &str) -> Result<Option<&'f str>, String> {
+    let underscored = long.replace('-', "_");
+    let dashed = file.get_key_value(long).map(|(k, _)| k.as_str());
+    let under = file.get_key_value(&underscored).map(|(k, _)| k.as_str());
+    match (dashed, under) {
+        (Some(a), Some(b)) if a != b => Err(format!("set twice, as `{a}` and as `{b}`: keep one")),
+        (found, other) => Ok(found.or(other)),
+    }
+}
+
+/// A clap error about a value that came from the file or the environment,
+/// with where it came from.
+fn with_origin(error: clap::Error, origins: &BTreeMap<String, String>) -> LayerError {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return LayerError::Clap(error);
+    };
+    let long = arg.trim_start_matches('-').split([' ', '=']).next().unwrap_or("");
+    let Some(origin) = origins.get(long) else {
+        return LayerError::Clap(error);
+    };
+    let text = error.to_string();
+    let message = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("error: ")
+        .to_string();
+    LayerError::Source {
+        origin: origin.clone(),
+        message,
+    }
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, LayerError> {
@@ -133,19 +240,22 @@ fn path_text(path: Option<&Path>) -> String {
     path.map_or_else(String::new, |p| p.display().to_string())
 }
 
-fn split_env(value: &str, multiple: bool, switch: bool) -> Vec<String> {
+fn split_env(value: &str, multiple: bool, switch: bool) -> Result<Vec<String>, String> {
     if switch {
-        let on = matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
-        return vec![on.to_string()];
+        return match value.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(vec!["true".into()]),
+            "0" | "false" | "no" | "off" | "" => Ok(vec!["false".into()]),
+            _ => Err(format!("{value:?} is not true or false")),
+        };
     }
     if multiple {
-        return value
+        return Ok(value
             .split(',')
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
-            .collect();
+            .collect());
     }
-    vec![value.to_string()]
+    Ok(vec![value.to_string()])
 }
 
 fn file_values(value: &toml::Value, switch: bool) -> Result<Vec<String>, String> {
@@ -303,16 +413,96 @@ mod tests {
         let f = file("backlogg = 1\n");
         let path = f.arg();
         let err = run(&["--config", &path], &[]).err().unwrap().to_string();
-        assert!(err.contains("`backlogg`") && err.contains("unknown"), "{err}");
+        assert!(err.contains("key backlogg") && err.contains("unknown"), "{err}");
         let f = file("backlog = \"many\"\n");
         let path = f.arg();
         let err = run(&["--config", &path], &[]).err().unwrap().to_string();
         assert!(err.contains("--backlog") && err.contains("many"), "{err}");
+        assert!(err.starts_with(&format!("in {path}, key backlog: ")), "{err}");
         let err = run(&["--config", "/nonexistent/hubbub.toml"], &[])
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("/nonexistent/hubbub.toml"), "{err}");
+    }
+
+    #[test]
+    fn refused_values_say_where_they_came_from() {
+        let f = file("max_backlog_bytes = \"lots\"\n");
+        let path = f.arg();
+        let err = run(&["--config", &path], &[]).err().unwrap().to_string();
+        assert!(err.starts_with(&format!("in {path}, key max_backlog_bytes: ")), "{err}");
+        assert!(err.contains("lots"), "{err}");
+        let err = run(&["--config", &path], &[("HUBBUB_MAX_BACKLOG_BYTES", "heaps")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("in HUBBUB_MAX_BACKLOG_BYTES: ") && err.contains("heaps"),
+            "{err}"
+        );
+        let err = run(
+            &["--check-config"],
+            &[("HUBBUB_CHECK_CONFIG", "1"), ("HUBBUB_LOG_LEVEL", "verbose")],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.starts_with("in HUBBUB_LOG_LEVEL: ") && err.contains("verbose"),
+            "{err}"
+        );
+        // The command line is the user's own: clap's message, no origin.
+        let Err(LayerError::Clap(_)) = run(&["--backlog", "x"], &[]) else {
+            panic!("a bad flag is clap's to report")
+        };
+    }
+
+    #[test]
+    fn a_key_spelled_both_ways_is_refused() {
+        let f = file("max_backlog_bytes = 1\nmax-backlog-bytes = 2\n");
+        let path = f.arg();
+        let err = run(&["--config", &path], &[]).err().unwrap().to_string();
+        assert!(
+            err.contains("max_backlog_bytes") && err.contains("max-backlog-bytes"),
+            "{err}"
+        );
+        assert!(err.contains("keep one"), "{err}");
+    }
+
+    #[test]
+    fn unknown_hubbub_variables_are_reported() {
+        let env = [
+            ("HUBBUB_MAX_BACKLOG_BYTE", "1"),
+            ("HUBBUB_BACKLOG", "5"),
+            ("HUBBUB_JWT_SECRET", "s"),
+            ("HUBBUB_TUNING_STATE", "/tmp"),
+            ("OTHER", "x"),
+        ];
+        let l = run(&[], &env).unwrap();
+        assert_eq!(l.unknown_env, ["HUBBUB_MAX_BACKLOG_BYTE"]);
+        assert_eq!(l.origins["backlog"], "in HUBBUB_BACKLOG");
+        assert_eq!(l.origins["jwt-secret"], "in HUBBUB_JWT_SECRET");
+    }
+
+    #[test]
+    fn sizes_take_units_in_every_layer() {
+        let f = file("max_backlog_bytes = \"64KiB\"\nmax_message_size = 512\n");
+        let path = f.arg();
+        let l = run(&["--config", &path], &[]).unwrap();
+        assert_eq!((l.args.max_backlog_bytes, l.args.max_message_size), (64 << 10, 512));
+        let l = run(&["--config", &path], &[("HUBBUB_MAX_MESSAGE_SIZE", "2MiB")]).unwrap();
+        assert_eq!(l.args.max_message_size, 2 << 20);
+        let l = run(&["--max-backlog-bytes", "1GiB"], &[]).unwrap();
+        assert_eq!(l.args.max_backlog_bytes, 1 << 30);
+        let err = run(&["--config", &path], &[("HUBBUB_MAX_MESSAGE_SIZE", "2MB")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("in HUBBUB_MAX_MESSAGE_SIZE: ") && err.contains("KiB"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -328,6 +518,6 @@ mod tests {
         assert!(text.contains("backlog = 100  # file"), "{text}");
         assert!(text.contains("buffer_pool = 5  # flag"), "{text}");
         assert!(text.contains("drain_secs = 12  # env"), "{text}");
-        assert!(text.contains("max_message_size = 1048576  # default"), "{text}");
+        assert!(text.contains("max_message_size = \"1MiB\"  # default"), "{text}");
     }
 }

@@ -36,6 +36,8 @@ pub struct Limits {
     pub subprotocols: Vec<String>,
     /// HS256 secret for client tokens; `None`: everyone is anonymous.
     pub jwt_secret: Option<Vec<u8>>,
+    /// Tokens without `exp` are refused (`--jwt-require-exp`).
+    pub jwt_require_exp: bool,
     pub allow_anonymous: bool,
 }
 

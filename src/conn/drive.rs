@@ -334,6 +334,7 @@ impl Conn {
         if self.phase == Phase::Handshake {
             let auth = AuthPolicy {
                 secret: ctx.limits.jwt_secret.as_deref(),
+                require_exp: ctx.limits.jwt_require_exp,
                 allow_anonymous: ctx.limits.allow_anonymous,
                 now_unix: ctx.now_unix,
             };

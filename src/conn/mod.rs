@@ -64,10 +64,12 @@ pub enum Disconnect {
     /// A room member whose deliveries were dropped under overload, or whose
     /// own message was (1013): it reconnects rather than miss messages.
     MissedMessages,
+    /// A `/ws` client that kept sending over `--max-messages-per-sec`.
+    RateLimited,
 }
 
 impl Disconnect {
-    pub const ALL: [Disconnect; 11] = [
+    pub const ALL: [Disconnect; 12] = [
         Disconnect::ClientClose,
         Disconnect::ClientGone,
         Disconnect::ProtocolError,
@@ -79,6 +81,7 @@ impl Disconnect {
         Disconnect::MessageTimeout,
         Disconnect::MemoryShed,
         Disconnect::MissedMessages,
+        Disconnect::RateLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -94,6 +97,7 @@ impl Disconnect {
             Disconnect::MessageTimeout => "message_timeout",
             Disconnect::MemoryShed => "memory_shed",
             Disconnect::MissedMessages => "missed_messages",
+            Disconnect::RateLimited => "rate_limited",
         }
     }
 }

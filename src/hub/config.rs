@@ -26,19 +26,25 @@ pub struct HubArgs {
     /// client is anonymous.
     #[arg(long, env = "HUBBUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// Let clients without a token in [default: true without --jwt-secret,
-    /// false with it].
-    #[arg(long)]
+    /// Let clients without a token in: `true` or `false`; the flag alone
+    /// means true [default: true without --jwt-secret, false with it].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub allow_anonymous: Option<bool>,
+    /// With --jwt-secret, refuse tokens without an `exp` claim (401
+    /// "missing_exp"), which would be valid forever: `true` or `false`; the
+    /// flag alone means true.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
+    pub jwt_require_exp: bool,
     /// Channel subscriptions per connection.
     #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
-    /// Commands (and room messages) per second per connection, with a burst
-    /// of as many; over it, commands get error 105.
+    /// `/ws` commands per second per connection, with a burst of as many;
+    /// over it, commands get error 105 (room and echo messages are not
+    /// limited).
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGES_PER_SEC)]
     pub max_messages_per_sec: u32,
     /// Connections one user may hold; a new one closes the oldest with 4001
-    /// "replaced" [default: 0 = no limit].
+    /// "replaced" (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub max_connections_per_user: usize,
     /// Publications kept per channel for history and recovery.
@@ -52,7 +58,7 @@ pub struct HubArgs {
     #[arg(long = "history-rule", value_name = "PATTERN=SIZE:TTL")]
     pub history_rules: Vec<String>,
     /// Bearer key for the server API (`/api/*` on the admin port); without
-    /// one the API refuses every call.
+    /// one the API is off (every call answers 403 saying so).
     #[arg(long, env = "HUBBUB_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Cluster mode: `redis://HOST:PORT` of the Redis that joins the nodes
@@ -78,6 +84,8 @@ pub struct HistoryRule {
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     pub jwt_secret: Option<Vec<u8>>,
+    /// Tokens without `exp` are refused at the handshake.
+    pub jwt_require_exp: bool,
     pub allow_anonymous: bool,
     pub max_subscriptions: usize,
     pub max_messages_per_sec: u32,
@@ -93,6 +101,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             jwt_secret: None,
+            jwt_require_exp: true,
             allow_anonymous: true,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_messages_per_sec: DEFAULT_MAX_MESSAGES_PER_SEC,
@@ -134,6 +143,7 @@ impl HubConfig {
         let config = HubConfig {
             allow_anonymous: args.allow_anonymous.unwrap_or(jwt_secret.is_none()),
             jwt_secret,
+            jwt_require_exp: args.jwt_require_exp,
             max_subscriptions: args.max_subscriptions,
             max_messages_per_sec: args.max_messages_per_sec,
             max_connections_per_user: args.max_connections_per_user,
@@ -244,6 +254,15 @@ mod tests {
                 .unwrap()
                 .allow_anonymous
         );
+        assert!(
+            parse(&["--jwt-secret", &secret, "--allow-anonymous"])
+                .unwrap()
+                .allow_anonymous
+        );
+        assert!(!parse(&["--allow-anonymous", "false"]).unwrap().allow_anonymous);
+        assert!(parse(&[]).unwrap().jwt_require_exp);
+        assert!(!parse(&["--jwt-require-exp", "false"]).unwrap().jwt_require_exp);
+        assert!(parse(&["--jwt-require-exp"]).unwrap().jwt_require_exp);
         assert_eq!(parse(&["--jwt-secret", "short"]).unwrap_err().field, "jwt-secret");
     }
 

@@ -237,9 +237,19 @@ impl Hub {
             return;
         };
         if !session.rate.take(ctx.tick, per_tick) {
+            // Over the rate is not a bad command: it answers 105 without
+            // spending the error budget, until the client keeps it up.
             ctx.stats.rate_limited += 1;
+            ctx.stats.command_errors += 1;
+            let persistent = session.overrun.refused(ctx.tick, TICKS_PER_SEC);
             let id = protocol::parse_command(text).ok().map(|c| c.id);
-            return self.fail(key, id, code::RATE_LIMITED, "over the message rate limit", conns, ctx);
+            let reply = protocol::reply_error(id, code::RATE_LIMITED, "over the message rate limit");
+            self.send_to(key, &reply, conns, ctx);
+            if persistent {
+                let code = crate::ws::close::POLICY_VIOLATION;
+                self.close_as(key, code, "rate limit exceeded", Disconnect::RateLimited, conns, ctx);
+            }
+            return;
         }
         match protocol::parse_command(text) {
             Ok(command) => self.dispatch(key, command, conns, ctx),
@@ -499,6 +509,24 @@ impl Hub {
     /// Closes a connection from the hub: a `/ws` client first gets a
     /// disconnect push with the reason (and whether to reconnect).
     fn close(&mut self, key: usize, code: u16, reason: &str, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+        let why = match code {
+            config::CLOSE_REPLACED => Disconnect::Replaced,
+            crate::ws::close::POLICY_VIOLATION => Disconnect::ProtocolError,
+            _ => Disconnect::Kicked,
+        };
+        self.close_as(key, code, reason, why, conns, ctx);
+    }
+
+    /// `close`, counted under `why`.
+    fn close_as(
+        &mut self,
+        key: usize,
+        code: u16,
+        reason: &str,
+        why: Disconnect,
+        conns: &mut Slab<Conn>,
+        ctx: &mut Ctx,
+    ) {
         let Some(conn) = conns.get_mut(key) else { return };
         if conn.route() == Some(Route::Ws) {
             let reconnect = code != crate::ws::close::POLICY_VIOLATION && code != config::CLOSE_REPLACED;
@@ -509,11 +537,6 @@ impl Hub {
                 self.dirty.push(key);
             }
         }
-        let why = match code {
-            config::CLOSE_REPLACED => Disconnect::Replaced,
-            crate::ws::close::POLICY_VIOLATION => Disconnect::ProtocolError,
-            _ => Disconnect::Kicked,
-        };
         conn.start_close(code, reason, why, ctx);
         if conn.mark_dirty() {
             self.dirty.push(key);
@@ -563,9 +586,22 @@ impl Hub {
                     self.close(conn.key as usize, code, &reason, conns, ctx);
                 }
             }
-            HubMsg::DisconnectUser { user, code, reason } => {
+            HubMsg::DisconnectUser {
+                user,
+                code,
+                reason,
+                reply,
+            } => {
+                let mut closed = 0u64;
                 for key in self.users.get(&user).cloned().unwrap_or_default() {
+                    // Connections already closing are not counted twice.
+                    if conns.get(key).is_some_and(|c| c.phase == crate::conn::Phase::Open) {
+                        closed += 1;
+                    }
                     self.close(key, code, &reason, conns, ctx);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(closed.to_string());
                 }
             }
             HubMsg::ListChannels { reply } => {

@@ -153,11 +153,13 @@ pub enum HubMsg {
         code: u16,
         reason: Arc<str>,
     },
-    /// To every shard: close every connection of `user`.
+    /// To every shard: close every connection of `user`; `reply` (the
+    /// admin API) gets how many connections this shard closed.
     DisconnectUser {
         user: Arc<str>,
         code: u16,
         reason: Arc<str>,
+        reply: Option<Sender<String>>,
     },
     /// To every shard (admin API): the channels it owns, as a JSON array.
     ListChannels {

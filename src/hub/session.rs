@@ -11,6 +11,11 @@ use super::pattern::ChannelPattern;
 pub const ERROR_BURST: f32 = 20.0;
 /// Errors forgiven per second.
 pub const ERRORS_FORGIVEN_PER_SEC: f32 = 1.0;
+/// Seconds a connection may go on sending over its rate (refused with 105,
+/// with no pause of a second or more between refusals) before it is closed
+/// with 1008 "rate limit exceeded". A burst over the rate followed by a
+/// pause never gets there.
+pub const RATE_LIMIT_GRACE_SECS: u32 = 5;
 
 pub struct Session {
     /// The connection's generation when the session began (a slab slot may
@@ -24,6 +29,8 @@ pub struct Session {
     pub subs: Vec<Subscription>,
     pub rate: TokenBucket,
     pub errors: TokenBucket,
+    /// How long the connection has been sending over its rate.
+    pub overrun: Overrun,
 }
 
 pub struct Subscription {
@@ -46,6 +53,7 @@ impl Session {
             subs: Vec::new(),
             rate: TokenBucket::full(burst),
             errors: TokenBucket::full(ERROR_BURST),
+            overrun: Overrun::default(),
         }
     }
 
@@ -91,6 +99,30 @@ impl TokenBucket {
     }
 }
 
+/// A run of refused (over-rate) commands: rate-limited commands are not
+/// bad commands and do not spend the error budget, but a client that never
+/// slows down is closed after [`RATE_LIMIT_GRACE_SECS`].
+#[derive(Debug, Default)]
+pub struct Overrun {
+    /// Tick of the first refusal of the current run.
+    since: u32,
+    /// Tick of the latest refusal; `None` before the first.
+    last: Option<u32>,
+}
+
+impl Overrun {
+    /// Notes a refused command at `tick`; true when the run of refusals,
+    /// each less than a second after the one before, has lasted the grace.
+    pub fn refused(&mut self, tick: u32, ticks_per_sec: u32) -> bool {
+        let continues = self.last.is_some_and(|last| tick.saturating_sub(last) < ticks_per_sec);
+        if !continues {
+            self.since = tick;
+        }
+        self.last = Some(tick);
+        tick.saturating_sub(self.since) >= RATE_LIMIT_GRACE_SECS * ticks_per_sec
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +136,24 @@ mod tests {
         assert!(!bucket.take(1, 1.0));
         assert!((0..3).all(|_| bucket.take(100, 1.0)), "refill is capped at the burst");
         assert!(!bucket.take(100, 1.0));
+    }
+
+    #[test]
+    fn only_an_unbroken_run_of_refusals_ends_in_a_close() {
+        let per_sec = 4;
+        let mut run = Overrun::default();
+        // Refused every tick for just under the grace: still open.
+        let grace = RATE_LIMIT_GRACE_SECS * per_sec;
+        assert!((0..grace).all(|t| !run.refused(t, per_sec)));
+        assert!(run.refused(grace, per_sec), "the grace is over");
+        // Bursts with a pause of a second between them start over each time.
+        let mut bursts = Overrun::default();
+        let mut tick = 0;
+        for _ in 0..20 {
+            assert!(!bursts.refused(tick, per_sec));
+            assert!(!bursts.refused(tick + 1, per_sec));
+            tick += 1 + per_sec;
+        }
     }
 
     #[test]

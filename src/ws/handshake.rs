@@ -36,6 +36,8 @@ pub struct Policy<'a> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AuthPolicy<'a> {
     pub secret: Option<&'a [u8]>,
+    /// Refuse tokens without `exp`: they would be valid forever.
+    pub require_exp: bool,
     pub allow_anonymous: bool,
     /// Wall-clock seconds for `exp`/`nbf` (passed in: no clock here).
     pub now_unix: u64,
@@ -82,6 +84,10 @@ impl Refusal {
     const fn new(status: u16, reason: &'static str) -> Self {
         Refusal { status, reason }
     }
+
+    /// A valid token without `exp` while `--jwt-require-exp` is on (401): the
+    /// issuer must give its tokens an expiry.
+    pub const MISSING_EXP: Refusal = Refusal::new(401, "missing_exp");
 
     /// The server holds as many connections as it may (503 with Retry-After).
     pub const OVER_CAPACITY: Refusal = Refusal::new(503, "server at connection capacity");
@@ -255,9 +261,11 @@ fn authenticate(
     match auth::token_from_request(query, header(req, "authorization"), &protocols) {
         None if policy.allow_anonymous => Ok(None),
         None => Err(Refusal::new(401, "token required")),
-        Some(token) => auth::verify(&token, secret, policy.now_unix)
-            .map(Some)
-            .map_err(|e| Refusal::new(401, e.reason())),
+        Some(token) => match auth::verify(&token, secret, policy.now_unix) {
+            Ok(claims) if policy.require_exp && claims.exp.is_none() => Err(Refusal::MISSING_EXP),
+            Ok(claims) => Ok(Some(claims)),
+            Err(e) => Err(Refusal::new(401, e.reason())),
+        },
     }
 }
 
@@ -569,6 +577,30 @@ mod tests {
             panic!()
         };
         assert_eq!(up.subprotocol, None);
+    }
+
+    #[test]
+    fn tokens_without_exp_are_refused_when_required() {
+        let secret = b"a-handshake-test-secret-of-32-bytes!";
+        let forever = crate::hub::auth::sign_hs256(r#"{"sub":"ann"}"#, secret);
+        let expiring = crate::hub::auth::sign_hs256(r#"{"sub":"ann","exp":2000}"#, secret);
+        let policy = |require_exp| Policy {
+            origins: &[],
+            subprotocols: &[],
+            auth: AuthPolicy {
+                secret: Some(secret),
+                require_exp,
+                allow_anonymous: false,
+                now_unix: 1000,
+            },
+        };
+        let with = |token: &str| request(&format!("Authorization: Bearer {token}\r\n"));
+        assert_eq!(
+            parse_request(with(&forever).as_bytes(), &policy(true)),
+            Outcome::Refuse(Refusal::MISSING_EXP)
+        );
+        assert_eq!(status_of(&with(&expiring), &policy(true)), 101);
+        assert_eq!(status_of(&with(&forever), &policy(false)), 101);
     }
 
     #[test]

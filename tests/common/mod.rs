@@ -253,11 +253,16 @@ pub struct Process {
 impl Process {
     /// Starts the binary with `args` and reads its address lines.
     pub fn spawn(args: &[&str]) -> Process {
+        Process::spawn_with_stderr(args, std::process::Stdio::null())
+    }
+
+    /// `spawn`, with the server's stderr (its logs) going to `stderr`.
+    pub fn spawn_with_stderr(args: &[&str], stderr: impl Into<std::process::Stdio>) -> Process {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
             .args(args)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("hubbub starts");
         let mut lines = io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -377,7 +382,15 @@ impl WsClient {
     }
 }
 
-/// An HS256 token for `sub` with extra claims, signed with `secret`.
-pub fn token(secret: &str, claims: serde_json::Value) -> String {
+/// An HS256 token for `sub` with extra claims, signed with `secret`; it
+/// expires in an hour unless `claims` has an `exp` (`--jwt-require-exp`).
+pub fn token(secret: &str, mut claims: serde_json::Value) -> String {
+    if claims.get("exp").is_none() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        claims["exp"] = serde_json::json!(now + 3600);
+    }
     hubbub::hub::auth::sign_hs256(&claims.to_string(), secret.as_bytes())
 }
