@@ -92,3 +92,42 @@ fn five_thousand_connections_half_silent_are_reaped_and_the_count_is_true() {
     let err = silent[0].stream.peek(&mut probe);
     assert!(matches!(err, Ok(0)) || err.is_err_and(|e| e.kind() != ErrorKind::WouldBlock));
 }
+
+/// A `/ws` client closed by the server itself (idle timeout, drain) first
+/// gets a `disconnect` push with the Close frame's code and reason.
+#[test]
+fn ws_clients_get_a_disconnect_push_before_idle_and_drain_closes() {
+    let server = start(|c| {
+        c.shards = 1;
+        c.ping_interval = Duration::from_secs(1);
+        c.idle_timeout = Duration::from_secs(2);
+    });
+    let mut idle = WsClient::open(server.addr, "");
+    let push = loop {
+        match idle.push() {
+            Some(p) if p.get("push").is_some() => break p,
+            Some(p) if p.get("closed").is_some() => panic!("closed without a push: {p}"),
+            Some(_) => continue,
+            None => panic!("connection ended without a push"),
+        }
+    };
+    assert_eq!(push["push"], "disconnect");
+    assert_eq!(push["code"], 1001);
+    assert_eq!(push["reason"], "idle timeout");
+    assert_eq!(push["reconnect"], true);
+    assert_eq!(idle.push().unwrap()["closed"], 1001);
+
+    let mut draining = WsClient::open(server.addr, "");
+    let reply = draining.call("ping", serde_json::json!({}));
+    assert!(reply.get("result").is_some());
+    let stopper = std::thread::spawn(move || server.stop());
+    let push = draining.push().expect("a push before the drain's Close");
+    assert_eq!(push["push"], "disconnect", "{push}");
+    assert_eq!(push["code"], 1001);
+    assert!(
+        push["reason"].as_str().unwrap().starts_with("server restarting"),
+        "{push}"
+    );
+    assert_eq!(draining.push().unwrap()["closed"], 1001);
+    stopper.join().unwrap().unwrap();
+}

@@ -44,11 +44,7 @@ fn every_command_gets_its_reply_during_a_room_flood() {
 
     let mut clients: Vec<WsClient> = (0..50).map(|_| WsClient::open(server.addr, "")).collect();
     for (i, client) in clients.iter_mut().enumerate() {
-        client
-            .raw
-            .stream
-            .set_read_timeout(Some(PATIENCE))
-            .unwrap();
+        client.raw.stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let reply = client.call("subscribe", json!({"channel": format!("c{i}")}));
         assert!(reply.get("result").is_some(), "client {i}: subscribe answered {reply}");
         let reply = client.call("publish", json!({"channel": format!("c{i}"), "data": i}));
@@ -113,11 +109,7 @@ fn a_dropped_delivery_is_never_a_silent_gap() {
     let flooder = flood(server.addr, Arc::clone(&stop));
     server.wait_for("the flood is on", |s| s.inbox_drops > 0 || s.messages_in_rooms > 20_000);
     let mut publisher = WsClient::open(server.addr, "");
-    publisher
-        .raw
-        .stream
-        .set_read_timeout(Some(PATIENCE))
-        .unwrap();
+    publisher.raw.stream.set_read_timeout(Some(PATIENCE)).unwrap();
     for i in 0..300 {
         let reply = publisher.call("publish", json!({"channel": "g", "data": i}));
         assert!(reply.get("result").is_some(), "publish {i}: {reply}");

@@ -220,13 +220,23 @@ impl Conn {
         }
     }
 
-    /// Server-initiated close (idle timeout, shutdown): send Close and wait
-    /// for the client's answer up to the close timeout.
+    /// Server-initiated close (idle timeout, shutdown, a kick): send Close
+    /// and wait for the client's answer up to the close timeout. A `/ws`
+    /// client first gets a `disconnect` push with the same code and reason,
+    /// and whether reconnecting makes sense (not after 1008 or 4001).
     pub fn start_close(&mut self, code: u16, reason: &str, why: Disconnect, ctx: &mut Ctx) {
         if self.phase != Phase::Open {
             return;
         }
         self.ending = Some(why);
+        if self.route == Some(Route::Ws) {
+            let reconnect = code != close::POLICY_VIOLATION && code != close::REPLACED;
+            let push = format!(
+                "{{\"push\":\"disconnect\",\"code\":{code},\"reason\":{},\"reconnect\":{reconnect}}}",
+                serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".into())
+            );
+            codec::encode_frame(&mut ctx.reply, Kind::Text, push.as_bytes());
+        }
         codec::encode_close(&mut ctx.reply, code, reason);
         self.enter(Phase::CloseSent, ctx.tick);
         self.send_reply(ctx);

@@ -15,7 +15,7 @@ pub const DEFAULT_HISTORY_SIZE: usize = 100;
 pub const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
 /// Close code sent to the oldest connection of a user over
 /// `--max-connections-per-user` (single sign-on kick).
-pub const CLOSE_REPLACED: u16 = 4001;
+pub const CLOSE_REPLACED: u16 = crate::ws::close::REPLACED;
 /// Close code of `/api/disconnect` when the caller gives none.
 pub const CLOSE_KICKED: u16 = 4002;
 

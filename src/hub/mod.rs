@@ -528,15 +528,7 @@ impl Hub {
         ctx: &mut Ctx,
     ) {
         let Some(conn) = conns.get_mut(key) else { return };
-        if conn.route() == Some(Route::Ws) {
-            let reconnect = code != crate::ws::close::POLICY_VIOLATION && code != config::CLOSE_REPLACED;
-            if conn.queue_shared(
-                text_frame(&protocol::push_disconnect(code, reason, reconnect), ctx.meter.budget()),
-                ctx,
-            ) {
-                self.dirty.push(key);
-            }
-        }
+        // A `/ws` client gets its disconnect push from start_close.
         conn.start_close(code, reason, why, ctx);
         if conn.mark_dirty() {
             self.dirty.push(key);

@@ -241,15 +241,6 @@ pub fn push_presence(channel: &str, joined: &[&str], left: &[&str]) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Sent before a server-initiated close: why, and whether to reconnect.
-pub fn push_disconnect(code: u16, reason: &str, reconnect: bool) -> Vec<u8> {
-    format!(
-        "{{\"push\":\"disconnect\",\"code\":{code},\"reason\":{},\"reconnect\":{reconnect}}}",
-        json_string(reason)
-    )
-    .into_bytes()
-}
-
 /// A JSON string literal.
 pub fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
@@ -325,6 +316,5 @@ mod tests {
         assert_eq!(check(push_publication("a\"b", 9, "[1]"))["channel"], "a\"b");
         assert_eq!(check(push_message(Some("u1"), "\"hi\""))["data"], "hi");
         assert_eq!(check(push_presence("c", &["a"], &[]))["joined"][0], "a");
-        assert_eq!(check(push_disconnect(4001, "replaced", false))["code"], 4001);
     }
 }

@@ -19,6 +19,9 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// Try Again Later (IANA registry): the server is overloaded for now; sent
 /// when the memory budget cannot hold a connection's input.
 pub const TRY_AGAIN_LATER: u16 = 1013;
+/// 4001 (application range): the user opened more connections than
+/// `--max-connections-per-user` allows; this, the oldest, was replaced.
+pub const REPLACED: u16 = 4001;
 
 /// A close frame received from the peer, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
