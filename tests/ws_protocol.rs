@@ -411,3 +411,48 @@ fn subscriptions_are_limited_per_connection() {
     client.call("unsubscribe", json!({"channel": "c0"}));
     subscribe(&mut client, "c3");
 }
+
+/// A channel's owner sends its publications only to shards with
+/// subscribers of it (it counts them per shard from the subscribes).
+#[test]
+fn publications_go_only_to_shards_with_subscribers() {
+    let server = start(|c| c.shards = 2);
+    let owner = hubbub::hub::owner_of("solo", 2);
+    let other = 1 - owner;
+    // A subscriber on the owner's shard only: keep connecting until one lands there.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut subscriber = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection landed on shard {owner}"
+        );
+        let before = server.shard_stats()[owner].upgraded;
+        let client = WsClient::open(server.addr, "");
+        server.wait_for("the upgrade is published", |s| s.upgraded > 0);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if server.shard_stats()[owner].upgraded > before {
+            break client;
+        }
+    };
+    let reply = subscriber.call("subscribe", serde_json::json!({"channel": "solo"}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let data_before = server.shard_stats()[other].inbox_data;
+    for i in 0..50 {
+        let reply = subscriber.call("publish", serde_json::json!({"channel": "solo", "data": i}));
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    let mut got = 0;
+    while got < 50 {
+        let push = subscriber.push().expect("a publication");
+        if push["push"] == "pub" {
+            got += 1;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        server.shard_stats()[other].inbox_data,
+        data_before,
+        "shard {other} has no subscriber and got deliveries"
+    );
+}

@@ -49,6 +49,8 @@ pub struct ChannelLog {
     /// Subscriptions per user id; anonymous ones are counted apart.
     users: HashMap<Arc<str>, u32>,
     anonymous: u32,
+    /// Subscriptions per shard (shard, count): deliveries go only to these.
+    shards: Vec<(u16, u32)>,
     /// Presence changes not yet pushed (batched per loop turn).
     pub joined: Vec<Arc<str>>,
     pub left: Vec<Arc<str>>,
@@ -70,6 +72,7 @@ impl ChannelLog {
             rule,
             users: HashMap::new(),
             anonymous: 0,
+            shards: Vec::new(),
             joined: Vec::new(),
             left: Vec::new(),
             meter,
@@ -227,7 +230,11 @@ impl ChannelLog {
         self.history.iter().skip(skip).cloned().collect()
     }
 
-    pub fn add_subscriber(&mut self, user: Option<&Arc<str>>) {
+    pub fn add_subscriber(&mut self, user: Option<&Arc<str>>, shard: u16) {
+        match self.shards.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, n)) => *n += 1,
+            None => self.shards.push((shard, 1)),
+        }
         match user {
             None => self.anonymous += 1,
             Some(user) => {
@@ -240,7 +247,13 @@ impl ChannelLog {
         }
     }
 
-    pub fn remove_subscriber(&mut self, user: Option<&Arc<str>>) {
+    pub fn remove_subscriber(&mut self, user: Option<&Arc<str>>, shard: u16) {
+        if let Some(i) = self.shards.iter().position(|(s, _)| *s == shard) {
+            self.shards[i].1 -= 1;
+            if self.shards[i].1 == 0 {
+                self.shards.swap_remove(i);
+            }
+        }
         match user {
             None => self.anonymous = self.anonymous.saturating_sub(1),
             Some(user) => {
@@ -259,6 +272,11 @@ impl ChannelLog {
         let mut users: Vec<(&str, u32)> = self.users.iter().map(|(u, &c)| (&**u, c)).collect();
         users.sort_unstable();
         (users, self.anonymous)
+    }
+
+    /// Shards with at least one subscriber of this channel.
+    pub fn shards(&self) -> impl Iterator<Item = usize> + '_ {
+        self.shards.iter().map(|&(s, _)| s as usize)
     }
 
     pub fn subscribers(&self) -> u32 {
@@ -383,15 +401,20 @@ mod tests {
     fn presence_counts_connections_per_user_and_reports_changes() {
         let mut log = log(0, 1);
         let alice: Arc<str> = "alice".into();
-        log.add_subscriber(Some(&alice));
-        log.add_subscriber(Some(&alice));
-        log.add_subscriber(None);
+        log.add_subscriber(Some(&alice), 0);
+        log.add_subscriber(Some(&alice), 1);
+        log.add_subscriber(None, 1);
+        let mut shards: Vec<usize> = log.shards().collect();
+        shards.sort_unstable();
+        assert_eq!(shards, [0, 1], "deliveries go to both shards");
         assert_eq!(log.presence(), (vec![("alice", 2)], 1));
         assert_eq!(log.joined.len(), 1, "one join for the first connection only");
-        log.remove_subscriber(Some(&alice));
-        log.remove_subscriber(Some(&alice));
+        log.remove_subscriber(Some(&alice), 0);
+        assert_eq!(log.shards().collect::<Vec<_>>(), [1], "shard 0 has none left");
+        log.remove_subscriber(Some(&alice), 1);
         assert_eq!(log.left.len(), 1);
-        log.remove_subscriber(None);
+        log.remove_subscriber(None, 1);
+        assert_eq!(log.shards().count(), 0);
         log.joined.clear();
         log.left.clear();
         assert!(log.is_idle());

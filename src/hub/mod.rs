@@ -137,7 +137,8 @@ impl Hub {
             }
             Endpoint::Ws => Route::Ws,
         });
-        if conn.route != Some(Route::Ws) && claims.is_none() {
+        let (route, generation) = (conn.route, conn.generation);
+        if route != Some(Route::Ws) && claims.is_none() {
             return; // anonymous echo and room connections need no session
         }
         let (user, allowed) = match claims {
@@ -145,7 +146,6 @@ impl Hub {
             None => (None, None),
         };
         let burst = self.config.max_messages_per_sec as f32;
-        let generation = conn.generation;
         self.sessions
             .insert(key, Session::new(generation, user.clone(), allowed, burst));
         if let Some(user) = user {
@@ -183,7 +183,12 @@ impl Hub {
         }
     }
 
-    /// At the owner: deliver here, then to every other shard.
+    /// At the owner: deliver here, then to every other shard. Unlike a
+    /// channel's, a room's members join on their own shard without a round
+    /// trip to the owner, so the owner cannot know of a member before its
+    /// 101 went out; sending to every shard is what keeps "every message
+    /// sent after a member's 101 reaches it" (a shard without members drops
+    /// the delivery at once).
     fn publish_room(&mut self, name: Arc<str>, frame: Bytes, at: Instant, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         self.deliver_room(&name, &frame, at, conns, ctx);
         self.send_to_others(
@@ -410,7 +415,16 @@ impl Hub {
         let Some((session, index)) = session.and_then(|s| pending(s).map(|i| (s, i))) else {
             // Gone, unsubscribed, or answered for an older subscribe of the
             // same channel: undo the owner's count.
-            return self.route_to_owner(&Arc::clone(&channel), HubMsg::Unsubscribe { channel, user }, conns, ctx);
+            return self.route_to_owner(
+                &Arc::clone(&channel),
+                HubMsg::Unsubscribe {
+                    channel,
+                    user,
+                    shard: self.shard as u16,
+                },
+                conns,
+                ctx,
+            );
         };
         let sub = &mut session.subs[index];
         sub.joined = true;
@@ -457,6 +471,7 @@ impl Hub {
         let msg = HubMsg::Unsubscribe {
             channel: Arc::clone(&sub.channel),
             user,
+            shard: self.shard as u16,
         };
         self.route_to_owner(&Arc::clone(&sub.channel), msg, conns, ctx);
     }
@@ -661,15 +676,18 @@ impl Hub {
                 epoch,
             } = publication;
             self.deliver(Target::Channel, &channel, &frame, conns, ctx);
-            self.send_to_others(
-                || HubMsg::Deliver {
-                    channel: Arc::clone(&channel),
-                    frame: frame.clone(),
-                    offset,
-                    epoch: Arc::clone(&epoch),
-                },
-                ctx,
-            );
+            // Only shards with subscribers (the owner counts them per shard).
+            for shard in self.owned.subscriber_shards(&channel) {
+                if shard != self.shard {
+                    let msg = HubMsg::Deliver {
+                        channel: Arc::clone(&channel),
+                        frame: frame.clone(),
+                        offset,
+                        epoch: Arc::clone(&epoch),
+                    };
+                    self.send(shard, msg, ctx);
+                }
+            }
         }
         for cmd in out.cluster {
             self.cluster_send(cmd, conns, ctx);
@@ -729,15 +747,16 @@ impl Hub {
 
     /// End of a loop turn: push batched presence events; expire history.
     pub fn end_turn(&mut self, ticked: bool, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
-        for (channel, frame) in self.owned.presence_events() {
+        for (channel, frame, shards) in self.owned.presence_events() {
             self.deliver(Target::Watchers, &channel, &frame, conns, ctx);
-            self.send_to_others(
-                || HubMsg::PresenceEvents {
+            let here = self.shard;
+            for shard in shards.into_iter().filter(|&s| s != here) {
+                let msg = HubMsg::PresenceEvents {
                     channel: Arc::clone(&channel),
                     frame: frame.clone(),
-                },
-                ctx,
-            );
+                };
+                self.send(shard, msg, ctx);
+            }
         }
         if ticked && ctx.tick.is_multiple_of(TICKS_PER_SEC) {
             self.owned.expire(ctx.tick);

@@ -85,10 +85,11 @@ pub enum HubMsg {
     },
     /// From the owner: the subscription is in place.
     Subscribed(Confirmation),
-    /// To a channel's owner: one subscription fewer.
+    /// To a channel's owner: one subscription fewer, on `shard`.
     Unsubscribe {
         channel: Arc<str>,
         user: Option<Arc<str>>,
+        shard: u16,
     },
     /// To a channel's owner: assign an offset, keep, deliver; `data` is raw JSON.
     Publish {

@@ -82,9 +82,9 @@ impl Owned {
                 user,
                 recover,
             } => self.subscribe(channel, PendingSubscribe { from, user, recover }, tick, &mut out),
-            HubMsg::Unsubscribe { channel, user } => {
+            HubMsg::Unsubscribe { channel, user, shard } => {
                 if let Some(log) = self.logs.get_mut(&channel) {
-                    log.remove_subscriber(user.as_ref());
+                    log.remove_subscriber(user.as_ref(), shard);
                     self.note_presence(&channel);
                     if self.cluster {
                         out.cluster.push(ClusterCmd::Presence {
@@ -203,7 +203,7 @@ impl Owned {
 
     fn confirm(&mut self, channel: Arc<str>, sub: PendingSubscribe, recovery: Recovery, out: &mut Out) {
         let Some(log) = self.logs.get_mut(&channel) else { return };
-        log.add_subscriber(sub.user.as_ref());
+        log.add_subscriber(sub.user.as_ref(), sub.from.shard);
         let (epoch, offset) = (Arc::clone(&log.epoch), log.last);
         self.note_presence(&channel);
         if self.cluster {
@@ -390,8 +390,17 @@ impl Owned {
         format!("[{}]", items.join(","))
     }
 
-    /// Presence changes since the last call, one frame per channel.
-    pub fn presence_events(&mut self) -> Vec<(Arc<str>, Bytes)> {
+    /// Shards with subscribers of `channel` (where its deliveries go).
+    pub fn subscriber_shards(&self, channel: &str) -> Vec<usize> {
+        self.logs
+            .get(channel)
+            .map(|log| log.shards().collect())
+            .unwrap_or_default()
+    }
+
+    /// Presence changes since the last call, one frame per channel, with
+    /// the shards that have subscribers (watchers are among them).
+    pub fn presence_events(&mut self) -> Vec<(Arc<str>, Bytes, Vec<usize>)> {
         let mut events = Vec::new();
         for channel in std::mem::take(&mut self.presence_dirty) {
             let Some(log) = self.logs.get_mut(&channel) else {
@@ -402,10 +411,11 @@ impl Owned {
             let frame = text_frame(&protocol::push_presence(&channel, &joined, &left), self.meter.budget());
             log.joined.clear();
             log.left.clear();
+            let shards = log.shards().collect();
             if log.is_idle() && !self.pending.contains_key(&channel) {
                 self.logs.remove(&channel);
             }
-            events.push((channel, frame));
+            events.push((channel, frame, shards));
         }
         events
     }

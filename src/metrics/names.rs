@@ -31,6 +31,7 @@ pub const MEMORY_SHED: &str = "hubbub_memory_shed_total";
 pub const LOOP_TURN_SECONDS: &str = "hubbub_loop_turn_seconds";
 pub const INBOX_DEPTH: &str = "hubbub_inbox_depth";
 pub const INBOX_DROPS: &str = "hubbub_inbox_drops_total";
+pub const INBOX_MESSAGES: &str = "hubbub_inbox_messages_total";
 pub const CHANNELS: &str = "hubbub_channels";
 pub const SUBSCRIPTIONS: &str = "hubbub_subscriptions";
 pub const USERS: &str = "hubbub_users";
@@ -103,7 +104,8 @@ pub const ALL: &[Described] = &[
     ),
     m(LOOP_TURN_SECONDS, H, Unit::Seconds, "Duration of event-loop turns that handled events, per shard."),
     m(INBOX_DEPTH, G, Unit::Count, "Messages waiting in a shard's inbox at the last tick."),
-    m(INBOX_DROPS, C, Unit::Count, "Cross-shard messages dropped because the receiving inbox was full."),
+    m(INBOX_DROPS, C, Unit::Count, "Deliveries for another shard dropped because its inbox's data lane was full (the receivers are told: a gap push, or 1013 for room members)."),
+    m(INBOX_MESSAGES, C, Unit::Count, "Inbox messages a shard handled, by lane (control: never dropped; data: deliveries)."),
     m(CHANNELS, G, Unit::Count, "Channels with at least one local member, per shard."),
     m(SUBSCRIPTIONS, G, Unit::Count, "Channel memberships held by local connections, per shard."),
     m(USERS, G, Unit::Count, "Distinct authenticated users connected, per shard."),

@@ -35,6 +35,8 @@ pub struct ShardMetrics {
     loop_turn: Histogram,
     inbox_depth: Gauge,
     inbox_drops: Counter,
+    inbox_control: Counter,
+    inbox_data: Counter,
     channels: Gauge,
     subscriptions: Gauge,
     users: Gauge,
@@ -93,6 +95,8 @@ impl ShardMetrics {
             loop_turn: histogram!(LOOP_TURN_SECONDS, &s()),
             inbox_depth: gauge!(INBOX_DEPTH, &s()),
             inbox_drops: counter!(INBOX_DROPS, &s()),
+            inbox_control: counter!(INBOX_MESSAGES, "shard" => id.clone(), "lane" => "control"),
+            inbox_data: counter!(INBOX_MESSAGES, "shard" => id.clone(), "lane" => "data"),
             channels: gauge!(CHANNELS, &s()),
             subscriptions: gauge!(SUBSCRIPTIONS, &s()),
             users: gauge!(USERS, &s()),
@@ -136,6 +140,8 @@ impl ShardMetrics {
         stats.delivery_latency.flush(&self.delivery_latency);
         self.inbox_depth.set(hub.inbox_depth as f64);
         self.inbox_drops.absolute(hub.inbox_drops);
+        self.inbox_control.absolute(stats.inbox_control);
+        self.inbox_data.absolute(stats.inbox_data);
         self.channels.set(hub.channels as f64);
         self.subscriptions.set(hub.subscriptions as f64);
         self.users.set(hub.users as f64);

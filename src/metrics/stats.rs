@@ -64,6 +64,9 @@ pub struct ShardStats {
     pub messages_in_rooms: u64,
     /// Messages for another shard dropped because its inbox was full.
     pub inbox_drops: u64,
+    /// Inbox messages handled, by lane: control, data.
+    pub inbox_control: u64,
+    pub inbox_data: u64,
     /// `/ws` commands refused by the per-connection rate limit.
     pub rate_limited: u64,
     /// `/ws` commands answered with an error.
@@ -119,6 +122,8 @@ impl ShardStats {
             accept_budget_hits,
             messages_in_rooms,
             inbox_drops,
+            inbox_control,
+            inbox_data,
             rate_limited,
             command_errors,
             subscription_limit_hits,

@@ -419,10 +419,17 @@ impl Shard {
         self.inbox.begin_drain();
         for lane in [Lane::Control, Lane::Data] {
             for _ in 0..INBOX_BUDGET {
-                match self.inbox.try_recv(lane) {
-                    Some(ShardMsg::Shutdown) => self.begin_shutdown(),
-                    Some(ShardMsg::Hub(msg)) => self.hub.on_message(msg, &mut self.conns, &mut self.ctx),
+                let msg = match self.inbox.try_recv(lane) {
+                    Some(msg) => msg,
                     None => break,
+                };
+                match lane {
+                    Lane::Control => self.ctx.stats.inbox_control += 1,
+                    Lane::Data => self.ctx.stats.inbox_data += 1,
+                }
+                match msg {
+                    ShardMsg::Shutdown => self.begin_shutdown(),
+                    ShardMsg::Hub(msg) => self.hub.on_message(msg, &mut self.conns, &mut self.ctx),
                 }
             }
         }
