@@ -329,20 +329,28 @@ impl Shard {
         let mut conn = Conn::new(stream, generation, self.ctx.tick);
         conn.timer_at = self.wheel.schedule(conn.deadline(&self.ctx), key as u32);
         entry.insert(conn);
+        // The listener defers accepts until the request has arrived
+        // (net/listener.rs), so read it now and answer in this turn instead
+        // of a turn later through the registration's readiness event. The
+        // socket is registered already, so a short read has drained it and
+        // anything later raises an edge: no read to `WouldBlock` is needed.
+        self.drive_read(key, true);
     }
 
     fn drive_again(&mut self) {
         for key in std::mem::take(&mut self.again) {
-            self.drive_read(key);
+            self.drive_read(key, false);
         }
     }
 
-    fn drive_read(&mut self, key: usize) {
+    /// Reads without a readiness event. `edge` as in `Conn::on_readable`:
+    /// true only when the socket was registered before this read.
+    fn drive_read(&mut self, key: usize, edge: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         self.ctx.current = key;
-        let verdict = conn.on_readable(&mut self.ctx, false);
+        let verdict = conn.on_readable(&mut self.ctx, edge);
         self.apply(key, verdict);
     }
 
