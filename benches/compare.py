@@ -15,6 +15,7 @@ median over rounds, with the best peer of each row beside it.
     benches/compare.py --only echo,latency --no-build
     benches/compare.py --only handshake --servers hubbub,uws --rounds 3
     benches/compare.py --only memory,handshake --before /work/wt-old/target/release/hubbub
+    benches/compare.py --no-build --hubbub-bin /tmp/new/hubbub --before /tmp/old/hubbub --servers hubbub
 
 Servers (`--servers`, default all but `before`):
 - hubbub   `hubbub --shards 1 --admin-listen off` (one shard: one core);
@@ -492,6 +493,8 @@ def main():
     parser.add_argument("--servers", default="hubbub,uws,tuned,default",
                         help="comma-separated, in interleaving order; hubbub is always run (and first): "
                              "hubbub,uws,tuned,default (before is added by --before)")
+    parser.add_argument("--hubbub-bin", metavar="PATH",
+                        help="run this hubbub binary as `hubbub` instead of target/release/hubbub")
     parser.add_argument("--before", metavar="PATH",
                         help="another hubbub binary to run as server `before`, with hubbub's flags")
     parser.add_argument("--before-arg", action="append", default=None,
@@ -517,6 +520,11 @@ def main():
     bad = [s for s in servers if s not in ALL_SERVERS or s == "before"]
     if bad:
         parser.error(f"unknown server(s): {bad} (before comes with --before PATH)")
+    if opts.hubbub_bin:
+        binary = Path(opts.hubbub_bin).resolve()
+        if not binary.is_file() or not os.access(binary, os.X_OK):
+            parser.error(f"--hubbub-bin: {binary} is not an executable file")
+        SERVERS["hubbub"][0] = str(binary)
     if opts.before:
         before = Path(opts.before).resolve()
         if not before.is_file() or not os.access(before, os.X_OK):
@@ -537,6 +545,10 @@ def main():
     note = load_note(busy_before, box_busy(), (load_before, os.getloadavg()[0]))
     (workdir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     flags = " ".join(opts.hubbub_arg) or "none"
+    if opts.hubbub_bin or opts.before:
+        flags += f"; hubbub is {SERVERS['hubbub'][0]}"
+    if opts.before:
+        flags += f", before is {SERVERS['before'][0]} (flags: {' '.join(opts.before_arg) or 'none'})"
     report = (f"{versions('uws' in ORDER)}\n\n{opts.rounds} round(s), servers interleaved, medians; ratios are hubbub "
               f"over each other server within each round, then the median; the best peer is the one with the best "
               f"median on that row. Server on core {SERVER_CPU}, hubbub-load on core {LOAD_CPU}. Open-loop echo at "

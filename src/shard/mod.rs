@@ -12,6 +12,7 @@
 pub mod drain;
 pub mod inbox;
 pub mod shed;
+pub mod spin;
 pub mod timer;
 pub mod token;
 
@@ -35,6 +36,7 @@ use crate::net::io::accept_error_is_transient;
 use crate::ws::close;
 use drain::Drain;
 use inbox::{Inbox, ShardHandle, ShardMsg};
+use spin::Spin;
 use timer::{TimerWheel, TICK};
 
 /// Connections accepted per loop turn.
@@ -82,12 +84,9 @@ pub struct Shard {
     drain: Duration,
     /// Set by a shutdown: the schedule of Close frames and the deadline.
     draining: Option<Drain>,
-    /// When the last poll returned events, and how long to keep polling
-    /// without blocking after that (`--busy-poll-us`): a shard that stays
-    /// awake answers the next request without a wake-up, which is most of a
-    /// round trip's cost on loopback and in VMs.
-    last_busy: Instant,
-    spin: Duration,
+    /// Busy polling (`--busy-poll-us`), armed only while events keep coming
+    /// (spin.rs).
+    spin: Spin,
     /// This shard's metric handles, fed from `ctx.stats` once per tick.
     metrics: ShardMetrics,
 }
@@ -128,8 +127,7 @@ impl Shard {
             accept_pending: true,
             drain,
             draining: None,
-            last_busy: Instant::now(),
-            spin: busy_poll,
+            spin: Spin::new(busy_poll, Instant::now()),
             metrics: ShardMetrics::register(id),
         };
         shard.ctx.tick = 1;
@@ -150,9 +148,7 @@ impl Shard {
                     return Err(e);
                 }
             }
-            if !events.is_empty() {
-                self.last_busy = Instant::now();
-            }
+            self.spin.polled(!events.is_empty(), Instant::now());
             let tick = self.current_tick();
             let ticked = tick != self.ctx.tick;
             self.ctx.tick = tick;
@@ -175,7 +171,7 @@ impl Shard {
             }
             if !events.is_empty() {
                 // Only turns that handled events: idle spins would drown them.
-                self.ctx.stats.loop_turns.record(self.last_busy.elapsed());
+                self.ctx.stats.loop_turns.record(self.spin.last_event().elapsed());
             }
             if self.finished() {
                 self.publish();
@@ -193,7 +189,7 @@ impl Shard {
         // inbox goes from empty to non-empty, so messages left over when the
         // inbox budget ran out would otherwise wait for the next tick.
         let busy = !self.again.is_empty() || (self.accept_pending && self.can_accept()) || !self.inbox.is_empty();
-        if busy || self.last_busy.elapsed() < self.spin {
+        if busy || self.spin.keep_polling(Instant::now()) {
             return Duration::ZERO;
         }
         let next_tick = TICK * self.ctx.tick;
