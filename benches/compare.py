@@ -1,23 +1,32 @@
 #!/usr/bin/env python3
-"""Side-by-side comparison: hubbub against the BASELINE server, same box, same run.
+"""Side-by-side comparison: hubbub against its peers, same box, same run.
 
 Builds hubbub, hubbub-load and the baseline (benches/baseline: tokio +
-tokio-tungstenite), then for every scenario runs each server fresh, pinned to
-one core (`taskset -c 1`), under the load tester pinned to another (`-c 0`),
-with the same settings. Servers are interleaved within each round
-(hubbub, tuned, default, hubbub, tuned, default, ...) so the box's noise hits
-all of them alike; every ratio is taken between runs of the same round and
-the table reports the median over rounds.
+tokio-tungstenite), installs the uWebSockets peer (benches/uws, `npm ci`) when
+it is missing, then for every scenario runs each server fresh, pinned to one
+core (`taskset -c 1`), under the load tester pinned to another (`-c 0`), with
+the same settings. Servers are interleaved within each round (hubbub, uws,
+tuned, default, hubbub, uws, ...) so the box's noise hits all of them alike;
+every ratio is taken between runs of the same round and the table reports the
+median over rounds, with the best peer of each row beside it.
 
-    benches/compare.py                      # 2 rounds, every scenario, ~10 min
+    benches/compare.py                      # 2 rounds, every scenario, ~25 min
     benches/compare.py --rounds 3 --out benches/results.md
     benches/compare.py --only echo,latency --no-build
+    benches/compare.py --only handshake --servers hubbub,uws --rounds 3
+    benches/compare.py --only memory,handshake --before /work/wt-old/target/release/hubbub
+    benches/compare.py --no-build --hubbub-bin /tmp/new/hubbub --before /tmp/old/hubbub --servers hubbub
 
-Servers:
+Servers (`--servers`, default all but `before`):
 - hubbub   `hubbub --shards 1 --admin-listen off` (one shard: one core);
+- uws      uWebSockets (uWebSockets.js v20.30.0's C++ server driven by
+           benches/uws/server.js on Node, one event loop);
 - tuned    `hubbub-baseline --threads 1 --read-buffer-size 4096`, the setting
            tungstenite's changelog recommends for many connections;
-- default  `hubbub-baseline --threads 1` (tungstenite's 128 KiB read buffer).
+- default  `hubbub-baseline --threads 1` (tungstenite's 128 KiB read buffer);
+- before   with `--before PATH`: another hubbub binary (an older commit, an
+           experiment) run with the same flags, for before/after ratios in
+           the same run. It is not a peer: the best-peer column ignores it.
 
 Server CPU is the scheduler's run time of all the server's threads (/proc/PID/task/*/schedstat;
 user time from /proc/PID/stat), sampled
@@ -34,6 +43,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -47,6 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HUBBUB = ROOT / "target/release/hubbub"
 LOAD = ROOT / "target/release/hubbub-load"
 BASELINE = ROOT / "benches/baseline/target/release/hubbub-baseline"
+UWS_DIR = ROOT / "benches/uws"
+UWS_PACKAGE = UWS_DIR / "node_modules/@trufflesuite/uws-js-unofficial/package.json"
 SERVER_CPU, LOAD_CPU = "1", "0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RUN_TIMEOUT_SECS = 180
@@ -55,11 +67,19 @@ SERVERS = {
     # The admin port is off: idle in these runs, and its fixed default port
     # would collide with another hubbub on the box.
     "hubbub": [str(HUBBUB), "--listen", "127.0.0.1:0", "--shards", "1", "--admin-listen", "off"],
+    "uws": ["node", str(UWS_DIR / "server.js"), "--listen", "127.0.0.1:0"],
     "tuned": [str(BASELINE), "--listen", "127.0.0.1:0", "--threads", "1", "--read-buffer-size", "4096"],
     "default": [str(BASELINE), "--listen", "127.0.0.1:0", "--threads", "1"],
+    # Filled in by --before: [PATH, the same flags as hubbub].
+    "before": [],
 }
-ORDER = ["hubbub", "tuned", "default"]
-LABELS = {"hubbub": "hubbub", "tuned": "baseline 4 KiB", "default": "baseline default"}
+ALL_SERVERS = ["hubbub", "uws", "tuned", "default", "before"]
+PEERS = ["uws", "tuned", "default"]
+LABELS = {"hubbub": "hubbub", "uws": "uWebSockets", "tuned": "baseline 4 KiB", "default": "baseline default",
+          "before": "hubbub before"}
+SHORT = {"uws": "uWS", "tuned": "4 KiB", "default": "default", "before": "before"}
+# The servers of this run, in the interleaving order (set by main).
+ORDER = ["hubbub", "uws", "tuned", "default"]
 
 # Offered fan-out load, deliveries/s to 10,000 members. The first is the
 # latency point; the ladder climbs until a server loses deliveries or falls
@@ -288,7 +308,7 @@ SCENARIOS = {
 
 def run_all(opts, workdir):
     results = {name: {s: [] for s in ORDER} for name in opts.only}
-    extra = {"hubbub": opts.hubbub_arg}
+    extra = {"hubbub": opts.hubbub_arg, "before": opts.before_arg}
     for round_index in range(opts.rounds):
         for name in opts.only:
             for server_name in ORDER:
@@ -355,48 +375,59 @@ def fmt_ratio(value):
 
 
 ROWS = [
-    # (scenario, key, label, unit, target against the tuned baseline)
-    ("memory", "bytes_per_conn", "idle memory per connection (RSS delta / N)", "B", "<= 128 B"),
-    ("handshake", "per_sec", "handshakes/s in a connect storm", "/s", ""),
-    ("handshake", "cpu_us", "server CPU per handshake", "us", "<= 0.3x"),
-    ("handshake", "user_us", "  of which user space", "us", ""),
-    ("echo", "per_sec", "echo msgs/s, 100 conns x 32 B, 1 in flight", "/s", ">= 1.2x"),
-    ("echo", "cpu_us", "  server CPU per echo", "us", ""),
-    ("pipelined", "per_sec", "echo msgs/s, 100 conns x 32 B, 16 in flight", "/s", ">= 5x"),
-    ("pipelined", "cpu_us", "  server CPU per echo", "us", ""),
-    ("latency", "p50_ms", "echo RTT p50 (open loop)", "ms", ""),
-    ("latency", "p99_ms", "echo RTT p99 (open loop)", "ms", ""),
-    ("latency", "p999_ms", "echo RTT p99.9 (open loop)", "ms", ""),
-    ("fanout", "capacity", "fan-out capacity, deliveries/s with no loss", "/s", ">= 2.5x"),
-    ("fanout", "cpu_us", "  server CPU per delivery (at capacity)", "us", "<= 0.4x"),
-    ("fanout", "sustained", "  highest offered step with p99 < 1 s (0: none)", "/s", ""),
-    ("fanout", "at_latency.per_sec", "fan-out deliveries/s at 250K/s offered", "/s", ""),
-    ("fanout", "at_latency.p50_ms", "  publish-to-deliver p50 at 250K/s", "ms", ""),
-    ("fanout", "at_latency.p99_ms", "  publish-to-deliver p99 at 250K/s", "ms", "< 60 ms"),
-    ("fanout", "at_latency.lost", "  deliveries lost at 250K/s", "n", "0"),
+    # (scenario, key, label, unit, better: "low" or "high", target against the tuned baseline)
+    ("memory", "bytes_per_conn", "idle memory per connection (RSS delta / N)", "B", "low", "<= 128 B"),
+    ("handshake", "per_sec", "handshakes/s in a connect storm", "/s", "high", ""),
+    ("handshake", "cpu_us", "server CPU per handshake", "us", "low", "<= 0.3x; <= 0.6x uWS"),
+    ("handshake", "user_us", "  of which user space", "us", "low", ""),
+    ("echo", "per_sec", "echo msgs/s, 100 conns x 32 B, 1 in flight", "/s", "high", ">= 1.2x"),
+    ("echo", "cpu_us", "  server CPU per echo", "us", "low", ""),
+    ("pipelined", "per_sec", "echo msgs/s, 100 conns x 32 B, 16 in flight", "/s", "high", ">= 5x"),
+    ("pipelined", "cpu_us", "  server CPU per echo", "us", "low", ""),
+    ("latency", "p50_ms", "echo RTT p50 (open loop)", "ms", "low", ""),
+    ("latency", "p99_ms", "echo RTT p99 (open loop)", "ms", "low", ""),
+    ("latency", "p999_ms", "echo RTT p99.9 (open loop)", "ms", "low", ""),
+    ("fanout", "capacity", "fan-out capacity, deliveries/s with no loss", "/s", "high", ">= 2.5x"),
+    ("fanout", "cpu_us", "  server CPU per delivery (at capacity)", "us", "low", "<= 0.4x"),
+    ("fanout", "sustained", "  highest offered step with p99 < 1 s (0: none)", "/s", "high", ""),
+    ("fanout", "at_latency.per_sec", "fan-out deliveries/s at 250K/s offered", "/s", "high", ""),
+    ("fanout", "at_latency.p50_ms", "  publish-to-deliver p50 at 250K/s", "ms", "low", ""),
+    ("fanout", "at_latency.p99_ms", "  publish-to-deliver p99 at 250K/s", "ms", "low", "< 60 ms"),
+    ("fanout", "at_latency.lost", "  deliveries lost at 250K/s", "n", "low", "0"),
 ]
 
 
+def best_peer(runs, key, better):
+    """The peer with the best median of `key` in this run, or None."""
+    medians = [(median(pick(runs[p], key)), p) for p in PEERS if p in runs]
+    medians = [(v, p) for v, p in medians if v is not None]
+    if not medians:
+        return None
+    return (min if better == "low" else max)(medians)[1]
+
+
 def table(results, opts):
-    lines = [
-        "| measure | hubbub | baseline 4 KiB | baseline default | hubbub / 4 KiB | hubbub / default | target |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for scenario, key, label, unit, target in ROWS:
+    others = [s for s in ORDER if s != "hubbub"]
+    header = ["measure"] + [LABELS[s] for s in ORDER] + [f"hubbub / {SHORT[s]}" for s in others]
+    header += ["best peer: hubbub / it", "target"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for scenario, key, label, unit, better, target in ROWS:
         if scenario not in results:
             continue
         runs = results[scenario]
         if scenario == "fanout" and any(r.get("unavailable") for r in runs["hubbub"]):
             if key == "capacity":
-                lines.append(f"| fan-out | n/a: /room not available | | | | | {target} |")
+                lines.append(f"| fan-out | n/a: /room not available |" + " |" * (len(header) - 3) + f" {target} |")
             continue
         cells = [fmt(median(pick(runs[s], key)), unit) for s in ORDER]
-        lines.append(f"| {label} | {' | '.join(cells)} | {fmt_ratio(ratio(runs, key, 'tuned'))} | "
-                     f"{fmt_ratio(ratio(runs, key, 'default'))} | {target} |")
+        ratios = [fmt_ratio(ratio(runs, key, s)) for s in others]
+        best = best_peer(runs, key, better)
+        best_cell = "n/a" if best is None else f"{SHORT[best]}: {fmt_ratio(ratio(runs, key, best))}"
+        lines.append(f"| {label} | {' | '.join(cells)} | {' | '.join(ratios)} | {best_cell} | {target} |")
     return "\n".join(lines)
 
 
-def versions():
+def versions(uses_uws):
     def out(cmd):
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT).stdout.strip()
@@ -409,11 +440,29 @@ def versions():
         match = re.search(rf'name = "{name}"\nversion = "([^"]+)"', lock)
         return match.group(1) if match else "?"
 
+    uws = ""
+    if uses_uws:
+        version = json.loads(UWS_PACKAGE.read_text()).get("version", "?")
+        uws = f"uWebSockets.js {version} on Node {out(['node', '--version'])}, "
     cpu = re.search(r"Model name:\s*(.+)", out(["lscpu"]))
     return (f"{datetime.date.today()}, hubbub {out(['git', 'rev-parse', '--short', 'HEAD'])}, "
-            f"{out(['rustc', '--version'])}, tokio {locked('tokio')}, tokio-tungstenite {locked('tokio-tungstenite')}, "
+            f"{out(['rustc', '--version'])}, {uws}tokio {locked('tokio')}, "
+            f"tokio-tungstenite {locked('tokio-tungstenite')}, "
             f"tungstenite {locked('tungstenite')}; {cpu.group(1) if cpu else platform.processor()}, "
             f"{os.cpu_count()} cores, Linux {platform.release()}")
+
+
+def box_busy():
+    """(busy, total) jiffies of every core so far, from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def load_note(before, after, loads):
+    busy = (after[0] - before[0]) / max(1, after[1] - before[1])
+    return (f"Box load: 1-minute load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end; "
+            f"all cores {busy:.0%} busy over the run (this run's servers and load tester included).")
 
 
 def build():
@@ -422,10 +471,34 @@ def build():
                    cwd=ROOT, check=True)
 
 
+def install_uws():
+    """`npm ci` into benches/uws/node_modules when the package is missing:
+    exactly the locked versions, no install scripts (the native module ships
+    prebuilt inside the package), no optional add-ons."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        sys.exit("compare.py: the uws peer needs Node.js 20+ and npm on PATH; "
+                 "install them or leave uws out with --servers hubbub,tuned,default")
+    if UWS_PACKAGE.exists():
+        return
+    print("installing the uWebSockets peer (npm ci in benches/uws)", file=sys.stderr, flush=True)
+    subprocess.run(["npm", "ci", "--ignore-scripts", "--omit=optional", "--no-audit", "--no-fund"],
+                   cwd=UWS_DIR, check=True)
+
+
 def main():
+    global ORDER
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated: {','.join(SCENARIOS)}")
+    parser.add_argument("--servers", default="hubbub,uws,tuned,default",
+                        help="comma-separated, in interleaving order; hubbub is always run (and first): "
+                             "hubbub,uws,tuned,default (before is added by --before)")
+    parser.add_argument("--hubbub-bin", metavar="PATH",
+                        help="run this hubbub binary as `hubbub` instead of target/release/hubbub")
+    parser.add_argument("--before", metavar="PATH",
+                        help="another hubbub binary to run as server `before`, with hubbub's flags")
+    parser.add_argument("--before-arg", action="append", default=None,
+                        help="extra flag for the `before` binary (repeatable; default: the --hubbub-arg flags)")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--out", help="also write the report (markdown) to this file")
     parser.add_argument("--keep", help="keep every hubbub-load JSON and the raw results in this directory")
@@ -441,15 +514,45 @@ def main():
     unknown = [s for s in opts.only if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s): {unknown}")
+    if opts.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    servers = ["hubbub"] + [s for s in opts.servers.split(",") if s and s != "hubbub"]
+    bad = [s for s in servers if s not in ALL_SERVERS or s == "before"]
+    if bad:
+        parser.error(f"unknown server(s): {bad} (before comes with --before PATH)")
+    if opts.hubbub_bin:
+        binary = Path(opts.hubbub_bin).resolve()
+        if not binary.is_file() or not os.access(binary, os.X_OK):
+            parser.error(f"--hubbub-bin: {binary} is not an executable file")
+        SERVERS["hubbub"][0] = str(binary)
+    if opts.before:
+        before = Path(opts.before).resolve()
+        if not before.is_file() or not os.access(before, os.X_OK):
+            parser.error(f"--before: {before} is not an executable file")
+        SERVERS["before"] = [str(before)] + SERVERS["hubbub"][1:]
+        servers.append("before")
+    if opts.before_arg is None:
+        opts.before_arg = opts.hubbub_arg
+    ORDER = servers
     if not opts.no_build:
         build()
+    if "uws" in ORDER:
+        install_uws()
     workdir = Path(opts.keep or tempfile.mkdtemp(prefix="hubbub-compare-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    busy_before, load_before = box_busy(), os.getloadavg()[0]
     results = run_all(opts, workdir)
+    note = load_note(busy_before, box_busy(), (load_before, os.getloadavg()[0]))
     (workdir / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    report = (f"{versions()}\n\n{opts.rounds} round(s), servers interleaved, medians; ratios are hubbub over "
-              f"the baseline within each round, then the median. Server on core {SERVER_CPU}, "
-              f"hubbub-load on core {LOAD_CPU}. Open-loop echo at {opts.latency_rate:,}/s.\n\n"
+    flags = " ".join(opts.hubbub_arg) or "none"
+    if opts.hubbub_bin or opts.before:
+        flags += f"; hubbub is {SERVERS['hubbub'][0]}"
+    if opts.before:
+        flags += f", before is {SERVERS['before'][0]} (flags: {' '.join(opts.before_arg) or 'none'})"
+    report = (f"{versions('uws' in ORDER)}\n\n{opts.rounds} round(s), servers interleaved, medians; ratios are hubbub "
+              f"over each other server within each round, then the median; the best peer is the one with the best "
+              f"median on that row. Server on core {SERVER_CPU}, hubbub-load on core {LOAD_CPU}. Open-loop echo at "
+              f"{opts.latency_rate:,}/s. Extra hubbub flags: {flags}.\n{note}\n\n"
               f"{table(results, opts)}\n")
     print(report)
     if opts.out:

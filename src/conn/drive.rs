@@ -394,17 +394,20 @@ impl Conn {
             // Out of the handshake count, into the connection count.
             admission.end_handshake(peer);
         }
-        let ip = match self.stream.peer_addr() {
-            Ok(peer) if admission.per_ip_enabled() => {
-                let forwarded = if admission.trusts(peer.ip()) {
-                    handshake::forwarded_for(request)
-                } else {
-                    Vec::new()
-                };
-                Some(admission.client_ip(peer.ip(), &forwarded))
-            }
-            _ => None,
+        // Checked first: peer_addr is a getpeername(2) per handshake.
+        let peer = if admission.per_ip_enabled() {
+            self.stream.peer_addr().ok()
+        } else {
+            None
         };
+        let ip = peer.map(|peer| {
+            let forwarded = if admission.trusts(peer.ip()) {
+                handshake::forwarded_for(request)
+            } else {
+                Vec::new()
+            };
+            admission.client_ip(peer.ip(), &forwarded)
+        });
         admission.admit(ip, std::time::Instant::now())?;
         if let Some(ip) = ip {
             ctx.ips.insert(ctx.current, ip);

@@ -13,6 +13,7 @@ pub mod drain;
 pub mod evict;
 pub mod inbox;
 pub mod shed;
+pub mod spin;
 pub mod timer;
 pub mod token;
 
@@ -36,6 +37,7 @@ use crate::net::io::accept_error_is_transient;
 use crate::ws::close;
 use drain::Drain;
 use inbox::{Inbox, Lane, ShardHandle, ShardMsg};
+use spin::Spin;
 use timer::{TimerWheel, TICK, TICKS_PER_SEC};
 
 /// Connections accepted per loop turn.
@@ -90,12 +92,9 @@ pub struct Shard {
     drain: Duration,
     /// Set by a shutdown: the schedule of Close frames and the deadline.
     draining: Option<Drain>,
-    /// When the last poll returned events, and how long to keep polling
-    /// without blocking after that (`--busy-poll-us`): a shard that stays
-    /// awake answers the next request without a wake-up, which is most of a
-    /// round trip's cost on loopback and in VMs.
-    last_busy: Instant,
-    spin: Duration,
+    /// Busy polling (`--busy-poll-us`), armed only while events keep coming
+    /// (spin.rs).
+    spin: Spin,
     /// This shard's metric handles, fed from `ctx.stats` once per tick.
     metrics: ShardMetrics,
 }
@@ -139,8 +138,7 @@ impl Shard {
             accept_warned_tick: 0,
             drain,
             draining: None,
-            last_busy: Instant::now(),
-            spin: busy_poll,
+            spin: Spin::new(busy_poll, Instant::now()),
             metrics: ShardMetrics::register(id),
         };
         shard.ctx.tick = 1;
@@ -161,9 +159,7 @@ impl Shard {
                     return Err(e);
                 }
             }
-            if !events.is_empty() {
-                self.last_busy = Instant::now();
-            }
+            self.spin.polled(!events.is_empty(), Instant::now());
             let tick = self.current_tick();
             let ticked = tick != self.ctx.tick;
             self.ctx.tick = tick;
@@ -186,7 +182,7 @@ impl Shard {
             }
             if !events.is_empty() {
                 // Only turns that handled events: idle spins would drown them.
-                self.ctx.stats.loop_turns.record(self.last_busy.elapsed());
+                self.ctx.stats.loop_turns.record(self.spin.last_event().elapsed());
             }
             if self.finished() {
                 self.publish();
@@ -204,7 +200,7 @@ impl Shard {
         // inbox goes from empty to non-empty, so messages left over when the
         // inbox budget ran out would otherwise wait for the next tick.
         let busy = !self.again.is_empty() || (self.accept_pending && self.can_accept()) || !self.inbox.is_empty();
-        if busy || self.last_busy.elapsed() < self.spin {
+        if busy || self.spin.keep_polling(Instant::now()) {
             return Duration::ZERO;
         }
         let next_tick = TICK * self.ctx.tick;
@@ -364,6 +360,12 @@ impl Shard {
         conn.timer_at = self.wheel.schedule(conn.deadline(&self.ctx), key as u32);
         entry.insert(conn);
         self.handshakes.push(key, generation, &self.conns);
+        // The listener defers accepts until the request has arrived
+        // (net/listener.rs), so read it now and answer in this turn instead
+        // of a turn later through the registration's readiness event. The
+        // socket is registered already, so a short read has drained it and
+        // anything later raises an edge: no read to `WouldBlock` is needed.
+        self.drive_read(key, true);
     }
 
     /// Reserves a socket for a newcomer under the process-wide cap, evicting
@@ -383,16 +385,18 @@ impl Shard {
 
     fn drive_again(&mut self) {
         for key in std::mem::take(&mut self.again) {
-            self.drive_read(key);
+            self.drive_read(key, false);
         }
     }
 
-    fn drive_read(&mut self, key: usize) {
+    /// Reads without a readiness event. `edge` as in `Conn::on_readable`:
+    /// true only when the socket was registered before this read.
+    fn drive_read(&mut self, key: usize, edge: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         self.ctx.current = key;
-        let verdict = conn.on_readable(&mut self.ctx, false);
+        let verdict = conn.on_readable(&mut self.ctx, edge);
         self.apply(key, verdict);
     }
 
