@@ -179,7 +179,8 @@ impl Hub {
         } else if !self.send(owner, HubMsg::RoomPublish { room: name, frame, at }, ctx) {
             // The owner's inbox is full: the sender learns its message was
             // lost rather than believe it was delivered.
-            self.close(key, crate::ws::close::TRY_AGAIN_LATER, ROOM_OVERLOADED, conns, ctx);
+            let code = crate::ws::close::TRY_AGAIN_LATER;
+            self.close_as(key, code, ROOM_OVERLOADED, Disconnect::MissedMessages, conns, ctx);
         }
     }
 
@@ -569,7 +570,8 @@ impl Hub {
                     .map(|m| m.iter().copied().collect())
                     .unwrap_or_default();
                 for key in members {
-                    self.close(key as usize, crate::ws::close::TRY_AGAIN_LATER, ROOM_GAP, conns, ctx);
+                    let code = crate::ws::close::TRY_AGAIN_LATER;
+                    self.close_as(key as usize, code, ROOM_GAP, Disconnect::MissedMessages, conns, ctx);
                 }
             }
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns, ctx),
