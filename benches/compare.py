@@ -86,7 +86,8 @@ ORDER = ["hubbub", "uws", "tuned", "default"]
 # more than 10% behind the offer.
 FANOUT_MEMBERS = 10_000
 FANOUT_LATENCY_DELIVERIES = 250_000
-FANOUT_LADDER = [100_000, 150_000, 200_000, 250_000, 400_000, 500_000, 650_000, 800_000, 1_000_000, 1_300_000]
+FANOUT_LADDER = [100_000, 150_000, 200_000, 250_000, 400_000, 500_000, 650_000, 800_000, 1_000_000, 1_300_000,
+                1_600_000, 2_000_000, 2_500_000]
 # A fan-out step is sustained when nothing is lost, the delivery rate keeps up
 # with the offer (>= 90%: the measured window includes the ramp) and p99
 # publish-to-deliver stays under this. Each step runs on a fresh server.
