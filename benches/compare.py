@@ -86,7 +86,8 @@ ORDER = ["hubbub", "uws", "tuned", "default"]
 # more than 10% behind the offer.
 FANOUT_MEMBERS = 10_000
 FANOUT_LATENCY_DELIVERIES = 250_000
-FANOUT_LADDER = [100_000, 150_000, 200_000, 250_000, 400_000, 500_000, 650_000, 800_000, 1_000_000, 1_300_000]
+FANOUT_LADDER = [100_000, 150_000, 200_000, 250_000, 400_000, 500_000, 650_000, 800_000, 1_000_000, 1_300_000,
+                1_600_000, 2_000_000, 2_500_000]
 # A fan-out step is sustained when nothing is lost, the delivery rate keeps up
 # with the offer (>= 90%: the measured window includes the ramp) and p99
 # publish-to-deliver stays under this. Each step runs on a fresh server.
@@ -476,13 +477,20 @@ def install_uws():
     exactly the locked versions, no install scripts (the native module ships
     prebuilt inside the package), no optional add-ons."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        sys.exit("compare.py: the uws peer needs Node.js 20+ and npm on PATH; "
+        sys.exit("compare.py: the uws peer needs Node.js (16, 18 or 20) and npm on PATH; "
                  "install them or leave uws out with --servers hubbub,tuned,default")
-    if UWS_PACKAGE.exists():
-        return
-    print("installing the uWebSockets peer (npm ci in benches/uws)", file=sys.stderr, flush=True)
-    subprocess.run(["npm", "ci", "--ignore-scripts", "--omit=optional", "--no-audit", "--no-fund"],
-                   cwd=UWS_DIR, check=True)
+    if not UWS_PACKAGE.exists():
+        print("installing the uWebSockets peer (npm ci in benches/uws)", file=sys.stderr, flush=True)
+        installed = subprocess.run(["npm", "ci", "--ignore-scripts", "--omit=optional", "--no-audit", "--no-fund"],
+                                   cwd=UWS_DIR)
+        if installed.returncode != 0:
+            sys.exit("compare.py: npm ci in benches/uws failed (see above); "
+                     "or leave uws out with --servers hubbub,tuned,default")
+    check = subprocess.run(["node", str(UWS_DIR / "server.js"), "--check"], capture_output=True, text=True,
+                           timeout=60)
+    if check.returncode != 0:
+        sys.exit(f"compare.py: the uws peer cannot start: {check.stderr.strip()}; "
+                 "or leave uws out with --servers hubbub,tuned,default")
 
 
 def main():

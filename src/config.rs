@@ -135,7 +135,8 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_DRAIN_SECS)]
     pub drain_secs: u64,
     /// Microseconds a shard keeps polling without blocking after its last
-    /// event: lower latency under load for a little CPU (0 turns it off).
+    /// event, only while events keep coming (idle gaps under half of it):
+    /// lower latency under load for a little CPU (0 turns it off).
     #[arg(long, default_value_t = DEFAULT_BUSY_POLL_US)]
     pub busy_poll_us: u64,
     #[command(flatten)]

@@ -43,12 +43,17 @@ function loadNative() {
 function parseListen(argv) {
   let listen = "127.0.0.1:8082";
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === "--listen" && i + 1 < argv.length) {
+    if (argv[i] === "--check") {
+      // compare.py asks before a run: the native module loads, nothing listens.
+      loadNative();
+      process.stdout.write(`uws ok: uWebSockets.js native module for Node ${process.version}\n`);
+      process.exit(0);
+    } else if (argv[i] === "--listen" && i + 1 < argv.length) {
       listen = argv[++i];
     } else if (argv[i].startsWith("--listen=")) {
       listen = argv[i].slice("--listen=".length);
     } else {
-      console.error(`usage: server.js [--listen HOST:PORT]; unknown argument ${JSON.stringify(argv[i])}`);
+      console.error(`usage: server.js [--listen HOST:PORT] [--check]; unknown argument ${JSON.stringify(argv[i])}`);
       process.exit(2);
     }
   }

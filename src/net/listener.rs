@@ -19,6 +19,8 @@
 //!   after `net.ipv4.tcp_synack_retries` and never reaches the shard.
 //! - Under a SYN flood the kernel's SYN cookies take over and connections are
 //!   accepted on the bare ACK, as without the option.
+//! - Where the option cannot be set (a sandbox without it), the listener
+//!   works without it and a warning says so.
 
 use std::io;
 use std::net::SocketAddr;
@@ -48,7 +50,11 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener>
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    set_defer_accept(&socket, DEFER_ACCEPT_SECS)?;
+    // An optimisation, not a requirement: a kernel or sandbox without the
+    // option (gVisor, some emulations) still gets a working listener.
+    if let Err(e) = set_defer_accept(&socket, DEFER_ACCEPT_SECS) {
+        tracing::warn!(error = %e, "TCP_DEFER_ACCEPT not available; accepting on the TCP handshake");
+    }
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
