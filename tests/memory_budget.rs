@@ -246,3 +246,36 @@ fn a_large_broadcast_is_charged_once_not_once_per_member() {
     assert_eq!(metric(admin, "hubbub_disconnects_total", "memory_shed"), 0);
     drop(stalled);
 }
+
+#[test]
+fn holders_between_the_refusal_mark_and_the_limit_make_room_for_newcomers() {
+    // Partial messages fill the budget to between 90% (upgrades refused) and
+    // 100% (where the plain shed starts): newcomers must not wait for the
+    // holders' 30 s message deadline.
+    let server = spawn_server(&[]);
+    let fragment = client_frame(0x2, false, &vec![3u8; 900 * 1024], MASK);
+    let mut held: Vec<Client> = (0..36).map(|_| open(server.addr, "/echo")).collect();
+    for client in &mut held {
+        let _ = client.stream.write_all(&fragment);
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let started = Instant::now();
+    let mut refused = 0;
+    loop {
+        let mut s = connect(server.addr);
+        s.write_all(upgrade_request("/echo", "").as_bytes()).unwrap();
+        match read_response(&mut s).0 {
+            101 => break,
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "newcomers refused for 5 s ({refused} tries)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let admin = server.admin.unwrap();
+    println!("a newcomer got in after {:?} and {refused} refusals", started.elapsed());
+    assert!(metric(admin, "hubbub_memory_shed_total", "partial_input") > 0);
+}

@@ -27,6 +27,9 @@ pub const BATCH_BYTES: i64 = 256 * 1024;
 pub const REFUSE_UPGRADES_PERCENT: u64 = 90;
 /// Share of the limit a shed brings the total back down to.
 pub const SHED_TARGET_PERCENT: u64 = 95;
+/// Share of the limit partial-input holders are shed down to while upgrades
+/// are being refused (below `REFUSE_UPGRADES_PERCENT`, so upgrades resume).
+pub const UNBLOCK_TARGET_PERCENT: u64 = 85;
 
 /// Frames at least this large carry their own charge: made with `frame`,
 /// they are charged once when made and released when the last connection
@@ -243,6 +246,19 @@ impl Meter {
     /// (history counts as room, as for `fits`).
     pub fn refuses_upgrades(&self) -> bool {
         self.pressing() >= percent(self.limit(), REFUSE_UPGRADES_PERCENT)
+    }
+
+    /// Bytes this shard should free, from its connections, so that what
+    /// connections hold (history aside) falls back to `UNBLOCK_TARGET_PERCENT`
+    /// and upgrades are admitted again; in proportion to its share.
+    pub fn unblock_share(&self) -> u64 {
+        let pressing = self.pressing();
+        let excess = pressing.saturating_sub(percent(self.limit(), UNBLOCK_TARGET_PERCENT));
+        if pressing == 0 {
+            return 0;
+        }
+        let mine = self.held(MemKind::PartialInput) + self.held(MemKind::Outgoing);
+        (excess as u128 * mine as u128 / pressing as u128) as u64
     }
 
     /// At or past the limit: the shard must shed (at exactly the limit no

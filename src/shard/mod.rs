@@ -89,6 +89,8 @@ pub struct Shard {
     /// retried, and when its warning was last logged.
     accept_retry_tick: u32,
     accept_warned_tick: u32,
+    /// Upgrades refused for memory as of the last tick (see shed_memory).
+    upgrade_refusals_seen: u64,
     drain: Duration,
     /// Set by a shutdown: the schedule of Close frames and the deadline.
     draining: Option<Drain>,
@@ -136,6 +138,7 @@ impl Shard {
             handshakes: evict::Handshakes::default(),
             accept_retry_tick: 0,
             accept_warned_tick: 0,
+            upgrade_refusals_seen: 0,
             drain,
             draining: None,
             spin: Spin::new(busy_poll, Instant::now()),
@@ -524,7 +527,17 @@ impl Shard {
     /// holders (shed.rs).
     fn shed_memory(&mut self) {
         self.ctx.meter.flush();
+        let refusals = self.ctx.stats.shed_for(Shed::UpgradeRefused);
+        let refused_lately = refusals > self.upgrade_refusals_seen;
+        self.upgrade_refusals_seen = refusals;
         if !self.ctx.meter.over_limit() {
+            if refused_lately && self.ctx.meter.refuses_upgrades() {
+                // Between 90% and the limit nothing is shed, yet upgrades are
+                // refused: partial-input holders (the ones that can sit there
+                // until their message deadline) make room, largest first.
+                let share = self.ctx.meter.unblock_share();
+                self.shed_victims(shed::pick(&self.conns, share, true));
+            }
             return;
         }
         let share = self.ctx.meter.shed_share();
@@ -538,7 +551,11 @@ impl Shard {
         if left == 0 || !self.ctx.meter.over_limit() {
             return;
         }
-        for victim in shed::pick(&self.conns, left) {
+        self.shed_victims(shed::pick(&self.conns, left, false));
+    }
+
+    fn shed_victims(&mut self, victims: Vec<shed::Victim>) {
+        for victim in victims {
             let conn = &mut self.conns[victim.key];
             self.ctx.current = victim.key;
             let verdict = conn.shed(victim.backlog, &mut self.ctx);

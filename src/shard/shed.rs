@@ -24,12 +24,13 @@ pub struct Victim {
     pub backlog: bool,
 }
 
-/// The largest holders whose bytes add up to at least `share`.
-pub fn pick(conns: &Slab<Conn>, share: u64) -> Vec<Victim> {
+/// The largest holders whose bytes add up to at least `share` (only those
+/// holding partial input when `partial_only`).
+pub fn pick(conns: &Slab<Conn>, share: u64, partial_only: bool) -> Vec<Victim> {
     let mut all: Vec<Victim> = conns
         .iter()
         .filter_map(|(key, c)| c.sheddable().map(|(bytes, backlog)| Victim { key, bytes, backlog }))
-        .filter(|v| v.bytes >= MIN_SHED_BYTES)
+        .filter(|v| v.bytes >= MIN_SHED_BYTES && !(partial_only && v.backlog))
         .collect();
     choose(&mut all, share);
     all
