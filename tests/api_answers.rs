@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 
 use common::*;
@@ -14,20 +13,9 @@ use serde_json::{json, Value};
 const KEY: &str = "api-answers-key";
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 
+/// One API call: (status, JSON body or null).
 fn call(admin: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
-    let mut stream = connect(admin);
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let (status, _, mut rest) = read_response(&mut stream);
-    rest.extend(read_to_close(&mut stream));
-    (status, serde_json::from_slice(&rest).unwrap_or(Value::Null))
+    api_call(admin, method, path, key, body)
 }
 
 fn api_server() -> TestServer {

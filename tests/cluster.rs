@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::redis::Redis;
 use common::*;
 use serde_json::{json, Value};
 
@@ -15,67 +15,6 @@ const KEY: &str = "cluster-api-key";
 const SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
 /// `--node-ttl-secs` of the test nodes.
 const NODE_TTL_SECS: u64 = 3;
-
-/// A `redis-server` of our own, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    /// `None` (after saying why) when `redis-server` is not installed.
-    fn start() -> Option<Redis> {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Redis::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Option<Redis> {
-        let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
-                return None;
-            }
-            Err(e) => panic!("redis-server: {e}"),
-        };
-        let redis = Redis { child, port };
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn node(redis: &Redis, name: &str, extra: &[&str]) -> Process {
     let url = redis.url();
@@ -105,17 +44,7 @@ fn node(redis: &Redis, name: &str, extra: &[&str]) -> Process {
 }
 
 fn api(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
-    use std::io::Write;
-    let mut stream = connect(admin);
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let (status, _, mut rest) = read_response(&mut stream);
-    rest.extend(read_to_close(&mut stream));
-    (status, serde_json::from_slice(&rest).unwrap_or(Value::Null))
+    api_call(admin, method, path, Some(KEY), body)
 }
 
 /// Waits until `node` sees the link up and `count` live nodes.

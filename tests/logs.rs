@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -161,54 +161,12 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-/// A `redis-server` of our own on `port`, killed (by PID) when dropped.
-struct Redis(Child);
-
-impl Redis {
-    fn start(port: u16) -> Option<Redis> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
-                return None;
-            }
-            Err(e) => panic!("redis-server: {e}"),
-        };
-        let redis = Redis(child);
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(redis)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn one_link_down_warning_per_outage_and_none_at_a_normal_stop() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let Some(redis) = Redis::start(port) else { return };
+    let Some(redis) = common::redis::Redis::start_on(port) else {
+        return;
+    };
     let log = LogFile::new("cluster");
     let url = format!("redis://127.0.0.1:{port}");
     let mut node = Process::spawn_with_stderr(
@@ -235,7 +193,7 @@ fn one_link_down_warning_per_outage_and_none_at_a_normal_stop() {
     log.wait_for("cluster link down", 1);
     // Both Redis connections notice the outage and keep retrying meanwhile.
     std::thread::sleep(Duration::from_secs(3));
-    let _redis = Redis::start(port).unwrap();
+    let _redis = common::redis::Redis::start_on(port).unwrap();
     log.wait_for("cluster link up", 2);
     node.signal(libc::SIGTERM);
     let status = node.wait_exit(PATIENCE).expect("the node exits");

@@ -107,7 +107,7 @@ impl Conn {
             .get_or_insert_with(|| Box::new(OutQ::new(meter.clone())))
             .push(frame);
         ctx.stats.messages_out += 1;
-        if queued_before > backlog_cap(ctx) {
+        if over_backlog_cap(queued_before, ctx) {
             // Over the cap with this turn's batch: offer it to the socket
             // before judging, so a reader that keeps up is never taken for a
             // slow one; only what the socket refused counts.
@@ -578,7 +578,7 @@ impl Conn {
     /// Over the memory limit the cap is `SHED_BACKLOG_BYTES` instead, and the
     /// close counts as shed (`Disconnect::MemoryShed`, `Shed::Outgoing`).
     fn check_backlog(&mut self, queued_before: usize, ctx: &mut Ctx) {
-        if queued_before <= backlog_cap(ctx) || self.ending.is_some() || self.outq.is_none() {
+        if !over_backlog_cap(queued_before, ctx) || self.ending.is_some() || self.outq.is_none() {
             return;
         }
         if queued_before > ctx.limits.max_backlog_bytes {
@@ -613,12 +613,15 @@ impl Conn {
 /// as soon as more comes for it, whatever `--max-backlog-bytes` says.
 pub const SHED_BACKLOG_BYTES: usize = 64 * 1024;
 
-fn backlog_cap(ctx: &Ctx) -> usize {
-    if ctx.meter.over_limit() {
-        ctx.limits.max_backlog_bytes.min(SHED_BACKLOG_BYTES)
-    } else {
-        ctx.limits.max_backlog_bytes
+/// Whether a backlog of `queued` bytes is over the cap that applies now.
+/// The memory budget's shared total is read only for a backlog above the
+/// smaller cap: a fan-out queues to many short backlogs per message.
+fn over_backlog_cap(queued: usize, ctx: &Ctx) -> bool {
+    let limits = &ctx.limits;
+    if queued <= limits.max_backlog_bytes.min(SHED_BACKLOG_BYTES) {
+        return false;
     }
+    queued > limits.max_backlog_bytes || ctx.meter.over_limit()
 }
 
 /// Close reason for a partial message held past `--message-timeout-secs`.

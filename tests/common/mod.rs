@@ -2,6 +2,8 @@
 //! loopback port, raw-socket clients, and a blocking frame reader.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -393,4 +395,27 @@ pub fn token(secret: &str, mut claims: serde_json::Value) -> String {
         claims["exp"] = serde_json::json!(now + 3600);
     }
     hubbub::hub::auth::sign_hs256(&claims.to_string(), secret.as_bytes())
+}
+
+/// One server API call on the admin port: (status, JSON body or null).
+pub fn api_call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut stream = connect(admin);
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let (status, _, mut rest) = read_response(&mut stream);
+    rest.extend(read_to_close(&mut stream));
+    (status, serde_json::from_slice(&rest).unwrap_or(serde_json::Value::Null))
 }
