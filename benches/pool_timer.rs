@@ -19,7 +19,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hubbub::buf::BufPool;
-use hubbub::shard::timer::{TimerWheel, TICKS_PER_SEC};
+use hubbub::shard::timer::TimerWheel;
+use hubbub::tick::TICKS_PER_SEC;
 
 mod common;
 

@@ -32,9 +32,6 @@ pub const DEFAULT_BUFFER_POOL_BUFFERS: usize = 512;
 pub const DEFAULT_DRAIN_SECS: u64 = 30;
 /// Microseconds a shard keeps polling after its last event before it blocks.
 pub const DEFAULT_BUSY_POLL_US: u64 = 50;
-/// How long a closing connection may take to finish: the client's Close
-/// answer, our final flush, the client's FIN.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The smallest `--memory-limit` accepted.
 pub const MIN_MEMORY_LIMIT_BYTES: u64 = 16 << 20;
@@ -281,7 +278,7 @@ impl Config {
         if self
             .subprotocols
             .iter()
-            .any(|p| p.starts_with(crate::hub::auth::BEARER_PROTOCOL_PREFIX))
+            .any(|p| p.starts_with(crate::auth::BEARER_PROTOCOL_PREFIX))
         {
             return Err(invalid("subprotocol", "names starting with \"bearer.\" carry tokens"));
         }

@@ -19,6 +19,7 @@
 //! - [`config`], [`limits`], [`metrics`], [`route`].
 
 pub mod admin;
+pub mod auth;
 pub mod buf;
 pub mod cluster;
 pub mod config;
@@ -30,4 +31,5 @@ pub mod net;
 pub mod route;
 pub mod server;
 pub mod shard;
+pub mod tick;
 pub mod ws;

@@ -7,7 +7,11 @@ use std::io;
 /// epoll and waker fds per shard, the admin listener, logs, Redis later.
 pub const RESERVED_FDS: u64 = 64;
 /// Per shard: listener, epoll, waker, plus sockets held open to send 503s.
-const FDS_PER_SHARD: u64 = 3 + crate::shard::REFUSAL_HEADROOM as u64;
+/// Connections beyond the upgrade cap that may sit in the handshake to be
+/// told 503; past that, new sockets are closed at once.
+pub const REFUSAL_HEADROOM: usize = 16;
+
+const FDS_PER_SHARD: u64 = 3 + REFUSAL_HEADROOM as u64;
 
 /// The soft and hard RLIMIT_NOFILE after trying to raise soft to hard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! target to an `Endpoint`; once the shard has placed the connection (a room
 //! joined, say) the connection keeps a small `Route`.
 
-use crate::hub::pattern::valid_channel_name;
+use crate::auth::pattern::valid_channel_name;
 
 /// What the request target asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,7 +10,7 @@ pub enum Endpoint {
     /// `GET /echo`: every message comes back unchanged on the same connection.
     Echo,
     /// `GET /room/{name}`: join room `name` (a channel name, see
-    /// `hub::pattern::valid_channel_name`); every message a member sends
+    /// `auth::pattern::valid_channel_name`); every message a member sends
     /// goes, as is, to every member on every shard, the sender included.
     Room(Box<str>),
     /// `GET /ws`: the JSON command protocol (docs/PROTOCOL.md).

@@ -12,15 +12,15 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminHandle, Health};
 use crate::buf::{BufPool, MemoryBudget, Meter, BUF_SIZE};
-use crate::config::{Config, CLOSE_TIMEOUT};
+use crate::config::Config;
 use crate::conn::admission::Admission;
 use crate::conn::{Ctx, Limits};
 use crate::limits;
 use crate::metrics::stats::ShardStats;
 use crate::net::listener;
 use crate::shard::inbox::{ShardHandle, ShardMsg};
-use crate::shard::timer::TICK;
 use crate::shard::{token, Shard, ShardSetup};
+use crate::tick::{ticks, CLOSE_TIMEOUT};
 
 /// A running server.
 pub struct ServerHandle {
@@ -169,7 +169,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
     let budget = MemoryBudget::new(memory_limit);
     // Sockets of every phase: the upgrade cap plus what limits.rs keeps per
     // shard for polite refusals, so the fd reserve holds.
-    let max_sockets = capacity + crate::shard::REFUSAL_HEADROOM * config.shards;
+    let max_sockets = capacity + crate::limits::REFUSAL_HEADROOM * config.shards;
     let admission = Arc::new(Admission::new(capacity, max_sockets, config.per_ip.clone()));
     let prometheus = crate::metrics::exporter::install();
     let health = Arc::new(Health::default());
@@ -282,10 +282,6 @@ fn shard_limits(config: &Config, max_open: usize) -> Limits {
 }
 
 /// A duration in whole timer ticks, rounded up.
-fn ticks(d: Duration) -> u32 {
-    d.as_millis().div_ceil(TICK.as_millis()).max(1) as u32
-}
-
 /// Runs the server until it has drained: SIGTERM, SIGUSR2 (the restart
 /// signal: start the new process first, it binds the same port) and SIGINT
 /// start a drain; a second signal exits at once.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use hubbub::hub::auth::sign_hs256;
+use hubbub::auth::sign_hs256;
 
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 

@@ -204,7 +204,7 @@ fn bad_tokens_are_refused_at_the_handshake_with_401() {
     let refused = |headers: String| WsClient::try_open(server.addr, "/ws", &headers).err().expect("refused");
     let (status, body) = refused(String::new());
     assert_eq!((status, body.trim()), (401, "token required"));
-    let wrong_key = hubbub::hub::auth::sign_hs256(r#"{"sub":"eve"}"#, b"some-other-secret-of-32-bytes-or-more");
+    let wrong_key = hubbub::auth::sign_hs256(r#"{"sub":"eve"}"#, b"some-other-secret-of-32-bytes-or-more");
     assert_eq!(
         refused(format!("Authorization: Bearer {wrong_key}\r\n")).1.trim(),
         "bad_signature"

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use hubbub::hub::auth::sign_hs256;
+use hubbub::auth::sign_hs256;
 use hubbub::ws::codec::client_frame;
 
 /// The secret the handshake and jwt targets verify with.

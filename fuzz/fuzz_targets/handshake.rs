@@ -9,7 +9,7 @@
 //! always when anonymous access is off); responses are written either way.
 #![no_main]
 
-use hubbub::hub::auth;
+use hubbub::auth;
 use hubbub::ws::handshake::{
     parse_request, write_accept, write_refusal, AuthPolicy, OriginPattern, Outcome, Policy, MAX_REQUEST_BYTES,
 };

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use hubbub::hub::auth::{self, Claims};
+use hubbub::auth::{self, Claims};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
 

@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 
 use super::http::{Request, Response};
 use super::router::{Access, Router};
+use crate::auth::pattern::valid_channel_name;
 use crate::cluster::{ClusterCmd, ClusterLink};
 use crate::hub::config::CLOSE_KICKED;
 use crate::hub::msg::{HubMsg, Query, ReplyTo};
 use crate::hub::owner_of;
-use crate::hub::pattern::valid_channel_name;
 use crate::metrics::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS};
 use crate::shard::inbox::{ShardHandle, ShardMsg};
 

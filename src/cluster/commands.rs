@@ -31,7 +31,7 @@ use crate::hub::protocol::{self, code, json_string};
 use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
 use crate::shard::inbox::{ShardHandle, ShardMsg};
-use crate::shard::timer::TICKS_PER_SEC;
+use crate::tick::TICKS_PER_SEC;
 
 /// Publishes and queries waiting while Redis is slow or away.
 pub const PENDING_CAPACITY: usize = 10_000;

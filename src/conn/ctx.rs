@@ -9,8 +9,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::admission::Admission;
+use crate::auth::Claims;
 use crate::buf::{BufPool, Meter, BUF_SIZE};
-use crate::hub::auth::Claims;
 use crate::metrics::stats::ShardStats;
 use crate::route::Endpoint;
 use crate::ws::handshake::OriginPattern;

@@ -36,71 +36,7 @@ pub enum Phase {
     Lingering,
 }
 
-/// Why an upgraded connection ended; each is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Disconnect {
-    /// The client sent Close (the normal end).
-    ClientClose = 0,
-    /// The client vanished without a Close frame (EOF or reset).
-    ClientGone,
-    /// The client broke RFC 6455 (1002, 1007, 1009).
-    ProtocolError,
-    /// Silent past `--idle-timeout-secs`.
-    IdleTimeout,
-    /// Outgoing backlog over `--max-backlog-bytes`.
-    SlowConsumer,
-    /// Server shutdown.
-    Shutdown,
-    /// Closed through the server API or a hub rule.
-    Kicked,
-    /// Closed because the same user opened more connections than allowed.
-    Replaced,
-    /// Held a partial message past `--message-timeout-secs` (1008).
-    MessageTimeout,
-    /// Closed to keep the process within `--memory-limit` (1013, or 1008
-    /// "slow consumer" for a backlog).
-    MemoryShed,
-    /// A room member whose deliveries were dropped under overload, or whose
-    /// own message was (1013): it reconnects rather than miss messages.
-    MissedMessages,
-    /// A `/ws` client that kept sending over `--max-messages-per-sec`.
-    RateLimited,
-}
-
-impl Disconnect {
-    pub const ALL: [Disconnect; 12] = [
-        Disconnect::ClientClose,
-        Disconnect::ClientGone,
-        Disconnect::ProtocolError,
-        Disconnect::IdleTimeout,
-        Disconnect::SlowConsumer,
-        Disconnect::Shutdown,
-        Disconnect::Kicked,
-        Disconnect::Replaced,
-        Disconnect::MessageTimeout,
-        Disconnect::MemoryShed,
-        Disconnect::MissedMessages,
-        Disconnect::RateLimited,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Disconnect::ClientClose => "client_close",
-            Disconnect::ClientGone => "client_gone",
-            Disconnect::ProtocolError => "protocol_error",
-            Disconnect::IdleTimeout => "idle_timeout",
-            Disconnect::SlowConsumer => "slow_consumer",
-            Disconnect::Shutdown => "shutdown",
-            Disconnect::Kicked => "kicked",
-            Disconnect::Replaced => "replaced",
-            Disconnect::MessageTimeout => "message_timeout",
-            Disconnect::MemoryShed => "memory_shed",
-            Disconnect::MissedMessages => "missed_messages",
-            Disconnect::RateLimited => "rate_limited",
-        }
-    }
-}
+pub use crate::metrics::disconnect::Disconnect;
 
 /// Small yes/no facts about a connection, one bit each, so they cost one
 /// byte of `Conn` rather than one byte each.

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 
-use super::auth;
-use super::pattern::{best_match, ChannelPattern};
+use crate::auth;
+use crate::auth::pattern::{best_match, ChannelPattern};
 use crate::config::ConfigError;
-use crate::shard::timer::TICKS_PER_SEC;
+use crate::tick::secs_to_ticks;
 
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
 pub const DEFAULT_MAX_MESSAGES_PER_SEC: u32 = 100;
@@ -115,10 +115,6 @@ impl Default for HubConfig {
             cluster: None,
         }
     }
-}
-
-fn secs_to_ticks(secs: u64) -> u32 {
-    (secs.saturating_mul(TICKS_PER_SEC as u64)).min(u32::MAX as u64) as u32
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {

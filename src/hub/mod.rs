@@ -15,13 +15,11 @@
 //! once at the end of the turn. A full inbox counts a drop rather than
 //! blocking the publishing shard. See `docs/PROTOCOL.md`.
 
-pub mod auth;
 pub mod config;
 pub mod groups;
 pub mod log;
 pub mod msg;
 pub mod owner;
-pub mod pattern;
 pub mod protocol;
 pub mod session;
 
@@ -33,14 +31,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use slab::Slab;
 
+use crate::auth::pattern;
+use crate::auth::Claims;
 use crate::buf::{MemoryBudget, Meter};
 use crate::cluster::{ClusterCmd, ClusterLink, RedisCall};
 use crate::conn::{Conn, Ctx, Disconnect, Outgoing};
 use crate::route::{Endpoint, Route};
 use crate::shard::inbox::{ShardHandle, ShardMsg};
-use crate::shard::timer::TICKS_PER_SEC;
+use crate::tick::TICKS_PER_SEC;
 use crate::ws::codec::{self, Kind, MAX_SERVER_HEADER};
-use auth::Claims;
 use config::HubConfig;
 use groups::Groups;
 use log::Recovery;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::pattern::ChannelPattern;
+use crate::auth::pattern::ChannelPattern;
 
 /// Errors a connection may make in a burst before it is closed with 1008.
 pub const ERROR_BURST: f32 = 20.0;

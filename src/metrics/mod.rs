@@ -2,6 +2,7 @@
 //! that the hot path bumps as plain integers and that are flushed into
 //! `metrics` handles once per tick, so no metric name is looked up per message.
 
+pub mod disconnect;
 pub mod exporter;
 pub mod histogram;
 pub mod names;

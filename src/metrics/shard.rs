@@ -3,10 +3,10 @@
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
+use super::disconnect::Disconnect;
 use super::names::*;
 use super::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS, MEMORY_SHED_LABELS};
 use crate::buf::{MemKind, Meter};
-use crate::conn::Disconnect;
 
 /// Handles for every per-shard series.
 pub struct ShardMetrics {

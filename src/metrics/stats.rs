@@ -1,8 +1,8 @@
 //! Shard-local counters: plain integers bumped on the hot path, read by the
 //! shard once per tick (and by tests through `ServerHandle::stats`).
 
+use super::disconnect::Disconnect;
 use super::histogram::LocalHistogram;
-use crate::conn::Disconnect;
 
 /// Handshake failure reasons, in the order of `ShardStats::handshake_failures`.
 pub const HANDSHAKE_FAILURE_LABELS: [&str; 15] = [

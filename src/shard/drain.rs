@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::CLOSE_TIMEOUT;
+use crate::tick::CLOSE_TIMEOUT;
 
 /// Kept free at the end of the window for the last close handshakes.
 pub const CLOSE_MARGIN: Duration = Duration::from_secs(CLOSE_TIMEOUT.as_secs() + 2);

@@ -31,22 +31,21 @@ use crate::buf::MemKind;
 use crate::conn::{Conn, Ctx, Disconnect, Phase, Verdict};
 use crate::hub::config::HubConfig;
 use crate::hub::Hub;
+use crate::limits::REFUSAL_HEADROOM;
 use crate::metrics::shard::{HubFigures, ShardMetrics};
 use crate::metrics::stats::{ShardStats, Shed};
 use crate::net::io::accept_error_is_transient;
+use crate::tick::{TICK, TICKS_PER_SEC};
 use crate::ws::close;
 use drain::Drain;
 use inbox::{Inbox, Lane, ShardHandle, ShardMsg};
 use spin::Spin;
-use timer::{TimerWheel, TICK, TICKS_PER_SEC};
+use timer::TimerWheel;
 
 /// Connections accepted per loop turn.
 const ACCEPT_BUDGET: usize = 256;
 /// Inbox messages handled per loop turn.
 const INBOX_BUDGET: usize = 1024;
-/// Connections beyond the upgrade cap that may sit in the handshake to be
-/// told 503; past that, new sockets are closed at once.
-pub const REFUSAL_HEADROOM: usize = 16;
 
 /// Everything a shard needs to start.
 pub struct ShardSetup {

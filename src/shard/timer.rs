@@ -8,12 +8,6 @@
 //! the connection computes its real deadline and is scheduled again. Work per
 //! tick is proportional to what expires, not to the number of connections.
 
-use std::time::Duration;
-
-/// Timer resolution.
-pub const TICK: Duration = Duration::from_millis(250);
-/// Ticks per second, for converting configured seconds.
-pub const TICKS_PER_SEC: u32 = 4;
 /// Slots in the wheel: deadlines further away are parked in the last slot
 /// and rescheduled when it fires (128 s horizon).
 const SLOTS: u32 = 512;

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use tungstenite::handshake::derive_accept_key;
 
-use crate::hub::auth::{self, Claims};
+use crate::auth::{self, Claims};
 use crate::route::{Endpoint, TargetError};
 
 /// Request headers larger than this get 431.
@@ -582,8 +582,8 @@ mod tests {
     #[test]
     fn tokens_without_exp_are_refused_when_required() {
         let secret = b"a-handshake-test-secret-of-32-bytes!";
-        let forever = crate::hub::auth::sign_hs256(r#"{"sub":"ann"}"#, secret);
-        let expiring = crate::hub::auth::sign_hs256(r#"{"sub":"ann","exp":2000}"#, secret);
+        let forever = crate::auth::sign_hs256(r#"{"sub":"ann"}"#, secret);
+        let expiring = crate::auth::sign_hs256(r#"{"sub":"ann","exp":2000}"#, secret);
         let policy = |require_exp| Policy {
             origins: &[],
             subprotocols: &[],

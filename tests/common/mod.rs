@@ -394,7 +394,7 @@ pub fn token(secret: &str, mut claims: serde_json::Value) -> String {
             .as_secs();
         claims["exp"] = serde_json::json!(now + 3600);
     }
-    hubbub::hub::auth::sign_hs256(&claims.to_string(), secret.as_bytes())
+    hubbub::auth::sign_hs256(&claims.to_string(), secret.as_bytes())
 }
 
 /// One server API call on the admin port: (status, JSON body or null).

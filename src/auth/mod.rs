@@ -18,7 +18,7 @@
 //! | `exp`      | integer seconds         | if present, refused when `now >= exp`       |
 //! | `nbf`      | integer seconds         | if present, refused when `now < nbf`        |
 //! | `iat`      | integer seconds         | if present, exposed (see [`Claims::age_secs`]), not a validity bound |
-//! | `channels` | array of pattern strings| if present, the only channels allowed ([`super::pattern`] syntax) |
+//! | `channels` | array of pattern strings| if present, the only channels allowed ([`pattern`] syntax) |
 //!
 //! Other claims are ignored; `null` counts as absent. `iat` is not refused
 //! when in the future: RFC 7519 §4.1.6 makes it informational, issuers set it
@@ -45,7 +45,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::pattern::ChannelPattern;
+pub mod pattern;
+
+use pattern::ChannelPattern;
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
