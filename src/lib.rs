@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod auth;
 pub mod buf;
+pub mod bus;
 pub mod cluster;
 pub mod config;
 pub mod conn;

@@ -12,20 +12,20 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminHandle, Health};
 use crate::buf::{BufPool, MemoryBudget, Meter, BUF_SIZE};
+use crate::bus::peers::Peers;
 use crate::config::Config;
 use crate::conn::admission::Admission;
 use crate::conn::{Ctx, Limits};
 use crate::limits;
 use crate::metrics::stats::ShardStats;
 use crate::net::listener;
-use crate::shard::inbox::{ShardHandle, ShardMsg};
 use crate::shard::{token, Shard, ShardSetup};
 use crate::tick::{ticks, CLOSE_TIMEOUT};
 
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
-    shards: Vec<ShardHandle>,
+    shards: Peers,
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<Mutex<ShardStats>>>,
     capacity: usize,
@@ -131,12 +131,11 @@ fn log_capacity_verdict(config: &Config, by_limits: usize) {
 }
 
 /// Marks the server draining and tells every shard.
-fn drain(health: &Health, shards: &[ShardHandle]) {
+fn drain(health: &Health, shards: &Peers) {
     health.set_draining();
-    for shard in shards {
-        if shard.send(ShardMsg::Shutdown).is_err() {
-            warn!("a shard inbox is full or gone; it will not get the shutdown");
-        }
+    let gone = shards.shutdown_all();
+    if gone > 0 {
+        warn!(shards = gone, "shards already gone did not get the shutdown");
     }
 }
 
@@ -183,18 +182,18 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
     for _ in 0..config.shards {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
-        let (handle, inbox) = crate::shard::inbox::channel(waker);
+        let (handle, inbox) = crate::bus::inbox::channel(waker);
         shards.push(handle);
         polls.push(poll);
         inboxes.push(inbox);
     }
+    let shards = Peers::new(shards.into());
     let stats: Vec<Arc<Mutex<ShardStats>>> = (0..config.shards).map(|_| Arc::default()).collect();
     let (cluster_link, bridge) = match &config.hub.cluster {
         Some(cluster) => {
             info!(redis = %cluster.redis, node = %cluster.node, "cluster mode");
             let per_user = config.hub.max_connections_per_user;
-            let (link, bridge) =
-                crate::cluster::start(cluster.clone(), shards.clone().into(), stats.clone(), per_user)?;
+            let (link, bridge) = crate::cluster::start(cluster.clone(), shards.for_sender(), stats.clone(), per_user)?;
             (Some(link), Some(bridge))
         }
         None => (None, None),
@@ -204,7 +203,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
             let router = admin::base_router(Arc::clone(&health), prometheus.clone(), config.hub.api_key.clone());
             let api = admin::api::Api {
                 enabled: config.hub.api_key.is_some(),
-                shards: shards.clone().into(),
+                shards: shards.for_sender(),
                 stats: stats.clone(),
                 cluster: cluster_link.clone(),
             };
@@ -225,7 +224,6 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         admin,
         cluster: bridge,
     };
-    let peers: Arc<[ShardHandle]> = handle.shards.clone().into();
     let hub_config = Arc::new(config.hub.clone());
     for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
         let published = Arc::clone(&stats[id]);
@@ -234,7 +232,7 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         let admission = Arc::clone(&admission);
         let (buffers, drain, busy_poll) = (config.buffer_pool, config.drain, config.busy_poll);
         let shared = Arc::clone(&published);
-        let peers = Arc::clone(&peers);
+        let peers = handle.shards.for_sender();
         let hub_config = Arc::clone(&hub_config);
         let cluster = cluster_link.clone();
         let thread = std::thread::Builder::new()

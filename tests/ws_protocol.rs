@@ -417,7 +417,7 @@ fn subscriptions_are_limited_per_connection() {
 #[test]
 fn publications_go_only_to_shards_with_subscribers() {
     let server = start(|c| c.shards = 2);
-    let owner = hubbub::hub::owner_of("solo", 2);
+    let owner = hubbub::bus::owner_of("solo", 2);
     let other = 1 - owner;
     // A subscriber on the owner's shard only: keep connecting until one lands there.
     let deadline = std::time::Instant::now() + PATIENCE;

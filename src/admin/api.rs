@@ -15,12 +15,11 @@ use serde_json::{json, Value};
 use super::http::{Request, Response};
 use super::router::{Access, Router};
 use crate::auth::pattern::valid_channel_name;
-use crate::cluster::{ClusterCmd, ClusterLink};
+use crate::bus::cluster::{ClusterCmd, ClusterLink};
+use crate::bus::msg::{HubMsg, Query, ReplyTo};
+use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_KICKED;
-use crate::hub::msg::{HubMsg, Query, ReplyTo};
-use crate::hub::owner_of;
 use crate::metrics::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS};
-use crate::shard::inbox::{ShardHandle, ShardMsg};
 
 /// Longest an API call waits for the shards.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -33,7 +32,7 @@ const API_OFF: &str = "the server API is off: start hubbub with --api-key (or HU
 pub struct Api {
     /// False without `--api-key`: the routes only say the API is off.
     pub enabled: bool,
-    pub shards: Arc<[ShardHandle]>,
+    pub shards: Peers,
     pub stats: Vec<Arc<Mutex<ShardStats>>>,
     /// Cluster mode: disconnects reach the other nodes, stats show them.
     pub cluster: Option<ClusterLink>,
@@ -302,19 +301,17 @@ impl Api {
     }
 
     fn to_owner(&self, name: &str, msg: HubMsg) -> Result<(), Failure> {
-        let owner = owner_of(name, self.shards.len());
-        self.shards[owner]
-            .send(ShardMsg::Hub(msg))
+        self.shards
+            .to_owner(name, msg)
+            .map(drop)
             .map_err(|_| Failure::unavailable("the channel's shard is overloaded; retry"))
     }
 
     /// Sends one question to every shard and collects every answer.
     fn ask_all(&self, make: impl Fn(Sender<String>) -> HubMsg) -> Result<Vec<String>, Response> {
         let (tx, rx) = crossbeam_channel::bounded(self.shards.len());
-        for shard in self.shards.iter() {
-            shard
-                .send(ShardMsg::Hub(make(tx.clone())))
-                .map_err(|_| unavailable("a shard inbox is full; retry"))?;
+        if !self.shards.to_others(None, || make(tx.clone())).is_empty() {
+            return Err(unavailable("a shard inbox is full; retry"));
         }
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         (0..self.shards.len())

@@ -22,15 +22,17 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::backoff::{random_u64, Backoff};
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
 use super::resp::{Conn, Value};
-use super::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, RedisCall, REDIS_TIMEOUT};
-use crate::hub::config::{HistoryRule, CLOSE_REPLACED};
-use crate::hub::log::Entry;
-use crate::hub::msg::{HubMsg, Origin, Query, ReplyTo};
+use super::REDIS_TIMEOUT;
+use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, RedisCall};
+use crate::bus::history::Entry;
+use crate::bus::history::HistoryRule;
+use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo};
+use crate::bus::peers::Peers;
+use crate::hub::config::CLOSE_REPLACED;
 use crate::hub::owner::publications_json;
 use crate::hub::protocol::{self, code, json_string};
 use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
-use crate::shard::inbox::{ShardHandle, ShardMsg};
 use crate::tick::TICKS_PER_SEC;
 
 /// Publishes and queries waiting while Redis is slow or away.
@@ -42,7 +44,7 @@ const GONE_CAPACITY: usize = 100_000;
 
 pub struct Setup {
     pub config: ClusterConfig,
-    pub shards: Arc<[ShardHandle]>,
+    pub shards: Peers,
     pub stats: Vec<Arc<Mutex<ShardStats>>>,
     pub max_connections_per_user: usize,
 }
@@ -496,7 +498,7 @@ impl Commander {
     }
 
     fn to_shard(&self, shard: usize, msg: HubMsg) {
-        if self.setup.shards[shard].send(ShardMsg::Hub(msg)).is_err() {
+        if self.setup.shards.to(shard, msg).is_err() {
             self.state.drop_one();
         }
     }

@@ -20,10 +20,10 @@ use bytes::Bytes;
 use super::backoff::Backoff;
 use super::keys;
 use super::resp::{Conn, Value};
-use super::{ClusterConfig, ClusterState, REDIS_TIMEOUT};
-use crate::hub::msg::{HubMsg, Origin};
-use crate::hub::owner_of;
-use crate::shard::inbox::{ShardHandle, ShardMsg};
+use super::REDIS_TIMEOUT;
+use crate::bus::cluster::{ClusterConfig, ClusterState};
+use crate::bus::msg::{HubMsg, Origin};
+use crate::bus::peers::Peers;
 use crate::ws::codec::{self, Kind, MAX_SERVER_HEADER};
 
 /// How long one read waits before the thread looks at the stop flag.
@@ -34,13 +34,13 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(6);
 
 pub struct Subscriber {
     config: ClusterConfig,
-    shards: Arc<[ShardHandle]>,
+    shards: Peers,
     state: Arc<ClusterState>,
     backoff: Backoff,
 }
 
 impl Subscriber {
-    pub fn new(config: ClusterConfig, shards: Arc<[ShardHandle]>, state: Arc<ClusterState>) -> Subscriber {
+    pub fn new(config: ClusterConfig, shards: Peers, state: Arc<ClusterState>) -> Subscriber {
         Subscriber {
             config,
             shards,
@@ -157,7 +157,7 @@ impl Subscriber {
             offset,
             data: data.into(),
         };
-        self.send(owner_of(channel, self.shards.len()), msg);
+        self.send(self.shards.owner_of(channel), msg);
     }
 
     fn control(&self, payload: &[u8]) {
@@ -212,7 +212,7 @@ impl Subscriber {
     }
 
     fn send(&self, shard: usize, msg: HubMsg) {
-        if self.shards[shard].send(ShardMsg::Hub(msg)).is_err() {
+        if self.shards.to(shard, msg).is_err() {
             self.state.drop_one();
         }
     }

@@ -6,6 +6,7 @@ use clap::Args as ClapArgs;
 
 use crate::auth;
 use crate::auth::pattern::{best_match, ChannelPattern};
+use crate::bus::history::HistoryRule;
 use crate::config::ConfigError;
 use crate::tick::secs_to_ticks;
 
@@ -74,13 +75,6 @@ pub struct HubArgs {
     pub node_ttl_secs: u64,
 }
 
-/// History kept for a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryRule {
-    pub size: usize,
-    pub ttl_ticks: u32,
-}
-
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     pub jwt_secret: Option<Vec<u8>>,
@@ -94,7 +88,7 @@ pub struct HubConfig {
     pub history_rules: Vec<(ChannelPattern, HistoryRule)>,
     pub api_key: Option<String>,
     /// `Some` in cluster mode (`--redis`).
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<crate::bus::cluster::ClusterConfig>,
 }
 
 impl Default for HubConfig {
@@ -177,7 +171,7 @@ fn cluster_config(
     redis: Option<String>,
     node_id: Option<String>,
     node_ttl_secs: u64,
-) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+) -> Result<Option<crate::bus::cluster::ClusterConfig>, ConfigError> {
     let Some(redis) = redis.filter(|r| !r.is_empty()) else {
         return Ok(None);
     };
@@ -195,7 +189,7 @@ fn cluster_config(
     if node_ttl_secs == 0 {
         return Err(invalid("node-ttl-secs", "must be at least 1"));
     }
-    Ok(Some(crate::cluster::ClusterConfig {
+    Ok(Some(crate::bus::cluster::ClusterConfig {
         redis,
         node: node.into(),
         node_ttl: Duration::from_secs(node_ttl_secs),

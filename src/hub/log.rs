@@ -15,30 +15,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::config::HistoryRule;
-use super::protocol::Recover;
 use crate::buf::{MemKind, Meter};
-
-/// One retained publication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub offset: u64,
-    /// Tick it was published at.
-    pub at: u32,
-    /// The publication's `data`, raw JSON text.
-    pub data: Arc<str>,
-}
-
-/// The answer to a recovery request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recovery {
-    /// The client did not ask to recover.
-    NotAsked,
-    /// Exactly the publications the client missed (possibly none).
-    Recovered(Vec<Entry>),
-    /// Why the missed publications cannot be given.
-    Impossible(&'static str),
-}
+use crate::bus::history::{Entry, HistoryRule, Recover, Recovery};
 
 pub struct ChannelLog {
     pub epoch: Arc<str>,

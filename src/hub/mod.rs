@@ -18,13 +18,11 @@
 pub mod config;
 pub mod groups;
 pub mod log;
-pub mod msg;
 pub mod owner;
 pub mod protocol;
 pub mod session;
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,16 +32,16 @@ use slab::Slab;
 use crate::auth::pattern;
 use crate::auth::Claims;
 use crate::buf::{MemoryBudget, Meter};
-use crate::cluster::{ClusterCmd, ClusterLink, RedisCall};
+use crate::bus::cluster::{ClusterCmd, ClusterLink, RedisCall};
+use crate::bus::history::Recovery;
+use crate::bus::msg::{Confirmation, HubMsg, Origin, Query, ReplyTo};
+use crate::bus::peers::Peers;
 use crate::conn::{Conn, Ctx, Disconnect, Outgoing};
 use crate::route::{Endpoint, Route};
-use crate::shard::inbox::{ShardHandle, ShardMsg};
 use crate::tick::TICKS_PER_SEC;
 use crate::ws::codec::{self, Kind, MAX_SERVER_HEADER};
 use config::HubConfig;
 use groups::Groups;
-use log::Recovery;
-use msg::{Confirmation, HubMsg, Origin, Query, ReplyTo};
 use owner::Owned;
 use protocol::{code, Call, Command};
 use session::{Session, Subscription, ERRORS_FORGIVEN_PER_SEC};
@@ -51,7 +49,7 @@ use session::{Session, Subscription, ERRORS_FORGIVEN_PER_SEC};
 /// One shard's share of the hub.
 pub struct Hub {
     shard: usize,
-    peers: Arc<[ShardHandle]>,
+    peers: Peers,
     config: Arc<HubConfig>,
     rooms: Groups,
     /// The room of each room connection (kept here so `Conn` stays small).
@@ -77,13 +75,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(
-        shard: usize,
-        peers: Arc<[ShardHandle]>,
-        config: Arc<HubConfig>,
-        cluster: Option<ClusterLink>,
-        meter: Meter,
-    ) -> Hub {
+    pub fn new(shard: usize, peers: Peers, config: Arc<HubConfig>, cluster: Option<ClusterLink>, meter: Meter) -> Hub {
         Hub {
             cluster,
             owned: Owned::new(shard, Arc::clone(&config), meter),
@@ -103,7 +95,7 @@ impl Hub {
 
     /// The shard that orders a room's or channel's messages (or tracks a user).
     pub fn owner_of(&self, name: &str) -> usize {
-        owner_of(name, self.peers.len())
+        self.peers.owner_of(name)
     }
 
     /// Acts on what the connection just driven asked for.
@@ -175,7 +167,7 @@ impl Hub {
         let at = Instant::now();
         if owner == self.shard {
             self.publish_room(name, frame, at, conns, ctx);
-        } else if !self.send(owner, HubMsg::RoomPublish { room: name, frame, at }, ctx) {
+        } else if !self.send(owner, HubMsg::RoomPublish { room: name, frame, at }) {
             // The owner's inbox is full: the sender learns its message was
             // lost rather than believe it was delivered.
             let code = crate::ws::close::TRY_AGAIN_LATER;
@@ -191,14 +183,11 @@ impl Hub {
     /// the delivery at once).
     fn publish_room(&mut self, name: Arc<str>, frame: Bytes, at: Instant, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         self.deliver_room(&name, &frame, at, conns, ctx);
-        self.send_to_others(
-            || HubMsg::RoomDeliver {
-                room: Arc::clone(&name),
-                frame: frame.clone(),
-                at,
-            },
-            ctx,
-        );
+        self.send_to_others(|| HubMsg::RoomDeliver {
+            room: Arc::clone(&name),
+            frame: frame.clone(),
+            at,
+        });
     }
 
     /// A room message to this shard's members, timed from when it was read
@@ -349,7 +338,7 @@ impl Hub {
         &mut self,
         origin: Origin,
         channel: Arc<str>,
-        recover: Option<protocol::Recover>,
+        recover: Option<crate::bus::history::Recover>,
         join_leave: bool,
         conns: &mut Slab<Conn>,
         ctx: &mut Ctx,
@@ -500,13 +489,10 @@ impl Hub {
             self.cluster_send(ClusterCmd::UserMessage { user, json }, conns, ctx);
         }
         self.deliver_user(&user, &frame, conns, ctx);
-        self.send_to_others(
-            || HubMsg::UserMessage {
-                user: Arc::clone(&user),
-                frame: frame.clone(),
-            },
-            ctx,
-        );
+        self.send_to_others(|| HubMsg::UserMessage {
+            user: Arc::clone(&user),
+            frame: frame.clone(),
+        });
         self.send_to(key, &protocol::reply_ok(origin.id, "{}"), conns, ctx);
     }
 
@@ -666,7 +652,7 @@ impl Hub {
             if shard == self.shard {
                 self.on_message(msg, conns, ctx);
             } else {
-                self.send(shard, msg, ctx);
+                self.send(shard, msg);
             }
         }
         if let Some(publication) = out.deliver {
@@ -686,7 +672,7 @@ impl Hub {
                         offset,
                         epoch: Arc::clone(&epoch),
                     };
-                    self.send(shard, msg, ctx);
+                    self.send(shard, msg);
                 }
             }
         }
@@ -728,7 +714,7 @@ impl Hub {
         if to.shard as usize == self.shard {
             self.on_message(msg, conns, ctx);
         } else {
-            self.send(to.shard as usize, msg, ctx);
+            self.send(to.shard as usize, msg);
         }
     }
 
@@ -756,7 +742,7 @@ impl Hub {
                     channel: Arc::clone(&channel),
                     frame: frame.clone(),
                 };
-                self.send(shard, msg, ctx);
+                self.send(shard, msg);
             }
         }
         if ticked && ctx.tick.is_multiple_of(TICKS_PER_SEC) {
@@ -764,6 +750,7 @@ impl Hub {
         }
         ctx.stats.channels = self.owned.channels() as u64;
         ctx.stats.users = self.users.len() as u64;
+        ctx.stats.inbox_drops = self.peers.dropped();
     }
 
     /// Memory pressure: trims the history this shard owns, oldest first,
@@ -806,14 +793,14 @@ impl Hub {
         if owner == self.shard {
             self.on_message(msg, conns, ctx);
         } else {
-            self.send(owner, msg, ctx);
+            self.send(owner, msg);
         }
     }
 
-    fn send_to_others(&mut self, mut make: impl FnMut() -> HubMsg, ctx: &mut Ctx) {
+    fn send_to_others(&mut self, mut make: impl FnMut() -> HubMsg) {
         for shard in 0..self.peers.len() {
             if shard != self.shard {
-                self.send(shard, make(), ctx);
+                self.send(shard, make());
             }
         }
     }
@@ -821,21 +808,20 @@ impl Hub {
     /// Sends `msg` to `shard` in its lane; false when the data lane was full
     /// and the message dropped (counted). A dropped delivery is reported to
     /// the receiver as a gap on the control lane, once per run of drops.
-    fn send(&mut self, shard: usize, msg: HubMsg, ctx: &mut Ctx) -> bool {
+    fn send(&mut self, shard: usize, msg: HubMsg) -> bool {
         let reported = match &msg {
             HubMsg::Deliver { channel: name, .. } | HubMsg::RoomDeliver { room: name, .. } if !self.gaps.is_empty() => {
                 Some(Arc::clone(name))
             }
             _ => None,
         };
-        let Err(ShardMsg::Hub(msg)) = self.peers[shard].send(ShardMsg::Hub(msg)) else {
+        let Err(msg) = self.peers.to(shard, msg) else {
             if let Some(name) = reported {
                 // A delivery got through again: the next drop is a new gap.
                 self.gaps.remove(&(shard, name));
             }
             return true;
         };
-        ctx.stats.inbox_drops += 1;
         let gap = match msg {
             HubMsg::Deliver {
                 channel, epoch, offset, ..
@@ -853,7 +839,7 @@ impl Hub {
         if let Some((name, gap)) = gap {
             if self.gaps.insert((shard, name)) {
                 // Control lane: fails only if the shard is gone.
-                let _ = self.peers[shard].send(ShardMsg::Hub(gap));
+                let _ = self.peers.to(shard, gap);
             }
         }
         false
@@ -895,24 +881,9 @@ fn subscribe_result(channel: &str, epoch: &str, offset: u64, recovery: &Recovery
     }
 }
 
-/// A stable hash of `name` onto `shards` (same answer on every shard).
-pub fn owner_of(name: &str, shards: usize) -> usize {
-    let mut hasher = std::hash::DefaultHasher::new();
-    name.hash(&mut hasher);
-    (hasher.finish() % shards as u64) as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn owner_is_stable_and_spread() {
-        assert_eq!(owner_of("lobby", 4), owner_of("lobby", 4));
-        let owners: std::collections::HashSet<usize> = (0..64).map(|i| owner_of(&format!("room{i}"), 4)).collect();
-        assert_eq!(owners.len(), 4);
-        assert_eq!(owner_of("anything", 1), 0);
-    }
 
     #[test]
     fn subscribe_result_shapes() {

@@ -9,12 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::config::{HubConfig, CLOSE_REPLACED};
-use super::log::{ChannelLog, Entry, Recovery};
-use super::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
+use super::log::ChannelLog;
 use super::protocol::{self, json_string};
 use super::text_frame;
 use crate::buf::Meter;
-use crate::cluster::{ClusterCmd, RedisCall};
+use crate::bus::cluster::{ClusterCmd, RedisCall};
+use crate::bus::history::{Entry, Recovery};
+use crate::bus::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
 
 /// What handling one message produced.
 #[derive(Default)]

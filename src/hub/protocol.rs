@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::bus::history::Recover;
+
 /// Error codes of command replies.
 pub mod code {
     /// The frame was not a JSON command object.
@@ -68,13 +70,6 @@ pub enum Call {
         limit: Option<usize>,
     },
     Ping,
-}
-
-/// The position a client saw last, to resume from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Recover {
-    pub offset: u64,
-    pub epoch: String,
 }
 
 /// Why a frame could not become a command; `id` is echoed when it was read.

@@ -11,7 +11,6 @@
 
 pub mod drain;
 pub mod evict;
-pub mod inbox;
 pub mod shed;
 pub mod spin;
 pub mod timer;
@@ -28,6 +27,8 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use crate::buf::MemKind;
+use crate::bus::inbox::{Inbox, Lane, ShardMsg};
+use crate::bus::peers::Peers;
 use crate::conn::{Conn, Ctx, Disconnect, Phase, Verdict};
 use crate::hub::config::HubConfig;
 use crate::hub::Hub;
@@ -38,7 +39,6 @@ use crate::net::io::accept_error_is_transient;
 use crate::tick::{TICK, TICKS_PER_SEC};
 use crate::ws::close;
 use drain::Drain;
-use inbox::{Inbox, Lane, ShardHandle, ShardMsg};
 use spin::Spin;
 use timer::TimerWheel;
 
@@ -60,10 +60,10 @@ pub struct ShardSetup {
     /// Where the shard publishes its counters once per tick.
     pub published: Arc<Mutex<ShardStats>>,
     /// Every shard's inbox, indexed by shard id (this one's included).
-    pub peers: Arc<[ShardHandle]>,
+    pub peers: Peers,
     pub hub_config: Arc<HubConfig>,
     /// Cluster mode: the Redis bridge.
-    pub cluster: Option<crate::cluster::ClusterLink>,
+    pub cluster: Option<crate::bus::cluster::ClusterLink>,
 }
 
 pub struct Shard {

@@ -24,7 +24,7 @@ pub enum ShardMsg {
     /// gone or the drain window ends.
     Shutdown,
     /// Rooms, channels and users (see `hub::msg`).
-    Hub(crate::hub::msg::HubMsg),
+    Hub(super::msg::HubMsg),
 }
 
 /// Capacity of each inbox's data lane.
@@ -141,7 +141,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::msg::HubMsg;
+    use crate::bus::msg::HubMsg;
 
     fn deliver() -> ShardMsg {
         ShardMsg::Hub(HubMsg::RoomDeliver {

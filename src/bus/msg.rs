@@ -8,8 +8,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 
-use super::log::Recovery;
-use super::protocol::Recover;
+use super::history::{Entry, Recover, Recovery};
+use super::inbox::Lane;
 
 /// A client command waiting for an answer: which connection, which command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +190,7 @@ pub enum HubMsg {
     ClusterRecovered {
         channel: Arc<str>,
         epoch: Option<Arc<str>>,
-        entries: Option<Vec<super::log::Entry>>,
+        entries: Option<Vec<Entry>>,
         sub: Box<PendingSubscribe>,
     },
     /// From a channel's owner: the subscribe could not be done (cluster
@@ -206,8 +206,7 @@ impl HubMsg {
     /// volume (deliveries, room publishes, cluster publications) may be
     /// dropped under overload; everything a command or an event waits on is
     /// control and never dropped.
-    pub fn lane(&self) -> crate::shard::inbox::Lane {
-        use crate::shard::inbox::Lane;
+    pub fn lane(&self) -> Lane {
         match self {
             HubMsg::RoomPublish { .. }
             | HubMsg::RoomDeliver { .. }
