@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub mod hub;
 pub mod layers;
 pub mod values;
 
 use crate::conn::admission::PerIpLimits;
-use crate::hub::config::{HubArgs, HubConfig};
+use crate::hub::config::HubConfig;
 use crate::limits;
 use crate::net::cidr::Cidr;
 use crate::ws::handshake::OriginPattern;
+use hub::HubArgs;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -266,7 +268,7 @@ impl Config {
             buffer_pool: args.buffer_pool,
             drain: Duration::from_secs(args.drain_secs),
             busy_poll: Duration::from_micros(args.busy_poll_us),
-            hub: HubConfig::from_args(args.hub)?,
+            hub: hub::hub_config(args.hub)?,
         };
         config.validate()?;
         Ok(config)
@@ -274,7 +276,7 @@ impl Config {
 
     /// Checks values that flags of the right type can still get wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.hub.validate()?;
+        hub::validate(&self.hub)?;
         if self
             .subprotocols
             .iter()

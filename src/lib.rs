@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod hub;
+mod layering;
 pub mod limits;
 pub mod metrics;
 pub mod net;

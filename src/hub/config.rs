@@ -1,13 +1,8 @@
 //! The hub's settings: authentication, per-connection limits, history.
+//! Flags and files become these values in `crate::config::hub`.
 
-use std::time::Duration;
-
-use clap::Args as ClapArgs;
-
-use crate::auth;
 use crate::auth::pattern::{best_match, ChannelPattern};
 use crate::bus::history::HistoryRule;
-use crate::config::ConfigError;
 use crate::tick::secs_to_ticks;
 
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
@@ -19,61 +14,6 @@ pub const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
 pub const CLOSE_REPLACED: u16 = crate::ws::close::REPLACED;
 /// Close code of `/api/disconnect` when the caller gives none.
 pub const CLOSE_KICKED: u16 = 4002;
-
-/// Hub flags (flattened into the main `Args`).
-#[derive(Debug, Clone, ClapArgs)]
-pub struct HubArgs {
-    /// HS256 secret for client JWTs (at least 32 bytes). Without it every
-    /// client is anonymous.
-    #[arg(long, env = "HUBBUB_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-    /// Let clients without a token in: `true` or `false`; the flag alone
-    /// means true [default: true without --jwt-secret, false with it].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    pub allow_anonymous: Option<bool>,
-    /// With --jwt-secret, refuse tokens without an `exp` claim (401
-    /// "missing_exp"), which would be valid forever: `true` or `false`; the
-    /// flag alone means true.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
-    pub jwt_require_exp: bool,
-    /// Channel subscriptions per connection.
-    #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
-    pub max_subscriptions: usize,
-    /// `/ws` commands per second per connection, with a burst of as many;
-    /// over it, commands get error 105 (room and echo messages are not
-    /// limited).
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGES_PER_SEC)]
-    pub max_messages_per_sec: u32,
-    /// Connections one user may hold; a new one closes the oldest with 4001
-    /// "replaced" (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    pub max_connections_per_user: usize,
-    /// Publications kept per channel for history and recovery.
-    #[arg(long, default_value_t = DEFAULT_HISTORY_SIZE)]
-    pub history_size: usize,
-    /// Seconds a publication is kept.
-    #[arg(long, default_value_t = DEFAULT_HISTORY_TTL_SECS)]
-    pub history_ttl_secs: u64,
-    /// Per-pattern history (repeatable): `PATTERN=SIZE:TTL_SECS`, e.g.
-    /// `chat:*=1000:3600`. The most specific pattern wins.
-    #[arg(long = "history-rule", value_name = "PATTERN=SIZE:TTL")]
-    pub history_rules: Vec<String>,
-    /// Bearer key for the server API (`/api/*` on the admin port); without
-    /// one the API is off (every call answers 403 saying so).
-    #[arg(long, env = "HUBBUB_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Cluster mode: `redis://HOST:PORT` of the Redis that joins the nodes
-    /// (docs/CLUSTER.md). Without it the node runs alone.
-    #[arg(long, value_name = "URL")]
-    pub redis: Option<String>,
-    /// This node's name in the cluster [default: HOSTNAME-PID-RANDOM].
-    #[arg(long)]
-    pub node_id: Option<String>,
-    /// Seconds without a heartbeat after which a node's connections and
-    /// presence stop counting.
-    #[arg(long, default_value_t = crate::cluster::DEFAULT_NODE_TTL_SECS)]
-    pub node_ttl_secs: u64,
-}
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -111,186 +51,11 @@ impl Default for HubConfig {
     }
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field,
-        reason: reason.into(),
-    }
-}
-
 impl HubConfig {
-    pub fn from_args(args: HubArgs) -> Result<HubConfig, ConfigError> {
-        let jwt_secret = args.jwt_secret.map(String::into_bytes);
-        if let Some(secret) = &jwt_secret {
-            auth::check_secret(secret)
-                .map_err(|_| invalid("jwt-secret", "must be at least 32 bytes (RFC 7518 §3.2)"))?;
-        }
-        let history_rules = args
-            .history_rules
-            .iter()
-            .map(|r| parse_rule(r))
-            .collect::<Result<_, _>>()?;
-        let config = HubConfig {
-            allow_anonymous: args.allow_anonymous.unwrap_or(jwt_secret.is_none()),
-            jwt_secret,
-            jwt_require_exp: args.jwt_require_exp,
-            max_subscriptions: args.max_subscriptions,
-            max_messages_per_sec: args.max_messages_per_sec,
-            max_connections_per_user: args.max_connections_per_user,
-            history: HistoryRule {
-                size: args.history_size,
-                ttl_ticks: secs_to_ticks(args.history_ttl_secs),
-            },
-            history_rules,
-            api_key: args.api_key.filter(|k| !k.is_empty()),
-            cluster: cluster_config(args.redis, args.node_id, args.node_ttl_secs)?,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_messages_per_sec == 0 {
-            return Err(invalid("max-messages-per-sec", "must be at least 1"));
-        }
-        if self.max_subscriptions == 0 {
-            return Err(invalid("max-subscriptions", "must be at least 1"));
-        }
-        Ok(())
-    }
-
     /// The history rule for `channel`.
     pub fn history_for(&self, channel: &str) -> HistoryRule {
         best_match(&self.history_rules, channel)
             .copied()
             .unwrap_or(self.history)
-    }
-}
-
-fn cluster_config(
-    redis: Option<String>,
-    node_id: Option<String>,
-    node_ttl_secs: u64,
-) -> Result<Option<crate::bus::cluster::ClusterConfig>, ConfigError> {
-    let Some(redis) = redis.filter(|r| !r.is_empty()) else {
-        return Ok(None);
-    };
-    let hostport = redis.strip_prefix("redis://").unwrap_or(&redis).trim_end_matches('/');
-    if hostport
-        .rsplit_once(':')
-        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-    {
-        return Err(invalid("redis", "expected redis://HOST:PORT"));
-    }
-    let node = node_id.unwrap_or_else(crate::cluster::default_node_id);
-    if node.is_empty() || node.contains(['|', ' ', '\n']) {
-        return Err(invalid("node-id", "must be non-empty, without '|', spaces or newlines"));
-    }
-    if node_ttl_secs == 0 {
-        return Err(invalid("node-ttl-secs", "must be at least 1"));
-    }
-    Ok(Some(crate::bus::cluster::ClusterConfig {
-        redis,
-        node: node.into(),
-        node_ttl: Duration::from_secs(node_ttl_secs),
-    }))
-}
-
-fn parse_rule(rule: &str) -> Result<(ChannelPattern, HistoryRule), ConfigError> {
-    let bad = |why: &str| {
-        invalid(
-            "history-rule",
-            format!("{rule:?}: {why} (expected PATTERN=SIZE:TTL_SECS)"),
-        )
-    };
-    let (pattern, limits) = rule.split_once('=').ok_or_else(|| bad("no '='"))?;
-    let (size, ttl) = limits.split_once(':').ok_or_else(|| bad("no ':'"))?;
-    let pattern = ChannelPattern::parse(pattern).map_err(|e| bad(&e))?;
-    let size = size.trim().parse().map_err(|_| bad("SIZE is not a number"))?;
-    let ttl: u64 = ttl.trim().parse().map_err(|_| bad("TTL_SECS is not a number"))?;
-    Ok((
-        pattern,
-        HistoryRule {
-            size,
-            ttl_ticks: secs_to_ticks(ttl),
-        },
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Probe {
-        #[command(flatten)]
-        hub: HubArgs,
-    }
-
-    fn parse(args: &[&str]) -> Result<HubConfig, ConfigError> {
-        let mut argv = vec!["probe"];
-        argv.extend_from_slice(args);
-        HubConfig::from_args(Probe::try_parse_from(argv).unwrap().hub)
-    }
-
-    #[test]
-    fn anonymous_access_follows_the_secret_unless_set() {
-        assert!(parse(&[]).unwrap().allow_anonymous);
-        let secret = "s".repeat(32);
-        assert!(!parse(&["--jwt-secret", &secret]).unwrap().allow_anonymous);
-        assert!(
-            parse(&["--jwt-secret", &secret, "--allow-anonymous", "true"])
-                .unwrap()
-                .allow_anonymous
-        );
-        assert!(
-            parse(&["--jwt-secret", &secret, "--allow-anonymous"])
-                .unwrap()
-                .allow_anonymous
-        );
-        assert!(!parse(&["--allow-anonymous", "false"]).unwrap().allow_anonymous);
-        assert!(parse(&[]).unwrap().jwt_require_exp);
-        assert!(!parse(&["--jwt-require-exp", "false"]).unwrap().jwt_require_exp);
-        assert!(parse(&["--jwt-require-exp"]).unwrap().jwt_require_exp);
-        assert_eq!(parse(&["--jwt-secret", "short"]).unwrap_err().field, "jwt-secret");
-    }
-
-    #[test]
-    fn history_rules_pick_the_most_specific_pattern() {
-        let config = parse(&["--history-rule", "chat:*=5:10", "--history-rule", "chat:vip=50:60"]).unwrap();
-        assert_eq!(config.history_for("chat:vip").size, 50);
-        assert_eq!(config.history_for("chat:x").size, 5);
-        assert_eq!(config.history_for("news").size, DEFAULT_HISTORY_SIZE);
-        assert_eq!(parse(&["--history-rule", "x=1"]).unwrap_err().field, "history-rule");
-    }
-
-    #[test]
-    fn redis_turns_cluster_mode_on() {
-        assert!(parse(&[]).unwrap().cluster.is_none());
-        let cluster = parse(&["--redis", "redis://127.0.0.1:6379", "--node-id", "a"])
-            .unwrap()
-            .cluster
-            .unwrap();
-        assert_eq!(
-            (&*cluster.node, cluster.node_ttl.as_secs()),
-            ("a", crate::cluster::DEFAULT_NODE_TTL_SECS)
-        );
-        assert!(
-            parse(&["--redis", "127.0.0.1:6379"])
-                .unwrap()
-                .cluster
-                .unwrap()
-                .node
-                .len()
-                > 1
-        );
-        assert_eq!(parse(&["--redis", "redis://nohost"]).unwrap_err().field, "redis");
-        assert_eq!(
-            parse(&["--redis", "redis://h:1", "--node-id", "a|b"])
-                .unwrap_err()
-                .field,
-            "node-id"
-        );
     }
 }
