@@ -19,24 +19,24 @@ use crate::net::cidr::Cidr;
 use crate::ws::handshake::OriginPattern;
 use hub::HubArgs;
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
-pub const DEFAULT_BACKLOG: u32 = 4096;
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
-pub const DEFAULT_MAX_BACKLOG_BYTES: usize = 1 << 20;
-pub const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
-pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+pub(crate) const DEFAULT_BACKLOG: u32 = 4096;
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+pub(crate) const DEFAULT_MAX_BACKLOG_BYTES: usize = 1 << 20;
+pub(crate) const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
+pub(crate) const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
+pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// Time from a message's first byte to its last: a 1 MiB message over a
 /// 1 Mbit/s link takes about 9 s.
-pub const DEFAULT_MESSAGE_TIMEOUT_SECS: u64 = 30;
-pub const DEFAULT_BUFFER_POOL_BUFFERS: usize = 512;
-pub const DEFAULT_DRAIN_SECS: u64 = 30;
+pub(crate) const DEFAULT_MESSAGE_TIMEOUT_SECS: u64 = 30;
+pub(crate) const DEFAULT_BUFFER_POOL_BUFFERS: usize = 512;
+pub(crate) const DEFAULT_DRAIN_SECS: u64 = 30;
 /// Microseconds a shard keeps polling after its last event before it blocks.
-pub const DEFAULT_BUSY_POLL_US: u64 = 50;
+pub(crate) const DEFAULT_BUSY_POLL_US: u64 = 50;
 
 /// The smallest `--memory-limit` accepted.
-pub const MIN_MEMORY_LIMIT_BYTES: u64 = 16 << 20;
+pub(crate) const MIN_MEMORY_LIMIT_BYTES: u64 = 16 << 20;
 
 /// hubbub: a sharded WebSocket server for a million connections per box.
 #[derive(Debug, Parser)]
@@ -331,7 +331,7 @@ impl Config {
     }
 
     /// The connection cap and why: the configured cap, or what the file limit allows.
-    pub fn connection_cap(&self, file_limit: u64) -> (usize, &'static str) {
+    pub(crate) fn connection_cap(&self, file_limit: u64) -> (usize, &'static str) {
         let by_files = limits::connections_for(file_limit, self.shards);
         match self.max_connections {
             Some(cap) if cap <= by_files => (cap, "--max-connections"),

@@ -5,23 +5,23 @@ use std::io;
 
 /// File descriptors kept back for everything that is not a client: listeners,
 /// epoll and waker fds per shard, the admin listener, logs, Redis later.
-pub const RESERVED_FDS: u64 = 64;
+pub(crate) const RESERVED_FDS: u64 = 64;
 /// Per shard: listener, epoll, waker, plus sockets held open to send 503s.
 /// Connections beyond the upgrade cap that may sit in the handshake to be
 /// told 503; past that, new sockets are closed at once.
-pub const REFUSAL_HEADROOM: usize = 16;
+pub(crate) const REFUSAL_HEADROOM: usize = 16;
 
 const FDS_PER_SHARD: u64 = 3 + REFUSAL_HEADROOM as u64;
 
 /// The soft and hard RLIMIT_NOFILE after trying to raise soft to hard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileLimit {
+pub(crate) struct FileLimit {
     pub soft: u64,
     pub hard: u64,
 }
 
 /// Raises the soft open-file limit to the hard limit.
-pub fn raise_nofile() -> io::Result<FileLimit> {
+pub(crate) fn raise_nofile() -> io::Result<FileLimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -49,28 +49,28 @@ pub fn raise_nofile() -> io::Result<FileLimit> {
 /// Kernel plus user-space memory of one idle connection, as `tuning/check.sh`
 /// counts it: ~3.5 KiB of socket, file and epoll structures, ~100 B in
 /// hubbub, and a margin.
-pub const BYTES_PER_IDLE_CONNECTION: u64 = 4608;
+pub(crate) const BYTES_PER_IDLE_CONNECTION: u64 = 4608;
 
 /// Connections 80% of the box's memory holds (`None` without /proc/meminfo).
-pub fn connections_by_memory() -> Option<u64> {
+pub(crate) fn connections_by_memory() -> Option<u64> {
     Some(physical_memory()? * 8 / 10 / BYTES_PER_IDLE_CONNECTION)
 }
 
 /// Kernel memory of one idle connection (socket, file, epoll entry), which a
 /// cgroup is charged for but `--memory-limit` does not count.
-pub const KERNEL_BYTES_PER_CONNECTION: u64 = 3584;
+pub(crate) const KERNEL_BYTES_PER_CONNECTION: u64 = 3584;
 /// User-space memory of one connection slot (slab entry, timer entry).
-pub const SLOT_BYTES_PER_CONNECTION: u64 = 128;
+pub(crate) const SLOT_BYTES_PER_CONNECTION: u64 = 128;
 /// The process itself: code, thread stacks, allocator slack.
-pub const PROCESS_BASE_BYTES: u64 = 64 << 20;
+pub(crate) const PROCESS_BASE_BYTES: u64 = 64 << 20;
 /// Share of physical memory the budget starts from outside a cgroup limit.
-pub const PHYSICAL_MEMORY_PERCENT: u64 = 75;
+pub(crate) const PHYSICAL_MEMORY_PERCENT: u64 = 75;
 
 /// The default `--memory-limit` and where it came from: the cgroup's limit
 /// (or 75% of physical memory) less what the process needs besides what it
 /// holds for clients: kernel socket memory and slots at `capacity`, the
 /// buffer pools, the process itself. Never below a quarter of the start.
-pub fn default_memory_limit(capacity: usize, pool_bytes: u64) -> (u64, &'static str) {
+pub(crate) fn default_memory_limit(capacity: usize, pool_bytes: u64) -> (u64, &'static str) {
     let (base, source) = match cgroup_memory_max() {
         Some(max) => (max, "cgroup memory.max"),
         None => (
@@ -84,7 +84,7 @@ pub fn default_memory_limit(capacity: usize, pool_bytes: u64) -> (u64, &'static 
 }
 
 /// The memory limit of this process's cgroup (v2, then v1), if any.
-pub fn cgroup_memory_max() -> Option<u64> {
+pub(crate) fn cgroup_memory_max() -> Option<u64> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     for line in own.lines() {
         // v2: "0::/path"; v1: "N:memory:/path".
@@ -145,7 +145,7 @@ pub fn sysctl(path: &str) -> Option<u64> {
 }
 
 /// Connections the file limit allows with `shards` shards.
-pub fn connections_for(file_limit: u64, shards: usize) -> usize {
+pub(crate) fn connections_for(file_limit: u64, shards: usize) -> usize {
     file_limit.saturating_sub(RESERVED_FDS + FDS_PER_SHARD * shards as u64) as usize
 }
 

@@ -35,7 +35,7 @@ pub enum TargetError {
 
 impl Endpoint {
     /// Resolves a request target (path and optional query) to an endpoint.
-    pub fn from_target(target: &str) -> Result<Endpoint, TargetError> {
+    pub(crate) fn from_target(target: &str) -> Result<Endpoint, TargetError> {
         let path = target.split_once('?').map_or(target, |(p, _)| p);
         match path {
             "/echo" => return Ok(Endpoint::Echo),

@@ -48,7 +48,7 @@ impl ServerHandle {
     }
 
     /// What the probes report.
-    pub fn health(&self) -> Arc<Health> {
+    pub(crate) fn health(&self) -> Arc<Health> {
         Arc::clone(&self.health)
     }
 

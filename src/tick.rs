@@ -6,15 +6,15 @@
 use std::time::Duration;
 
 /// Timer resolution.
-pub const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// Ticks per second, for converting configured seconds.
 pub const TICKS_PER_SEC: u32 = 4;
 /// How long a closing connection may take to finish: the client's Close
 /// answer, our final flush, the client's FIN.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `secs` in ticks, saturating.
-pub fn secs_to_ticks(secs: u64) -> u32 {
+pub(crate) fn secs_to_ticks(secs: u64) -> u32 {
     secs.saturating_mul(TICKS_PER_SEC as u64).min(u32::MAX as u64) as u32
 }
 

@@ -29,7 +29,7 @@ const API_OFF: &str = "the server API is off: start hubbub with --api-key (or HU
 
 /// What the API handlers share.
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     /// False without `--api-key`: the routes only say the API is off.
     pub enabled: bool,
     pub shards: Peers,
@@ -52,7 +52,7 @@ const ROUTES: [(&str, &str); 8] = [
 
 /// Adds the `/api/*` routes to `router`: the API, or, without a key, an
 /// answer that says it is off (rather than a 401 that suggests a wrong key).
-pub fn routes(router: Router, api: Api) -> Router {
+pub(crate) fn routes(router: Router, api: Api) -> Router {
     if !api.enabled {
         return ROUTES.iter().fold(router, |router, &(method, path)| {
             router.route(method, path, Access::Open, |_| {

@@ -10,13 +10,13 @@
 use thiserror::Error;
 
 /// Largest request head accepted (431 beyond it).
-pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Largest request body accepted on the `/api/*` routes, from callers that
 /// presented the API key (413 beyond it).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
 /// Largest body accepted (and ignored) on the open routes: probes and
 /// scrapers send none.
-pub const MAX_OPEN_BODY_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_OPEN_BODY_BYTES: usize = 8 * 1024;
 /// Most header lines parsed in a head (400 beyond it).
 const MAX_HEADERS: usize = 32;
 
@@ -40,7 +40,7 @@ impl Request {
     }
 
     /// The client asked for `100 Continue` before it sends the body.
-    pub fn expects_continue(&self) -> bool {
+    pub(crate) fn expects_continue(&self) -> bool {
         self.header("expect")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
     }
@@ -75,7 +75,7 @@ impl Response {
 /// Why a request is refused before it reaches the router. Each variant is
 /// answered with its [`HttpError::status`] and the connection closes.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// Not HTTP/1.x, or a bad `Content-Length`: answer 400.
     #[error("malformed request")]
     Malformed,
@@ -110,7 +110,7 @@ impl HttpError {
 /// Parses the head at the start of `input`. `Ok(None)`: not complete yet
 /// (and still under the cap); `Ok(Some((request, head_len)))`: the head is
 /// `input[..head_len]`, the body (if any) follows.
-pub fn parse_head(input: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
+pub(crate) fn parse_head(input: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(input) {
@@ -126,7 +126,7 @@ pub fn parse_head(input: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
 }
 
 /// The body length `request` announces, judged against `cap`.
-pub fn body_length(request: &Request, cap: usize) -> Result<usize, HttpError> {
+pub(crate) fn body_length(request: &Request, cap: usize) -> Result<usize, HttpError> {
     if request.header("transfer-encoding").is_some() {
         return Err(HttpError::LengthRequired);
     }
@@ -166,7 +166,7 @@ pub fn encode(response: &Response, head_only: bool) -> Vec<u8> {
 }
 
 /// The interim answer to `Expect: 100-continue`.
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 fn to_request(parsed: &httparse::Request) -> Request {
     let target = parsed.path.unwrap_or("/");

@@ -32,7 +32,7 @@
 pub mod api;
 pub mod http;
 mod refusal;
-pub mod router;
+pub(crate) mod router;
 mod serve;
 mod session;
 
@@ -72,29 +72,29 @@ const STOP: Token = Token(1);
 /// What the probes report, shared by the server, the signal thread and the
 /// admin thread.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     started: AtomicBool,
     draining: AtomicBool,
 }
 
 impl Health {
     /// The shards are up and accepting.
-    pub fn set_started(&self) {
+    pub(crate) fn set_started(&self) {
         self.started.store(true, Ordering::Release);
     }
 
     /// A drain began: readiness turns 503 for good.
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);
         metrics::gauge!(names::DRAINING).set(1.0);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
     /// Accepting connections: started and not draining.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.started.load(Ordering::Acquire) && !self.is_draining()
     }
 }
@@ -122,7 +122,7 @@ impl Drop for AdminHandle {
 }
 
 /// The routes every server has: metrics and the two probes.
-pub fn base_router(health: Arc<Health>, prometheus: PrometheusHandle, api_key: Option<String>) -> Router {
+pub(crate) fn base_router(health: Arc<Health>, prometheus: PrometheusHandle, api_key: Option<String>) -> Router {
     let live = Arc::clone(&health);
     Router::new(api_key)
         .route("GET", "/metrics", Access::Open, move |_| {

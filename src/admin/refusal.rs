@@ -59,7 +59,7 @@ impl From<HttpError> for Refusal {
 }
 
 /// The counter handles, by reason.
-pub struct Refusals {
+pub(crate) struct Refusals {
     counters: [Counter; Refusal::ALL.len()],
 }
 

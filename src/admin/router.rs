@@ -15,7 +15,7 @@ pub enum Access {
     Bearer,
 }
 
-pub type Handler = Box<dyn Fn(&Request) -> Response + Send + Sync>;
+pub(crate) type Handler = Box<dyn Fn(&Request) -> Response + Send + Sync>;
 
 struct Route {
     method: &'static str,
@@ -60,13 +60,13 @@ impl Router {
     /// `Ok(access)` of the route that will answer it, or the answer itself
     /// (404, 405, 401) so that an unknown or unauthorized caller never gets
     /// to send a body.
-    pub fn admit(&self, request: &Request) -> Result<Access, Response> {
+    pub(crate) fn admit(&self, request: &Request) -> Result<Access, Response> {
         self.find(request).map(|route| route.access)
     }
 
     /// Answers `request`: 404 for an unknown path, 405 for a known path with
     /// another method, 401 without the right bearer token.
-    pub fn dispatch(&self, request: &Request) -> Response {
+    pub(crate) fn dispatch(&self, request: &Request) -> Response {
         match self.find(request) {
             Ok(route) => (route.handler)(request),
             Err(refusal) => refusal,

@@ -34,7 +34,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Session tokens start after the listener's and the waker's.
 const FIRST_SESSION: usize = 2;
 
-pub struct Serve {
+pub(crate) struct Serve {
     poll: Poll,
     listener: TcpListener,
     sessions: Slab<Session>,

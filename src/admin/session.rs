@@ -54,7 +54,7 @@ struct Head {
     body_len: usize,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     stream: TcpStream,
     accepted: Instant,
     /// Accept order (instants can tie within a turn).
@@ -92,7 +92,7 @@ impl Session {
     /// Who goes first when the connection cap is reached (lowest first):
     /// answered sessions (lingering), then the oldest still reading, then
     /// the oldest writing.
-    pub fn eviction_rank(&self) -> (u8, u64) {
+    pub(crate) fn eviction_rank(&self) -> (u8, u64) {
         let class = match self.phase {
             Phase::Lingering { .. } => 0,
             Phase::Reading { .. } => 1,
@@ -107,7 +107,7 @@ impl Session {
     }
 
     /// The socket is ready (or may be: spurious events are harmless).
-    pub fn on_ready(&mut self, router: &Router, refusals: &Refusals, now: Instant) -> Next {
+    pub(crate) fn on_ready(&mut self, router: &Router, refusals: &Refusals, now: Instant) -> Next {
         if matches!(self.phase, Phase::Reading { .. }) && self.read_request(router, refusals, now) == Next::Close {
             return Next::Close;
         }

@@ -50,15 +50,15 @@ pub mod pattern;
 use pattern::ChannelPattern;
 
 /// Tokens longer than this are refused before any decoding.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// The shortest secret [`verify`] accepts. RFC 7518 §3.2: "A key of the same
 /// size as the hash output (for instance, 256 bits for "HS256") or larger
 /// MUST be used with this algorithm."
-pub const MIN_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_SECRET_BYTES: usize = 32;
 
 /// The prefix of a `Sec-WebSocket-Protocol` entry that carries a token.
-pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+pub(crate) const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
 
 /// The only algorithm accepted (the `alg` header value, case-sensitive).
 const ALGORITHM: &str = "HS256";
@@ -164,7 +164,7 @@ impl AuthError {
 }
 
 /// Checks a configured secret: at least [`MIN_SECRET_BYTES`] long.
-pub fn check_secret(secret: &[u8]) -> Result<(), AuthError> {
+pub(crate) fn check_secret(secret: &[u8]) -> Result<(), AuthError> {
     if secret.len() < MIN_SECRET_BYTES {
         return Err(AuthError::WeakSecret);
     }

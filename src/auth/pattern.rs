@@ -33,7 +33,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The longest channel name accepted, in bytes.
-pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
+pub(crate) const MAX_CHANNEL_NAME_BYTES: usize = 128;
 
 /// The wildcard; only allowed as a pattern's last character.
 const WILDCARD: char = '*';
@@ -84,7 +84,7 @@ impl ChannelPattern {
 
     /// How specific the pattern is, for choosing among several that match:
     /// an exact name beats any prefix, a longer prefix beats a shorter one.
-    pub fn specificity(&self) -> usize {
+    pub(crate) fn specificity(&self) -> usize {
         match &self.kind {
             // Prefixes are at most MAX_CHANNEL_NAME_BYTES long, so this
             // stays above every prefix's score.
@@ -96,7 +96,7 @@ impl ChannelPattern {
 
 /// The value of the most specific pattern matching `channel` (see
 /// [`ChannelPattern::specificity`]); on a tie, the first listed wins.
-pub fn best_match<'a, T>(entries: &'a [(ChannelPattern, T)], channel: &str) -> Option<&'a T> {
+pub(crate) fn best_match<'a, T>(entries: &'a [(ChannelPattern, T)], channel: &str) -> Option<&'a T> {
     let mut best: Option<&(ChannelPattern, T)> = None;
     for entry in entries.iter().filter(|(p, _)| p.matches(channel)) {
         if best.is_none_or(|b| entry.0.specificity() > b.0.specificity()) {
@@ -108,7 +108,7 @@ pub fn best_match<'a, T>(entries: &'a [(ChannelPattern, T)], channel: &str) -> O
 
 /// Checks a channel name: 1 to 128 bytes from `[A-Za-z0-9_.:@/-]` (see the
 /// module doc for why). The error is a short reason fit for a client.
-pub fn valid_channel_name(name: &str) -> Result<(), &'static str> {
+pub(crate) fn valid_channel_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("channel name is empty");
     }

@@ -22,20 +22,20 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 /// Net change a shard keeps to itself before it updates the shared total.
-pub const BATCH_BYTES: i64 = 256 * 1024;
+pub(crate) const BATCH_BYTES: i64 = 256 * 1024;
 /// Share of the limit above which new upgrades are refused (503).
-pub const REFUSE_UPGRADES_PERCENT: u64 = 90;
+pub(crate) const REFUSE_UPGRADES_PERCENT: u64 = 90;
 /// Share of the limit a shed brings the total back down to.
-pub const SHED_TARGET_PERCENT: u64 = 95;
+pub(crate) const SHED_TARGET_PERCENT: u64 = 95;
 /// Share of the limit partial-input holders are shed down to while upgrades
 /// are being refused (below `REFUSE_UPGRADES_PERCENT`, so upgrades resume).
-pub const UNBLOCK_TARGET_PERCENT: u64 = 85;
+pub(crate) const UNBLOCK_TARGET_PERCENT: u64 = 85;
 
 /// Frames at least this large carry their own charge: made with `frame`,
 /// they are charged once when made and released when the last connection
 /// holding them lets go, however many connections queue them. Smaller chunks
 /// are charged per connection by the queue that holds them.
-pub const SELF_CHARGED_BYTES: usize = 4096;
+pub(crate) const SELF_CHARGED_BYTES: usize = 4096;
 
 /// A frame that releases its charge when its last reference is dropped (on
 /// whichever thread that happens: it updates the shared budget directly).
@@ -70,7 +70,7 @@ pub fn frame(bytes: Vec<u8>, budget: &Arc<MemoryBudget>) -> Bytes {
 }
 
 /// True for a chunk that carries its own charge (see `frame`).
-pub fn is_self_charged(chunk: &[u8]) -> bool {
+pub(crate) fn is_self_charged(chunk: &[u8]) -> bool {
     chunk.len() >= SELF_CHARGED_BYTES
 }
 
@@ -172,7 +172,7 @@ impl Meter {
         Meter::new(MemoryBudget::new(u64::MAX))
     }
 
-    pub fn charge(&self, kind: MemKind, bytes: usize) {
+    pub(crate) fn charge(&self, kind: MemKind, bytes: usize) {
         self.change(kind, bytes as i64);
     }
 
@@ -224,7 +224,7 @@ impl Meter {
     }
 
     /// What this shard holds in all.
-    pub fn held_total(&self) -> u64 {
+    pub(crate) fn held_total(&self) -> u64 {
         MemKind::ALL.iter().map(|&k| self.held(k)).sum()
     }
 
@@ -238,20 +238,20 @@ impl Meter {
 
     /// True when `bytes` more for a connection stay within the limit
     /// (history counts as room: it is trimmed at the next tick).
-    pub fn fits(&self, bytes: usize) -> bool {
+    pub(crate) fn fits(&self, bytes: usize) -> bool {
         self.pressing().saturating_add(bytes as u64) <= self.limit()
     }
 
     /// Past the share of the limit at which new upgrades are refused
     /// (history counts as room, as for `fits`).
-    pub fn refuses_upgrades(&self) -> bool {
+    pub(crate) fn refuses_upgrades(&self) -> bool {
         self.pressing() >= percent(self.limit(), REFUSE_UPGRADES_PERCENT)
     }
 
     /// Bytes this shard should free, from its connections, so that what
     /// connections hold (history aside) falls back to `UNBLOCK_TARGET_PERCENT`
     /// and upgrades are admitted again; in proportion to its share.
-    pub fn unblock_share(&self) -> u64 {
+    pub(crate) fn unblock_share(&self) -> u64 {
         let pressing = self.pressing();
         let excess = pressing.saturating_sub(percent(self.limit(), UNBLOCK_TARGET_PERCENT));
         if pressing == 0 {
@@ -263,14 +263,14 @@ impl Meter {
 
     /// At or past the limit: the shard must shed (at exactly the limit no
     /// new buffer fits, so waiting for "past" would refuse everyone).
-    pub fn over_limit(&self) -> bool {
+    pub(crate) fn over_limit(&self) -> bool {
         self.total() >= self.limit()
     }
 
     /// Bytes this shard should free to bring the total back to the shed
     /// target, in proportion to its share of the total (every shard sheds its
     /// part, so together they free the excess once, not once per shard).
-    pub fn shed_share(&self) -> u64 {
+    pub(crate) fn shed_share(&self) -> u64 {
         let total = self.total();
         let excess = total.saturating_sub(percent(self.limit(), SHED_TARGET_PERCENT));
         if total == 0 {

@@ -4,5 +4,7 @@
 pub mod budget;
 pub mod pool;
 
-pub use budget::{MemKind, MemoryBudget, Meter};
-pub use pool::{BufPool, Lease, BUF_SIZE};
+pub use budget::Meter;
+pub use budget::{MemKind, MemoryBudget};
+pub(crate) use pool::BUF_SIZE;
+pub use pool::{BufPool, Lease};

@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::rc::Rc;
 
 /// Size of one buffer: room for a whole 64 KiB read plus nothing else.
-pub const BUF_SIZE: usize = 64 * 1024;
+pub(crate) const BUF_SIZE: usize = 64 * 1024;
 
 /// A cheap handle to the shard's pool.
 #[derive(Clone)]

@@ -118,7 +118,7 @@ impl ClusterState {
         self.commands_up.load(Ordering::Relaxed) && self.subscriber_up.load(Ordering::Relaxed)
     }
 
-    pub fn drop_one(&self) {
+    pub(crate) fn drop_one(&self) {
         self.drops.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(names::CLUSTER_DROPS).increment(1);
     }

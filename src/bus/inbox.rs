@@ -28,11 +28,11 @@ pub enum ShardMsg {
 }
 
 /// Capacity of each inbox's data lane.
-pub const INBOX_CAPACITY: usize = 4096;
+pub(crate) const INBOX_CAPACITY: usize = 4096;
 
 /// Which lane a message travels in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
+pub(crate) enum Lane {
     /// Never dropped.
     Control,
     /// Dropped (counted, the receiver told) when full.
@@ -40,7 +40,7 @@ pub enum Lane {
 }
 
 impl ShardMsg {
-    pub fn lane(&self) -> Lane {
+    pub(crate) fn lane(&self) -> Lane {
         match self {
             ShardMsg::Shutdown => Lane::Control,
             ShardMsg::Hub(msg) => msg.lane(),
@@ -116,12 +116,12 @@ impl ShardHandle {
 
 impl Inbox {
     /// Call before draining: later senders will wake the shard again.
-    pub fn begin_drain(&self) {
+    pub(crate) fn begin_drain(&self) {
         self.notified.store(false, Ordering::SeqCst);
     }
 
     /// The next message of `lane`, if any.
-    pub fn try_recv(&self, lane: Lane) -> Option<ShardMsg> {
+    pub(crate) fn try_recv(&self, lane: Lane) -> Option<ShardMsg> {
         match lane {
             Lane::Control => self.control.try_recv().ok(),
             Lane::Data => self.data.try_recv().ok(),

@@ -19,7 +19,7 @@ pub mod cluster;
 pub mod history;
 pub mod inbox;
 pub mod msg;
-pub mod peers;
+pub(crate) mod peers;
 
 use std::hash::{Hash, Hasher};
 

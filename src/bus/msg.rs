@@ -206,7 +206,7 @@ impl HubMsg {
     /// volume (deliveries, room publishes, cluster publications) may be
     /// dropped under overload; everything a command or an event waits on is
     /// control and never dropped.
-    pub fn lane(&self) -> Lane {
+    pub(crate) fn lane(&self) -> Lane {
         match self {
             HubMsg::RoomPublish { .. }
             | HubMsg::RoomDeliver { .. }

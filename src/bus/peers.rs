@@ -27,7 +27,7 @@ impl Peers {
     }
 
     /// The same shards with a drop count of its own (one per sender).
-    pub fn for_sender(&self) -> Peers {
+    pub(crate) fn for_sender(&self) -> Peers {
         Peers::new(Arc::clone(&self.shards))
     }
 
@@ -60,13 +60,13 @@ impl Peers {
     }
 
     /// Sends `msg` to the owner of `name`.
-    pub fn to_owner(&self, name: &str, msg: HubMsg) -> Result<(), HubMsg> {
+    pub(crate) fn to_owner(&self, name: &str, msg: HubMsg) -> Result<(), HubMsg> {
         self.to(self.owner_of(name), msg)
     }
 
     /// Sends one message made by `make` to every shard but `me` (`None`:
     /// to every shard); returns the shards that refused theirs, with it.
-    pub fn to_others(&self, me: Option<usize>, mut make: impl FnMut() -> HubMsg) -> Vec<(usize, HubMsg)> {
+    pub(crate) fn to_others(&self, me: Option<usize>, mut make: impl FnMut() -> HubMsg) -> Vec<(usize, HubMsg)> {
         let mut refused = Vec::new();
         for shard in (0..self.shards.len()).filter(|&s| Some(s) != me) {
             if let Err(msg) = self.to(shard, make()) {
@@ -78,7 +78,7 @@ impl Peers {
 
     /// Tells every shard to drain (control lane: only a shard that is gone
     /// refuses). Returns how many could not be told.
-    pub fn shutdown_all(&self) -> usize {
+    pub(crate) fn shutdown_all(&self) -> usize {
         self.shards
             .iter()
             .filter(|s| s.send(ShardMsg::Shutdown).is_err())

@@ -7,13 +7,13 @@ const FIRST: Duration = Duration::from_millis(50);
 const MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     failures: u32,
 }
 
 impl Backoff {
     /// The wait before the next attempt: uniform in [ceiling/2, ceiling].
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let ceiling = FIRST.saturating_mul(1 << self.failures.min(10)).min(MAX);
         self.failures = self.failures.saturating_add(1);
         let half = ceiling.as_millis() as u64 / 2;
@@ -26,7 +26,7 @@ impl Backoff {
 }
 
 /// A cheap random number (not for secrets): the std hasher's random keys.
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(

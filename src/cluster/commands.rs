@@ -36,13 +36,13 @@ use crate::metrics::stats::ShardStats;
 use crate::tick::TICKS_PER_SEC;
 
 /// Publishes and queries waiting while Redis is slow or away.
-pub const PENDING_CAPACITY: usize = 10_000;
+pub(crate) const PENDING_CAPACITY: usize = 10_000;
 /// Commands taken from the queue per pass (one pipeline).
 const BATCH: usize = 512;
 /// Departed connections remembered for removal from Redis after an outage.
 const GONE_CAPACITY: usize = 100_000;
 
-pub struct Setup {
+pub(crate) struct Setup {
     pub config: ClusterConfig,
     pub shards: Peers,
     pub stats: Vec<Arc<Mutex<ShardStats>>>,
@@ -72,7 +72,7 @@ struct Shas {
     user_online: String,
 }
 
-pub struct Commander {
+pub(crate) struct Commander {
     setup: Setup,
     rx: Receiver<ClusterCmd>,
     state: Arc<ClusterState>,

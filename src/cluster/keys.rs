@@ -12,11 +12,11 @@
 //! messages between nodes: Pub/Sub `hubbub:ctl`.
 
 /// How long a channel's epoch and offset outlive its last publication.
-pub const CHANNEL_KEYS_TTL_SECS: u64 = 86_400;
-pub const PUB_PREFIX: &str = "hubbub:pub:";
-pub const PUB_PATTERN: &str = "hubbub:pub:*";
-pub const CONTROL: &str = "hubbub:ctl";
-pub const NODES: &str = "hubbub:nodes";
+pub(crate) const CHANNEL_KEYS_TTL_SECS: u64 = 86_400;
+pub(crate) const PUB_PREFIX: &str = "hubbub:pub:";
+pub(crate) const PUB_PATTERN: &str = "hubbub:pub:*";
+pub(crate) const CONTROL: &str = "hubbub:ctl";
+pub(crate) const NODES: &str = "hubbub:nodes";
 
 pub fn epoch(channel: &str) -> String {
     format!("hubbub:c:{channel}:e")
@@ -45,7 +45,7 @@ pub fn user(user: &str) -> String {
 /// KEYS: epoch, offset, stream. ARGV: new epoch, data, history size, pub/sub
 /// channel, keys TTL secs, now ms, history TTL secs.
 /// Returns `{epoch, offset}`.
-pub const PUBLISH: &str = r#"
+pub(crate) const PUBLISH: &str = r#"
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
@@ -65,7 +65,7 @@ return {epoch, offset}
 
 /// KEYS: epoch, offset, stream. ARGV: new epoch, keys TTL secs.
 /// Returns `{epoch, offset}`, creating the epoch if the channel has none.
-pub const SYNC: &str = r#"
+pub(crate) const SYNC: &str = r#"
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
@@ -77,7 +77,7 @@ return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
 
 /// KEYS: epoch, offset, stream. ARGV: first stream id, count (0: all).
 /// Returns `{epoch or false, offset, entries}`.
-pub const READ: &str = r#"
+pub(crate) const READ: &str = r#"
 local epoch = redis.call('GET', KEYS[1])
 local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
 local entries
@@ -90,7 +90,7 @@ return {epoch, offset, entries}
 "#;
 
 /// KEYS: user set. ARGV: score, member. Returns every member with scores.
-pub const USER_ONLINE: &str = r#"
+pub(crate) const USER_ONLINE: &str = r#"
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 "#;

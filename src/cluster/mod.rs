@@ -17,7 +17,7 @@
 //!
 //! Without `--redis` none of this runs and the hub takes none of these paths.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod commands;
 pub mod keys;
 pub mod resp;
@@ -34,10 +34,10 @@ use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
 
 /// Commands waiting for the command thread, from all shards together.
-pub const QUEUE_CAPACITY: usize = 16_384;
+pub(crate) const QUEUE_CAPACITY: usize = 16_384;
 /// Longest a single Redis call may take before the link counts as down.
-pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
-pub const DEFAULT_NODE_TTL_SECS: u64 = 10;
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_NODE_TTL_SECS: u64 = 10;
 
 /// The running bridge: stops its threads when dropped.
 pub struct Bridge {
@@ -85,7 +85,7 @@ pub fn start(
 }
 
 /// A node id unique per process: `HOSTNAME-PID-RANDOM`.
-pub fn default_node_id() -> String {
+pub(crate) fn default_node_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "node".into());

@@ -36,7 +36,7 @@ impl Value {
         self.as_bytes().and_then(|b| std::str::from_utf8(b).ok())
     }
 
-    pub fn as_int(&self) -> Option<i64> {
+    pub(crate) fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(n) => Some(*n),
             Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
@@ -44,7 +44,7 @@ impl Value {
         }
     }
 
-    pub fn into_array(self) -> Vec<Value> {
+    pub(crate) fn into_array(self) -> Vec<Value> {
         match self {
             Value::Array(items) => items,
             _ => Vec::new(),
@@ -105,7 +105,7 @@ impl Conn {
     }
 
     /// True when a reply is already buffered (no syscall needed to read it).
-    pub fn has_buffered(&self) -> bool {
+    pub(crate) fn has_buffered(&self) -> bool {
         !self.reader.buffer().is_empty()
     }
 
@@ -156,7 +156,7 @@ fn parse_len(text: &[u8]) -> io::Result<i64> {
 }
 
 /// Reads one reply from `reader` (nested arrays included).
-pub fn read_value(reader: &mut impl BufRead) -> io::Result<Value> {
+pub(crate) fn read_value(reader: &mut impl BufRead) -> io::Result<Value> {
     let line = read_line(reader)?;
     let (&kind, rest) = line.split_first().ok_or_else(|| bad("empty line"))?;
     match kind {

@@ -32,7 +32,7 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 /// Silence (no message, no pong) after which the connection is given up.
 const SILENCE_LIMIT: Duration = Duration::from_secs(6);
 
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     config: ClusterConfig,
     shards: Peers,
     state: Arc<ClusterState>,

@@ -78,7 +78,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// The hub's settings from its flags, checked.
-pub fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
+pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
     let jwt_secret = args.jwt_secret.map(String::into_bytes);
     if let Some(secret) = &jwt_secret {
         auth::check_secret(secret).map_err(|_| invalid("jwt-secret", "must be at least 32 bytes (RFC 7518 §3.2)"))?;

@@ -362,7 +362,7 @@ mod tests {
     }
 
     mod tempfile_path {
-        pub struct Temp(pub std::path::PathBuf);
+        pub(crate) struct Temp(pub std::path::PathBuf);
         impl Temp {
             pub fn new(text: &str) -> Temp {
                 static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -40,7 +40,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// bare level (`hubbub=debug,info`). A bare word that is not a level
 /// (`verbose`, `warning`) is refused: tracing would read it as a target
 /// name and log nothing at all.
-pub fn parse_log_filter(text: &str) -> Result<String, String> {
+pub(crate) fn parse_log_filter(text: &str) -> Result<String, String> {
     let directives: Vec<&str> = text.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
     if directives.is_empty() {
         return Err("empty: give a level such as info".into());

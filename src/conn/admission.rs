@@ -38,7 +38,7 @@ pub struct PerIpLimits {
 }
 
 impl PerIpLimits {
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.max_connections > 0 || self.handshakes_per_sec > 0
     }
 }
@@ -90,7 +90,7 @@ impl Admission {
     }
 
     /// Reserves a socket of any phase for the process; false at the cap.
-    pub fn take_socket(&self) -> bool {
+    pub(crate) fn take_socket(&self) -> bool {
         if self.sockets.fetch_add(1, Ordering::Relaxed) >= self.max_sockets {
             self.sockets.fetch_sub(1, Ordering::Relaxed);
             return false;
@@ -98,7 +98,7 @@ impl Admission {
         true
     }
 
-    pub fn release_socket(&self) {
+    pub(crate) fn release_socket(&self) {
         self.sockets.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -106,7 +106,7 @@ impl Admission {
     /// address are held to the same number (so one address cannot fill the
     /// process with idle sockets); false over it. `end_handshake` gives the
     /// place back.
-    pub fn begin_handshake(&self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn begin_handshake(&self, ip: IpAddr, now: Instant) -> bool {
         let limit = self.per_ip.max_connections;
         if limit == 0 {
             return true;
@@ -121,7 +121,7 @@ impl Admission {
         true
     }
 
-    pub fn end_handshake(&self, ip: IpAddr) {
+    pub(crate) fn end_handshake(&self, ip: IpAddr) {
         let mut table = self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(entry) = table.get_mut(&key_of(ip)) {
             entry.pending = entry.pending.saturating_sub(1);
@@ -143,19 +143,19 @@ impl Admission {
 
     /// True when the per-address limits are on (the caller then finds the
     /// client's address and passes it to `admit`).
-    pub fn per_ip_enabled(&self) -> bool {
+    pub(crate) fn per_ip_enabled(&self) -> bool {
         self.per_ip.enabled()
     }
 
     /// True when `ip` is a trusted proxy (its `X-Forwarded-For` is read).
-    pub fn trusts(&self, ip: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         self.per_ip.trusted_proxies.iter().any(|c| c.contains(ip))
     }
 
     /// The address the per-address limits count: the peer, or for a trusted
     /// proxy the first untrusted address of `X-Forwarded-For` from the right
     /// (`forwarded` in header order), or the last one if all are trusted.
-    pub fn client_ip(&self, peer: IpAddr, forwarded: &[IpAddr]) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: IpAddr, forwarded: &[IpAddr]) -> IpAddr {
         if !self.trusts(peer) {
             return peer;
         }
@@ -172,7 +172,7 @@ impl Admission {
     /// Reserves a place for one upgraded connection from `ip` (`None` when
     /// the per-address limits are off), or says why not. On success the
     /// caller must `release` the same address when the connection ends.
-    pub fn admit(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), Refusal> {
+    pub(crate) fn admit(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), Refusal> {
         if self.open.fetch_add(1, Ordering::Relaxed) >= self.max_open {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Refusal::OVER_CAPACITY);

@@ -96,7 +96,7 @@ impl Conn {
     /// Queues a frame shared with other receivers (a broadcast). Returns true
     /// when the connection must be added to the shard's dirty list, to be
     /// flushed once at the end of the loop turn.
-    pub fn queue_shared(&mut self, frame: Bytes, ctx: &mut Ctx) -> bool {
+    pub(crate) fn queue_shared(&mut self, frame: Bytes, ctx: &mut Ctx) -> bool {
         if self.phase != Phase::Open {
             return false;
         }
@@ -121,7 +121,7 @@ impl Conn {
 
     /// Memory shedding: what this connection holds that a shed would free,
     /// and whether that is its backlog (else its partial input).
-    pub fn sheddable(&self) -> Option<(usize, bool)> {
+    pub(crate) fn sheddable(&self) -> Option<(usize, bool)> {
         if self.ending.is_some() && self.phase != Phase::Open {
             return None; // already on its way out
         }
@@ -181,7 +181,7 @@ impl Conn {
 
     /// Handles the connection's deadline: handshake timeout, message
     /// timeout, ping, idle timeout, or the end of a close that took too long.
-    pub fn on_timer(&mut self, ctx: &mut Ctx) -> Verdict {
+    pub(crate) fn on_timer(&mut self, ctx: &mut Ctx) -> Verdict {
         if ctx.tick < self.deadline(ctx) {
             return Verdict::Keep;
         }
@@ -224,7 +224,7 @@ impl Conn {
     /// and wait for the client's answer up to the close timeout. A `/ws`
     /// client first gets a `disconnect` push with the same code and reason,
     /// and whether reconnecting makes sense (not after 1008 or 4001).
-    pub fn start_close(&mut self, code: u16, reason: &str, why: Disconnect, ctx: &mut Ctx) {
+    pub(crate) fn start_close(&mut self, code: u16, reason: &str, why: Disconnect, ctx: &mut Ctx) {
         if self.phase != Phase::Open {
             return;
         }
@@ -611,7 +611,7 @@ impl Conn {
 
 /// Over the memory limit, a backlog above this is closed as a slow consumer
 /// as soon as more comes for it, whatever `--max-backlog-bytes` says.
-pub const SHED_BACKLOG_BYTES: usize = 64 * 1024;
+pub(crate) const SHED_BACKLOG_BYTES: usize = 64 * 1024;
 
 /// Whether a backlog of `queued` bytes is over the cap that applies now.
 /// The memory budget's shared total is read only for a backlog above the
@@ -625,9 +625,9 @@ fn over_backlog_cap(queued: usize, ctx: &Ctx) -> bool {
 }
 
 /// Close reason for a partial message held past `--message-timeout-secs`.
-pub const MESSAGE_TIMEOUT_REASON: &str = "message not completed in time";
+pub(crate) const MESSAGE_TIMEOUT_REASON: &str = "message not completed in time";
 /// Close reason when the memory budget cannot hold a connection's input.
-pub const MEMORY_REASON: &str = "server short of memory";
+pub(crate) const MEMORY_REASON: &str = "server short of memory";
 
 /// Room for a partial request head of `have` bytes: twice what came, at
 /// least 1 KiB, at most the 8 KiB a head may take.

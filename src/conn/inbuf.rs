@@ -16,7 +16,7 @@
 use crate::buf::{BufPool, Lease, MemKind, Meter, BUF_SIZE};
 
 /// Partial input up to this size is kept in a heap buffer of its own size.
-pub const SMALL_INPUT_BYTES: usize = 4096;
+pub(crate) const SMALL_INPUT_BYTES: usize = 4096;
 
 enum Storage {
     Pooled(Lease),
@@ -25,7 +25,7 @@ enum Storage {
 
 /// Bytes `[0..len)` are meaningful: the decoder's assembled message, then
 /// undecoded input.
-pub struct InBuf {
+pub(crate) struct InBuf {
     storage: Storage,
     len: u32,
     /// Tick at which the partial input held here began.
@@ -35,7 +35,7 @@ pub struct InBuf {
 
 /// Where an input buffer may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// Heap only (request heads: at most 8 KiB, never a pool buffer).
     Heap,
     /// A pool buffer for input over `SMALL_INPUT_BYTES`, else the heap.
@@ -77,11 +77,7 @@ impl InBuf {
         self.len as usize
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn set_len(&mut self, len: usize) {
+    pub(crate) fn set_len(&mut self, len: usize) {
         debug_assert!(len <= self.capacity());
         self.len = len as u32;
     }
@@ -94,6 +90,7 @@ impl InBuf {
         }
     }
 
+    #[cfg(test)]
     pub fn is_heap(&self) -> bool {
         matches!(self.storage, Storage::Heap(_))
     }
@@ -110,7 +107,7 @@ impl InBuf {
     /// so a message arriving in many frames is not copied once per frame.
     /// Returns false, keeping the buffer as it was, when the memory budget
     /// cannot take the larger buffer.
-    pub fn reserve(&mut self, need: usize, limit: usize) -> bool {
+    pub(crate) fn reserve(&mut self, need: usize, limit: usize) -> bool {
         let cap = self.capacity();
         if need <= cap {
             return true;

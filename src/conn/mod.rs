@@ -5,10 +5,10 @@
 //! attached only while there is partial input (`inbuf`) or refused output
 //! (`outq`). The life of a connection is described in `docs/CONNECTION.md`.
 
-pub mod admission;
-pub mod ctx;
+pub(crate) mod admission;
+pub(crate) mod ctx;
 pub mod drive;
-pub mod inbuf;
+pub(crate) mod inbuf;
 pub mod outq;
 
 use mio::net::TcpStream;
@@ -45,13 +45,13 @@ pub(crate) struct Flags(u8);
 
 impl Flags {
     /// A ping was sent since the last byte read.
-    pub const PINGED: u8 = 1;
+    pub(crate) const PINGED: u8 = 1;
     /// The write side is shut down (Lingering only).
-    pub const WRITE_SHUT: u8 = 2;
+    pub(crate) const WRITE_SHUT: u8 = 2;
     /// The socket failed; the shard removes the connection.
-    pub const BROKEN: u8 = 4;
+    pub(crate) const BROKEN: u8 = 4;
     /// Listed in the hub's dirty list: has queued bytes to flush this turn.
-    pub const DIRTY: u8 = 8;
+    pub(crate) const DIRTY: u8 = 8;
 
     pub fn has(self, flag: u8) -> bool {
         self.0 & flag != 0
@@ -121,7 +121,7 @@ impl Conn {
         self.phase
     }
 
-    pub fn is_upgraded(&self) -> bool {
+    pub(crate) fn is_upgraded(&self) -> bool {
         self.route.is_some()
     }
 
@@ -131,7 +131,7 @@ impl Conn {
     }
 
     /// The socket failed; the shard must remove the connection.
-    pub fn is_broken(&self) -> bool {
+    pub(crate) fn is_broken(&self) -> bool {
         self.flags.has(Flags::BROKEN)
     }
 

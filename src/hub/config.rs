@@ -5,15 +5,15 @@ use crate::auth::pattern::{best_match, ChannelPattern};
 use crate::bus::history::HistoryRule;
 use crate::tick::secs_to_ticks;
 
-pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
-pub const DEFAULT_MAX_MESSAGES_PER_SEC: u32 = 100;
-pub const DEFAULT_HISTORY_SIZE: usize = 100;
-pub const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
+pub(crate) const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
+pub(crate) const DEFAULT_MAX_MESSAGES_PER_SEC: u32 = 100;
+pub(crate) const DEFAULT_HISTORY_SIZE: usize = 100;
+pub(crate) const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
 /// Close code sent to the oldest connection of a user over
 /// `--max-connections-per-user` (single sign-on kick).
-pub const CLOSE_REPLACED: u16 = crate::ws::close::REPLACED;
+pub(crate) const CLOSE_REPLACED: u16 = crate::ws::close::REPLACED;
 /// Close code of `/api/disconnect` when the caller gives none.
-pub const CLOSE_KICKED: u16 = 4002;
+pub(crate) const CLOSE_KICKED: u16 = 4002;
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -53,7 +53,7 @@ impl Default for HubConfig {
 
 impl HubConfig {
     /// The history rule for `channel`.
-    pub fn history_for(&self, channel: &str) -> HistoryRule {
+    pub(crate) fn history_for(&self, channel: &str) -> HistoryRule {
         best_match(&self.history_rules, channel)
             .copied()
             .unwrap_or(self.history)

@@ -16,7 +16,7 @@ struct Group {
 }
 
 #[derive(Default)]
-pub struct Groups {
+pub(crate) struct Groups {
     groups: Slab<Group>,
     by_name: HashMap<Arc<str>, usize>,
 }
@@ -41,7 +41,7 @@ impl Groups {
     }
 
     /// Removes connection `key` from group `name`.
-    pub fn leave_name(&mut self, name: &str, key: usize) {
+    pub(crate) fn leave_name(&mut self, name: &str, key: usize) {
         if let Some(&index) = self.by_name.get(name) {
             self.leave(index as u32, key);
         }
@@ -69,12 +69,9 @@ impl Groups {
     }
 
     /// Groups with members on this shard.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.groups.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::buf::{MemKind, Meter};
 use crate::bus::history::{Entry, HistoryRule, Recover, Recovery};
 
-pub struct ChannelLog {
+pub(crate) struct ChannelLog {
     pub epoch: Arc<str>,
     /// The last offset assigned; 0 before the first publication.
     pub last: u64,
@@ -37,7 +37,7 @@ pub struct ChannelLog {
 
 /// Bytes one retained publication is charged: its data, the entry and the
 /// `Arc` header.
-pub fn entry_cost(entry: &Entry) -> usize {
+pub(crate) fn entry_cost(entry: &Entry) -> usize {
     entry.data.len() + std::mem::size_of::<Entry>() + 16
 }
 
@@ -69,7 +69,7 @@ impl ChannelLog {
 
     /// Memory pressure: drops publications published before `tick`; returns
     /// how many.
-    pub fn trim_before(&mut self, tick: u32) -> usize {
+    pub(crate) fn trim_before(&mut self, tick: u32) -> usize {
         let mut dropped = 0;
         while self.history.front().is_some_and(|e| e.at < tick) {
             self.pop_oldest();
@@ -79,7 +79,7 @@ impl ChannelLog {
     }
 
     /// Ticks and costs of the retained publications (for a global trim).
-    pub fn ages(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
+    pub(crate) fn ages(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
         self.history.iter().map(|e| (e.at, entry_cost(e)))
     }
 
@@ -105,7 +105,7 @@ impl ChannelLog {
     /// one already seen (nothing to deliver). A new epoch (the channel was
     /// lost in Redis) or a gap (the link dropped publications) clears the
     /// history, so recovery goes to Redis rather than hand out a gap.
-    pub fn append_at(&mut self, epoch: &Arc<str>, offset: u64, data: Arc<str>, now: u32) -> bool {
+    pub(crate) fn append_at(&mut self, epoch: &Arc<str>, offset: u64, data: Arc<str>, now: u32) -> bool {
         if **epoch != *self.epoch {
             self.epoch = Arc::clone(epoch);
             self.clear_history();
@@ -137,7 +137,7 @@ impl ChannelLog {
 
     /// True when `from` is in this epoch and behind, but older than what
     /// the local history holds: only Redis's history can answer.
-    pub fn needs_older(&self, from: &Recover) -> bool {
+    pub(crate) fn needs_older(&self, from: &Recover) -> bool {
         *from.epoch == *self.epoch
             && from.offset < self.last
             && self
@@ -180,7 +180,7 @@ impl ChannelLog {
 
     /// Cluster mode: recovery with `older` publications from Redis's
     /// history joined to the local ones; a gap anywhere refuses.
-    pub fn recover_with(&self, from: &Recover, older: Vec<Entry>) -> Recovery {
+    pub(crate) fn recover_with(&self, from: &Recover, older: Vec<Entry>) -> Recovery {
         if *from.epoch != *self.epoch {
             return Recovery::Impossible("epoch changed: the channel's history was lost");
         }
@@ -203,12 +203,12 @@ impl ChannelLog {
     }
 
     /// The newest `limit` publications, oldest first.
-    pub fn recent(&self, limit: usize) -> Vec<Entry> {
+    pub(crate) fn recent(&self, limit: usize) -> Vec<Entry> {
         let skip = self.history.len().saturating_sub(limit);
         self.history.iter().skip(skip).cloned().collect()
     }
 
-    pub fn add_subscriber(&mut self, user: Option<&Arc<str>>, shard: u16) {
+    pub(crate) fn add_subscriber(&mut self, user: Option<&Arc<str>>, shard: u16) {
         match self.shards.iter_mut().find(|(s, _)| *s == shard) {
             Some((_, n)) => *n += 1,
             None => self.shards.push((shard, 1)),
@@ -225,7 +225,7 @@ impl ChannelLog {
         }
     }
 
-    pub fn remove_subscriber(&mut self, user: Option<&Arc<str>>, shard: u16) {
+    pub(crate) fn remove_subscriber(&mut self, user: Option<&Arc<str>>, shard: u16) {
         if let Some(i) = self.shards.iter().position(|(s, _)| *s == shard) {
             self.shards[i].1 -= 1;
             if self.shards[i].1 == 0 {
@@ -262,7 +262,7 @@ impl ChannelLog {
     }
 
     /// Nothing left to keep: no subscriber, no history, no pending events.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.subscribers() == 0 && self.history.is_empty() && self.joined.is_empty() && self.left.is_empty()
     }
 }

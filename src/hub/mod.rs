@@ -16,7 +16,7 @@
 //! blocking the publishing shard. See `docs/PROTOCOL.md`.
 
 pub mod config;
-pub mod groups;
+pub(crate) mod groups;
 pub mod log;
 pub mod owner;
 pub mod protocol;
@@ -47,7 +47,7 @@ use protocol::{code, Call, Command};
 use session::{Session, Subscription, ERRORS_FORGIVEN_PER_SEC};
 
 /// One shard's share of the hub.
-pub struct Hub {
+pub(crate) struct Hub {
     shard: usize,
     peers: Peers,
     config: Arc<HubConfig>,
@@ -99,7 +99,7 @@ impl Hub {
     }
 
     /// Acts on what the connection just driven asked for.
-    pub fn handle_outbox(&mut self, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+    pub(crate) fn handle_outbox(&mut self, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         let mut outbox = std::mem::take(&mut ctx.outbox);
         for item in outbox.drain(..) {
             match item {
@@ -733,7 +733,7 @@ impl Hub {
     }
 
     /// End of a loop turn: push batched presence events; expire history.
-    pub fn end_turn(&mut self, ticked: bool, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
+    pub(crate) fn end_turn(&mut self, ticked: bool, conns: &mut Slab<Conn>, ctx: &mut Ctx) {
         for (channel, frame, shards) in self.owned.presence_events() {
             self.deliver(Target::Watchers, &channel, &frame, conns, ctx);
             let here = self.shard;
@@ -755,7 +755,7 @@ impl Hub {
 
     /// Memory pressure: trims the history this shard owns, oldest first,
     /// by about `bytes`; returns how many publications were dropped.
-    pub fn trim_history(&mut self, bytes: u64) -> usize {
+    pub(crate) fn trim_history(&mut self, bytes: u64) -> usize {
         self.owned.trim_history(bytes)
     }
 

@@ -19,7 +19,7 @@ use crate::bus::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, Rep
 
 /// What handling one message produced.
 #[derive(Default)]
-pub struct Out {
+pub(crate) struct Out {
     /// Messages for shards (possibly this one).
     pub sends: Vec<(usize, HubMsg)>,
     /// A publication for every subscriber of the channel.
@@ -30,14 +30,14 @@ pub struct Out {
 
 /// A publication the owner ordered, framed once for every subscriber.
 #[derive(Debug)]
-pub struct Publication {
+pub(crate) struct Publication {
     pub channel: Arc<str>,
     pub frame: Bytes,
     pub offset: u64,
     pub epoch: Arc<str>,
 }
 
-pub struct Owned {
+pub(crate) struct Owned {
     shard: usize,
     config: Arc<HubConfig>,
     logs: HashMap<Arc<str>, ChannelLog>,
@@ -392,7 +392,7 @@ impl Owned {
     }
 
     /// Shards with subscribers of `channel` (where its deliveries go).
-    pub fn subscriber_shards(&self, channel: &str) -> Vec<usize> {
+    pub(crate) fn subscriber_shards(&self, channel: &str) -> Vec<usize> {
         self.logs
             .get(channel)
             .map(|log| log.shards().collect())
@@ -401,7 +401,7 @@ impl Owned {
 
     /// Presence changes since the last call, one frame per channel, with
     /// the shards that have subscribers (watchers are among them).
-    pub fn presence_events(&mut self) -> Vec<(Arc<str>, Bytes, Vec<usize>)> {
+    pub(crate) fn presence_events(&mut self) -> Vec<(Arc<str>, Bytes, Vec<usize>)> {
         let mut events = Vec::new();
         for channel in std::mem::take(&mut self.presence_dirty) {
             let Some(log) = self.logs.get_mut(&channel) else {
@@ -424,7 +424,7 @@ impl Owned {
     /// Drops expired history and logs with nothing left to keep.
     /// Memory pressure: drops the oldest retained publications of all
     /// channels until about `bytes` are freed; returns how many went.
-    pub fn trim_history(&mut self, bytes: u64) -> usize {
+    pub(crate) fn trim_history(&mut self, bytes: u64) -> usize {
         let mut ages: Vec<(u32, usize)> = self.logs.values().flat_map(|log| log.ages()).collect();
         ages.sort_unstable_by_key(|&(at, _)| at);
         let mut freed = 0u64;
@@ -463,7 +463,7 @@ fn answer(reply: ReplyTo, result: &str, out: &mut Out) {
 }
 
 /// `[{"offset":N,"data":...},...]`
-pub fn publications_json(entries: &[Entry]) -> String {
+pub(crate) fn publications_json(entries: &[Entry]) -> String {
     let items: Vec<String> = entries
         .iter()
         .map(|e| format!("{{\"offset\":{},\"data\":{}}}", e.offset, e.data))

@@ -14,26 +14,26 @@ use crate::bus::history::Recover;
 /// Error codes of command replies.
 pub mod code {
     /// The frame was not a JSON command object.
-    pub const BAD_REQUEST: u16 = 100;
+    pub(crate) const BAD_REQUEST: u16 = 100;
     /// `method` is not one this server knows.
-    pub const UNKNOWN_METHOD: u16 = 101;
+    pub(crate) const UNKNOWN_METHOD: u16 = 101;
     /// `params` are missing or wrong for the method.
-    pub const BAD_PARAMS: u16 = 102;
+    pub(crate) const BAD_PARAMS: u16 = 102;
     /// The token does not allow this channel.
-    pub const PERMISSION_DENIED: u16 = 103;
+    pub(crate) const PERMISSION_DENIED: u16 = 103;
     /// Too many subscriptions on this connection.
-    pub const LIMIT_EXCEEDED: u16 = 104;
+    pub(crate) const LIMIT_EXCEEDED: u16 = 104;
     /// Over the per-connection message rate.
-    pub const RATE_LIMITED: u16 = 105;
+    pub(crate) const RATE_LIMITED: u16 = 105;
     /// Not subscribed to that channel.
-    pub const NOT_SUBSCRIBED: u16 = 106;
+    pub(crate) const NOT_SUBSCRIBED: u16 = 106;
     /// Already subscribed (or subscribing) to that channel.
-    pub const ALREADY_SUBSCRIBED: u16 = 107;
+    pub(crate) const ALREADY_SUBSCRIBED: u16 = 107;
     /// The server could not route the command (an internal queue was full);
     /// retrying later may work.
-    pub const UNAVAILABLE: u16 = 108;
+    pub(crate) const UNAVAILABLE: u16 = 108;
     /// The command needs an authenticated user.
-    pub const UNAUTHENTICATED: u16 = 109;
+    pub(crate) const UNAUTHENTICATED: u16 = 109;
 }
 
 /// A parsed client command.
@@ -203,7 +203,7 @@ pub fn push_publication(channel: &str, offset: u64, data: &str) -> Vec<u8> {
 /// Deliveries of `channel` to this connection were dropped under overload:
 /// it has everything up to `offset` of `epoch` and should subscribe again
 /// with `recover` from there.
-pub fn push_gap(channel: &str, epoch: &str, offset: u64) -> Vec<u8> {
+pub(crate) fn push_gap(channel: &str, epoch: &str, offset: u64) -> Vec<u8> {
     format!(
         "{{\"push\":\"gap\",\"channel\":{},\"epoch\":{},\"offset\":{offset}}}",
         json_string(channel),
@@ -219,7 +219,7 @@ pub fn push_message(from: Option<&str>, data: &str) -> Vec<u8> {
 }
 
 /// Joins and leaves of a channel gathered over one loop turn.
-pub fn push_presence(channel: &str, joined: &[&str], left: &[&str]) -> Vec<u8> {
+pub(crate) fn push_presence(channel: &str, joined: &[&str], left: &[&str]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Presence<'a> {
         push: &'static str,
@@ -237,7 +237,7 @@ pub fn push_presence(channel: &str, joined: &[&str], left: &[&str]) -> Vec<u8> {
 }
 
 /// A JSON string literal.
-pub fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 

@@ -8,16 +8,16 @@ use std::sync::Arc;
 use crate::auth::pattern::ChannelPattern;
 
 /// Errors a connection may make in a burst before it is closed with 1008.
-pub const ERROR_BURST: f32 = 20.0;
+pub(crate) const ERROR_BURST: f32 = 20.0;
 /// Errors forgiven per second.
-pub const ERRORS_FORGIVEN_PER_SEC: f32 = 1.0;
+pub(crate) const ERRORS_FORGIVEN_PER_SEC: f32 = 1.0;
 /// Seconds a connection may go on sending over its rate (refused with 105,
 /// with no pause of a second or more between refusals) before it is closed
 /// with 1008 "rate limit exceeded". A burst over the rate followed by a
 /// pause never gets there.
 pub const RATE_LIMIT_GRACE_SECS: u32 = 5;
 
-pub struct Session {
+pub(crate) struct Session {
     /// The connection's generation when the session began (a slab slot may
     /// be reused; replies for an older generation are dropped).
     pub generation: u32,
@@ -33,7 +33,7 @@ pub struct Session {
     pub overrun: Overrun,
 }
 
-pub struct Subscription {
+pub(crate) struct Subscription {
     pub channel: Arc<str>,
     /// False while the owner shard has not answered the subscribe.
     pub joined: bool,
@@ -57,19 +57,19 @@ impl Session {
         }
     }
 
-    pub fn may_access(&self, channel: &str) -> bool {
+    pub(crate) fn may_access(&self, channel: &str) -> bool {
         self.allowed
             .as_ref()
             .is_none_or(|patterns| patterns.iter().any(|p| p.matches(channel)))
     }
 
-    pub fn subscription(&self, channel: &str) -> Option<usize> {
+    pub(crate) fn subscription(&self, channel: &str) -> Option<usize> {
         self.subs.iter().position(|s| &*s.channel == channel)
     }
 }
 
 /// A token bucket in timer ticks: `take` refills by elapsed time first.
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f32,
     capacity: f32,
     last_tick: u32,
@@ -103,7 +103,7 @@ impl TokenBucket {
 /// bad commands and do not spend the error budget, but a client that never
 /// slows down is closed after [`RATE_LIMIT_GRACE_SECS`].
 #[derive(Debug, Default)]
-pub struct Overrun {
+pub(crate) struct Overrun {
     /// Tick of the first refusal of the current run.
     since: u32,
     /// Tick of the latest refusal; `None` before the first.

@@ -37,7 +37,7 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// Refreshes the process gauges (memory, open files) just before a render.
-pub fn refresh_process_gauges() {
+pub(crate) fn refresh_process_gauges() {
     if let Some(rss) = resident_bytes() {
         metrics::gauge!(names::PROCESS_RESIDENT_MEMORY).set(rss as f64);
     }

@@ -3,7 +3,7 @@
 //! `metrics` handles once per tick, so no metric name is looked up per message.
 
 pub mod disconnect;
-pub mod exporter;
+pub(crate) mod exporter;
 pub mod histogram;
 pub mod names;
 pub mod shard;

@@ -7,44 +7,44 @@
 
 use metrics::Unit;
 
-pub const CONNECTIONS_OPEN: &str = "hubbub_connections_open";
-pub const CONNECTIONS_ACCEPTED: &str = "hubbub_connections_accepted_total";
-pub const CONNECTIONS_UPGRADED: &str = "hubbub_connections_upgraded_total";
-pub const HANDSHAKE_FAILURES: &str = "hubbub_handshake_failures_total";
-pub const DISCONNECTS: &str = "hubbub_disconnects_total";
-pub const MESSAGES_IN: &str = "hubbub_messages_in_total";
-pub const MESSAGES_OUT: &str = "hubbub_messages_out_total";
-pub const BYTES_IN: &str = "hubbub_bytes_in_total";
-pub const BYTES_OUT: &str = "hubbub_bytes_out_total";
-pub const QUEUED_BYTES: &str = "hubbub_queued_bytes";
-pub const SLOW_CONSUMERS: &str = "hubbub_slow_consumers_total";
-pub const PROTOCOL_ERRORS: &str = "hubbub_protocol_errors_total";
-pub const BUFFER_POOL_LEASED: &str = "hubbub_buffer_pool_leased";
-pub const BUFFER_POOL_CAPACITY: &str = "hubbub_buffer_pool_capacity";
-pub const BUFFER_POOL_REFUSED: &str = "hubbub_buffer_pool_refused_total";
-pub const READ_BUDGET_HITS: &str = "hubbub_read_budget_exhausted_total";
-pub const ACCEPT_BUDGET_HITS: &str = "hubbub_accept_budget_exhausted_total";
-pub const ACCEPT_OVERFLOW: &str = "hubbub_accept_overflow_total";
-pub const MEMORY_BYTES: &str = "hubbub_memory_bytes";
-pub const MEMORY_LIMIT_BYTES: &str = "hubbub_memory_limit_bytes";
-pub const MEMORY_SHED: &str = "hubbub_memory_shed_total";
+pub(crate) const CONNECTIONS_OPEN: &str = "hubbub_connections_open";
+pub(crate) const CONNECTIONS_ACCEPTED: &str = "hubbub_connections_accepted_total";
+pub(crate) const CONNECTIONS_UPGRADED: &str = "hubbub_connections_upgraded_total";
+pub(crate) const HANDSHAKE_FAILURES: &str = "hubbub_handshake_failures_total";
+pub(crate) const DISCONNECTS: &str = "hubbub_disconnects_total";
+pub(crate) const MESSAGES_IN: &str = "hubbub_messages_in_total";
+pub(crate) const MESSAGES_OUT: &str = "hubbub_messages_out_total";
+pub(crate) const BYTES_IN: &str = "hubbub_bytes_in_total";
+pub(crate) const BYTES_OUT: &str = "hubbub_bytes_out_total";
+pub(crate) const QUEUED_BYTES: &str = "hubbub_queued_bytes";
+pub(crate) const SLOW_CONSUMERS: &str = "hubbub_slow_consumers_total";
+pub(crate) const PROTOCOL_ERRORS: &str = "hubbub_protocol_errors_total";
+pub(crate) const BUFFER_POOL_LEASED: &str = "hubbub_buffer_pool_leased";
+pub(crate) const BUFFER_POOL_CAPACITY: &str = "hubbub_buffer_pool_capacity";
+pub(crate) const BUFFER_POOL_REFUSED: &str = "hubbub_buffer_pool_refused_total";
+pub(crate) const READ_BUDGET_HITS: &str = "hubbub_read_budget_exhausted_total";
+pub(crate) const ACCEPT_BUDGET_HITS: &str = "hubbub_accept_budget_exhausted_total";
+pub(crate) const ACCEPT_OVERFLOW: &str = "hubbub_accept_overflow_total";
+pub(crate) const MEMORY_BYTES: &str = "hubbub_memory_bytes";
+pub(crate) const MEMORY_LIMIT_BYTES: &str = "hubbub_memory_limit_bytes";
+pub(crate) const MEMORY_SHED: &str = "hubbub_memory_shed_total";
 pub const LOOP_TURN_SECONDS: &str = "hubbub_loop_turn_seconds";
-pub const INBOX_DEPTH: &str = "hubbub_inbox_depth";
-pub const INBOX_DROPS: &str = "hubbub_inbox_drops_total";
-pub const INBOX_MESSAGES: &str = "hubbub_inbox_messages_total";
-pub const CHANNELS: &str = "hubbub_channels";
-pub const SUBSCRIPTIONS: &str = "hubbub_subscriptions";
-pub const USERS: &str = "hubbub_users";
+pub(crate) const INBOX_DEPTH: &str = "hubbub_inbox_depth";
+pub(crate) const INBOX_DROPS: &str = "hubbub_inbox_drops_total";
+pub(crate) const INBOX_MESSAGES: &str = "hubbub_inbox_messages_total";
+pub(crate) const CHANNELS: &str = "hubbub_channels";
+pub(crate) const SUBSCRIPTIONS: &str = "hubbub_subscriptions";
+pub(crate) const USERS: &str = "hubbub_users";
 pub const DELIVERY_LATENCY_SECONDS: &str = "hubbub_publish_to_deliver_seconds";
-pub const DRAINING: &str = "hubbub_draining";
-pub const PROCESS_RESIDENT_MEMORY: &str = "hubbub_process_resident_memory_bytes";
-pub const PROCESS_OPEN_FDS: &str = "hubbub_process_open_fds";
-pub const PROCESS_MAX_FDS: &str = "hubbub_process_max_fds";
-pub const BUILD_INFO: &str = "hubbub_build_info";
-pub const CLUSTER_LINK_UP: &str = "hubbub_cluster_link_up";
-pub const CLUSTER_DROPS: &str = "hubbub_cluster_dropped_total";
-pub const CLUSTER_PUBLISHED: &str = "hubbub_cluster_published_total";
-pub const CLUSTER_RECONNECTS: &str = "hubbub_cluster_reconnects_total";
+pub(crate) const DRAINING: &str = "hubbub_draining";
+pub(crate) const PROCESS_RESIDENT_MEMORY: &str = "hubbub_process_resident_memory_bytes";
+pub(crate) const PROCESS_OPEN_FDS: &str = "hubbub_process_open_fds";
+pub(crate) const PROCESS_MAX_FDS: &str = "hubbub_process_max_fds";
+pub(crate) const BUILD_INFO: &str = "hubbub_build_info";
+pub(crate) const CLUSTER_LINK_UP: &str = "hubbub_cluster_link_up";
+pub(crate) const CLUSTER_DROPS: &str = "hubbub_cluster_dropped_total";
+pub(crate) const CLUSTER_PUBLISHED: &str = "hubbub_cluster_published_total";
+pub(crate) const CLUSTER_RECONNECTS: &str = "hubbub_cluster_reconnects_total";
 pub const ADMIN_REFUSED: &str = "hubbub_admin_refused_total";
 
 /// What kind of series a name is.
@@ -123,7 +123,7 @@ pub const ALL: &[Described] = &[
 ];
 
 /// Bucket upper bounds (seconds) of both latency histograms: 5 us to 2.5 s.
-pub const LATENCY_BUCKETS_SECONDS: [f64; 18] = [
+pub(crate) const LATENCY_BUCKETS_SECONDS: [f64; 18] = [
     0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5,
 ];

@@ -9,7 +9,7 @@ use super::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS, MEMORY_SHED_LABELS};
 use crate::buf::{MemKind, Meter};
 
 /// Handles for every per-shard series.
-pub struct ShardMetrics {
+pub(crate) struct ShardMetrics {
     open: Gauge,
     accepted: Counter,
     upgraded: Counter,
@@ -45,7 +45,7 @@ pub struct ShardMetrics {
 
 /// Figures the hub keeps outside `ShardStats` counters; gauges except drops.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HubFigures {
+pub(crate) struct HubFigures {
     pub inbox_depth: u64,
     pub inbox_drops: u64,
     pub channels: u64,

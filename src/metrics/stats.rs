@@ -5,7 +5,7 @@ use super::disconnect::Disconnect;
 use super::histogram::LocalHistogram;
 
 /// Handshake failure reasons, in the order of `ShardStats::handshake_failures`.
-pub const HANDSHAKE_FAILURE_LABELS: [&str; 15] = [
+pub(crate) const HANDSHAKE_FAILURE_LABELS: [&str; 15] = [
     "bad_request",
     "origin_forbidden",
     "not_found",
@@ -25,7 +25,7 @@ pub const HANDSHAKE_FAILURE_LABELS: [&str; 15] = [
 
 /// What the memory budget shed, in the order of `ShardStats::memory_shed`
 /// (the `reason` label of `hubbub_memory_shed_total`).
-pub const MEMORY_SHED_LABELS: [&str; 4] = ["upgrade_refused", "outgoing", "partial_input", "history"];
+pub(crate) const MEMORY_SHED_LABELS: [&str; 4] = ["upgrade_refused", "outgoing", "partial_input", "history"];
 
 /// Index into `MEMORY_SHED_LABELS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
-    pub fn handshake_failed(&mut self, label: &str) {
+    pub(crate) fn handshake_failed(&mut self, label: &str) {
         let index = HANDSHAKE_FAILURE_LABELS
             .iter()
             .position(|&l| l == label)
@@ -99,7 +99,7 @@ impl ShardStats {
         self.handshake_failures[index] += 1;
     }
 
-    pub fn disconnected(&mut self, why: Disconnect) {
+    pub(crate) fn disconnected(&mut self, why: Disconnect) {
         self.disconnects[why as usize] += 1;
     }
 
@@ -151,7 +151,7 @@ impl ShardStats {
         self.memory_shed[why as usize] += 1;
     }
 
-    pub fn shed_for(&self, why: Shed) -> u64 {
+    pub(crate) fn shed_for(&self, why: Shed) -> u64 {
         self.memory_shed[why as usize]
     }
 

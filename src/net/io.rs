@@ -17,7 +17,7 @@ pub enum IoOutcome {
 }
 
 /// Classifies a raw I/O result. `Interrupted` is retried by the callers below.
-pub fn classify(result: io::Result<usize>) -> IoOutcome {
+pub(crate) fn classify(result: io::Result<usize>) -> IoOutcome {
     match result {
         Ok(0) => IoOutcome::Closed,
         Ok(n) => IoOutcome::Progress(n),
@@ -51,7 +51,7 @@ pub fn write(stream: &mut impl Write, buf: &[u8]) -> IoOutcome {
 }
 
 /// `writev` of several chunks at once, retrying on EINTR.
-pub fn write_vectored(stream: &mut impl Write, bufs: &[IoSlice<'_>]) -> IoOutcome {
+pub(crate) fn write_vectored(stream: &mut impl Write, bufs: &[IoSlice<'_>]) -> IoOutcome {
     loop {
         match stream.write_vectored(bufs) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -63,7 +63,7 @@ pub fn write_vectored(stream: &mut impl Write, bufs: &[IoSlice<'_>]) -> IoOutcom
 
 /// Whether an accept error means "try again later" (fd limits, aborted
 /// handshakes) rather than a broken listener.
-pub fn accept_error_is_transient(e: &io::Error) -> bool {
+pub(crate) fn accept_error_is_transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED | libc::EPERM)

@@ -91,7 +91,7 @@ fn set_defer_accept(_socket: &Socket, _secs: u32) -> io::Result<()> {
 
 /// Binds one listener per shard on the same address. When the port is 0 the
 /// first bind picks it and the others join that port.
-pub fn bind_all(addr: SocketAddr, backlog: u32, count: usize) -> io::Result<Vec<mio::net::TcpListener>> {
+pub(crate) fn bind_all(addr: SocketAddr, backlog: u32, count: usize) -> io::Result<Vec<mio::net::TcpListener>> {
     let first = bind(addr, backlog)?;
     let bound = first.local_addr()?;
     let mut listeners = vec![first];

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::tick::CLOSE_TIMEOUT;
 
 /// Kept free at the end of the window for the last close handshakes.
-pub const CLOSE_MARGIN: Duration = Duration::from_secs(CLOSE_TIMEOUT.as_secs() + 2);
+pub(crate) const CLOSE_MARGIN: Duration = Duration::from_secs(CLOSE_TIMEOUT.as_secs() + 2);
 /// The reconnect hint is 1 to this many seconds.
 const MAX_HINT_SECS: u64 = 5;
 
@@ -41,7 +41,7 @@ impl Drain {
     /// How many of `open` connections to close now: the share of the time
     /// left in the spread that passed since the last batch, so batches stay
     /// even however many connections arrive or leave meanwhile.
-    pub fn quota(&mut self, open: usize, now: Instant) -> usize {
+    pub(crate) fn quota(&mut self, open: usize, now: Instant) -> usize {
         let left = self.spread_end.saturating_duration_since(now);
         let step = now.saturating_duration_since(self.last);
         self.last = now;
@@ -53,12 +53,12 @@ impl Drain {
     }
 
     /// True once every connection should have had its Close.
-    pub fn spread_over(&self, now: Instant) -> bool {
+    pub(crate) fn spread_over(&self, now: Instant) -> bool {
         now >= self.spread_end
     }
 
     /// Shuffles `keys` (Fisher-Yates) so each batch is a random sample.
-    pub fn shuffle(&mut self, keys: &mut [usize]) {
+    pub(crate) fn shuffle(&mut self, keys: &mut [usize]) {
         for i in (1..keys.len()).rev() {
             let j = (self.next() % (i as u64 + 1)) as usize;
             keys.swap(i, j);

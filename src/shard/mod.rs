@@ -10,9 +10,9 @@
 //! left waiting for an event that will not come.
 
 pub mod drain;
-pub mod evict;
+pub(crate) mod evict;
 pub mod shed;
-pub mod spin;
+pub(crate) mod spin;
 pub mod timer;
 pub mod token;
 
@@ -48,7 +48,7 @@ const ACCEPT_BUDGET: usize = 256;
 const INBOX_BUDGET: usize = 1024;
 
 /// Everything a shard needs to start.
-pub struct ShardSetup {
+pub(crate) struct ShardSetup {
     pub id: usize,
     pub poll: Poll,
     pub listener: TcpListener,
@@ -66,7 +66,7 @@ pub struct ShardSetup {
     pub cluster: Option<crate::bus::cluster::ClusterLink>,
 }
 
-pub struct Shard {
+pub(crate) struct Shard {
     id: usize,
     poll: Poll,
     listener: Option<TcpListener>,

@@ -13,7 +13,7 @@ use crate::conn::Conn;
 /// Holders smaller than this are never shed: closing them frees too little
 /// to matter and would punish connections that merely have a message in
 /// flight.
-pub const MIN_SHED_BYTES: usize = 4096;
+pub(crate) const MIN_SHED_BYTES: usize = 4096;
 
 /// One connection to close, and what closing it frees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

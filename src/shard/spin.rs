@@ -47,7 +47,7 @@ impl Spin {
     /// True when the next poll must not block: the idle period has not been
     /// confirmed by an empty poll yet, or the spin is armed and within its
     /// window.
-    pub fn keep_polling(&self, now: Instant) -> bool {
+    pub(crate) fn keep_polling(&self, now: Instant) -> bool {
         if self.window.is_zero() {
             return false;
         }
@@ -58,7 +58,7 @@ impl Spin {
     }
 
     /// Records what a poll returned at `now`.
-    pub fn polled(&mut self, had_events: bool, now: Instant) {
+    pub(crate) fn polled(&mut self, had_events: bool, now: Instant) {
         if self.window.is_zero() {
             return;
         }
@@ -73,7 +73,7 @@ impl Spin {
     }
 
     /// When a poll last returned events (the loop-turn histogram's start).
-    pub fn last_event(&self) -> Instant {
+    pub(crate) fn last_event(&self) -> Instant {
         self.last_event
     }
 }

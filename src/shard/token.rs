@@ -5,9 +5,9 @@
 use mio::Token;
 
 /// The shard's listener.
-pub const LISTENER: Token = Token(usize::MAX);
+pub(crate) const LISTENER: Token = Token(usize::MAX);
 /// The shard's inbox waker.
-pub const WAKER: Token = Token(usize::MAX - 1);
+pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 
 pub fn encode(index: usize, generation: u32) -> Token {
     Token(((generation as usize) << 32) | (index & 0xFFFF_FFFF))

@@ -6,22 +6,22 @@ use super::Violation;
 /// 1000: the purpose of the connection was fulfilled.
 pub const NORMAL: u16 = 1000;
 /// 1001: the server is going away (shutdown, idle timeout).
-pub const GOING_AWAY: u16 = 1001;
+pub(crate) const GOING_AWAY: u16 = 1001;
 /// 1002: the peer broke the protocol.
-pub const PROTOCOL_ERROR: u16 = 1002;
+pub(crate) const PROTOCOL_ERROR: u16 = 1002;
 /// 1007: a text message (or close reason) was not UTF-8.
-pub const INVALID_PAYLOAD: u16 = 1007;
+pub(crate) const INVALID_PAYLOAD: u16 = 1007;
 /// 1008: policy violation. Sent to a slow consumer whose outgoing backlog
 /// passed `--max-backlog-bytes`, with the reason "slow consumer".
-pub const POLICY_VIOLATION: u16 = 1008;
+pub(crate) const POLICY_VIOLATION: u16 = 1008;
 /// 1009: a message larger than `--max-message-size`.
-pub const MESSAGE_TOO_BIG: u16 = 1009;
+pub(crate) const MESSAGE_TOO_BIG: u16 = 1009;
 /// Try Again Later (IANA registry): the server is overloaded for now; sent
 /// when the memory budget cannot hold a connection's input.
-pub const TRY_AGAIN_LATER: u16 = 1013;
+pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
 /// 4001 (application range): the user opened more connections than
 /// `--max-connections-per-user` allows; this, the oldest, was replaced.
-pub const REPLACED: u16 = 4001;
+pub(crate) const REPLACED: u16 = 4001;
 
 /// A close frame received from the peer, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +33,12 @@ pub struct PeerClose {
 /// Codes a peer may put on the wire: the assigned ones of 1000-1014 except
 /// 1004-1006 (reserved, or meant never to be sent), and 3000-4999 (registered
 /// and private use). 0-999, 1015, 1016-2999 and 5000+ are not allowed.
-pub fn is_valid_code(code: u16) -> bool {
+pub(crate) fn is_valid_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Parses an unmasked close payload: empty, or a 2-byte code then a UTF-8 reason.
-pub fn parse_close_payload(payload: &[u8]) -> Result<PeerClose, Violation> {
+pub(crate) fn parse_close_payload(payload: &[u8]) -> Result<PeerClose, Violation> {
     match payload.len() {
         0 => Ok(PeerClose { code: None }),
         1 => Err(Violation::protocol("close payload of one byte")),

@@ -33,7 +33,7 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 /// The longest client frame header: 2 + 8 (length) + 4 (mask).
 pub const MAX_CLIENT_HEADER: usize = 14;
 /// The longest server frame header: 2 + 8 (length), no mask.
-pub const MAX_SERVER_HEADER: usize = 10;
+pub(crate) const MAX_SERVER_HEADER: usize = 10;
 
 /// What one complete frame meant. Ranges index the caller's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,13 +93,13 @@ impl Decoder {
 
     /// True when the decoder holds no partial message or frame state, so the
     /// connection's buffer may be released once its undecoded bytes are gone.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.pending == Pending::None && self.assembled == 0 && self.checked == 0
     }
 
     /// True inside a fragmented data message (between its first and final
     /// frame); control frames there do not end it.
-    pub fn in_message(&self) -> bool {
+    pub(crate) fn in_message(&self) -> bool {
         self.pending != Pending::None
     }
 

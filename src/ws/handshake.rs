@@ -17,9 +17,9 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// More header lines than this get 431 too.
 const MAX_HEADERS: usize = 48;
 /// The only protocol version we speak (RFC 6455 §4.4).
-pub const WEBSOCKET_VERSION: &str = "13";
+pub(crate) const WEBSOCKET_VERSION: &str = "13";
 /// Seconds a refused-for-capacity client is told to wait before retrying.
-pub const RETRY_AFTER_SECS: u32 = 5;
+pub(crate) const RETRY_AFTER_SECS: u32 = 5;
 
 /// What the server accepts: origins and subprotocols from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +46,7 @@ pub struct AuthPolicy<'a> {
 /// A subprotocol every server accepts, after the configured ones: browsers
 /// that carry their token as a `bearer.<jwt>` subprotocol also offer this one,
 /// because a browser fails a handshake whose answer names none it offered.
-pub const BUILTIN_SUBPROTOCOL: &str = "hubbub.v1";
+pub(crate) const BUILTIN_SUBPROTOCOL: &str = "hubbub.v1";
 
 /// The outcome of looking at the bytes received so far.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,23 +87,23 @@ impl Refusal {
 
     /// A valid token without `exp` while `--jwt-require-exp` is on (401): the
     /// issuer must give its tokens an expiry.
-    pub const MISSING_EXP: Refusal = Refusal::new(401, "missing_exp");
+    pub(crate) const MISSING_EXP: Refusal = Refusal::new(401, "missing_exp");
 
     /// The server holds as many connections as it may (503 with Retry-After).
-    pub const OVER_CAPACITY: Refusal = Refusal::new(503, "server at connection capacity");
+    pub(crate) const OVER_CAPACITY: Refusal = Refusal::new(503, "server at connection capacity");
 
     /// The request did not finish within the handshake timeout (408); the
     /// caller may send it, though a slowloris client rarely reads it.
-    pub const TIMEOUT: Refusal = Refusal::new(408, "request not completed in time");
+    pub(crate) const TIMEOUT: Refusal = Refusal::new(408, "request not completed in time");
 
     /// The memory budget is nearly spent (503 with Retry-After).
-    pub const SHORT_OF_MEMORY: Refusal = Refusal::new(503, "server short of memory; retry later");
+    pub(crate) const SHORT_OF_MEMORY: Refusal = Refusal::new(503, "server short of memory; retry later");
 
     /// `--max-connections-per-ip` reached for the client's address (429).
-    pub const TOO_MANY_FROM_ADDRESS: Refusal = Refusal::new(429, "too many connections from your address");
+    pub(crate) const TOO_MANY_FROM_ADDRESS: Refusal = Refusal::new(429, "too many connections from your address");
 
     /// `--max-handshakes-per-ip-per-sec` exceeded for the client's address (429).
-    pub const HANDSHAKE_RATE: Refusal = Refusal::new(429, "too many handshakes from your address; slow down");
+    pub(crate) const HANDSHAKE_RATE: Refusal = Refusal::new(429, "too many handshakes from your address; slow down");
 
     /// A short, stable label for metrics.
     pub fn label(&self) -> &'static str {
@@ -374,7 +374,7 @@ pub fn write_refusal(out: &mut Vec<u8>, refusal: &Refusal) {
 /// what can be trusted: the entries left of it are dropped, the ones right of
 /// it (added by later proxies) kept. `IP:port` and `[IPv6]:port` are read as
 /// their address.
-pub fn forwarded_for(request: &[u8]) -> Vec<std::net::IpAddr> {
+pub(crate) fn forwarded_for(request: &[u8]) -> Vec<std::net::IpAddr> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     if !matches!(parsed.parse(request), Ok(httparse::Status::Complete(_))) {
