@@ -32,7 +32,7 @@ fn main() {
         return;
     }
     if let Err(e) = hubbub::server::run(&config) {
-        fail(1, e);
+        fail(e.exit_code(), e);
     }
 }
 

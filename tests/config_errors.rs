@@ -150,3 +150,15 @@ fn sizes_take_units_everywhere_and_the_server_enforces_them() {
     client.send(0x2, true, &[7; 1025]);
     assert_eq!(client.recv_close(), Some(1009));
 }
+
+#[test]
+fn a_taken_port_is_named_and_has_its_own_exit_code() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = hubbub(&["--listen", &addr, "--admin-listen", "127.0.0.1:0"], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}: ")), "{err}");
+    let (code, _, err) = hubbub(&["--listen", "127.0.0.1:0", "--admin-listen", &addr], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&format!("cannot open the admin port {addr}: ")), "{err}");
+}

@@ -43,7 +43,7 @@ impl TestServer {
     }
 
     /// Shuts down and waits; returns the shards' result.
-    pub fn stop(mut self) -> io::Result<()> {
+    pub fn stop(mut self) -> Result<(), hubbub::server::StartError> {
         let handle = self.handle.take().expect("running");
         handle.shutdown();
         handle.join()

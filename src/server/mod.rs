@@ -22,6 +22,9 @@ use crate::net::listener;
 use crate::shard::{token, Shard, ShardSetup};
 use crate::tick::{ticks, CLOSE_TIMEOUT};
 
+mod error;
+pub use error::StartError;
+
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
@@ -84,12 +87,14 @@ impl ServerHandle {
 
     /// Waits for every shard to finish. An error names a shard that failed
     /// or panicked.
-    pub fn join(mut self) -> io::Result<()> {
+    pub fn join(mut self) -> Result<(), StartError> {
         let mut result = Ok(());
         for (i, thread) in self.threads.into_iter().enumerate() {
-            let outcome = thread
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other(format!("shard {i} panicked"))));
+            let outcome = match thread.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(source)) => Err(StartError::Shard { shard: i, source }),
+                Err(_) => Err(StartError::ShardPanicked(i)),
+            };
             if let Err(e) = outcome {
                 error!(shard = i, error = %e, "shard failed");
                 result = Err(e);
@@ -140,11 +145,9 @@ fn drain(health: &Health, shards: &Peers) {
 }
 
 /// Binds and starts every shard.
-pub fn start(config: &Config) -> io::Result<ServerHandle> {
-    config
-        .validate()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let files = limits::raise_nofile()?;
+pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
+    config.validate()?;
+    let files = limits::raise_nofile().map_err(StartError::FileLimit)?;
     let (capacity, why) = config.connection_cap(files.soft);
     info!(
         capacity,
@@ -172,16 +175,21 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
     let admission = Arc::new(Admission::new(capacity, max_sockets, config.per_ip.clone()));
     let prometheus = crate::metrics::exporter::install();
     let health = Arc::new(Health::default());
-    let listeners = listener::bind_all(config.listen, config.backlog, config.shards)?;
-    let addr = listeners[0].local_addr()?;
+    let listen = |source| StartError::Listen {
+        addr: config.listen,
+        source,
+    };
+    let listeners = listener::bind_all(config.listen, config.backlog, config.shards).map_err(listen)?;
+    let addr = listeners[0].local_addr().map_err(listen)?;
     // Every shard's poll, waker, inbox and counters exist before anything
     // runs, so each shard (and the server API) can reach all the others.
     let mut polls = Vec::with_capacity(config.shards);
     let mut inboxes = Vec::with_capacity(config.shards);
     let mut shards = Vec::with_capacity(config.shards);
     for _ in 0..config.shards {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let poll = Poll::new().map_err(StartError::setup("a shard's event loop"))?;
+        let waker = Waker::new(poll.registry(), token::WAKER).map_err(StartError::setup("a shard's waker"))?;
+        let waker = Arc::new(waker);
         let (handle, inbox) = crate::bus::inbox::channel(waker);
         shards.push(handle);
         polls.push(poll);
@@ -193,7 +201,8 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
         Some(cluster) => {
             info!(redis = %cluster.redis, node = %cluster.node, "cluster mode");
             let per_user = config.hub.max_connections_per_user;
-            let (link, bridge) = crate::cluster::start(cluster.clone(), shards.for_sender(), stats.clone(), per_user)?;
+            let (link, bridge) = crate::cluster::start(cluster.clone(), shards.for_sender(), stats.clone(), per_user)
+                .map_err(StartError::Cluster)?;
             (Some(link), Some(bridge))
         }
         None => (None, None),
@@ -208,8 +217,10 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
                 cluster: cluster_link.clone(),
             };
             let router = admin::api::routes(router, api);
-            let admin = admin::start(admin_addr, router, prometheus)
-                .map_err(|e| io::Error::new(e.kind(), format!("admin port {admin_addr}: {e}")))?;
+            let admin = admin::start(admin_addr, router, prometheus).map_err(|source| StartError::AdminPort {
+                addr: admin_addr,
+                source,
+            })?;
             Some(admin)
         }
         None => None,
@@ -254,7 +265,8 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
                     cluster,
                 };
                 Shard::new(setup)?.run()
-            })?;
+            })
+            .map_err(StartError::setup("a shard thread"))?;
         handle.threads.push(thread);
     }
     handle.health.set_started();
@@ -279,14 +291,14 @@ fn shard_limits(config: &Config, max_open: usize) -> Limits {
     }
 }
 
-/// A duration in whole timer ticks, rounded up.
 /// Runs the server until it has drained: SIGTERM, SIGUSR2 (the restart
 /// signal: start the new process first, it binds the same port) and SIGINT
 /// start a drain; a second signal exits at once.
-pub fn run(config: &Config) -> io::Result<()> {
+pub fn run(config: &Config) -> Result<(), StartError> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
     // Handlers first: a supervisor may signal as soon as it reads the banner.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2])?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2])
+        .map_err(StartError::setup("signal handlers"))?;
     let handle = start(config)?;
     // One write, errors ignored: a supervisor that reads only the first
     // line and closes the pipe must not kill the server.
@@ -327,7 +339,8 @@ pub fn run(config: &Config) -> io::Result<()> {
                 }
                 drain(&health, &shards);
             }
-        })?;
+        })
+        .map_err(StartError::setup("the signal thread"))?;
     let stats = handle.stats.clone();
     let result = handle.join();
     match began.lock().ok().and_then(|mut b| b.take()) {
