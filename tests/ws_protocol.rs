@@ -257,6 +257,23 @@ fn channel_claims_limit_subscribe_and_publish() {
 }
 
 #[test]
+fn channel_claims_decide_which_rooms_a_token_may_join() {
+    let server = auth_server(|_| {});
+    let limited = bearer(json!({"sub": "u", "channels": ["chat:*"]}));
+    assert!(WsClient::try_open(server.addr, "/room/chat:lobby", &limited).is_ok());
+    let (status, body) = WsClient::try_open(server.addr, "/room/admin", &limited)
+        .err()
+        .expect("refused");
+    assert_eq!(status, 403);
+    assert!(body.contains("the token does not allow this room"), "{body}");
+    let unlimited = bearer(json!({"sub": "u"}));
+    assert!(WsClient::try_open(server.addr, "/room/admin", &unlimited).is_ok());
+    server.wait_for("the refusal is counted", |s| {
+        s.handshake_failures_for("room_forbidden") == 1
+    });
+}
+
+#[test]
 fn presence_counts_users_across_shards() {
     let server = auth_server(|_| {});
     let users = ["ann", "ann", "ben", "cat", "cat", "cat"];

@@ -5,7 +5,7 @@ use super::disconnect::Disconnect;
 use super::histogram::LocalHistogram;
 
 /// Handshake failure reasons, in the order of `ShardStats::handshake_failures`.
-pub(crate) const HANDSHAKE_FAILURE_LABELS: [&str; 15] = [
+pub(crate) const HANDSHAKE_FAILURE_LABELS: [&str; 16] = [
     "bad_request",
     "origin_forbidden",
     "not_found",
@@ -20,6 +20,7 @@ pub(crate) const HANDSHAKE_FAILURE_LABELS: [&str; 15] = [
     "per_ip_connections",
     "per_ip_rate",
     "evicted",
+    "room_forbidden",
     "other",
 ];
 

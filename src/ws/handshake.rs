@@ -104,6 +104,8 @@ impl Refusal {
 
     /// `--max-handshakes-per-ip-per-sec` exceeded for the client's address (429).
     pub(crate) const HANDSHAKE_RATE: Refusal = Refusal::new(429, "too many handshakes from your address; slow down");
+    /// The token's `channels` claim does not cover the room asked for.
+    pub(crate) const ROOM_NOT_ALLOWED: Refusal = Refusal::new(403, "the token does not allow this room");
 
     /// A short, stable label for metrics.
     pub fn label(&self) -> &'static str {
@@ -111,6 +113,7 @@ impl Refusal {
             Refusal::SHORT_OF_MEMORY => return "memory",
             Refusal::TOO_MANY_FROM_ADDRESS => return "per_ip_connections",
             Refusal::HANDSHAKE_RATE => return "per_ip_rate",
+            Refusal::ROOM_NOT_ALLOWED => return "room_forbidden",
             _ => {}
         }
         match self.status {
@@ -246,6 +249,12 @@ fn check_request<'b>(req: &httparse::Request<'_, 'b>, policy: &Policy<'_>) -> Re
         return Err(Refusal::new(403, "origin not allowed"));
     }
     let claims = authenticate(req, path, &policy.auth)?;
+    if let (Endpoint::Room(room), Some(claims)) = (&endpoint, &claims) {
+        // A room is a channel name: the same claim decides both.
+        if !claims.may_access(room) {
+            return Err(Refusal::ROOM_NOT_ALLOWED);
+        }
+    }
     Ok((endpoint, key, choose_subprotocol(req, policy), claims))
 }
 
