@@ -35,6 +35,8 @@ pub(crate) const DEFAULT_DRAIN_SECS: u64 = 30;
 /// Microseconds a shard keeps polling after its last event before it blocks.
 pub(crate) const DEFAULT_BUSY_POLL_US: u64 = 50;
 
+/// The smallest `--max-reply-bytes` accepted.
+pub(crate) const MIN_REPLY_BYTES: usize = 4 << 10;
 /// The smallest `--memory-limit` accepted.
 pub(crate) const MIN_MEMORY_LIMIT_BYTES: u64 = 16 << 20;
 
@@ -296,6 +298,15 @@ impl Config {
         if self.max_backlog_bytes == 0 {
             return Err(invalid("max-backlog-bytes", "must be at least 1"));
         }
+        if self.hub.max_reply_bytes < MIN_REPLY_BYTES || self.hub.max_reply_bytes > self.max_backlog_bytes {
+            return Err(invalid(
+                "max-reply-bytes",
+                format!(
+                    "must be between 4KiB and --max-backlog-bytes ({})",
+                    self.max_backlog_bytes
+                ),
+            ));
+        }
         if self.message_timeout.is_zero() {
             return Err(invalid("message-timeout-secs", "must be at least 1 second"));
         }
@@ -389,5 +400,23 @@ mod tests {
         assert_eq!(config.connection_cap(20_000).1, "open-file limit");
         config.max_connections = Some(100);
         assert_eq!(config.connection_cap(20_000), (100, "--max-connections"));
+    }
+
+    #[test]
+    fn replies_fit_under_the_backlog_cap() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["hubbub"];
+            argv.extend_from_slice(args);
+            Config::from_args(Args::try_parse_from(argv).unwrap())
+        };
+        assert_eq!(parse(&[]).unwrap().hub.max_reply_bytes, 256 << 10);
+        let err = parse(&["--max-reply-bytes", "2MiB"]).unwrap_err();
+        assert_eq!(err.field, "max-reply-bytes");
+        assert!(err.reason.contains("--max-backlog-bytes"), "{}", err.reason);
+        assert!(parse(&["--max-reply-bytes", "2MiB", "--max-backlog-bytes", "4MiB"]).is_ok());
+        assert_eq!(
+            parse(&["--max-reply-bytes", "1KiB"]).unwrap_err().field,
+            "max-reply-bytes"
+        );
     }
 }

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-/// History kept for a channel.
+/// History kept for a channel: at most `size` publications, of at most
+/// `max_bytes` of `data` together, for `ttl_ticks`; the oldest go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryRule {
     pub size: usize,
     pub ttl_ticks: u32,
+    pub max_bytes: usize,
 }
 
 /// The position a client saw last, to resume from.
@@ -29,6 +31,15 @@ pub struct Entry {
     /// The publication's `data`, raw JSON text.
     pub data: Arc<str>,
 }
+
+/// Bytes of `data` in `entries`: what a reply carrying them costs, less its
+/// fixed envelope.
+pub fn data_bytes(entries: &[Entry]) -> usize {
+    entries.iter().map(|e| e.data.len() + ENTRY_ENVELOPE_BYTES).sum()
+}
+
+/// JSON around one publication in a reply (`{"offset":N,"data":}` and a comma).
+pub const ENTRY_ENVELOPE_BYTES: usize = 32;
 
 /// The answer to a recovery request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -748,6 +748,7 @@ mod tests {
         let rule = HistoryRule {
             size: 10,
             ttl_ticks: 100,
+            max_bytes: usize::MAX,
         };
         let (epoch, offset, entries) = read_reply(reply, &rule);
         assert_eq!((epoch.as_deref(), offset), (Some("ep"), 7));

@@ -49,10 +49,19 @@ pub struct HubArgs {
     /// Seconds a publication is kept.
     #[arg(long, default_value_t = DEFAULT_HISTORY_TTL_SECS)]
     pub history_ttl_secs: u64,
-    /// Per-pattern history (repeatable): `PATTERN=SIZE:TTL_SECS`, e.g.
-    /// `chat:*=1000:3600`. The most specific pattern wins.
-    #[arg(long = "history-rule", value_name = "PATTERN=SIZE:TTL")]
+    /// Bytes of publication data kept per channel (the oldest go first).
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = super::values::parse_size)]
+    pub history_max_bytes: usize,
+    /// Per-pattern history (repeatable): `PATTERN=SIZE:TTL_SECS[:BYTES]`,
+    /// e.g. `chat:*=1000:3600:4MiB`. The most specific pattern wins; without
+    /// BYTES, --history-max-bytes.
+    #[arg(long = "history-rule", value_name = "PATTERN=SIZE:TTL[:BYTES]")]
     pub history_rules: Vec<String>,
+    /// Largest reply to one command (history pages, recovered publications);
+    /// a longer history answer says `more`, a larger recovery is refused
+    /// with a reason that says to page. At most --max-backlog-bytes.
+    #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = super::values::parse_size)]
+    pub max_reply_bytes: usize,
     /// Bearer key for the server API (`/api/*` on the admin port); without
     /// one the API is off (every call answers 403 saying so).
     #[arg(long, env = "HUBBUB_API_KEY", hide_env_values = true)]
@@ -86,7 +95,7 @@ pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
     let history_rules = args
         .history_rules
         .iter()
-        .map(|r| parse_rule(r))
+        .map(|r| parse_rule(r, args.history_max_bytes))
         .collect::<Result<_, _>>()?;
     let config = HubConfig {
         allow_anonymous: args.allow_anonymous.unwrap_or(jwt_secret.is_none()),
@@ -98,7 +107,9 @@ pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
         history: HistoryRule {
             size: args.history_size,
             ttl_ticks: secs_to_ticks(args.history_ttl_secs),
+            max_bytes: args.history_max_bytes,
         },
+        max_reply_bytes: args.max_reply_bytes,
         history_rules,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         cluster: cluster_config(args.redis, args.node_id, args.node_ttl_secs)?,
@@ -147,15 +158,26 @@ fn cluster_config(
     }))
 }
 
-fn parse_rule(rule: &str) -> Result<(ChannelPattern, HistoryRule), ConfigError> {
+fn parse_rule(rule: &str, default_max_bytes: usize) -> Result<(ChannelPattern, HistoryRule), ConfigError> {
     let bad = |why: &str| {
         invalid(
             "history-rule",
-            format!("{rule:?}: {why} (expected PATTERN=SIZE:TTL_SECS)"),
+            format!("{rule:?}: {why} (expected PATTERN=SIZE:TTL_SECS[:BYTES])"),
         )
     };
     let (pattern, limits) = rule.split_once('=').ok_or_else(|| bad("no '='"))?;
-    let (size, ttl) = limits.split_once(':').ok_or_else(|| bad("no ':'"))?;
+    let mut parts = limits.split(':');
+    let (size, ttl) = match (parts.next(), parts.next()) {
+        (Some(size), Some(ttl)) => (size, ttl),
+        _ => return Err(bad("no ':'")),
+    };
+    let max_bytes = match parts.next() {
+        Some(bytes) => super::values::parse_size(bytes.trim()).map_err(|e| bad(&format!("BYTES: {e}")))?,
+        None => default_max_bytes,
+    };
+    if parts.next().is_some() {
+        return Err(bad("too many ':'"));
+    }
     let pattern = ChannelPattern::parse(pattern).map_err(|e| bad(&e))?;
     let size = size.trim().parse().map_err(|_| bad("SIZE is not a number"))?;
     let ttl: u64 = ttl.trim().parse().map_err(|_| bad("TTL_SECS is not a number"))?;
@@ -164,6 +186,7 @@ fn parse_rule(rule: &str) -> Result<(ChannelPattern, HistoryRule), ConfigError> 
         HistoryRule {
             size,
             ttl_ticks: secs_to_ticks(ttl),
+            max_bytes,
         },
     ))
 }
@@ -214,6 +237,22 @@ mod tests {
         assert_eq!(config.history_for("chat:x").size, 5);
         assert_eq!(config.history_for("news").size, DEFAULT_HISTORY_SIZE);
         assert_eq!(parse(&["--history-rule", "x=1"]).unwrap_err().field, "history-rule");
+        assert_eq!(
+            config.history_for("chat:x").max_bytes,
+            1 << 20,
+            "--history-max-bytes by default"
+        );
+        let sized = parse(&["--history-rule", "big:*=5:10:4MiB", "--history-max-bytes", "64KiB"]).unwrap();
+        assert_eq!(sized.history_for("big:1").max_bytes, 4 << 20);
+        assert_eq!(sized.history_for("other").max_bytes, 64 << 10);
+        assert_eq!(
+            parse(&["--history-rule", "x=1:2:lots"]).unwrap_err().field,
+            "history-rule"
+        );
+        assert_eq!(
+            parse(&["--history-rule", "x=1:2:3:4"]).unwrap_err().field,
+            "history-rule"
+        );
     }
 
     #[test]

@@ -9,6 +9,12 @@ pub(crate) const DEFAULT_MAX_SUBSCRIPTIONS: usize = 128;
 pub(crate) const DEFAULT_MAX_MESSAGES_PER_SEC: u32 = 100;
 pub(crate) const DEFAULT_HISTORY_SIZE: usize = 100;
 pub(crate) const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
+/// Bytes of publication data kept per channel by default.
+pub(crate) const DEFAULT_HISTORY_MAX_BYTES: usize = 1 << 20;
+/// Largest reply to one command by default (well under the 1 MiB backlog cap).
+pub(crate) const DEFAULT_MAX_REPLY_BYTES: usize = 256 << 10;
+/// Publications in a `history` reply when the client names no `limit`.
+pub(crate) const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// Close code sent to the oldest connection of a user over
 /// `--max-connections-per-user` (single sign-on kick).
 pub(crate) const CLOSE_REPLACED: u16 = crate::ws::close::REPLACED;
@@ -26,6 +32,8 @@ pub struct HubConfig {
     pub max_connections_per_user: usize,
     pub history: HistoryRule,
     pub history_rules: Vec<(ChannelPattern, HistoryRule)>,
+    /// Largest reply to one command (`--max-reply-bytes`).
+    pub max_reply_bytes: usize,
     pub api_key: Option<String>,
     /// `Some` in cluster mode (`--redis`).
     pub cluster: Option<crate::bus::cluster::ClusterConfig>,
@@ -43,7 +51,9 @@ impl Default for HubConfig {
             history: HistoryRule {
                 size: DEFAULT_HISTORY_SIZE,
                 ttl_ticks: secs_to_ticks(DEFAULT_HISTORY_TTL_SECS),
+                max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             },
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             history_rules: Vec::new(),
             api_key: None,
             cluster: None,

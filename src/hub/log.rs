@@ -16,13 +16,35 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::buf::{MemKind, Meter};
-use crate::bus::history::{Entry, HistoryRule, Recover, Recovery};
+use crate::bus::history::{data_bytes, Entry, HistoryRule, Recover, Recovery, ENTRY_ENVELOPE_BYTES};
+
+/// A page of history (see `ChannelLog::page`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Page {
+    pub entries: Vec<Entry>,
+    pub more: bool,
+}
+
+/// Why a recovery was refused for its size.
+pub(crate) const TOO_MUCH_TO_RECOVER: &str =
+    "too much to recover in one reply: page through history from your offset, then subscribe with recover";
+
+/// A recovery whose publications would not fit in one reply of `max_bytes`
+/// becomes a refusal that tells the client to page through `history`.
+pub(crate) fn cap_recovery(recovery: Recovery, max_bytes: usize) -> Recovery {
+    match recovery {
+        Recovery::Recovered(entries) if data_bytes(&entries) > max_bytes => Recovery::Impossible(TOO_MUCH_TO_RECOVER),
+        other => other,
+    }
+}
 
 pub(crate) struct ChannelLog {
     pub epoch: Arc<str>,
     /// The last offset assigned; 0 before the first publication.
     pub last: u64,
     history: VecDeque<Entry>,
+    /// Bytes of `data` in `history` (bounded by `rule.max_bytes`).
+    history_bytes: usize,
     rule: HistoryRule,
     /// Subscriptions per user id; anonymous ones are counted apart.
     users: HashMap<Arc<str>, u32>,
@@ -47,6 +69,7 @@ impl ChannelLog {
             epoch,
             last: 0,
             history: VecDeque::new(),
+            history_bytes: 0,
             rule,
             users: HashMap::new(),
             anonymous: 0,
@@ -59,6 +82,7 @@ impl ChannelLog {
 
     fn pop_oldest(&mut self) -> Option<Entry> {
         let entry = self.history.pop_front()?;
+        self.history_bytes -= entry.data.len();
         self.meter.release(MemKind::History, entry_cost(&entry));
         Some(entry)
     }
@@ -93,8 +117,11 @@ impl ChannelLog {
                 data,
             };
             self.meter.charge(MemKind::History, entry_cost(&entry));
+            self.history_bytes += entry.data.len();
             self.history.push_back(entry);
-            while self.history.len() > self.rule.size {
+            // By count, then by bytes; a publication larger than the byte
+            // bound on its own is not kept (recovery reports it gone).
+            while self.history.len() > self.rule.size || self.history_bytes > self.rule.max_bytes {
                 self.pop_oldest();
             }
         }
@@ -208,6 +235,30 @@ impl ChannelLog {
         self.history.iter().skip(skip).cloned().collect()
     }
 
+    /// One page of history, oldest first: the publications after `since`
+    /// (without it, the newest `limit`), at most `limit` of them and at most
+    /// `max_bytes` (see `data_bytes`), but always at least one when there is
+    /// one, so paging never stalls. `more` when later publications were left
+    /// out: ask again with `since` = the last offset of this page.
+    pub(crate) fn page(&self, since: Option<u64>, limit: usize, max_bytes: usize) -> Page {
+        let start = match since {
+            Some(after) => self.history.partition_point(|e| e.offset <= after),
+            None => self.history.len().saturating_sub(limit),
+        };
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for entry in self.history.iter().skip(start).take(limit) {
+            let cost = entry.data.len() + ENTRY_ENVELOPE_BYTES;
+            if !entries.is_empty() && bytes + cost > max_bytes {
+                break;
+            }
+            bytes += cost;
+            entries.push(entry.clone());
+        }
+        let more = start + entries.len() < self.history.len();
+        Page { entries, more }
+    }
+
     pub(crate) fn add_subscriber(&mut self, user: Option<&Arc<str>>, shard: u16) {
         match self.shards.iter_mut().find(|(s, _)| *s == shard) {
             Some((_, n)) => *n += 1,
@@ -278,7 +329,16 @@ mod tests {
     use super::*;
 
     fn log(size: usize, ttl_ticks: u32) -> ChannelLog {
-        ChannelLog::new("e1".into(), HistoryRule { size, ttl_ticks }, Meter::unlimited())
+        let max_bytes = usize::MAX;
+        ChannelLog::new(
+            "e1".into(),
+            HistoryRule {
+                size,
+                ttl_ticks,
+                max_bytes,
+            },
+            Meter::unlimited(),
+        )
     }
 
     fn recover(offset: u64, epoch: &str) -> Recover {
@@ -339,6 +399,7 @@ mod tests {
             HistoryRule {
                 size: 3,
                 ttl_ticks: 100,
+                max_bytes: usize::MAX,
             },
             meter.clone(),
         );
@@ -396,5 +457,75 @@ mod tests {
         log.joined.clear();
         log.left.clear();
         assert!(log.is_idle());
+    }
+
+    fn offsets(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.offset).collect()
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes_as_well_as_in_count() {
+        let rule = HistoryRule {
+            size: 100,
+            ttl_ticks: 100,
+            max_bytes: 250,
+        };
+        let meter = Meter::unlimited();
+        let mut log = ChannelLog::new("e1".into(), rule, meter.clone());
+        for _ in 0..10 {
+            log.append("x".repeat(100).into(), 0);
+        }
+        assert_eq!(offsets(&log.recent(100)), [9, 10], "two of 100 bytes fit in 250");
+        log.append("y".repeat(300).into(), 0);
+        assert!(log.recent(100).is_empty(), "one larger than the bound is not kept");
+        assert!(matches!(log.recover(&recover(9, "e1")), Recovery::Impossible(_)));
+        drop(log);
+        assert_eq!(meter.held(MemKind::History), 0, "every byte released");
+    }
+
+    #[test]
+    fn pages_are_bounded_and_say_where_to_go_on() {
+        let mut log = log(100, 100);
+        for _ in 0..10 {
+            log.append("z".repeat(100).into(), 0);
+        }
+        let page_bytes = 3 * (100 + ENTRY_ENVELOPE_BYTES);
+        let first = log.page(Some(0), 100, page_bytes);
+        assert_eq!((offsets(&first.entries), first.more), (vec![1, 2, 3], true));
+        let mut seen = offsets(&first.entries);
+        let mut page = first;
+        while page.more {
+            let since = page.entries.last().unwrap().offset;
+            page = log.page(Some(since), 100, page_bytes);
+            assert!(page.entries.len() <= 3);
+            seen.extend(offsets(&page.entries));
+        }
+        assert_eq!(
+            seen,
+            (1..=10).collect::<Vec<_>>(),
+            "paging visits every publication once"
+        );
+        let newest = log.page(None, 4, usize::MAX);
+        assert_eq!((offsets(&newest.entries), newest.more), (vec![7, 8, 9, 10], false));
+        let tiny = log.page(None, 4, 1);
+        assert_eq!(
+            (offsets(&tiny.entries), tiny.more),
+            (vec![7], true),
+            "at least one, so paging moves"
+        );
+        let limited = log.page(Some(2), 2, usize::MAX);
+        assert_eq!((offsets(&limited.entries), limited.more), (vec![3, 4], true));
+        assert!(log.page(Some(10), 5, usize::MAX).entries.is_empty());
+    }
+
+    #[test]
+    fn a_recovery_too_large_for_one_reply_says_to_page() {
+        let mut log = log(100, 100);
+        for _ in 0..10 {
+            log.append("w".repeat(1000).into(), 0);
+        }
+        let whole = log.recover(&recover(0, "e1"));
+        assert!(matches!(cap_recovery(whole.clone(), 20_000), Recovery::Recovered(ref e) if e.len() == 10));
+        assert_eq!(cap_recovery(whole, 5_000), Recovery::Impossible(TOO_MUCH_TO_RECOVER));
     }
 }
