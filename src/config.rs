@@ -15,6 +15,7 @@ use crate::conn::admission::PerIpLimits;
 use crate::hub::config::{HubArgs, HubConfig};
 use crate::limits;
 use crate::net::cidr::Cidr;
+use crate::net::tls::{TlsError, TlsFiles};
 use crate::ws::handshake::OriginPattern;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -139,6 +140,13 @@ pub struct Args {
     /// lower latency under load for a little CPU (0 turns it off).
     #[arg(long, default_value_t = DEFAULT_BUSY_POLL_US)]
     pub busy_poll_us: u64,
+    /// PEM certificate chain for `wss://` on --listen (leaf first; needs
+    /// --tls-key). SIGHUP reloads it; a bad file keeps the old pair.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub hub: HubArgs,
 }
@@ -178,6 +186,8 @@ pub struct Config {
     pub busy_poll: Duration,
     /// Rooms, channels, authentication, history.
     pub hub: HubConfig,
+    /// `wss://`: the certificate and key files (`None`: plain `ws://`).
+    pub tls: Option<TlsFiles>,
 }
 
 /// A flag value that cannot work, with the flag's name and the reason.
@@ -218,7 +228,18 @@ impl Default for Config {
             drain: Duration::from_secs(DEFAULT_DRAIN_SECS),
             busy_poll: Duration::from_micros(DEFAULT_BUSY_POLL_US),
             hub: HubConfig::default(),
+            tls: None,
         }
+    }
+}
+
+/// The flag a TLS file error is about.
+fn tls_field(files: &TlsFiles, error: &TlsError) -> &'static str {
+    let key = files.key.display().to_string();
+    match error {
+        TlsError::NoKey(_) => "tls-key",
+        TlsError::Read { path, .. } | TlsError::Pem { path, .. } if *path == key => "tls-key",
+        _ => "tls-cert",
     }
 }
 
@@ -270,8 +291,19 @@ impl Config {
             drain: Duration::from_secs(args.drain_secs),
             busy_poll: Duration::from_micros(args.busy_poll_us),
             hub: HubConfig::from_args(args.hub)?,
+            tls: match (args.tls_cert, args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => return Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
+            },
         };
         config.validate()?;
+        if let Some(files) = &config.tls {
+            // Read now, so --check-config and a bad start say which file is wrong.
+            files
+                .check()
+                .map_err(|e| invalid(tls_field(files, &e), e.to_string()))?;
+        }
         Ok(config)
     }
 

@@ -5,7 +5,7 @@ use super::histogram::LocalHistogram;
 use crate::conn::Disconnect;
 
 /// Handshake failure reasons, in the order of `ShardStats::handshake_failures`.
-pub const HANDSHAKE_FAILURE_LABELS: [&str; 15] = [
+pub const HANDSHAKE_FAILURE_LABELS: [&str; 17] = [
     "bad_request",
     "origin_forbidden",
     "not_found",
@@ -20,6 +20,8 @@ pub const HANDSHAKE_FAILURE_LABELS: [&str; 15] = [
     "per_ip_connections",
     "per_ip_rate",
     "evicted",
+    "tls_error",
+    "tls_timeout",
     "other",
 ];
 
@@ -84,6 +86,9 @@ pub struct ShardStats {
     pub buffers_refused: u64,
     /// Bytes queued on this shard's connections (refreshed once a second).
     pub queued_bytes: u64,
+    /// TLS handshakes completed (`wss://`): full, and resumed from a ticket.
+    pub tls_full: u64,
+    pub tls_resumed: u64,
     /// Loop turns that handled events, since the last flush to `metrics`.
     pub loop_turns: LocalHistogram,
     /// Publish-to-deliver latency of messages delivered here (the hub records).
@@ -97,6 +102,15 @@ impl ShardStats {
             .position(|&l| l == label)
             .unwrap_or(HANDSHAKE_FAILURE_LABELS.len() - 1);
         self.handshake_failures[index] += 1;
+    }
+
+    /// A TLS handshake completed; `resumed` when it used a session ticket.
+    pub fn tls_handshake(&mut self, resumed: bool) {
+        if resumed {
+            self.tls_resumed += 1;
+        } else {
+            self.tls_full += 1;
+        }
     }
 
     pub fn disconnected(&mut self, why: Disconnect) {
@@ -134,7 +148,9 @@ impl ShardStats {
             buffers_leased,
             buffers_capacity,
             buffers_refused,
-            queued_bytes
+            queued_bytes,
+            tls_full,
+            tls_resumed
         );
         for (a, b) in self.handshake_failures.iter_mut().zip(other.handshake_failures) {
             *a += b;
