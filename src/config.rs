@@ -16,6 +16,7 @@ use crate::conn::admission::PerIpLimits;
 use crate::hub::config::HubConfig;
 use crate::limits;
 use crate::net::cidr::Cidr;
+use crate::net::tls::{TlsError, TlsFiles};
 use crate::ws::handshake::OriginPattern;
 use hub::HubArgs;
 
@@ -140,6 +141,13 @@ pub struct Args {
     /// lower latency under load for a little CPU (0 turns it off).
     #[arg(long, default_value_t = DEFAULT_BUSY_POLL_US)]
     pub busy_poll_us: u64,
+    /// PEM certificate chain for `wss://` on --listen (leaf first; needs
+    /// --tls-key). SIGHUP reloads it; a bad file keeps the old pair.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub hub: HubArgs,
 }
@@ -179,6 +187,8 @@ pub struct Config {
     pub busy_poll: Duration,
     /// Rooms, channels, authentication, history.
     pub hub: HubConfig,
+    /// `wss://`: the certificate and key files (`None`: plain `ws://`).
+    pub tls: Option<TlsFiles>,
 }
 
 /// A flag value that cannot work, with the flag's name and the reason.
@@ -187,6 +197,20 @@ pub struct Config {
 pub struct ConfigError {
     pub field: &'static str,
     pub reason: String,
+}
+
+/// `--max-reply-bytes`: as given, between 4 KiB and the backlog cap (a reply
+/// must fit where every message is judged); by default 256 KiB, or a quarter
+/// of the backlog cap when that is smaller.
+fn reply_cap(given: Option<usize>, backlog: usize) -> Result<usize, ConfigError> {
+    match given {
+        None => Ok(crate::hub::config::DEFAULT_MAX_REPLY_BYTES.min((backlog / 4).max(1))),
+        Some(bytes) if (MIN_REPLY_BYTES..=backlog).contains(&bytes) => Ok(bytes),
+        Some(_) => Err(invalid(
+            "max-reply-bytes",
+            format!("must be between 4KiB and --max-backlog-bytes ({backlog})"),
+        )),
+    }
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -219,7 +243,18 @@ impl Default for Config {
             drain: Duration::from_secs(DEFAULT_DRAIN_SECS),
             busy_poll: Duration::from_micros(DEFAULT_BUSY_POLL_US),
             hub: HubConfig::default(),
+            tls: None,
         }
+    }
+}
+
+/// The flag a TLS file error is about.
+fn tls_field(files: &TlsFiles, error: &TlsError) -> &'static str {
+    let key = files.key.display().to_string();
+    match error {
+        TlsError::NoKey(_) => "tls-key",
+        TlsError::Read { path, .. } | TlsError::Pem { path, .. } if *path == key => "tls-key",
+        _ => "tls-cert",
     }
 }
 
@@ -247,7 +282,8 @@ impl Config {
             .iter()
             .map(|c| Cidr::parse(c).map_err(|e| invalid("trusted-proxy", e)))
             .collect::<Result<_, _>>()?;
-        let config = Config {
+        let reply_cap = reply_cap(args.hub.max_reply_bytes, args.max_backlog_bytes)?;
+        let mut config = Config {
             listen: args.listen,
             admin_listen,
             shards: args.shards.unwrap_or_else(default_shards),
@@ -271,8 +307,20 @@ impl Config {
             drain: Duration::from_secs(args.drain_secs),
             busy_poll: Duration::from_micros(args.busy_poll_us),
             hub: hub::hub_config(args.hub)?,
+            tls: match (args.tls_cert, args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => return Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
+            },
         };
+        config.hub.max_reply_bytes = reply_cap;
         config.validate()?;
+        if let Some(files) = &config.tls {
+            // Read now, so --check-config and a bad start say which file is wrong.
+            files
+                .check()
+                .map_err(|e| invalid(tls_field(files, &e), e.to_string()))?;
+        }
         Ok(config)
     }
 
@@ -297,15 +345,6 @@ impl Config {
         }
         if self.max_backlog_bytes == 0 {
             return Err(invalid("max-backlog-bytes", "must be at least 1"));
-        }
-        if self.hub.max_reply_bytes < MIN_REPLY_BYTES || self.hub.max_reply_bytes > self.max_backlog_bytes {
-            return Err(invalid(
-                "max-reply-bytes",
-                format!(
-                    "must be between 4KiB and --max-backlog-bytes ({})",
-                    self.max_backlog_bytes
-                ),
-            ));
         }
         if self.message_timeout.is_zero() {
             return Err(invalid("message-timeout-secs", "must be at least 1 second"));
@@ -418,5 +457,7 @@ mod tests {
             parse(&["--max-reply-bytes", "1KiB"]).unwrap_err().field,
             "max-reply-bytes"
         );
+        let small = parse(&["--max-backlog-bytes", "64KiB"]).unwrap();
+        assert_eq!(small.hub.max_reply_bytes, 16 << 10, "a quarter of a small backlog cap");
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-/// Load tester for hubbub and any other RFC 6455 (ws://) server.
+/// Load tester for hubbub and any other RFC 6455 (ws:// or wss://) server.
 ///
 /// Every run is bounded in time and count and stops by itself. Targets default to loopback.
 #[derive(Parser, Debug, Clone, Serialize)]
@@ -57,6 +57,15 @@ pub struct Common {
     /// No progress output (the final table is still printed).
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// `wss://` targets: trust this CA (PEM file) for the server's certificate.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// `wss://` targets: accept any server certificate (testing only).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// `wss://` targets: never resume a TLS session (every connection pays a full handshake).
+    #[arg(long, global = true)]
+    pub tls_no_resume: bool,
     /// Internal: this process is worker I of `--procs` (set by the parent).
     #[arg(long, global = true, hide = true)]
     pub worker_index: Option<u32>,

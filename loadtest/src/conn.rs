@@ -6,6 +6,7 @@
 //! state allocates nothing per message.
 
 use mio::net::TcpStream;
+use rustls::ClientConnection;
 
 use crate::codec::OpCode;
 use crate::net::{self, Io, Reason};
@@ -48,6 +49,10 @@ pub struct Conn {
     pub(crate) dirty: bool,
     /// `false` for a client that has stopped reading (the `slow` scenario).
     pub(crate) reading: bool,
+    /// `wss://`: the TLS session every byte goes through.
+    pub(crate) tls: Option<Box<ClientConnection>>,
+    /// Set by a read that finished the TLS handshake (the engine records its time).
+    pub(crate) handshook: bool,
 }
 
 impl Conn {
@@ -68,6 +73,16 @@ impl Conn {
             blocked: false,
             dirty: false,
             reading: true,
+            tls: None,
+            handshook: false,
+        }
+    }
+
+    /// Reads plaintext into `buf` (through TLS for `wss://`).
+    pub fn read(&mut self, buf: &mut [u8]) -> Io {
+        match self.tls.as_mut() {
+            Some(tls) => crate::tls::read(tls, &mut self.stream, buf, &mut self.handshook),
+            None => net::read(&mut self.stream, buf),
         }
     }
 
@@ -80,6 +95,9 @@ impl Conn {
     pub fn flush(&mut self) -> Result<(), Reason> {
         if self.phase == Phase::Connecting {
             return Ok(());
+        }
+        if self.tls.is_some() {
+            return self.flush_tls();
         }
         while self.woff < self.wbuf.len() {
             match net::write(&mut self.stream, &self.wbuf[self.woff..]) {
@@ -94,6 +112,31 @@ impl Conn {
         }
         self.wbuf.clear();
         self.woff = 0;
+        Ok(())
+    }
+
+    /// `flush` over TLS: the session's own bytes first (handshake), then the queue once the
+    /// handshake is done.
+    fn flush_tls(&mut self) -> Result<(), Reason> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            match crate::tls::write(tls, &mut self.stream, &self.wbuf[self.woff..]) {
+                Io::Done(0) => break,
+                Io::Done(n) => self.woff += n,
+                Io::WouldBlock => {
+                    self.blocked = true;
+                    return Ok(());
+                }
+                Io::Eof => return Err(Reason::Reset),
+                Io::Failed(reason) => return Err(reason),
+            }
+        }
+        if self.woff == self.wbuf.len() {
+            self.wbuf.clear();
+            self.woff = 0;
+        }
         Ok(())
     }
 }

@@ -19,7 +19,9 @@ use crate::codec::{self, Control, Data, MaskSource, OpCode};
 use crate::conn::{Conn, Phase};
 use crate::handshake::{self, HandshakeError};
 use crate::net::{self, Io, Reason, SocketOpts};
+use crate::stats::Latency;
 use crate::target::{SourceIps, Target};
+use crate::tls::TlsSettings;
 
 /// Reads per readiness event before the connection yields to the others (the rest next turn).
 const READS_PER_EVENT: usize = 16;
@@ -64,6 +66,8 @@ pub struct EngineConfig {
     pub handshake_timeout_ns: u64,
     pub close_timeout_ns: u64,
     pub max_frame: u64,
+    /// `wss://` targets: the shared client TLS settings.
+    pub tls: Option<TlsSettings>,
 }
 
 /// The connections and the operations a scenario may do on them.
@@ -77,6 +81,8 @@ pub struct Net {
     to_read: Vec<usize>,
     handshake_deadlines: VecDeque<(u64, usize, u64)>,
     close_deadlines: VecDeque<(u64, usize, u64)>,
+    /// `wss://`: connect start to TLS handshake done, per connection.
+    tls_handshake: Latency,
 }
 
 impl Net {
@@ -128,7 +134,11 @@ impl Net {
             .map_err(|e| Reason::of(&e))?;
         self.serial += 1;
         let key = handshake::new_key(self.masks.next_u64(), self.masks.next_u64());
-        entry.insert(Conn::new(stream, key, now, self.serial, user));
+        let mut conn = Conn::new(stream, key, now, self.serial, user);
+        if let Some(tls) = &self.cfg.tls {
+            conn.tls = Some(Box::new(tls.session()?));
+        }
+        entry.insert(conn);
         Ok(id)
     }
 
@@ -257,6 +267,7 @@ impl Engine {
             to_read: Vec::new(),
             handshake_deadlines: VecDeque::new(),
             close_deadlines: VecDeque::new(),
+            tls_handshake: Latency::new(),
         };
         Ok(Engine {
             poll,
@@ -264,6 +275,13 @@ impl Engine {
             scratch: vec![0; SCRATCH_BYTES],
             net,
         })
+    }
+
+    /// `wss://` runs: the TLS handshake times (connect start to handshake done), to report as
+    /// `tls_handshake`; `None` for `ws://`.
+    pub fn take_tls_handshakes(&mut self) -> Option<Latency> {
+        self.net.cfg.tls.as_ref()?;
+        Some(std::mem::take(&mut self.net.tls_handshake))
     }
 
     /// One turn: wait up to `timeout` for readiness, handle it, expire deadlines, let the driver
@@ -340,7 +358,18 @@ fn on_readable(net: &mut Net, driver: &mut impl Driver, scratch: &mut [u8], id: 
             }
             conn.reading = true;
         }
-        match net::read(&mut conn.stream, scratch) {
+        let got = conn.read(scratch);
+        if std::mem::take(&mut conn.handshook) {
+            net.tls_handshake.record(now_ns().saturating_sub(conn.started_ns));
+            // The upgrade request waited for the handshake; the client's Finished goes too.
+            if let Err(reason) = conn.flush() {
+                return finish(net, driver, id, Some(reason));
+            }
+        }
+        let Some(conn) = net.conns.get_mut(id) else {
+            return;
+        };
+        match got {
             Io::Done(n) => deliver(net, driver, id, &scratch[..n]),
             Io::WouldBlock => return,
             Io::Eof => {

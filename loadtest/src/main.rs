@@ -28,6 +28,7 @@ mod scenario;
 mod stats;
 mod sysmem;
 mod target;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -1,8 +1,7 @@
 //! Owns where connections go and where they come from: the `ws://host:port/path` target and the
 //! `--source-ips` range that spreads connections over source addresses.
 //!
-//! Only plain `ws://` is spoken; `wss://` users put the tool behind a TLS terminator or wait for
-//! TLS support.
+//! `ws://` and `wss://` are spoken (TLS settings: `tls.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
@@ -11,8 +10,8 @@ use thiserror::Error;
 /// A command-line address that cannot be used. The user fixes the flag.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TargetError {
-    /// Only `ws://` URLs are supported.
-    #[error("only ws:// URLs are supported, got {0:?}")]
+    /// Only `ws://` and `wss://` URLs are supported.
+    #[error("only ws:// and wss:// URLs are supported, got {0:?}")]
     Scheme(String),
     /// The host did not resolve.
     #[error("cannot resolve {0:?}")]
@@ -32,14 +31,18 @@ pub struct Target {
     pub path: String,
     /// The resolved address.
     pub addr: SocketAddr,
+    /// `wss://`: the host name the certificate is checked against.
+    pub tls_name: Option<String>,
 }
 
 impl Target {
-    /// Parses and resolves `ws://host[:port][/path]` (port 80 by default).
+    /// Parses and resolves `ws://host[:port][/path]` (port 80 by default) or `wss://...` (443).
     pub fn parse(url: &str) -> Result<Target, TargetError> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| TargetError::Scheme(url.to_string()))?;
+        let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(TargetError::Scheme(url.to_string())),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -50,17 +53,25 @@ impl Target {
         {
             authority.to_string()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         };
         let addr = with_port
             .to_socket_addrs()
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| TargetError::Resolve(authority.to_string()))?;
+        let tls_name = tls.then(|| {
+            let host = match authority.rsplit_once(':') {
+                Some((host, port)) if port.parse::<u16>().is_ok() => host,
+                _ => authority,
+            };
+            host.trim_start_matches('[').trim_end_matches(']').to_string()
+        });
         Ok(Target {
             host: authority.to_string(),
             path: path.to_string(),
             addr,
+            tls_name,
         })
     }
 }
@@ -113,8 +124,16 @@ mod tests {
     }
 
     #[test]
+    fn parses_wss_urls() {
+        let t = Target::parse("wss://localhost:9443/echo").unwrap();
+        assert_eq!((t.tls_name.as_deref(), t.addr.port()), (Some("localhost"), 9443));
+        let t = Target::parse("wss://127.0.0.1").unwrap();
+        assert_eq!((t.tls_name.as_deref(), t.addr.port()), (Some("127.0.0.1"), 443));
+        assert_eq!(Target::parse("ws://127.0.0.1").unwrap().tls_name, None);
+    }
+
+    #[test]
     fn refuses_other_schemes() {
-        assert!(matches!(Target::parse("wss://127.0.0.1/"), Err(TargetError::Scheme(_))));
         assert!(matches!(
             Target::parse("http://127.0.0.1/"),
             Err(TargetError::Scheme(_))

@@ -2,7 +2,7 @@
 //!
 //! Everything the server holds on a client's behalf is charged to one kind
 //! (`MemKind`): partial input (pooled leases at their full 64 KiB, heap
-//! buffers at their capacity), outgoing queues, retained history. A shard
+//! buffers at their capacity), outgoing queues, retained history, TLS sessions. A shard
 //! charges its `Meter`, which is plain `Cell`s; the meter folds its net change
 //! into the shared atomics only when it has moved by `BATCH_BYTES` (and once
 //! per tick), so the shared cache line is touched rarely. The shared total is
@@ -84,10 +84,13 @@ pub enum MemKind {
     Outgoing,
     /// Publications kept as channel history.
     History,
+    /// TLS sessions (`wss://`): each session's state at a fixed estimate,
+    /// plus a record or a write kept while partial.
+    Tls,
 }
 
 impl MemKind {
-    pub const ALL: [MemKind; 3] = [MemKind::PartialInput, MemKind::Outgoing, MemKind::History];
+    pub const ALL: [MemKind; 4] = [MemKind::PartialInput, MemKind::Outgoing, MemKind::History, MemKind::Tls];
 
     /// The `kind` label of `hubbub_memory_bytes`.
     pub fn label(self) -> &'static str {
@@ -95,6 +98,7 @@ impl MemKind {
             MemKind::PartialInput => "partial_input",
             MemKind::Outgoing => "outgoing",
             MemKind::History => "history",
+            MemKind::Tls => "tls",
         }
     }
 }

@@ -11,7 +11,8 @@ use crate::auth::pattern::ChannelPattern;
 use crate::bus::cluster::ClusterConfig;
 use crate::bus::history::HistoryRule;
 use crate::hub::config::{
-    HubConfig, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, DEFAULT_MAX_MESSAGES_PER_SEC, DEFAULT_MAX_SUBSCRIPTIONS,
+    HubConfig, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, DEFAULT_MAX_MESSAGES_PER_SEC, DEFAULT_MAX_REPLY_BYTES,
+    DEFAULT_MAX_SUBSCRIPTIONS,
 };
 use crate::tick::secs_to_ticks;
 
@@ -59,9 +60,11 @@ pub struct HubArgs {
     pub history_rules: Vec<String>,
     /// Largest reply to one command (history pages, recovered publications);
     /// a longer history answer says `more`, a larger recovery is refused
-    /// with a reason that says to page. At most --max-backlog-bytes.
-    #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = super::values::parse_size)]
-    pub max_reply_bytes: usize,
+    /// with a reason that says to page. Between 4KiB and
+    /// --max-backlog-bytes; by default a quarter of --max-backlog-bytes when
+    /// that is smaller [default: 256KiB].
+    #[arg(long, value_name = "BYTES", value_parser = super::values::parse_size)]
+    pub max_reply_bytes: Option<usize>,
     /// Bearer key for the server API (`/api/*` on the admin port); without
     /// one the API is off (every call answers 403 saying so).
     #[arg(long, env = "HUBBUB_API_KEY", hide_env_values = true)]
@@ -109,7 +112,8 @@ pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
             ttl_ticks: secs_to_ticks(args.history_ttl_secs),
             max_bytes: args.history_max_bytes,
         },
-        max_reply_bytes: args.max_reply_bytes,
+        // Settled against --max-backlog-bytes by `Config::from_args`.
+        max_reply_bytes: args.max_reply_bytes.unwrap_or(DEFAULT_MAX_REPLY_BYTES),
         history_rules,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         cluster: cluster_config(args.redis, args.node_id, args.node_ttl_secs)?,

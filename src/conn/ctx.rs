@@ -9,9 +9,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::admission::Admission;
+use super::tls::TlsScratch;
 use crate::auth::Claims;
 use crate::buf::{BufPool, Meter, BUF_SIZE};
 use crate::metrics::stats::ShardStats;
+use crate::net::tls::TlsAcceptor;
 use crate::route::Endpoint;
 use crate::ws::handshake::OriginPattern;
 
@@ -93,6 +95,11 @@ pub struct Ctx {
     /// Set while decoding when a message (or a control frame outside one)
     /// completed: partial input after it starts a new message deadline.
     pub boundary: bool,
+    /// `wss://`: the shared certificate, key and ticket key new sockets
+    /// handshake with (`None`: plain `ws://`).
+    pub tls_acceptor: Option<Arc<TlsAcceptor>>,
+    /// The shard's TLS buffers (made on first use).
+    pub tls: TlsScratch,
 }
 
 impl Ctx {
@@ -114,6 +121,8 @@ impl Ctx {
             current: 0,
             outbox: Vec::new(),
             boundary: false,
+            tls_acceptor: None,
+            tls: TlsScratch::default(),
         }
     }
 }

@@ -10,8 +10,9 @@ use std::net::Shutdown;
 use bytes::Bytes;
 
 use super::inbuf::{InBuf, Source};
-use super::outq::{self, Flushed, OutQ};
-use super::{Conn, Ctx, Disconnect, Flags, Outgoing, Phase};
+use super::outq::{Flushed, OutQ};
+use super::tls::TlsFailure;
+use super::{Conn, Ctx, Disconnect, Flags, Outgoing, Phase, Transport};
 use crate::metrics::stats::Shed;
 use crate::net::io::{self, IoOutcome};
 use crate::route::{Endpoint, Route};
@@ -48,20 +49,33 @@ impl Conn {
     /// Without an event (budget or buffer retries) we read to `WouldBlock`.
     pub fn on_readable(&mut self, ctx: &mut Ctx, edge: bool) -> Verdict {
         for _ in 0..READS_PER_TURN {
-            let (outcome, offered) = match self.inbuf.as_mut() {
+            // `raw`: bytes read from the socket; `outcome`: what they gave
+            // the decoder (the same for plain TCP, the plaintext over TLS).
+            let tls = matches!(self.transport, Transport::Tls(_));
+            let (outcome, raw, offered) = match self.inbuf.as_mut() {
+                _ if tls => match self.read_tls(ctx) {
+                    Ok(read) => read,
+                    Err(verdict) => return verdict,
+                },
                 Some(buf) => {
                     let (len, cap) = (buf.len(), buf.capacity());
-                    (io::read(&mut self.stream, &mut buf.bytes_mut()[len..cap]), cap - len)
+                    let outcome = io::read(&mut self.stream, &mut buf.bytes_mut()[len..cap]);
+                    (outcome, progress(outcome), cap - len)
                 }
-                None => (io::read(&mut self.stream, &mut ctx.scratch), ctx.scratch.len()),
+                None => {
+                    let outcome = io::read(&mut self.stream, &mut ctx.scratch);
+                    (outcome, progress(outcome), ctx.scratch.len())
+                }
             };
             match outcome {
                 IoOutcome::Progress(n) => {
-                    self.on_bytes(n, ctx);
+                    if n > 0 {
+                        self.on_bytes(n, ctx);
+                    }
                     if self.is_broken() {
                         return Verdict::Drop;
                     }
-                    if edge && n < offered {
+                    if edge && raw < offered {
                         return Verdict::Keep;
                     }
                 }
@@ -75,10 +89,10 @@ impl Conn {
 
     /// Writes what the socket refused earlier.
     pub fn on_writable(&mut self, ctx: &mut Ctx) -> Verdict {
-        let Some(queue) = self.outq.as_mut() else {
+        if self.outq.is_none() && self.transport.pending_bytes() == 0 {
             return Verdict::Keep;
-        };
-        let (flushed, written) = queue.flush(&mut self.stream);
+        }
+        let (flushed, written) = self.transport.flush(&mut self.stream, &mut self.outq, &mut ctx.tls);
         ctx.stats.bytes_out += written as u64;
         if written > 0 {
             self.last_write = ctx.tick;
@@ -200,7 +214,13 @@ impl Conn {
                 self.send_reply(ctx);
             }
             Phase::Handshake => {
-                ctx.stats.handshake_failed(Refusal::TIMEOUT.label());
+                // A TLS handshake that stalls is told apart from a slow request.
+                let label = if self.transport.is_tls_handshaking() {
+                    TLS_TIMEOUT_LABEL
+                } else {
+                    Refusal::TIMEOUT.label()
+                };
+                ctx.stats.handshake_failed(label);
                 return Verdict::Drop;
             }
             Phase::Open if self.flags.has(Flags::PINGED) => {
@@ -240,6 +260,79 @@ impl Conn {
         codec::encode_close(&mut ctx.reply, code, reason);
         self.enter(Phase::CloseSent, ctx.tick);
         self.send_reply(ctx);
+    }
+
+    /// One TLS read: ciphertext in, plaintext appended to the connection's
+    /// buffer (grown to fit what arrived) or to the shard's scratch. `Err`
+    /// when the connection is done (a TLS failure or close_notify).
+    fn read_tls(&mut self, ctx: &mut Ctx) -> Result<(IoOutcome, usize, usize), Verdict> {
+        let limit = self.buffer_limit(ctx);
+        let Transport::Tls(session) = &mut self.transport else {
+            return Err(Verdict::Drop);
+        };
+        let inbuf = &mut self.inbuf;
+        let base = inbuf.as_ref().map_or(0, |b| b.len());
+        let scratch = &mut ctx.scratch;
+        let mut at = base;
+        let mut sink = |bytes: &[u8]| -> bool {
+            let end = at + bytes.len();
+            match inbuf.as_mut() {
+                Some(buf) => {
+                    if end > buf.capacity() && !buf.reserve(end, limit) {
+                        return false;
+                    }
+                    buf.bytes_mut()[at..end].copy_from_slice(bytes);
+                    // Counted as held while more records come, so a growth
+                    // copies them too; put back to `base` below.
+                    buf.set_len(end);
+                }
+                None if end > scratch.len() => return false,
+                None => scratch[at..end].copy_from_slice(bytes),
+            }
+            at = end;
+            true
+        };
+        let read = session.read(&mut self.stream, &mut ctx.tls, &mut sink);
+        if let Some(buf) = self.inbuf.as_mut() {
+            buf.set_len(base);
+        }
+        let raw = progress(read.io);
+        if raw > 0 {
+            self.last_read = ctx.tick;
+        }
+        if let Some(resumed) = read.handshake_done {
+            ctx.stats.tls_handshake(resumed);
+        }
+        if read.write_failed {
+            self.flags.set(Flags::BROKEN, true);
+        }
+        let outcome = match read.io {
+            IoOutcome::Progress(_) => IoOutcome::Progress(read.plain),
+            other => other,
+        };
+        match read.failure {
+            None if read.peer_closed => {
+                if read.plain > 0 {
+                    self.on_bytes(read.plain, ctx);
+                }
+                Err(self.on_eof(ctx))
+            }
+            None => Ok((outcome, raw, read.offered)),
+            Some(TlsFailure::NoMemory) => {
+                self.no_memory_for_input(ctx);
+                self.send_reply(ctx);
+                Err(if self.is_broken() { Verdict::Drop } else { Verdict::Keep })
+            }
+            Some(failure) => {
+                tracing::debug!(error = %failure, "closing a TLS connection");
+                match self.phase {
+                    Phase::Handshake => ctx.stats.handshake_failed(TLS_ERROR_LABEL),
+                    Phase::Open => self.ending = Some(Disconnect::ProtocolError),
+                    Phase::CloseSent | Phase::Lingering => {}
+                }
+                Err(Verdict::Drop)
+            }
+        }
     }
 
     fn on_eof(&mut self, ctx: &mut Ctx) -> Verdict {
@@ -543,7 +636,9 @@ impl Conn {
             return;
         }
         let queued_before = self.queued_bytes();
-        let (flushed, written) = outq::send(&mut self.stream, &mut self.outq, &ctx.reply, &ctx.meter);
+        let (flushed, written) =
+            self.transport
+                .send(&mut self.stream, &mut self.outq, &ctx.reply, &ctx.meter, &mut ctx.tls);
         ctx.stats.bytes_out += written as u64;
         if written > 0 {
             self.last_write = ctx.tick;
@@ -564,6 +659,7 @@ impl Conn {
             self.flags.set(Flags::WRITE_SHUT, true);
             // An error means the peer is gone already; EOF or the close
             // timer removes the connection either way.
+            self.transport.closing(&mut self.stream);
             let _ = self.stream.shutdown(Shutdown::Write);
         }
     }
@@ -622,6 +718,21 @@ fn over_backlog_cap(queued: usize, ctx: &Ctx) -> bool {
         return false;
     }
     queued > limits.max_backlog_bytes || ctx.meter.over_limit()
+}
+
+/// Handshake-failure reason of a TLS handshake that failed (garbage, no
+/// shared cipher or version, a bad record).
+pub const TLS_ERROR_LABEL: &str = "tls_error";
+/// Handshake-failure reason of a TLS handshake not finished within
+/// `--handshake-timeout-secs` of the accept (a stalled ClientHello).
+pub const TLS_TIMEOUT_LABEL: &str = "tls_timeout";
+
+/// Bytes an I/O outcome moved (0 unless progress).
+fn progress(outcome: IoOutcome) -> usize {
+    match outcome {
+        IoOutcome::Progress(n) => n,
+        _ => 0,
+    }
 }
 
 /// Close reason for a partial message held past `--message-timeout-secs`.

@@ -137,6 +137,22 @@ impl OutQ {
         (Flushed::All, written)
     }
 
+    /// Copies up to `max` queued bytes, oldest first, into `out` and takes
+    /// them off the queue (TLS encrypts them next: `conn/transport.rs`).
+    pub fn take_front(&mut self, max: usize, out: &mut Vec<u8>) {
+        let mut taken = 0;
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            let start = if i == 0 { self.offset } else { 0 };
+            let take = (chunk.len() - start).min(max - taken);
+            out.extend_from_slice(&chunk[start..start + take]);
+            taken += take;
+            if taken == max {
+                break;
+            }
+        }
+        self.consume(taken);
+    }
+
     fn consume(&mut self, mut n: usize) {
         self.bytes -= n;
         while n > 0 {
@@ -207,6 +223,23 @@ mod tests {
         assert_eq!(meter.held(MemKind::Outgoing), 5);
         q.consume(5);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn take_front_copies_across_chunks_and_releases() {
+        let meter = Meter::unlimited();
+        let mut q = OutQ::new(meter.clone());
+        q.push_started(Bytes::from_static(b"xxabc"), 2);
+        q.push(Bytes::from_static(b"defg"));
+        let mut out = Vec::new();
+        q.take_front(5, &mut out);
+        assert_eq!(out, b"abcde");
+        assert_eq!((q.bytes(), meter.held(MemKind::Outgoing)), (2, 2));
+        out.clear();
+        q.take_front(100, &mut out);
+        assert_eq!(out, b"fg");
+        assert!(q.is_empty());
+        assert_eq!(meter.held(MemKind::Outgoing), 0);
     }
 
     #[test]

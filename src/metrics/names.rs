@@ -46,6 +46,7 @@ pub(crate) const CLUSTER_DROPS: &str = "hubbub_cluster_dropped_total";
 pub(crate) const CLUSTER_PUBLISHED: &str = "hubbub_cluster_published_total";
 pub(crate) const CLUSTER_RECONNECTS: &str = "hubbub_cluster_reconnects_total";
 pub const ADMIN_REFUSED: &str = "hubbub_admin_refused_total";
+pub const TLS_HANDSHAKES: &str = "hubbub_tls_handshakes_total";
 
 /// What kind of series a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +94,7 @@ pub const ALL: &[Described] = &[
         MEMORY_BYTES,
         G,
         Unit::Bytes,
-        "Bytes held for clients, charged to --memory-limit, by kind (partial_input, outgoing, history).",
+        "Bytes held for clients, charged to --memory-limit, by kind (partial_input, outgoing, history, tls).",
     ),
     m(MEMORY_LIMIT_BYTES, G, Unit::Bytes, "The memory budget (--memory-limit)."),
     m(
@@ -120,6 +121,7 @@ pub const ALL: &[Described] = &[
     m(CLUSTER_PUBLISHED, C, Unit::Count, "Cluster mode: publishes sequenced by Redis from this node."),
     m(CLUSTER_RECONNECTS, C, Unit::Count, "Cluster mode: times the command connection to Redis was lost."),
     m(ADMIN_REFUSED, C, Unit::Count, "Admin-port connections refused or cut short, by reason (request_timeout = 408, write_timeout, evicted at the connection cap, head_too_large = 431, body_too_large = 413, bad_request = 400/411)."),
+    m(TLS_HANDSHAKES, C, Unit::Count, "wss:// TLS handshakes completed, by kind (full, resumed from a session ticket)."),
 ];
 
 /// Bucket upper bounds (seconds) of both latency histograms: 5 us to 2.5 s.

@@ -41,6 +41,9 @@ pub(crate) struct ShardMetrics {
     subscriptions: Gauge,
     users: Gauge,
     delivery_latency: Histogram,
+    /// TLS handshakes completed, by kind: full, resumed.
+    tls_full: Counter,
+    tls_resumed: Counter,
 }
 
 /// Figures the hub keeps outside `ShardStats` counters; gauges except drops.
@@ -101,6 +104,8 @@ impl ShardMetrics {
             subscriptions: gauge!(SUBSCRIPTIONS, &s()),
             users: gauge!(USERS, &s()),
             delivery_latency: histogram!(DELIVERY_LATENCY_SECONDS, &s()),
+            tls_full: counter!(TLS_HANDSHAKES, "shard" => id.clone(), "kind" => "full"),
+            tls_resumed: counter!(TLS_HANDSHAKES, "shard" => id.clone(), "kind" => "resumed"),
         }
     }
 
@@ -116,6 +121,8 @@ impl ShardMetrics {
         self.memory_limit.set(meter.limit() as f64);
         self.open.set(stats.open as f64);
         self.accepted.absolute(stats.accepted);
+        self.tls_full.absolute(stats.tls_full);
+        self.tls_resumed.absolute(stats.tls_resumed);
         self.upgraded.absolute(stats.upgraded);
         for (handle, &n) in self.handshake_failures.iter().zip(&stats.handshake_failures) {
             handle.absolute(n);

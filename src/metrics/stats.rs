@@ -5,7 +5,7 @@ use super::disconnect::Disconnect;
 use super::histogram::LocalHistogram;
 
 /// Handshake failure reasons, in the order of `ShardStats::handshake_failures`.
-pub(crate) const HANDSHAKE_FAILURE_LABELS: [&str; 16] = [
+pub(crate) const HANDSHAKE_FAILURE_LABELS: [&str; 18] = [
     "bad_request",
     "origin_forbidden",
     "not_found",
@@ -21,6 +21,8 @@ pub(crate) const HANDSHAKE_FAILURE_LABELS: [&str; 16] = [
     "per_ip_rate",
     "evicted",
     "room_forbidden",
+    "tls_error",
+    "tls_timeout",
     "other",
 ];
 
@@ -85,6 +87,9 @@ pub struct ShardStats {
     pub buffers_refused: u64,
     /// Bytes queued on this shard's connections (refreshed once a second).
     pub queued_bytes: u64,
+    /// TLS handshakes completed (`wss://`): full, and resumed from a ticket.
+    pub tls_full: u64,
+    pub tls_resumed: u64,
     /// Loop turns that handled events, since the last flush to `metrics`.
     pub loop_turns: LocalHistogram,
     /// Publish-to-deliver latency of messages delivered here (the hub records).
@@ -98,6 +103,15 @@ impl ShardStats {
             .position(|&l| l == label)
             .unwrap_or(HANDSHAKE_FAILURE_LABELS.len() - 1);
         self.handshake_failures[index] += 1;
+    }
+
+    /// A TLS handshake completed; `resumed` when it used a session ticket.
+    pub fn tls_handshake(&mut self, resumed: bool) {
+        if resumed {
+            self.tls_resumed += 1;
+        } else {
+            self.tls_full += 1;
+        }
     }
 
     pub(crate) fn disconnected(&mut self, why: Disconnect) {
@@ -135,7 +149,9 @@ impl ShardStats {
             buffers_leased,
             buffers_capacity,
             buffers_refused,
-            queued_bytes
+            queued_bytes,
+            tls_full,
+            tls_resumed
         );
         for (a, b) in self.handshake_failures.iter_mut().zip(other.handshake_failures) {
             *a += b;

@@ -25,6 +25,8 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot start TLS: {0}")]
+    Tls(#[source] crate::net::tls::TlsError),
     #[error("cannot start cluster mode: {0}")]
     Cluster(#[source] io::Error),
     #[error("cannot set up {what}: {source}")]
@@ -48,7 +50,7 @@ impl StartError {
     /// 3 when the address is taken, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Config(_) => 2,
+            StartError::Config(_) | StartError::Tls(_) => 2,
             StartError::Listen { source, .. } | StartError::AdminPort { source, .. }
                 if source.kind() == io::ErrorKind::AddrInUse =>
             {

@@ -19,6 +19,7 @@ use crate::conn::{Ctx, Limits};
 use crate::limits;
 use crate::metrics::stats::ShardStats;
 use crate::net::listener;
+use crate::net::tls::{TlsAcceptor, TlsError};
 use crate::shard::{token, Shard, ShardSetup};
 use crate::tick::{ticks, CLOSE_TIMEOUT};
 
@@ -37,6 +38,8 @@ pub struct ServerHandle {
     admin: Option<AdminHandle>,
     /// Cluster mode: the Redis bridge threads, stopped after the shards.
     cluster: Option<crate::cluster::Bridge>,
+    /// `wss://`: the shared certificate, key and ticket key.
+    tls: Option<Arc<TlsAcceptor>>,
 }
 
 impl ServerHandle {
@@ -48,6 +51,21 @@ impl ServerHandle {
     /// The admin port's address (`/metrics`, `/healthz`, `/readyz`).
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminHandle::local_addr)
+    }
+
+    /// True when the listener speaks `wss://`.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Reads the certificate and key again (what SIGHUP does): new
+    /// handshakes use the new pair, open connections keep theirs. On an
+    /// error the old pair stays. Without TLS there is nothing to reload.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(acceptor) => acceptor.reload(),
+            None => Ok(()),
+        }
     }
 
     /// What the probes report.
@@ -173,6 +191,14 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
     // shard for polite refusals, so the fd reserve holds.
     let max_sockets = capacity + crate::limits::REFUSAL_HEADROOM * config.shards;
     let admission = Arc::new(Admission::new(capacity, max_sockets, config.per_ip.clone()));
+    let tls = match &config.tls {
+        Some(files) => {
+            let acceptor = TlsAcceptor::new(files.clone()).map_err(StartError::Tls)?;
+            info!(cert = %files.cert.display(), key = %files.key.display(), "wss:// (TLS 1.2 and 1.3)");
+            Some(acceptor)
+        }
+        None => None,
+    };
     let prometheus = crate::metrics::exporter::install();
     let health = Arc::new(Health::default());
     let listen = |source| StartError::Listen {
@@ -234,6 +260,7 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
         health,
         admin,
         cluster: bridge,
+        tls: tls.clone(),
     };
     let hub_config = Arc::new(config.hub.clone());
     for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
@@ -246,11 +273,13 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
         let peers = handle.shards.for_sender();
         let hub_config = Arc::clone(&hub_config);
         let cluster = cluster_link.clone();
+        let tls = tls.clone();
         let thread = std::thread::Builder::new()
             .name(format!("hubbub-shard-{id}"))
             .spawn(move || {
                 // The pool is single-threaded (Rc), so it is made on its thread.
-                let ctx = Ctx::new(BufPool::new(buffers), limits, Meter::new(budget), admission);
+                let mut ctx = Ctx::new(BufPool::new(buffers), limits, Meter::new(budget), admission);
+                ctx.tls_acceptor = tls;
                 let setup = ShardSetup {
                     id,
                     poll,
@@ -293,18 +322,20 @@ fn shard_limits(config: &Config, max_open: usize) -> Limits {
 
 /// Runs the server until it has drained: SIGTERM, SIGUSR2 (the restart
 /// signal: start the new process first, it binds the same port) and SIGINT
-/// start a drain; a second signal exits at once.
+/// start a drain; a second signal exits at once. SIGHUP reloads the TLS
+/// certificate and key.
 pub fn run(config: &Config) -> Result<(), StartError> {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
     // Handlers first: a supervisor may signal as soon as it reads the banner.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2])
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2, SIGHUP])
         .map_err(StartError::setup("signal handlers"))?;
     let handle = start(config)?;
     // One write, errors ignored: a supervisor that reads only the first
     // line and closes the pipe must not kill the server.
     let addr = handle.local_addr();
-    let endpoints = format!("ws://{addr}/echo ws://{addr}/room/{{name}} ws://{addr}/ws");
-    let mut banner = format!("hubbub listening on ws://{addr}\n");
+    let scheme = if handle.is_tls() { "wss" } else { "ws" };
+    let endpoints = format!("{scheme}://{addr}/echo {scheme}://{addr}/room/{{name}} {scheme}://{addr}/ws");
+    let mut banner = format!("hubbub listening on {scheme}://{addr}\n");
     let admin = handle.admin_addr().map_or_else(|| "off".to_string(), |a| a.to_string());
     if let Some(admin) = handle.admin_addr() {
         banner += &format!("hubbub admin on http://{admin}\n");
@@ -320,11 +351,16 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     let began: Arc<Mutex<Option<(Instant, ShardStats)>>> = Arc::default();
     let drain_began = Arc::clone(&began);
     let published = handle.stats.clone();
+    let tls = handle.tls.clone();
     std::thread::Builder::new()
         .name("hubbub-signals".into())
         .spawn(move || {
             let mut received = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload(tls.as_deref());
+                    continue;
+                }
                 received += 1;
                 if received > 1 {
                     warn!(signal, "second signal: exiting now");
@@ -348,6 +384,21 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         None => info!("stopped; exiting"),
     }
     result
+}
+
+/// SIGHUP: reloads the TLS pair, or says why the old one stays.
+fn reload(tls: Option<&TlsAcceptor>) {
+    let Some(acceptor) = tls else {
+        info!("SIGHUP: no --tls-cert, nothing to reload");
+        return;
+    };
+    let files = acceptor.files();
+    match acceptor.reload() {
+        Ok(()) => {
+            info!(cert = %files.cert.display(), "SIGHUP: TLS certificate and key reloaded; new handshakes use them")
+        }
+        Err(e) => error!(error = %e, "SIGHUP: TLS reload failed; keeping the certificate and key in use"),
+    }
 }
 
 /// Every shard's counters as last published.

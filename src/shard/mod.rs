@@ -29,6 +29,8 @@ use tracing::{debug, warn};
 use crate::buf::MemKind;
 use crate::bus::inbox::{Inbox, Lane, ShardMsg};
 use crate::bus::peers::Peers;
+use crate::conn::drive::TLS_ERROR_LABEL;
+use crate::conn::tls::TlsSession;
 use crate::conn::{Conn, Ctx, Disconnect, Phase, Verdict};
 use crate::hub::config::HubConfig;
 use crate::hub::Hub;
@@ -359,6 +361,22 @@ impl Shard {
             self.ctx.pending_ips.insert(key, peer);
         }
         let mut conn = Conn::new(stream, generation, self.ctx.tick);
+        if let Some(acceptor) = &self.ctx.tls_acceptor {
+            // The handshake timeout (from this tick) covers the TLS handshake.
+            match TlsSession::new(acceptor.config(), &self.ctx.meter) {
+                Ok(session) => conn.use_tls(session),
+                Err(e) => {
+                    warn!(shard = self.id, error = %e, "could not start a TLS session");
+                    self.ctx.stats.handshake_failed(TLS_ERROR_LABEL);
+                    self.ctx.admission.release_socket();
+                    if tracks_ip {
+                        self.ctx.pending_ips.remove(&key);
+                        self.ctx.admission.end_handshake(peer);
+                    }
+                    return;
+                }
+            }
+        }
         conn.timer_at = self.wheel.schedule(conn.deadline(&self.ctx), key as u32);
         entry.insert(conn);
         self.handshakes.push(key, generation, &self.conns);

@@ -42,6 +42,11 @@ impl TestServer {
             .expect("admin port on")
     }
 
+    /// Reloads the TLS certificate and key (what SIGHUP does).
+    pub fn reload_tls(&self) -> Result<(), hubbub::net::tls::TlsError> {
+        self.handle.as_ref().expect("running").reload_tls()
+    }
+
     /// Shuts down and waits; returns the shards' result.
     pub fn stop(mut self) -> Result<(), hubbub::server::StartError> {
         let handle = self.handle.take().expect("running");
@@ -208,7 +213,7 @@ impl Client {
     }
 }
 
-fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
+pub fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     if buf.len() < 2 {
         return None;
     }
@@ -418,4 +423,67 @@ pub fn api_call(
     let (status, _, mut rest) = read_response(&mut stream);
     rest.extend(read_to_close(&mut stream));
     (status, serde_json::from_slice(&rest).unwrap_or(serde_json::Value::Null))
+}
+
+/// A test CA and a leaf certificate for `localhost` and 127.0.0.1, written
+/// as PEM files (`wss://` tests); `reissue` writes a new leaf and key.
+pub struct TestCerts {
+    pub dir: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCerts {
+    /// A fresh CA and leaf in a directory of their own under the temp dir.
+    pub fn new(name: &str) -> TestCerts {
+        let dir = std::env::temp_dir().join(format!("hubbub-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "hubbub test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_cert = params.self_signed(&ca_key).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_cert.pem()).unwrap();
+        let certs = TestCerts {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            ca,
+            ca_der: ca_cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, ca_key),
+            dir,
+        };
+        certs.reissue("hubbub test server");
+        certs
+    }
+
+    /// Writes a new leaf (new key, `common_name`) signed by the same CA;
+    /// returns its DER.
+    pub fn reissue(&self, common_name: &str) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(&self.cert, cert.pem()).unwrap();
+        std::fs::write(&self.key, key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+
+    pub fn files(&self) -> hubbub::net::tls::TlsFiles {
+        hubbub::net::tls::TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

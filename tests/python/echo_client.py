@@ -1,13 +1,23 @@
 """Echo round trips with the `websockets` library: text, binary, ping, close."""
 import asyncio
 import os
+import ssl
 import sys
 
 from websockets.asyncio.client import connect
 
 
+def tls_context(url: str):
+    """For wss://, trust only the test CA named by HUBBUB_TEST_CA."""
+    if not url.startswith("wss://"):
+        return None
+    context = ssl.create_default_context(cafile=os.environ["HUBBUB_TEST_CA"])
+    return context
+
+
 async def main(url: str) -> None:
-    async with connect(url, max_size=2**21, open_timeout=10, close_timeout=5) as ws:
+    extra = {"ssl": tls_context(url)} if url.startswith("wss://") else {}
+    async with connect(url, max_size=2**21, open_timeout=10, close_timeout=5, **extra) as ws:
         for i in range(100):
             text = f"message {i} ✓ ünïcödé"
             await ws.send(text)

@@ -8,7 +8,7 @@ use crate::cli::{ChurnArgs, Cli};
 use crate::clock::secs_to_ns;
 use crate::coord::Coord;
 use crate::engine::{Closed, Driver, Net};
-use crate::scenario::{drive, engine_for, Finished, Outcome, Pacer, Part, RunError, Staged};
+use crate::scenario::{add_tls_handshakes, drive, engine_for, Finished, Outcome, Pacer, Part, RunError, Staged};
 use crate::stats::{count_failure, Latency};
 
 struct Churn {
@@ -67,6 +67,7 @@ pub fn run(cli: &Cli, args: &ChurnArgs, part: Part, coord: Coord) -> Result<Fini
     out.latency.insert("handshake".into(), handshake);
     out.latency.insert("close".into(), close);
     out.latency.insert("cycle".into(), cycle);
+    add_tls_handshakes(&mut engine, &mut out);
     let mem = coord.finish();
     Ok(Finished { outcome: out, mem })
 }

@@ -8,7 +8,9 @@ use crate::cli::{Cli, ConnectArgs};
 use crate::clock::secs_to_ns;
 use crate::coord::Coord;
 use crate::engine::{Closed, Driver, Net};
-use crate::scenario::{drive, engine_for, Finished, Lifecycle, Part, Plan, RunError, Stage, Staged};
+use crate::scenario::{
+    add_tls_handshakes, drive, engine_for, Finished, Lifecycle, Part, Plan, RunError, Stage, Staged,
+};
 use crate::stats::Latency;
 
 struct Connect {
@@ -39,6 +41,7 @@ pub fn run(cli: &Cli, args: &ConnectArgs, part: Part, coord: Coord) -> Result<Fi
     let Connect { life, ping_rtt, .. } = connect;
     let mut finished = life.finish();
     finished.outcome.latency.insert("ping".into(), ping_rtt);
+    add_tls_handshakes(&mut engine, &mut finished.outcome);
     Ok(finished)
 }
 

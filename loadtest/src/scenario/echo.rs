@@ -17,7 +17,9 @@ use crate::coord::Coord;
 use crate::engine::{Closed, Driver, Net};
 use crate::net::Reason;
 use crate::payload;
-use crate::scenario::{drive, engine_for, Finished, Lifecycle, Pacer, Part, Plan, RunError, Stage, Staged};
+use crate::scenario::{
+    add_tls_handshakes, drive, engine_for, Finished, Lifecycle, Pacer, Part, Plan, RunError, Stage, Staged,
+};
 use crate::stats::Latency;
 
 /// An open-loop connection stops taking new messages while this many bytes wait for its socket.
@@ -129,6 +131,7 @@ pub fn run_plan(cli: &Cli, url: &str, p: EchoPlan, coord: Coord) -> Result<Finis
     let Echo { life, rtt, .. } = echo;
     let mut finished = life.finish();
     finished.outcome.latency.insert("rtt".into(), rtt);
+    add_tls_handshakes(&mut engine, &mut finished.outcome);
     Ok(finished)
 }
 

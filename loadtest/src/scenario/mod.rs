@@ -28,6 +28,7 @@ use crate::net::Reason;
 use crate::stats::{count_failure, merge_failures, Counters, Failures, Latency};
 use crate::sysmem::MemReport;
 use crate::target::{SourceIps, Target, TargetError};
+use crate::tls::{TlsSettings, TlsSetupError};
 
 /// Why a run could not be carried out. The user fixes the flag or the environment.
 #[derive(Debug, Error)]
@@ -44,6 +45,9 @@ pub enum RunError {
     /// A flag combination that cannot work.
     #[error("{0}")]
     Usage(String),
+    /// `wss://` settings that cannot work (`--ca`, `--insecure`).
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
 }
 
 /// A broadcast subscriber that missed or reordered messages.
@@ -144,14 +148,33 @@ impl Part {
 pub fn engine_for(cli: &Cli, url: &str) -> Result<Engine, RunError> {
     let c = &cli.common;
     let sources = c.source_ips.as_deref().map(SourceIps::parse).transpose()?;
+    let target = Target::parse(url)?;
     let cfg = EngineConfig {
-        target: Target::parse(url)?,
+        tls: tls_for(cli, &target)?,
+        target,
         sources,
         handshake_timeout_ns: secs_to_ns(c.handshake_timeout_secs),
         close_timeout_ns: secs_to_ns(c.close_timeout_secs),
         max_frame: c.max_frame,
     };
     Ok(Engine::new(cfg)?)
+}
+
+/// The client TLS settings for a `wss://` target (`None` for `ws://`).
+pub fn tls_for(cli: &Cli, target: &Target) -> Result<Option<TlsSettings>, RunError> {
+    let Some(name) = &target.tls_name else {
+        return Ok(None);
+    };
+    let c = &cli.common;
+    let settings = TlsSettings::new(name, c.ca.as_deref(), c.insecure, !c.tls_no_resume)?;
+    Ok(Some(settings))
+}
+
+/// Adds the engine's TLS handshake times to a run's latencies (`wss://` runs only).
+pub fn add_tls_handshakes(engine: &mut Engine, out: &mut Outcome) {
+    if let Some(tls) = engine.take_tls_handshakes() {
+        out.latency.insert("tls_handshake".into(), tls);
+    }
 }
 
 /// Turns the loop until the driver says it is done.

@@ -53,15 +53,18 @@ pub fn probe_url(args: &ProbeArgs, target_url: &str) -> Result<String, RunError>
         return Ok(url.clone());
     }
     let target = Target::parse(target_url)?;
-    Ok(format!("ws://{}/echo", target.host))
+    let scheme = if target.tls_name.is_some() { "wss" } else { "ws" };
+    Ok(format!("{scheme}://{}/echo", target.host))
 }
 
 /// Starts the probe on a thread of its own (from the default source address, never from
 /// `--source-ips`: with per-address limits it is a different client from the attackers).
 pub fn start(cli: &Cli, args: &ProbeArgs, target_url: &str) -> Result<ProbeHandle, RunError> {
     let c = &cli.common;
+    let target = Target::parse(&probe_url(args, target_url)?)?;
     let cfg = EngineConfig {
-        target: Target::parse(&probe_url(args, target_url)?)?,
+        tls: crate::scenario::tls_for(cli, &target)?,
+        target,
         sources: None,
         handshake_timeout_ns: secs_to_ns(c.handshake_timeout_secs),
         close_timeout_ns: secs_to_ns(c.close_timeout_secs),
