@@ -9,9 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::config::{HubConfig, CLOSE_REPLACED};
+use super::frame::{publication, text_frame};
 use super::log::ChannelLog;
 use super::protocol::{self, json_string};
-use super::text_frame;
 use crate::buf::Meter;
 use crate::bus::cluster::{ClusterCmd, RedisCall};
 use crate::bus::history::{Entry, Recovery};
@@ -120,7 +120,7 @@ impl Owned {
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
                 out.deliver = Some(Publication {
-                    frame: text_frame(&protocol::push_publication(&channel, offset, &data), &budget),
+                    frame: publication(&channel, offset, &data, &budget),
                     channel: Arc::clone(&channel),
                     offset,
                     epoch: Arc::clone(&log.epoch),
@@ -240,10 +240,7 @@ impl Owned {
         let Some(log) = self.logs.get_mut(&channel) else { return };
         log.expire(tick);
         if log.append_at(&epoch, offset, Arc::clone(&data), tick) {
-            let frame = text_frame(
-                &protocol::push_publication(&channel, offset, &data),
-                self.meter.budget(),
-            );
+            let frame = publication(&channel, offset, &data, self.meter.budget());
             out.deliver = Some(Publication {
                 channel,
                 frame,

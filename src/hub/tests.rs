@@ -1,0 +1,1 @@
+//! Hub-level unit tests: a hub (or two) driven through `Conns` by a fake.
