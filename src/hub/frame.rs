@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 
-use super::protocol::json_string;
 use crate::buf::MemoryBudget;
 use crate::ws::codec::{self, Kind, MAX_SERVER_HEADER};
 
@@ -36,7 +35,8 @@ pub fn publication(channel: &str, offset: u64, data: &str, budget: &Arc<MemoryBu
     let hint = HEAD.len() + channel.len() + 2 + OFFSET.len() + 20 + DATA.len() + data.len() + 1;
     let mut frame = FrameBuf::with_capacity(hint);
     frame.push(HEAD);
-    frame.push(json_string(channel).as_bytes());
+    // Writing into a Vec cannot fail; a `str` always serialises.
+    let _ = serde_json::to_writer(&mut frame.buf, channel);
     frame.push(OFFSET);
     frame.push(itoa(offset, &mut [0u8; 20]));
     frame.push(DATA);
