@@ -8,6 +8,10 @@
 //! registered once for reading and writing; interest is tracked here, so a
 //! connection that stopped early (budget, no buffer) is remembered, never
 //! left waiting for an event that will not come.
+//!
+//! The shard calls the hub (what a driven connection asked for, each inbox
+//! message, the end of a turn) and lends it `Local`, its view of the
+//! connections (`hub::Conns`); the hub never calls the shard back.
 
 pub mod drain;
 pub(crate) mod evict;
