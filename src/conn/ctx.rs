@@ -88,9 +88,11 @@ pub struct Ctx {
     pub draining: bool,
     /// Wall-clock seconds, for token expiry; set by the shard each turn.
     pub now_unix: u64,
-    /// Slab key of the connection being driven.
+    /// Slab key of the connection being driven (for its own bookkeeping
+    /// here, and to tag what it puts in `outbox`; the hub never reads it).
     pub current: usize,
-    /// What the connection being driven asks of the hub.
+    /// What the connection being driven asks of the hub: the shard hands
+    /// each item to the hub, with its key, right after the drive.
     pub outbox: Vec<Outgoing>,
     /// Set while decoding when a message (or a control frame outside one)
     /// completed: partial input after it starts a new message deadline.

@@ -54,7 +54,7 @@ impl Flags {
     pub(crate) const WRITE_SHUT: u8 = 2;
     /// The socket failed; the shard removes the connection.
     pub(crate) const BROKEN: u8 = 4;
-    /// Listed in the hub's dirty list: has queued bytes to flush this turn.
+    /// Listed in the shard's dirty list: has queued bytes to flush this turn.
     pub(crate) const DIRTY: u8 = 8;
 
     pub fn has(self, flag: u8) -> bool {

@@ -9,9 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::config::{HubConfig, CLOSE_REPLACED};
+use super::frame::{publication, text_frame};
 use super::log::ChannelLog;
 use super::protocol::{self, json_string};
-use super::text_frame;
 use crate::buf::Meter;
 use crate::bus::cluster::{ClusterCmd, RedisCall};
 use crate::bus::history::{Entry, Recovery};
@@ -120,7 +120,7 @@ impl Owned {
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
                 out.deliver = Some(Publication {
-                    frame: text_frame(&protocol::push_publication(&channel, offset, &data), &budget),
+                    frame: publication(&channel, offset, &data, &budget),
                     channel: Arc::clone(&channel),
                     offset,
                     epoch: Arc::clone(&log.epoch),
@@ -240,10 +240,7 @@ impl Owned {
         let Some(log) = self.logs.get_mut(&channel) else { return };
         log.expire(tick);
         if log.append_at(&epoch, offset, Arc::clone(&data), tick) {
-            let frame = text_frame(
-                &protocol::push_publication(&channel, offset, &data),
-                self.meter.budget(),
-            );
+            let frame = publication(&channel, offset, &data, self.meter.budget());
             out.deliver = Some(Publication {
                 channel,
                 frame,
@@ -469,4 +466,295 @@ pub(crate) fn publications_json(entries: &[Entry]) -> String {
         .map(|e| format!("{{\"offset\":{},\"data\":{}}}", e.offset, e.data))
         .collect();
     format!("[{}]", items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::cluster::ClusterConfig;
+    use crate::bus::history::{HistoryRule, Recover};
+    use std::time::Duration;
+
+    fn owned(config: HubConfig) -> Owned {
+        Owned::new(0, Arc::new(config), Meter::unlimited())
+    }
+
+    fn cluster_config() -> HubConfig {
+        HubConfig {
+            cluster: Some(ClusterConfig {
+                redis: "redis://127.0.0.1:1".into(),
+                node: "n1".into(),
+                node_ttl: Duration::from_secs(5),
+            }),
+            ..HubConfig::default()
+        }
+    }
+
+    fn origin(shard: u16, key: u32, id: u64) -> Origin {
+        Origin {
+            shard,
+            key,
+            generation: 1,
+            id,
+        }
+    }
+
+    fn subscribe(from: Origin, user: Option<&str>, recover: Option<Recover>) -> HubMsg {
+        HubMsg::Subscribe {
+            channel: "c".into(),
+            from,
+            user: user.map(Arc::from),
+            recover,
+        }
+    }
+
+    fn unsubscribe(user: Option<&str>, shard: u16) -> HubMsg {
+        HubMsg::Unsubscribe {
+            channel: "c".into(),
+            user: user.map(Arc::from),
+            shard,
+        }
+    }
+
+    fn publish(data: &str) -> HubMsg {
+        HubMsg::Publish {
+            channel: "c".into(),
+            data: data.into(),
+            reply: None,
+        }
+    }
+
+    /// The confirmations in `out`, as (shard sent to, confirmation).
+    fn confirmations(out: Out) -> Vec<(usize, Confirmation)> {
+        out.sends
+            .into_iter()
+            .filter_map(|(shard, msg)| match msg {
+                HubMsg::Subscribed(c) => Some((shard, c)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn presence(owned: &mut Owned) -> serde_json::Value {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let query = HubMsg::Query {
+            channel: "c".into(),
+            query: Query::Presence,
+            reply: ReplyTo::Admin(tx),
+        };
+        owned.handle(query, 1);
+        serde_json::from_str(&rx.try_recv().unwrap()).unwrap()
+    }
+
+    /// Subscribers of "c" as `/api/channels` shows them (0: no log).
+    fn subscribers(owned: &Owned) -> u64 {
+        let list: serde_json::Value = serde_json::from_str(&owned.list()).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["subscribers"].as_u64().unwrap())
+            .sum()
+    }
+
+    #[test]
+    fn offsets_count_up_in_one_epoch_and_each_publication_is_framed_once() {
+        let mut owned = owned(HubConfig::default());
+        let first = owned.handle(publish("1"), 1).deliver.unwrap();
+        let second = owned.handle(publish("{\"a\":2}"), 1).deliver.unwrap();
+        assert_eq!((first.offset, second.offset), (1, 2));
+        assert_eq!(first.epoch, second.epoch);
+        let push: serde_json::Value = serde_json::from_slice(&second.frame[2..]).unwrap();
+        assert_eq!(
+            (push["offset"].clone(), push["data"]["a"].clone()),
+            (2.into(), 2.into())
+        );
+        // A subscriber learns the position it starts after.
+        let confirmed = confirmations(owned.handle(subscribe(origin(1, 4, 9), None, None), 1));
+        assert_eq!(confirmed.len(), 1);
+        let (shard, c) = &confirmed[0];
+        assert_eq!((*shard, c.offset, c.to.id), (1, 2, 9));
+        assert_eq!(c.epoch, first.epoch);
+    }
+
+    #[test]
+    fn recovery_gives_exactly_what_was_missed_in_the_same_epoch_only() {
+        let mut owned = owned(HubConfig::default());
+        let epoch = owned.handle(publish("1"), 1).deliver.unwrap().epoch;
+        owned.handle(publish("2"), 1);
+        owned.handle(publish("3"), 1);
+        let from = |offset, epoch: &str| {
+            Some(Recover {
+                offset,
+                epoch: epoch.into(),
+            })
+        };
+        let c = confirmations(owned.handle(subscribe(origin(0, 1, 1), None, from(1, &epoch)), 1)).remove(0);
+        let Recovery::Recovered(entries) = c.1.recovery else {
+            panic!("{:?}", c.1.recovery)
+        };
+        assert_eq!(entries.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![2, 3]);
+        let c = confirmations(owned.handle(subscribe(origin(0, 2, 1), None, from(1, "old")), 1)).remove(0);
+        assert!(matches!(c.1.recovery, Recovery::Impossible(why) if why.starts_with("epoch changed")));
+    }
+
+    #[test]
+    fn a_log_made_again_gets_a_new_epoch() {
+        let config = HubConfig {
+            history: HistoryRule {
+                size: 0,
+                ttl_ticks: 1,
+                max_bytes: usize::MAX,
+            },
+            ..HubConfig::default()
+        };
+        let mut owned = owned(config);
+        let c = confirmations(owned.handle(subscribe(origin(0, 1, 1), None, None), 1))
+            .remove(0)
+            .1;
+        owned.handle(unsubscribe(None, 0), 1);
+        owned.presence_events();
+        owned.expire(2);
+        assert_eq!(owned.channels(), 0, "an idle log is dropped");
+        let again = confirmations(owned.handle(subscribe(origin(0, 1, 2), None, None), 3))
+            .remove(0)
+            .1;
+        assert_ne!(again.epoch, c.epoch, "a lost log is a new epoch");
+    }
+
+    #[test]
+    fn unsubscribes_bring_presence_and_subscriber_shards_back_to_the_truth() {
+        let mut owned = owned(HubConfig::default());
+        owned.handle(subscribe(origin(0, 1, 1), Some("alice"), None), 1);
+        owned.handle(subscribe(origin(1, 1, 1), Some("alice"), None), 1);
+        owned.handle(subscribe(origin(1, 2, 1), None, None), 1);
+        let p = presence(&mut owned);
+        assert_eq!((p["total"].clone(), p["users"]["alice"].clone()), (3.into(), 2.into()));
+        assert_eq!(owned.subscriber_shards("c"), vec![0, 1]);
+        owned.handle(unsubscribe(Some("alice"), 1), 1);
+        owned.handle(unsubscribe(None, 1), 1);
+        let p = presence(&mut owned);
+        assert_eq!((p["total"].clone(), p["anonymous"].clone()), (1.into(), 0.into()));
+        assert_eq!(
+            owned.subscriber_shards("c"),
+            vec![0],
+            "no delivery goes to shard 1 any more"
+        );
+        owned.handle(unsubscribe(Some("alice"), 0), 1);
+        assert_eq!(presence(&mut owned)["total"], 0);
+        // The joins and leaves reach the watchers once, then the log goes.
+        let events = owned.presence_events();
+        assert_eq!(events.len(), 1);
+        let push: serde_json::Value = serde_json::from_slice(&events[0].1[2..]).unwrap();
+        assert_eq!(
+            (push["joined"][0].clone(), push["left"][0].clone()),
+            ("alice".into(), "alice".into())
+        );
+        assert_eq!(owned.list(), "[]");
+    }
+
+    #[test]
+    fn an_undo_for_a_channel_the_owner_forgot_is_harmless() {
+        let mut owned = owned(HubConfig::default());
+        let out = owned.handle(unsubscribe(Some("ghost"), 1), 1);
+        assert!(out.sends.is_empty() && out.cluster.is_empty());
+        assert_eq!(owned.channels(), 0, "no log made for a ghost");
+    }
+
+    #[test]
+    fn a_user_gone_offline_is_forgotten_and_never_kicked() {
+        let config = HubConfig {
+            max_connections_per_user: 1,
+            ..HubConfig::default()
+        };
+        let mut owned = owned(config);
+        let online = |conn| HubMsg::UserOnline {
+            user: "bob".into(),
+            conn,
+        };
+        let (a, b, c) = (origin(0, 1, 0), origin(1, 2, 0), origin(1, 3, 0));
+        assert!(owned.handle(online(a), 1).sends.is_empty());
+        owned.handle(
+            HubMsg::UserOffline {
+                user: "bob".into(),
+                conn: a,
+            },
+            1,
+        );
+        assert!(
+            owned.handle(online(b), 1).sends.is_empty(),
+            "a is gone: nothing to replace"
+        );
+        let kicks = owned.handle(online(c), 1).sends;
+        assert_eq!(kicks.len(), 1);
+        assert!(matches!(&kicks[0], (1, HubMsg::Kick { conn, code: CLOSE_REPLACED, .. }) if *conn == b));
+        // An offline for a connection of another generation forgets nothing.
+        let stale = Origin { generation: 7, ..c };
+        owned.handle(
+            HubMsg::UserOffline {
+                user: "bob".into(),
+                conn: stale,
+            },
+            1,
+        );
+        let kicks = owned.handle(online(a), 1).sends;
+        assert!(matches!(&kicks[0], (1, HubMsg::Kick { conn, .. }) if *conn == c));
+    }
+
+    #[test]
+    fn cluster_subscribes_wait_for_the_channel_position_and_then_all_get_it() {
+        let mut owned = owned(cluster_config());
+        let first = owned.handle(subscribe(origin(0, 1, 1), Some("u"), None), 1);
+        assert!(first.sends.is_empty(), "no answer before Redis's position");
+        assert!(matches!(&first.cluster[..], [ClusterCmd::Call(RedisCall::Sync { .. })]));
+        let second = owned.handle(subscribe(origin(1, 2, 5), None, None), 1);
+        assert!(
+            second.sends.is_empty() && second.cluster.is_empty(),
+            "one sync per channel"
+        );
+        owned.expire(1_000_000);
+        assert_eq!(owned.channels(), 1, "a log with waiting subscribes is kept");
+        // A publication sequenced meanwhile is not lost to them.
+        let synced = HubMsg::ClusterSynced {
+            channel: "c".into(),
+            epoch: Some(("e7".into(), 41)),
+        };
+        let out = owned.handle(synced, 2);
+        let presence_deltas = out.cluster.len();
+        let confirmed = confirmations(out);
+        assert_eq!(confirmed.len(), 2);
+        for (_, c) in &confirmed {
+            assert_eq!((&*c.epoch, c.offset), ("e7", 41));
+        }
+        assert_eq!(presence_deltas, 2, "each subscriber counted in Redis's presence");
+        assert_eq!(
+            subscribers(&owned),
+            2,
+            "in cluster mode presence is Redis's: the log's count"
+        );
+    }
+
+    #[test]
+    fn cluster_subscribes_fail_when_redis_cannot_say() {
+        let mut owned = owned(cluster_config());
+        owned.handle(subscribe(origin(0, 1, 1), None, None), 1);
+        owned.handle(subscribe(origin(1, 2, 2), None, None), 1);
+        let synced = HubMsg::ClusterSynced {
+            channel: "c".into(),
+            epoch: None,
+        };
+        let failed: Vec<(usize, u64)> = owned
+            .handle(synced, 2)
+            .sends
+            .into_iter()
+            .map(|(shard, msg)| match msg {
+                HubMsg::SubscribeFailed { to, .. } => (shard, to.id),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(failed, vec![(0, 1), (1, 2)]);
+        assert_eq!(subscribers(&owned), 0, "nobody was counted");
+        owned.presence_events();
+        owned.expire(1_000_000);
+        assert_eq!(owned.channels(), 0, "nothing waits any more");
+    }
 }

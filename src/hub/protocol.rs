@@ -36,16 +36,17 @@ pub mod code {
     pub(crate) const UNAUTHENTICATED: u16 = 109;
 }
 
-/// A parsed client command.
+/// A parsed client command; client `data` is borrowed from the frame's
+/// text (raw JSON), copied only where it is kept or framed.
 #[derive(Debug)]
-pub struct Command {
+pub struct Command<'a> {
     pub id: u64,
-    pub call: Call,
+    pub call: Call<'a>,
 }
 
 /// What a command asks for.
 #[derive(Debug)]
-pub enum Call {
+pub enum Call<'a> {
     Subscribe {
         channel: String,
         recover: Option<Recover>,
@@ -56,11 +57,11 @@ pub enum Call {
     },
     Publish {
         channel: String,
-        data: Box<RawValue>,
+        data: &'a RawValue,
     },
     Send {
         user: String,
-        data: Box<RawValue>,
+        data: &'a RawValue,
     },
     Presence {
         channel: String,
@@ -105,16 +106,18 @@ struct ChannelParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishParams {
+struct PublishParams<'a> {
     channel: String,
-    data: Box<RawValue>,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SendParams {
+struct SendParams<'a> {
     user: String,
-    data: Box<RawValue>,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 #[derive(Deserialize)]
@@ -125,7 +128,7 @@ struct HistoryParams {
 }
 
 /// Parses one text frame as a command.
-pub fn parse_command(text: &[u8]) -> Result<Command, BadCommand> {
+pub fn parse_command(text: &[u8]) -> Result<Command<'_>, BadCommand> {
     let bad = |id, code, message: String| BadCommand { id, code, message };
     let envelope: Envelope<'_> =
         serde_json::from_slice(text).map_err(|e| bad(None, code::BAD_REQUEST, format!("not a command object: {e}")))?;
@@ -163,7 +166,7 @@ pub fn parse_command(text: &[u8]) -> Result<Command, BadCommand> {
     Ok(Command { id, call })
 }
 
-fn params_of<T: for<'de> Deserialize<'de>>(raw: &str) -> Result<T, serde_json::Error> {
+fn params_of<'a, T: Deserialize<'a>>(raw: &'a str) -> Result<T, serde_json::Error> {
     serde_json::from_str(raw)
 }
 

@@ -8,6 +8,10 @@
 //! registered once for reading and writing; interest is tracked here, so a
 //! connection that stopped early (budget, no buffer) is remembered, never
 //! left waiting for an event that will not come.
+//!
+//! The shard calls the hub (what a driven connection asked for, each inbox
+//! message, the end of a turn) and lends it `Local`, its view of the
+//! connections (`hub::Conns`); the hub never calls the shard back.
 
 pub mod drain;
 pub(crate) mod evict;
@@ -31,9 +35,9 @@ use crate::bus::inbox::{Inbox, Lane, ShardMsg};
 use crate::bus::peers::Peers;
 use crate::conn::drive::TLS_ERROR_LABEL;
 use crate::conn::tls::TlsSession;
-use crate::conn::{Conn, Ctx, Disconnect, Phase, Verdict};
+use crate::conn::{Conn, Ctx, Disconnect, Outgoing, Phase, Verdict};
 use crate::hub::config::HubConfig;
-use crate::hub::Hub;
+use crate::hub::{ConnFacts, Conns, Hub};
 use crate::limits::REFUSAL_HEADROOM;
 use crate::metrics::shard::{HubFigures, ShardMetrics};
 use crate::metrics::stats::{ShardStats, Shed};
@@ -82,6 +86,8 @@ pub(crate) struct Shard {
     next_generation: u32,
     /// Connections whose read budget ran out: drive again next turn.
     again: Vec<usize>,
+    /// Connections with queued bytes, flushed once at the end of the turn.
+    dirty: Vec<usize>,
     accept_pending: bool,
     /// Sockets in their handshake, oldest first: evicted when the process
     /// holds all the sockets it may.
@@ -135,6 +141,7 @@ impl Shard {
             started: Instant::now(),
             next_generation: 0,
             again: Vec::new(),
+            dirty: Vec::new(),
             accept_pending: true,
             handshakes: evict::Handshakes::default(),
             accept_retry_tick: 0,
@@ -176,7 +183,8 @@ impl Shard {
             self.accept();
             self.drive_again();
             self.drain_inbox();
-            self.hub.end_turn(ticked, &mut self.conns, &mut self.ctx);
+            let (hub, mut local) = self.hub_and_conns();
+            hub.end_turn(ticked, &mut local);
             self.flush_dirty();
             if ticked {
                 self.shed_memory();
@@ -243,7 +251,7 @@ impl Shard {
         // First what the connection asked of the hub, while `key` still
         // names it (a removal below frees the slot for reuse).
         if !self.ctx.outbox.is_empty() {
-            self.hub.handle_outbox(&mut self.conns, &mut self.ctx);
+            self.handle_outbox();
         }
         match verdict {
             Verdict::Keep => self.reschedule(key),
@@ -253,6 +261,32 @@ impl Shard {
             }
             Verdict::Drop => self.remove(key),
         }
+    }
+
+    /// Hands the hub what the connection just driven asked of it, in the
+    /// order it asked (an upgrade before the messages that followed it).
+    fn handle_outbox(&mut self) {
+        let mut outbox = std::mem::take(&mut self.ctx.outbox);
+        let (hub, mut local) = self.hub_and_conns();
+        for item in outbox.drain(..) {
+            match item {
+                Outgoing::Upgraded { key, endpoint, claims } => hub.upgraded(key, endpoint, claims, &mut local),
+                Outgoing::RoomMessage { key, frame } => hub.room_message(key, frame, &mut local),
+                Outgoing::Command { key, text } => hub.command(key, &text, &mut local),
+            }
+        }
+        // Keep the list's capacity for the next connection.
+        self.ctx.outbox = outbox;
+    }
+
+    /// The hub, and this shard's connections as the hub sees them.
+    fn hub_and_conns(&mut self) -> (&mut Hub, Local<'_>) {
+        let local = Local {
+            conns: &mut self.conns,
+            ctx: &mut self.ctx,
+            dirty: &mut self.dirty,
+        };
+        (&mut self.hub, local)
     }
 
     /// Brings the connection's timer entry forward if its deadline moved
@@ -271,7 +305,8 @@ impl Shard {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
-        self.hub.leave(key, &mut self.conns, &mut self.ctx);
+        let (hub, mut local) = self.hub_and_conns();
+        hub.leave(key, &mut local);
         self.ctx.admission.release_socket();
         if let Some(ip) = self.ctx.pending_ips.remove(&key) {
             self.ctx.admission.end_handshake(ip);
@@ -423,7 +458,7 @@ impl Shard {
     /// Writes what broadcasts queued this turn: one `writev` per connection
     /// however many messages it got.
     fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.hub.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
         for &key in &dirty {
             let Some(conn) = self.conns.get_mut(key) else { continue };
             self.ctx.current = key;
@@ -432,8 +467,8 @@ impl Shard {
         }
         // Keep the list's capacity for the next turn.
         dirty.clear();
-        if self.hub.dirty.is_empty() {
-            self.hub.dirty = dirty;
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
         }
     }
 
@@ -453,7 +488,10 @@ impl Shard {
                 }
                 match msg {
                     ShardMsg::Shutdown => self.begin_shutdown(),
-                    ShardMsg::Hub(msg) => self.hub.on_message(msg, &mut self.conns, &mut self.ctx),
+                    ShardMsg::Hub(msg) => {
+                        let (hub, mut local) = self.hub_and_conns();
+                        hub.on_message(msg, &mut local);
+                    }
                 }
             }
         }
@@ -605,6 +643,58 @@ impl Shard {
             users: stats.users,
         };
         self.metrics.flush(stats, hub, &self.ctx.meter);
+    }
+}
+
+/// The shard's connections as the hub sees them (`hub::Conns`): what the
+/// hub queues or closes is listed as dirty and flushed at the end of the turn.
+struct Local<'a> {
+    conns: &'a mut Slab<Conn>,
+    ctx: &'a mut Ctx,
+    dirty: &'a mut Vec<usize>,
+}
+
+impl Conns for Local<'_> {
+    fn queue(&mut self, key: usize, frame: bytes::Bytes) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.queue_shared(frame, self.ctx) {
+            self.dirty.push(key);
+        }
+    }
+
+    fn close(&mut self, key: usize, code: u16, reason: &str, why: Disconnect) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        // A `/ws` client gets its disconnect push from start_close.
+        conn.start_close(code, reason, why, self.ctx);
+        if conn.mark_dirty() {
+            self.dirty.push(key);
+        }
+    }
+
+    fn generation(&self, key: usize) -> Option<u32> {
+        self.conns.get(key).map(|c| c.generation)
+    }
+
+    fn is_open(&self, key: usize) -> bool {
+        self.conns.get(key).is_some_and(|c| c.phase() == Phase::Open)
+    }
+
+    fn facts(&self, key: usize) -> Option<ConnFacts> {
+        self.conns.get(key).map(|c| ConnFacts {
+            route: c.route(),
+            phase_since: c.phase_since,
+            last_read: c.last_read,
+            last_write: c.last_write,
+            queued_bytes: c.queued_bytes(),
+        })
+    }
+
+    fn tick(&self) -> u32 {
+        self.ctx.tick
+    }
+
+    fn stats(&mut self) -> &mut ShardStats {
+        &mut self.ctx.stats
     }
 }
 

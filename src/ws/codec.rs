@@ -312,6 +312,21 @@ pub fn encode_frame(out: &mut Vec<u8>, kind: Kind, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Writes the header of an unmasked, final server frame of `len` payload
+/// bytes into `out`; returns how many bytes it took (2, 4 or 10). For a
+/// caller that writes the payload first, into room left before it, and
+/// frames it without copying it again.
+pub(crate) fn encode_header(kind: Kind, len: usize, out: &mut [u8; MAX_SERVER_HEADER]) -> usize {
+    let header = FrameHeader {
+        opcode: kind.opcode(),
+        ..FrameHeader::default()
+    };
+    let mut cursor: &mut [u8] = out;
+    // Ten bytes hold the largest header of an unmasked frame.
+    let _ = header.format(len as u64, &mut cursor);
+    MAX_SERVER_HEADER - cursor.len()
+}
+
 /// Appends a close frame with `code` and `reason` (the reason is cut to fit
 /// the 125-byte control frame limit on a character boundary).
 pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
@@ -544,5 +559,17 @@ mod tests {
         assert_eq!(out[1] as usize, out.len() - 2);
         assert!(out.len() - 2 <= MAX_CONTROL_PAYLOAD);
         assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+
+    #[test]
+    fn a_header_alone_is_the_header_of_the_whole_frame() {
+        for len in [0usize, 125, 126, 65_535, 65_536, 1 << 20] {
+            let payload = vec![b'x'; len];
+            let mut whole = Vec::new();
+            encode_frame(&mut whole, Kind::Text, &payload);
+            let mut head = [0u8; MAX_SERVER_HEADER];
+            let n = encode_header(Kind::Text, len, &mut head);
+            assert_eq!(&head[..n], &whole[..whole.len() - len], "payload of {len} bytes");
+        }
     }
 }

@@ -1,0 +1,307 @@
+//! `/ws` commands (docs/PROTOCOL.md): the rate limit, the token's
+//! channels, then each method. Every command gets exactly one reply: here at
+//! once, or from the channel's owner (`Subscribed`, `Answer`,
+//! `SubscribeFailed`), which `inbound.rs` hands back to the finishing
+//! functions at the end of this file.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::frame::text_frame;
+use super::protocol::{self, code, Call, Command};
+use super::session::{Session, Subscription, ERRORS_FORGIVEN_PER_SEC};
+use super::{owner, Conns, Hub};
+use crate::auth::pattern;
+use crate::bus::cluster::ClusterCmd;
+use crate::bus::history::{Recover, Recovery};
+use crate::bus::msg::{Confirmation, HubMsg, Origin, Query, ReplyTo};
+use crate::metrics::disconnect::Disconnect;
+use crate::tick::TICKS_PER_SEC;
+use crate::ws::close::POLICY_VIOLATION;
+
+impl Hub {
+    /// The `/ws` connection at `key` sent the command `text`.
+    pub(crate) fn command(&mut self, key: usize, text: &[u8], conns: &mut dyn Conns) {
+        let tick = conns.tick();
+        let per_tick = self.config.max_messages_per_sec as f32 / TICKS_PER_SEC as f32;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if !session.rate.take(tick, per_tick) {
+            // Over the rate is not a bad command: it answers 105 without
+            // spending the error budget, until the client keeps it up.
+            let stats = conns.stats();
+            stats.rate_limited += 1;
+            stats.command_errors += 1;
+            let persistent = session.overrun.refused(tick, TICKS_PER_SEC);
+            let id = protocol::parse_command(text).ok().map(|c| c.id);
+            let reply = protocol::reply_error(id, code::RATE_LIMITED, "over the message rate limit");
+            self.send_to(key, &reply, conns);
+            if persistent {
+                conns.close(key, POLICY_VIOLATION, "rate limit exceeded", Disconnect::RateLimited);
+            }
+            return;
+        }
+        match protocol::parse_command(text) {
+            Ok(command) => self.dispatch(key, command, conns),
+            Err(bad) => self.fail(key, bad.id, bad.code, &bad.message, conns),
+        }
+    }
+
+    /// Replies with an error; a connection that keeps erring is closed (1008).
+    fn fail(&mut self, key: usize, id: Option<u64>, code: u16, message: &str, conns: &mut dyn Conns) {
+        conns.stats().command_errors += 1;
+        self.send_to(key, &protocol::reply_error(id, code, message), conns);
+        let per_tick = ERRORS_FORGIVEN_PER_SEC / TICKS_PER_SEC as f32;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if !session.errors.take(conns.tick(), per_tick) {
+            self.close(key, POLICY_VIOLATION, "too many bad commands", conns);
+        }
+    }
+
+    fn dispatch(&mut self, key: usize, command: Command<'_>, conns: &mut dyn Conns) {
+        let Command { id, call } = command;
+        let Some(session) = self.sessions.get(&key) else { return };
+        let origin = self.origin(key, session.generation, id);
+        let checked = match &call {
+            Call::Subscribe { channel, .. }
+            | Call::Unsubscribe { channel }
+            | Call::Publish { channel, .. }
+            | Call::Presence { channel }
+            | Call::History { channel, .. } => Some(channel_check(session, channel)),
+            Call::Send { .. } | Call::Ping => None,
+        };
+        let channel = match checked {
+            Some(Err((code, why))) => return self.fail(key, Some(id), code, why, conns),
+            Some(Ok(channel)) => channel,
+            None => Arc::from(""),
+        };
+        let query = |query| HubMsg::Query {
+            channel: Arc::clone(&channel),
+            query,
+            reply: ReplyTo::Client(origin),
+        };
+        match call {
+            Call::Ping => self.send_to(key, &protocol::reply_ok(id, "{}"), conns),
+            Call::Subscribe {
+                recover, join_leave, ..
+            } => self.subscribe(origin, channel, recover, join_leave, conns),
+            Call::Unsubscribe { .. } => self.unsubscribe(origin, channel, conns),
+            Call::Publish { data, .. } => {
+                let msg = HubMsg::Publish {
+                    channel: Arc::clone(&channel),
+                    data: data.get().into(),
+                    reply: Some(ReplyTo::Client(origin)),
+                };
+                self.route_to_owner(&channel, msg, conns);
+            }
+            Call::Presence { .. } => {
+                let msg = query(Query::Presence);
+                self.route_to_owner(&channel, msg, conns);
+            }
+            Call::History { limit, .. } => {
+                let msg = query(Query::History {
+                    limit: limit.unwrap_or(usize::MAX),
+                });
+                self.route_to_owner(&channel, msg, conns);
+            }
+            Call::Send { user, data } => self.send_user(origin, &user, data.get(), conns),
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        origin: Origin,
+        channel: Arc<str>,
+        recover: Option<Recover>,
+        join_leave: bool,
+        conns: &mut dyn Conns,
+    ) {
+        let key = origin.key as usize;
+        let max = self.config.max_subscriptions;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.subscription(&channel).is_some() {
+            let why = "already subscribed";
+            return self.fail(key, Some(origin.id), code::ALREADY_SUBSCRIBED, why, conns);
+        }
+        if session.subs.len() >= max {
+            conns.stats().subscription_limit_hits += 1;
+            let why = "too many subscriptions";
+            return self.fail(key, Some(origin.id), code::LIMIT_EXCEEDED, why, conns);
+        }
+        session.subs.push(Subscription {
+            channel: Arc::clone(&channel),
+            joined: false,
+            command: origin.id,
+            join_leave,
+        });
+        let msg = HubMsg::Subscribe {
+            channel: Arc::clone(&channel),
+            from: origin,
+            user: session.user.clone(),
+            recover,
+        };
+        self.route_to_owner(&channel, msg, conns);
+    }
+
+    fn unsubscribe(&mut self, origin: Origin, channel: Arc<str>, conns: &mut dyn Conns) {
+        let key = origin.key as usize;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(index) = session.subscription(&channel) else {
+            return self.fail(key, Some(origin.id), code::NOT_SUBSCRIBED, "not subscribed", conns);
+        };
+        let sub = session.subs.swap_remove(index);
+        let user = session.user.clone();
+        if sub.joined {
+            self.leave_channel(key, &sub, user, conns);
+        }
+        // A pending one is undone when the owner's answer finds it gone.
+        self.send_to(key, &protocol::reply_ok(origin.id, "{}"), conns);
+    }
+
+    fn send_user(&mut self, origin: Origin, user: &str, data: &str, conns: &mut dyn Conns) {
+        let key = origin.key as usize;
+        let from = self.sessions.get(&key).and_then(|s| s.user.clone());
+        if from.is_none() {
+            let why = "anonymous connections cannot send to users";
+            return self.fail(key, Some(origin.id), code::UNAUTHENTICATED, why, conns);
+        }
+        if user.is_empty() {
+            return self.fail(key, Some(origin.id), code::BAD_PARAMS, "empty user", conns);
+        }
+        let json = protocol::push_message(from.as_deref(), data);
+        let frame = text_frame(&json, &self.budget);
+        let user: Arc<str> = user.into();
+        if self.cluster.is_some() {
+            let user = Arc::clone(&user);
+            self.cluster_send(ClusterCmd::UserMessage { user, json }, conns);
+        }
+        self.deliver_user(&user, &frame, conns);
+        self.send_to_others(|| HubMsg::UserMessage {
+            user: Arc::clone(&user),
+            frame: frame.clone(),
+        });
+        self.send_to(key, &protocol::reply_ok(origin.id, "{}"), conns);
+    }
+
+    /// A private message to this shard's connections of `user`.
+    pub(super) fn deliver_user(&self, user: &str, frame: &Bytes, conns: &mut dyn Conns) {
+        let Some(keys) = self.users.get(user) else { return };
+        for &key in keys {
+            conns.queue(key, frame.clone());
+        }
+    }
+
+    /// The owner confirmed a subscription: join locally, answer the client.
+    pub(super) fn subscribed(&mut self, confirmation: Confirmation, conns: &mut dyn Conns) {
+        let Confirmation {
+            channel,
+            to,
+            epoch,
+            offset,
+            recovery,
+            user,
+        } = confirmation;
+        let key = to.key as usize;
+        let session = self.sessions.get_mut(&key).filter(|s| s.generation == to.generation);
+        let pending = |s: &Session| {
+            s.subscription(&channel)
+                .filter(|&i| !s.subs[i].joined && s.subs[i].command == to.id)
+        };
+        let Some((session, index)) = session.and_then(|s| pending(s).map(|i| (s, i))) else {
+            // Gone, unsubscribed, or answered for an older subscribe of the
+            // same channel: undo the owner's count, exactly (same user).
+            let shard = self.shard as u16;
+            let undo = HubMsg::Unsubscribe {
+                channel: Arc::clone(&channel),
+                user,
+                shard,
+            };
+            return self.route_to_owner(&channel, undo, conns);
+        };
+        let sub = &mut session.subs[index];
+        sub.joined = true;
+        let join_leave = sub.join_leave;
+        self.channels.join(&channel, key);
+        if join_leave {
+            self.watchers.join(&channel, key);
+        }
+        conns.stats().subscriptions += 1;
+        let result = subscribe_result(&channel, &epoch, offset, &recovery);
+        self.send_to(key, &protocol::reply_ok(to.id, &result), conns);
+    }
+
+    /// Cluster mode: the owner could not place the subscription (Redis
+    /// unreachable); forget it and tell the client to retry.
+    pub(super) fn subscribe_failed(&mut self, channel: &str, to: Origin, conns: &mut dyn Conns) {
+        let key = to.key as usize;
+        let Some(session) = self.sessions.get_mut(&key).filter(|s| s.generation == to.generation) else {
+            return;
+        };
+        if let Some(index) = session.subscription(channel).filter(|&i| !session.subs[i].joined) {
+            session.subs.swap_remove(index);
+        }
+        let body = protocol::reply_error(Some(to.id), code::UNAVAILABLE, "the cluster link is down; retry");
+        self.send_to(key, &body, conns);
+    }
+
+    /// An owner's answer to the command `to`, if its connection is still
+    /// the one that asked.
+    pub(super) fn answer(&self, to: Origin, body: &[u8], conns: &mut dyn Conns) {
+        let live = self
+            .sessions
+            .get(&(to.key as usize))
+            .is_some_and(|s| s.generation == to.generation);
+        if live {
+            self.send_to(to.key as usize, body, conns);
+        }
+    }
+}
+
+/// A channel name the session may use, or the error to answer.
+fn channel_check(session: &Session, channel: &str) -> Result<Arc<str>, (u16, &'static str)> {
+    pattern::valid_channel_name(channel).map_err(|why| (code::BAD_PARAMS, why))?;
+    if !session.may_access(channel) {
+        return Err((code::PERMISSION_DENIED, "the token does not allow this channel"));
+    }
+    Ok(channel.into())
+}
+
+fn subscribe_result(channel: &str, epoch: &str, offset: u64, recovery: &Recovery) -> String {
+    let head = format!(
+        "{{\"channel\":{},\"epoch\":{},\"offset\":{offset}",
+        protocol::json_string(channel),
+        protocol::json_string(epoch)
+    );
+    match recovery {
+        Recovery::NotAsked => format!("{head}}}"),
+        Recovery::Recovered(entries) => format!(
+            "{head},\"recovered\":true,\"publications\":{}}}",
+            owner::publications_json(entries)
+        ),
+        Recovery::Impossible(why) => format!("{head},\"recovered\":false,\"reason\":{}}}", protocol::json_string(why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_result_shapes() {
+        let plain: serde_json::Value =
+            serde_json::from_str(&subscribe_result("c", "e", 3, &Recovery::NotAsked)).unwrap();
+        assert_eq!(plain["offset"], 3);
+        assert!(plain.get("recovered").is_none());
+        let gone: serde_json::Value =
+            serde_json::from_str(&subscribe_result("c", "e", 3, &Recovery::Impossible("history gone"))).unwrap();
+        assert_eq!(gone["recovered"], false);
+    }
+}

@@ -1,0 +1,167 @@
+//! Hub messages from the inbox (other shards, the admin API, the cluster
+//! bridge), and what this shard does as the owner of a channel or user:
+//! `owner.rs` decides, this file routes what it decided.
+
+use std::sync::Arc;
+
+use super::frame::text_frame;
+use super::protocol::{self, code};
+use super::{owner, Conns, Hub, Target};
+use crate::bus::cluster::{ClusterCmd, RedisCall};
+use crate::bus::msg::{HubMsg, Origin, ReplyTo};
+use crate::route::Route;
+use crate::tick::TICKS_PER_SEC;
+
+impl Hub {
+    /// Handles a hub message from another shard (or the admin thread, or
+    /// this shard's own owner role).
+    pub(crate) fn on_message(&mut self, msg: HubMsg, conns: &mut dyn Conns) {
+        match msg {
+            HubMsg::RoomPublish { room, frame, at } => self.publish_room(room, frame, at, conns),
+            HubMsg::RoomDeliver { room, frame, at } => self.deliver_room(&room, &frame, at, conns),
+            HubMsg::Deliver { channel, frame, .. } => self.deliver(Target::Channel, &channel, &frame, conns),
+            HubMsg::ChannelGap { channel, epoch, offset } => {
+                let push = text_frame(&protocol::push_gap(&channel, &epoch, offset), &self.budget);
+                self.deliver(Target::Channel, &channel, &push, conns);
+            }
+            HubMsg::RoomGap { room } => self.room_gap(&room, conns),
+            HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns),
+            HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns),
+            HubMsg::Answer { to, body } => self.answer(to, &body, conns),
+            HubMsg::UserMessage { user, frame } => self.deliver_user(&user, &frame, conns),
+            HubMsg::SubscribeFailed { channel, to } => self.subscribe_failed(&channel, to, conns),
+            HubMsg::Kick { conn, code, reason } => {
+                if conns.generation(conn.key as usize) == Some(conn.generation) {
+                    self.close(conn.key as usize, code, &reason, conns);
+                }
+            }
+            HubMsg::DisconnectUser {
+                user,
+                code,
+                reason,
+                reply,
+            } => {
+                let mut closed = 0u64;
+                for &key in self.users.get(&user).into_iter().flatten() {
+                    // Connections already closing are not counted twice.
+                    if conns.is_open(key) {
+                        closed += 1;
+                    }
+                    self.close(key, code, &reason, conns);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(closed.to_string());
+                }
+            }
+            HubMsg::ListChannels { reply } => {
+                let _ = reply.send(self.owned.list());
+            }
+            HubMsg::ListConnections { user, reply } => {
+                let _ = reply.send(self.describe_connections(&user, conns));
+            }
+            owned => self.owner_message(owned, conns),
+        }
+    }
+
+    /// `user`'s connections on this shard, for operators: where, how old,
+    /// when last heard from and written to, how much is queued.
+    fn describe_connections(&self, user: &str, conns: &dyn Conns) -> String {
+        let now = conns.tick();
+        let secs = |ticks: u32| now.saturating_sub(ticks) as f64 / TICKS_PER_SEC as f64;
+        let items: Vec<serde_json::Value> = self
+            .users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|&key| conns.facts(key).map(|facts| (key, facts)))
+            .map(|(key, conn)| {
+                let subs: Vec<&str> = self
+                    .sessions
+                    .get(&key)
+                    .map(|s| s.subs.iter().map(|s| &*s.channel).collect())
+                    .unwrap_or_default();
+                let endpoint = match conn.route {
+                    Some(Route::Ws) => "ws",
+                    Some(Route::Room) => "room",
+                    _ => "echo",
+                };
+                serde_json::json!({
+                    "shard": self.shard,
+                    "id": key,
+                    "endpoint": endpoint,
+                    // Time in the current phase: since the upgrade while open.
+                    "age_secs": secs(conn.phase_since),
+                    "last_read_secs_ago": secs(conn.last_read),
+                    "last_write_secs_ago": secs(conn.last_write),
+                    "queued_bytes": conn.queued_bytes,
+                    "subscriptions": subs,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(items).to_string()
+    }
+
+    /// Messages for this shard as the owner of a channel or user.
+    fn owner_message(&mut self, msg: HubMsg, conns: &mut dyn Conns) {
+        let out = self.owned.handle(msg, conns.tick());
+        for (shard, msg) in out.sends {
+            self.route_to(shard, msg, conns);
+        }
+        if let Some(publication) = out.deliver {
+            let owner::Publication {
+                channel,
+                frame,
+                offset,
+                epoch,
+            } = publication;
+            self.deliver(Target::Channel, &channel, &frame, conns);
+            // Only shards with subscribers (the owner counts them per shard).
+            for shard in self.owned.subscriber_shards(&channel) {
+                if shard != self.shard {
+                    let msg = HubMsg::Deliver {
+                        channel: Arc::clone(&channel),
+                        frame: frame.clone(),
+                        offset,
+                        epoch: Arc::clone(&epoch),
+                    };
+                    self.send(shard, msg);
+                }
+            }
+        }
+        for cmd in out.cluster {
+            self.cluster_send(cmd, conns);
+        }
+    }
+
+    /// Hands a command to the Redis bridge; when its queue is full, the
+    /// asker is answered at once (108, or a failed subscribe/recovery).
+    pub(super) fn cluster_send(&mut self, cmd: ClusterCmd, conns: &mut dyn Conns) {
+        let Some(link) = &self.cluster else { return };
+        let Err(cmd) = link.send(cmd) else { return };
+        match cmd {
+            ClusterCmd::Call(RedisCall::Publish { reply: Some(reply), .. })
+            | ClusterCmd::Call(RedisCall::Query { reply, .. }) => {
+                let ReplyTo::Client(to) = reply else { return }; // the API sees its sender dropped: 503
+                let body = protocol::reply_error(Some(to.id), code::UNAVAILABLE, "the cluster link is busy; retry");
+                self.route_answer(to, body, conns);
+            }
+            ClusterCmd::Call(RedisCall::Sync { channel, .. }) => {
+                self.owner_message(HubMsg::ClusterSynced { channel, epoch: None }, conns);
+            }
+            ClusterCmd::Call(RedisCall::Recover { channel, sub, .. }) => {
+                let msg = HubMsg::ClusterRecovered {
+                    channel,
+                    epoch: None,
+                    entries: None,
+                    sub: Box::new(sub),
+                };
+                self.owner_message(msg, conns);
+            }
+            _ => {}
+        }
+    }
+
+    fn route_answer(&mut self, to: Origin, body: Vec<u8>, conns: &mut dyn Conns) {
+        self.route_to(to.shard as usize, HubMsg::Answer { to, body }, conns);
+    }
+}

@@ -1,0 +1,111 @@
+//! A connection arrives in the hub and leaves it: its room, its session
+//! (a `/ws` or authenticated connection), its user, its channels. The owner
+//! of the user and of each channel is told, so presence and subscriber
+//! counts follow the connection.
+
+use std::sync::Arc;
+
+use super::session::{Session, Subscription};
+use super::{Conns, Hub};
+use crate::auth::Claims;
+use crate::bus::msg::{HubMsg, Origin};
+use crate::route::Endpoint;
+
+impl Hub {
+    /// The connection at `key` upgraded on `endpoint` (with `claims` when
+    /// it showed a token).
+    pub(crate) fn upgraded(
+        &mut self,
+        key: usize,
+        endpoint: Endpoint,
+        claims: Option<Box<Claims>>,
+        conns: &mut dyn Conns,
+    ) {
+        let Some(generation) = conns.generation(key) else {
+            return;
+        };
+        let ws = match endpoint {
+            Endpoint::Room(name) => {
+                self.room_of.insert(key, self.rooms.join(&name, key));
+                false
+            }
+            Endpoint::Ws => true,
+            Endpoint::Echo => false,
+        };
+        if !ws && claims.is_none() {
+            return; // anonymous echo and room connections need no session
+        }
+        let (user, allowed) = match claims {
+            Some(claims) => (Some(Arc::<str>::from(claims.sub.as_str())), claims.channels.clone()),
+            None => (None, None),
+        };
+        let burst = self.config.max_messages_per_sec as f32;
+        self.sessions
+            .insert(key, Session::new(generation, user.clone(), allowed, burst));
+        if let Some(user) = user {
+            self.users.entry(Arc::clone(&user)).or_default().push(key);
+            let conn = self.origin(key, generation, 0);
+            let msg = HubMsg::UserOnline {
+                user: Arc::clone(&user),
+                conn,
+            };
+            self.route_to_owner(&user, msg, conns);
+        }
+    }
+
+    /// The connection at `key` is going away (the shard removed it): leave
+    /// its room, channels and user.
+    pub(crate) fn leave(&mut self, key: usize, conns: &mut dyn Conns) {
+        if let Some(index) = self.room_of.remove(&key) {
+            self.rooms.leave(index, key);
+        }
+        let Some(session) = self.sessions.remove(&key) else {
+            return;
+        };
+        for sub in session.subs.iter().filter(|s| s.joined) {
+            self.leave_channel(key, sub, session.user.clone(), conns);
+        }
+        if let Some(user) = session.user {
+            if let Some(keys) = self.users.get_mut(&user) {
+                keys.retain(|&k| k != key);
+                if keys.is_empty() {
+                    self.users.remove(&user);
+                }
+            }
+            let conn = self.origin(key, session.generation, 0);
+            self.route_to_owner(&Arc::clone(&user), HubMsg::UserOffline { user, conn }, conns);
+        }
+    }
+
+    /// A joined subscription ends: leave the local groups and tell the owner.
+    pub(super) fn leave_channel(
+        &mut self,
+        key: usize,
+        sub: &Subscription,
+        user: Option<Arc<str>>,
+        conns: &mut dyn Conns,
+    ) {
+        self.channels.leave_name(&sub.channel, key);
+        if sub.join_leave {
+            self.watchers.leave_name(&sub.channel, key);
+        }
+        let stats = conns.stats();
+        stats.subscriptions = stats.subscriptions.saturating_sub(1);
+        let msg = HubMsg::Unsubscribe {
+            channel: Arc::clone(&sub.channel),
+            user,
+            shard: self.shard as u16,
+        };
+        self.route_to_owner(&Arc::clone(&sub.channel), msg, conns);
+    }
+
+    /// Where an answer for the connection at `key` (command `id`) goes.
+    pub(super) fn origin(&self, key: usize, generation: u32, id: u64) -> Origin {
+        Origin {
+            shard: self.shard as u16,
+            key: key as u32,
+            generation,
+            id,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `/room/{name}`: every message a member sends goes, as is, to every
+//! member on every shard, in the order of the room's owner. The member's
+//! shard framed it once (conn/drive.rs); the hub forwards it to the owner,
+//! and the owner delivers it here and sends the same `Bytes` to the others.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Conns, Hub, Target};
+use crate::bus::msg::HubMsg;
+use crate::metrics::disconnect::Disconnect;
+use crate::ws::close::TRY_AGAIN_LATER;
+
+/// Close reason for a room member whose message its room's owner could not take.
+pub(super) const ROOM_OVERLOADED: &str = "room overloaded: your message was dropped; reconnect";
+/// Close reason for a room member that missed messages under overload.
+pub(super) const ROOM_GAP: &str = "room messages to you were dropped under overload; reconnect";
+
+impl Hub {
+    /// The room member at `key` sent `frame` (the server frame, encoded
+    /// once for every receiver).
+    pub(crate) fn room_message(&mut self, key: usize, frame: Bytes, conns: &mut dyn Conns) {
+        let Some(&index) = self.room_of.get(&key) else { return };
+        let Some(name) = self.rooms.name(index) else { return };
+        conns.stats().messages_in_rooms += 1;
+        let owner = self.owner_of(&name);
+        let at = Instant::now();
+        if owner == self.shard {
+            self.publish_room(name, frame, at, conns);
+        } else if !self.send(owner, HubMsg::RoomPublish { room: name, frame, at }) {
+            // The owner's inbox is full: the sender learns its message was
+            // lost rather than believe it was delivered.
+            conns.close(key, TRY_AGAIN_LATER, ROOM_OVERLOADED, Disconnect::MissedMessages);
+        }
+    }
+
+    /// At the owner: deliver here, then to every other shard. Unlike a
+    /// channel's, a room's members join on their own shard without a round
+    /// trip to the owner, so the owner cannot know of a member before its
+    /// 101 went out; sending to every shard is what keeps "every message
+    /// sent after a member's 101 reaches it" (a shard without members drops
+    /// the delivery at once).
+    pub(super) fn publish_room(&mut self, name: Arc<str>, frame: Bytes, at: Instant, conns: &mut dyn Conns) {
+        self.deliver_room(&name, &frame, at, conns);
+        self.send_to_others(|| HubMsg::RoomDeliver {
+            room: Arc::clone(&name),
+            frame: frame.clone(),
+            at,
+        });
+    }
+
+    /// A room message to this shard's members, timed from when it was read
+    /// (the publish-to-deliver histogram: read on the sender's shard, queued
+    /// for every member here).
+    pub(super) fn deliver_room(&self, name: &str, frame: &Bytes, at: Instant, conns: &mut dyn Conns) {
+        self.deliver(Target::Room, name, frame, conns);
+        conns.stats().delivery_latency.record(at.elapsed());
+    }
+
+    /// The room's owner could not deliver to this shard: every local member
+    /// missed messages, so each is closed (1013) to reconnect.
+    pub(super) fn room_gap(&self, room: &str, conns: &mut dyn Conns) {
+        let Some(members) = self.rooms.members(room) else {
+            return;
+        };
+        for &key in members {
+            conns.close(key as usize, TRY_AGAIN_LATER, ROOM_GAP, Disconnect::MissedMessages);
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Hub-level unit tests: two shards' hubs driven through `Conns` by a fake,
+//! their inboxes pumped by hand, so the order of every message is the
+//! test's to choose (an answer that arrives after its subscription ended).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use mio::{Poll, Token, Waker};
+
+use super::*;
+use crate::auth::Claims;
+use crate::bus::inbox::{channel, Inbox, Lane, ShardMsg};
+use crate::bus::msg::{Origin, ReplyTo};
+use crate::route::Endpoint;
+
+/// Connections as a shard would hold them: open ones get what is queued.
+#[derive(Default)]
+struct Fake {
+    open: HashMap<usize, u32>,
+    queued: Vec<(usize, Bytes)>,
+    closed: Vec<(usize, u16)>,
+    stats: ShardStats,
+}
+
+impl Conns for Fake {
+    fn queue(&mut self, key: usize, frame: Bytes) {
+        if self.open.contains_key(&key) {
+            self.queued.push((key, frame));
+        }
+    }
+
+    fn close(&mut self, key: usize, code: u16, _reason: &str, _why: Disconnect) {
+        if self.open.remove(&key).is_some() {
+            self.closed.push((key, code));
+        }
+    }
+
+    fn generation(&self, key: usize) -> Option<u32> {
+        self.open.get(&key).copied()
+    }
+
+    fn is_open(&self, key: usize) -> bool {
+        self.open.contains_key(&key)
+    }
+
+    fn facts(&self, _key: usize) -> Option<ConnFacts> {
+        None
+    }
+
+    fn tick(&self) -> u32 {
+        1
+    }
+
+    fn stats(&mut self) -> &mut ShardStats {
+        &mut self.stats
+    }
+}
+
+/// Two shards: each a hub, its connections and its inbox.
+struct Shards {
+    hubs: Vec<Hub>,
+    conns: Vec<Fake>,
+    inboxes: Vec<Inbox>,
+    _poll: Poll,
+}
+
+impl Shards {
+    fn new(config: HubConfig) -> Shards {
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        let (handles, inboxes): (Vec<_>, Vec<_>) = (0..2).map(|_| channel(Arc::clone(&waker))).unzip();
+        let peers = Peers::new(handles.into());
+        let config = Arc::new(config);
+        let hubs = (0..2)
+            .map(|i| Hub::new(i, peers.for_sender(), Arc::clone(&config), None, Meter::unlimited()))
+            .collect();
+        Shards {
+            hubs,
+            conns: vec![Fake::default(), Fake::default()],
+            inboxes,
+            _poll: poll,
+        }
+    }
+
+    /// Opens connection `key` on `shard` on `endpoint` (as user `sub`).
+    fn open(&mut self, shard: usize, key: usize, endpoint: Endpoint, sub: Option<&str>) {
+        self.conns[shard].open.insert(key, 1);
+        let claims = sub.map(|sub| {
+            Box::new(Claims {
+                sub: sub.into(),
+                exp: None,
+                nbf: None,
+                iat: None,
+                channels: None,
+            })
+        });
+        self.hubs[shard].upgraded(key, endpoint, claims, &mut self.conns[shard]);
+    }
+
+    /// The connection goes away, as the shard removes it.
+    fn gone(&mut self, shard: usize, key: usize) {
+        self.conns[shard].open.remove(&key);
+        self.hubs[shard].leave(key, &mut self.conns[shard]);
+    }
+
+    fn command(&mut self, shard: usize, key: usize, text: &str) {
+        self.hubs[shard].command(key, text.as_bytes(), &mut self.conns[shard]);
+    }
+
+    /// Hands every inbox message to its hub until all are empty.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for shard in 0..self.hubs.len() {
+                for lane in [Lane::Control, Lane::Data] {
+                    while let Some(msg) = self.inboxes[shard].try_recv(lane) {
+                        let ShardMsg::Hub(msg) = msg else { continue };
+                        self.hubs[shard].on_message(msg, &mut self.conns[shard]);
+                        moved = true;
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Takes what was queued for `key` on `shard`, as JSON documents.
+    fn received(&mut self, shard: usize, key: usize) -> Vec<serde_json::Value> {
+        let queued = std::mem::take(&mut self.conns[shard].queued);
+        let (mine, others): (Vec<_>, Vec<_>) = queued.into_iter().partition(|(k, _)| *k == key);
+        self.conns[shard].queued = others;
+        mine.iter()
+            .map(|(_, frame)| serde_json::from_slice(payload(frame)).unwrap())
+            .collect()
+    }
+
+    /// The channel's presence, asked of its owner as the admin API does.
+    fn presence(&mut self, channel: &str) -> serde_json::Value {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let owner = self.hubs[0].owner_of(channel);
+        let query = HubMsg::Query {
+            channel: channel.into(),
+            query: crate::bus::msg::Query::Presence,
+            reply: ReplyTo::Admin(tx),
+        };
+        self.hubs[owner].on_message(query, &mut self.conns[owner]);
+        serde_json::from_str(&rx.try_recv().unwrap()).unwrap()
+    }
+}
+
+/// The payload of a server frame of fewer than 64 KiB.
+fn payload(frame: &[u8]) -> &[u8] {
+    match frame[1] {
+        126 => &frame[4..],
+        _ => &frame[2..],
+    }
+}
+
+/// A name whose owner is `shard` (of two), made from `prefix`.
+fn owned_by(shard: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|name| crate::bus::owner_of(name, 2) == shard)
+        .unwrap()
+}
+
+#[test]
+fn a_room_message_reaches_every_member_on_every_shard_once() {
+    let mut shards = Shards::new(HubConfig::default());
+    let room = owned_by(0, "room");
+    let other = owned_by(0, "other");
+    shards.open(0, 1, Endpoint::Room(room.as_str().into()), None);
+    shards.open(0, 2, Endpoint::Room(room.as_str().into()), None);
+    shards.open(0, 3, Endpoint::Room(other.as_str().into()), None);
+    shards.open(1, 1, Endpoint::Room(room.as_str().into()), None);
+    // Sent on shard 1: forwarded to the owner, delivered everywhere from there.
+    let frame = Bytes::from_static(b"\x81\x02hi");
+    shards.hubs[1].room_message(1, frame.clone(), &mut shards.conns[1]);
+    shards.pump();
+    let to = |fake: &Fake| {
+        let mut keys: Vec<usize> = fake
+            .queued
+            .iter()
+            .map(|(k, f)| {
+                assert_eq!(f, &frame, "the same bytes for every member");
+                *k
+            })
+            .collect();
+        keys.sort_unstable();
+        keys
+    };
+    assert_eq!(to(&shards.conns[0]), vec![1, 2], "not the member of another room");
+    assert_eq!(to(&shards.conns[1]), vec![1], "the sender too, once");
+    assert_eq!(
+        shards.conns[0].stats.messages_in_rooms + shards.conns[1].stats.messages_in_rooms,
+        1
+    );
+}
+
+#[test]
+fn every_command_gets_exactly_one_reply() {
+    let mut shards = Shards::new(HubConfig::default());
+    let remote = owned_by(0, "chan");
+    let local = owned_by(1, "chan");
+    shards.open(1, 7, Endpoint::Ws, Some("ann"));
+    let commands = [
+        r#"{"id":1,"method":"ping"}"#.to_string(),
+        format!(r#"{{"id":2,"method":"subscribe","params":{{"channel":"{remote}"}}}}"#),
+        format!(r#"{{"id":3,"method":"subscribe","params":{{"channel":"{local}"}}}}"#),
+        format!(r#"{{"id":4,"method":"subscribe","params":{{"channel":"{remote}"}}}}"#),
+        format!(r#"{{"id":5,"method":"publish","params":{{"channel":"{remote}","data":{{"n":1}}}}}}"#),
+        format!(r#"{{"id":6,"method":"presence","params":{{"channel":"{remote}"}}}}"#),
+        format!(r#"{{"id":7,"method":"history","params":{{"channel":"{local}"}}}}"#),
+        format!(r#"{{"id":8,"method":"unsubscribe","params":{{"channel":"{local}"}}}}"#),
+        r#"{"id":9,"method":"unsubscribe","params":{"channel":"never"}}"#.to_string(),
+        r#"{"id":10,"method":"send","params":{"user":"ann","data":"hi"}}"#.to_string(),
+        r#"{"id":11,"method":"dance"}"#.to_string(),
+    ];
+    for (i, command) in commands.iter().enumerate() {
+        shards.command(1, 7, command);
+        if i % 2 == 0 {
+            shards.pump(); // some answered before the next command, some after
+        }
+    }
+    shards.pump();
+    let received = shards.received(1, 7);
+    let mut ids: Vec<u64> = received.iter().filter_map(|m| m["id"].as_u64()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=11).collect::<Vec<_>>(), "{received:?}");
+    let error = |id: u64| {
+        let reply = received.iter().find(|m| m["id"] == id).unwrap();
+        reply["error"]["code"].as_u64()
+    };
+    assert_eq!((error(4), error(9), error(11)), (Some(107), Some(106), Some(101)));
+    assert_eq!(error(5), None, "the publish was ordered");
+    let pushes: Vec<&str> = received.iter().filter_map(|m| m["push"].as_str()).collect();
+    assert_eq!(
+        pushes,
+        vec!["pub", "message"],
+        "its own publication and its own message"
+    );
+}
+
+#[test]
+fn a_subscription_that_ends_before_its_answer_is_undone_exactly() {
+    let mut shards = Shards::new(HubConfig::default());
+    let channel = owned_by(0, "chan");
+    let subscribe = |id| format!(r#"{{"id":{id},"method":"subscribe","params":{{"channel":"{channel}"}}}}"#);
+    let unsubscribe = |id| format!(r#"{{"id":{id},"method":"unsubscribe","params":{{"channel":"{channel}"}}}}"#);
+    // A: unsubscribes before the answer. B: leaves before it. C:
+    // resubscribes before the first answer: only the second one counts.
+    shards.open(1, 1, Endpoint::Ws, Some("a"));
+    shards.open(1, 2, Endpoint::Ws, Some("b"));
+    shards.open(1, 3, Endpoint::Ws, Some("c"));
+    shards.command(1, 1, &subscribe(1));
+    shards.command(1, 1, &unsubscribe(2));
+    shards.command(1, 2, &subscribe(1));
+    shards.gone(1, 2);
+    shards.command(1, 3, &subscribe(1));
+    shards.command(1, 3, &unsubscribe(2));
+    shards.command(1, 3, &subscribe(3));
+    shards.pump();
+    let presence = shards.presence(&channel);
+    assert_eq!(presence["total"], 1, "{presence}");
+    assert_eq!(presence["users"], serde_json::json!({"c": 1}));
+    assert_eq!(shards.conns[1].stats.subscriptions, 1);
+    let replies: Vec<u64> = shards.received(1, 3).iter().filter_map(|m| m["id"].as_u64()).collect();
+    assert_eq!(replies, vec![2, 3], "the first subscribe's answer came after its end");
+    // Deliveries go only where a subscriber is.
+    shards.gone(1, 3);
+    shards.pump();
+    assert_eq!(shards.presence(&channel)["total"], 0);
+    assert_eq!(shards.conns[1].stats.subscriptions, 0);
+    assert!(shards.hubs[0].owned.subscriber_shards(&channel).is_empty());
+}
+
+#[test]
+fn a_kick_for_a_reused_slot_closes_nobody() {
+    let mut shards = Shards::new(HubConfig::default());
+    shards.open(0, 4, Endpoint::Ws, Some("u"));
+    let stale = Origin {
+        shard: 0,
+        key: 4,
+        generation: 9,
+        id: 0,
+    };
+    let kick = |conn| HubMsg::Kick {
+        conn,
+        code: 4002,
+        reason: "bye".into(),
+    };
+    shards.hubs[0].on_message(kick(stale), &mut shards.conns[0]);
+    assert!(shards.conns[0].closed.is_empty());
+    shards.hubs[0].on_message(kick(Origin { generation: 1, ..stale }), &mut shards.conns[0]);
+    assert_eq!(shards.conns[0].closed, vec![(4, 4002)]);
+}
