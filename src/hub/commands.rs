@@ -161,8 +161,14 @@ impl Hub {
         let user = session.user.clone();
         if sub.joined {
             self.leave_channel(key, &sub, user, conns);
+        } else {
+            // Every command gets its one reply: the subscribe this cancels
+            // is answered now (the owner's late answer is undone when it
+            // finds the subscription gone).
+            let why = "cancelled: unsubscribed before the subscription took effect";
+            let reply = protocol::reply_error(Some(sub.command), code::CANCELLED, why);
+            self.send_to(key, &reply, conns);
         }
-        // A pending one is undone when the owner's answer finds it gone.
         self.send_to(key, &protocol::reply_ok(origin.id, "{}"), conns);
     }
 

@@ -34,6 +34,11 @@ pub mod code {
     pub(crate) const UNAVAILABLE: u16 = 108;
     /// The command needs an authenticated user.
     pub(crate) const UNAUTHENTICATED: u16 = 109;
+    /// Channel creation refused: the node's `--max-channels`, or this
+    /// connection's `--max-new-channels-per-minute`.
+    pub(crate) const CHANNEL_LIMIT: u16 = 110;
+    /// A `subscribe` cancelled by an `unsubscribe` sent before it took effect.
+    pub(crate) const CANCELLED: u16 = 111;
 }
 
 /// A parsed client command; client `data` is borrowed from the frame's
