@@ -18,7 +18,7 @@ use crate::auth::pattern::valid_channel_name;
 use crate::bus::cluster::{ClusterCmd, ClusterLink};
 use crate::bus::msg::{HubMsg, Query, ReplyTo};
 use crate::bus::peers::Peers;
-use crate::hub::config::CLOSE_KICKED;
+use crate::hub::config::{CLOSE_KICKED, DEFAULT_HISTORY_LIMIT};
 use crate::metrics::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS};
 
 /// Longest an API call waits for the shards.
@@ -227,11 +227,16 @@ impl Api {
 
     fn history(&self, request: &Request) -> Response {
         let limit = match param(request, "limit").map(|l| l.parse::<usize>()) {
-            None => usize::MAX,
+            None => DEFAULT_HISTORY_LIMIT,
             Some(Ok(limit)) => limit,
             Some(Err(_)) => return bad_request("limit must be a number"),
         };
-        self.channel_query(request, Query::History { limit })
+        let since = match param(request, "since").map(|s| s.parse::<u64>()) {
+            None => None,
+            Some(Ok(since)) => Some(since),
+            Some(Err(_)) => return bad_request("since must be a number"),
+        };
+        self.channel_query(request, Query::History { limit, since })
     }
 
     fn channel_query(&self, request: &Request, query: Query) -> Response {

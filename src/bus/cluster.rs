@@ -52,6 +52,8 @@ pub enum RedisCall {
         query: Query,
         reply: ReplyTo,
         rule: HistoryRule,
+        /// `--max-reply-bytes`: a history page is cut there.
+        max_reply_bytes: usize,
     },
 }
 

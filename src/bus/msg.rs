@@ -57,7 +57,12 @@ pub struct PendingSubscribe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Query {
     Presence,
-    History { limit: usize },
+    /// A page of history: after `since` (else the newest `limit`), at most
+    /// `limit` publications and `--max-reply-bytes` (`hub::log::page_of`).
+    History {
+        limit: usize,
+        since: Option<u64>,
+    },
 }
 
 #[derive(Debug)]

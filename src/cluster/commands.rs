@@ -29,7 +29,8 @@ use crate::bus::history::HistoryRule;
 use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_REPLACED;
-use crate::hub::owner::publications_json;
+use crate::hub::log::page_of;
+use crate::hub::owner::history_json;
 use crate::hub::protocol::{self, code, json_string};
 use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
@@ -376,11 +377,13 @@ impl Commander {
             }
             Op::Cmd(RedisCall::Query {
                 channel,
-                query: Query::History { limit },
+                query: Query::History { .. },
                 rule,
                 ..
             }) => {
-                let count = (*limit).min(rule.size);
+                // The whole retained history: the page (since, limit, bytes)
+                // is cut here, as the owner cuts its local log.
+                let count = rule.size;
                 let mut args = evalsha(&self.shas.read, channel);
                 args.extend(["-".into(), count.to_string()]);
                 args
@@ -442,10 +445,18 @@ impl Commander {
                 query,
                 reply: to,
                 rule,
+                max_reply_bytes,
             }) => {
                 let result = match query {
                     Query::Presence => self.presence_json(&channel, reply),
-                    Query::History { .. } => history_json(reply, &rule),
+                    Query::History { limit, since } => {
+                        let (epoch, offset, entries) = read_reply(reply, &rule);
+                        let page = page_of(&entries, since, limit, max_reply_bytes);
+                        match epoch {
+                            Some(epoch) => history_json(&epoch, offset, &page),
+                            None => r#"{"epoch":null,"offset":0,"publications":[],"more":false}"#.into(),
+                        }
+                    }
                 };
                 self.answer(to, Ok(&result));
             }
@@ -710,15 +721,6 @@ fn read_reply(reply: Value, rule: &HistoryRule) -> (Option<String>, u64, Vec<Ent
     (epoch, offset, entries)
 }
 
-fn history_json(reply: Value, rule: &HistoryRule) -> String {
-    let (epoch, offset, entries) = read_reply(reply, rule);
-    let epoch = epoch.map_or_else(|| "null".to_string(), |e| json_string(&e));
-    format!(
-        "{{\"epoch\":{epoch},\"offset\":{offset},\"publications\":{}}}",
-        publications_json(&entries)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,10 +755,12 @@ mod tests {
         let (epoch, offset, entries) = read_reply(reply, &rule);
         assert_eq!((epoch.as_deref(), offset), (Some("ep"), 7));
         assert_eq!(entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [6, 7]);
-        let empty = history_json(
+        let page = page_of(&entries, Some(6), 10, usize::MAX);
+        assert_eq!(page.entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [7]);
+        let (epoch, _, entries) = read_reply(
             Value::Array(vec![Value::Nil, Value::Int(0), Value::Array(vec![])]),
             &rule,
         );
-        assert_eq!(empty, r#"{"epoch":null,"offset":0,"publications":[]}"#);
+        assert_eq!((epoch, entries.len()), (None, 0));
     }
 }

@@ -11,8 +11,8 @@ use crate::auth::pattern::ChannelPattern;
 use crate::bus::cluster::ClusterConfig;
 use crate::bus::history::HistoryRule;
 use crate::hub::config::{
-    HubConfig, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, DEFAULT_MAX_MESSAGES_PER_SEC, DEFAULT_MAX_REPLY_BYTES,
-    DEFAULT_MAX_SUBSCRIPTIONS,
+    HubConfig, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_MESSAGES_PER_SEC,
+    DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE, DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_SUBSCRIPTIONS,
 };
 use crate::tick::secs_to_ticks;
 
@@ -35,11 +35,22 @@ pub struct HubArgs {
     /// Channel subscriptions per connection.
     #[arg(long, default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
-    /// `/ws` commands per second per connection, with a burst of as many;
-    /// over it, commands get error 105 (room and echo messages are not
+    /// `/ws` commands and `/room` messages per second per connection, with a
+    /// burst of as many; over it a command gets error 105 (closed with 1008
+    /// if it keeps on), a room member is closed with 1008 (echo is not
     /// limited).
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGES_PER_SEC)]
     pub max_messages_per_sec: u32,
+    /// Bytes per second per connection of `/ws` commands and `/room`
+    /// messages, with a burst of as many; over it as --max-messages-per-sec.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = super::values::parse_size)]
+    pub max_bytes_per_sec: usize,
+    /// Channels the node holds at once; creating one more is refused (110).
+    #[arg(long, default_value_t = DEFAULT_MAX_CHANNELS)]
+    pub max_channels: usize,
+    /// Channels one connection may create per minute; more are refused (110).
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE)]
+    pub max_new_channels_per_minute: u32,
     /// Connections one user may hold; a new one closes the oldest with 4001
     /// "replaced" (0: no limit).
     #[arg(long, default_value_t = 0)]
@@ -106,6 +117,9 @@ pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
         jwt_require_exp: args.jwt_require_exp,
         max_subscriptions: args.max_subscriptions,
         max_messages_per_sec: args.max_messages_per_sec,
+        max_bytes_per_sec: args.max_bytes_per_sec,
+        max_channels: args.max_channels,
+        max_new_channels_per_minute: args.max_new_channels_per_minute,
         max_connections_per_user: args.max_connections_per_user,
         history: HistoryRule {
             size: args.history_size,
@@ -129,6 +143,15 @@ pub fn validate(config: &HubConfig) -> Result<(), ConfigError> {
     }
     if config.max_subscriptions == 0 {
         return Err(invalid("max-subscriptions", "must be at least 1"));
+    }
+    if config.max_bytes_per_sec < 1024 {
+        return Err(invalid("max-bytes-per-sec", "must be at least 1KiB"));
+    }
+    if config.max_channels == 0 {
+        return Err(invalid("max-channels", "must be at least 1"));
+    }
+    if config.max_new_channels_per_minute == 0 {
+        return Err(invalid("max-new-channels-per-minute", "must be at least 1"));
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::config::DEFAULT_HISTORY_LIMIT;
 use super::frame::text_frame;
 use super::protocol::{self, code, Call, Command};
 use super::session::{Session, Subscription, ERRORS_FORGIVEN_PER_SEC};
@@ -24,11 +25,11 @@ impl Hub {
     /// The `/ws` connection at `key` sent the command `text`.
     pub(crate) fn command(&mut self, key: usize, text: &[u8], conns: &mut dyn Conns) {
         let tick = conns.tick();
-        let per_tick = self.config.max_messages_per_sec as f32 / TICKS_PER_SEC as f32;
+        let (messages, bytes) = (self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        if !session.rate.take(tick, per_tick) {
+        if !session.rate.spend(tick, text.len(), messages, bytes) {
             // Over the rate is not a bad command: it answers 105 without
             // spending the error budget, until the client keeps it up.
             let stats = conns.stats();
@@ -102,9 +103,10 @@ impl Hub {
                 let msg = query(Query::Presence);
                 self.route_to_owner(&channel, msg, conns);
             }
-            Call::History { limit, .. } => {
+            Call::History { limit, since, .. } => {
                 let msg = query(Query::History {
-                    limit: limit.unwrap_or(usize::MAX),
+                    limit: limit.unwrap_or(DEFAULT_HISTORY_LIMIT),
+                    since,
                 });
                 self.route_to_owner(&channel, msg, conns);
             }

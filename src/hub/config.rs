@@ -13,6 +13,12 @@ pub(crate) const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
 pub(crate) const DEFAULT_HISTORY_MAX_BYTES: usize = 1 << 20;
 /// Largest reply to one command by default (well under the 1 MiB backlog cap).
 pub(crate) const DEFAULT_MAX_REPLY_BYTES: usize = 256 << 10;
+/// Bytes per second a connection may send as room messages or `/ws` commands.
+pub(crate) const DEFAULT_MAX_BYTES_PER_SEC: usize = 1 << 20;
+/// Channels (logs with subscribers or history) the node holds at most.
+pub(crate) const DEFAULT_MAX_CHANNELS: usize = 1_000_000;
+/// Channels one connection may create per minute.
+pub(crate) const DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE: u32 = 100;
 /// Publications in a `history` reply when the client names no `limit`.
 pub(crate) const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// Close code sent to the oldest connection of a user over
@@ -29,6 +35,12 @@ pub struct HubConfig {
     pub allow_anonymous: bool,
     pub max_subscriptions: usize,
     pub max_messages_per_sec: u32,
+    /// Bytes per second per connection (room messages and `/ws` commands).
+    pub max_bytes_per_sec: usize,
+    /// Channels the node holds at most (`--max-channels`).
+    pub max_channels: usize,
+    /// Channels one connection may create per minute.
+    pub max_new_channels_per_minute: u32,
     pub max_connections_per_user: usize,
     pub history: HistoryRule,
     pub history_rules: Vec<(ChannelPattern, HistoryRule)>,
@@ -47,6 +59,9 @@ impl Default for HubConfig {
             allow_anonymous: true,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_messages_per_sec: DEFAULT_MAX_MESSAGES_PER_SEC,
+            max_bytes_per_sec: DEFAULT_MAX_BYTES_PER_SEC,
+            max_channels: DEFAULT_MAX_CHANNELS,
+            max_new_channels_per_minute: DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE,
             max_connections_per_user: 0,
             history: HistoryRule {
                 size: DEFAULT_HISTORY_SIZE,

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use super::session::{Session, Subscription};
+use super::rooms::RoomMember;
+use super::session::{Rate, Session, Subscription};
 use super::{Conns, Hub};
 use crate::auth::Claims;
 use crate::bus::msg::{HubMsg, Origin};
@@ -26,7 +27,9 @@ impl Hub {
         };
         let ws = match endpoint {
             Endpoint::Room(name) => {
-                self.room_of.insert(key, self.rooms.join(&name, key));
+                let room = self.rooms.join(&name, key);
+                let rate = Rate::new(self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
+                self.room_of.insert(key, RoomMember { room, rate });
                 false
             }
             Endpoint::Ws => true,
@@ -39,9 +42,9 @@ impl Hub {
             Some(claims) => (Some(Arc::<str>::from(claims.sub.as_str())), claims.channels.clone()),
             None => (None, None),
         };
-        let burst = self.config.max_messages_per_sec as f32;
+        let rate = Rate::new(self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
         self.sessions
-            .insert(key, Session::new(generation, user.clone(), allowed, burst));
+            .insert(key, Session::new(generation, user.clone(), allowed, rate));
         if let Some(user) = user {
             self.users.entry(Arc::clone(&user)).or_default().push(key);
             let conn = self.origin(key, generation, 0);
@@ -56,8 +59,8 @@ impl Hub {
     /// The connection at `key` is going away (the shard removed it): leave
     /// its room, channels and user.
     pub(crate) fn leave(&mut self, key: usize, conns: &mut dyn Conns) {
-        if let Some(index) = self.room_of.remove(&key) {
-            self.rooms.leave(index, key);
+        if let Some(member) = self.room_of.remove(&key) {
+            self.rooms.leave(member.room, key);
         }
         let Some(session) = self.sessions.remove(&key) else {
             return;

@@ -38,6 +38,30 @@ pub(crate) fn cap_recovery(recovery: Recovery, max_bytes: usize) -> Recovery {
     }
 }
 
+/// One page of `history` (oldest first): the publications after `since`
+/// (without it, the newest `limit`), at most `limit` of them and at most
+/// `max_bytes` (see `data_bytes`), but always at least one when there is one,
+/// so paging never stalls. `more` when later publications were left out: ask
+/// again with `since` = the last offset of this page.
+pub(crate) fn page_of(history: &[Entry], since: Option<u64>, limit: usize, max_bytes: usize) -> Page {
+    let start = match since {
+        Some(after) => history.partition_point(|e| e.offset <= after),
+        None => history.len().saturating_sub(limit),
+    };
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    for entry in history.iter().skip(start).take(limit) {
+        let cost = entry.data.len() + ENTRY_ENVELOPE_BYTES;
+        if !entries.is_empty() && bytes + cost > max_bytes {
+            break;
+        }
+        bytes += cost;
+        entries.push(entry.clone());
+    }
+    let more = start + entries.len() < history.len();
+    Page { entries, more }
+}
+
 pub(crate) struct ChannelLog {
     pub epoch: Arc<str>,
     /// The last offset assigned; 0 before the first publication.
@@ -230,33 +254,15 @@ impl ChannelLog {
     }
 
     /// The newest `limit` publications, oldest first.
+    #[cfg(test)]
     pub(crate) fn recent(&self, limit: usize) -> Vec<Entry> {
         let skip = self.history.len().saturating_sub(limit);
         self.history.iter().skip(skip).cloned().collect()
     }
 
-    /// One page of history, oldest first: the publications after `since`
-    /// (without it, the newest `limit`), at most `limit` of them and at most
-    /// `max_bytes` (see `data_bytes`), but always at least one when there is
-    /// one, so paging never stalls. `more` when later publications were left
-    /// out: ask again with `since` = the last offset of this page.
-    pub(crate) fn page(&self, since: Option<u64>, limit: usize, max_bytes: usize) -> Page {
-        let start = match since {
-            Some(after) => self.history.partition_point(|e| e.offset <= after),
-            None => self.history.len().saturating_sub(limit),
-        };
-        let mut entries = Vec::new();
-        let mut bytes = 0;
-        for entry in self.history.iter().skip(start).take(limit) {
-            let cost = entry.data.len() + ENTRY_ENVELOPE_BYTES;
-            if !entries.is_empty() && bytes + cost > max_bytes {
-                break;
-            }
-            bytes += cost;
-            entries.push(entry.clone());
-        }
-        let more = start + entries.len() < self.history.len();
-        Page { entries, more }
+    /// One page of history (see [`page_of`]).
+    pub(crate) fn page(&mut self, since: Option<u64>, limit: usize, max_bytes: usize) -> Page {
+        page_of(self.history.make_contiguous(), since, limit, max_bytes)
     }
 
     pub(crate) fn add_subscriber(&mut self, user: Option<&Arc<str>>, shard: u16) {

@@ -100,8 +100,9 @@ pub(crate) struct Hub {
     /// Frames of 4 KiB or more are charged here while held.
     budget: Arc<MemoryBudget>,
     rooms: Groups,
-    /// The room of each room connection (kept here so `Conn` stays small).
-    room_of: HashMap<usize, u32>,
+    /// The room and sending rate of each room connection (kept here so
+    /// `Conn` stays small).
+    room_of: HashMap<usize, rooms::RoomMember>,
     /// Local subscribers of each channel.
     channels: Groups,
     /// Local subscribers that asked for join/leave events.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::config::{HubConfig, CLOSE_REPLACED};
 use super::frame::{publication, text_frame};
-use super::log::ChannelLog;
+use super::log::{cap_recovery, ChannelLog, Page};
 use super::protocol::{self, json_string};
 use crate::buf::Meter;
 use crate::bus::cluster::{ClusterCmd, RedisCall};
@@ -112,6 +112,7 @@ impl Owned {
                     query,
                     reply,
                     rule,
+                    max_reply_bytes: self.config.max_reply_bytes,
                 }));
             }
             HubMsg::Publish { channel, data, reply } => {
@@ -204,6 +205,9 @@ impl Owned {
 
     fn confirm(&mut self, channel: Arc<str>, sub: PendingSubscribe, recovery: Recovery, out: &mut Out) {
         let Some(log) = self.logs.get_mut(&channel) else { return };
+        // A reply is bounded like every other: too much to recover in one
+        // says to page through history instead.
+        let recovery = cap_recovery(recovery, self.config.max_reply_bytes);
         log.add_subscriber(sub.user.as_ref(), sub.from.shard);
         let (epoch, offset) = (Arc::clone(&log.epoch), log.last);
         self.note_presence(&channel);
@@ -326,7 +330,7 @@ impl Owned {
         let Some(log) = self.logs.get_mut(channel) else {
             return match query {
                 Query::Presence => r#"{"users":{},"anonymous":0,"total":0}"#.into(),
-                Query::History { .. } => r#"{"epoch":null,"offset":0,"publications":[]}"#.into(),
+                Query::History { .. } => r#"{"epoch":null,"offset":0,"publications":[],"more":false}"#.into(),
             };
         };
         log.expire(tick);
@@ -340,12 +344,10 @@ impl Owned {
                     users.join(",")
                 )
             }
-            Query::History { limit } => format!(
-                "{{\"epoch\":{},\"offset\":{},\"publications\":{}}}",
-                json_string(&log.epoch),
-                log.last,
-                publications_json(&log.recent(limit))
-            ),
+            Query::History { limit, since } => {
+                let page = log.page(since, limit, self.config.max_reply_bytes);
+                history_json(&log.epoch, log.last, &page)
+            }
         }
     }
 
@@ -460,6 +462,16 @@ fn answer(reply: ReplyTo, result: &str, out: &mut Out) {
 }
 
 /// `[{"offset":N,"data":...},...]`
+/// A `history` result: the channel's position and one page.
+pub(crate) fn history_json(epoch: &str, offset: u64, page: &Page) -> String {
+    format!(
+        "{{\"epoch\":{},\"offset\":{offset},\"publications\":{},\"more\":{}}}",
+        json_string(epoch),
+        publications_json(&page.entries),
+        page.more
+    )
+}
+
 pub(crate) fn publications_json(entries: &[Entry]) -> String {
     let items: Vec<String> = entries
         .iter()

@@ -74,6 +74,7 @@ pub enum Call<'a> {
     History {
         channel: String,
         limit: Option<usize>,
+        since: Option<u64>,
     },
     Ping,
 }
@@ -130,6 +131,7 @@ struct SendParams<'a> {
 struct HistoryParams {
     channel: String,
     limit: Option<usize>,
+    since: Option<u64>,
 }
 
 /// Parses one text frame as a command.
@@ -163,6 +165,7 @@ pub fn parse_command(text: &[u8]) -> Result<Command<'_>, BadCommand> {
         "history" => params_of::<HistoryParams>(params).map(|p| Call::History {
             channel: p.channel,
             limit: p.limit,
+            since: p.since,
         }),
         "ping" => Ok(Call::Ping),
         other => return Err(bad(Some(id), code::UNKNOWN_METHOD, format!("unknown method {other:?}"))),

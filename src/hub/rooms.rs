@@ -8,22 +8,46 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::session::Rate;
 use super::{Conns, Hub, Target};
 use crate::bus::msg::HubMsg;
 use crate::metrics::disconnect::Disconnect;
-use crate::ws::close::TRY_AGAIN_LATER;
+use crate::ws::close::{POLICY_VIOLATION, TRY_AGAIN_LATER};
 
 /// Close reason for a room member whose message its room's owner could not take.
 pub(super) const ROOM_OVERLOADED: &str = "room overloaded: your message was dropped; reconnect";
 /// Close reason for a room member that missed messages under overload.
 pub(super) const ROOM_GAP: &str = "room messages to you were dropped under overload; reconnect";
 
+/// Close reason for a room member over its rate: a room has no reply
+/// channel to say "slow down" on, and dropping the member's messages would
+/// lose them silently, so the close is how it is told.
+pub(super) const ROOM_RATE: &str = "rate limit exceeded";
+
+/// A room connection: its room and its sending rate.
+pub(crate) struct RoomMember {
+    pub room: u32,
+    pub rate: Rate,
+}
+
 impl Hub {
     /// The room member at `key` sent `frame` (the server frame, encoded
     /// once for every receiver).
     pub(crate) fn room_message(&mut self, key: usize, frame: Bytes, conns: &mut dyn Conns) {
-        let Some(&index) = self.room_of.get(&key) else { return };
-        let Some(name) = self.rooms.name(index) else { return };
+        let tick = conns.tick();
+        let (messages, bytes) = (self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
+        let Some(member) = self.room_of.get_mut(&key) else {
+            return;
+        };
+        if !member.rate.spend(tick, frame.len(), messages, bytes) {
+            // Before the owner sees it: a flood never reaches the inboxes.
+            conns.stats().rate_limited += 1;
+            conns.close(key, POLICY_VIOLATION, ROOM_RATE, Disconnect::RateLimited);
+            return;
+        }
+        let Some(name) = self.rooms.name(member.room) else {
+            return;
+        };
         conns.stats().messages_in_rooms += 1;
         let owner = self.owner_of(&name);
         let at = Instant::now();

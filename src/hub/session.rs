@@ -27,7 +27,7 @@ pub(crate) struct Session {
     pub allowed: Option<Vec<ChannelPattern>>,
     /// Subscriptions, with whether the owner confirmed them yet.
     pub subs: Vec<Subscription>,
-    pub rate: TokenBucket,
+    pub rate: Rate,
     pub errors: TokenBucket,
     /// How long the connection has been sending over its rate.
     pub overrun: Overrun,
@@ -45,13 +45,13 @@ pub(crate) struct Subscription {
 }
 
 impl Session {
-    pub fn new(generation: u32, user: Option<Arc<str>>, allowed: Option<Vec<ChannelPattern>>, burst: f32) -> Self {
+    pub fn new(generation: u32, user: Option<Arc<str>>, allowed: Option<Vec<ChannelPattern>>, rate: Rate) -> Self {
         Session {
             generation,
             user,
             allowed,
             subs: Vec::new(),
-            rate: TokenBucket::full(burst),
+            rate,
             errors: TokenBucket::full(ERROR_BURST),
             overrun: Overrun::default(),
         }
@@ -69,6 +69,7 @@ impl Session {
 }
 
 /// A token bucket in timer ticks: `take` refills by elapsed time first.
+#[derive(Clone, Copy)]
 pub(crate) struct TokenBucket {
     tokens: f32,
     capacity: f32,
@@ -87,15 +88,53 @@ impl TokenBucket {
     /// Takes one token if there is one, after refilling `per_tick` tokens for
     /// every tick since the last call.
     pub fn take(&mut self, tick: u32, per_tick: f32) -> bool {
+        self.take_n(tick, per_tick, 1.0)
+    }
+
+    /// Takes `n` tokens if there are as many (after the refill).
+    pub fn take_n(&mut self, tick: u32, per_tick: f32, n: f32) -> bool {
         let elapsed = tick.saturating_sub(self.last_tick) as f32;
         self.tokens = (self.tokens + elapsed * per_tick).min(self.capacity);
         self.last_tick = tick;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
         }
+    }
+}
+
+/// A connection's sending rate: messages and bytes per second, each with a
+/// burst of one second's worth (`--max-messages-per-sec`,
+/// `--max-bytes-per-sec`). `/ws` commands and `/room` messages spend it.
+pub(crate) struct Rate {
+    messages: TokenBucket,
+    bytes: TokenBucket,
+}
+
+impl Rate {
+    pub fn new(messages_per_sec: u32, bytes_per_sec: usize) -> Rate {
+        Rate {
+            messages: TokenBucket::full(messages_per_sec as f32),
+            bytes: TokenBucket::full(bytes_per_sec as f32),
+        }
+    }
+
+    /// Spends one message of `len` bytes at `tick`; false when over either
+    /// rate (nothing is spent then).
+    pub fn spend(&mut self, tick: u32, len: usize, messages_per_sec: u32, bytes_per_sec: usize) -> bool {
+        let per_sec = crate::tick::TICKS_PER_SEC as f32;
+        let mut bytes = TokenBucket { ..self.bytes };
+        if !bytes.take_n(tick, bytes_per_sec as f32 / per_sec, len as f32) {
+            self.bytes = bytes;
+            return false;
+        }
+        if !self.messages.take(tick, messages_per_sec as f32 / per_sec) {
+            return false;
+        }
+        self.bytes = bytes;
+        true
     }
 }
 
@@ -158,9 +197,24 @@ mod tests {
 
     #[test]
     fn channel_claims_limit_access() {
-        let session = Session::new(1, None, Some(vec![ChannelPattern::parse("chat:*").unwrap()]), 10.0);
+        let rate = || Rate::new(10, 1 << 20);
+        let session = Session::new(1, None, Some(vec![ChannelPattern::parse("chat:*").unwrap()]), rate());
         assert!(session.may_access("chat:1"));
         assert!(!session.may_access("admin"));
-        assert!(Session::new(1, None, None, 10.0).may_access("anything"));
+        assert!(Session::new(1, None, None, rate()).may_access("anything"));
+    }
+
+    #[test]
+    fn a_rate_counts_messages_and_bytes_and_spends_nothing_when_refused() {
+        let mut rate = Rate::new(10, 1000);
+        assert!(rate.spend(0, 600, 10, 1000));
+        assert!(!rate.spend(0, 600, 10, 1000), "over the bytes");
+        assert!(rate.spend(0, 400, 10, 1000), "the refusal spent nothing");
+        // A quarter second later: 250 bytes and 2.5 messages came back.
+        assert!(rate.spend(1, 250, 10, 1000));
+        assert!(!rate.spend(1, 1, 10, 1000));
+        let mut many = Rate::new(3, 1 << 20);
+        assert!((0..3).all(|_| many.spend(0, 1, 3, 1 << 20)));
+        assert!(!many.spend(0, 1, 3, 1 << 20), "over the messages");
     }
 }
