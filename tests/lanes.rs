@@ -39,7 +39,10 @@ fn flood_with(mut flooder: Client, stop: Arc<AtomicBool>) -> std::thread::JoinHa
 
 #[test]
 fn every_command_gets_its_reply_during_a_room_flood() {
-    let server = start(|c| c.shards = 2);
+    let server = start(|c| {
+        c.shards = 2;
+        unlimited_rates(c);
+    });
     // Members on both shards, so the owner fans out to the other shard.
     let members: Vec<Client> = (0..4).map(|_| open(server.addr, "/room/flood")).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -101,7 +104,7 @@ fn every_command_gets_its_reply_during_a_room_flood() {
 fn a_dropped_delivery_is_never_a_silent_gap() {
     let server = start(|c| {
         c.shards = 2;
-        c.hub.max_messages_per_sec = 1000;
+        unlimited_rates(c);
     });
     let mut subscribers: Vec<WsClient> = (0..6).map(|_| WsClient::open(server.addr, "")).collect();
     for s in &mut subscribers {
@@ -211,6 +214,7 @@ fn replies(client: &mut WsClient, ids: &[u64]) -> Vec<serde_json::Value> {
 fn presence_and_subscription_counts_return_to_the_truth_after_a_flood() {
     const KEY: &str = "lanes-api-key";
     let server = start(|c| {
+        unlimited_rates(c);
         c.shards = 2;
         c.hub.jwt_secret = Some(SECRET.as_bytes().to_vec());
         c.hub.api_key = Some(KEY.into());
@@ -306,6 +310,10 @@ fn sigterm_drains_every_shard_during_a_flood() {
         "2",
         "--drain-secs",
         "4",
+        "--max-messages-per-sec",
+        "1000000000",
+        "--max-bytes-per-sec",
+        "1TiB",
     ]);
     let admin = server.admin.expect("an admin port");
     let mut echo: Vec<Client> = (0..20).map(|_| open(server.addr, "/echo")).collect();

@@ -48,6 +48,14 @@ fn spawn_server(extra: &[&str]) -> Process {
         "16",
         "--memory-limit",
         &limit,
+        // These tests flood and keep history on purpose: the budget, not the
+        // per-connection rates or the per-channel history bound, must act.
+        "--max-messages-per-sec",
+        "1000000000",
+        "--max-bytes-per-sec",
+        "1TiB",
+        "--history-max-bytes",
+        "1TiB",
     ];
     args.extend_from_slice(extra);
     Process::spawn(&args)
@@ -187,7 +195,17 @@ fn never_read_backlogs_past_the_budget_are_shed_largest_first() {
 fn history_past_the_budget_is_trimmed_oldest_first() {
     // 80 publications of 512 KiB kept (40 MiB of data) against 32 MiB:
     // history alone passes the limit and the oldest goes first.
-    let server = spawn_server(&["--history-size", "1000", "--history-ttl-secs", "3600"]);
+    // One reply holds all of history here (the test reads it whole).
+    let server = spawn_server(&[
+        "--history-size",
+        "1000",
+        "--history-ttl-secs",
+        "3600",
+        "--max-backlog-bytes",
+        "64MiB",
+        "--max-reply-bytes",
+        "64MiB",
+    ]);
     let mut publisher = WsClient::open(server.addr, "");
     let data = "h".repeat(512 * 1024);
     for i in 0..80 {

@@ -22,7 +22,10 @@ fn members_on_both_shards(server: &TestServer, room: &str, n: usize) -> Vec<Clie
 
 #[test]
 fn every_member_gets_every_message_including_the_sender() {
-    let server = start(|c| c.shards = 2);
+    let server = start(|c| {
+        c.shards = 2;
+        unlimited_rates(c);
+    });
     let mut members = members_on_both_shards(&server, "lobby", 16);
     members[3].send_text("hello room");
     members[9].send(0x2, true, &[1, 2, 3]);
@@ -46,7 +49,10 @@ fn every_member_gets_every_message_including_the_sender() {
 
 #[test]
 fn publishers_on_different_shards_are_seen_in_one_order_by_all() {
-    let server = start(|c| c.shards = 2);
+    let server = start(|c| {
+        c.shards = 2;
+        unlimited_rates(c);
+    });
     let mut members = members_on_both_shards(&server, "ordered", 12);
     const PER_PUBLISHER: usize = 300;
     let publishers = [0usize, 1, 2, 3];
@@ -83,7 +89,10 @@ fn publishers_on_different_shards_are_seen_in_one_order_by_all() {
 
 #[test]
 fn rooms_are_isolated() {
-    let server = start(|c| c.shards = 2);
+    let server = start(|c| {
+        c.shards = 2;
+        unlimited_rates(c);
+    });
     let mut red = open(server.addr, "/room/red");
     let mut blue = open(server.addr, "/room/blue");
     red.send_text("for red");
@@ -96,7 +105,10 @@ fn rooms_are_isolated() {
 
 #[test]
 fn members_that_leave_stop_receiving_and_the_rest_carry_on() {
-    let server = start(|c| c.shards = 2);
+    let server = start(|c| {
+        c.shards = 2;
+        unlimited_rates(c);
+    });
     let mut members = members_on_both_shards(&server, "churn", 8);
     for mut gone in members.drain(4..) {
         gone.send(0x8, true, b"\x03\xe8");
@@ -122,6 +134,7 @@ fn bad_room_names_are_refused_with_400() {
 #[test]
 fn a_slow_member_is_cut_off_while_the_room_keeps_flowing() {
     let server = start(|c| {
+        unlimited_rates(c);
         c.shards = 2;
         c.max_backlog_bytes = 128 * 1024;
     });
@@ -161,7 +174,10 @@ fn a_slow_member_is_cut_off_while_the_room_keeps_flowing() {
 
 #[test]
 fn room_deliveries_feed_the_publish_to_deliver_histogram() {
-    let server = start(|c| c.shards = 2);
+    let server = start(|c| {
+        c.shards = 2;
+        unlimited_rates(c);
+    });
     let mut members = members_on_both_shards(&server, "timed", 8);
     for member in members.iter_mut().take(5) {
         member.send_text("tick");

@@ -183,6 +183,9 @@ impl Api {
             channel: channel.into(),
             data: data.into(),
             reply: Some(ReplyTo::Admin(tx)),
+            // An operator's call: not limited per connection (the node's
+            // --max-channels still holds: 503 "not done").
+            may_create: true,
         };
         self.to_owner(channel, msg)?;
         wait_one(&rx)

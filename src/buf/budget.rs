@@ -111,6 +111,9 @@ pub struct MemoryBudget {
     limit: u64,
     total: AtomicI64,
     kinds: [AtomicI64; KINDS],
+    /// Channel logs the node holds (`--max-channels`): retained hub state
+    /// bounded by count beside the bytes above, shared by every shard.
+    channels: AtomicI64,
 }
 
 impl MemoryBudget {
@@ -119,7 +122,18 @@ impl MemoryBudget {
             limit,
             total: AtomicI64::new(0),
             kinds: Default::default(),
+            channels: AtomicI64::new(0),
         })
+    }
+
+    /// Channel logs held by the node.
+    pub fn channels(&self) -> u64 {
+        self.channels.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Counts `delta` channel logs made (positive) or dropped (negative).
+    pub(crate) fn count_channels(&self, delta: i64) {
+        self.channels.fetch_add(delta, Ordering::Relaxed);
     }
 
     pub fn limit(&self) -> u64 {

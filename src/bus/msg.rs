@@ -42,6 +42,8 @@ pub struct Confirmation {
     /// The user the owner counted, so a subscription that ends before this
     /// answer arrives can be undone exactly.
     pub user: Option<Arc<str>>,
+    /// The subscribe made a new channel.
+    pub created: bool,
 }
 
 /// A subscribe the owner could not answer yet (cluster mode: waiting for
@@ -51,6 +53,9 @@ pub struct PendingSubscribe {
     pub from: Origin,
     pub user: Option<Arc<str>>,
     pub recover: Option<Recover>,
+    /// False when the connection made its `--max-new-channels-per-minute`:
+    /// an existing channel is served, a new one refused (110).
+    pub may_create: bool,
 }
 
 /// Questions for a channel's owner.
@@ -87,6 +92,8 @@ pub enum HubMsg {
         from: Origin,
         user: Option<Arc<str>>,
         recover: Option<Recover>,
+        /// See `PendingSubscribe::may_create`.
+        may_create: bool,
     },
     /// From the owner: the subscription is in place.
     Subscribed(Confirmation),
@@ -101,6 +108,8 @@ pub enum HubMsg {
         channel: Arc<str>,
         data: Arc<str>,
         reply: Option<ReplyTo>,
+        /// See `PendingSubscribe::may_create`.
+        may_create: bool,
     },
     /// From the owner: a publication frame for the local subscribers.
     Deliver {
@@ -138,6 +147,9 @@ pub enum HubMsg {
     Answer {
         to: Origin,
         body: Vec<u8>,
+        /// The command made a new channel (counted against the
+        /// connection's `--max-new-channels-per-minute`).
+        created: bool,
     },
     /// To every shard: deliver to the local connections of `user`.
     UserMessage {
@@ -203,6 +215,8 @@ pub enum HubMsg {
     SubscribeFailed {
         channel: Arc<str>,
         to: Origin,
+        code: u16,
+        message: &'static str,
     },
 }
 

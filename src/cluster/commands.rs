@@ -497,7 +497,14 @@ impl Commander {
                     Ok(result) => protocol::reply_ok(origin.id, result),
                     Err(why) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, why),
                 };
-                self.to_shard(origin.shard as usize, HubMsg::Answer { to: origin, body });
+                self.to_shard(
+                    origin.shard as usize,
+                    HubMsg::Answer {
+                        to: origin,
+                        body,
+                        created: false,
+                    },
+                );
             }
             // Dropping the sender tells the API the call failed (503).
             ReplyTo::Admin(tx) => {

@@ -92,10 +92,12 @@ impl Hub {
             } => self.subscribe(origin, channel, recover, join_leave, conns),
             Call::Unsubscribe { .. } => self.unsubscribe(origin, channel, conns),
             Call::Publish { data, .. } => {
+                let may_create = self.may_create(key, conns.tick());
                 let msg = HubMsg::Publish {
                     channel: Arc::clone(&channel),
                     data: data.get().into(),
                     reply: Some(ReplyTo::Client(origin)),
+                    may_create,
                 };
                 self.route_to_owner(&channel, msg, conns);
             }
@@ -142,11 +144,15 @@ impl Hub {
             command: origin.id,
             join_leave,
         });
+        let may_create = session
+            .creations
+            .left(conns.tick(), self.config.max_new_channels_per_minute);
         let msg = HubMsg::Subscribe {
             channel: Arc::clone(&channel),
             from: origin,
             user: session.user.clone(),
             recover,
+            may_create,
         };
         self.route_to_owner(&channel, msg, conns);
     }
@@ -216,7 +222,11 @@ impl Hub {
             offset,
             recovery,
             user,
+            created,
         } = confirmation;
+        if created {
+            self.note_created(to, conns);
+        }
         let key = to.key as usize;
         let session = self.sessions.get_mut(&key).filter(|s| s.generation == to.generation);
         let pending = |s: &Session| {
@@ -248,7 +258,14 @@ impl Hub {
 
     /// Cluster mode: the owner could not place the subscription (Redis
     /// unreachable); forget it and tell the client to retry.
-    pub(super) fn subscribe_failed(&mut self, channel: &str, to: Origin, conns: &mut dyn Conns) {
+    pub(super) fn subscribe_failed(
+        &mut self,
+        channel: &str,
+        to: Origin,
+        code: u16,
+        message: &str,
+        conns: &mut dyn Conns,
+    ) {
         let key = to.key as usize;
         let Some(session) = self.sessions.get_mut(&key).filter(|s| s.generation == to.generation) else {
             return;
@@ -256,8 +273,25 @@ impl Hub {
         if let Some(index) = session.subscription(channel).filter(|&i| !session.subs[i].joined) {
             session.subs.swap_remove(index);
         }
-        let body = protocol::reply_error(Some(to.id), code::UNAVAILABLE, "the cluster link is down; retry");
+        let body = protocol::reply_error(Some(to.id), code, message);
         self.send_to(key, &body, conns);
+    }
+
+    /// Whether the connection at `key` may still make channels this minute.
+    fn may_create(&self, key: usize, tick: u32) -> bool {
+        let limit = self.config.max_new_channels_per_minute;
+        self.sessions.get(&key).is_some_and(|s| s.creations.left(tick, limit))
+    }
+
+    /// The owner made a new channel for the command `to`: it counts against
+    /// the connection's `--max-new-channels-per-minute`.
+    pub(super) fn note_created(&mut self, to: Origin, conns: &mut dyn Conns) {
+        let tick = conns.tick();
+        if let Some(session) = self.sessions.get_mut(&(to.key as usize)) {
+            if session.generation == to.generation {
+                session.creations.note(tick);
+            }
+        }
     }
 
     /// An owner's answer to the command `to`, if its connection is still

@@ -27,9 +27,19 @@ impl Hub {
             HubMsg::RoomGap { room } => self.room_gap(&room, conns),
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns),
             HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns),
-            HubMsg::Answer { to, body } => self.answer(to, &body, conns),
+            HubMsg::Answer { to, body, created } => {
+                if created {
+                    self.note_created(to, conns);
+                }
+                self.answer(to, &body, conns)
+            }
             HubMsg::UserMessage { user, frame } => self.deliver_user(&user, &frame, conns),
-            HubMsg::SubscribeFailed { channel, to } => self.subscribe_failed(&channel, to, conns),
+            HubMsg::SubscribeFailed {
+                channel,
+                to,
+                code,
+                message,
+            } => self.subscribe_failed(&channel, to, code, message, conns),
             HubMsg::Kick { conn, code, reason } => {
                 if conns.generation(conn.key as usize) == Some(conn.generation) {
                     self.close(conn.key as usize, code, &reason, conns);
@@ -162,6 +172,11 @@ impl Hub {
     }
 
     fn route_answer(&mut self, to: Origin, body: Vec<u8>, conns: &mut dyn Conns) {
-        self.route_to(to.shard as usize, HubMsg::Answer { to, body }, conns);
+        let answer = HubMsg::Answer {
+            to,
+            body,
+            created: false,
+        };
+        self.route_to(to.shard as usize, answer, conns);
     }
 }

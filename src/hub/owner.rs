@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::config::{HubConfig, CLOSE_REPLACED};
 use super::frame::{publication, text_frame};
 use super::log::{cap_recovery, ChannelLog, Page};
-use super::protocol::{self, json_string};
+use super::protocol::{self, code, json_string};
 use crate::buf::Meter;
 use crate::bus::cluster::{ClusterCmd, RedisCall};
 use crate::bus::history::{Entry, Recovery};
@@ -82,7 +82,16 @@ impl Owned {
                 from,
                 user,
                 recover,
-            } => self.subscribe(channel, PendingSubscribe { from, user, recover }, tick, &mut out),
+                may_create,
+            } => {
+                let sub = PendingSubscribe {
+                    from,
+                    user,
+                    recover,
+                    may_create,
+                };
+                self.subscribe(channel, sub, tick, &mut out)
+            }
             HubMsg::Unsubscribe { channel, user, shard } => {
                 if let Some(log) = self.logs.get_mut(&channel) {
                     log.remove_subscriber(user.as_ref(), shard);
@@ -96,7 +105,9 @@ impl Owned {
                     }
                 }
             }
-            HubMsg::Publish { channel, data, reply } if self.cluster => {
+            HubMsg::Publish {
+                channel, data, reply, ..
+            } if self.cluster => {
                 let rule = self.config.history_for(&channel);
                 out.cluster.push(ClusterCmd::Call(RedisCall::Publish {
                     channel,
@@ -115,9 +126,22 @@ impl Owned {
                     max_reply_bytes: self.config.max_reply_bytes,
                 }));
             }
-            HubMsg::Publish { channel, data, reply } => {
+            HubMsg::Publish {
+                channel,
+                data,
+                reply,
+                may_create,
+            } => {
                 let budget = Arc::clone(self.meter.budget());
-                let log = self.log(&channel, tick);
+                let (log, created) = match self.log_for_client(&channel, tick, may_create) {
+                    Ok(made) => made,
+                    Err(why) => {
+                        if let Some(reply) = reply {
+                            refuse(reply, code::CHANNEL_LIMIT, why, &mut out);
+                        }
+                        return out;
+                    }
+                };
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
                 out.deliver = Some(Publication {
@@ -127,7 +151,7 @@ impl Owned {
                     epoch: Arc::clone(&log.epoch),
                 });
                 if let Some(reply) = reply {
-                    answer(reply, &result, &mut out);
+                    answer_created(reply, &result, created, &mut out);
                 }
             }
             HubMsg::Query { channel, query, reply } => {
@@ -173,6 +197,11 @@ impl Owned {
         if self.cluster {
             let synced = self.logs.get(&channel).is_some_and(|log| !log.epoch.is_empty());
             if !synced {
+                if !self.logs.contains_key(&channel) {
+                    if let Err(why) = self.may_make(sub.may_create) {
+                        return fail_subscribe(channel, sub.from, code::CHANNEL_LIMIT, why, out);
+                    }
+                }
                 let waiting = self.pending.entry(Arc::clone(&channel)).or_default();
                 waiting.push(sub);
                 if waiting.len() == 1 {
@@ -198,12 +227,42 @@ impl Owned {
                 return;
             }
         }
-        let log = self.log(&channel, tick);
+        let (log, created) = match self.log_for_client(&channel, tick, sub.may_create) {
+            Ok(made) => made,
+            Err(why) => return fail_subscribe(channel, sub.from, code::CHANNEL_LIMIT, why, out),
+        };
         let recovery = sub.recover.as_ref().map_or(Recovery::NotAsked, |r| log.recover(r));
-        self.confirm(channel, sub, recovery, out);
+        self.confirm(channel, sub, recovery, created, out);
     }
 
-    fn confirm(&mut self, channel: Arc<str>, sub: PendingSubscribe, recovery: Recovery, out: &mut Out) {
+    /// Whether a client's command may make a new channel: the connection
+    /// has creations left this minute and the node is under `--max-channels`.
+    fn may_make(&self, may_create: bool) -> Result<(), &'static str> {
+        if !may_create {
+            return Err("too many new channels from this connection this minute (--max-new-channels-per-minute)");
+        }
+        if self.meter.budget().channels() >= self.config.max_channels as u64 {
+            return Err("the server holds its maximum number of channels (--max-channels)");
+        }
+        Ok(())
+    }
+
+    /// The channel's log for a client's command, made if allowed; with
+    /// whether it was made.
+    fn log_for_client(
+        &mut self,
+        channel: &Arc<str>,
+        tick: u32,
+        may_create: bool,
+    ) -> Result<(&mut ChannelLog, bool), &'static str> {
+        let created = !self.logs.contains_key(channel);
+        if created {
+            self.may_make(may_create)?;
+        }
+        Ok((self.log(channel, tick), created))
+    }
+
+    fn confirm(&mut self, channel: Arc<str>, sub: PendingSubscribe, recovery: Recovery, created: bool, out: &mut Out) {
         let Some(log) = self.logs.get_mut(&channel) else { return };
         // A reply is bounded like every other: too much to recover in one
         // says to page through history instead.
@@ -226,6 +285,7 @@ impl Owned {
             offset,
             recovery,
             user: sub.user,
+            created,
         });
         out.sends.push((sub.from.shard as usize, reply));
     }
@@ -259,11 +319,8 @@ impl Owned {
         let waiting = self.pending.remove(&channel).unwrap_or_default();
         let Some((epoch, offset)) = position else {
             for sub in waiting {
-                let failed = HubMsg::SubscribeFailed {
-                    channel: Arc::clone(&channel),
-                    to: sub.from,
-                };
-                out.sends.push((sub.from.shard as usize, failed));
+                let why = "the cluster link is down; retry";
+                fail_subscribe(Arc::clone(&channel), sub.from, code::UNAVAILABLE, why, out);
             }
             return;
         };
@@ -292,7 +349,7 @@ impl Owned {
             (_, Some(_)) => Recovery::Impossible("epoch changed: the channel's history was lost"),
             (_, None) => Recovery::Impossible("history gone: the cluster's history is unreachable"),
         };
-        self.confirm(channel, sub, recovery, out);
+        self.confirm(channel, sub, recovery, false, out);
     }
 
     fn log(&mut self, channel: &Arc<str>, tick: u32) -> &mut ChannelLog {
@@ -302,6 +359,7 @@ impl Owned {
             let rule = self.config.history_for(channel);
             let log = ChannelLog::new(epoch, rule, self.meter.clone());
             self.logs.insert(Arc::clone(channel), log);
+            self.meter.budget().count_channels(1);
         }
         // Inserted just above when missing.
         let log = self.logs.get_mut(channel).expect("log exists");
@@ -414,6 +472,7 @@ impl Owned {
             let shards = log.shards().collect();
             if log.is_idle() && !self.pending.contains_key(&channel) {
                 self.logs.remove(&channel);
+                self.meter.budget().count_channels(-1);
             }
             events.push((channel, frame, shards));
         }
@@ -442,18 +501,28 @@ impl Owned {
 
     pub fn expire(&mut self, tick: u32) {
         let pending = &self.pending;
+        let before = self.logs.len();
         self.logs.retain(|channel, log| {
             log.expire(tick);
             !log.is_idle() || pending.contains_key(channel)
         });
+        self.meter
+            .budget()
+            .count_channels(self.logs.len() as i64 - before as i64);
     }
 }
 
 fn answer(reply: ReplyTo, result: &str, out: &mut Out) {
+    answer_created(reply, result, false, out)
+}
+
+/// The answer to a command that may have made a new channel.
+fn answer_created(reply: ReplyTo, result: &str, created: bool, out: &mut Out) {
     match reply {
         ReplyTo::Client(to) => {
             let body = protocol::reply_ok(to.id, result);
-            out.sends.push((to.shard as usize, HubMsg::Answer { to, body }));
+            out.sends
+                .push((to.shard as usize, HubMsg::Answer { to, body, created }));
         }
         ReplyTo::Admin(tx) => {
             let _ = tx.send(result.to_string());
@@ -462,6 +531,34 @@ fn answer(reply: ReplyTo, result: &str, out: &mut Out) {
 }
 
 /// `[{"offset":N,"data":...},...]`
+/// A refused command: an error reply to a client; the admin API's waiting
+/// call sees its answer channel dropped (503 "not done").
+fn refuse(reply: ReplyTo, code: u16, why: &str, out: &mut Out) {
+    if let ReplyTo::Client(to) = reply {
+        let body = protocol::reply_error(Some(to.id), code, why);
+        out.sends.push((
+            to.shard as usize,
+            HubMsg::Answer {
+                to,
+                body,
+                created: false,
+            },
+        ));
+    }
+}
+
+/// A subscribe the owner will not carry out: the asker undoes its pending
+/// subscription and answers `code`.
+fn fail_subscribe(channel: Arc<str>, to: Origin, code: u16, message: &'static str, out: &mut Out) {
+    let failed = HubMsg::SubscribeFailed {
+        channel,
+        to,
+        code,
+        message,
+    };
+    out.sends.push((to.shard as usize, failed));
+}
+
 /// A `history` result: the channel's position and one page.
 pub(crate) fn history_json(epoch: &str, offset: u64, page: &Page) -> String {
     format!(
@@ -517,6 +614,7 @@ mod tests {
             from,
             user: user.map(Arc::from),
             recover,
+            may_create: true,
         }
     }
 
@@ -533,6 +631,7 @@ mod tests {
             channel: "c".into(),
             data: data.into(),
             reply: None,
+            may_create: true,
         }
     }
 
@@ -768,5 +867,72 @@ mod tests {
         owned.presence_events();
         owned.expire(1_000_000);
         assert_eq!(owned.channels(), 0, "nothing waits any more");
+    }
+
+    /// What `out` tells the client `to`: (error code or 0, created).
+    fn told(out: &Out) -> Vec<(u64, bool)> {
+        out.sends
+            .iter()
+            .filter_map(|(_, msg)| match msg {
+                HubMsg::Answer { body, created, .. } => {
+                    let reply: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    Some((reply["error"]["code"].as_u64().unwrap_or(0), *created))
+                }
+                HubMsg::Subscribed(c) => Some((0, c.created)),
+                HubMsg::SubscribeFailed { code, .. } => Some((*code as u64, false)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn publish_to(channel: &str, may_create: bool) -> HubMsg {
+        HubMsg::Publish {
+            channel: channel.into(),
+            data: "1".into(),
+            reply: Some(ReplyTo::Client(origin(0, 1, 7))),
+            may_create,
+        }
+    }
+
+    #[test]
+    fn channel_creation_stops_at_the_node_limit_and_at_the_connection_window() {
+        let budget = crate::buf::MemoryBudget::new(1 << 30);
+        let config = HubConfig {
+            max_channels: 2,
+            ..HubConfig::default()
+        };
+        let mut owned = Owned::new(0, Arc::new(config), Meter::new(Arc::clone(&budget)));
+        assert_eq!(told(&owned.handle(publish_to("a", true), 0)), [(0, true)]);
+        assert_eq!(
+            told(&owned.handle(publish_to("a", true), 0)),
+            [(0, false)],
+            "no creation"
+        );
+        assert_eq!(
+            told(&owned.handle(publish_to("b", false), 0)),
+            [(110, false)],
+            "window spent"
+        );
+        assert_eq!(
+            told(&owned.handle(publish_to("a", false), 0)),
+            [(0, false)],
+            "existing is served"
+        );
+        assert_eq!(told(&owned.handle(publish_to("b", true), 0)), [(0, true)]);
+        assert_eq!(budget.channels(), 2);
+        assert_eq!(
+            told(&owned.handle(publish_to("c", true), 0)),
+            [(110, false)],
+            "node full"
+        );
+        let mut sub = subscribe(origin(0, 2, 8), None, None);
+        if let HubMsg::Subscribe { channel, .. } = &mut sub {
+            *channel = "d".into();
+        }
+        assert_eq!(told(&owned.handle(sub, 0)), [(110, false)], "subscribes too");
+        // History expires, the logs go, and the count follows.
+        owned.expire(u32::MAX);
+        assert_eq!(budget.channels(), 0);
+        assert_eq!(told(&owned.handle(publish_to("c", true), 0)), [(0, true)]);
     }
 }

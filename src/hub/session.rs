@@ -31,6 +31,8 @@ pub(crate) struct Session {
     pub errors: TokenBucket,
     /// How long the connection has been sending over its rate.
     pub overrun: Overrun,
+    /// Channels this connection made in the current minute.
+    pub creations: Creations,
 }
 
 pub(crate) struct Subscription {
@@ -54,6 +56,7 @@ impl Session {
             rate,
             errors: TokenBucket::full(ERROR_BURST),
             overrun: Overrun::default(),
+            creations: Creations::default(),
         }
     }
 
@@ -135,6 +138,34 @@ impl Rate {
         }
         self.bytes = bytes;
         true
+    }
+}
+
+/// Channels a connection made, counted in fixed one-minute windows
+/// (`--max-new-channels-per-minute`). The owner reports each creation after
+/// the fact, so commands in flight together may overshoot by as many as
+/// were in flight (bounded by the message rate).
+#[derive(Debug, Default)]
+pub(crate) struct Creations {
+    /// Tick the current window began.
+    since: u32,
+    count: u32,
+}
+
+impl Creations {
+    const WINDOW_TICKS: u32 = 60 * crate::tick::TICKS_PER_SEC;
+
+    /// True while fewer than `limit` channels were made in this window.
+    pub fn left(&self, tick: u32, limit: u32) -> bool {
+        tick.saturating_sub(self.since) >= Self::WINDOW_TICKS || self.count < limit
+    }
+
+    pub fn note(&mut self, tick: u32) {
+        if tick.saturating_sub(self.since) >= Self::WINDOW_TICKS {
+            self.since = tick;
+            self.count = 0;
+        }
+        self.count += 1;
     }
 }
 

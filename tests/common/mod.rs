@@ -487,3 +487,11 @@ impl Drop for TestCerts {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Lifts the per-connection rates (`--max-messages-per-sec`,
+/// `--max-bytes-per-sec`) for tests that flood on purpose to load
+/// something else (inboxes, backlogs, the memory budget).
+pub fn unlimited_rates(c: &mut Config) {
+    c.hub.max_messages_per_sec = 1 << 30;
+    c.hub.max_bytes_per_sec = 1 << 40;
+}
