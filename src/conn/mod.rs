@@ -11,6 +11,7 @@ pub(crate) mod ctx;
 pub mod drive;
 pub(crate) mod inbuf;
 pub mod outq;
+pub mod record;
 pub mod tls;
 pub mod transport;
 
