@@ -246,6 +246,11 @@ impl Records {
     ) -> Result<Opened, RecordError> {
         let mut opened = Opened::default();
         let mut key = None;
+        // The client's requests for a KeyUpdate of ours are answered once
+        // per call, after its records: one answer covers any number of
+        // requests before our next application data (§4.6.3), so a flood of
+        // requests cannot make us write more than one record per read.
+        let mut update_due = false;
         while let Some((typ, len)) = header(&buf[opened.used..]) {
             let max = if self.tls13 {
                 MAX_CIPHERTEXT_13
@@ -285,12 +290,15 @@ impl Records {
                 },
                 HANDSHAKE if !self.tls13 => return Err(RecordError::Renegotiation),
                 HANDSHAKE => {
-                    let update_ours = parse_key_update(plain)?;
-                    self.key_update_received(update_ours, out)?;
+                    update_due |= parse_key_update(plain)?;
+                    self.key_update_received()?;
                     key = None; // the next record uses the new key
                 }
                 _ => return Err(RecordError::Unexpected("record type not allowed after the handshake")),
             }
+        }
+        if update_due {
+            self.update_tx(out)?;
         }
         Ok(opened)
     }
@@ -350,17 +358,13 @@ impl Records {
         Ok((typ, plain))
     }
 
-    /// The client updated its sending key: ours for reading follows; when it
-    /// asked, we send a KeyUpdate of our own and update our sending key.
-    fn key_update_received(&mut self, update_ours: bool, out: &mut Vec<u8>) -> Result<(), RecordError> {
+    /// The client updated its sending key: ours for reading follows.
+    fn key_update_received(&mut self) -> Result<(), RecordError> {
         let kernel = self.kernel.as_mut().ok_or(RecordError::Renegotiation)?;
         let (seq, secrets) = kernel
             .update_rx_secret()
             .map_err(|e| RecordError::Keys(e.to_string()))?;
         self.rx = Keys::new(&secrets, seq).1;
-        if update_ours {
-            self.update_tx(out)?;
-        }
         Ok(())
     }
 

@@ -51,6 +51,9 @@ const ENCODE_GUESS_BYTES: usize = 4096;
 /// Per-record room for the header, content type, padding and tag.
 const RECORD_OVERHEAD_BYTES: usize = 64;
 use super::record::MAX_FRAGMENT_BYTES;
+/// Ciphertext the socket refused past which a KeyUpdate answer closes the
+/// connection (see `read`).
+const MAX_UNREAD_ANSWER_BYTES: usize = 256 * 1024;
 /// Rounds of handshake output handled before encrypting (a key update and
 /// tickets at most); more means rustls is looping.
 const PUMP_ROUNDS: usize = 8;
@@ -235,12 +238,21 @@ impl TlsSession {
                 result.failure = Some(failure);
             }
         }
+        let answered = !scratch.outgoing.is_empty() && matches!(self.stage, Stage::Records(_));
         if !scratch.outgoing.is_empty() {
             let out = mem::take(&mut scratch.outgoing);
             if self.write_cipher(stream, &out).0 == Flushed::Failed {
                 result.write_failed = true;
             }
             scratch.outgoing = out;
+        }
+        // A KeyUpdate answer is never refused for backlog elsewhere (it is
+        // not a message); a client that asks for them and does not read is
+        // closed here, before its unread answers grow without bound.
+        if answered && result.failure.is_none() && self.pending_bytes() > MAX_UNREAD_ANSWER_BYTES {
+            result.failure = Some(TlsFailure::Record(RecordError::Keys(
+                "key updates requested by a peer that does not read".into(),
+            )));
         }
         result
     }
