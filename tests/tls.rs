@@ -139,6 +139,115 @@ fn wss_echo_over_tls_1_3_and_1_2_with_alpn() {
 }
 
 #[test]
+fn every_cipher_suite_echoes_through_the_record_layer() {
+    // After the handshake the server encrypts with its own record layer
+    // (conn/record.rs): each AEAD, with TLS 1.3's inner content type and
+    // TLS 1.2's explicit nonce (AES-GCM) or none (ChaCha20).
+    let certs = TestCerts::new("tls-suites");
+    let server = start_wss(&certs, |_| {});
+    let suites = rustls::crypto::ring::default_provider().cipher_suites;
+    let mut handshakes = 0;
+    for suite in suites {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![suite];
+        let version = suite.version();
+        let mut roots = RootCertStore::empty();
+        roots.add(certs.ca_der.clone()).unwrap();
+        let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = Arc::new(config);
+        // The test certificate's key is ECDSA: TLS 1.2's RSA suites cannot
+        // be served with it.
+        if format!("{:?}", suite.suite()).contains("_RSA_") {
+            continue;
+        }
+        let mut client = WssClient::open(server.addr, &config, "/echo");
+        assert_eq!(client.tls.conn.negotiated_cipher_suite(), Some(suite));
+        for size in [0, 1, 125, 16 * 1024, 16 * 1024 + 1, 70_000] {
+            let payload: Vec<u8> = (0..size).map(|i| (i * 13 + 1) as u8).collect();
+            client.echo(0x2, &payload);
+        }
+        client.send(0x8, true, b"\x03\xe8");
+        let close = client.recv().expect("close answer");
+        assert_eq!(close.close_code(), Some(1000), "{suite:?}");
+        handshakes += 1;
+    }
+    assert!(handshakes >= 5, "only {handshakes} suites tried");
+    server.wait_for("every suite's handshake", |s| s.tls_full == handshakes);
+}
+
+#[test]
+fn a_client_key_update_is_followed_and_answered() {
+    // TLS 1.3 KeyUpdate (RFC 8446 §4.6.3) with update_requested: the server
+    // switches its receiving key, sends a KeyUpdate of its own and switches
+    // its sending key. The client's receive sequence number shows the
+    // switch: it starts again at 0 with the server's new key.
+    let certs = TestCerts::new("tls-keyupdate");
+    let server = start_wss(&certs, |_| {});
+    let mut config = (*tls13(&certs)).clone();
+    config.enable_secret_extraction = true;
+    let config = Arc::new(config);
+    let mut client = WssClient::open(server.addr, &config, "/echo");
+    client.echo(0x1, b"before");
+    for round in 0..3 {
+        client.tls.conn.refresh_traffic_keys().unwrap();
+        client.echo(0x1, format!("after key update {round}").as_bytes());
+        client.echo(0x2, &vec![round as u8; 40_000]);
+    }
+    let secrets = client.tls.conn.dangerous_extract_secrets().unwrap();
+    // Since the last update: one record for the text echo, three for the
+    // 40,000-byte one (16 KiB records) at most; far fewer than all of them.
+    assert!(
+        secrets.rx.0 <= 4,
+        "server kept its old sending key: rx seq {}",
+        secrets.rx.0
+    );
+    assert!(secrets.tx.0 <= 4, "client's own key update: tx seq {}", secrets.tx.0);
+    let stats = server.wait_for("still one open connection", |s| s.open == 1);
+    assert_eq!(stats.disconnects_for(hubbub::conn::Disconnect::ProtocolError), 0);
+}
+
+#[test]
+fn a_forged_record_after_the_handshake_is_refused_and_counted() {
+    let certs = TestCerts::new("tls-forged");
+    let server = start_wss(&certs, |_| {});
+    for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+        let mut client = WssClient::open(server.addr, &client_config(&certs, versions), "/echo");
+        client.echo(0x1, b"fine so far");
+        // An application-data record whose tag cannot verify.
+        let mut forged = vec![23, 3, 3, 0, 40];
+        forged.extend_from_slice(&[0x5a; 40]);
+        client.tls.sock.write_all(&forged).unwrap();
+        let mut rest = [0u8; 256];
+        let answer = client.tls.read(&mut rest);
+        assert!(
+            matches!(
+                &answer,
+                Err(e) if e.to_string().contains("BadRecordMac") || e.to_string().contains("bad_record_mac")
+            ),
+            "expected a bad_record_mac alert, got {answer:?}"
+        );
+    }
+    let stats = server.wait_for("both closed as protocol errors", |s| {
+        s.open == 0 && s.disconnects_for(hubbub::conn::Disconnect::ProtocolError) == 2
+    });
+    let counted: Vec<_> = hubbub::conn::Disconnect::ALL
+        .iter()
+        .map(|d| (*d, stats.disconnects_for(*d)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(
+        stats.disconnects_for(hubbub::conn::Disconnect::ProtocolError),
+        2,
+        "{counted:?}"
+    );
+}
+
+#[test]
 fn frame_rules_hold_over_tls() {
     // kosoku (the Autobahn runner) speaks ws:// only; these are the frame
     // cases of tests/frames.rs that touch buffering, run over wss://.

@@ -6,11 +6,16 @@
 //! or the connection's partial-input buffer when it has one). Only a record
 //! cut by the read is kept, copied into a buffer of its own size (`partial`).
 //! Writes are encrypted into `TlsScratch::outgoing` and written at once; only
-//! what the socket refused is kept (`pending`). An idle connection after its
-//! handshake holds the rustls state (keys, sequence numbers, a few empty
-//! queues) and no buffer. Everything held is charged to the memory budget as
-//! `MemKind::Tls`: the session at a fixed estimate, the buffers at their
-//! capacity.
+//! what the socket refused is kept (`pending`).
+//!
+//! Two stages. During the handshake rustls's `UnbufferedServerConnection`
+//! does everything. As soon as the handshake is done and rustls has nothing
+//! left to send (the session ticket went out), its traffic secrets move to
+//! our own record layer (`conn/record.rs`) and the rustls connection is
+//! dropped: an idle connection then holds raw keys, IVs and sequence numbers
+//! (plus, for TLS 1.3, rustls's small secret holder for KeyUpdate) and no
+//! buffer. Everything held is charged to the memory budget as `MemKind::Tls`:
+//! each stage at a fixed measured estimate, the buffers at their capacity.
 //!
 //! Ordering: ciphertext leaves in the order it was made. `pending` is the tail
 //! of that stream; new ciphertext (handshake records, key updates, encrypted
@@ -28,21 +33,27 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::{HandshakeKind, ServerConfig};
 
+use super::record::{RecordError, Records};
 use crate::buf::{MemKind, Meter, BUF_SIZE};
 use crate::conn::outq::Flushed;
 use crate::net::io::{self, IoOutcome};
 use std::sync::Arc;
 
-/// What a session is charged besides its buffers: the rustls connection
-/// struct, its boxed state and the record keys of both directions
-/// (measured: see `docs/CONNECTION.md`, "TLS").
-pub const SESSION_CHARGE_BYTES: usize = 2048;
+/// What a session past its handshake is charged besides its buffers: this
+/// struct in its box and, for TLS 1.3, rustls's secret holder (784 bytes);
+/// measured, see `docs/CONNECTION.md`, "TLS".
+pub const SESSION_CHARGE_BYTES: usize = 1024;
+/// What a session in its handshake is charged: rustls's connection and
+/// state (3.9 KiB live once the handshake completes, measured).
+pub const HANDSHAKE_CHARGE_BYTES: usize = 4096;
 /// First guess for an encoding buffer; rustls says when it needs more.
 const ENCODE_GUESS_BYTES: usize = 4096;
 /// Per-record room for the header, content type, padding and tag.
 const RECORD_OVERHEAD_BYTES: usize = 64;
-/// Largest plaintext in one record.
-const MAX_FRAGMENT_BYTES: usize = 16 * 1024;
+use super::record::MAX_FRAGMENT_BYTES;
+/// Ciphertext the socket refused past which a KeyUpdate answer closes the
+/// connection (see `read`).
+const MAX_UNREAD_ANSWER_BYTES: usize = 256 * 1024;
 /// Rounds of handshake output handled before encrypting (a key update and
 /// tickets at most); more means rustls is looping.
 const PUMP_ROUNDS: usize = 8;
@@ -85,6 +96,10 @@ pub enum TlsFailure {
     /// The sink had no memory for the decrypted input; close as shed.
     #[error("tls: no memory for decrypted input")]
     NoMemory,
+    /// Our record layer refused a record (after the handshake): close after
+    /// the alert it names.
+    #[error("tls: {0}")]
+    Record(#[from] RecordError),
 }
 
 /// What one `read` did.
@@ -109,27 +124,40 @@ pub struct TlsRead {
 
 /// A connection's TLS state (boxed in `Transport::Tls`).
 pub struct TlsSession {
-    conn: UnbufferedServerConnection,
+    stage: Stage,
     partial: Option<Held>,
     pending: Option<Held>,
     meter: Meter,
+    /// The stage's fixed charge (`HANDSHAKE_CHARGE_BYTES` or `SESSION_CHARGE_BYTES`).
+    charged: usize,
+}
+
+/// Who protects the records now.
+enum Stage {
+    /// rustls, through the handshake (boxed: it is 1 KiB inline).
+    Handshake(Box<UnbufferedServerConnection>),
+    /// Our record layer, from the end of the handshake on.
+    Records(Records),
+    /// The hand-over failed; the connection is being closed.
+    Failed,
 }
 
 impl TlsSession {
     /// A session for a newly accepted socket, charged to `meter`.
     pub fn new(config: Arc<ServerConfig>, meter: &Meter) -> Result<TlsSession, rustls::Error> {
         let conn = UnbufferedServerConnection::new(config)?;
-        meter.charge(MemKind::Tls, SESSION_CHARGE_BYTES);
+        meter.charge(MemKind::Tls, HANDSHAKE_CHARGE_BYTES);
         Ok(TlsSession {
-            conn,
+            stage: Stage::Handshake(Box::new(conn)),
             partial: None,
             pending: None,
             meter: meter.clone(),
+            charged: HANDSHAKE_CHARGE_BYTES,
         })
     }
 
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        matches!(&self.stage, Stage::Handshake(conn) if conn.is_handshaking())
     }
 
     /// Ciphertext refused by the socket and not yet written.
@@ -179,10 +207,15 @@ impl TlsSession {
             return result; // the partial record stays where it was
         };
         self.set_held(Slot::Partial, None);
-        let was_handshaking = self.conn.is_handshaking();
+        let was_handshaking = self.is_handshaking();
         scratch.outgoing.clear();
         let mut incoming = mem::take(&mut scratch.incoming);
-        let processed = self.process(&mut incoming[..have + n], &mut scratch.outgoing, sink, &mut result);
+        let out = &mut scratch.outgoing;
+        let processed = match &mut self.stage {
+            Stage::Handshake(conn) => process(conn, &mut incoming[..have + n], out, sink, &mut result),
+            Stage::Records(records) => open(records, &mut incoming[..have + n], out, sink, &mut result),
+            Stage::Failed => Err(TlsFailure::NotReady),
+        };
         match processed {
             Ok(used) if used < have + n => {
                 let rest = incoming[used..have + n].to_vec();
@@ -190,15 +223,22 @@ impl TlsSession {
             }
             Ok(_) => {}
             Err(failure) => {
-                // rustls queued an alert for most failures: send it along.
-                self.pump_alert(&mut scratch.outgoing);
+                self.alert(&failure, out);
                 result.failure = Some(failure);
             }
         }
         scratch.incoming = incoming;
-        if was_handshaking && !self.conn.is_handshaking() {
-            result.handshake_done = Some(self.conn.handshake_kind() == Some(HandshakeKind::Resumed));
+        if let (true, Stage::Handshake(conn)) = (was_handshaking, &self.stage) {
+            if !conn.is_handshaking() {
+                result.handshake_done = Some(conn.handshake_kind() == Some(HandshakeKind::Resumed));
+            }
         }
+        if result.failure.is_none() && !result.peer_closed {
+            if let Err(failure) = self.hand_over(&mut scratch.outgoing) {
+                result.failure = Some(failure);
+            }
+        }
+        let answered = !scratch.outgoing.is_empty() && matches!(self.stage, Stage::Records(_));
         if !scratch.outgoing.is_empty() {
             let out = mem::take(&mut scratch.outgoing);
             if self.write_cipher(stream, &out).0 == Flushed::Failed {
@@ -206,82 +246,79 @@ impl TlsSession {
             }
             scratch.outgoing = out;
         }
+        // A KeyUpdate answer is never refused for backlog elsewhere (it is
+        // not a message); a client that asks for them and does not read is
+        // closed here, before its unread answers grow without bound.
+        if answered && result.failure.is_none() && self.pending_bytes() > MAX_UNREAD_ANSWER_BYTES {
+            result.failure = Some(TlsFailure::Record(RecordError::Keys(
+                "key updates requested by a peer that does not read".into(),
+            )));
+        }
         result
     }
 
-    /// Handles the records in `buf`; returns how many bytes were consumed
-    /// (the rest is an incomplete record).
-    fn process(
-        &mut self,
-        buf: &mut [u8],
-        out: &mut Vec<u8>,
-        sink: &mut dyn FnMut(&[u8]) -> bool,
-        result: &mut TlsRead,
-    ) -> Result<usize, TlsFailure> {
-        let mut pos = 0;
-        loop {
-            let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut buf[pos..]);
-            let done = match state? {
-                ConnectionState::ReadTraffic(mut traffic) => {
-                    while let Some(record) = traffic.next_record() {
-                        let record = record?;
-                        discard += record.discard;
-                        if !sink(record.payload) {
-                            return Err(TlsFailure::NoMemory);
-                        }
-                        result.plain += record.payload.len();
-                    }
-                    false
-                }
-                ConnectionState::EncodeTlsData(mut data) => {
-                    encode_into(out, |b| data.encode(b))?;
-                    false
-                }
-                // The records are in `out`, written right after this call.
-                ConnectionState::TransmitTlsData(transmit) => {
-                    transmit.done();
-                    false
-                }
-                ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    result.peer_closed = true;
-                    true
-                }
-                // Early data is off (max_early_data_size 0): never offered.
-                ConnectionState::ReadEarlyData(_) => {
-                    return Err(TlsFailure::Protocol(rustls::Error::General("early data".into())))
-                }
-                // Both mean: nothing more until more ciphertext arrives.
-                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => true,
-                _ => true,
-            };
-            pos += discard;
-            if done {
-                return Ok(pos);
-            }
+    /// Once the handshake is done and rustls has nothing left to send (the
+    /// session ticket is in `out`), moves the traffic secrets to our record
+    /// layer and drops the rustls connection. A no-op in any other state.
+    fn hand_over(&mut self, out: &mut Vec<u8>) -> Result<(), TlsFailure> {
+        let Stage::Handshake(conn) = &mut self.stage else {
+            return Ok(());
+        };
+        if conn.is_handshaking() {
+            return Ok(());
         }
-    }
-
-    /// After a failure, collects the alert rustls queued (best effort).
-    fn pump_alert(&mut self, out: &mut Vec<u8>) {
+        let mut ready = false;
         for _ in 0..PUMP_ROUNDS {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    if encode_into(out, |b| data.encode(b)).is_err() {
-                        return;
+            match conn.process_tls_records(&mut []).state? {
+                ConnectionState::EncodeTlsData(mut data) => encode_into(out, |b| data.encode(b))?,
+                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                ConnectionState::WriteTraffic(_) => {
+                    ready = true;
+                    break;
+                }
+                _ => return Err(TlsFailure::NotReady),
+            }
+        }
+        if !ready {
+            return Err(TlsFailure::NotReady);
+        }
+        let Stage::Handshake(conn) = mem::replace(&mut self.stage, Stage::Failed) else {
+            return Ok(());
+        };
+        let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+        self.stage = Stage::Records(Records::new(secrets, kernel));
+        self.meter.release(MemKind::Tls, self.charged);
+        self.charged = SESSION_CHARGE_BYTES;
+        self.meter.charge(MemKind::Tls, self.charged);
+        Ok(())
+    }
+
+    /// After a failure, the alert that goes out before the close (best
+    /// effort): rustls's queued one, or ours.
+    fn alert(&mut self, failure: &TlsFailure, out: &mut Vec<u8>) {
+        match &mut self.stage {
+            Stage::Handshake(conn) => pump_alert(conn, out),
+            Stage::Records(records) => {
+                if let TlsFailure::Record(error) = failure {
+                    if let Some(description) = error.alert() {
+                        records.fatal_alert(description, out);
                     }
                 }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                _ => return,
             }
+            Stage::Failed => {}
         }
     }
 
-    /// Encrypts `data` (appending to `out`), after any handshake output
-    /// rustls has queued (tickets, a key update).
+    /// Encrypts `data` (appending to `out`): by our record layer after the
+    /// handshake, by rustls before it (after any output it has queued).
     pub fn encrypt(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TlsFailure> {
+        let conn = match &mut self.stage {
+            Stage::Records(records) => return Ok(records.seal(data, out)?),
+            Stage::Handshake(conn) => conn,
+            Stage::Failed => return Err(TlsFailure::NotReady),
+        };
         for _ in 0..PUMP_ROUNDS {
-            let status = self.conn.process_tls_records(&mut []);
+            let status = conn.process_tls_records(&mut []);
             match status.state? {
                 ConnectionState::EncodeTlsData(mut encode) => encode_into(out, |b| encode.encode(b))?,
                 ConnectionState::TransmitTlsData(transmit) => transmit.done(),
@@ -297,16 +334,30 @@ impl TlsSession {
     /// Writes a close_notify alert if nothing is pending (best effort: the
     /// socket is about to be shut down).
     pub fn close_notify(&mut self, stream: &mut TcpStream) {
-        if self.pending.is_some() || self.conn.is_handshaking() {
+        if self.pending.is_some() {
             return;
         }
-        let status = self.conn.process_tls_records(&mut []);
-        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state {
-            let mut alert = [0u8; 128];
-            if let Ok(n) = traffic.queue_close_notify(&mut alert) {
-                let _ = io::write(stream, &alert[..n]);
+        let mut alert = Vec::new();
+        match &mut self.stage {
+            Stage::Records(records) => {
+                if records.close_notify(&mut alert).is_err() {
+                    return;
+                }
             }
+            Stage::Handshake(conn) if !conn.is_handshaking() => {
+                let status = conn.process_tls_records(&mut []);
+                let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state else {
+                    return;
+                };
+                alert.resize(128, 0);
+                let Ok(n) = traffic.queue_close_notify(&mut alert) else {
+                    return;
+                };
+                alert.truncate(n);
+            }
+            Stage::Handshake(_) | Stage::Failed => return,
         }
+        let _ = io::write(stream, &alert);
     }
 
     /// Writes ciphertext after whatever is pending; keeps what the socket
@@ -372,9 +423,99 @@ impl TlsSession {
 
 impl Drop for TlsSession {
     fn drop(&mut self) {
-        self.meter
-            .release(MemKind::Tls, SESSION_CHARGE_BYTES + self.held_bytes());
+        self.meter.release(MemKind::Tls, self.charged + self.held_bytes());
     }
+}
+
+/// Handles the records in `buf` through rustls (the handshake stage);
+/// returns how many bytes were consumed (the rest is an incomplete record).
+fn process(
+    conn: &mut UnbufferedServerConnection,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+    sink: &mut dyn FnMut(&[u8]) -> bool,
+    result: &mut TlsRead,
+) -> Result<usize, TlsFailure> {
+    let mut pos = 0;
+    loop {
+        let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut buf[pos..]);
+        let done = match state? {
+            ConnectionState::ReadTraffic(mut traffic) => {
+                while let Some(record) = traffic.next_record() {
+                    let record = record?;
+                    discard += record.discard;
+                    if !sink(record.payload) {
+                        return Err(TlsFailure::NoMemory);
+                    }
+                    result.plain += record.payload.len();
+                }
+                false
+            }
+            ConnectionState::EncodeTlsData(mut data) => {
+                encode_into(out, |b| data.encode(b))?;
+                false
+            }
+            // The records are in `out`, written right after this call.
+            ConnectionState::TransmitTlsData(transmit) => {
+                transmit.done();
+                false
+            }
+            ConnectionState::PeerClosed | ConnectionState::Closed => {
+                result.peer_closed = true;
+                true
+            }
+            // Early data is off (max_early_data_size 0): never offered.
+            ConnectionState::ReadEarlyData(_) => {
+                return Err(TlsFailure::Protocol(rustls::Error::General("early data".into())))
+            }
+            // Both mean: nothing more until more ciphertext arrives.
+            ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => true,
+            _ => true,
+        };
+        pos += discard;
+        if done {
+            return Ok(pos);
+        }
+    }
+}
+
+/// After a failure, collects the alert rustls queued (best effort).
+fn pump_alert(conn: &mut UnbufferedServerConnection, out: &mut Vec<u8>) {
+    for _ in 0..PUMP_ROUNDS {
+        let status = conn.process_tls_records(&mut []);
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                if encode_into(out, |b| data.encode(b)).is_err() {
+                    return;
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+            _ => return,
+        }
+    }
+}
+
+/// Handles the records in `buf` through our record layer (after the
+/// handshake); returns how many bytes were consumed.
+fn open(
+    records: &mut Records,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+    sink: &mut dyn FnMut(&[u8]) -> bool,
+    result: &mut TlsRead,
+) -> Result<usize, TlsFailure> {
+    let mut plain = 0;
+    let mut counting = |bytes: &[u8]| {
+        plain += bytes.len();
+        sink(bytes)
+    };
+    let opened = records.open(buf, out, &mut counting)?;
+    result.plain += plain;
+    if opened.sink_full {
+        return Err(TlsFailure::NoMemory);
+    }
+    result.peer_closed = opened.peer_closed;
+    Ok(opened.used)
 }
 
 #[derive(Clone, Copy)]

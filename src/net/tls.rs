@@ -108,6 +108,10 @@ impl TlsFiles {
         // One ticket is enough for a client that reconnects once at a time,
         // and it halves the bytes written after each full handshake.
         config.send_tls13_tickets = 1;
+        // After the handshake the traffic secrets move to our own record
+        // layer (conn/record.rs), so that rustls's per-connection state can
+        // be dropped: an idle session keeps raw keys, not 3 KiB of rustls.
+        config.enable_secret_extraction = true;
         Ok(Arc::new(config))
     }
 

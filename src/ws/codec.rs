@@ -68,15 +68,28 @@ enum Pending {
 }
 
 /// Per-connection decoding state; plain data, 12 bytes.
+///
+/// Both counters stay below 2^31 (a message is at most `u32::MAX / 2` bytes,
+/// which `Config` enforces, and every counted byte belongs to one message),
+/// so their top bits carry the `Pending` kind: that keeps the decoder at 12
+/// bytes and `Conn` at 64.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Decoder {
-    /// Payload bytes of the fragmented message assembled at the buffer start.
+    /// Payload bytes of the fragmented message assembled at the buffer start;
+    /// top bit (`IN_MESSAGE`): a fragmented message is in progress.
     assembled: u32,
-    /// Payload bytes of the incomplete frame at `pos` already unmasked/checked.
+    /// Payload bytes of the incomplete frame at `pos` already unmasked/checked;
+    /// top bit (`TEXT`): the message in progress is text.
     checked: u32,
     utf8: Utf8State,
-    pending: Pending,
 }
+
+/// Top bit of `Decoder::assembled`.
+const IN_MESSAGE: u32 = 1 << 31;
+/// Top bit of `Decoder::checked`.
+const TEXT: u32 = 1 << 31;
+/// The counter bits below the flags.
+const COUNT: u32 = !(1 << 31);
 
 struct Parsed {
     header: FrameHeader,
@@ -88,19 +101,51 @@ impl Decoder {
     /// Bytes at the start of the buffer that hold the message in progress; the
     /// caller keeps them when it compacts the buffer.
     pub fn assembled(&self) -> usize {
-        self.assembled as usize
+        (self.assembled & COUNT) as usize
+    }
+
+    fn checked(&self) -> usize {
+        (self.checked & COUNT) as usize
+    }
+
+    fn set_checked(&mut self, n: usize) {
+        debug_assert!(n <= COUNT as usize, "a frame is at most u32::MAX / 2 bytes");
+        self.checked = (self.checked & TEXT) | (n as u32 & COUNT);
+    }
+
+    fn set_assembled(&mut self, n: usize) {
+        debug_assert!(n <= COUNT as usize, "a message is at most u32::MAX / 2 bytes");
+        self.assembled = (self.assembled & IN_MESSAGE) | (n as u32 & COUNT);
+    }
+
+    fn pending(&self) -> Pending {
+        match (self.assembled & IN_MESSAGE != 0, self.checked & TEXT != 0) {
+            (false, _) => Pending::None,
+            (true, true) => Pending::Text,
+            (true, false) => Pending::Binary,
+        }
+    }
+
+    fn set_pending(&mut self, pending: Pending) {
+        let (in_message, text) = match pending {
+            Pending::None => (0, 0),
+            Pending::Text => (IN_MESSAGE, TEXT),
+            Pending::Binary => (IN_MESSAGE, 0),
+        };
+        self.assembled = (self.assembled & COUNT) | in_message;
+        self.checked = (self.checked & COUNT) | text;
     }
 
     /// True when the decoder holds no partial message or frame state, so the
     /// connection's buffer may be released once its undecoded bytes are gone.
     pub(crate) fn is_idle(&self) -> bool {
-        self.pending == Pending::None && self.assembled == 0 && self.checked == 0
+        self.assembled == 0 && self.checked == 0
     }
 
     /// True inside a fragmented data message (between its first and final
     /// frame); control frames there do not end it.
     pub(crate) fn in_message(&self) -> bool {
-        self.pending != Pending::None
+        self.pending() != Pending::None
     }
 
     /// Decodes frames from `buf[*pos..len]` until one completes a message or a
@@ -139,7 +184,7 @@ impl Decoder {
         if available < frame.payload_len {
             return Ok(Err(self.assembled() + total));
         }
-        self.checked = 0;
+        self.set_checked(0);
         *pos = start + total;
         let payload = payload_start..payload_start + frame.payload_len;
         match frame.header.opcode {
@@ -171,10 +216,10 @@ impl Decoder {
                     return Err(Violation::protocol("fragmented control frame"));
                 }
             }
-            OpCode::Data(Data::Continue) if self.pending == Pending::None => {
+            OpCode::Data(Data::Continue) if self.pending() == Pending::None => {
                 return Err(Violation::protocol("continuation frame without a message"));
             }
-            OpCode::Data(Data::Text | Data::Binary) if self.pending != Pending::None => {
+            OpCode::Data(Data::Text | Data::Binary) if self.pending() != Pending::None => {
                 return Err(Violation::protocol("new message inside a fragmented message"));
             }
             OpCode::Data(_) => {
@@ -189,14 +234,14 @@ impl Decoder {
     /// Unmasks the newly arrived part of a data frame's payload (`arrived` is
     /// everything of it that is in the buffer) and validates it if it is text.
     fn unmask_and_check(&mut self, arrived: &mut [u8], frame: &Parsed) -> Result<(), Violation> {
-        let done = self.checked as usize;
-        self.checked = arrived.len() as u32;
+        let done = self.checked();
+        self.set_checked(arrived.len());
         let fresh = &mut arrived[done..];
         let mask = frame.header.mask.unwrap_or_default();
         apply_mask(fresh, mask, done);
         let text = match frame.header.opcode {
             OpCode::Data(Data::Text) => true,
-            OpCode::Data(Data::Continue) => self.pending == Pending::Text,
+            OpCode::Data(Data::Continue) => self.pending() == Pending::Text,
             _ => false,
         };
         if text && self.utf8.feed(fresh).is_err() {
@@ -214,26 +259,26 @@ impl Decoder {
         fin: bool,
         payload: Range<usize>,
     ) -> Result<Option<Event>, Violation> {
-        if self.pending == Pending::None {
+        if self.pending() == Pending::None {
             let text = opcode == Data::Text;
             if fin {
                 // The common case: a whole message in one frame, handed out in place.
                 self.finish_text(text)?;
                 return Ok(Some(Event::Message { text, payload }));
             }
-            self.pending = if text { Pending::Text } else { Pending::Binary };
+            self.set_pending(if text { Pending::Text } else { Pending::Binary });
         }
         let at = self.assembled();
         buf.copy_within(payload.clone(), at);
-        self.assembled += payload.len() as u32;
+        self.set_assembled(at + payload.len());
         if !fin {
             return Ok(None);
         }
-        let text = self.pending == Pending::Text;
+        let text = self.pending() == Pending::Text;
         self.finish_text(text)?;
         let whole = 0..self.assembled();
-        self.pending = Pending::None;
-        self.assembled = 0;
+        self.set_pending(Pending::None);
+        self.set_assembled(0);
         Ok(Some(Event::Message { text, payload: whole }))
     }
 
@@ -368,6 +413,28 @@ mod tests {
 
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
     const MAX: usize = 1 << 20;
+
+    #[test]
+    fn the_decoder_is_twelve_bytes_and_its_packed_kind_round_trips() {
+        assert_eq!(std::mem::size_of::<Decoder>(), 12);
+        let mut d = Decoder::default();
+        d.set_assembled(5);
+        d.set_checked(7);
+        for kind in [Pending::Text, Pending::Binary, Pending::None] {
+            d.set_pending(kind);
+            assert_eq!(d.pending(), kind);
+            assert_eq!(
+                (d.assembled(), d.checked()),
+                (5, 7),
+                "the kind never changes the counts"
+            );
+        }
+        d.set_pending(Pending::Text);
+        d.set_checked(0);
+        d.set_assembled(COUNT as usize);
+        assert_eq!(d.pending(), Pending::Text, "the counts never change the kind");
+        assert_eq!(d.assembled(), COUNT as usize);
+    }
 
     /// Feeds `wire` to a fresh decoder in chunks of `chunk` bytes, compacting
     /// as a connection would, and collects the events (payloads copied out).
