@@ -16,8 +16,15 @@ use crate::metrics::names;
 /// Cluster settings (part of `HubConfig`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://HOST:PORT`
+    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]` or `rediss://...` (with
+    /// Sentinel: the scheme, credentials and database for the master).
     pub redis: String,
+    /// `--redis-sentinel HOST:PORT`, in the order they are asked.
+    pub sentinels: Vec<String>,
+    /// `--redis-master-name`: set exactly when `sentinels` is not empty.
+    pub master_name: Option<String>,
+    /// `--redis-ca-file`: PEM roots for `rediss://` instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
     /// This node's name in Redis (unique per process).
     pub node: Arc<str>,
     /// A node that has not heartbeated for this long is no longer counted.

@@ -21,7 +21,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::backoff::{random_u64, Backoff};
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
-use super::resp::{Conn, Value};
+use super::link::Target;
+use super::reply::{encode, Value};
 use super::REDIS_TIMEOUT;
 use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, RedisCall};
 use crate::bus::history::Entry;
@@ -76,7 +77,8 @@ pub(crate) struct Commander {
     setup: Setup,
     rx: Receiver<ClusterCmd>,
     state: Arc<ClusterState>,
-    conn: Option<Conn>,
+    target: Target,
+    conn: Option<redis::Connection>,
     shas: Shas,
     backoff: Backoff,
     next_attempt: Instant,
@@ -99,13 +101,14 @@ pub(crate) struct Commander {
 }
 
 impl Commander {
-    pub fn new(setup: Setup, rx: Receiver<ClusterCmd>, state: Arc<ClusterState>) -> Commander {
+    pub fn new(setup: Setup, target: Target, rx: Receiver<ClusterCmd>, state: Arc<ClusterState>) -> Commander {
         let mut live = HashSet::new();
         live.insert(setup.config.node.to_string());
         Commander {
             setup,
             rx,
             state,
+            target,
             conn: None,
             shas: Shas::default(),
             backoff: Backoff::default(),
@@ -161,21 +164,26 @@ impl Commander {
     }
 
     fn connect(&mut self) {
-        let attempt = Conn::connect(&self.setup.config.redis, REDIS_TIMEOUT).and_then(|mut conn| {
-            let mut load = |script: &str| -> io::Result<String> {
-                match conn.call(&["SCRIPT", "LOAD", script])? {
-                    Value::Bytes(sha) => Ok(String::from_utf8_lossy(&sha).into_owned()),
-                    other => Err(io::Error::other(format!("SCRIPT LOAD: {other:?}"))),
-                }
-            };
-            let shas = Shas {
-                publish: load(keys::PUBLISH)?,
-                sync: load(keys::SYNC)?,
-                read: load(keys::READ)?,
-                user_online: load(keys::USER_ONLINE)?,
-            };
-            Ok((conn, shas))
-        });
+        let attempt = self
+            .target
+            .connect(REDIS_TIMEOUT)
+            .map_err(io::Error::from)
+            .and_then(|mut conn| {
+                let mut load = |script: &str| -> io::Result<String> {
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(script)
+                        .query::<String>(&mut conn)
+                        .map_err(|e| io::Error::other(format!("SCRIPT LOAD: {e}")))
+                };
+                let shas = Shas {
+                    publish: load(keys::PUBLISH)?,
+                    sync: load(keys::SYNC)?,
+                    read: load(keys::READ)?,
+                    user_online: load(keys::USER_ONLINE)?,
+                };
+                Ok((conn, shas))
+            });
         match attempt {
             Ok((conn, shas)) => {
                 self.conn = Some(conn);
@@ -298,16 +306,18 @@ impl Commander {
     /// replies of `ops`.
     fn exchange(&mut self, state: &[Vec<String>], ops: &[Vec<String>]) -> io::Result<Vec<Value>> {
         let conn = self.conn.as_mut().ok_or_else(|| io::Error::other("not connected"))?;
+        let mut out = Vec::new();
         for command in state.iter().chain(ops) {
-            conn.queue(command);
+            encode(&mut out, command);
         }
-        conn.flush()?;
+        conn.send_packed_command(&out).map_err(io::Error::other)?;
+        let mut read = || conn.recv_response().map(Value::from).map_err(io::Error::other);
         for _ in state {
-            if let Value::Error(e) = conn.read()? {
+            if let Value::Error(e) = read()? {
                 tracing::warn!(error = %e, "cluster state write refused");
             }
         }
-        ops.iter().map(|_| conn.read()).collect()
+        ops.iter().map(|_| read()).collect()
     }
 
     /// HSET/HDEL of changed presence, ZADD/ZREM of user connections.

@@ -1,5 +1,6 @@
 //! Cluster mode (`--redis`): several hubbub nodes behind a load balancer,
-//! joined through one Redis. See `docs/CLUSTER.md`.
+//! joined through one Redis (plain, TLS, or found through Sentinel: `link`).
+//! See `docs/CLUSTER.md`.
 //!
 //! What it owns: the Redis connections, in two bridge threads that reach the
 //! shards only through their inboxes, and are reached by them only through a
@@ -20,7 +21,8 @@
 pub(crate) mod backoff;
 pub mod commands;
 pub mod keys;
-pub mod resp;
+pub(crate) mod link;
+pub mod reply;
 pub mod subscriber;
 
 use std::sync::atomic::Ordering;
@@ -61,6 +63,10 @@ pub fn start(
     stats: Vec<Arc<Mutex<ShardStats>>>,
     max_connections_per_user: usize,
 ) -> std::io::Result<(ClusterLink, Bridge)> {
+    // One TLS provider for the process (the crate's `rediss://` uses the
+    // default); an error means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let target = link::Target::new(&config).map_err(std::io::Error::from)?;
     let state = Arc::new(ClusterState::default());
     metrics::gauge!(names::CLUSTER_LINK_UP).set(0.0);
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
@@ -71,8 +77,8 @@ pub fn start(
         stats,
         max_connections_per_user,
     };
-    let commander = commands::Commander::new(setup, rx, Arc::clone(&state));
-    let sub = subscriber::Subscriber::new(config, shards, Arc::clone(&state));
+    let commander = commands::Commander::new(setup, target.clone(), rx, Arc::clone(&state));
+    let sub = subscriber::Subscriber::new(config, target, shards, Arc::clone(&state));
     let threads = vec![
         std::thread::Builder::new()
             .name("hubbub-cluster-cmd".into())
