@@ -191,9 +191,12 @@ pub fn start(config: &Config) -> io::Result<ServerHandle> {
     let stats: Vec<Arc<Mutex<ShardStats>>> = (0..config.shards).map(|_| Arc::default()).collect();
     let (cluster_link, bridge) = match &config.hub.cluster {
         Some(cluster) => {
-            info!(redis = %cluster.redis, node = %cluster.node, "cluster mode");
+            let redis = crate::cluster::link::redacted(&cluster.redis);
+            info!(redis = %redis, sentinels = ?cluster.sentinels, node = %cluster.node, "cluster mode");
             let per_user = config.hub.max_connections_per_user;
-            let (link, bridge) = crate::cluster::start(cluster.clone(), shards.for_sender(), stats.clone(), per_user)?;
+            let budget = Arc::clone(&budget);
+            let (link, bridge) =
+                crate::cluster::start(cluster.clone(), shards.for_sender(), stats.clone(), per_user, budget)?;
             (Some(link), Some(bridge))
         }
         None => (None, None),

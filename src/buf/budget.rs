@@ -84,10 +84,18 @@ pub enum MemKind {
     Outgoing,
     /// Publications kept as channel history.
     History,
+    /// Cluster mode: commands held by the Redis bridge (its queue and the
+    /// buffer of commands waiting for Redis).
+    Cluster,
 }
 
 impl MemKind {
-    pub const ALL: [MemKind; 3] = [MemKind::PartialInput, MemKind::Outgoing, MemKind::History];
+    pub const ALL: [MemKind; 4] = [
+        MemKind::PartialInput,
+        MemKind::Outgoing,
+        MemKind::History,
+        MemKind::Cluster,
+    ];
 
     /// The `kind` label of `hubbub_memory_bytes`.
     pub fn label(self) -> &'static str {
@@ -95,6 +103,7 @@ impl MemKind {
             MemKind::PartialInput => "partial_input",
             MemKind::Outgoing => "outgoing",
             MemKind::History => "history",
+            MemKind::Cluster => "cluster",
         }
     }
 }
@@ -132,7 +141,9 @@ impl MemoryBudget {
         self.kinds[kind as usize].load(Ordering::Relaxed).max(0) as u64
     }
 
-    fn add(&self, kind: MemKind, delta: i64) {
+    /// Charges (or, negative, releases) `delta` bytes directly, for holders
+    /// outside the shards (the cluster bridge).
+    pub(crate) fn add(&self, kind: MemKind, delta: i64) {
         self.kinds[kind as usize].fetch_add(delta, Ordering::Relaxed);
         self.total.fetch_add(delta, Ordering::Relaxed);
     }

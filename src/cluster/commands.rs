@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 
 use super::backoff::{random_u64, Backoff};
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
@@ -27,7 +27,7 @@ use super::REDIS_TIMEOUT;
 use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, RedisCall};
 use crate::bus::history::Entry;
 use crate::bus::history::HistoryRule;
-use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo};
+use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_REPLACED;
 use crate::hub::owner::publications_json;
@@ -36,10 +36,23 @@ use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
 use crate::tick::TICKS_PER_SEC;
 
-/// Publishes and queries waiting while Redis is slow or away.
+/// Publishes and queries waiting while Redis is slow or away (they are
+/// bounded in bytes too, by `ClusterState::max_bytes`).
 pub(crate) const PENDING_CAPACITY: usize = 10_000;
 /// Commands taken from the queue per pass (one pipeline).
 const BATCH: usize = 512;
+/// Bytes of commands per pipeline (one more command past it at most).
+const BATCH_BYTES: u64 = 4 << 20;
+/// A command not done this long after the bridge took it is answered with
+/// an error (`108`; an ambiguous publish: "not known whether it happened").
+/// One already sent gets `REDIS_TIMEOUT` more for its reply.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(2);
+/// Publishes of this process remembered in Redis for retries (by count: at
+/// 10,000/s about 6.5 s, more than `DEADLINE` + `REDIS_TIMEOUT`).
+const IDEM_WINDOW: u64 = 65_536;
+/// TTL of the idempotency entries: this process's hash, and a caller's key.
+const IDEM_NODE_TTL_SECS: u64 = 60;
+pub(crate) const IDEM_CALLER_TTL_SECS: u64 = 300;
 /// Departed connections remembered for removal from Redis after an outage.
 const GONE_CAPACITY: usize = 100_000;
 
@@ -73,9 +86,37 @@ struct Shas {
     user_online: String,
 }
 
+/// A command waiting for Redis: what it holds, since when, and whether it
+/// was written to Redis at least once (then its outcome may be unknown).
+struct Waiting {
+    op: Op,
+    since: Instant,
+    bytes: u64,
+    seq: u64,
+    sent: bool,
+}
+
+/// How a command that could not be done is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Not done: retrying is safe.
+    NotDone(&'static str),
+    /// A publish that may have run: retry with the same idempotency key.
+    Unknown,
+}
+
+const UNKNOWN_WHY: &str =
+    "the link to the cluster failed after the publish was sent; not known whether it was published";
+
 pub(crate) struct Commander {
     setup: Setup,
     rx: Receiver<ClusterCmd>,
+    /// This node's state changes (never dropped; see `ClusterLink`).
+    state_rx: Receiver<ClusterCmd>,
+    /// A fresh id per process: this process's publish sequence numbers
+    /// never meet a predecessor's with the same node id.
+    incarnation: u64,
+    seq: u64,
     state: Arc<ClusterState>,
     target: Target,
     conn: Option<redis::Connection>,
@@ -84,7 +125,7 @@ pub(crate) struct Commander {
     next_attempt: Instant,
     next_heartbeat: Instant,
     logged_down: bool,
-    pending: VecDeque<Op>,
+    pending: VecDeque<Waiting>,
     /// This node's subscriptions per (channel, user or "").
     presence: HashMap<(Arc<str>, Arc<str>), i64>,
     presence_dirty: HashSet<(Arc<str>, Arc<str>)>,
@@ -101,12 +142,20 @@ pub(crate) struct Commander {
 }
 
 impl Commander {
-    pub fn new(setup: Setup, target: Target, rx: Receiver<ClusterCmd>, state: Arc<ClusterState>) -> Commander {
+    pub fn new(
+        setup: Setup,
+        target: Target,
+        (rx, state_rx): (Receiver<ClusterCmd>, Receiver<ClusterCmd>),
+        state: Arc<ClusterState>,
+    ) -> Commander {
         let mut live = HashSet::new();
         live.insert(setup.config.node.to_string());
         Commander {
             setup,
             rx,
+            state_rx,
+            incarnation: random_u64(),
+            seq: 0,
             state,
             target,
             conn: None,
@@ -138,17 +187,28 @@ impl Commander {
                 self.connect();
             }
             let wait = Duration::from_millis(200).min(self.next_heartbeat.saturating_duration_since(now));
-            match self.rx.recv_timeout(wait) {
-                Ok(cmd) => self.take(cmd),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            crossbeam_channel::select! {
+                recv(self.state_rx) -> cmd => match cmd {
+                    Ok(cmd) => self.take(cmd, false),
+                    Err(_) => return,
+                },
+                recv(self.rx) -> cmd => match cmd {
+                    Ok(cmd) => self.take(cmd, true),
+                    Err(_) => return,
+                },
+                default(wait) => {}
+            }
+            // State changes all (bounded by construction), work in batches.
+            while let Ok(cmd) = self.state_rx.try_recv() {
+                self.take(cmd, false);
             }
             for _ in 0..BATCH {
                 match self.rx.try_recv() {
-                    Ok(cmd) => self.take(cmd),
+                    Ok(cmd) => self.take(cmd, true),
                     Err(_) => break,
                 }
             }
+            self.expire();
             if self.conn.is_some() {
                 if let Err(e) = self.flush() {
                     self.lost(e);
@@ -213,8 +273,10 @@ impl Commander {
     }
 
     /// Files a command from a shard: state goes into the mirror, the rest
-    /// into the bounded buffer.
-    fn take(&mut self, cmd: ClusterCmd) {
+    /// into the bounded buffer. `held`: it came through the work lane and
+    /// holds its bytes until done.
+    fn take(&mut self, cmd: ClusterCmd, held: bool) {
+        let bytes = if held { cmd.bytes() } else { 0 };
         let op = match cmd {
             ClusterCmd::Presence { channel, user, delta } => {
                 let key = (channel, user.unwrap_or_else(|| Arc::from("")));
@@ -255,14 +317,39 @@ impl Commander {
                 serde_json::json!({"k": "d", "from": &*self.setup.config.node, "user": &*user, "code": code, "reason": &*reason}),
             ),
         };
-        self.enqueue(op);
+        self.enqueue_held(op, bytes);
     }
 
+    /// Files the bridge's own work (it holds no bytes of a shard's).
     fn enqueue(&mut self, op: Op) {
+        self.enqueue_held(op, 0);
+    }
+
+    fn enqueue_held(&mut self, op: Op, bytes: u64) {
+        self.seq += 1;
+        let waiting = Waiting {
+            op,
+            since: Instant::now(),
+            bytes,
+            seq: self.seq,
+            sent: false,
+        };
         if self.pending.len() >= PENDING_CAPACITY {
-            return self.fail(op, "the cluster link is busy or down");
+            return self.fail(waiting, Failure::NotDone("the cluster link is busy or down; retry"));
         }
-        self.pending.push_back(op);
+        self.pending.push_back(waiting);
+    }
+
+    /// Answers what waited past `DEADLINE` (the oldest are in front).
+    fn expire(&mut self) {
+        while self.pending.front().is_some_and(|w| w.since.elapsed() >= DEADLINE) {
+            let Some(waiting) = self.pending.pop_front() else { break };
+            let failure = match (&waiting.op, waiting.sent) {
+                (Op::Cmd(RedisCall::Publish { .. }), true) => Failure::Unknown,
+                _ => Failure::NotDone("the cluster is unreachable (no answer within 2 s); not done, retry"),
+            };
+            self.fail(waiting, failure);
+        }
     }
 
     fn control(&self, message: serde_json::Value) -> Op {
@@ -280,26 +367,44 @@ impl Commander {
     fn flush(&mut self) -> io::Result<()> {
         let mut state: Vec<Vec<String>> = Vec::new();
         self.state_commands(&mut state);
-        let take = self.pending.len().min(BATCH);
-        let ops: Vec<Op> = self.pending.drain(..take).collect();
+        let mut ops: Vec<Waiting> = Vec::new();
+        let mut bytes = 0;
+        while ops.len() < BATCH && bytes < BATCH_BYTES {
+            let Some(mut waiting) = self.pending.pop_front() else {
+                break;
+            };
+            bytes += waiting.bytes;
+            waiting.sent = true;
+            ops.push(waiting);
+        }
         if state.is_empty() && ops.is_empty() {
             return Ok(());
         }
-        let args: Vec<Vec<String>> = ops.iter().map(|op| self.args(op)).collect();
-        let replies = self.exchange(&state, &args);
-        let replies = match replies {
+        let args: Vec<Vec<String>> = ops.iter().map(|w| self.args(w)).collect();
+        let replies = match self.exchange(&state, &args) {
             Ok(replies) => replies,
             Err(e) => {
-                for op in ops {
-                    self.fail(op, "the cluster link failed");
-                }
+                self.requeue(ops);
                 return Err(e);
             }
         };
-        for (op, reply) in ops.into_iter().zip(replies) {
-            self.complete(op, reply);
+        for (waiting, reply) in ops.into_iter().zip(replies) {
+            self.complete(waiting, reply);
         }
         Ok(())
+    }
+
+    /// After a failed pipeline: its commands wait again, in order, for the
+    /// next connection (publishes keep their sequence, so a retry of one
+    /// that ran is recognised by the script). Fire-and-forget messages are
+    /// not retried: at most once.
+    fn requeue(&mut self, ops: Vec<Waiting>) {
+        for waiting in ops.into_iter().rev() {
+            match waiting.op {
+                Op::Raw(_) => self.state.release(waiting.bytes),
+                _ => self.pending.push_front(waiting),
+            }
+        }
     }
 
     /// Writes `state` and `ops` in one go, reads every reply; returns the
@@ -346,7 +451,8 @@ impl Commander {
         }
     }
 
-    fn args(&self, op: &Op) -> Vec<String> {
+    fn args(&self, waiting: &Waiting) -> Vec<String> {
+        let op = &waiting.op;
         let evalsha = |sha: &str, channel: &str| {
             vec![
                 "EVALSHA".to_string(),
@@ -359,9 +465,19 @@ impl Commander {
         };
         match op {
             Op::Cmd(RedisCall::Publish {
-                channel, data, rule, ..
+                channel,
+                data,
+                rule,
+                idem,
+                ..
             }) => {
                 let mut args = evalsha(&self.shas.publish, channel);
+                args[2] = "4".into();
+                let node = &self.setup.config.node;
+                args.push(match idem {
+                    Some(key) => keys::idem_caller(channel, key),
+                    None => keys::idem_node(node, self.incarnation),
+                });
                 args.extend([
                     new_epoch(),
                     data.to_string(),
@@ -371,6 +487,21 @@ impl Commander {
                     unix_ms().to_string(),
                     ttl_secs(rule).to_string(),
                 ]);
+                let seq = waiting.seq;
+                match idem {
+                    Some(_) => args.extend([
+                        "k".into(),
+                        String::new(),
+                        String::new(),
+                        IDEM_CALLER_TTL_SECS.to_string(),
+                    ]),
+                    None => args.extend([
+                        "n".into(),
+                        seq.to_string(),
+                        seq.saturating_sub(IDEM_WINDOW).to_string(),
+                        IDEM_NODE_TTL_SECS.to_string(),
+                    ]),
+                }
                 args
             }
             Op::Cmd(RedisCall::Sync { channel, .. }) => {
@@ -409,18 +540,24 @@ impl Commander {
     }
 
     /// Acts on one operation's reply.
-    fn complete(&mut self, op: Op, reply: Value) {
+    fn complete(&mut self, waiting: Waiting, reply: Value) {
         if let Value::Error(e) = &reply {
             tracing::warn!(error = %e, "cluster command refused by Redis");
-            return self.fail(op, "the cluster refused the command");
+            return self.fail(waiting, Failure::NotDone("the cluster refused the command"));
         }
-        match op {
+        self.state.release(waiting.bytes);
+        match waiting.op {
             Op::Cmd(RedisCall::Publish { reply: to, .. }) => {
                 let (epoch, offset) = epoch_offset(&reply);
-                self.state.published.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(names::CLUSTER_PUBLISHED).increment(1);
+                let duplicate =
+                    matches!(&reply, Value::Array(items) if items.get(2).and_then(Value::as_int) == Some(1));
+                if !duplicate {
+                    self.state.published.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(names::CLUSTER_PUBLISHED).increment(1);
+                }
                 if let Some(to) = to {
-                    let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&epoch));
+                    let also = if duplicate { ",\"duplicate\":true" } else { "" };
+                    let result = format!("{{\"offset\":{offset},\"epoch\":{}{also}}}", json_string(&epoch));
                     self.answer(to, Ok(&result));
                 }
             }
@@ -465,11 +602,12 @@ impl Commander {
     }
 
     /// Answers a command that could not run, and counts it.
-    fn fail(&mut self, op: Op, why: &str) {
+    fn fail(&mut self, waiting: Waiting, failure: Failure) {
         self.state.drop_one();
-        match op {
+        self.state.release(waiting.bytes);
+        match waiting.op {
             Op::Cmd(RedisCall::Publish { reply: Some(to), .. }) | Op::Cmd(RedisCall::Query { reply: to, .. }) => {
-                self.answer(to, Err(why))
+                self.answer(to, Err(failure))
             }
             Op::Cmd(RedisCall::Sync { channel, shard }) => {
                 self.to_shard(shard, HubMsg::ClusterSynced { channel, epoch: None })
@@ -489,21 +627,22 @@ impl Commander {
         }
     }
 
-    fn answer(&self, to: ReplyTo, result: Result<&str, &str>) {
+    fn answer(&self, to: ReplyTo, result: Result<&str, Failure>) {
         match to {
             ReplyTo::Client(origin) => {
                 let body = match result {
                     Ok(result) => protocol::reply_ok(origin.id, result),
-                    Err(why) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, why),
+                    Err(Failure::NotDone(why)) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, why),
+                    Err(Failure::Unknown) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, UNKNOWN_WHY),
                 };
                 self.to_shard(origin.shard as usize, HubMsg::Answer { to: origin, body });
             }
-            // Dropping the sender tells the API the call failed (503).
-            ReplyTo::Admin(tx) => {
-                if let Ok(result) = result {
-                    let _ = tx.send(result.to_string());
-                }
-            }
+            // Dropping the sender tells the API the call was not done (503).
+            ReplyTo::Admin(tx) => match result {
+                Ok(result) => drop(tx.send(result.to_string())),
+                Err(Failure::Unknown) => drop(tx.send(format!("{OUTCOME_UNKNOWN}{UNKNOWN_WHY}"))),
+                Err(Failure::NotDone(_)) => {}
+            },
         }
     }
 

@@ -38,14 +38,39 @@ pub fn publications(channel: &str) -> String {
     format!("{PUB_PREFIX}{channel}")
 }
 
+/// This process's recent publishes by sequence (`SEQ -> EPOCH\nOFFSET`),
+/// for retries after an ambiguous failure; a fresh incarnation per start.
+pub fn idem_node(node: &str, incarnation: u64) -> String {
+    format!("hubbub:i:n:{node}:{incarnation:x}")
+}
+
+/// A caller's idempotency key (`Idempotency-Key` of `/api/publish`).
+pub fn idem_caller(channel: &str, key: &str) -> String {
+    format!("hubbub:i:k:{channel}:{key}")
+}
+
 pub fn user(user: &str) -> String {
     format!("hubbub:u:{user}")
 }
 
-/// KEYS: epoch, offset, stream. ARGV: new epoch, data, history size, pub/sub
-/// channel, keys TTL secs, now ms, history TTL secs.
-/// Returns `{epoch, offset}`.
+/// KEYS: epoch, offset, stream, idempotency key. ARGV: new epoch, data,
+/// history size, pub/sub channel, keys TTL secs, now ms, history TTL secs,
+/// then the idempotency mode: `n` (KEYS[4] is this process's hash: field
+/// ARGV[9] is the publish's sequence, field ARGV[10] the one that leaves the
+/// window) or `k` (KEYS[4] is the caller's key), and ARGV[11] the key's TTL.
+/// Returns `{epoch, offset, 0}`, or `{epoch, offset, 1}` for a publish that
+/// already ran (nothing is published again).
 pub(crate) const PUBLISH: &str = r#"
+local seen
+if ARGV[8] == 'n' then
+  seen = redis.call('HGET', KEYS[4], ARGV[9])
+else
+  seen = redis.call('GET', KEYS[4])
+end
+if seen then
+  local e, o = string.match(seen, '^(.*)\n(%d+)$')
+  return {e, tonumber(o), 1}
+end
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
@@ -60,7 +85,15 @@ if tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', KEYS[3], ARGV[7])
 end
 redis.call('PUBLISH', ARGV[4], epoch .. '\n' .. offset .. '\n' .. ARGV[2])
-return {epoch, offset}
+local mark = epoch .. '\n' .. offset
+if ARGV[8] == 'n' then
+  redis.call('HSET', KEYS[4], ARGV[9], mark)
+  redis.call('HDEL', KEYS[4], ARGV[10])
+  redis.call('EXPIRE', KEYS[4], ARGV[11])
+else
+  redis.call('SET', KEYS[4], mark, 'EX', ARGV[11])
+end
+return {epoch, offset, 0}
 "#;
 
 /// KEYS: epoch, offset, stream. ARGV: new epoch, keys TTL secs.

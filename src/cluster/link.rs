@@ -157,6 +157,20 @@ pub(crate) fn placeholder_host(url: &str) -> String {
     }
 }
 
+/// `url` without its password, for logs.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => {
+            let user = auth.split_once(':').map_or(auth, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// `HOST:PORT` or a full URL (for a sentinel with a password).
 fn sentinel_url(sentinel: &str) -> String {
     if sentinel.contains("://") {
@@ -194,5 +208,8 @@ mod tests {
         }
         assert!(check_sentinel("127.0.0.1:26379").is_ok());
         assert!(check_sentinel("127.0.0.1:x").is_err());
+        assert_eq!(redacted("redis://u:s3cret@h:1/2"), "redis://u:***@h:1/2");
+        assert_eq!(redacted("rediss://:s3cret@h:1"), "rediss://:***@h:1");
+        assert_eq!(redacted("redis://h:1"), "redis://h:1");
     }
 }

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::buf::budget::MemoryBudget;
 use crate::bus::cluster::{ClusterConfig, ClusterLink, ClusterState};
 use crate::bus::peers::Peers;
 use crate::metrics::names;
@@ -38,7 +39,9 @@ use crate::metrics::stats::ShardStats;
 /// Commands waiting for the command thread, from all shards together.
 pub(crate) const QUEUE_CAPACITY: usize = 16_384;
 /// Longest a single Redis call may take before the link counts as down.
-pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes of commands the bridge holds at most (queue and waiting buffer).
+pub(crate) const MAX_HELD_BYTES: u64 = 64 << 20;
 pub(crate) const DEFAULT_NODE_TTL_SECS: u64 = 10;
 
 /// The running bridge: stops its threads when dropped.
@@ -62,22 +65,24 @@ pub fn start(
     shards: Peers,
     stats: Vec<Arc<Mutex<ShardStats>>>,
     max_connections_per_user: usize,
+    budget: Arc<MemoryBudget>,
 ) -> std::io::Result<(ClusterLink, Bridge)> {
     // One TLS provider for the process (the crate's `rediss://` uses the
     // default); an error means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let target = link::Target::new(&config).map_err(std::io::Error::from)?;
-    let state = Arc::new(ClusterState::default());
+    let state = Arc::new(ClusterState::new(MAX_HELD_BYTES, budget));
     metrics::gauge!(names::CLUSTER_LINK_UP).set(0.0);
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
-    let link = ClusterLink::new(tx, Arc::clone(&config.node), Arc::clone(&state));
+    let (state_tx, state_rx) = crossbeam_channel::unbounded();
+    let link = ClusterLink::new(tx, state_tx, Arc::clone(&config.node), Arc::clone(&state));
     let setup = commands::Setup {
         config: config.clone(),
         shards: shards.for_sender(),
         stats,
         max_connections_per_user,
     };
-    let commander = commands::Commander::new(setup, target.clone(), rx, Arc::clone(&state));
+    let commander = commands::Commander::new(setup, target.clone(), (rx, state_rx), Arc::clone(&state));
     let sub = subscriber::Subscriber::new(config, target, shards, Arc::clone(&state));
     let threads = vec![
         std::thread::Builder::new()

@@ -310,6 +310,7 @@ impl Hub {
                     channel: Arc::clone(&channel),
                     data: data.get().into(),
                     reply: Some(ReplyTo::Client(origin)),
+                    idem: None,
                 };
                 self.route_to_owner(&channel, msg, conns, ctx);
             }

@@ -96,13 +96,19 @@ impl Owned {
                     }
                 }
             }
-            HubMsg::Publish { channel, data, reply } if self.cluster => {
+            HubMsg::Publish {
+                channel,
+                data,
+                reply,
+                idem,
+            } if self.cluster => {
                 let rule = self.config.history_for(&channel);
                 out.cluster.push(ClusterCmd::Call(RedisCall::Publish {
                     channel,
                     data,
                     reply,
                     rule,
+                    idem,
                 }));
             }
             HubMsg::Query { channel, query, reply } if self.cluster => {
@@ -114,7 +120,9 @@ impl Owned {
                     rule,
                 }));
             }
-            HubMsg::Publish { channel, data, reply } => {
+            HubMsg::Publish {
+                channel, data, reply, ..
+            } => {
                 let budget = Arc::clone(self.meter.budget());
                 let log = self.log(&channel, tick);
                 let offset = log.append(Arc::clone(&data), tick);
