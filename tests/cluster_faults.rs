@@ -207,3 +207,65 @@ fn while_redis_is_away_subscribes_and_publishes_fail_within_the_deadline() {
     assert!(reply.get("result").is_some(), "{reply}");
     assert_eq!(publish(&mut client, "never-synced", json!(2))["offset"], 1);
 }
+
+/// The next push named `kind` on `client`.
+fn next_push(client: &mut WsClient, kind: &str) -> Value {
+    loop {
+        let push = client.push().expect("connection open");
+        if push["push"] == kind {
+            return push;
+        }
+    }
+}
+
+#[test]
+fn a_redis_that_lost_its_data_tells_every_subscriber_the_new_epoch() {
+    let Some(mut redis) = Redis::start() else { return };
+    let (a, b) = (
+        node_on(&["--redis", &redis.url()], "a", &[]),
+        node_on(&["--redis", &redis.url()], "b", &[]),
+    );
+    wait_cluster(&a, 2);
+    let mut subs = [WsClient::open(a.addr, ""), WsClient::open(b.addr, "")];
+    for sub in &mut subs {
+        assert!(sub
+            .call("subscribe", json!({"channel": "ticker"}))
+            .get("result")
+            .is_some());
+    }
+    let mut publisher = WsClient::open(a.addr, "");
+    let old = publish(&mut publisher, "ticker", json!(1))["epoch"].clone();
+    for i in 2..=5 {
+        publish(&mut publisher, "ticker", json!(i));
+    }
+    for sub in &mut subs {
+        assert_eq!(
+            (1..=5).map(|_| next_pub(sub)["offset"].clone()).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+    }
+    redis.kill();
+    let _redis = Redis::start_on(redis.port).expect("redis restarts");
+    // Before anyone publishes again, both nodes re-sync and tell.
+    let mut epochs = Vec::new();
+    for sub in &mut subs {
+        let push = next_push(sub, "epoch");
+        assert_eq!(
+            (&push["channel"], &push["previous"], &push["reason"]),
+            (&json!("ticker"), &old, &json!("lost")),
+            "{push}"
+        );
+        assert_ne!(push["epoch"], old);
+        epochs.push(push["epoch"].clone());
+    }
+    assert_eq!(epochs[0], epochs[1], "one new epoch on every node");
+    wait_cluster(&a, 2);
+    let result = publish(&mut publisher, "ticker", json!("new"));
+    assert_eq!((&result["epoch"], &result["offset"]), (&epochs[0], &json!(1)));
+    for sub in &mut subs {
+        let push = next_pub(sub);
+        assert_eq!((&push["offset"], &push["data"]), (&json!(1), &json!("new")));
+    }
+    let (_, metrics) = (0, http_get(a.admin.unwrap(), "/metrics").1);
+    assert!(metrics.contains("hubbub_cluster_epoch_changes_total 1"), "{metrics}");
+}

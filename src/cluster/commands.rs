@@ -253,10 +253,24 @@ impl Commander {
                 // A restarted Redis lost this node's entries: write them all.
                 self.presence_dirty.extend(self.presence.keys().cloned());
                 self.users_dirty.extend(self.users.keys().cloned());
+                self.resync_channels();
                 self.next_heartbeat = Instant::now();
                 self.state.set(&self.state.commands_up, true, "commands", None);
             }
             Err(e) => self.lost(e),
+        }
+    }
+
+    /// After a reconnect, before anything else: the position of every
+    /// channel with subscribers here, so that owners learn at once of an
+    /// epoch Redis lost meanwhile (and tell their subscribers) and of
+    /// publications this node missed.
+    fn resync_channels(&mut self) {
+        let channels: HashSet<Arc<str>> = self.presence.keys().map(|(channel, _)| Arc::clone(channel)).collect();
+        for channel in channels {
+            let shard = self.setup.shards.owner_of(&channel);
+            let waiting = self.wrap(Op::Cmd(RedisCall::Sync { channel, shard }), 0);
+            self.pending.push_front(waiting);
         }
     }
 
@@ -325,25 +339,36 @@ impl Commander {
         self.enqueue_held(op, 0);
     }
 
-    fn enqueue_held(&mut self, op: Op, bytes: u64) {
+    fn wrap(&mut self, op: Op, bytes: u64) -> Waiting {
         self.seq += 1;
-        let waiting = Waiting {
+        Waiting {
             op,
             since: Instant::now(),
             bytes,
             seq: self.seq,
             sent: false,
-        };
+        }
+    }
+
+    fn enqueue_held(&mut self, op: Op, bytes: u64) {
+        let waiting = self.wrap(op, bytes);
         if self.pending.len() >= PENDING_CAPACITY {
             return self.fail(waiting, Failure::NotDone("the cluster link is busy or down; retry"));
         }
         self.pending.push_back(waiting);
     }
 
-    /// Answers what waited past `DEADLINE` (the oldest are in front).
+    /// Answers what waited past `DEADLINE` (mostly the oldest, in front;
+    /// re-syncs after a reconnect go before them, so all are looked at).
     fn expire(&mut self) {
-        while self.pending.front().is_some_and(|w| w.since.elapsed() >= DEADLINE) {
-            let Some(waiting) = self.pending.pop_front() else { break };
+        if !self.pending.iter().any(|w| w.since.elapsed() >= DEADLINE) {
+            return;
+        }
+        let (expired, kept): (VecDeque<Waiting>, VecDeque<Waiting>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|w| w.since.elapsed() >= DEADLINE);
+        self.pending = kept;
+        for waiting in expired {
             let failure = match (&waiting.op, waiting.sent) {
                 (Op::Cmd(RedisCall::Publish { .. }), true) => Failure::Unknown,
                 _ => Failure::NotDone("the cluster is unreachable (no answer within 2 s); not done, retry"),

@@ -656,7 +656,7 @@ impl Hub {
                 self.send(shard, msg);
             }
         }
-        if let Some(publication) = out.deliver {
+        for publication in out.deliver {
             let owner::Publication {
                 channel,
                 frame,

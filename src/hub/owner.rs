@@ -16,14 +16,16 @@ use crate::buf::Meter;
 use crate::bus::cluster::{ClusterCmd, RedisCall};
 use crate::bus::history::{Entry, Recovery};
 use crate::bus::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
+use crate::metrics::names;
 
 /// What handling one message produced.
 #[derive(Default)]
 pub(crate) struct Out {
     /// Messages for shards (possibly this one).
     pub sends: Vec<(usize, HubMsg)>,
-    /// A publication for every subscriber of the channel.
-    pub deliver: Option<Publication>,
+    /// Publications (and epoch notices) for every subscriber of the
+    /// channel, in this order.
+    pub deliver: Vec<Publication>,
     /// Cluster mode: what to ask of the Redis bridge.
     pub cluster: Vec<ClusterCmd>,
 }
@@ -127,7 +129,7 @@ impl Owned {
                 let log = self.log(&channel, tick);
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
-                out.deliver = Some(Publication {
+                out.deliver.push(Publication {
                     frame: text_frame(&protocol::push_publication(&channel, offset, &data), &budget),
                     channel: Arc::clone(&channel),
                     offset,
@@ -247,12 +249,17 @@ impl Owned {
     ) {
         let Some(log) = self.logs.get_mut(&channel) else { return };
         log.expire(tick);
+        let previous = changed_epoch(log, &epoch);
         if log.append_at(&epoch, offset, Arc::clone(&data), tick) {
+            if let Some(previous) = previous {
+                let notice = self.epoch_notice(&channel, &epoch, &previous, offset.saturating_sub(1), "lost");
+                out.deliver.push(notice);
+            }
             let frame = text_frame(
                 &protocol::push_publication(&channel, offset, &data),
                 self.meter.budget(),
             );
-            out.deliver = Some(Publication {
+            out.deliver.push(Publication {
                 channel,
                 frame,
                 offset,
@@ -274,9 +281,41 @@ impl Owned {
             }
             return;
         };
-        self.log(&channel, tick).sync(&epoch, offset);
+        if waiting.is_empty() && !self.logs.contains_key(&channel) {
+            return; // a re-sync after a reconnect, for a channel gone meanwhile
+        }
+        let log = self.log(&channel, tick);
+        let previous = changed_epoch(log, &epoch);
+        log.sync(&epoch, offset);
+        if let Some(previous) = previous {
+            let notice = self.epoch_notice(&channel, &epoch, &previous, offset, "lost");
+            out.deliver.push(notice);
+        }
         for sub in waiting {
             self.subscribe(Arc::clone(&channel), sub, tick, out);
+        }
+    }
+
+    /// Cluster mode: the push that tells every subscriber of `channel` that
+    /// its epoch changed (counted and logged: Redis lost the channel).
+    fn epoch_notice(
+        &self,
+        channel: &Arc<str>,
+        epoch: &Arc<str>,
+        previous: &str,
+        offset: u64,
+        reason: &str,
+    ) -> Publication {
+        metrics::counter!(names::CLUSTER_EPOCH_CHANGES).increment(1);
+        tracing::warn!(channel = %channel, epoch = %epoch, previous, offset, reason, "cluster: channel epoch changed under live subscribers; each is told");
+        Publication {
+            channel: Arc::clone(channel),
+            frame: text_frame(
+                &protocol::push_epoch(channel, epoch, previous, offset, reason),
+                self.meter.budget(),
+            ),
+            offset,
+            epoch: Arc::clone(epoch),
         }
     }
 
@@ -456,6 +495,13 @@ impl Owned {
             !log.is_idle() || pending.contains_key(channel)
         });
     }
+}
+
+/// Cluster mode: the epoch `log` had before `epoch`, when it had one and
+/// subscribers to tell.
+fn changed_epoch(log: &ChannelLog, epoch: &Arc<str>) -> Option<Arc<str>> {
+    let changed = !log.epoch.is_empty() && *log.epoch != **epoch;
+    (changed && log.shards().next().is_some()).then(|| Arc::clone(&log.epoch))
 }
 
 fn answer(reply: ReplyTo, result: &str, out: &mut Out) {
