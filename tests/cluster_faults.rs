@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
@@ -23,6 +23,8 @@ struct Proxy {
     addr: SocketAddr,
     cut_next_publish: Arc<AtomicBool>,
     down: Arc<AtomicBool>,
+    /// Both ends of every connection, to cut them all at once.
+    streams: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -31,6 +33,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let (cut, down) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (cut2, down2) = (Arc::clone(&cut), Arc::clone(&down));
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let streams2 = Arc::clone(&streams);
         std::thread::spawn(move || {
             for client in listener.incoming().take(1000) {
                 let Ok(client) = client else { continue };
@@ -40,6 +44,9 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)) else {
                     continue;
                 };
+                let mut kept = streams2.lock().unwrap();
+                kept.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                drop(kept);
                 pipe_pair(client, server, Arc::clone(&cut2));
             }
         });
@@ -47,6 +54,14 @@ impl Proxy {
             addr,
             cut_next_publish: cut,
             down,
+            streams,
+        }
+    }
+
+    /// Cuts every connection through the proxy now.
+    fn cut_all(&self) {
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
@@ -268,4 +283,85 @@ fn a_redis_that_lost_its_data_tells_every_subscriber_the_new_epoch() {
     }
     let (_, metrics) = (0, http_get(a.admin.unwrap(), "/metrics").1);
     assert!(metrics.contains("hubbub_cluster_epoch_changes_total 1"), "{metrics}");
+}
+
+fn presence(node: &Process, channel: &str) -> Value {
+    api(
+        node.admin.unwrap(),
+        "GET",
+        &format!("/api/presence?channel={channel}"),
+        "",
+    )
+    .1
+}
+
+fn redis_cli(port: u16, args: &[&str]) {
+    let status = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    assert!(status.status.success(), "redis-cli {args:?}");
+}
+
+#[test]
+fn presence_heals_after_a_cut_burst_a_tampered_redis_and_a_restart_with_the_same_id() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(redis.port);
+    let (a, b) = (
+        node_on(&["--redis", &proxy.url()], "a", &[]),
+        node_on(&["--redis", &redis.url()], "b", &[]),
+    );
+    wait_cluster(&a, 2);
+    // A burst of joins and leaves on node a, its link cut in the middle.
+    let mut members = Vec::new();
+    for i in 0..20 {
+        let mut member = user(a.addr, &format!("u{i}"));
+        assert!(member
+            .call("subscribe", json!({"channel": "room"}))
+            .get("result")
+            .is_some());
+        members.push(member);
+        if i == 10 {
+            proxy.cut_all();
+        }
+    }
+    members.truncate(12); // u12..u19 leave
+    proxy.cut_all();
+    let want = json!({
+        "users": (0..12).map(|i| (format!("u{i}"), json!(1))).collect::<serde_json::Map<_, _>>(),
+        "anonymous": 0,
+        "total": 12,
+    });
+    wait_until("presence after the cut burst", || {
+        (presence(&b, "room") == want).then_some(())
+    });
+
+    // Redis drifts behind the node's back: repaired by the periodic heal
+    // (every 5 heartbeats: 5 s with --node-ttl-secs 3).
+    redis_cli(redis.port, &["HSET", "hubbub:n:a:p", "room", r#"{"ghost":7}"#]);
+    assert_eq!(presence(&b, "room")["total"], 7);
+    let started = Instant::now();
+    wait_until("the heal", || (presence(&b, "room") == want).then_some(()));
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "healed after {:?}",
+        started.elapsed()
+    );
+
+    // Node a is killed (its members still connected: it never says they
+    // left) and a new process takes its id with one member: what its
+    // predecessor left is replaced, not added to.
+    drop(a);
+    drop(members);
+    let a = node_on(&["--redis", &redis.url()], "a", &[]);
+    let mut one = user(a.addr, "solo");
+    assert!(one
+        .call("subscribe", json!({"channel": "room"}))
+        .get("result")
+        .is_some());
+    let want = json!({"users": {"solo": 1}, "anonymous": 0, "total": 1});
+    wait_until("the restarted node's presence only", || {
+        (presence(&b, "room") == want).then_some(())
+    });
 }

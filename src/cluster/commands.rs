@@ -5,13 +5,15 @@
 //! the node and refreshes the list of live nodes.
 //!
 //! While Redis is unreachable it keeps taking commands: presence and user
-//! changes go into this node's mirror (written in full on reconnect, so a
-//! restarted, empty Redis learns them again); publishes and queries wait in
-//! a bounded buffer, and past its bound are dropped, counted, and answered
-//! with an error. Commands in flight when the link fails are answered with
-//! an error, never run twice.
+//! changes go into this node's `Mirror` (written whole after every
+//! reconnect and periodically, so Redis heals); publishes and queries wait
+//! in a buffer bounded in count and bytes, each at most `DEADLINE`, then are
+//! answered with an error. Commands in flight when the link fails wait
+//! again and are retried on the next connection; a publish keeps its
+//! sequence number, and the script recognises one that already ran, so
+//! none is delivered twice.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,7 @@ use crossbeam_channel::Receiver;
 use super::backoff::{random_u64, Backoff};
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
 use super::link::Target;
+use super::mirror::{self, Mirror, HEAL_EVERY_HEARTBEATS};
 use super::reply::{encode, Value};
 use super::REDIS_TIMEOUT;
 use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, RedisCall};
@@ -53,8 +56,6 @@ const IDEM_WINDOW: u64 = 65_536;
 /// TTL of the idempotency entries: this process's hash, and a caller's key.
 const IDEM_NODE_TTL_SECS: u64 = 60;
 pub(crate) const IDEM_CALLER_TTL_SECS: u64 = 300;
-/// Departed connections remembered for removal from Redis after an outage.
-const GONE_CAPACITY: usize = 100_000;
 
 pub(crate) struct Setup {
     pub config: ClusterConfig,
@@ -63,9 +64,6 @@ pub(crate) struct Setup {
     pub max_connections_per_user: usize,
 }
 
-/// Dead node ids kept for cleaning their presence entries.
-const MAX_DEAD_NODES_REMEMBERED: usize = 4096;
-
 /// A command waiting for (or in) a pipeline: the shards' own commands that
 /// need an answer from Redis (publish, sync, recover, query) as they came,
 /// and the bridge's own work.
@@ -73,7 +71,7 @@ enum Op {
     /// A shard's call, as it came.
     Cmd(RedisCall),
     /// Check the user's connection count across the cluster.
-    UserOnline { user: Arc<str>, member: String, score: u64 },
+    UserOnline { user: Arc<str> },
     /// Fire and forget (`PUBLISH` control messages, cleanup).
     Raw(Vec<String>),
 }
@@ -84,6 +82,8 @@ struct Shas {
     sync: String,
     read: String,
     user_online: String,
+    read_field: String,
+    replace_hash: String,
 }
 
 /// A command waiting for Redis: what it holds, since when, and whether it
@@ -126,19 +126,14 @@ pub(crate) struct Commander {
     next_heartbeat: Instant,
     logged_down: bool,
     pending: VecDeque<Waiting>,
-    /// This node's subscriptions per (channel, user or "").
-    presence: HashMap<(Arc<str>, Arc<str>), i64>,
-    presence_dirty: HashSet<(Arc<str>, Arc<str>)>,
-    /// This node's connections per user: (member, connect time ms).
-    users: HashMap<Arc<str>, Vec<(String, u64)>>,
-    users_dirty: HashSet<Arc<str>>,
-    gone: VecDeque<(Arc<str>, String)>,
-    /// Nodes heartbeating within the TTL.
+    /// This node's presence and connections, as Redis should hold them.
+    mirror: Mirror,
+    /// The next pipeline replaces this node's entries whole (after a
+    /// reconnect, and every `HEAL_EVERY_HEARTBEATS`).
+    heal_due: bool,
+    heartbeats: u32,
+    /// Nodes heartbeating within the TTL (this one always).
     live: HashSet<String>,
-    /// Nodes seen silent for ten TTLs: their leftover presence entries may
-    /// be deleted. (A node merely missing from our last view may be one that
-    /// started since; its entries are skipped, never deleted.)
-    dead: HashSet<String>,
 }
 
 impl Commander {
@@ -165,12 +160,9 @@ impl Commander {
             next_heartbeat: Instant::now(),
             logged_down: false,
             pending: VecDeque::new(),
-            presence: HashMap::new(),
-            presence_dirty: HashSet::new(),
-            users: HashMap::new(),
-            users_dirty: HashSet::new(),
-            gone: VecDeque::new(),
-            dead: HashSet::new(),
+            mirror: Mirror::default(),
+            heal_due: true,
+            heartbeats: 0,
             live,
         }
     }
@@ -241,6 +233,8 @@ impl Commander {
                     sync: load(keys::SYNC)?,
                     read: load(keys::READ)?,
                     user_online: load(keys::USER_ONLINE)?,
+                    read_field: load(keys::READ_FIELD)?,
+                    replace_hash: load(keys::REPLACE_HASH)?,
                 };
                 Ok((conn, shas))
             });
@@ -250,9 +244,9 @@ impl Commander {
                 self.shas = shas;
                 self.backoff.reset();
                 self.logged_down = false;
-                // A restarted Redis lost this node's entries: write them all.
-                self.presence_dirty.extend(self.presence.keys().cloned());
-                self.users_dirty.extend(self.users.keys().cloned());
+                // Redis may have lost (or never had) this node's entries, or
+                // hold a predecessor's with the same id: replace them whole.
+                self.heal_due = true;
                 self.resync_channels();
                 self.next_heartbeat = Instant::now();
                 self.state.set(&self.state.commands_up, true, "commands", None);
@@ -266,7 +260,7 @@ impl Commander {
     /// epoch Redis lost meanwhile (and tell their subscribers) and of
     /// publications this node missed.
     fn resync_channels(&mut self) {
-        let channels: HashSet<Arc<str>> = self.presence.keys().map(|(channel, _)| Arc::clone(channel)).collect();
+        let channels: Vec<Arc<str>> = self.mirror.channels().cloned().collect();
         for channel in channels {
             let shard = self.setup.shards.owner_of(&channel);
             let waiting = self.wrap(Op::Cmd(RedisCall::Sync { channel, shard }), 0);
@@ -293,34 +287,17 @@ impl Commander {
         let bytes = if held { cmd.bytes() } else { 0 };
         let op = match cmd {
             ClusterCmd::Presence { channel, user, delta } => {
-                let key = (channel, user.unwrap_or_else(|| Arc::from("")));
-                let count = self.presence.entry(key.clone()).or_insert(0);
-                *count += i64::from(delta);
-                if *count <= 0 {
-                    self.presence.remove(&key);
-                }
-                self.presence_dirty.insert(key);
-                return;
+                let user = user.unwrap_or_else(|| Arc::from(""));
+                return self.mirror.presence(channel, user, delta);
             }
             ClusterCmd::UserOnline { user, conn } => {
                 let member = self.member(conn);
-                let score = unix_ms();
-                self.users.entry(Arc::clone(&user)).or_default().push((member.clone(), score));
-                Op::UserOnline { user, member, score }
+                self.mirror.user_online(Arc::clone(&user), member, unix_ms());
+                Op::UserOnline { user }
             }
             ClusterCmd::UserOffline { user, conn } => {
                 let member = self.member(conn);
-                if let Some(list) = self.users.get_mut(&user) {
-                    list.retain(|(m, _)| *m != member);
-                    if list.is_empty() {
-                        self.users.remove(&user);
-                    }
-                }
-                if self.gone.len() >= GONE_CAPACITY {
-                    self.gone.pop_front();
-                }
-                self.gone.push_back((user, member));
-                return;
+                return self.mirror.user_offline(user, &member);
             }
             ClusterCmd::Call(call) => Op::Cmd(call),
             ClusterCmd::UserMessage { user, json } => {
@@ -450,30 +427,29 @@ impl Commander {
         ops.iter().map(|_| read()).collect()
     }
 
-    /// HSET/HDEL of changed presence, ZADD/ZREM of user connections.
+    /// This node's changed entries, or all of them when a heal is due.
     fn state_commands(&mut self, out: &mut Vec<Vec<String>>) {
         let node = &self.setup.config.node;
-        for (channel, user) in self.presence_dirty.drain() {
-            let key = keys::presence(&channel);
-            let field = format!("{node}|{user}");
-            match self.presence.get(&(channel, user)) {
-                Some(count) => out.push(vec!["HSET".into(), key, field, count.to_string()]),
-                None => out.push(vec!["HDEL".into(), key, field]),
-            }
+        if self.heal_due {
+            self.heal_due = false;
+            return self
+                .mirror
+                .snapshot(node, &self.shas.replace_hash, self.node_keys_ttl_secs(), out);
         }
-        for user in self.users_dirty.drain() {
-            for (member, score) in self.users.get(&user).into_iter().flatten() {
-                out.push(vec![
-                    "ZADD".into(),
-                    keys::user(&user),
-                    score.to_string(),
-                    member.clone(),
-                ]);
-            }
-        }
-        for (user, member) in self.gone.drain(..) {
-            out.push(vec!["ZREM".into(), keys::user(&user), member]);
-        }
+        self.mirror.changes(node, out);
+    }
+
+    /// This node's entries outlive its last heartbeat by ten TTLs.
+    fn node_keys_ttl_secs(&self) -> u64 {
+        self.setup.config.node_ttl.as_secs().max(1) * 10
+    }
+
+    /// Every live node's key, this node's first.
+    fn live_keys(&self, key: impl Fn(&str) -> String) -> Vec<String> {
+        let me = &*self.setup.config.node;
+        std::iter::once(key(me))
+            .chain(self.live.iter().filter(|n| n.as_str() != me).map(|n| key(n)))
+            .collect()
     }
 
     fn args(&self, waiting: &Waiting) -> Vec<String> {
@@ -551,15 +527,24 @@ impl Commander {
                 args.extend(["-".into(), count.to_string()]);
                 args
             }
-            Op::Cmd(RedisCall::Query { channel, .. }) => vec!["HGETALL".into(), keys::presence(channel)],
-            Op::UserOnline { user, member, score } => vec![
-                "EVALSHA".into(),
-                self.shas.user_online.clone(),
-                "1".into(),
-                keys::user(user),
-                score.to_string(),
-                member.clone(),
-            ],
+            Op::Cmd(RedisCall::Query { channel, .. }) => {
+                let keys = self.live_keys(keys::node_presence);
+                let mut args = vec!["EVALSHA".into(), self.shas.read_field.clone(), keys.len().to_string()];
+                args.extend(keys);
+                args.push(channel.to_string());
+                args
+            }
+            Op::UserOnline { user } => {
+                let keys = self.live_keys(keys::node_users);
+                let mut args = vec!["EVALSHA".into(), self.shas.user_online.clone(), keys.len().to_string()];
+                args.extend(keys);
+                args.extend([
+                    user.to_string(),
+                    self.mirror.user_value(user),
+                    self.node_keys_ttl_secs().to_string(),
+                ]);
+                args
+            }
             Op::Raw(args) => args.clone(),
         }
     }
@@ -610,18 +595,15 @@ impl Commander {
                 self.to_shard(shard, msg);
             }
             Op::Cmd(RedisCall::Query {
-                channel,
-                query,
-                reply: to,
-                rule,
+                query, reply: to, rule, ..
             }) => {
                 let result = match query {
-                    Query::Presence => self.presence_json(&channel, reply),
+                    Query::Presence => mirror::presence_json(strings(reply)),
                     Query::History { .. } => history_json(reply, &rule),
                 };
                 self.answer(to, Ok(&result));
             }
-            Op::UserOnline { user, .. } => self.enforce_max(&user, reply),
+            Op::UserOnline { .. } => self.enforce_max(reply),
             Op::Raw(_) => {}
         }
     }
@@ -677,57 +659,17 @@ impl Commander {
         }
     }
 
-    fn presence_json(&mut self, channel: &str, reply: Value) -> String {
-        let mut users: std::collections::BTreeMap<String, i64> = Default::default();
-        let (mut anonymous, mut total) = (0, 0);
-        let items = reply.into_array();
-        let mut dead = Vec::new();
-        for pair in items.chunks(2) {
-            let (Some(field), Some(count)) = (pair[0].as_str(), pair.get(1).and_then(Value::as_int)) else {
-                continue;
-            };
-            let (node, user) = field.split_once('|').unwrap_or((field, ""));
-            if !self.live.contains(node) {
-                if self.dead.contains(node) {
-                    dead.push(field.to_string());
-                }
-                continue;
-            }
-            total += count;
-            match user {
-                "" => anonymous += count,
-                user => *users.entry(user.to_string()).or_default() += count,
-            }
-        }
-        if !dead.is_empty() {
-            let mut args = vec!["HDEL".to_string(), keys::presence(channel)];
-            args.extend(dead);
-            self.enqueue(Op::Raw(args));
-        }
-        let users: Vec<String> = users.iter().map(|(u, n)| format!("{}:{n}", json_string(u))).collect();
-        format!(
-            "{{\"users\":{{{}}},\"anonymous\":{anonymous},\"total\":{total}}}",
-            users.join(",")
-        )
-    }
-
     /// `--max-connections-per-user` across nodes: the oldest connections
     /// over the limit are kicked wherever they are.
-    fn enforce_max(&mut self, user: &Arc<str>, reply: Value) {
+    fn enforce_max(&mut self, reply: Value) {
         let max = self.setup.max_connections_per_user;
-        let items = reply.into_array();
-        let live: Vec<&str> = items
-            .chunks(2)
-            .filter_map(|pair| pair[0].as_str())
-            .filter(|member| member.split('|').next().is_some_and(|node| self.live.contains(node)))
-            .collect();
+        let live = mirror::user_members(strings(reply));
         if max == 0 || live.len() <= max {
             return;
         }
-        let over: Vec<String> = live[..live.len() - max].iter().map(|m| m.to_string()).collect();
-        for member in over {
-            self.kick(&member);
-            self.enqueue(Op::Raw(vec!["ZREM".into(), keys::user(user), member]));
+        // Each kicked connection's node removes it from its own entry.
+        for member in &live[..live.len() - max] {
+            self.kick(member);
         }
     }
 
@@ -773,15 +715,26 @@ impl Commander {
             .filter_map(|s| s.lock().ok().map(|s| s.open))
             .sum();
         let node = self.setup.config.node.to_string();
-        let state = vec![vec![
-            "HSET".to_string(),
-            keys::NODES.into(),
-            node,
-            format!("{connections}|{now}"),
-        ]];
+        let ttl = self.node_keys_ttl_secs().to_string();
+        let state = vec![
+            vec![
+                "HSET".to_string(),
+                keys::NODES.into(),
+                node.clone(),
+                format!("{connections}|{now}"),
+            ],
+            vec!["EXPIRE".to_string(), keys::node_presence(&node), ttl.clone()],
+            vec!["EXPIRE".to_string(), keys::node_users(&node), ttl],
+        ];
+        self.heartbeats = self.heartbeats.wrapping_add(1);
+        if self.heartbeats.is_multiple_of(HEAL_EVERY_HEARTBEATS) {
+            self.heal_due = true;
+        }
         let read = vec![vec!["HGETALL".to_string(), keys::NODES.into()]];
         let reply = self.exchange(&state, &read)?.pop().unwrap_or(Value::Nil);
         let ttl_ms = self.setup.config.node_ttl.as_millis() as u64;
+        // Nodes silent for ten TTLs leave the list (their own entries
+        // expire by then).
         let (mut live, mut view, mut dead) = (HashSet::new(), Vec::new(), Vec::new());
         for pair in reply.into_array().chunks(2) {
             let (Some(node), Some(value)) = (pair[0].as_str(), pair.get(1).and_then(Value::as_str)) else {
@@ -805,12 +758,6 @@ impl Commander {
         view.sort_by(|a, b| a.node.cmp(&b.node));
         live.insert(self.setup.config.node.to_string());
         self.live = live;
-        // Remembered (bounded) so their presence entries can go when a
-        // query meets them, after they left the node list.
-        if self.dead.len() + dead.len() > MAX_DEAD_NODES_REMEMBERED {
-            self.dead.clear();
-        }
-        self.dead.extend(dead.iter().cloned());
         if let Ok(mut nodes) = self.state.nodes.lock() {
             *nodes = view;
         }
@@ -821,6 +768,14 @@ impl Commander {
         }
         Ok(())
     }
+}
+
+/// The strings of an array reply (`''` for anything else).
+fn strings(reply: Value) -> impl Iterator<Item = String> {
+    reply
+        .into_array()
+        .into_iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
 }
 
 fn unix_ms() -> u64 {

@@ -4,12 +4,13 @@
 //!
 //! Per channel `C`: `hubbub:c:C:e` epoch, `hubbub:c:C:o` last offset,
 //! `hubbub:c:C:s` stream of publications with id `OFFSET-0` and fields
-//! `d` (data) and `t` (publish time, ms), `hubbub:c:C:p` presence hash
-//! `NODE|USER -> subscriptions`. Publications travel on the Pub/Sub channel
-//! `hubbub:pub:C` as `EPOCH\nOFFSET\nDATA`. Per user `U`: `hubbub:u:U`, a
-//! sorted set of `NODE|SHARD|KEY|GENERATION` by connect time. Nodes:
+//! `d` (data) and `t` (publish time, ms). Publications travel on the Pub/Sub channel
+//! `hubbub:pub:C` as `EPOCH\nOFFSET\nDATA`. Per node `N`: `hubbub:n:N:p`
+//! (presence) and `hubbub:n:N:u` (connections), see `mirror`. Nodes:
 //! `hubbub:nodes`, a hash `NODE -> CONNECTIONS|HEARTBEAT_MS`. Control
-//! messages between nodes: Pub/Sub `hubbub:ctl`.
+//! messages between nodes: Pub/Sub `hubbub:ctl`. Idempotency: `hubbub:i:n:NODE:INCARNATION`
+//! (this process's recent publishes by sequence) and `hubbub:i:k:C:KEY` (a
+//! caller's key).
 
 /// How long a channel's epoch and offset outlive its last publication.
 pub(crate) const CHANNEL_KEYS_TTL_SECS: u64 = 86_400;
@@ -30,10 +31,6 @@ pub fn stream(channel: &str) -> String {
     format!("hubbub:c:{channel}:s")
 }
 
-pub fn presence(channel: &str) -> String {
-    format!("hubbub:c:{channel}:p")
-}
-
 pub fn publications(channel: &str) -> String {
     format!("{PUB_PREFIX}{channel}")
 }
@@ -49,8 +46,14 @@ pub fn idem_caller(channel: &str, key: &str) -> String {
     format!("hubbub:i:k:{channel}:{key}")
 }
 
-pub fn user(user: &str) -> String {
-    format!("hubbub:u:{user}")
+/// This node's presence: CHANNEL -> JSON `{USER: COUNT}` (see `mirror`).
+pub fn node_presence(node: &str) -> String {
+    format!("hubbub:n:{node}:p")
+}
+
+/// This node's connections: USER -> JSON `[[MEMBER, CONNECT_MS]...]`.
+pub fn node_users(node: &str) -> String {
+    format!("hubbub:n:{node}:u")
 }
 
 /// KEYS: epoch, offset, stream, idempotency key. ARGV: new epoch, data,
@@ -122,8 +125,38 @@ end
 return {epoch, offset, entries}
 "#;
 
-/// KEYS: user set. ARGV: score, member. Returns every member with scores.
+/// KEYS: this node's users hash, then the other live nodes'. ARGV: user,
+/// this node's value for the user, TTL secs. Writes this node's value and
+/// returns every node's value for the user (`''` where it has none).
 pub(crate) const USER_ONLINE: &str = r#"
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HGET', key, ARGV[1]) or ''
+end
+return out
+"#;
+
+/// KEYS: hashes. ARGV: field. Returns each hash's value of the field (`''`
+/// where it has none): one channel's presence on every live node.
+pub(crate) const READ_FIELD: &str = r#"
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HGET', key, ARGV[1]) or ''
+end
+return out
+"#;
+
+/// KEYS: a hash. ARGV: TTL secs, then field, value pairs. Replaces the
+/// hash whole, atomically (a node's heal).
+pub(crate) const REPLACE_HASH: &str = r#"
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if #ARGV > 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return #ARGV
 "#;

@@ -22,6 +22,7 @@ pub(crate) mod backoff;
 pub mod commands;
 pub mod keys;
 pub(crate) mod link;
+pub(crate) mod mirror;
 pub mod reply;
 pub mod subscriber;
 
