@@ -365,3 +365,14 @@ fn presence_heals_after_a_cut_burst_a_tampered_redis_and_a_restart_with_the_same
         (presence(&b, "room") == want).then_some(())
     });
 }
+
+#[test]
+fn the_links_stay_up_across_heartbeats_and_pings() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node_on(&["--redis", &redis.url()], "a", &[]);
+    wait_cluster(&a, 1);
+    // The subscriber pings every 2 s; heartbeats and heals run meanwhile.
+    std::thread::sleep(Duration::from_millis(4500));
+    let cluster = wait_cluster(&a, 1);
+    assert_eq!(cluster["reconnects"], 0, "{cluster}");
+}

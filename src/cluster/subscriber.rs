@@ -25,6 +25,7 @@ use super::REDIS_TIMEOUT;
 use crate::bus::cluster::{ClusterConfig, ClusterState};
 use crate::bus::msg::{HubMsg, Origin};
 use crate::bus::peers::Peers;
+use crate::metrics::names;
 use crate::ws::codec::{self, Kind, MAX_SERVER_HEADER};
 
 /// How long one read waits before the thread looks at the stop flag.
@@ -58,6 +59,10 @@ impl Subscriber {
             let error = self.listen();
             if self.state.subscriber_up.load(Ordering::Relaxed) {
                 logged = false; // it was up: this is a new outage
+                if !self.state.stop.load(Ordering::Relaxed) {
+                    self.state.reconnects.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(names::CLUSTER_RECONNECTS).increment(1);
+                }
             }
             let error = (!logged).then_some(&error);
             logged = true;
@@ -96,7 +101,7 @@ impl Subscriber {
                 // Messages that arrive before the pong are kept by the crate.
                 let ping = pubsub
                     .set_read_timeout(Some(REDIS_TIMEOUT))
-                    .and_then(|()| pubsub.ping::<String>())
+                    .and_then(|()| pubsub.ping::<redis::Value>())
                     .and_then(|_| pubsub.set_read_timeout(Some(READ_SLICE)));
                 if let Err(e) = ping {
                     return io::Error::other(format!("Redis stopped answering: {e}"));

@@ -61,7 +61,8 @@ pub struct HubArgs {
     /// Cluster mode: the Redis that joins the nodes (docs/CLUSTER.md):
     /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for TLS.
     /// Without it (and without `--redis-sentinel`) the node runs alone.
-    #[arg(long, value_name = "URL")]
+    /// `HUBBUB_REDIS_URL` keeps a password out of the process list.
+    #[arg(long, value_name = "URL", env = "HUBBUB_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
     /// Cluster mode through Sentinel: a sentinel's `HOST:PORT`
     /// (repeatable); needs `--redis-master-name`.

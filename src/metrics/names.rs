@@ -119,7 +119,7 @@ pub const ALL: &[Described] = &[
     m(CLUSTER_LINK_UP, G, Unit::Count, "Cluster mode: 1 while both Redis connections are up, else 0."),
     m(CLUSTER_DROPS, C, Unit::Count, "Cluster mode: commands and publications dropped (queue or buffer full, link failed)."),
     m(CLUSTER_PUBLISHED, C, Unit::Count, "Cluster mode: publishes sequenced by Redis from this node."),
-    m(CLUSTER_RECONNECTS, C, Unit::Count, "Cluster mode: times the command connection to Redis was lost."),
+    m(CLUSTER_RECONNECTS, C, Unit::Count, "Cluster mode: times a connection to Redis (commands or subscriber) was lost."),
     m(ADMIN_REFUSED, C, Unit::Count, "Admin-port connections refused or cut short, by reason (request_timeout = 408, write_timeout, evicted at the connection cap, head_too_large = 431, body_too_large = 413, bad_request = 400/411)."),
     m(CLUSTER_EPOCH_CHANGES, C, Unit::Count, "Cluster mode: channels whose epoch changed under live subscribers on this node (Redis lost or rewound them); each subscriber got an `epoch` push."),
 ];
