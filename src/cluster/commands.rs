@@ -17,7 +17,7 @@ use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -25,19 +25,15 @@ use super::backoff::{random_u64, Backoff};
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
 use super::link::Target;
 use super::mirror::{self, Mirror, HEAL_EVERY_HEARTBEATS};
-use super::reply::{encode, Value};
+use super::reply::{encode, epoch_offset, history_json, read_reply, strings, ttl_secs, unix_ms, Value};
 use super::REDIS_TIMEOUT;
 use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, RedisCall};
-use crate::bus::history::Entry;
-use crate::bus::history::HistoryRule;
 use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_REPLACED;
-use crate::hub::owner::publications_json;
 use crate::hub::protocol::{self, code, json_string};
 use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
-use crate::tick::TICKS_PER_SEC;
 
 /// Publishes and queries waiting while Redis is slow or away (they are
 /// bounded in bytes too, by `ClusterState::max_bytes`).
@@ -770,121 +766,7 @@ impl Commander {
     }
 }
 
-/// The strings of an array reply (`''` for anything else).
-fn strings(reply: Value) -> impl Iterator<Item = String> {
-    reply
-        .into_array()
-        .into_iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn ttl_secs(rule: &HistoryRule) -> u64 {
-    (rule.ttl_ticks / TICKS_PER_SEC).max(1) as u64
-}
-
 /// A fresh epoch, used only if the channel has none in Redis yet.
 fn new_epoch() -> String {
     format!("{:x}{:04x}", unix_ms(), random_u64() & 0xffff)
-}
-
-fn epoch_offset(reply: &Value) -> (String, u64) {
-    match reply {
-        Value::Array(items) if items.len() >= 2 => (
-            items[0].as_str().unwrap_or_default().to_string(),
-            items[1].as_int().unwrap_or(0) as u64,
-        ),
-        _ => (String::new(), 0),
-    }
-}
-
-/// `{epoch, offset, entries}` of the READ script, entries oldest first,
-/// without those older than the rule's TTL.
-fn read_reply(reply: Value, rule: &HistoryRule) -> (Option<String>, u64, Vec<Entry>) {
-    let mut items = reply.into_array().into_iter();
-    let epoch = items.next().and_then(|e| e.as_str().map(str::to_string));
-    let offset = items.next().and_then(|o| o.as_int()).unwrap_or(0) as u64;
-    let oldest = unix_ms().saturating_sub(ttl_secs(rule) * 1000);
-    let mut entries: Vec<Entry> = items
-        .next()
-        .map(Value::into_array)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|entry| {
-            let mut parts = entry.into_array().into_iter();
-            let id = parts.next()?;
-            let offset = id.as_str()?.split('-').next()?.parse().ok()?;
-            let fields = parts.next()?.into_array();
-            let (mut data, mut at) = (None, 0);
-            for pair in fields.chunks(2) {
-                match pair[0].as_bytes() {
-                    Some(b"d") => data = pair.get(1).and_then(Value::as_str).map(Arc::<str>::from),
-                    Some(b"t") => at = pair.get(1).and_then(Value::as_int).unwrap_or(0) as u64,
-                    _ => {}
-                }
-            }
-            (at >= oldest).then_some(Entry {
-                offset,
-                at: 0,
-                data: data?,
-            })
-        })
-        .collect();
-    entries.sort_by_key(|e| e.offset);
-    (epoch, offset, entries)
-}
-
-fn history_json(reply: Value, rule: &HistoryRule) -> String {
-    let (epoch, offset, entries) = read_reply(reply, rule);
-    let epoch = epoch.map_or_else(|| "null".to_string(), |e| json_string(&e));
-    format!(
-        "{{\"epoch\":{epoch},\"offset\":{offset},\"publications\":{}}}",
-        publications_json(&entries)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bytes(s: &str) -> Value {
-        Value::Bytes(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn read_replies_become_entries_oldest_first_without_expired_ones() {
-        let now = unix_ms().to_string();
-        let entry = |id: &str, data: &str, t: &str| {
-            Value::Array(vec![
-                bytes(id),
-                Value::Array(vec![bytes("d"), bytes(data), bytes("t"), bytes(t)]),
-            ])
-        };
-        let reply = Value::Array(vec![
-            bytes("ep"),
-            bytes("7"),
-            Value::Array(vec![
-                entry("7-0", "\"g\"", &now),
-                entry("6-0", "\"f\"", &now),
-                entry("5-0", "\"old\"", "1"),
-            ]),
-        ]);
-        let rule = HistoryRule {
-            size: 10,
-            ttl_ticks: 100,
-        };
-        let (epoch, offset, entries) = read_reply(reply, &rule);
-        assert_eq!((epoch.as_deref(), offset), (Some("ep"), 7));
-        assert_eq!(entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [6, 7]);
-        let empty = history_json(
-            Value::Array(vec![Value::Nil, Value::Int(0), Value::Array(vec![])]),
-            &rule,
-        );
-        assert_eq!(empty, r#"{"epoch":null,"offset":0,"publications":[]}"#);
-    }
 }

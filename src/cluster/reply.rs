@@ -1,7 +1,16 @@
 //! Replies as the bridge reads them ([`Value`], made from the `redis`
 //! crate's values) and commands as it writes them (`encode`: one buffer per
 //! pipeline, sent with `Connection::send_packed_command`). The connections
-//! themselves are the crate's (see `link`).
+//! themselves are the crate's (see `link`). Also the readers of the
+//! scripts' replies.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::bus::history::{Entry, HistoryRule};
+use crate::hub::owner::publications_json;
+use crate::hub::protocol::json_string;
+use crate::tick::TICKS_PER_SEC;
 
 /// One RESP2 reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +90,79 @@ impl From<redis::Value> for Value {
     }
 }
 
+/// The strings of an array reply (`''` for anything else).
+pub(crate) fn strings(reply: Value) -> impl Iterator<Item = String> {
+    reply
+        .into_array()
+        .into_iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+}
+
+pub(crate) fn epoch_offset(reply: &Value) -> (String, u64) {
+    match reply {
+        Value::Array(items) if items.len() >= 2 => (
+            items[0].as_str().unwrap_or_default().to_string(),
+            items[1].as_int().unwrap_or(0) as u64,
+        ),
+        _ => (String::new(), 0),
+    }
+}
+
+/// `{epoch, offset, entries}` of the READ script, entries oldest first,
+/// without those older than the rule's TTL.
+pub(crate) fn read_reply(reply: Value, rule: &HistoryRule) -> (Option<String>, u64, Vec<Entry>) {
+    let mut items = reply.into_array().into_iter();
+    let epoch = items.next().and_then(|e| e.as_str().map(str::to_string));
+    let offset = items.next().and_then(|o| o.as_int()).unwrap_or(0) as u64;
+    let oldest = unix_ms().saturating_sub(ttl_secs(rule) * 1000);
+    let mut entries: Vec<Entry> = items
+        .next()
+        .map(Value::into_array)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let id = parts.next()?;
+            let offset = id.as_str()?.split('-').next()?.parse().ok()?;
+            let fields = parts.next()?.into_array();
+            let (mut data, mut at) = (None, 0);
+            for pair in fields.chunks(2) {
+                match pair[0].as_bytes() {
+                    Some(b"d") => data = pair.get(1).and_then(Value::as_str).map(Arc::<str>::from),
+                    Some(b"t") => at = pair.get(1).and_then(Value::as_int).unwrap_or(0) as u64,
+                    _ => {}
+                }
+            }
+            (at >= oldest).then_some(Entry {
+                offset,
+                at: 0,
+                data: data?,
+            })
+        })
+        .collect();
+    entries.sort_by_key(|e| e.offset);
+    (epoch, offset, entries)
+}
+
+pub(crate) fn history_json(reply: Value, rule: &HistoryRule) -> String {
+    let (epoch, offset, entries) = read_reply(reply, rule);
+    let epoch = epoch.map_or_else(|| "null".to_string(), |e| json_string(&e));
+    format!(
+        "{{\"epoch\":{epoch},\"offset\":{offset},\"publications\":{}}}",
+        publications_json(&entries)
+    )
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn ttl_secs(rule: &HistoryRule) -> u64 {
+    (rule.ttl_ticks / TICKS_PER_SEC).max(1) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +182,41 @@ mod tests {
         assert_eq!(items[1], Value::Nil);
         assert!(matches!(&items[2], Value::Error(e) if e.contains("nope")), "{items:?}");
         assert_eq!(Value::from(redis::Value::Okay).as_str(), Some("OK"));
+    }
+
+    fn bytes(s: &str) -> Value {
+        Value::Bytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn read_replies_become_entries_oldest_first_without_expired_ones() {
+        let now = unix_ms().to_string();
+        let entry = |id: &str, data: &str, t: &str| {
+            Value::Array(vec![
+                bytes(id),
+                Value::Array(vec![bytes("d"), bytes(data), bytes("t"), bytes(t)]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            bytes("ep"),
+            bytes("7"),
+            Value::Array(vec![
+                entry("7-0", "\"g\"", &now),
+                entry("6-0", "\"f\"", &now),
+                entry("5-0", "\"old\"", "1"),
+            ]),
+        ]);
+        let rule = HistoryRule {
+            size: 10,
+            ttl_ticks: 100,
+        };
+        let (epoch, offset, entries) = read_reply(reply, &rule);
+        assert_eq!((epoch.as_deref(), offset), (Some("ep"), 7));
+        assert_eq!(entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [6, 7]);
+        let empty = history_json(
+            Value::Array(vec![Value::Nil, Value::Int(0), Value::Array(vec![])]),
+            &rule,
+        );
+        assert_eq!(empty, r#"{"epoch":null,"offset":0,"publications":[]}"#);
     }
 }
