@@ -7,86 +7,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::redis::Redis;
 use common::*;
 use serde_json::{json, Value};
 
-const KEY: &str = "cluster-api-key";
-const SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
-/// `--node-ttl-secs` of the test nodes.
-const NODE_TTL_SECS: u64 = 3;
-
 fn node(redis: &Redis, name: &str, extra: &[&str]) -> Process {
-    let url = redis.url();
-    let ttl = NODE_TTL_SECS.to_string();
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--shards",
-        "2",
-        "--redis",
-        &url,
-        "--node-id",
-        name,
-        "--node-ttl-secs",
-        &ttl,
-        "--api-key",
-        KEY,
-        "--jwt-secret",
-        SECRET,
-        "--allow-anonymous",
-        "true",
-    ];
-    args.extend_from_slice(extra);
-    Process::spawn(&args)
-}
-
-fn api(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
-    api_call(admin, method, path, Some(KEY), body)
-}
-
-/// Waits until `node` sees the link up and `count` live nodes.
-fn wait_cluster(node: &Process, count: usize) -> Value {
-    wait_until(&format!("{count} live nodes"), || {
-        let (_, stats) = api(node.admin.unwrap(), "GET", "/api/stats", "");
-        let cluster = stats["cluster"].clone();
-        let ok = cluster["link_up"] == true && cluster["nodes"].as_array().is_some_and(|n| n.len() == count);
-        ok.then_some(cluster)
-    })
-}
-
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE * 2;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn user(addr: SocketAddr, sub: &str) -> WsClient {
-    let token = token(SECRET, json!({"sub": sub}));
-    WsClient::open(addr, &format!("Authorization: Bearer {token}\r\n"))
-}
-
-fn publish(client: &mut WsClient, channel: &str, data: Value) -> Value {
-    let reply = client.call("publish", json!({"channel": channel, "data": data}));
-    assert!(reply.get("result").is_some(), "publish failed: {reply}");
-    reply["result"].clone()
-}
-
-/// The next publication push on `client`.
-fn next_pub(client: &mut WsClient) -> Value {
-    loop {
-        let push = client.push().expect("connection open");
-        if push["push"] == "pub" {
-            return push;
-        }
-    }
+    node_on(&["--redis", &redis.url()], name, extra)
 }
 
 #[test]

@@ -121,7 +121,7 @@ pub const ALL: &[Described] = &[
     m(CLUSTER_PUBLISHED, C, Unit::Count, "Cluster mode: publishes sequenced by Redis from this node."),
     m(CLUSTER_RECONNECTS, C, Unit::Count, "Cluster mode: times a connection to Redis (commands or subscriber) was lost."),
     m(ADMIN_REFUSED, C, Unit::Count, "Admin-port connections refused or cut short, by reason (request_timeout = 408, write_timeout, evicted at the connection cap, head_too_large = 431, body_too_large = 413, bad_request = 400/411)."),
-    m(CLUSTER_EPOCH_CHANGES, C, Unit::Count, "Cluster mode: channels whose epoch changed under live subscribers on this node (Redis lost or rewound them); each subscriber got an `epoch` push."),
+    m(CLUSTER_EPOCH_CHANGES, C, Unit::Count, "Cluster mode: channels whose epoch changed under live subscribers on this node (Redis lost them); each subscriber got an `epoch` push."),
 ];
 
 /// Bucket upper bounds (seconds) of both latency histograms: 5 us to 2.5 s.
