@@ -226,3 +226,35 @@ fn redis_restart_keeps_local_service_and_the_link_comes_back() {
     let want = json!({"users": {"ben": 1}, "anonymous": 0, "total": 1});
     wait_until("presence rewritten", || (presence(admin, "feed") == want).then_some(()));
 }
+
+#[test]
+fn channels_and_connections_of_the_other_nodes_are_listed() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a", &[]), node(&redis, "b", &[]));
+    wait_cluster(&a, 2);
+    let mut ann = user(b.addr, "ann");
+    assert!(ann
+        .call("subscribe", json!({"channel": "lobby"}))
+        .get("result")
+        .is_some());
+    let admin = a.admin.unwrap();
+    let (_, channels) = wait_until("b's channel seen from a", || {
+        let (status, body) = api(admin, "GET", "/api/channels", "");
+        body["other_nodes"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty())
+            .then_some((status, body))
+    });
+    assert_eq!(
+        channels["other_nodes"],
+        json!([{"channel": "lobby", "node": "b", "subscribers": 1}])
+    );
+    let (status, body) = api(admin, "GET", "/api/connections?user=ann", "");
+    assert_eq!(
+        (status, body["connections"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{body}"
+    );
+    let others = body["other_nodes"].as_array().expect("other_nodes");
+    assert_eq!((others.len(), &others[0]["node"]), (1, &json!("b")), "{body}");
+}

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::http::{Request, Response};
 use super::router::{Access, Router};
 use crate::auth::pattern::valid_channel_name;
-use crate::bus::cluster::{ClusterCmd, ClusterLink};
+use crate::bus::cluster::{ClusterCmd, ClusterLink, NodesQuery, RedisCall};
 use crate::bus::msg::{HubMsg, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_KICKED;
@@ -291,7 +291,9 @@ impl Api {
             Ok(parts) => {
                 let mut channels: Vec<Value> = parts.iter().flat_map(|p| parse_array(p)).collect();
                 channels.sort_by(|a, b| a["channel"].as_str().cmp(&b["channel"].as_str()));
-                Response::json(200, json!({"channels": channels}).to_string())
+                let mut body = json!({"channels": channels});
+                self.add_other_nodes(&mut body, NodesQuery::Channels);
+                Response::json(200, body.to_string())
             }
             Err(response) => response,
         }
@@ -308,9 +310,24 @@ impl Api {
         }) {
             Ok(parts) => {
                 let connections: Vec<Value> = parts.iter().flat_map(|p| parse_array(p)).collect();
-                Response::json(200, json!({"user": &*user, "connections": connections}).to_string())
+                let mut body = json!({"user": &*user, "connections": connections});
+                self.add_other_nodes(&mut body, NodesQuery::User(Arc::clone(&user)));
+                Response::json(200, body.to_string())
             }
             Err(response) => response,
+        }
+    }
+
+    /// Cluster mode: what the other live nodes hold, as `other_nodes` (an
+    /// array), or `other_nodes_error` when Redis did not answer in time.
+    fn add_other_nodes(&self, body: &mut Value, query: NodesQuery) {
+        let Some(link) = &self.cluster else { return };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let asked = link.send(ClusterCmd::Call(RedisCall::Nodes { query, reply: tx }));
+        let answer = asked.ok().and_then(|()| rx.recv_timeout(PUBLISH_ANSWER_TIMEOUT).ok());
+        match answer.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
+            Some(nodes) => body["other_nodes"] = nodes,
+            None => body["other_nodes_error"] = json!("the cluster did not answer; this node's part only"),
         }
     }
 

@@ -64,6 +64,18 @@ pub enum RedisCall {
         reply: ReplyTo,
         rule: HistoryRule,
     },
+    /// What the other live nodes hold (for `/api/channels` and
+    /// `/api/connections`): a JSON array for the admin thread.
+    Nodes { query: NodesQuery, reply: Sender<String> },
+}
+
+/// A question about the other live nodes' entries in Redis.
+#[derive(Debug, Clone)]
+pub enum NodesQuery {
+    /// Their channels: `[{channel, node, subscribers}...]`.
+    Channels,
+    /// The user's connections there: `[{node, shard, id, connected_ms}...]`.
+    User(Arc<str>),
 }
 
 /// What shards ask of the bridge.
@@ -207,6 +219,10 @@ impl ClusterCmd {
             }) => channel.len() + data.len() + idem.as_ref().map_or(0, |k| k.len()),
             ClusterCmd::Call(RedisCall::Sync { channel, .. } | RedisCall::Query { channel, .. }) => channel.len(),
             ClusterCmd::Call(RedisCall::Recover { channel, .. }) => channel.len(),
+            ClusterCmd::Call(RedisCall::Nodes { query, .. }) => match query {
+                NodesQuery::Channels => 0,
+                NodesQuery::User(user) => user.len(),
+            },
             ClusterCmd::UserMessage { user, json } => user.len() + json.len(),
             ClusterCmd::DisconnectUser { user, reason, .. } => user.len() + reason.len(),
             ClusterCmd::Presence { channel, .. } => channel.len(),

@@ -27,7 +27,7 @@ use super::link::Target;
 use super::mirror::{self, Mirror, HEAL_EVERY_HEARTBEATS};
 use super::reply::{encode, epoch_offset, history_json, read_reply, strings, ttl_secs, unix_ms, Value};
 use super::REDIS_TIMEOUT;
-use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, RedisCall};
+use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall};
 use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_REPLACED;
@@ -80,6 +80,7 @@ struct Shas {
     user_online: String,
     read_field: String,
     replace_hash: String,
+    read_nodes: String,
 }
 
 /// A command waiting for Redis: what it holds, since when, and whether it
@@ -231,6 +232,7 @@ impl Commander {
                     user_online: load(keys::USER_ONLINE)?,
                     read_field: load(keys::READ_FIELD)?,
                     replace_hash: load(keys::REPLACE_HASH)?,
+                    read_nodes: load(keys::READ_NODES)?,
                 };
                 Ok((conn, shas))
             });
@@ -530,6 +532,18 @@ impl Commander {
                 args.push(channel.to_string());
                 args
             }
+            Op::Cmd(RedisCall::Nodes { query, .. }) => {
+                let me = &*self.setup.config.node;
+                let others = self.live.iter().filter(|n| n.as_str() != me);
+                let (keys, field): (Vec<String>, String) = match query {
+                    NodesQuery::Channels => (others.map(|n| keys::node_presence(n)).collect(), String::new()),
+                    NodesQuery::User(user) => (others.map(|n| keys::node_users(n)).collect(), user.to_string()),
+                };
+                let mut args = vec!["EVALSHA".into(), self.shas.read_nodes.clone(), keys.len().to_string()];
+                args.extend(keys);
+                args.push(field);
+                args
+            }
             Op::UserOnline { user } => {
                 let keys = self.live_keys(keys::node_users);
                 let mut args = vec!["EVALSHA".into(), self.shas.user_online.clone(), keys.len().to_string()];
@@ -598,6 +612,9 @@ impl Commander {
                     Query::History { .. } => history_json(reply, &rule),
                 };
                 self.answer(to, Ok(&result));
+            }
+            Op::Cmd(RedisCall::Nodes { query, reply: to }) => {
+                let _ = to.send(mirror::nodes_json(&query, reply).to_string());
             }
             Op::UserOnline { .. } => self.enforce_max(reply),
             Op::Raw(_) => {}

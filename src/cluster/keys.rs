@@ -148,6 +148,27 @@ end
 return out
 "#;
 
+/// KEYS: hashes. ARGV: a field, or `''` for all. Returns `{key, value}`
+/// per hash (value `''` where the field is missing), or `{key, {field,
+/// value...}}` for all fields: the other nodes' entries.
+pub(crate) const READ_NODES: &str = r#"
+local out = {}
+for i, key in ipairs(KEYS) do
+  if ARGV[1] == '' then
+    out[i] = {key, redis.call('HGETALL', key)}
+  else
+    out[i] = {key, redis.call('HGET', key, ARGV[1]) or ''}
+  end
+end
+return out
+"#;
+
+/// The node named in a key made by `node_presence` or `node_users`.
+pub(crate) fn node_of_key(key: &str) -> &str {
+    let name = key.strip_prefix("hubbub:n:").unwrap_or(key);
+    name.rsplit_once(':').map_or(name, |(node, _)| node)
+}
+
 /// KEYS: a hash. ARGV: TTL secs, then field, value pairs. Replaces the
 /// hash whole, atomically (a node's heal).
 pub(crate) const REPLACE_HASH: &str = r#"

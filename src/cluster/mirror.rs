@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::keys;
+use super::reply::Value;
+use crate::bus::cluster::NodesQuery;
 
 /// A full heal every this many heartbeats (heartbeats are every TTL/3,
 /// at most 1 s apart: with the default TTL of 10 s, every 5 s).
@@ -159,6 +161,42 @@ pub(crate) fn user_members(values: impl Iterator<Item = String>) -> Vec<String> 
     all.into_iter().map(|(member, _)| member).collect()
 }
 
+/// The other nodes' entries (`keys::READ_NODES`) as the API shows them.
+pub(crate) fn nodes_json(query: &NodesQuery, reply: Value) -> serde_json::Value {
+    let mut out = Vec::new();
+    for pair in reply.into_array() {
+        let mut pair = pair.into_array().into_iter();
+        let (Some(key), Some(value)) = (pair.next(), pair.next()) else {
+            continue;
+        };
+        let node = keys::node_of_key(key.as_str().unwrap_or_default()).to_string();
+        match query {
+            NodesQuery::Channels => {
+                for field in value.into_array().chunks(2) {
+                    let (Some(channel), Some(users)) = (field[0].as_str(), field.get(1).and_then(Value::as_str)) else {
+                        continue;
+                    };
+                    let counts: BTreeMap<String, i64> = serde_json::from_str(users).unwrap_or_default();
+                    let subscribers: i64 = counts.values().sum();
+                    out.push(serde_json::json!({"channel": channel, "node": node, "subscribers": subscribers}));
+                }
+            }
+            NodesQuery::User(_) => {
+                let list: Vec<(String, u64)> =
+                    serde_json::from_str(value.as_str().unwrap_or_default()).unwrap_or_default();
+                for (member, connected_ms) in list {
+                    let parts: Vec<&str> = member.rsplitn(4, '|').collect();
+                    let [_generation, id, shard, _node] = parts[..] else {
+                        continue;
+                    };
+                    out.push(serde_json::json!({"node": node, "shard": shard.parse::<u64>().ok(), "id": id.parse::<u64>().ok(), "connected_ms": connected_ms}));
+                }
+            }
+        }
+    }
+    serde_json::Value::Array(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +231,21 @@ mod tests {
         assert_eq!(
             out[1],
             ["EVALSHA", "sha", "1", "hubbub:n:n:u", "30", "ann", r#"[["n|0|1|1",5]]"#]
+        );
+    }
+
+    #[test]
+    fn other_nodes_entries_become_api_rows() {
+        assert_eq!(keys::node_of_key(&keys::node_users("host-1:x")), "host-1:x");
+        let bytes = |s: &str| Value::Bytes(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Array(vec![
+            bytes("hubbub:n:b:u"),
+            bytes(r#"[["b|1|7|2",99],["garbage",1]]"#),
+        ])]);
+        let rows = nodes_json(&NodesQuery::User("ann".into()), reply);
+        assert_eq!(
+            rows,
+            serde_json::json!([{"node": "b", "shard": 1, "id": 7, "connected_ms": 99}])
         );
     }
 
