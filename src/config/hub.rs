@@ -157,6 +157,12 @@ fn cluster_config(args: &HubArgs) -> Result<Option<ClusterConfig>, ConfigError> 
     for sentinel in &sentinels {
         link::check_sentinel(sentinel).map_err(|e| invalid("redis-sentinel", format!("{sentinel:?}: {e}")))?;
     }
+    if args.redis_ca_file.is_some() && !redis.starts_with("rediss://") {
+        return Err(invalid(
+            "redis-ca-file",
+            "applies to TLS only: use a rediss:// URL in --redis",
+        ));
+    }
     let master_name = args.redis_master_name.clone().filter(|n| !n.is_empty());
     if sentinels.is_empty() != master_name.is_none() {
         return Err(invalid(
@@ -292,6 +298,12 @@ mod tests {
         ])
         .is_ok());
         assert_eq!(parse(&sentinel[..2]).unwrap_err().field, "redis-master-name");
+        assert_eq!(
+            parse(&["--redis", "redis://h:1", "--redis-ca-file", "/ca.pem"])
+                .unwrap_err()
+                .field,
+            "redis-ca-file"
+        );
         assert_eq!(
             parse(&["--redis-sentinel", "h:x", "--redis-master-name", "m"])
                 .unwrap_err()
