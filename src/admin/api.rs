@@ -15,14 +15,19 @@ use serde_json::{json, Value};
 use super::http::{Request, Response};
 use super::router::{Access, Router};
 use crate::auth::pattern::valid_channel_name;
-use crate::bus::cluster::{ClusterCmd, ClusterLink};
-use crate::bus::msg::{HubMsg, Query, ReplyTo};
+use crate::bus::cluster::{ClusterCmd, ClusterLink, NodesQuery, RedisCall};
+use crate::bus::msg::{HubMsg, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::{CLOSE_KICKED, DEFAULT_HISTORY_LIMIT};
 use crate::metrics::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS};
 
 /// Longest an API call waits for the shards.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// A publish in cluster mode is answered within the bridge's deadline (2 s
+/// waiting, 1 s in flight; docs/CLUSTER.md): wait a little longer.
+const PUBLISH_ANSWER_TIMEOUT: Duration = Duration::from_secs(4);
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 
 /// The answer of every `/api/*` route while no `--api-key` is set.
 const API_OFF: &str = "the server API is off: start hubbub with --api-key (or HUBBUB_API_KEY)";
@@ -106,6 +111,15 @@ impl Failure {
         }
     }
 
+    /// 504: not known whether it happened (retry with the same
+    /// `Idempotency-Key` to be sure it happens once).
+    fn unknown(reason: &str) -> Failure {
+        Failure {
+            status: 504,
+            error: format!("{reason}; retry with the same Idempotency-Key header to publish at most once"),
+        }
+    }
+
     fn unavailable(reason: &str) -> Failure {
         Failure {
             status: 503,
@@ -148,7 +162,11 @@ impl Api {
             Ok(body) => body,
             Err(e) => return bad_request(format_args!("bad JSON: {e}")),
         };
-        match self.publish_one(&body.channel, body.data.get()) {
+        let idem = match request.header("idempotency-key").map(idempotency_key).transpose() {
+            Ok(idem) => idem,
+            Err(why) => return bad_request(why),
+        };
+        match self.publish_one(&body.channel, body.data.get(), idem) {
             Ok(result) => Response::json(200, result),
             Err(failure) => failure.into(),
         }
@@ -167,7 +185,7 @@ impl Api {
         let results: Vec<Value> = body
             .channels
             .iter()
-            .map(|channel| match self.publish_one(channel, body.data.get()) {
+            .map(|channel| match self.publish_one(channel, body.data.get(), None) {
                 Ok(result) => json!({"channel": channel, "result": serde_json::from_str::<Value>(&result).ok()}),
                 Err(failure) => json!({"channel": channel, "error": failure.error, "status": failure.status}),
             })
@@ -176,7 +194,7 @@ impl Api {
     }
 
     /// Publishes through the channel's owner and returns its answer.
-    fn publish_one(&self, channel: &str, data: &str) -> Result<String, Failure> {
+    fn publish_one(&self, channel: &str, data: &str, idem: Option<Arc<str>>) -> Result<String, Failure> {
         valid_channel_name(channel).map_err(|why| Failure::bad(format_args!("bad channel name {channel:?}: {why}")))?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let msg = HubMsg::Publish {
@@ -186,9 +204,21 @@ impl Api {
             // An operator's call: not limited per connection (the node's
             // --max-channels still holds: 503 "not done").
             may_create: true,
+            idem,
         };
         self.to_owner(channel, msg)?;
-        wait_one(&rx)
+        // Past this point a publish may happen although no answer came: say
+        // so (504), apart from "not done" (503).
+        let answer = rx.recv_timeout(PUBLISH_ANSWER_TIMEOUT).map_err(|e| match e {
+            RecvTimeoutError::Timeout => Failure::unknown("no answer in time; it may still be published"),
+            RecvTimeoutError::Disconnected => {
+                Failure::unavailable("not done: the shard or the cluster link dropped it; retry")
+            }
+        })?;
+        match answer.strip_prefix(OUTCOME_UNKNOWN) {
+            Some(why) => Err(Failure::unknown(why)),
+            None => Ok(answer),
+        }
     }
 
     fn disconnect(&self, request: &Request) -> Response {
@@ -269,7 +299,9 @@ impl Api {
             Ok(parts) => {
                 let mut channels: Vec<Value> = parts.iter().flat_map(|p| parse_array(p)).collect();
                 channels.sort_by(|a, b| a["channel"].as_str().cmp(&b["channel"].as_str()));
-                Response::json(200, json!({"channels": channels}).to_string())
+                let mut body = json!({"channels": channels});
+                self.add_other_nodes(&mut body, NodesQuery::Channels);
+                Response::json(200, body.to_string())
             }
             Err(response) => response,
         }
@@ -286,9 +318,24 @@ impl Api {
         }) {
             Ok(parts) => {
                 let connections: Vec<Value> = parts.iter().flat_map(|p| parse_array(p)).collect();
-                Response::json(200, json!({"user": &*user, "connections": connections}).to_string())
+                let mut body = json!({"user": &*user, "connections": connections});
+                self.add_other_nodes(&mut body, NodesQuery::User(Arc::clone(&user)));
+                Response::json(200, body.to_string())
             }
             Err(response) => response,
+        }
+    }
+
+    /// Cluster mode: what the other live nodes hold, as `other_nodes` (an
+    /// array), or `other_nodes_error` when Redis did not answer in time.
+    fn add_other_nodes(&self, body: &mut Value, query: NodesQuery) {
+        let Some(link) = &self.cluster else { return };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let asked = link.send(ClusterCmd::Call(RedisCall::Nodes { query, reply: tx }));
+        let answer = asked.ok().and_then(|()| rx.recv_timeout(PUBLISH_ANSWER_TIMEOUT).ok());
+        match answer.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
+            Some(nodes) => body["other_nodes"] = nodes,
+            None => body["other_nodes_error"] = json!("the cluster did not answer; this node's part only"),
         }
     }
 
@@ -329,6 +376,17 @@ impl Api {
             })
             .collect()
     }
+}
+
+/// An `Idempotency-Key` header: 1 to 128 printable ASCII characters.
+fn idempotency_key(key: &str) -> Result<Arc<str>, String> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters without spaces"
+        ));
+    }
+    Ok(key.into())
 }
 
 fn wait_one(rx: &Receiver<String>) -> Result<String, Failure> {

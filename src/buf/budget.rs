@@ -87,10 +87,19 @@ pub enum MemKind {
     /// TLS sessions (`wss://`): each session's state at a fixed estimate,
     /// plus a record or a write kept while partial.
     Tls,
+    /// Cluster mode: commands held by the Redis bridge (its queue and the
+    /// buffer of commands waiting for Redis).
+    Cluster,
 }
 
 impl MemKind {
-    pub const ALL: [MemKind; 4] = [MemKind::PartialInput, MemKind::Outgoing, MemKind::History, MemKind::Tls];
+    pub const ALL: [MemKind; 5] = [
+        MemKind::PartialInput,
+        MemKind::Outgoing,
+        MemKind::History,
+        MemKind::Tls,
+        MemKind::Cluster,
+    ];
 
     /// The `kind` label of `hubbub_memory_bytes`.
     pub fn label(self) -> &'static str {
@@ -99,6 +108,7 @@ impl MemKind {
             MemKind::Outgoing => "outgoing",
             MemKind::History => "history",
             MemKind::Tls => "tls",
+            MemKind::Cluster => "cluster",
         }
     }
 }
@@ -150,7 +160,9 @@ impl MemoryBudget {
         self.kinds[kind as usize].load(Ordering::Relaxed).max(0) as u64
     }
 
-    fn add(&self, kind: MemKind, delta: i64) {
+    /// Charges (or, negative, releases) `delta` bytes directly, for holders
+    /// outside the shards (the cluster bridge).
+    pub(crate) fn add(&self, kind: MemKind, delta: i64) {
         self.kinds[kind as usize].fetch_add(delta, Ordering::Relaxed);
         self.total.fetch_add(delta, Ordering::Relaxed);
     }

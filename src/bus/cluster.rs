@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::buf::budget::{MemKind, MemoryBudget};
+
 use super::history::HistoryRule;
 use super::msg::{Origin, PendingSubscribe, Query, ReplyTo};
 use crate::metrics::names;
@@ -16,8 +18,15 @@ use crate::metrics::names;
 /// Cluster settings (part of `HubConfig`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://HOST:PORT`
+    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]` or `rediss://...` (with
+    /// Sentinel: the scheme, credentials and database for the master).
     pub redis: String,
+    /// `--redis-sentinel HOST:PORT`, in the order they are asked.
+    pub sentinels: Vec<String>,
+    /// `--redis-master-name`: set exactly when `sentinels` is not empty.
+    pub master_name: Option<String>,
+    /// `--redis-ca-file`: PEM roots for `rediss://` instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
     /// This node's name in Redis (unique per process).
     pub node: Arc<str>,
     /// A node that has not heartbeated for this long is no longer counted.
@@ -35,6 +44,8 @@ pub enum RedisCall {
         data: Arc<str>,
         reply: Option<ReplyTo>,
         rule: HistoryRule,
+        /// The caller's idempotency key, if it gave one.
+        idem: Option<Arc<str>>,
     },
     /// The channel's epoch and last offset, for the owner shard `shard`.
     Sync { channel: Arc<str>, shard: usize },
@@ -55,6 +66,18 @@ pub enum RedisCall {
         /// `--max-reply-bytes`: a history page is cut there.
         max_reply_bytes: usize,
     },
+    /// What the other live nodes hold (for `/api/channels` and
+    /// `/api/connections`): a JSON array for the admin thread.
+    Nodes { query: NodesQuery, reply: Sender<String> },
+}
+
+/// A question about the other live nodes' entries in Redis.
+#[derive(Debug, Clone)]
+pub enum NodesQuery {
+    /// Their channels: `[{channel, node, subscribers}...]`.
+    Channels,
+    /// The user's connections there: `[{node, shard, id, connected_ms}...]`.
+    User(Arc<str>),
 }
 
 /// What shards ask of the bridge.
@@ -110,14 +133,53 @@ pub struct ClusterState {
     /// Live nodes at the last heartbeat.
     pub nodes: Mutex<Vec<NodeInfo>>,
     pub stop: AtomicBool,
+    /// Bytes of the commands the bridge holds (queue and waiting buffer),
+    /// bounded by `max_bytes` and charged to `budget`.
+    pub held_bytes: AtomicU64,
+    pub max_bytes: u64,
+    pub budget: Option<Arc<MemoryBudget>>,
+    /// Epoch changes seen under live subscribers (on this node).
+    pub epoch_changes: AtomicU64,
     /// The current outage was logged: one warning per outage, however many
     /// connections notice it.
     down_logged: AtomicBool,
 }
 
 impl ClusterState {
+    /// A fresh state: nothing held yet, at most `max_bytes`, charged to
+    /// `budget`.
+    pub fn new(max_bytes: u64, budget: Arc<MemoryBudget>) -> ClusterState {
+        ClusterState {
+            max_bytes,
+            budget: Some(budget),
+            ..ClusterState::default()
+        }
+    }
+
     pub fn link_up(&self) -> bool {
         self.commands_up.load(Ordering::Relaxed) && self.subscriber_up.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` for a command the bridge will hold; `false` (nothing
+    /// taken) past `max_bytes`.
+    pub(crate) fn hold(&self, bytes: u64) -> bool {
+        let before = self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.max_bytes {
+            self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        if let Some(budget) = &self.budget {
+            budget.add(MemKind::Cluster, bytes as i64);
+        }
+        true
+    }
+
+    /// Gives back what `hold` took, once the command is done.
+    pub(crate) fn release(&self, bytes: u64) {
+        self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        if let Some(budget) = &self.budget {
+            budget.add(MemKind::Cluster, -(bytes as i64));
+        }
     }
 
     pub(crate) fn drop_one(&self) {
@@ -149,28 +211,122 @@ impl ClusterState {
     }
 }
 
-/// A shard's (or the API's) handle on the bridge.
+impl ClusterCmd {
+    /// What the bridge holds for this command, for `ClusterState::hold`.
+    pub fn bytes(&self) -> u64 {
+        const FIXED: usize = 128;
+        let variable = match self {
+            ClusterCmd::Call(RedisCall::Publish {
+                channel, data, idem, ..
+            }) => channel.len() + data.len() + idem.as_ref().map_or(0, |k| k.len()),
+            ClusterCmd::Call(RedisCall::Sync { channel, .. } | RedisCall::Query { channel, .. }) => channel.len(),
+            ClusterCmd::Call(RedisCall::Recover { channel, .. }) => channel.len(),
+            ClusterCmd::Call(RedisCall::Nodes { query, .. }) => match query {
+                NodesQuery::Channels => 0,
+                NodesQuery::User(user) => user.len(),
+            },
+            ClusterCmd::UserMessage { user, json } => user.len() + json.len(),
+            ClusterCmd::DisconnectUser { user, reason, .. } => user.len() + reason.len(),
+            ClusterCmd::Presence { channel, .. } => channel.len(),
+            ClusterCmd::UserOnline { user, .. } | ClusterCmd::UserOffline { user, .. } => user.len(),
+        };
+        (FIXED + variable) as u64
+    }
+
+    /// This node's own state (presence, users): never refused, merged into
+    /// the bridge's mirror whether Redis is up or not.
+    fn is_state(&self) -> bool {
+        matches!(
+            self,
+            ClusterCmd::Presence { .. } | ClusterCmd::UserOnline { .. } | ClusterCmd::UserOffline { .. }
+        )
+    }
+}
+
+/// A shard's (or the API's) handle on the bridge: two lanes.
 #[derive(Clone)]
 pub struct ClusterLink {
+    /// Work for Redis, bounded in count (`QUEUE_CAPACITY`) and in bytes
+    /// (`ClusterState::max_bytes`): a full queue is a counted drop.
     tx: Sender<ClusterCmd>,
+    /// This node's state changes. Unbounded in type, bounded by
+    /// construction: each is caused by a connection event or a rate-limited
+    /// subscribe, and the bridge drains the lane every pass (at most 200 ms)
+    /// into its mirror, Redis up or not. Never dropped.
+    state_tx: Sender<ClusterCmd>,
     pub node: Arc<str>,
     pub state: Arc<ClusterState>,
 }
 
 impl ClusterLink {
-    pub fn new(tx: Sender<ClusterCmd>, node: Arc<str>, state: Arc<ClusterState>) -> ClusterLink {
-        ClusterLink { tx, node, state }
+    pub fn new(
+        tx: Sender<ClusterCmd>,
+        state_tx: Sender<ClusterCmd>,
+        node: Arc<str>,
+        state: Arc<ClusterState>,
+    ) -> ClusterLink {
+        ClusterLink {
+            tx,
+            state_tx,
+            node,
+            state,
+        }
     }
 
-    /// Hands `cmd` to the bridge without blocking; a full queue counts a
-    /// drop and gives the command back (so its asker can be answered).
+    /// Hands `cmd` to the bridge without blocking; a full queue (in count
+    /// or bytes) counts a drop and gives the command back (so its asker can
+    /// be answered). State changes always go through.
+    // The command comes back only on the rare full-queue path; boxing every
+    // command to shrink that Err would cost an allocation per publish.
+    #[allow(clippy::result_large_err)]
     pub fn send(&self, cmd: ClusterCmd) -> Result<(), ClusterCmd> {
+        if cmd.is_state() {
+            // Fails only when the bridge has stopped (the server is ending).
+            return self.state_tx.send(cmd).map_err(|e| e.into_inner());
+        }
+        let bytes = cmd.bytes();
+        if !self.state.hold(bytes) {
+            self.state.drop_one();
+            return Err(cmd);
+        }
         match self.tx.try_send(cmd) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(cmd) | TrySendError::Disconnected(cmd)) => {
+                self.state.release(bytes);
                 self.state.drop_one();
                 Err(cmd)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_bytes_are_bounded_and_charged_to_the_memory_budget() {
+        let budget = MemoryBudget::new(1 << 30);
+        let state = ClusterState::new(1000, Arc::clone(&budget));
+        assert!(state.hold(600));
+        assert!(!state.hold(600), "over the bound: refused, nothing taken");
+        assert_eq!(
+            (state.held_bytes.load(Ordering::Relaxed), budget.bytes(MemKind::Cluster)),
+            (600, 600)
+        );
+        state.release(600);
+        assert_eq!(budget.bytes(MemKind::Cluster), 0);
+        let publish = ClusterCmd::Call(RedisCall::Publish {
+            channel: "c".into(),
+            data: "x".repeat(5000).into(),
+            reply: None,
+            rule: HistoryRule {
+                size: 0,
+                ttl_ticks: 0,
+                max_bytes: 0,
+            },
+            idem: None,
+        });
+        assert!(publish.bytes() > 5000);
     }
 }

@@ -21,6 +21,11 @@ pub struct Origin {
     pub id: u64,
 }
 
+/// An admin answer that starts with this says the outcome is not known (the
+/// publish may or may not have happened: the API answers 504 with the rest
+/// as the reason) instead of carrying a JSON result.
+pub const OUTCOME_UNKNOWN: &str = "\u{1}outcome unknown: ";
+
 /// Where the answer to a query goes.
 #[derive(Debug, Clone)]
 pub enum ReplyTo {
@@ -110,6 +115,9 @@ pub enum HubMsg {
         reply: Option<ReplyTo>,
         /// See `PendingSubscribe::may_create`.
         may_create: bool,
+        /// Cluster mode: the caller's idempotency key (`Idempotency-Key` of
+        /// `/api/publish`): a second publish with it is not delivered again.
+        idem: Option<Arc<str>>,
     },
     /// From the owner: a publication frame for the local subscribers.
     Deliver {

@@ -5,43 +5,55 @@
 //! the node and refreshes the list of live nodes.
 //!
 //! While Redis is unreachable it keeps taking commands: presence and user
-//! changes go into this node's mirror (written in full on reconnect, so a
-//! restarted, empty Redis learns them again); publishes and queries wait in
-//! a bounded buffer, and past its bound are dropped, counted, and answered
-//! with an error. Commands in flight when the link fails are answered with
-//! an error, never run twice.
+//! changes go into this node's `Mirror` (written whole after every
+//! reconnect and periodically, so Redis heals); publishes and queries wait
+//! in a buffer bounded in count and bytes, each at most `DEADLINE`, then are
+//! answered with an error. Commands in flight when the link fails wait
+//! again and are retried on the next connection; a publish keeps its
+//! sequence number, and the script recognises one that already ran, so
+//! none is delivered twice.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 
 use super::backoff::{random_u64, Backoff};
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
-use super::resp::{Conn, Value};
+use super::link::Target;
+use super::mirror::{self, Mirror, HEAL_EVERY_HEARTBEATS};
+use super::reply::{encode, epoch_offset, read_reply, strings, ttl_secs, unix_ms, Value};
 use super::REDIS_TIMEOUT;
-use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, RedisCall};
-use crate::bus::history::Entry;
-use crate::bus::history::HistoryRule;
-use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo};
+use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall};
+use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_REPLACED;
 use crate::hub::log::page_of;
-use crate::hub::owner::history_json;
+use crate::hub::owner::history_json as page_json;
 use crate::hub::protocol::{self, code, json_string};
 use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
-use crate::tick::TICKS_PER_SEC;
 
-/// Publishes and queries waiting while Redis is slow or away.
+/// Publishes and queries waiting while Redis is slow or away (they are
+/// bounded in bytes too, by `ClusterState::max_bytes`).
 pub(crate) const PENDING_CAPACITY: usize = 10_000;
 /// Commands taken from the queue per pass (one pipeline).
 const BATCH: usize = 512;
-/// Departed connections remembered for removal from Redis after an outage.
-const GONE_CAPACITY: usize = 100_000;
+/// Bytes of commands per pipeline (one more command past it at most).
+const BATCH_BYTES: u64 = 4 << 20;
+/// A command not done this long after the bridge took it is answered with
+/// an error (`108`; an ambiguous publish: "not known whether it happened").
+/// One already sent gets `REDIS_TIMEOUT` more for its reply.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(2);
+/// Publishes of this process remembered in Redis for retries (by count: at
+/// 10,000/s about 6.5 s, more than `DEADLINE` + `REDIS_TIMEOUT`).
+const IDEM_WINDOW: u64 = 65_536;
+/// TTL of the idempotency entries: this process's hash, and a caller's key.
+const IDEM_NODE_TTL_SECS: u64 = 60;
+pub(crate) const IDEM_CALLER_TTL_SECS: u64 = 300;
 
 pub(crate) struct Setup {
     pub config: ClusterConfig,
@@ -50,9 +62,6 @@ pub(crate) struct Setup {
     pub max_connections_per_user: usize,
 }
 
-/// Dead node ids kept for cleaning their presence entries.
-const MAX_DEAD_NODES_REMEMBERED: usize = 4096;
-
 /// A command waiting for (or in) a pipeline: the shards' own commands that
 /// need an answer from Redis (publish, sync, recover, query) as they came,
 /// and the bridge's own work.
@@ -60,7 +69,7 @@ enum Op {
     /// A shard's call, as it came.
     Cmd(RedisCall),
     /// Check the user's connection count across the cluster.
-    UserOnline { user: Arc<str>, member: String, score: u64 },
+    UserOnline { user: Arc<str> },
     /// Fire and forget (`PUBLISH` control messages, cleanup).
     Raw(Vec<String>),
 }
@@ -71,42 +80,78 @@ struct Shas {
     sync: String,
     read: String,
     user_online: String,
+    read_field: String,
+    replace_hash: String,
+    read_nodes: String,
 }
+
+/// A command waiting for Redis: what it holds, since when, and whether it
+/// was written to Redis at least once (then its outcome may be unknown).
+struct Waiting {
+    op: Op,
+    since: Instant,
+    bytes: u64,
+    seq: u64,
+    sent: bool,
+}
+
+/// How a command that could not be done is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Not done: retrying is safe.
+    NotDone(&'static str),
+    /// A publish that may have run: retry with the same idempotency key.
+    Unknown,
+}
+
+const UNKNOWN_WHY: &str =
+    "the link to the cluster failed after the publish was sent; not known whether it was published";
 
 pub(crate) struct Commander {
     setup: Setup,
     rx: Receiver<ClusterCmd>,
+    /// This node's state changes (never dropped; see `ClusterLink`).
+    state_rx: Receiver<ClusterCmd>,
+    /// A fresh id per process: this process's publish sequence numbers
+    /// never meet a predecessor's with the same node id.
+    incarnation: u64,
+    seq: u64,
     state: Arc<ClusterState>,
-    conn: Option<Conn>,
+    target: Target,
+    conn: Option<redis::Connection>,
     shas: Shas,
     backoff: Backoff,
     next_attempt: Instant,
     next_heartbeat: Instant,
     logged_down: bool,
-    pending: VecDeque<Op>,
-    /// This node's subscriptions per (channel, user or "").
-    presence: HashMap<(Arc<str>, Arc<str>), i64>,
-    presence_dirty: HashSet<(Arc<str>, Arc<str>)>,
-    /// This node's connections per user: (member, connect time ms).
-    users: HashMap<Arc<str>, Vec<(String, u64)>>,
-    users_dirty: HashSet<Arc<str>>,
-    gone: VecDeque<(Arc<str>, String)>,
-    /// Nodes heartbeating within the TTL.
+    pending: VecDeque<Waiting>,
+    /// This node's presence and connections, as Redis should hold them.
+    mirror: Mirror,
+    /// The next pipeline replaces this node's entries whole (after a
+    /// reconnect, and every `HEAL_EVERY_HEARTBEATS`).
+    heal_due: bool,
+    heartbeats: u32,
+    /// Nodes heartbeating within the TTL (this one always).
     live: HashSet<String>,
-    /// Nodes seen silent for ten TTLs: their leftover presence entries may
-    /// be deleted. (A node merely missing from our last view may be one that
-    /// started since; its entries are skipped, never deleted.)
-    dead: HashSet<String>,
 }
 
 impl Commander {
-    pub fn new(setup: Setup, rx: Receiver<ClusterCmd>, state: Arc<ClusterState>) -> Commander {
+    pub fn new(
+        setup: Setup,
+        target: Target,
+        (rx, state_rx): (Receiver<ClusterCmd>, Receiver<ClusterCmd>),
+        state: Arc<ClusterState>,
+    ) -> Commander {
         let mut live = HashSet::new();
         live.insert(setup.config.node.to_string());
         Commander {
             setup,
             rx,
+            state_rx,
+            incarnation: random_u64(),
+            seq: 0,
             state,
+            target,
             conn: None,
             shas: Shas::default(),
             backoff: Backoff::default(),
@@ -114,12 +159,9 @@ impl Commander {
             next_heartbeat: Instant::now(),
             logged_down: false,
             pending: VecDeque::new(),
-            presence: HashMap::new(),
-            presence_dirty: HashSet::new(),
-            users: HashMap::new(),
-            users_dirty: HashSet::new(),
-            gone: VecDeque::new(),
-            dead: HashSet::new(),
+            mirror: Mirror::default(),
+            heal_due: true,
+            heartbeats: 0,
             live,
         }
     }
@@ -136,17 +178,28 @@ impl Commander {
                 self.connect();
             }
             let wait = Duration::from_millis(200).min(self.next_heartbeat.saturating_duration_since(now));
-            match self.rx.recv_timeout(wait) {
-                Ok(cmd) => self.take(cmd),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            crossbeam_channel::select! {
+                recv(self.state_rx) -> cmd => match cmd {
+                    Ok(cmd) => self.take(cmd, false),
+                    Err(_) => return,
+                },
+                recv(self.rx) -> cmd => match cmd {
+                    Ok(cmd) => self.take(cmd, true),
+                    Err(_) => return,
+                },
+                default(wait) => {}
+            }
+            // State changes all (bounded by construction), work in batches.
+            while let Ok(cmd) = self.state_rx.try_recv() {
+                self.take(cmd, false);
             }
             for _ in 0..BATCH {
                 match self.rx.try_recv() {
-                    Ok(cmd) => self.take(cmd),
+                    Ok(cmd) => self.take(cmd, true),
                     Err(_) => break,
                 }
             }
+            self.expire();
             if self.conn.is_some() {
                 if let Err(e) = self.flush() {
                     self.lost(e);
@@ -162,34 +215,56 @@ impl Commander {
     }
 
     fn connect(&mut self) {
-        let attempt = Conn::connect(&self.setup.config.redis, REDIS_TIMEOUT).and_then(|mut conn| {
-            let mut load = |script: &str| -> io::Result<String> {
-                match conn.call(&["SCRIPT", "LOAD", script])? {
-                    Value::Bytes(sha) => Ok(String::from_utf8_lossy(&sha).into_owned()),
-                    other => Err(io::Error::other(format!("SCRIPT LOAD: {other:?}"))),
-                }
-            };
-            let shas = Shas {
-                publish: load(keys::PUBLISH)?,
-                sync: load(keys::SYNC)?,
-                read: load(keys::READ)?,
-                user_online: load(keys::USER_ONLINE)?,
-            };
-            Ok((conn, shas))
-        });
+        let attempt = self
+            .target
+            .connect(REDIS_TIMEOUT)
+            .map_err(io::Error::from)
+            .and_then(|mut conn| {
+                let mut load = |script: &str| -> io::Result<String> {
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(script)
+                        .query::<String>(&mut conn)
+                        .map_err(|e| io::Error::other(format!("SCRIPT LOAD: {e}")))
+                };
+                let shas = Shas {
+                    publish: load(keys::PUBLISH)?,
+                    sync: load(keys::SYNC)?,
+                    read: load(keys::READ)?,
+                    user_online: load(keys::USER_ONLINE)?,
+                    read_field: load(keys::READ_FIELD)?,
+                    replace_hash: load(keys::REPLACE_HASH)?,
+                    read_nodes: load(keys::READ_NODES)?,
+                };
+                Ok((conn, shas))
+            });
         match attempt {
             Ok((conn, shas)) => {
                 self.conn = Some(conn);
                 self.shas = shas;
                 self.backoff.reset();
                 self.logged_down = false;
-                // A restarted Redis lost this node's entries: write them all.
-                self.presence_dirty.extend(self.presence.keys().cloned());
-                self.users_dirty.extend(self.users.keys().cloned());
+                // Redis may have lost (or never had) this node's entries, or
+                // hold a predecessor's with the same id: replace them whole.
+                self.heal_due = true;
+                self.resync_channels();
                 self.next_heartbeat = Instant::now();
                 self.state.set(&self.state.commands_up, true, "commands", None);
             }
             Err(e) => self.lost(e),
+        }
+    }
+
+    /// After a reconnect, before anything else: the position of every
+    /// channel with subscribers here, so that owners learn at once of an
+    /// epoch Redis lost meanwhile (and tell their subscribers) and of
+    /// publications this node missed.
+    fn resync_channels(&mut self) {
+        let channels: Vec<Arc<str>> = self.mirror.channels().cloned().collect();
+        for channel in channels {
+            let shard = self.setup.shards.owner_of(&channel);
+            let waiting = self.wrap(Op::Cmd(RedisCall::Sync { channel, shard }), 0);
+            self.pending.push_front(waiting);
         }
     }
 
@@ -206,38 +281,23 @@ impl Commander {
     }
 
     /// Files a command from a shard: state goes into the mirror, the rest
-    /// into the bounded buffer.
-    fn take(&mut self, cmd: ClusterCmd) {
+    /// into the bounded buffer. `held`: it came through the work lane and
+    /// holds its bytes until done.
+    fn take(&mut self, cmd: ClusterCmd, held: bool) {
+        let bytes = if held { cmd.bytes() } else { 0 };
         let op = match cmd {
             ClusterCmd::Presence { channel, user, delta } => {
-                let key = (channel, user.unwrap_or_else(|| Arc::from("")));
-                let count = self.presence.entry(key.clone()).or_insert(0);
-                *count += i64::from(delta);
-                if *count <= 0 {
-                    self.presence.remove(&key);
-                }
-                self.presence_dirty.insert(key);
-                return;
+                let user = user.unwrap_or_else(|| Arc::from(""));
+                return self.mirror.presence(channel, user, delta);
             }
             ClusterCmd::UserOnline { user, conn } => {
                 let member = self.member(conn);
-                let score = unix_ms();
-                self.users.entry(Arc::clone(&user)).or_default().push((member.clone(), score));
-                Op::UserOnline { user, member, score }
+                self.mirror.user_online(Arc::clone(&user), member, unix_ms());
+                Op::UserOnline { user }
             }
             ClusterCmd::UserOffline { user, conn } => {
                 let member = self.member(conn);
-                if let Some(list) = self.users.get_mut(&user) {
-                    list.retain(|(m, _)| *m != member);
-                    if list.is_empty() {
-                        self.users.remove(&user);
-                    }
-                }
-                if self.gone.len() >= GONE_CAPACITY {
-                    self.gone.pop_front();
-                }
-                self.gone.push_back((user, member));
-                return;
+                return self.mirror.user_offline(user, &member);
             }
             ClusterCmd::Call(call) => Op::Cmd(call),
             ClusterCmd::UserMessage { user, json } => {
@@ -248,14 +308,50 @@ impl Commander {
                 serde_json::json!({"k": "d", "from": &*self.setup.config.node, "user": &*user, "code": code, "reason": &*reason}),
             ),
         };
-        self.enqueue(op);
+        self.enqueue_held(op, bytes);
     }
 
+    /// Files the bridge's own work (it holds no bytes of a shard's).
     fn enqueue(&mut self, op: Op) {
-        if self.pending.len() >= PENDING_CAPACITY {
-            return self.fail(op, "the cluster link is busy or down");
+        self.enqueue_held(op, 0);
+    }
+
+    fn wrap(&mut self, op: Op, bytes: u64) -> Waiting {
+        self.seq += 1;
+        Waiting {
+            op,
+            since: Instant::now(),
+            bytes,
+            seq: self.seq,
+            sent: false,
         }
-        self.pending.push_back(op);
+    }
+
+    fn enqueue_held(&mut self, op: Op, bytes: u64) {
+        let waiting = self.wrap(op, bytes);
+        if self.pending.len() >= PENDING_CAPACITY {
+            return self.fail(waiting, Failure::NotDone("the cluster link is busy or down; retry"));
+        }
+        self.pending.push_back(waiting);
+    }
+
+    /// Answers what waited past `DEADLINE` (mostly the oldest, in front;
+    /// re-syncs after a reconnect go before them, so all are looked at).
+    fn expire(&mut self) {
+        if !self.pending.iter().any(|w| w.since.elapsed() >= DEADLINE) {
+            return;
+        }
+        let (expired, kept): (VecDeque<Waiting>, VecDeque<Waiting>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|w| w.since.elapsed() >= DEADLINE);
+        self.pending = kept;
+        for waiting in expired {
+            let failure = match (&waiting.op, waiting.sent) {
+                (Op::Cmd(RedisCall::Publish { .. }), true) => Failure::Unknown,
+                _ => Failure::NotDone("the cluster is unreachable (no answer within 2 s); not done, retry"),
+            };
+            self.fail(waiting, failure);
+        }
     }
 
     fn control(&self, message: serde_json::Value) -> Op {
@@ -273,71 +369,91 @@ impl Commander {
     fn flush(&mut self) -> io::Result<()> {
         let mut state: Vec<Vec<String>> = Vec::new();
         self.state_commands(&mut state);
-        let take = self.pending.len().min(BATCH);
-        let ops: Vec<Op> = self.pending.drain(..take).collect();
+        let mut ops: Vec<Waiting> = Vec::new();
+        let mut bytes = 0;
+        while ops.len() < BATCH && bytes < BATCH_BYTES {
+            let Some(mut waiting) = self.pending.pop_front() else {
+                break;
+            };
+            bytes += waiting.bytes;
+            waiting.sent = true;
+            ops.push(waiting);
+        }
         if state.is_empty() && ops.is_empty() {
             return Ok(());
         }
-        let args: Vec<Vec<String>> = ops.iter().map(|op| self.args(op)).collect();
-        let replies = self.exchange(&state, &args);
-        let replies = match replies {
+        let args: Vec<Vec<String>> = ops.iter().map(|w| self.args(w)).collect();
+        let replies = match self.exchange(&state, &args) {
             Ok(replies) => replies,
             Err(e) => {
-                for op in ops {
-                    self.fail(op, "the cluster link failed");
-                }
+                self.requeue(ops);
                 return Err(e);
             }
         };
-        for (op, reply) in ops.into_iter().zip(replies) {
-            self.complete(op, reply);
+        for (waiting, reply) in ops.into_iter().zip(replies) {
+            self.complete(waiting, reply);
         }
         Ok(())
+    }
+
+    /// After a failed pipeline: its commands wait again, in order, for the
+    /// next connection (publishes keep their sequence, so a retry of one
+    /// that ran is recognised by the script). Fire-and-forget messages are
+    /// not retried: at most once.
+    fn requeue(&mut self, ops: Vec<Waiting>) {
+        for waiting in ops.into_iter().rev() {
+            match waiting.op {
+                Op::Raw(_) => self.state.release(waiting.bytes),
+                _ => self.pending.push_front(waiting),
+            }
+        }
     }
 
     /// Writes `state` and `ops` in one go, reads every reply; returns the
     /// replies of `ops`.
     fn exchange(&mut self, state: &[Vec<String>], ops: &[Vec<String>]) -> io::Result<Vec<Value>> {
         let conn = self.conn.as_mut().ok_or_else(|| io::Error::other("not connected"))?;
+        let mut out = Vec::new();
         for command in state.iter().chain(ops) {
-            conn.queue(command);
+            encode(&mut out, command);
         }
-        conn.flush()?;
+        conn.send_packed_command(&out).map_err(io::Error::other)?;
+        let mut read = || conn.recv_response().map(Value::from).map_err(io::Error::other);
         for _ in state {
-            if let Value::Error(e) = conn.read()? {
+            if let Value::Error(e) = read()? {
                 tracing::warn!(error = %e, "cluster state write refused");
             }
         }
-        ops.iter().map(|_| conn.read()).collect()
+        ops.iter().map(|_| read()).collect()
     }
 
-    /// HSET/HDEL of changed presence, ZADD/ZREM of user connections.
+    /// This node's changed entries, or all of them when a heal is due.
     fn state_commands(&mut self, out: &mut Vec<Vec<String>>) {
         let node = &self.setup.config.node;
-        for (channel, user) in self.presence_dirty.drain() {
-            let key = keys::presence(&channel);
-            let field = format!("{node}|{user}");
-            match self.presence.get(&(channel, user)) {
-                Some(count) => out.push(vec!["HSET".into(), key, field, count.to_string()]),
-                None => out.push(vec!["HDEL".into(), key, field]),
-            }
+        if self.heal_due {
+            self.heal_due = false;
+            return self
+                .mirror
+                .snapshot(node, &self.shas.replace_hash, self.node_keys_ttl_secs(), out);
         }
-        for user in self.users_dirty.drain() {
-            for (member, score) in self.users.get(&user).into_iter().flatten() {
-                out.push(vec![
-                    "ZADD".into(),
-                    keys::user(&user),
-                    score.to_string(),
-                    member.clone(),
-                ]);
-            }
-        }
-        for (user, member) in self.gone.drain(..) {
-            out.push(vec!["ZREM".into(), keys::user(&user), member]);
-        }
+        self.mirror.changes(node, out);
     }
 
-    fn args(&self, op: &Op) -> Vec<String> {
+    /// This node's entries outlive its last heartbeat by ten TTLs.
+    fn node_keys_ttl_secs(&self) -> u64 {
+        self.setup.config.node_ttl.as_secs().max(1) * 10
+    }
+
+    /// Every live node's key, this node's first.
+    fn live_keys(&self, key: impl Fn(&str) -> String) -> Vec<String> {
+        let me = &*self.setup.config.node;
+        std::iter::once(key(me))
+            .chain(self.live.iter().filter(|n| n.as_str() != me).map(|n| key(n)))
+            .collect()
+    }
+
+    fn args(&self, waiting: &Waiting) -> Vec<String> {
+        let op = &waiting.op;
         let evalsha = |sha: &str, channel: &str| {
             vec![
                 "EVALSHA".to_string(),
@@ -350,9 +466,19 @@ impl Commander {
         };
         match op {
             Op::Cmd(RedisCall::Publish {
-                channel, data, rule, ..
+                channel,
+                data,
+                rule,
+                idem,
+                ..
             }) => {
                 let mut args = evalsha(&self.shas.publish, channel);
+                args[2] = "4".into();
+                let node = &self.setup.config.node;
+                args.push(match idem {
+                    Some(key) => keys::idem_caller(channel, key),
+                    None => keys::idem_node(node, self.incarnation),
+                });
                 args.extend([
                     new_epoch(),
                     data.to_string(),
@@ -362,6 +488,21 @@ impl Commander {
                     unix_ms().to_string(),
                     ttl_secs(rule).to_string(),
                 ]);
+                let seq = waiting.seq;
+                match idem {
+                    Some(_) => args.extend([
+                        "k".into(),
+                        String::new(),
+                        String::new(),
+                        IDEM_CALLER_TTL_SECS.to_string(),
+                    ]),
+                    None => args.extend([
+                        "n".into(),
+                        seq.to_string(),
+                        seq.saturating_sub(IDEM_WINDOW).to_string(),
+                        IDEM_NODE_TTL_SECS.to_string(),
+                    ]),
+                }
                 args
             }
             Op::Cmd(RedisCall::Sync { channel, .. }) => {
@@ -388,32 +529,59 @@ impl Commander {
                 args.extend(["-".into(), count.to_string()]);
                 args
             }
-            Op::Cmd(RedisCall::Query { channel, .. }) => vec!["HGETALL".into(), keys::presence(channel)],
-            Op::UserOnline { user, member, score } => vec![
-                "EVALSHA".into(),
-                self.shas.user_online.clone(),
-                "1".into(),
-                keys::user(user),
-                score.to_string(),
-                member.clone(),
-            ],
+            Op::Cmd(RedisCall::Query { channel, .. }) => {
+                let keys = self.live_keys(keys::node_presence);
+                let mut args = vec!["EVALSHA".into(), self.shas.read_field.clone(), keys.len().to_string()];
+                args.extend(keys);
+                args.push(channel.to_string());
+                args
+            }
+            Op::Cmd(RedisCall::Nodes { query, .. }) => {
+                let me = &*self.setup.config.node;
+                let others = self.live.iter().filter(|n| n.as_str() != me);
+                let (keys, field): (Vec<String>, String) = match query {
+                    NodesQuery::Channels => (others.map(|n| keys::node_presence(n)).collect(), String::new()),
+                    NodesQuery::User(user) => (others.map(|n| keys::node_users(n)).collect(), user.to_string()),
+                };
+                let mut args = vec!["EVALSHA".into(), self.shas.read_nodes.clone(), keys.len().to_string()];
+                args.extend(keys);
+                args.push(field);
+                args
+            }
+            Op::UserOnline { user } => {
+                let keys = self.live_keys(keys::node_users);
+                let mut args = vec!["EVALSHA".into(), self.shas.user_online.clone(), keys.len().to_string()];
+                args.extend(keys);
+                args.extend([
+                    user.to_string(),
+                    self.mirror.user_value(user),
+                    self.node_keys_ttl_secs().to_string(),
+                ]);
+                args
+            }
             Op::Raw(args) => args.clone(),
         }
     }
 
     /// Acts on one operation's reply.
-    fn complete(&mut self, op: Op, reply: Value) {
+    fn complete(&mut self, waiting: Waiting, reply: Value) {
         if let Value::Error(e) = &reply {
             tracing::warn!(error = %e, "cluster command refused by Redis");
-            return self.fail(op, "the cluster refused the command");
+            return self.fail(waiting, Failure::NotDone("the cluster refused the command"));
         }
-        match op {
+        self.state.release(waiting.bytes);
+        match waiting.op {
             Op::Cmd(RedisCall::Publish { reply: to, .. }) => {
                 let (epoch, offset) = epoch_offset(&reply);
-                self.state.published.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(names::CLUSTER_PUBLISHED).increment(1);
+                let duplicate =
+                    matches!(&reply, Value::Array(items) if items.get(2).and_then(Value::as_int) == Some(1));
+                if !duplicate {
+                    self.state.published.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(names::CLUSTER_PUBLISHED).increment(1);
+                }
                 if let Some(to) = to {
-                    let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&epoch));
+                    let also = if duplicate { ",\"duplicate\":true" } else { "" };
+                    let result = format!("{{\"offset\":{offset},\"epoch\":{}{also}}}", json_string(&epoch));
                     self.answer(to, Ok(&result));
                 }
             }
@@ -441,36 +609,42 @@ impl Commander {
                 self.to_shard(shard, msg);
             }
             Op::Cmd(RedisCall::Query {
-                channel,
                 query,
                 reply: to,
                 rule,
                 max_reply_bytes,
+                ..
             }) => {
                 let result = match query {
-                    Query::Presence => self.presence_json(&channel, reply),
+                    Query::Presence => mirror::presence_json(strings(reply)),
                     Query::History { limit, since } => {
+                        // The page (since, limit, bytes) is cut here, as the
+                        // owner cuts its local log.
                         let (epoch, offset, entries) = read_reply(reply, &rule);
                         let page = page_of(&entries, since, limit, max_reply_bytes);
                         match epoch {
-                            Some(epoch) => history_json(&epoch, offset, &page),
+                            Some(epoch) => page_json(&epoch, offset, &page),
                             None => r#"{"epoch":null,"offset":0,"publications":[],"more":false}"#.into(),
                         }
                     }
                 };
                 self.answer(to, Ok(&result));
             }
-            Op::UserOnline { user, .. } => self.enforce_max(&user, reply),
+            Op::Cmd(RedisCall::Nodes { query, reply: to }) => {
+                let _ = to.send(mirror::nodes_json(&query, reply).to_string());
+            }
+            Op::UserOnline { .. } => self.enforce_max(reply),
             Op::Raw(_) => {}
         }
     }
 
     /// Answers a command that could not run, and counts it.
-    fn fail(&mut self, op: Op, why: &str) {
+    fn fail(&mut self, waiting: Waiting, failure: Failure) {
         self.state.drop_one();
-        match op {
+        self.state.release(waiting.bytes);
+        match waiting.op {
             Op::Cmd(RedisCall::Publish { reply: Some(to), .. }) | Op::Cmd(RedisCall::Query { reply: to, .. }) => {
-                self.answer(to, Err(why))
+                self.answer(to, Err(failure))
             }
             Op::Cmd(RedisCall::Sync { channel, shard }) => {
                 self.to_shard(shard, HubMsg::ClusterSynced { channel, epoch: None })
@@ -490,12 +664,13 @@ impl Commander {
         }
     }
 
-    fn answer(&self, to: ReplyTo, result: Result<&str, &str>) {
+    fn answer(&self, to: ReplyTo, result: Result<&str, Failure>) {
         match to {
             ReplyTo::Client(origin) => {
                 let body = match result {
                     Ok(result) => protocol::reply_ok(origin.id, result),
-                    Err(why) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, why),
+                    Err(Failure::NotDone(why)) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, why),
+                    Err(Failure::Unknown) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, UNKNOWN_WHY),
                 };
                 self.to_shard(
                     origin.shard as usize,
@@ -506,12 +681,12 @@ impl Commander {
                     },
                 );
             }
-            // Dropping the sender tells the API the call failed (503).
-            ReplyTo::Admin(tx) => {
-                if let Ok(result) = result {
-                    let _ = tx.send(result.to_string());
-                }
-            }
+            // Dropping the sender tells the API the call was not done (503).
+            ReplyTo::Admin(tx) => match result {
+                Ok(result) => drop(tx.send(result.to_string())),
+                Err(Failure::Unknown) => drop(tx.send(format!("{OUTCOME_UNKNOWN}{UNKNOWN_WHY}"))),
+                Err(Failure::NotDone(_)) => {}
+            },
         }
     }
 
@@ -521,57 +696,17 @@ impl Commander {
         }
     }
 
-    fn presence_json(&mut self, channel: &str, reply: Value) -> String {
-        let mut users: std::collections::BTreeMap<String, i64> = Default::default();
-        let (mut anonymous, mut total) = (0, 0);
-        let items = reply.into_array();
-        let mut dead = Vec::new();
-        for pair in items.chunks(2) {
-            let (Some(field), Some(count)) = (pair[0].as_str(), pair.get(1).and_then(Value::as_int)) else {
-                continue;
-            };
-            let (node, user) = field.split_once('|').unwrap_or((field, ""));
-            if !self.live.contains(node) {
-                if self.dead.contains(node) {
-                    dead.push(field.to_string());
-                }
-                continue;
-            }
-            total += count;
-            match user {
-                "" => anonymous += count,
-                user => *users.entry(user.to_string()).or_default() += count,
-            }
-        }
-        if !dead.is_empty() {
-            let mut args = vec!["HDEL".to_string(), keys::presence(channel)];
-            args.extend(dead);
-            self.enqueue(Op::Raw(args));
-        }
-        let users: Vec<String> = users.iter().map(|(u, n)| format!("{}:{n}", json_string(u))).collect();
-        format!(
-            "{{\"users\":{{{}}},\"anonymous\":{anonymous},\"total\":{total}}}",
-            users.join(",")
-        )
-    }
-
     /// `--max-connections-per-user` across nodes: the oldest connections
     /// over the limit are kicked wherever they are.
-    fn enforce_max(&mut self, user: &Arc<str>, reply: Value) {
+    fn enforce_max(&mut self, reply: Value) {
         let max = self.setup.max_connections_per_user;
-        let items = reply.into_array();
-        let live: Vec<&str> = items
-            .chunks(2)
-            .filter_map(|pair| pair[0].as_str())
-            .filter(|member| member.split('|').next().is_some_and(|node| self.live.contains(node)))
-            .collect();
+        let live = mirror::user_members(strings(reply));
         if max == 0 || live.len() <= max {
             return;
         }
-        let over: Vec<String> = live[..live.len() - max].iter().map(|m| m.to_string()).collect();
-        for member in over {
-            self.kick(&member);
-            self.enqueue(Op::Raw(vec!["ZREM".into(), keys::user(user), member]));
+        // Each kicked connection's node removes it from its own entry.
+        for member in &live[..live.len() - max] {
+            self.kick(member);
         }
     }
 
@@ -617,15 +752,26 @@ impl Commander {
             .filter_map(|s| s.lock().ok().map(|s| s.open))
             .sum();
         let node = self.setup.config.node.to_string();
-        let state = vec![vec![
-            "HSET".to_string(),
-            keys::NODES.into(),
-            node,
-            format!("{connections}|{now}"),
-        ]];
+        let ttl = self.node_keys_ttl_secs().to_string();
+        let state = vec![
+            vec![
+                "HSET".to_string(),
+                keys::NODES.into(),
+                node.clone(),
+                format!("{connections}|{now}"),
+            ],
+            vec!["EXPIRE".to_string(), keys::node_presence(&node), ttl.clone()],
+            vec!["EXPIRE".to_string(), keys::node_users(&node), ttl],
+        ];
+        self.heartbeats = self.heartbeats.wrapping_add(1);
+        if self.heartbeats.is_multiple_of(HEAL_EVERY_HEARTBEATS) {
+            self.heal_due = true;
+        }
         let read = vec![vec!["HGETALL".to_string(), keys::NODES.into()]];
         let reply = self.exchange(&state, &read)?.pop().unwrap_or(Value::Nil);
         let ttl_ms = self.setup.config.node_ttl.as_millis() as u64;
+        // Nodes silent for ten TTLs leave the list (their own entries
+        // expire by then).
         let (mut live, mut view, mut dead) = (HashSet::new(), Vec::new(), Vec::new());
         for pair in reply.into_array().chunks(2) {
             let (Some(node), Some(value)) = (pair[0].as_str(), pair.get(1).and_then(Value::as_str)) else {
@@ -649,12 +795,6 @@ impl Commander {
         view.sort_by(|a, b| a.node.cmp(&b.node));
         live.insert(self.setup.config.node.to_string());
         self.live = live;
-        // Remembered (bounded) so their presence entries can go when a
-        // query meets them, after they left the node list.
-        if self.dead.len() + dead.len() > MAX_DEAD_NODES_REMEMBERED {
-            self.dead.clear();
-        }
-        self.dead.extend(dead.iter().cloned());
         if let Ok(mut nodes) = self.state.nodes.lock() {
             *nodes = view;
         }
@@ -667,107 +807,7 @@ impl Commander {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn ttl_secs(rule: &HistoryRule) -> u64 {
-    (rule.ttl_ticks / TICKS_PER_SEC).max(1) as u64
-}
-
 /// A fresh epoch, used only if the channel has none in Redis yet.
 fn new_epoch() -> String {
     format!("{:x}{:04x}", unix_ms(), random_u64() & 0xffff)
-}
-
-fn epoch_offset(reply: &Value) -> (String, u64) {
-    match reply {
-        Value::Array(items) if items.len() >= 2 => (
-            items[0].as_str().unwrap_or_default().to_string(),
-            items[1].as_int().unwrap_or(0) as u64,
-        ),
-        _ => (String::new(), 0),
-    }
-}
-
-/// `{epoch, offset, entries}` of the READ script, entries oldest first,
-/// without those older than the rule's TTL.
-fn read_reply(reply: Value, rule: &HistoryRule) -> (Option<String>, u64, Vec<Entry>) {
-    let mut items = reply.into_array().into_iter();
-    let epoch = items.next().and_then(|e| e.as_str().map(str::to_string));
-    let offset = items.next().and_then(|o| o.as_int()).unwrap_or(0) as u64;
-    let oldest = unix_ms().saturating_sub(ttl_secs(rule) * 1000);
-    let mut entries: Vec<Entry> = items
-        .next()
-        .map(Value::into_array)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|entry| {
-            let mut parts = entry.into_array().into_iter();
-            let id = parts.next()?;
-            let offset = id.as_str()?.split('-').next()?.parse().ok()?;
-            let fields = parts.next()?.into_array();
-            let (mut data, mut at) = (None, 0);
-            for pair in fields.chunks(2) {
-                match pair[0].as_bytes() {
-                    Some(b"d") => data = pair.get(1).and_then(Value::as_str).map(Arc::<str>::from),
-                    Some(b"t") => at = pair.get(1).and_then(Value::as_int).unwrap_or(0) as u64,
-                    _ => {}
-                }
-            }
-            (at >= oldest).then_some(Entry {
-                offset,
-                at: 0,
-                data: data?,
-            })
-        })
-        .collect();
-    entries.sort_by_key(|e| e.offset);
-    (epoch, offset, entries)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bytes(s: &str) -> Value {
-        Value::Bytes(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn read_replies_become_entries_oldest_first_without_expired_ones() {
-        let now = unix_ms().to_string();
-        let entry = |id: &str, data: &str, t: &str| {
-            Value::Array(vec![
-                bytes(id),
-                Value::Array(vec![bytes("d"), bytes(data), bytes("t"), bytes(t)]),
-            ])
-        };
-        let reply = Value::Array(vec![
-            bytes("ep"),
-            bytes("7"),
-            Value::Array(vec![
-                entry("7-0", "\"g\"", &now),
-                entry("6-0", "\"f\"", &now),
-                entry("5-0", "\"old\"", "1"),
-            ]),
-        ]);
-        let rule = HistoryRule {
-            size: 10,
-            ttl_ticks: 100,
-            max_bytes: usize::MAX,
-        };
-        let (epoch, offset, entries) = read_reply(reply, &rule);
-        assert_eq!((epoch.as_deref(), offset), (Some("ep"), 7));
-        assert_eq!(entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [6, 7]);
-        let page = page_of(&entries, Some(6), 10, usize::MAX);
-        assert_eq!(page.entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [7]);
-        let (epoch, _, entries) = read_reply(
-            Value::Array(vec![Value::Nil, Value::Int(0), Value::Array(vec![])]),
-            &rule,
-        );
-        assert_eq!((epoch, entries.len()), (None, 0));
-    }
 }

@@ -4,12 +4,13 @@
 //!
 //! Per channel `C`: `hubbub:c:C:e` epoch, `hubbub:c:C:o` last offset,
 //! `hubbub:c:C:s` stream of publications with id `OFFSET-0` and fields
-//! `d` (data) and `t` (publish time, ms), `hubbub:c:C:p` presence hash
-//! `NODE|USER -> subscriptions`. Publications travel on the Pub/Sub channel
-//! `hubbub:pub:C` as `EPOCH\nOFFSET\nDATA`. Per user `U`: `hubbub:u:U`, a
-//! sorted set of `NODE|SHARD|KEY|GENERATION` by connect time. Nodes:
+//! `d` (data) and `t` (publish time, ms). Publications travel on the Pub/Sub channel
+//! `hubbub:pub:C` as `EPOCH\nOFFSET\nDATA`. Per node `N`: `hubbub:n:N:p`
+//! (presence) and `hubbub:n:N:u` (connections), see `mirror`. Nodes:
 //! `hubbub:nodes`, a hash `NODE -> CONNECTIONS|HEARTBEAT_MS`. Control
-//! messages between nodes: Pub/Sub `hubbub:ctl`.
+//! messages between nodes: Pub/Sub `hubbub:ctl`. Idempotency: `hubbub:i:n:NODE:INCARNATION`
+//! (this process's recent publishes by sequence) and `hubbub:i:k:C:KEY` (a
+//! caller's key).
 
 /// How long a channel's epoch and offset outlive its last publication.
 pub(crate) const CHANNEL_KEYS_TTL_SECS: u64 = 86_400;
@@ -30,22 +31,49 @@ pub fn stream(channel: &str) -> String {
     format!("hubbub:c:{channel}:s")
 }
 
-pub fn presence(channel: &str) -> String {
-    format!("hubbub:c:{channel}:p")
-}
-
 pub fn publications(channel: &str) -> String {
     format!("{PUB_PREFIX}{channel}")
 }
 
-pub fn user(user: &str) -> String {
-    format!("hubbub:u:{user}")
+/// This process's recent publishes by sequence (`SEQ -> EPOCH\nOFFSET`),
+/// for retries after an ambiguous failure; a fresh incarnation per start.
+pub fn idem_node(node: &str, incarnation: u64) -> String {
+    format!("hubbub:i:n:{node}:{incarnation:x}")
 }
 
-/// KEYS: epoch, offset, stream. ARGV: new epoch, data, history size, pub/sub
-/// channel, keys TTL secs, now ms, history TTL secs.
-/// Returns `{epoch, offset}`.
+/// A caller's idempotency key (`Idempotency-Key` of `/api/publish`).
+pub fn idem_caller(channel: &str, key: &str) -> String {
+    format!("hubbub:i:k:{channel}:{key}")
+}
+
+/// This node's presence: CHANNEL -> JSON `{USER: COUNT}` (see `mirror`).
+pub fn node_presence(node: &str) -> String {
+    format!("hubbub:n:{node}:p")
+}
+
+/// This node's connections: USER -> JSON `[[MEMBER, CONNECT_MS]...]`.
+pub fn node_users(node: &str) -> String {
+    format!("hubbub:n:{node}:u")
+}
+
+/// KEYS: epoch, offset, stream, idempotency key. ARGV: new epoch, data,
+/// history size, pub/sub channel, keys TTL secs, now ms, history TTL secs,
+/// then the idempotency mode: `n` (KEYS[4] is this process's hash: field
+/// ARGV[9] is the publish's sequence, field ARGV[10] the one that leaves the
+/// window) or `k` (KEYS[4] is the caller's key), and ARGV[11] the key's TTL.
+/// Returns `{epoch, offset, 0}`, or `{epoch, offset, 1}` for a publish that
+/// already ran (nothing is published again).
 pub(crate) const PUBLISH: &str = r#"
+local seen
+if ARGV[8] == 'n' then
+  seen = redis.call('HGET', KEYS[4], ARGV[9])
+else
+  seen = redis.call('GET', KEYS[4])
+end
+if seen then
+  local e, o = string.match(seen, '^(.*)\n(%d+)$')
+  return {e, tonumber(o), 1}
+end
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
@@ -60,7 +88,15 @@ if tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', KEYS[3], ARGV[7])
 end
 redis.call('PUBLISH', ARGV[4], epoch .. '\n' .. offset .. '\n' .. ARGV[2])
-return {epoch, offset}
+local mark = epoch .. '\n' .. offset
+if ARGV[8] == 'n' then
+  redis.call('HSET', KEYS[4], ARGV[9], mark)
+  redis.call('HDEL', KEYS[4], ARGV[10])
+  redis.call('EXPIRE', KEYS[4], ARGV[11])
+else
+  redis.call('SET', KEYS[4], mark, 'EX', ARGV[11])
+end
+return {epoch, offset, 0}
 "#;
 
 /// KEYS: epoch, offset, stream. ARGV: new epoch, keys TTL secs.
@@ -89,8 +125,59 @@ end
 return {epoch, offset, entries}
 "#;
 
-/// KEYS: user set. ARGV: score, member. Returns every member with scores.
+/// KEYS: this node's users hash, then the other live nodes'. ARGV: user,
+/// this node's value for the user, TTL secs. Writes this node's value and
+/// returns every node's value for the user (`''` where it has none).
 pub(crate) const USER_ONLINE: &str = r#"
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HGET', key, ARGV[1]) or ''
+end
+return out
+"#;
+
+/// KEYS: hashes. ARGV: field. Returns each hash's value of the field (`''`
+/// where it has none): one channel's presence on every live node.
+pub(crate) const READ_FIELD: &str = r#"
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HGET', key, ARGV[1]) or ''
+end
+return out
+"#;
+
+/// KEYS: hashes. ARGV: a field, or `''` for all. Returns `{key, value}`
+/// per hash (value `''` where the field is missing), or `{key, {field,
+/// value...}}` for all fields: the other nodes' entries.
+pub(crate) const READ_NODES: &str = r#"
+local out = {}
+for i, key in ipairs(KEYS) do
+  if ARGV[1] == '' then
+    out[i] = {key, redis.call('HGETALL', key)}
+  else
+    out[i] = {key, redis.call('HGET', key, ARGV[1]) or ''}
+  end
+end
+return out
+"#;
+
+/// The node named in a key made by `node_presence` or `node_users`.
+pub(crate) fn node_of_key(key: &str) -> &str {
+    let name = key.strip_prefix("hubbub:n:").unwrap_or(key);
+    name.rsplit_once(':').map_or(name, |(node, _)| node)
+}
+
+/// KEYS: a hash. ARGV: TTL secs, then field, value pairs. Replaces the
+/// hash whole, atomically (a node's heal).
+pub(crate) const REPLACE_HASH: &str = r#"
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if #ARGV > 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return #ARGV
 "#;

@@ -1,5 +1,6 @@
 //! Cluster mode (`--redis`): several hubbub nodes behind a load balancer,
-//! joined through one Redis. See `docs/CLUSTER.md`.
+//! joined through one Redis (plain, TLS, or found through Sentinel: `link`).
+//! See `docs/CLUSTER.md`.
 //!
 //! What it owns: the Redis connections, in two bridge threads that reach the
 //! shards only through their inboxes, and are reached by them only through a
@@ -20,7 +21,9 @@
 pub(crate) mod backoff;
 pub mod commands;
 pub mod keys;
-pub mod resp;
+pub(crate) mod link;
+pub(crate) mod mirror;
+pub mod reply;
 pub mod subscriber;
 
 use std::sync::atomic::Ordering;
@@ -28,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::buf::budget::MemoryBudget;
 use crate::bus::cluster::{ClusterConfig, ClusterLink, ClusterState};
 use crate::bus::peers::Peers;
 use crate::metrics::names;
@@ -36,7 +40,9 @@ use crate::metrics::stats::ShardStats;
 /// Commands waiting for the command thread, from all shards together.
 pub(crate) const QUEUE_CAPACITY: usize = 16_384;
 /// Longest a single Redis call may take before the link counts as down.
-pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes of commands the bridge holds at most (queue and waiting buffer).
+pub(crate) const MAX_HELD_BYTES: u64 = 64 << 20;
 pub(crate) const DEFAULT_NODE_TTL_SECS: u64 = 10;
 
 /// The running bridge: stops its threads when dropped.
@@ -60,19 +66,25 @@ pub fn start(
     shards: Peers,
     stats: Vec<Arc<Mutex<ShardStats>>>,
     max_connections_per_user: usize,
+    budget: Arc<MemoryBudget>,
 ) -> std::io::Result<(ClusterLink, Bridge)> {
-    let state = Arc::new(ClusterState::default());
+    // One TLS provider for the process (the crate's `rediss://` uses the
+    // default); an error means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let target = link::Target::new(&config).map_err(std::io::Error::from)?;
+    let state = Arc::new(ClusterState::new(MAX_HELD_BYTES, budget));
     metrics::gauge!(names::CLUSTER_LINK_UP).set(0.0);
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
-    let link = ClusterLink::new(tx, Arc::clone(&config.node), Arc::clone(&state));
+    let (state_tx, state_rx) = crossbeam_channel::unbounded();
+    let link = ClusterLink::new(tx, state_tx, Arc::clone(&config.node), Arc::clone(&state));
     let setup = commands::Setup {
         config: config.clone(),
         shards: shards.for_sender(),
         stats,
         max_connections_per_user,
     };
-    let commander = commands::Commander::new(setup, rx, Arc::clone(&state));
-    let sub = subscriber::Subscriber::new(config, shards, Arc::clone(&state));
+    let commander = commands::Commander::new(setup, target.clone(), (rx, state_rx), Arc::clone(&state));
+    let sub = subscriber::Subscriber::new(config, target, shards, Arc::clone(&state));
     let threads = vec![
         std::thread::Builder::new()
             .name("hubbub-cluster-cmd".into())

@@ -6,11 +6,12 @@
 //! shards that hold the connections.
 //!
 //! A PING every few seconds finds a Redis that stopped answering; any error
-//! reconnects with backoff. Publications sent while this connection was
+//! reconnects with backoff (through Sentinel, to whichever server is the
+//! master by then). Publications sent while this connection was
 //! down are not replayed here: the owners see the gap in offsets (see
 //! `ChannelLog::append_at`) and clients recover from Redis's history.
 
-use std::io::{self, BufRead};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,30 +20,33 @@ use bytes::Bytes;
 
 use super::backoff::Backoff;
 use super::keys;
-use super::resp::{Conn, Value};
+use super::link::Target;
 use super::REDIS_TIMEOUT;
 use crate::bus::cluster::{ClusterConfig, ClusterState};
 use crate::bus::msg::{HubMsg, Origin};
 use crate::bus::peers::Peers;
+use crate::metrics::names;
 use crate::ws::codec::{self, Kind, MAX_SERVER_HEADER};
 
 /// How long one read waits before the thread looks at the stop flag.
 const READ_SLICE: Duration = Duration::from_millis(200);
+/// A PING finds a Redis that stopped answering (its pong must come within
+/// `REDIS_TIMEOUT`).
 const PING_EVERY: Duration = Duration::from_secs(2);
-/// Silence (no message, no pong) after which the connection is given up.
-const SILENCE_LIMIT: Duration = Duration::from_secs(6);
 
 pub(crate) struct Subscriber {
     config: ClusterConfig,
+    target: Target,
     shards: Peers,
     state: Arc<ClusterState>,
     backoff: Backoff,
 }
 
 impl Subscriber {
-    pub fn new(config: ClusterConfig, shards: Peers, state: Arc<ClusterState>) -> Subscriber {
+    pub fn new(config: ClusterConfig, target: Target, shards: Peers, state: Arc<ClusterState>) -> Subscriber {
         Subscriber {
             config,
+            target,
             shards,
             state,
             backoff: Backoff::default(),
@@ -52,15 +56,14 @@ impl Subscriber {
     pub fn run(mut self) {
         let mut logged = false;
         while !self.state.stop.load(Ordering::Relaxed) {
-            let error = match self.connect() {
-                Ok(conn) => {
-                    logged = false;
-                    self.backoff.reset();
-                    self.state.set(&self.state.subscriber_up, true, "subscriber", None);
-                    self.listen(conn)
+            let error = self.listen();
+            if self.state.subscriber_up.load(Ordering::Relaxed) {
+                logged = false; // it was up: this is a new outage
+                if !self.state.stop.load(Ordering::Relaxed) {
+                    self.state.reconnects.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(names::CLUSTER_RECONNECTS).increment(1);
                 }
-                Err(e) => e,
-            };
+            }
             let error = (!logged).then_some(&error);
             logged = true;
             self.state.set(&self.state.subscriber_up, false, "subscriber", error);
@@ -76,67 +79,56 @@ impl Subscriber {
         }
     }
 
-    fn connect(&self) -> io::Result<Conn> {
-        let mut conn = Conn::connect(&self.config.redis, REDIS_TIMEOUT)?;
-        conn.queue(&["SUBSCRIBE", keys::CONTROL]);
-        conn.queue(&["PSUBSCRIBE", keys::PUB_PATTERN]);
-        conn.flush()?;
-        for _ in 0..2 {
-            if let Value::Error(e) = conn.read()? {
-                return Err(io::Error::other(e));
-            }
-        }
-        Ok(conn)
-    }
-
     /// Reads messages until the connection fails or the server stops.
-    fn listen(&mut self, mut conn: Conn) -> io::Error {
-        if let Err(e) = conn.set_read_timeout(READ_SLICE) {
-            return e;
+    fn listen(&mut self) -> io::Error {
+        let mut conn = match self.target.connect(REDIS_TIMEOUT) {
+            Ok(conn) => conn,
+            Err(e) => return e.into(),
+        };
+        let mut pubsub = conn.as_pubsub();
+        let subscribed = pubsub
+            .subscribe(keys::CONTROL)
+            .and_then(|()| pubsub.psubscribe(keys::PUB_PATTERN))
+            .and_then(|()| pubsub.set_read_timeout(Some(READ_SLICE)));
+        if let Err(e) = subscribed {
+            return io::Error::other(e);
         }
-        let (mut heard, mut pinged) = (Instant::now(), Instant::now());
+        self.up();
+        let mut pinged = Instant::now();
         while !self.state.stop.load(Ordering::Relaxed) {
             if pinged.elapsed() >= PING_EVERY {
                 pinged = Instant::now();
-                conn.queue(&["PING"]);
-                if let Err(e) = conn.flush() {
-                    return e;
+                // Messages that arrive before the pong are kept by the crate.
+                let ping = pubsub
+                    .set_read_timeout(Some(REDIS_TIMEOUT))
+                    .and_then(|()| pubsub.ping::<redis::Value>())
+                    .and_then(|_| pubsub.set_read_timeout(Some(READ_SLICE)));
+                if let Err(e) = ping {
+                    return io::Error::other(format!("Redis stopped answering: {e}"));
                 }
             }
-            if heard.elapsed() > SILENCE_LIMIT {
-                return io::Error::new(io::ErrorKind::TimedOut, "Redis stopped answering");
-            }
-            match wait_readable(&mut conn) {
-                Ok(false) => continue,
-                Ok(true) => {}
-                Err(e) => return e,
-            }
-            // A message has started: the rest comes within the same timeout.
-            match conn.read() {
-                Ok(value) => {
-                    heard = Instant::now();
-                    self.dispatch(value);
-                }
-                Err(e) => return e,
+            // A timeout in the middle of a message keeps what was read (the
+            // crate's parser resumes): only the wait for the next one ends.
+            match pubsub.get_message() {
+                Ok(msg) => self.dispatch(&msg),
+                Err(e) if e.is_timeout() => continue,
+                Err(e) => return io::Error::other(e),
             }
         }
         io::Error::other("stopping")
     }
 
-    fn dispatch(&self, value: Value) {
-        let mut items = value.into_array();
-        let kind = items.first().and_then(Value::as_str).unwrap_or("").to_string();
-        match kind.as_str() {
-            "pmessage" if items.len() == 4 => {
-                let payload = items.pop().unwrap_or(Value::Nil);
-                let channel = items.pop().unwrap_or(Value::Nil);
-                self.publication(channel.as_str().unwrap_or(""), payload.as_bytes().unwrap_or(&[]));
-            }
-            "message" if items.len() == 3 => {
-                let payload = items.pop().unwrap_or(Value::Nil);
-                self.control(payload.as_bytes().unwrap_or(&[]));
-            }
-            _ => {} // pong, subscribe confirmations
+    fn up(&mut self) {
+        self.backoff.reset();
+        self.state.set(&self.state.subscriber_up, true, "subscriber", None);
+    }
+
+    fn dispatch(&self, msg: &redis::Msg) {
+        let channel = msg.get_channel_name();
+        if msg.from_pattern() {
+            self.publication(channel, msg.get_payload_bytes());
+        } else if channel == keys::CONTROL {
+            self.control(msg.get_payload_bytes());
         }
     }
 
@@ -215,23 +207,6 @@ impl Subscriber {
         if self.shards.to(shard, msg).is_err() {
             self.state.drop_one();
         }
-    }
-}
-
-/// Waits up to the read timeout for the next reply to start: `false` when
-/// nothing came (nothing was consumed, so the stream stays in step).
-fn wait_readable(conn: &mut Conn) -> io::Result<bool> {
-    if conn.has_buffered() {
-        return Ok(true);
-    }
-    match conn.reader().fill_buf() {
-        Ok([]) => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "redis closed the connection",
-        )),
-        Ok(_) => Ok(true),
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
-        Err(e) => Err(e),
     }
 }
 

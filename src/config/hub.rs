@@ -10,6 +10,7 @@ use crate::auth;
 use crate::auth::pattern::ChannelPattern;
 use crate::bus::cluster::ClusterConfig;
 use crate::bus::history::HistoryRule;
+use crate::cluster::link;
 use crate::hub::config::{
     HubConfig, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_MESSAGES_PER_SEC,
     DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE, DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_SUBSCRIPTIONS,
@@ -80,10 +81,22 @@ pub struct HubArgs {
     /// one the API is off (every call answers 403 saying so).
     #[arg(long, env = "HUBBUB_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Cluster mode: `redis://HOST:PORT` of the Redis that joins the nodes
-    /// (docs/CLUSTER.md). Without it the node runs alone.
-    #[arg(long, value_name = "URL")]
+    /// Cluster mode: the Redis that joins the nodes (docs/CLUSTER.md):
+    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for TLS.
+    /// Without it (and without `--redis-sentinel`) the node runs alone.
+    /// `HUBBUB_REDIS_URL` keeps a password out of the process list.
+    #[arg(long, value_name = "URL", env = "HUBBUB_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
+    /// Cluster mode through Sentinel: a sentinel's `HOST:PORT`
+    /// (repeatable); needs `--redis-master-name`.
+    #[arg(long = "redis-sentinel", value_name = "HOST:PORT")]
+    pub redis_sentinels: Vec<String>,
+    /// The master's name the sentinels monitor.
+    #[arg(long, value_name = "NAME")]
+    pub redis_master_name: Option<String>,
+    /// PEM file of the roots that `rediss://` trusts [default: the system's].
+    #[arg(long, value_name = "PATH")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// This node's name in the cluster [default: HOSTNAME-PID-RANDOM].
     #[arg(long)]
     pub node_id: Option<String>,
@@ -102,7 +115,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 
 /// The hub's settings from its flags, checked.
 pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
-    let jwt_secret = args.jwt_secret.map(String::into_bytes);
+    let jwt_secret = args.jwt_secret.clone().map(String::into_bytes);
     if let Some(secret) = &jwt_secret {
         auth::check_secret(secret).map_err(|_| invalid("jwt-secret", "must be at least 32 bytes (RFC 7518 §3.2)"))?;
     }
@@ -129,8 +142,8 @@ pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
         // Settled against --max-backlog-bytes by `Config::from_args`.
         max_reply_bytes: args.max_reply_bytes.unwrap_or(DEFAULT_MAX_REPLY_BYTES),
         history_rules,
-        api_key: args.api_key.filter(|k| !k.is_empty()),
-        cluster: cluster_config(args.redis, args.node_id, args.node_ttl_secs)?,
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        cluster: cluster_config(&args)?,
     };
     validate(&config)?;
     Ok(config)
@@ -156,32 +169,59 @@ pub fn validate(config: &HubConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn cluster_config(
-    redis: Option<String>,
-    node_id: Option<String>,
-    node_ttl_secs: u64,
-) -> Result<Option<ClusterConfig>, ConfigError> {
-    let Some(redis) = redis.filter(|r| !r.is_empty()) else {
+fn cluster_config(args: &HubArgs) -> Result<Option<ClusterConfig>, ConfigError> {
+    let redis = args.redis.clone().filter(|r| !r.is_empty());
+    let sentinels = args.redis_sentinels.clone();
+    if redis.is_none() && sentinels.is_empty() {
         return Ok(None);
-    };
-    let hostport = redis.strip_prefix("redis://").unwrap_or(&redis).trim_end_matches('/');
-    if hostport
-        .rsplit_once(':')
-        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-    {
-        return Err(invalid("redis", "expected redis://HOST:PORT"));
     }
-    let node = node_id.unwrap_or_else(crate::cluster::default_node_id);
+    // A bare HOST:PORT is still accepted, as before URLs were.
+    let redis = match redis {
+        Some(url) if !url.contains("://") => format!("redis://{url}"),
+        Some(url) => url,
+        None => "redis://".to_string(),
+    };
+    let with_host = if sentinels.is_empty() {
+        redis.clone()
+    } else {
+        link::placeholder_host(&redis)
+    };
+    link::check_url(&with_host).map_err(|e| {
+        invalid(
+            "redis",
+            format!("{e} (expected redis://[USER:PASSWORD@]HOST:PORT[/DB] or rediss://...)"),
+        )
+    })?;
+    for sentinel in &sentinels {
+        link::check_sentinel(sentinel).map_err(|e| invalid("redis-sentinel", format!("{sentinel:?}: {e}")))?;
+    }
+    if args.redis_ca_file.is_some() && !redis.starts_with("rediss://") {
+        return Err(invalid(
+            "redis-ca-file",
+            "applies to TLS only: use a rediss:// URL in --redis",
+        ));
+    }
+    let master_name = args.redis_master_name.clone().filter(|n| !n.is_empty());
+    if sentinels.is_empty() != master_name.is_none() {
+        return Err(invalid(
+            "redis-master-name",
+            "--redis-sentinel and --redis-master-name go together",
+        ));
+    }
+    let node = args.node_id.clone().unwrap_or_else(crate::cluster::default_node_id);
     if node.is_empty() || node.contains(['|', ' ', '\n']) {
         return Err(invalid("node-id", "must be non-empty, without '|', spaces or newlines"));
     }
-    if node_ttl_secs == 0 {
+    if args.node_ttl_secs == 0 {
         return Err(invalid("node-ttl-secs", "must be at least 1"));
     }
     Ok(Some(ClusterConfig {
         redis,
+        sentinels,
+        master_name,
+        ca_file: args.redis_ca_file.clone(),
         node: node.into(),
-        node_ttl: Duration::from_secs(node_ttl_secs),
+        node_ttl: Duration::from_secs(args.node_ttl_secs),
     }))
 }
 
@@ -302,7 +342,40 @@ mod tests {
                 .len()
                 > 1
         );
-        assert_eq!(parse(&["--redis", "redis://nohost"]).unwrap_err().field, "redis");
+        assert_eq!(parse(&["--redis", "http://h:1"]).unwrap_err().field, "redis");
+        let url = parse(&["--redis", "rediss://u:p@h:1/2", "--node-id", "a"])
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(url.redis, "rediss://u:p@h:1/2");
+        let sentinel = ["--redis-sentinel", "127.0.0.1:26379", "--redis-master-name", "m"];
+        let cluster = parse(&sentinel).unwrap().cluster.unwrap();
+        assert_eq!(
+            (cluster.sentinels.len(), cluster.master_name.as_deref()),
+            (1, Some("m"))
+        );
+        assert!(parse(&[
+            "--redis",
+            "redis://:pw@/3",
+            sentinel[0],
+            sentinel[1],
+            sentinel[2],
+            sentinel[3]
+        ])
+        .is_ok());
+        assert_eq!(parse(&sentinel[..2]).unwrap_err().field, "redis-master-name");
+        assert_eq!(
+            parse(&["--redis", "redis://h:1", "--redis-ca-file", "/ca.pem"])
+                .unwrap_err()
+                .field,
+            "redis-ca-file"
+        );
+        assert_eq!(
+            parse(&["--redis-sentinel", "h:x", "--redis-master-name", "m"])
+                .unwrap_err()
+                .field,
+            "redis-sentinel"
+        );
         assert_eq!(
             parse(&["--redis", "redis://h:1", "--node-id", "a|b"])
                 .unwrap_err()

@@ -98,6 +98,7 @@ impl Hub {
                     data: data.get().into(),
                     reply: Some(ReplyTo::Client(origin)),
                     may_create,
+                    idem: None,
                 };
                 self.route_to_owner(&channel, msg, conns);
             }

@@ -117,7 +117,7 @@ impl Hub {
         for (shard, msg) in out.sends {
             self.route_to(shard, msg, conns);
         }
-        if let Some(publication) = out.deliver {
+        for publication in out.deliver {
             let owner::Publication {
                 channel,
                 frame,

@@ -16,14 +16,16 @@ use crate::buf::Meter;
 use crate::bus::cluster::{ClusterCmd, RedisCall};
 use crate::bus::history::{Entry, Recovery};
 use crate::bus::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
+use crate::metrics::names;
 
 /// What handling one message produced.
 #[derive(Default)]
 pub(crate) struct Out {
     /// Messages for shards (possibly this one).
     pub sends: Vec<(usize, HubMsg)>,
-    /// A publication for every subscriber of the channel.
-    pub deliver: Option<Publication>,
+    /// Publications (and epoch notices) for every subscriber of the
+    /// channel, in this order.
+    pub deliver: Vec<Publication>,
     /// Cluster mode: what to ask of the Redis bridge.
     pub cluster: Vec<ClusterCmd>,
 }
@@ -106,7 +108,11 @@ impl Owned {
                 }
             }
             HubMsg::Publish {
-                channel, data, reply, ..
+                channel,
+                data,
+                reply,
+                idem,
+                ..
             } if self.cluster => {
                 let rule = self.config.history_for(&channel);
                 out.cluster.push(ClusterCmd::Call(RedisCall::Publish {
@@ -114,6 +120,7 @@ impl Owned {
                     data,
                     reply,
                     rule,
+                    idem,
                 }));
             }
             HubMsg::Query { channel, query, reply } if self.cluster => {
@@ -131,6 +138,7 @@ impl Owned {
                 data,
                 reply,
                 may_create,
+                ..
             } => {
                 let budget = Arc::clone(self.meter.budget());
                 let (log, created) = match self.log_for_client(&channel, tick, may_create) {
@@ -144,7 +152,7 @@ impl Owned {
                 };
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
-                out.deliver = Some(Publication {
+                out.deliver.push(Publication {
                     frame: publication(&channel, offset, &data, &budget),
                     channel: Arc::clone(&channel),
                     offset,
@@ -303,9 +311,14 @@ impl Owned {
     ) {
         let Some(log) = self.logs.get_mut(&channel) else { return };
         log.expire(tick);
+        let previous = changed_epoch(log, &epoch);
         if log.append_at(&epoch, offset, Arc::clone(&data), tick) {
+            if let Some(previous) = previous {
+                let notice = self.epoch_notice(&channel, &epoch, &previous, offset.saturating_sub(1), "lost");
+                out.deliver.push(notice);
+            }
             let frame = publication(&channel, offset, &data, self.meter.budget());
-            out.deliver = Some(Publication {
+            out.deliver.push(Publication {
                 channel,
                 frame,
                 offset,
@@ -324,9 +337,41 @@ impl Owned {
             }
             return;
         };
-        self.log(&channel, tick).sync(&epoch, offset);
+        if waiting.is_empty() && !self.logs.contains_key(&channel) {
+            return; // a re-sync after a reconnect, for a channel gone meanwhile
+        }
+        let log = self.log(&channel, tick);
+        let previous = changed_epoch(log, &epoch);
+        log.sync(&epoch, offset);
+        if let Some(previous) = previous {
+            let notice = self.epoch_notice(&channel, &epoch, &previous, offset, "lost");
+            out.deliver.push(notice);
+        }
         for sub in waiting {
             self.subscribe(Arc::clone(&channel), sub, tick, out);
+        }
+    }
+
+    /// Cluster mode: the push that tells every subscriber of `channel` that
+    /// its epoch changed (counted and logged: Redis lost the channel).
+    fn epoch_notice(
+        &self,
+        channel: &Arc<str>,
+        epoch: &Arc<str>,
+        previous: &str,
+        offset: u64,
+        reason: &str,
+    ) -> Publication {
+        metrics::counter!(names::CLUSTER_EPOCH_CHANGES).increment(1);
+        tracing::warn!(channel = %channel, epoch = %epoch, previous, offset, reason, "cluster: channel epoch changed under live subscribers; each is told");
+        Publication {
+            channel: Arc::clone(channel),
+            frame: text_frame(
+                &protocol::push_epoch(channel, epoch, previous, offset, reason),
+                self.meter.budget(),
+            ),
+            offset,
+            epoch: Arc::clone(epoch),
         }
     }
 
@@ -512,6 +557,13 @@ impl Owned {
     }
 }
 
+/// Cluster mode: the epoch `log` had before `epoch`, when it had one and
+/// subscribers to tell.
+fn changed_epoch(log: &ChannelLog, epoch: &Arc<str>) -> Option<Arc<str>> {
+    let changed = !log.epoch.is_empty() && *log.epoch != **epoch;
+    (changed && log.shards().next().is_some()).then(|| Arc::clone(&log.epoch))
+}
+
 fn answer(reply: ReplyTo, result: &str, out: &mut Out) {
     answer_created(reply, result, false, out)
 }
@@ -591,6 +643,9 @@ mod tests {
     fn cluster_config() -> HubConfig {
         HubConfig {
             cluster: Some(ClusterConfig {
+                sentinels: Vec::new(),
+                master_name: None,
+                ca_file: None,
                 redis: "redis://127.0.0.1:1".into(),
                 node: "n1".into(),
                 node_ttl: Duration::from_secs(5),
@@ -632,6 +687,7 @@ mod tests {
             data: data.into(),
             reply: None,
             may_create: true,
+            idem: None,
         }
     }
 
@@ -670,8 +726,8 @@ mod tests {
     #[test]
     fn offsets_count_up_in_one_epoch_and_each_publication_is_framed_once() {
         let mut owned = owned(HubConfig::default());
-        let first = owned.handle(publish("1"), 1).deliver.unwrap();
-        let second = owned.handle(publish("{\"a\":2}"), 1).deliver.unwrap();
+        let first = owned.handle(publish("1"), 1).deliver.pop().unwrap();
+        let second = owned.handle(publish("{\"a\":2}"), 1).deliver.pop().unwrap();
         assert_eq!((first.offset, second.offset), (1, 2));
         assert_eq!(first.epoch, second.epoch);
         let push: serde_json::Value = serde_json::from_slice(&second.frame[2..]).unwrap();
@@ -690,7 +746,7 @@ mod tests {
     #[test]
     fn recovery_gives_exactly_what_was_missed_in_the_same_epoch_only() {
         let mut owned = owned(HubConfig::default());
-        let epoch = owned.handle(publish("1"), 1).deliver.unwrap().epoch;
+        let epoch = owned.handle(publish("1"), 1).deliver.pop().unwrap().epoch;
         owned.handle(publish("2"), 1);
         owned.handle(publish("3"), 1);
         let from = |offset, epoch: &str| {
@@ -891,6 +947,7 @@ mod tests {
             data: "1".into(),
             reply: Some(ReplyTo::Client(origin(0, 1, 7))),
             may_create,
+            idem: None,
         }
     }
 

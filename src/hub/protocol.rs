@@ -223,6 +223,21 @@ pub(crate) fn push_gap(channel: &str, epoch: &str, offset: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Cluster mode: `channel` now counts in `epoch`, no longer in `previous`
+/// (Redis lost or rewound it: `reason`); its offsets restart after
+/// `offset`. Offsets of the old epoch name nothing in the new one: subscribe
+/// again with `recover` to learn what is lost (`recovered: false`).
+pub(crate) fn push_epoch(channel: &str, epoch: &str, previous: &str, offset: u64, reason: &str) -> Vec<u8> {
+    format!(
+        "{{\"push\":\"epoch\",\"channel\":{},\"epoch\":{},\"previous\":{},\"offset\":{offset},\"reason\":{}}}",
+        json_string(channel),
+        json_string(epoch),
+        json_string(previous),
+        json_string(reason)
+    )
+    .into_bytes()
+}
+
 /// A private message to a user's connections.
 pub fn push_message(from: Option<&str>, data: &str) -> Vec<u8> {
     let from = from.map_or_else(|| "null".to_string(), json_string);

@@ -47,6 +47,7 @@ pub(crate) const CLUSTER_PUBLISHED: &str = "hubbub_cluster_published_total";
 pub(crate) const CLUSTER_RECONNECTS: &str = "hubbub_cluster_reconnects_total";
 pub const ADMIN_REFUSED: &str = "hubbub_admin_refused_total";
 pub const TLS_HANDSHAKES: &str = "hubbub_tls_handshakes_total";
+pub(crate) const CLUSTER_EPOCH_CHANGES: &str = "hubbub_cluster_epoch_changes_total";
 
 /// What kind of series a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,9 +120,10 @@ pub const ALL: &[Described] = &[
     m(CLUSTER_LINK_UP, G, Unit::Count, "Cluster mode: 1 while both Redis connections are up, else 0."),
     m(CLUSTER_DROPS, C, Unit::Count, "Cluster mode: commands and publications dropped (queue or buffer full, link failed)."),
     m(CLUSTER_PUBLISHED, C, Unit::Count, "Cluster mode: publishes sequenced by Redis from this node."),
-    m(CLUSTER_RECONNECTS, C, Unit::Count, "Cluster mode: times the command connection to Redis was lost."),
+    m(CLUSTER_RECONNECTS, C, Unit::Count, "Cluster mode: times a connection to Redis (commands or subscriber) was lost."),
     m(ADMIN_REFUSED, C, Unit::Count, "Admin-port connections refused or cut short, by reason (request_timeout = 408, write_timeout, evicted at the connection cap, head_too_large = 431, body_too_large = 413, bad_request = 400/411)."),
     m(TLS_HANDSHAKES, C, Unit::Count, "wss:// TLS handshakes completed, by kind (full, resumed from a session ticket)."),
+    m(CLUSTER_EPOCH_CHANGES, C, Unit::Count, "Cluster mode: channels whose epoch changed under live subscribers on this node (Redis lost them); each subscriber got an `epoch` push."),
 ];
 
 /// Bucket upper bounds (seconds) of both latency histograms: 5 us to 2.5 s.

@@ -225,10 +225,13 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
     let stats: Vec<Arc<Mutex<ShardStats>>> = (0..config.shards).map(|_| Arc::default()).collect();
     let (cluster_link, bridge) = match &config.hub.cluster {
         Some(cluster) => {
-            info!(redis = %cluster.redis, node = %cluster.node, "cluster mode");
+            let redis = crate::cluster::link::redacted(&cluster.redis);
+            info!(redis = %redis, sentinels = ?cluster.sentinels, node = %cluster.node, "cluster mode");
             let per_user = config.hub.max_connections_per_user;
-            let (link, bridge) = crate::cluster::start(cluster.clone(), shards.for_sender(), stats.clone(), per_user)
-                .map_err(StartError::Cluster)?;
+            let budget = Arc::clone(&budget);
+            let (link, bridge) =
+                crate::cluster::start(cluster.clone(), shards.for_sender(), stats.clone(), per_user, budget)
+                    .map_err(StartError::Cluster)?;
             (Some(link), Some(bridge))
         }
         None => (None, None),

@@ -21,17 +21,20 @@ impl Redis {
     }
 
     pub fn start_on(port: u16) -> Option<Redis> {
+        Redis::start_with(port, &["--port", &port.to_string()])
+    }
+
+    /// A free loopback port.
+    pub fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// `redis-server` with `args` (which name the port, or a config file)
+    /// on loopback, without persistence; ready once `port` accepts.
+    pub fn start_with(port: u16, args: &[&str]) -> Option<Redis> {
         let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();

@@ -1,0 +1,215 @@
+//! Where the bridge's connections go: Redis as operators run it, through
+//! the `redis` crate's synchronous client (no async runtime).
+//!
+//! - `--redis redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for
+//!   TLS (system roots, or the PEM file of `--redis-ca-file`; a URL ending in
+//!   `#insecure` skips the certificate check, for tests only).
+//! - Sentinel: `--redis-sentinel HOST:PORT` (repeatable) with
+//!   `--redis-master-name NAME`. Every connect asks the sentinels, in order,
+//!   where the master is and checks with `ROLE` that it is one, so a
+//!   failover is followed at the next reconnect without a restart. The
+//!   scheme, credentials and database of `--redis` (if given) apply to the
+//!   master; its host and port are not used.
+//!
+//! What it must never do: wait without a bound. Every connect, read and
+//! write has the caller's timeout.
+
+use std::io;
+use std::time::Duration;
+
+use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates};
+
+use crate::bus::cluster::ClusterConfig;
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// Redis (or a sentinel) refused or could not be reached: retry later.
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    /// No sentinel named a master that answers as one: retry later.
+    #[error("no sentinel knows a reachable master named {0:?} ({1})")]
+    NoMaster(String, String),
+    /// The CA file of `--redis-ca-file` is unreadable: fix the flag.
+    #[error("--redis-ca-file {0}: {1}")]
+    CaFile(String, io::Error),
+}
+
+impl From<LinkError> for io::Error {
+    fn from(e: LinkError) -> io::Error {
+        io::Error::other(e.to_string())
+    }
+}
+
+/// How to reach the Redis master.
+#[derive(Clone)]
+pub(crate) struct Target {
+    /// The master's address and settings (Sentinel: settings only).
+    master: ConnectionInfo,
+    sentinels: Vec<ConnectionInfo>,
+    master_name: Option<String>,
+}
+
+impl Target {
+    pub fn new(config: &ClusterConfig) -> Result<Target, LinkError> {
+        let url = match config.master_name {
+            Some(_) => placeholder_host(&config.redis),
+            None => config.redis.clone(),
+        };
+        let url = url.as_str();
+        let master = match &config.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| LinkError::CaFile(path.display().to_string(), e))?;
+                let certs = TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(url, certs)?.get_connection_info().clone()
+            }
+            None => url.into_connection_info()?,
+        };
+        let sentinels = config
+            .sentinels
+            .iter()
+            .map(|s| sentinel_url(s).into_connection_info())
+            .collect::<Result<_, _>>()?;
+        Ok(Target {
+            master,
+            sentinels,
+            master_name: config.master_name.clone(),
+        })
+    }
+
+    /// A connection to the master, with `timeout` on connect, reads and
+    /// writes.
+    pub fn connect(&self, timeout: Duration) -> Result<redis::Connection, LinkError> {
+        let Some(name) = &self.master_name else {
+            return Ok(open(self.master.clone(), timeout)?);
+        };
+        let mut why = String::from("no sentinel configured");
+        for sentinel in &self.sentinels {
+            match self.via_sentinel(sentinel, name, timeout) {
+                Ok(conn) => return Ok(conn),
+                Err(e) => why = format!("{}: {e}", sentinel.addr()),
+            }
+        }
+        Err(LinkError::NoMaster(name.clone(), why))
+    }
+
+    fn via_sentinel(
+        &self,
+        sentinel: &ConnectionInfo,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<redis::Connection, LinkError> {
+        let mut asker = open(sentinel.clone(), timeout)?;
+        let (host, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(name)
+            .query::<Option<(String, u16)>>(&mut asker)?
+            .ok_or_else(|| LinkError::NoMaster(name.into(), "unknown to this sentinel".into()))?;
+        let addr = match self.master.addr() {
+            ConnectionAddr::TcpTls {
+                insecure, tls_params, ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        let mut conn = open(self.master.clone().set_addr(addr), timeout)?;
+        // A sentinel can name a master that was just demoted: ask it.
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
+        match role.first() {
+            Some(redis::Value::BulkString(r)) if r == b"master" => Ok(conn),
+            Some(redis::Value::SimpleString(r)) if r == "master" => Ok(conn),
+            _ => Err(LinkError::NoMaster(
+                name.into(),
+                "the named server is not a master".into(),
+            )),
+        }
+    }
+}
+
+fn open(info: ConnectionInfo, timeout: Duration) -> Result<redis::Connection, redis::RedisError> {
+    let conn = Client::open(info)?.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    Ok(conn)
+}
+
+/// With Sentinel, `--redis` gives settings only; a host makes it a URL the
+/// crate can check (`redis://:pw@/2` -> `redis://:pw@sentinel-master/2`).
+pub(crate) fn placeholder_host(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (format!("{auth}@"), rest),
+        None => (String::new(), rest),
+    };
+    if rest.is_empty() || rest.starts_with('/') || rest.starts_with('#') {
+        format!("{scheme}://{auth}sentinel-master{rest}")
+    } else {
+        url.to_string()
+    }
+}
+
+/// `url` without its password, for logs.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => {
+            let user = auth.split_once(':').map_or(auth, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `HOST:PORT` or a full URL (for a sentinel with a password).
+fn sentinel_url(sentinel: &str) -> String {
+    if sentinel.contains("://") {
+        sentinel.to_string()
+    } else {
+        format!("redis://{sentinel}")
+    }
+}
+
+/// Checks `--redis` and `--redis-sentinel` values when the flags are parsed.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    url.into_connection_info().map(drop).map_err(|e| e.to_string())
+}
+
+/// See `check_url`, for a sentinel's `HOST:PORT`.
+pub(crate) fn check_sentinel(sentinel: &str) -> Result<(), String> {
+    check_url(&sentinel_url(sentinel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_when_parsed() {
+        for good in [
+            "redis://127.0.0.1:6379",
+            "redis://u:p@h:1/2",
+            "rediss://h:6380/#insecure",
+        ] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
+        for bad in ["http://h:1", "redis://h:notaport", ""] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        assert!(check_sentinel("127.0.0.1:26379").is_ok());
+        assert!(check_sentinel("127.0.0.1:x").is_err());
+        assert_eq!(redacted("redis://u:s3cret@h:1/2"), "redis://u:***@h:1/2");
+        assert_eq!(redacted("rediss://:s3cret@h:1"), "rediss://:***@h:1");
+        assert_eq!(redacted("redis://h:1"), "redis://h:1");
+    }
+}

@@ -1,0 +1,378 @@
+//! Cluster mode when Redis fails: deadlines while it is away, and no
+//! duplicate after an ambiguous publish failure (a proxy of the test's own
+//! sits between a node and Redis and cuts the connection right after it
+//! forwarded a publish script, swallowing the reply).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::*;
+use common::redis::Redis;
+use common::*;
+use serde_json::{json, Value};
+
+/// A TCP proxy to Redis. `cut_next_publish`: the next write carrying a
+/// script call is forwarded, its reply swallowed, the connection closed.
+/// `down`: new connections are closed at once.
+struct Proxy {
+    addr: SocketAddr,
+    cut_next_publish: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    /// Both ends of every connection, to cut them all at once.
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(redis_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, down) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (cut2, down2) = (Arc::clone(&cut), Arc::clone(&down));
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let streams2 = Arc::clone(&streams);
+        std::thread::spawn(move || {
+            for client in listener.incoming().take(1000) {
+                let Ok(client) = client else { continue };
+                if down2.load(Ordering::SeqCst) {
+                    continue; // dropped: closed
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                    continue;
+                };
+                let mut kept = streams2.lock().unwrap();
+                kept.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                drop(kept);
+                pipe_pair(client, server, Arc::clone(&cut2));
+            }
+        });
+        Proxy {
+            addr,
+            cut_next_publish: cut,
+            down,
+            streams,
+        }
+    }
+
+    /// Cuts every connection through the proxy now.
+    fn cut_all(&self) {
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+fn pipe_pair(client: TcpStream, server: TcpStream, cut: Arc<AtomicBool>) {
+    let swallow = Arc::new(AtomicBool::new(false));
+    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let swallow_up = Arc::clone(&swallow);
+    std::thread::spawn(move || {
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = c_in.read(&mut buf) {
+            let chunk = &buf[..n];
+            if chunk.windows(7).any(|w| w == b"EVALSHA") && cut.swap(false, Ordering::SeqCst) {
+                swallow_up.store(true, Ordering::SeqCst);
+            }
+            if s_out.write_all(chunk).is_err() {
+                break;
+            }
+        }
+        let _ = s_out.shutdown(Shutdown::Both);
+    });
+    let (mut s_in, mut c_out) = (server, client);
+    std::thread::spawn(move || {
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = s_in.read(&mut buf) {
+            if swallow.load(Ordering::SeqCst) || c_out.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = c_out.shutdown(Shutdown::Both);
+        let _ = s_in.shutdown(Shutdown::Both);
+    });
+}
+
+/// `POST /api/publish` with an optional `Idempotency-Key`.
+fn api_publish(admin: SocketAddr, channel: &str, data: Value, key: Option<&str>) -> (u16, Value) {
+    let body = json!({"channel": channel, "data": data}).to_string();
+    let mut stream = connect(admin);
+    let idem = key.map(|k| format!("Idempotency-Key: {k}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n{idem}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        common::cluster::KEY,
+        body.len()
+    )
+    .unwrap();
+    let (status, _, mut rest) = read_response(&mut stream);
+    rest.extend(read_to_close(&mut stream));
+    (status, serde_json::from_slice(&rest).unwrap_or(Value::Null))
+}
+
+/// Publication pushes arriving on `client` within `wait`.
+fn pubs_within(client: &mut WsClient, wait: Duration) -> Vec<Value> {
+    let until = Instant::now() + wait;
+    let mut pubs: Vec<Value> = client.pushes.drain(..).filter(|p| p["push"] == "pub").collect();
+    while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        client.raw.stream.set_read_timeout(Some(left)).unwrap();
+        match client.push() {
+            Some(push) if push["push"] == "pub" => pubs.push(push),
+            Some(_) => {}
+            None => break, // the wait ended
+        }
+    }
+    client.raw.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    pubs
+}
+
+#[test]
+fn a_publish_whose_reply_was_lost_is_delivered_once() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(redis.port);
+    let (a, b) = (
+        node_on(&["--redis", &proxy.url()], "a", &[]),
+        node_on(&["--redis", &redis.url()], "b", &[]),
+    );
+    wait_cluster(&a, 2);
+    let mut sub = WsClient::open(b.addr, "");
+    assert!(sub
+        .call("subscribe", json!({"channel": "once"}))
+        .get("result")
+        .is_some());
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "once", json!(0));
+    assert_eq!(next_pub(&mut sub)["offset"], 1);
+
+    // The bridge retries on its next connection; the script knows the
+    // publish ran and answers with its first offset.
+    proxy.cut_next_publish.store(true, Ordering::SeqCst);
+    let result = publish(&mut publisher, "once", json!("cut"));
+    assert!(!proxy.cut_next_publish.load(Ordering::SeqCst), "the proxy cut nothing");
+    assert_eq!(
+        (&result["offset"], &result["duplicate"]),
+        (&json!(2), &json!(true)),
+        "{result}"
+    );
+    let pubs = pubs_within(&mut sub, Duration::from_millis(800));
+    assert_eq!(
+        pubs.iter().map(|p| p["data"].clone()).collect::<Vec<_>>(),
+        [json!("cut")]
+    );
+
+    // Redis stays away after the cut: the API says it does not know (504),
+    // and the same Idempotency-Key later publishes nothing new.
+    proxy.cut_next_publish.store(true, Ordering::SeqCst);
+    proxy.down.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let (status, body) = api_publish(a.admin.unwrap(), "once", json!("api"), Some("order-17"));
+    assert_eq!(status, 504, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not known"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.down.store(false, Ordering::SeqCst);
+    wait_cluster(&a, 2);
+    let (status, body) = api_publish(a.admin.unwrap(), "once", json!("api"), Some("order-17"));
+    assert_eq!(
+        (status, &body["offset"], &body["duplicate"]),
+        (200, &json!(3), &json!(true)),
+        "{body}"
+    );
+    let pubs = pubs_within(&mut sub, Duration::from_millis(800));
+    assert_eq!(
+        pubs.iter().map(|p| p["data"].clone()).collect::<Vec<_>>(),
+        [json!("api")]
+    );
+    let (status, body) = api_publish(a.admin.unwrap(), "once", json!("x"), Some("bad key"));
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn while_redis_is_away_subscribes_and_publishes_fail_within_the_deadline() {
+    let Some(mut redis) = Redis::start() else { return };
+    let a = node_on(&["--redis", &redis.url()], "a", &[]);
+    wait_cluster(&a, 1);
+    redis.kill();
+    let mut client = WsClient::open(a.addr, "");
+    for (method, params) in [
+        ("subscribe", json!({"channel": "never-synced"})),
+        ("publish", json!({"channel": "never-synced", "data": 1})),
+    ] {
+        let started = Instant::now();
+        let reply = client.call(method, params);
+        let took = started.elapsed();
+        assert_eq!(reply["error"]["code"], 108, "{method}: {reply}");
+        assert!(took < Duration::from_millis(3500), "{method} took {took:?}");
+    }
+    let (status, body) = api_publish(a.admin.unwrap(), "never-synced", json!(1), None);
+    assert!(status == 503 || status == 504, "{status} {body}");
+    let _redis = Redis::start_on(redis.port).expect("redis restarts");
+    wait_cluster(&a, 1);
+    let reply = client.call("subscribe", json!({"channel": "never-synced"}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    assert_eq!(publish(&mut client, "never-synced", json!(2))["offset"], 1);
+}
+
+/// The next push named `kind` on `client`.
+fn next_push(client: &mut WsClient, kind: &str) -> Value {
+    loop {
+        let push = client.push().expect("connection open");
+        if push["push"] == kind {
+            return push;
+        }
+    }
+}
+
+#[test]
+fn a_redis_that_lost_its_data_tells_every_subscriber_the_new_epoch() {
+    let Some(mut redis) = Redis::start() else { return };
+    let (a, b) = (
+        node_on(&["--redis", &redis.url()], "a", &[]),
+        node_on(&["--redis", &redis.url()], "b", &[]),
+    );
+    wait_cluster(&a, 2);
+    let mut subs = [WsClient::open(a.addr, ""), WsClient::open(b.addr, "")];
+    for sub in &mut subs {
+        assert!(sub
+            .call("subscribe", json!({"channel": "ticker"}))
+            .get("result")
+            .is_some());
+    }
+    let mut publisher = WsClient::open(a.addr, "");
+    let old = publish(&mut publisher, "ticker", json!(1))["epoch"].clone();
+    for i in 2..=5 {
+        publish(&mut publisher, "ticker", json!(i));
+    }
+    for sub in &mut subs {
+        assert_eq!(
+            (1..=5).map(|_| next_pub(sub)["offset"].clone()).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+    }
+    redis.kill();
+    let _redis = Redis::start_on(redis.port).expect("redis restarts");
+    // Before anyone publishes again, both nodes re-sync and tell.
+    let mut epochs = Vec::new();
+    for sub in &mut subs {
+        let push = next_push(sub, "epoch");
+        assert_eq!(
+            (&push["channel"], &push["previous"], &push["reason"]),
+            (&json!("ticker"), &old, &json!("lost")),
+            "{push}"
+        );
+        assert_ne!(push["epoch"], old);
+        epochs.push(push["epoch"].clone());
+    }
+    assert_eq!(epochs[0], epochs[1], "one new epoch on every node");
+    wait_cluster(&a, 2);
+    let result = publish(&mut publisher, "ticker", json!("new"));
+    assert_eq!((&result["epoch"], &result["offset"]), (&epochs[0], &json!(1)));
+    for sub in &mut subs {
+        let push = next_pub(sub);
+        assert_eq!((&push["offset"], &push["data"]), (&json!(1), &json!("new")));
+    }
+    let (_, metrics) = (0, http_get(a.admin.unwrap(), "/metrics").1);
+    assert!(metrics.contains("hubbub_cluster_epoch_changes_total 1"), "{metrics}");
+}
+
+fn presence(node: &Process, channel: &str) -> Value {
+    api(
+        node.admin.unwrap(),
+        "GET",
+        &format!("/api/presence?channel={channel}"),
+        "",
+    )
+    .1
+}
+
+fn redis_cli(port: u16, args: &[&str]) {
+    let status = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    assert!(status.status.success(), "redis-cli {args:?}");
+}
+
+#[test]
+fn presence_heals_after_a_cut_burst_a_tampered_redis_and_a_restart_with_the_same_id() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(redis.port);
+    let (a, b) = (
+        node_on(&["--redis", &proxy.url()], "a", &[]),
+        node_on(&["--redis", &redis.url()], "b", &[]),
+    );
+    wait_cluster(&a, 2);
+    // A burst of joins and leaves on node a, its link cut in the middle.
+    let mut members = Vec::new();
+    for i in 0..20 {
+        let mut member = user(a.addr, &format!("u{i}"));
+        assert!(member
+            .call("subscribe", json!({"channel": "room"}))
+            .get("result")
+            .is_some());
+        members.push(member);
+        if i == 10 {
+            proxy.cut_all();
+        }
+    }
+    members.truncate(12); // u12..u19 leave
+    proxy.cut_all();
+    let want = json!({
+        "users": (0..12).map(|i| (format!("u{i}"), json!(1))).collect::<serde_json::Map<_, _>>(),
+        "anonymous": 0,
+        "total": 12,
+    });
+    wait_until("presence after the cut burst", || {
+        (presence(&b, "room") == want).then_some(())
+    });
+
+    // Redis drifts behind the node's back: repaired by the periodic heal
+    // (every 5 heartbeats: 5 s with --node-ttl-secs 3).
+    redis_cli(redis.port, &["HSET", "hubbub:n:a:p", "room", r#"{"ghost":7}"#]);
+    assert_eq!(presence(&b, "room")["total"], 7);
+    let started = Instant::now();
+    wait_until("the heal", || (presence(&b, "room") == want).then_some(()));
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "healed after {:?}",
+        started.elapsed()
+    );
+
+    // Node a is killed (its members still connected: it never says they
+    // left) and a new process takes its id with one member: what its
+    // predecessor left is replaced, not added to.
+    drop(a);
+    drop(members);
+    let a = node_on(&["--redis", &redis.url()], "a", &[]);
+    let mut one = user(a.addr, "solo");
+    assert!(one
+        .call("subscribe", json!({"channel": "room"}))
+        .get("result")
+        .is_some());
+    let want = json!({"users": {"solo": 1}, "anonymous": 0, "total": 1});
+    wait_until("the restarted node's presence only", || {
+        (presence(&b, "room") == want).then_some(())
+    });
+}
+
+#[test]
+fn the_links_stay_up_across_heartbeats_and_pings() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node_on(&["--redis", &redis.url()], "a", &[]);
+    wait_cluster(&a, 1);
+    // The subscriber pings every 2 s; heartbeats and heals run meanwhile.
+    std::thread::sleep(Duration::from_millis(4500));
+    let cluster = wait_cluster(&a, 1);
+    assert_eq!(cluster["reconnects"], 0, "{cluster}");
+}
