@@ -248,7 +248,12 @@ fn probes_answer_while_a_hundred_clients_trickle() {
 
 #[test]
 fn probes_answer_while_a_client_never_reads_its_answer() {
-    let server = start(|c| c.hub.api_key = Some(API_KEY.into()));
+    // A 4 MB history answer, whole: kept and replied in one piece.
+    let server = start(|c| {
+        c.hub.api_key = Some(API_KEY.into());
+        c.hub.history.max_bytes = 64 << 20;
+        c.hub.max_reply_bytes = 64 << 20;
+    });
     let admin = server.admin_addr();
     fill_history(admin);
     let before = refused(admin, Refusal::WriteTimeout);
