@@ -12,7 +12,7 @@ use super::history::{Entry, Recover, Recovery};
 use super::inbox::Lane;
 
 /// A client command waiting for an answer: which connection, which command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Origin {
     pub shard: u16,
     pub key: u32,

@@ -200,7 +200,7 @@ impl Hub {
     /// A private message to this shard's connections of `user`.
     pub(super) fn deliver_user(&self, user: &str, frame: &Bytes, conns: &mut dyn Conns) {
         let Some(keys) = self.users.get(user) else { return };
-        for &key in keys {
+        for &key in keys.iter() {
             conns.queue(key, frame.clone());
         }
     }

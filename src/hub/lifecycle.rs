@@ -43,7 +43,7 @@ impl Hub {
         self.sessions
             .insert(key, Session::new(generation, user.clone(), allowed, burst));
         if let Some(user) = user {
-            self.users.entry(Arc::clone(&user)).or_default().push(key);
+            self.users.add(&user, key);
             let conn = self.origin(key, generation, 0);
             let msg = HubMsg::UserOnline {
                 user: Arc::clone(&user),
@@ -66,12 +66,7 @@ impl Hub {
             self.leave_channel(key, sub, session.user.clone(), conns);
         }
         if let Some(user) = session.user {
-            if let Some(keys) = self.users.get_mut(&user) {
-                keys.retain(|&k| k != key);
-                if keys.is_empty() {
-                    self.users.remove(&user);
-                }
-            }
+            self.users.remove(&user, &key);
             let conn = self.origin(key, session.generation, 0);
             self.route_to_owner(&Arc::clone(&user), HubMsg::UserOffline { user, conn }, conns);
         }

@@ -38,6 +38,7 @@ pub mod owner;
 pub mod protocol;
 mod rooms;
 pub mod session;
+mod users;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ use frame::text_frame;
 use groups::Groups;
 use owner::Owned;
 use session::Session;
+use users::Users;
 
 /// What the hub needs of its shard's connections, and all it may do to
 /// them. The shard implements it over its slab; the hub's unit tests with a
@@ -108,8 +110,8 @@ pub(crate) struct Hub {
     watchers: Groups,
     /// Per-connection state of `/ws` and authenticated connections.
     sessions: HashMap<usize, Session>,
-    /// Local connections of each user.
-    users: HashMap<Arc<str>, Vec<usize>>,
+    /// Local connections of each user (O(1) per connect and disconnect).
+    users: Users<usize>,
     /// What this shard owns: channel logs and per-user connection lists.
     owned: Owned,
     /// Cluster mode: the Redis bridge (`None`: this node runs alone).
@@ -142,7 +144,7 @@ impl Hub {
             channels: Groups::default(),
             watchers: Groups::default(),
             sessions: HashMap::new(),
-            users: HashMap::new(),
+            users: Users::default(),
             gaps: HashSet::new(),
         }
     }
