@@ -85,6 +85,12 @@ pub enum ClusterCmd {
         code: u16,
         reason: Arc<str>,
     },
+    /// `/api/disconnect {"token_id"}` on the other nodes.
+    DisconnectToken {
+        token_id: Arc<str>,
+        code: u16,
+        reason: Arc<str>,
+    },
 }
 
 /// One node as last seen in Redis.

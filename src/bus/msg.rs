@@ -162,6 +162,14 @@ pub enum HubMsg {
         reason: Arc<str>,
         reply: Option<Sender<String>>,
     },
+    /// To every shard: close every connection whose token's `jti` is
+    /// `token_id`; `reply` (the admin API) gets how many this shard closed.
+    DisconnectToken {
+        token_id: Arc<str>,
+        code: u16,
+        reason: Arc<str>,
+        reply: Option<Sender<String>>,
+    },
     /// To every shard (admin API): the channels it owns, as a JSON array.
     ListChannels {
         reply: Sender<String>,

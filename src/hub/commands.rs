@@ -50,7 +50,7 @@ impl Hub {
     }
 
     /// Replies with an error; a connection that keeps erring is closed (1008).
-    fn fail(&mut self, key: usize, id: Option<u64>, code: u16, message: &str, conns: &mut dyn Conns) {
+    pub(super) fn fail(&mut self, key: usize, id: Option<u64>, code: u16, message: &str, conns: &mut dyn Conns) {
         conns.stats().command_errors += 1;
         self.send_to(key, &protocol::reply_error(id, code, message), conns);
         let per_tick = ERRORS_FORGIVEN_PER_SEC / TICKS_PER_SEC as f32;
@@ -72,7 +72,7 @@ impl Hub {
             | Call::Publish { channel, .. }
             | Call::Presence { channel }
             | Call::History { channel, .. } => Some(channel_check(session, channel)),
-            Call::Send { .. } | Call::Ping => None,
+            Call::Send { .. } | Call::Ping | Call::Refresh { .. } => None,
         };
         let channel = match checked {
             Some(Err((code, why))) => return self.fail(key, Some(id), code, why, conns),
@@ -109,6 +109,7 @@ impl Hub {
                 self.route_to_owner(&channel, msg, conns);
             }
             Call::Send { user, data } => self.send_user(origin, &user, data.get(), conns),
+            Call::Refresh { token } => self.refresh(origin, &token, conns),
         }
     }
 

@@ -53,6 +53,17 @@ impl Hub {
                     let _ = reply.send(closed.to_string());
                 }
             }
+            HubMsg::DisconnectToken {
+                token_id,
+                code,
+                reason,
+                reply,
+            } => {
+                let closed = self.disconnect_token(&token_id, code, &reason, conns);
+                if let Some(reply) = reply {
+                    let _ = reply.send(closed.to_string());
+                }
+            }
             HubMsg::ListChannels { reply } => {
                 let _ = reply.send(self.owned.list());
             }

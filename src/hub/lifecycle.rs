@@ -35,8 +35,12 @@ impl Hub {
         if !ws && claims.is_none() {
             return; // anonymous echo and room connections need no session
         }
-        let (user, allowed) = match claims {
-            Some(claims) => (Some(Arc::<str>::from(claims.sub.as_str())), claims.channels.clone()),
+        let (user, allowed) = match &claims {
+            Some(claims) => {
+                let (tick, now) = (conns.tick(), conns.now_unix());
+                self.lifetimes.begin(key, generation, claims, ws, tick, now);
+                (Some(Arc::<str>::from(claims.sub.as_str())), claims.channels.clone())
+            }
             None => (None, None),
         };
         let burst = self.config.max_messages_per_sec as f32;
@@ -62,6 +66,7 @@ impl Hub {
         let Some(session) = self.sessions.remove(&key) else {
             return;
         };
+        self.lifetimes.end(key);
         for sub in session.subs.iter().filter(|s| s.joined) {
             self.leave_channel(key, sub, session.user.clone(), conns);
         }

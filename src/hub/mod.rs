@@ -38,6 +38,7 @@ pub mod owner;
 pub mod protocol;
 mod rooms;
 pub mod session;
+mod tokens;
 mod users;
 
 use std::collections::{HashMap, HashSet};
@@ -79,6 +80,8 @@ pub(crate) trait Conns {
     fn facts(&self, key: usize) -> Option<ConnFacts>;
     /// The shard's timer tick (`tick.rs`).
     fn tick(&self) -> u32;
+    /// The wall clock in Unix seconds, as of the current tick (token `exp`).
+    fn now_unix(&self) -> u64;
     /// The shard's counters.
     fn stats(&mut self) -> &mut ShardStats;
 }
@@ -112,6 +115,8 @@ pub(crate) struct Hub {
     sessions: HashMap<usize, Session>,
     /// Local connections of each user (O(1) per connect and disconnect).
     users: Users<usize>,
+    /// Token deadlines (`exp`) and ids (`jti`) of local connections.
+    lifetimes: tokens::Lifetimes,
     /// What this shard owns: channel logs and per-user connection lists.
     owned: Owned,
     /// Cluster mode: the Redis bridge (`None`: this node runs alone).
@@ -145,6 +150,7 @@ impl Hub {
             watchers: Groups::default(),
             sessions: HashMap::new(),
             users: Users::default(),
+            lifetimes: tokens::Lifetimes::default(),
             gaps: HashSet::new(),
         }
     }
@@ -167,6 +173,9 @@ impl Hub {
                 };
                 self.send(shard, msg);
             }
+        }
+        if ticked {
+            self.token_deadlines(conns);
         }
         let tick = conns.tick();
         if ticked && tick.is_multiple_of(TICKS_PER_SEC) {

@@ -51,6 +51,10 @@ impl Conns for Fake {
         1
     }
 
+    fn now_unix(&self) -> u64 {
+        1_000_000
+    }
+
     fn stats(&mut self) -> &mut ShardStats {
         &mut self.stats
     }
@@ -92,6 +96,7 @@ impl Shards {
                 nbf: None,
                 iat: None,
                 channels: None,
+                jti: None,
             })
         });
         self.hubs[shard].upgraded(key, endpoint, claims, &mut self.conns[shard]);
