@@ -151,7 +151,9 @@ struct BroadcastBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DisconnectBody {
-    user: String,
+    /// Exactly one of `user` and `token_id` (a token's `jti`).
+    user: Option<String>,
+    token_id: Option<String>,
     code: Option<u16>,
     reason: Option<String>,
 }
@@ -234,15 +236,26 @@ impl Api {
             .reason
             .unwrap_or_else(|| "disconnected by the server".into())
             .into();
-        if body.user.is_empty() {
-            return bad_request("user is empty");
-        }
-        let user: Arc<str> = body.user.into();
-        let answers = self.ask_all(|reply| HubMsg::DisconnectUser {
-            user: Arc::clone(&user),
-            code,
-            reason: Arc::clone(&reason),
-            reply: Some(reply),
+        let target = match (body.user, body.token_id) {
+            (Some(user), None) if user.is_empty() => return bad_request("user is empty"),
+            (None, Some(jti)) if jti.is_empty() => return bad_request("token_id is empty"),
+            (Some(user), None) => Ok(Arc::<str>::from(user)),
+            (None, Some(jti)) => Err(Arc::<str>::from(jti)),
+            _ => return bad_request("give exactly one of user and token_id"),
+        };
+        let answers = self.ask_all(|reply| match &target {
+            Ok(user) => HubMsg::DisconnectUser {
+                user: Arc::clone(user),
+                code,
+                reason: Arc::clone(&reason),
+                reply: Some(reply),
+            },
+            Err(token_id) => HubMsg::DisconnectToken {
+                token_id: Arc::clone(token_id),
+                code,
+                reason: Arc::clone(&reason),
+                reply: Some(reply),
+            },
         });
         let closed: u64 = match answers {
             Ok(parts) => parts.iter().filter_map(|n| n.parse::<u64>().ok()).sum(),
@@ -250,7 +263,11 @@ impl Api {
         };
         let mut answer = json!({"closed": closed});
         if let Some(cluster) = &self.cluster {
-            if cluster.send(ClusterCmd::DisconnectUser { user, code, reason }).is_err() {
+            let cmd = match target {
+                Ok(user) => ClusterCmd::DisconnectUser { user, code, reason },
+                Err(token_id) => ClusterCmd::DisconnectToken { token_id, code, reason },
+            };
+            if cluster.send(cmd).is_err() {
                 return unavailable("the cluster link is busy; retry");
             }
             answer["other_nodes"] = json!("told; their connections are not counted in closed");

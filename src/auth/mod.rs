@@ -19,6 +19,7 @@
 //! | `nbf`      | integer seconds         | if present, refused when `now < nbf`        |
 //! | `iat`      | integer seconds         | if present, exposed (see [`Claims::age_secs`]), not a validity bound |
 //! | `channels` | array of pattern strings| if present, the only channels allowed ([`pattern`] syntax) |
+//! | `jti`      | non-empty string        | if present, the token's id: `POST /api/disconnect {"token_id"}` cuts its connections |
 //!
 //! Other claims are ignored; `null` counts as absent. `iat` is not refused
 //! when in the future: RFC 7519 §4.1.6 makes it informational, issuers set it
@@ -57,6 +58,9 @@ pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// MUST be used with this algorithm."
 pub(crate) const MIN_SECRET_BYTES: usize = 32;
 
+/// The longest `jti` accepted (it is kept for each connection).
+pub(crate) const MAX_JTI_BYTES: usize = 256;
+
 /// The prefix of a `Sec-WebSocket-Protocol` entry that carries a token.
 pub(crate) const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
 
@@ -81,6 +85,8 @@ pub struct Claims {
     pub iat: Option<u64>,
     /// The channels the client may subscribe or publish to; `None` = all.
     pub channels: Option<Vec<ChannelPattern>>,
+    /// The token's id (`jti`), for revoking its sessions.
+    pub jti: Option<String>,
 }
 
 impl Claims {
@@ -318,6 +324,7 @@ struct RawClaims {
     nbf: Option<Value>,
     iat: Option<Value>,
     channels: Option<Value>,
+    jti: Option<Value>,
 }
 
 impl RawClaims {
@@ -334,6 +341,15 @@ impl RawClaims {
             nbf: numeric_date(self.nbf, "nbf is not a non-negative integer")?,
             iat: numeric_date(self.iat, "iat is not a non-negative integer")?,
             channels: self.channels.map(channel_patterns).transpose()?,
+            jti: match self.jti {
+                None => None,
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_JTI_BYTES => Some(s),
+                Some(_) => {
+                    return Err(AuthError::BadClaims(
+                        "jti is not a non-empty string of at most 256 bytes",
+                    ))
+                }
+            },
         })
     }
 }
@@ -629,6 +645,8 @@ mod tests {
             r#"{"sub":"bob","exp":-1}"#,
             r#"{"sub":"bob","nbf":true}"#,
             r#"{"sub":"bob","iat":[]}"#,
+            r#"{"sub":"bob","jti":7}"#,
+            r#"{"sub":"bob","jti":""}"#,
             r#"{"sub":"bob","sub":"eve"}"#,
             r#"["bob"]"#,
             r#""bob""#,
@@ -639,6 +657,17 @@ mod tests {
                 "{claims}"
             );
         }
+    }
+
+    #[test]
+    fn jti_is_read_when_present() {
+        assert_eq!(
+            check(&token(r#"{"sub":"bob","jti":"t-1"}"#)).unwrap().jti.as_deref(),
+            Some("t-1")
+        );
+        assert_eq!(check(&token(r#"{"sub":"bob","jti":null}"#)).unwrap().jti, None);
+        let long = format!(r#"{{"sub":"bob","jti":"{}"}}"#, "j".repeat(MAX_JTI_BYTES + 1));
+        assert!(matches!(check(&token(&long)), Err(AuthError::BadClaims(_))));
     }
 
     #[test]

@@ -110,6 +110,12 @@ pub enum ClusterCmd {
         code: u16,
         reason: Arc<str>,
     },
+    /// `/api/disconnect {"token_id"}` on the other nodes.
+    DisconnectToken {
+        token_id: Arc<str>,
+        code: u16,
+        reason: Arc<str>,
+    },
 }
 
 /// One node as last seen in Redis.
@@ -227,6 +233,7 @@ impl ClusterCmd {
             },
             ClusterCmd::UserMessage { user, json } => user.len() + json.len(),
             ClusterCmd::DisconnectUser { user, reason, .. } => user.len() + reason.len(),
+            ClusterCmd::DisconnectToken { token_id, reason, .. } => token_id.len() + reason.len(),
             ClusterCmd::Presence { channel, .. } => channel.len(),
             ClusterCmd::UserOnline { user, .. } | ClusterCmd::UserOffline { user, .. } => user.len(),
         };

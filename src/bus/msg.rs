@@ -12,7 +12,7 @@ use super::history::{Entry, Recover, Recovery};
 use super::inbox::Lane;
 
 /// A client command waiting for an answer: which connection, which command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Origin {
     pub shard: u16,
     pub key: u32,
@@ -183,6 +183,14 @@ pub enum HubMsg {
     /// admin API) gets how many connections this shard closed.
     DisconnectUser {
         user: Arc<str>,
+        code: u16,
+        reason: Arc<str>,
+        reply: Option<Sender<String>>,
+    },
+    /// To every shard: close every connection whose token's `jti` is
+    /// `token_id`; `reply` (the admin API) gets how many this shard closed.
+    DisconnectToken {
+        token_id: Arc<str>,
         code: u16,
         reason: Arc<str>,
         reply: Option<Sender<String>>,

@@ -307,6 +307,9 @@ impl Commander {
             ClusterCmd::DisconnectUser { user, code, reason } => self.control(
                 serde_json::json!({"k": "d", "from": &*self.setup.config.node, "user": &*user, "code": code, "reason": &*reason}),
             ),
+            ClusterCmd::DisconnectToken { token_id, code, reason } => self.control(
+                serde_json::json!({"k": "t", "from": &*self.setup.config.node, "token_id": &*token_id, "code": code, "reason": &*reason}),
+            ),
         };
         self.enqueue_held(op, bytes);
     }

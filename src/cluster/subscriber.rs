@@ -183,6 +183,18 @@ impl Subscriber {
                     self.send(shard, msg);
                 }
             }
+            "t" if text("from") != me => {
+                let (token_id, reason): (Arc<str>, Arc<str>) = (text("token_id").into(), text("reason").into());
+                for shard in 0..self.shards.len() {
+                    let msg = HubMsg::DisconnectToken {
+                        token_id: Arc::clone(&token_id),
+                        code: number("code") as u16,
+                        reason: Arc::clone(&reason),
+                        reply: None,
+                    };
+                    self.send(shard, msg);
+                }
+            }
             "x" if text("node") == me => {
                 let conn = Origin {
                     shard: number("shard") as u16,

@@ -51,7 +51,7 @@ impl Hub {
     }
 
     /// Replies with an error; a connection that keeps erring is closed (1008).
-    fn fail(&mut self, key: usize, id: Option<u64>, code: u16, message: &str, conns: &mut dyn Conns) {
+    pub(super) fn fail(&mut self, key: usize, id: Option<u64>, code: u16, message: &str, conns: &mut dyn Conns) {
         conns.stats().command_errors += 1;
         self.send_to(key, &protocol::reply_error(id, code, message), conns);
         let per_tick = ERRORS_FORGIVEN_PER_SEC / TICKS_PER_SEC as f32;
@@ -73,7 +73,7 @@ impl Hub {
             | Call::Publish { channel, .. }
             | Call::Presence { channel }
             | Call::History { channel, .. } => Some(channel_check(session, channel)),
-            Call::Send { .. } | Call::Ping => None,
+            Call::Send { .. } | Call::Ping | Call::Refresh { .. } => None,
         };
         let channel = match checked {
             Some(Err((code, why))) => return self.fail(key, Some(id), code, why, conns),
@@ -114,6 +114,7 @@ impl Hub {
                 self.route_to_owner(&channel, msg, conns);
             }
             Call::Send { user, data } => self.send_user(origin, &user, data.get(), conns),
+            Call::Refresh { token } => self.refresh(origin, &token, conns),
         }
     }
 
@@ -209,7 +210,7 @@ impl Hub {
     /// A private message to this shard's connections of `user`.
     pub(super) fn deliver_user(&self, user: &str, frame: &Bytes, conns: &mut dyn Conns) {
         let Some(keys) = self.users.get(user) else { return };
-        for &key in keys {
+        for &key in keys.iter() {
             conns.queue(key, frame.clone());
         }
     }

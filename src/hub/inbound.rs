@@ -52,13 +52,24 @@ impl Hub {
                 reply,
             } => {
                 let mut closed = 0u64;
-                for &key in self.users.get(&user).into_iter().flatten() {
+                for &key in self.users.get(&user).into_iter().flat_map(|keys| keys.iter()) {
                     // Connections already closing are not counted twice.
                     if conns.is_open(key) {
                         closed += 1;
                     }
                     self.close(key, code, &reason, conns);
                 }
+                if let Some(reply) = reply {
+                    let _ = reply.send(closed.to_string());
+                }
+            }
+            HubMsg::DisconnectToken {
+                token_id,
+                code,
+                reason,
+                reply,
+            } => {
+                let closed = self.disconnect_token(&token_id, code, &reason, conns);
                 if let Some(reply) = reply {
                     let _ = reply.send(closed.to_string());
                 }
@@ -82,7 +93,7 @@ impl Hub {
             .users
             .get(user)
             .into_iter()
-            .flatten()
+            .flat_map(|keys| keys.iter())
             .filter_map(|&key| conns.facts(key).map(|facts| (key, facts)))
             .map(|(key, conn)| {
                 let subs: Vec<&str> = self

@@ -38,15 +38,19 @@ impl Hub {
         if !ws && claims.is_none() {
             return; // anonymous echo and room connections need no session
         }
-        let (user, allowed) = match claims {
-            Some(claims) => (Some(Arc::<str>::from(claims.sub.as_str())), claims.channels.clone()),
+        let (user, allowed) = match &claims {
+            Some(claims) => {
+                let (tick, now) = (conns.tick(), conns.now_unix());
+                self.lifetimes.begin(key, generation, claims, ws, tick, now);
+                (Some(Arc::<str>::from(claims.sub.as_str())), claims.channels.clone())
+            }
             None => (None, None),
         };
         let rate = Rate::new(self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
         self.sessions
             .insert(key, Session::new(generation, user.clone(), allowed, rate));
         if let Some(user) = user {
-            self.users.entry(Arc::clone(&user)).or_default().push(key);
+            self.users.add(&user, key);
             let conn = self.origin(key, generation, 0);
             let msg = HubMsg::UserOnline {
                 user: Arc::clone(&user),
@@ -65,16 +69,12 @@ impl Hub {
         let Some(session) = self.sessions.remove(&key) else {
             return;
         };
+        self.lifetimes.end(key);
         for sub in session.subs.iter().filter(|s| s.joined) {
             self.leave_channel(key, sub, session.user.clone(), conns);
         }
         if let Some(user) = session.user {
-            if let Some(keys) = self.users.get_mut(&user) {
-                keys.retain(|&k| k != key);
-                if keys.is_empty() {
-                    self.users.remove(&user);
-                }
-            }
+            self.users.remove(&user, &key);
             let conn = self.origin(key, session.generation, 0);
             self.route_to_owner(&Arc::clone(&user), HubMsg::UserOffline { user, conn }, conns);
         }

@@ -38,6 +38,8 @@ pub mod owner;
 pub mod protocol;
 mod rooms;
 pub mod session;
+mod tokens;
+mod users;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -57,6 +59,7 @@ use frame::text_frame;
 use groups::Groups;
 use owner::Owned;
 use session::Session;
+use users::Users;
 
 /// What the hub needs of its shard's connections, and all it may do to
 /// them. The shard implements it over its slab; the hub's unit tests with a
@@ -77,6 +80,8 @@ pub(crate) trait Conns {
     fn facts(&self, key: usize) -> Option<ConnFacts>;
     /// The shard's timer tick (`tick.rs`).
     fn tick(&self) -> u32;
+    /// The wall clock in Unix seconds, as of the current tick (token `exp`).
+    fn now_unix(&self) -> u64;
     /// The shard's counters.
     fn stats(&mut self) -> &mut ShardStats;
 }
@@ -109,8 +114,10 @@ pub(crate) struct Hub {
     watchers: Groups,
     /// Per-connection state of `/ws` and authenticated connections.
     sessions: HashMap<usize, Session>,
-    /// Local connections of each user.
-    users: HashMap<Arc<str>, Vec<usize>>,
+    /// Local connections of each user (O(1) per connect and disconnect).
+    users: Users<usize>,
+    /// Token deadlines (`exp`) and ids (`jti`) of local connections.
+    lifetimes: tokens::Lifetimes,
     /// What this shard owns: channel logs and per-user connection lists.
     owned: Owned,
     /// Cluster mode: the Redis bridge (`None`: this node runs alone).
@@ -143,7 +150,8 @@ impl Hub {
             channels: Groups::default(),
             watchers: Groups::default(),
             sessions: HashMap::new(),
-            users: HashMap::new(),
+            users: Users::default(),
+            lifetimes: tokens::Lifetimes::default(),
             gaps: HashSet::new(),
         }
     }
@@ -166,6 +174,9 @@ impl Hub {
                 };
                 self.send(shard, msg);
             }
+        }
+        if ticked {
+            self.token_deadlines(conns);
         }
         let tick = conns.tick();
         if ticked && tick.is_multiple_of(TICKS_PER_SEC) {

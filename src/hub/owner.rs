@@ -2,7 +2,7 @@
 //! (offsets, history, presence) and each user's open connections. Pure
 //! bookkeeping: it answers with messages to send, the hub routes them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +12,7 @@ use super::config::{HubConfig, CLOSE_REPLACED};
 use super::frame::{publication, text_frame};
 use super::log::{cap_recovery, ChannelLog, Page};
 use super::protocol::{self, code, json_string};
+use super::users::Users;
 use crate::buf::Meter;
 use crate::bus::cluster::{ClusterCmd, RedisCall};
 use crate::bus::history::{Entry, Recovery};
@@ -45,8 +46,9 @@ pub(crate) struct Owned {
     logs: HashMap<Arc<str>, ChannelLog>,
     /// Channels with joins or leaves not yet pushed.
     presence_dirty: Vec<Arc<str>>,
-    /// Open connections of each user this shard owns, oldest first.
-    users: HashMap<Arc<str>, VecDeque<Origin>>,
+    /// Open connections of each user this shard owns, oldest first (keyed
+    /// with `id` 0: a connection is its shard, key and generation).
+    users: Users<Origin>,
     epochs: u64,
     /// Cluster mode: Redis sequences publications and holds the epochs.
     cluster: bool,
@@ -66,7 +68,7 @@ impl Owned {
             config,
             logs: HashMap::new(),
             presence_dirty: Vec::new(),
-            users: HashMap::new(),
+            users: Users::default(),
             epochs: 0,
         }
     }
@@ -74,6 +76,12 @@ impl Owned {
     /// Channels with a live log here.
     pub fn channels(&self) -> usize {
         self.logs.len()
+    }
+
+    /// Entries the per-user bookkeeping touched so far (see `users.rs`).
+    #[cfg(test)]
+    pub fn user_work(&self) -> u64 {
+        self.users.work()
     }
 
     pub fn handle(&mut self, msg: HubMsg, tick: u32) -> Out {
@@ -172,12 +180,7 @@ impl Owned {
                     let user = Arc::clone(&user);
                     out.cluster.push(ClusterCmd::UserOffline { user, conn });
                 }
-                if let Some(conns) = self.users.get_mut(&user) {
-                    conns.retain(|c| (c.shard, c.key, c.generation) != (conn.shard, conn.key, conn.generation));
-                    if conns.is_empty() {
-                        self.users.remove(&user);
-                    }
-                }
+                self.users.remove(&user, &Origin { id: 0, ..conn });
             }
             HubMsg::ClusterPublication {
                 channel,
@@ -462,10 +465,12 @@ impl Owned {
             out.cluster.push(ClusterCmd::UserOnline { user, conn });
         }
         let max = self.config.max_connections_per_user;
-        let conns = self.users.entry(user).or_default();
-        conns.push_back(conn);
-        while max > 0 && conns.len() > max {
-            let Some(oldest) = conns.pop_front() else { break };
+        let mut count = self.users.add(&user, Origin { id: 0, ..conn });
+        while max > 0 && count > max {
+            let Some(oldest) = self.users.pop_oldest(&user) else {
+                break;
+            };
+            count -= 1;
             let kick = HubMsg::Kick {
                 conn: oldest,
                 code: CLOSE_REPLACED,

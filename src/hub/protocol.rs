@@ -39,6 +39,8 @@ pub mod code {
     pub(crate) const CHANNEL_LIMIT: u16 = 110;
     /// A `subscribe` cancelled by an `unsubscribe` sent before it took effect.
     pub(crate) const CANCELLED: u16 = 111;
+    /// A `refresh` token refused: invalid, expired, or for another `sub`.
+    pub(crate) const TOKEN_REFUSED: u16 = 112;
 }
 
 /// A parsed client command; client `data` is borrowed from the frame's
@@ -77,6 +79,10 @@ pub enum Call<'a> {
         since: Option<u64>,
     },
     Ping,
+    /// A new token for the connection (`tokens.rs`).
+    Refresh {
+        token: String,
+    },
 }
 
 /// Why a frame could not become a command; `id` is echoed when it was read.
@@ -128,6 +134,12 @@ struct SendParams<'a> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RefreshParams {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HistoryParams {
     channel: String,
     limit: Option<usize>,
@@ -168,6 +180,7 @@ pub fn parse_command(text: &[u8]) -> Result<Command<'_>, BadCommand> {
             since: p.since,
         }),
         "ping" => Ok(Call::Ping),
+        "refresh" => params_of::<RefreshParams>(params).map(|p| Call::Refresh { token: p.token }),
         other => return Err(bad(Some(id), code::UNKNOWN_METHOD, format!("unknown method {other:?}"))),
     };
     let call = parsed.map_err(|e| bad(Some(id), code::BAD_PARAMS, format!("bad params for {method}: {e}")))?;

@@ -51,6 +51,10 @@ impl Conns for Fake {
         1
     }
 
+    fn now_unix(&self) -> u64 {
+        1_000_000
+    }
+
     fn stats(&mut self) -> &mut ShardStats {
         &mut self.stats
     }
@@ -92,6 +96,7 @@ impl Shards {
                 nbf: None,
                 iat: None,
                 channels: None,
+                jti: None,
             })
         });
         self.hubs[shard].upgraded(key, endpoint, claims, &mut self.conns[shard]);
@@ -300,4 +305,27 @@ fn a_kick_for_a_reused_slot_closes_nobody() {
     assert!(shards.conns[0].closed.is_empty());
     shards.hubs[0].on_message(kick(Origin { generation: 1, ..stale }), &mut shards.conns[0]);
     assert_eq!(shards.conns[0].closed, vec![(4, 4002)]);
+}
+
+/// Issue 12: one user with 5,000 connections on one shard, all closing in a
+/// storm. The hub's and the owner's per-user bookkeeping count the entries
+/// they touch: linear (a `retain` per disconnect would touch ~12.5 million).
+#[test]
+fn a_user_with_5000_connections_disconnecting_in_a_storm_is_linear() {
+    const N: usize = 5_000;
+    let mut shards = Shards::new(HubConfig::default());
+    let user = owned_by(0, "storm");
+    for key in 0..N {
+        shards.open(0, key, Endpoint::Ws, Some(&user));
+    }
+    shards.pump();
+    for key in (0..N).rev() {
+        shards.gone(0, key);
+    }
+    shards.pump();
+    let hub = &shards.hubs[0];
+    assert_eq!(hub.users.len(), 0);
+    let (local, owner) = (hub.users.work(), hub.owned.user_work());
+    assert!(local < 20 * N as u64, "local bookkeeping touched {local} entries");
+    assert!(owner < 20 * N as u64, "owner bookkeeping touched {owner} entries");
 }

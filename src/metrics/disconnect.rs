@@ -32,10 +32,12 @@ pub enum Disconnect {
     MissedMessages,
     /// A `/ws` client that kept sending over `--max-messages-per-sec`.
     RateLimited,
+    /// Its token's `exp` passed (plus a grace) without a `refresh` (4003).
+    TokenExpired,
 }
 
 impl Disconnect {
-    pub const ALL: [Disconnect; 12] = [
+    pub const ALL: [Disconnect; 13] = [
         Disconnect::ClientClose,
         Disconnect::ClientGone,
         Disconnect::ProtocolError,
@@ -48,6 +50,7 @@ impl Disconnect {
         Disconnect::MemoryShed,
         Disconnect::MissedMessages,
         Disconnect::RateLimited,
+        Disconnect::TokenExpired,
     ];
 
     pub fn label(self) -> &'static str {
@@ -64,6 +67,7 @@ impl Disconnect {
             Disconnect::MemoryShed => "memory_shed",
             Disconnect::MissedMessages => "missed_messages",
             Disconnect::RateLimited => "rate_limited",
+            Disconnect::TokenExpired => "token_expired",
         }
     }
 }

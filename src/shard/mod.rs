@@ -693,6 +693,10 @@ impl Conns for Local<'_> {
         self.ctx.tick
     }
 
+    fn now_unix(&self) -> u64 {
+        self.ctx.now_unix
+    }
+
     fn stats(&mut self) -> &mut ShardStats {
         &mut self.ctx.stats
     }

@@ -22,6 +22,9 @@ pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
 /// 4001 (application range): the user opened more connections than
 /// `--max-connections-per-user` allows; this, the oldest, was replaced.
 pub(crate) const REPLACED: u16 = 4001;
+/// 4003 (application range): the connection's token reached its `exp`
+/// (plus a grace) without a `refresh`; reconnect with a fresh token.
+pub(crate) const TOKEN_EXPIRED: u16 = 4003;
 
 /// A close frame received from the peer, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
