@@ -244,13 +244,9 @@ fn file_url(path: &Path) -> String {
     format!("file://{}", path.display())
 }
 
-#[test]
-fn headless_chromium_over_wss() {
-    if !have("chromium", "apt-get install chromium") {
-        return;
-    }
-    let certs = TestCerts::new("tls-chromium");
-    let server = start_wss(&certs);
+/// Opens the page in headless Chromium on `server`'s /echo; returns the
+/// page's result line (from the dumped DOM) and the run's outcome.
+fn chromium_echo(server: &TestServer, certs: &TestCerts, ignore_cert_errors: bool) -> (String, Outcome, bool) {
     let gate = LoadGate::start();
     let page: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/wss_echo.html");
     let url = format!(
@@ -262,31 +258,57 @@ fn headless_chromium_over_wss() {
     let profile = certs.dir.join("chromium-profile");
     let mut chromium = Command::new("chromium");
     chromium
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--ignore-certificate-errors",
-        ])
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"])
         .arg(format!("--user-data-dir={}", profile.display()))
+        .args(ignore_cert_errors.then_some("--ignore-certificate-errors"))
         .arg("--dump-dom")
         .arg(&url);
     let out = run_bounded(chromium, CLIENT_LIMIT);
-    let dom = &out.stdout;
-    let result = dom
+    let result = out
+        .stdout
         .lines()
         .find(|line| line.contains("<pre id=\"result\">"))
-        .unwrap_or("(no result element in the dump)");
+        .unwrap_or("(no result element in the dump)")
+        .to_string();
+    let _ = std::fs::remove_dir_all(&profile);
+    (result, out, gate.reported())
+}
+
+#[test]
+fn headless_chromium_over_wss() {
+    if !have("chromium", "apt-get install chromium") {
+        return;
+    }
+    let certs = TestCerts::new("tls-chromium");
+    let server = start_wss(&certs);
+    let (result, out, reported) = chromium_echo(&server, &certs, true);
     assert!(
         result.contains("result: ok text=browser echo ✓ ünïcödé binary=70000 close=1000"),
         "chromium's page did not get its echoes ({:?}, page reported: {}):\n{result}\nstderr tail:\n{}",
         out.status,
-        gate.reported(),
+        reported,
         tail(&out.stderr, 15)
     );
     let stats = server.wait_for("chromium's handshake", |s| s.upgraded >= 1);
     assert!(stats.tls_full >= 1, "{stats:?}");
+}
+
+#[test]
+fn headless_chromium_refuses_the_test_certificate_unless_told_to_ignore_it() {
+    // Without --ignore-certificate-errors the browser checks the chain (the
+    // test CA is not in its store): the page reports the error, no upgrade.
+    if !have("chromium", "apt-get install chromium") {
+        return;
+    }
+    let certs = TestCerts::new("tls-chromium-strict");
+    let server = start_wss(&certs);
+    let (result, out, _) = chromium_echo(&server, &certs, false);
+    assert!(
+        result.contains("result: error"),
+        "{result}\nstderr tail:\n{}",
+        tail(&out.stderr, 15)
+    );
+    assert_eq!(server.stats().upgraded, 0);
 }
 
 fn tail(text: &str, lines: usize) -> String {
