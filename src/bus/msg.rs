@@ -168,6 +168,9 @@ pub enum HubMsg {
     UserOnline {
         user: Arc<str>,
         conn: Origin,
+        /// When the connection upgraded: the owner's "oldest" for
+        /// `--max-connections-per-user` is by this, not by arrival order.
+        since: Instant,
     },
     UserOffline {
         user: Arc<str>,

@@ -55,6 +55,7 @@ impl Hub {
             let msg = HubMsg::UserOnline {
                 user: Arc::clone(&user),
                 conn,
+                since: std::time::Instant::now(),
             };
             self.route_to_owner(&user, msg, conns);
         }

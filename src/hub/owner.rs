@@ -174,7 +174,7 @@ impl Owned {
                 let result = self.query(&channel, query, tick);
                 answer(reply, &result, &mut out);
             }
-            HubMsg::UserOnline { user, conn } => self.user_online(user, conn, &mut out),
+            HubMsg::UserOnline { user, conn, since } => self.user_online(user, conn, since, &mut out),
             HubMsg::UserOffline { user, conn } => {
                 if self.cluster {
                     let user = Arc::clone(&user);
@@ -459,13 +459,13 @@ impl Owned {
 
     /// `--max-connections-per-user`: the newest connection stays, the
     /// oldest is closed with 4001 "replaced".
-    fn user_online(&mut self, user: Arc<str>, conn: Origin, out: &mut Out) {
+    fn user_online(&mut self, user: Arc<str>, conn: Origin, since: std::time::Instant, out: &mut Out) {
         if self.cluster {
             let user = Arc::clone(&user);
             out.cluster.push(ClusterCmd::UserOnline { user, conn });
         }
         let max = self.config.max_connections_per_user;
-        let mut count = self.users.add(&user, Origin { id: 0, ..conn });
+        let mut count = self.users.add_at(&user, Origin { id: 0, ..conn }, since);
         while max > 0 && count > max {
             let Some(oldest) = self.users.pop_oldest(&user) else {
                 break;
@@ -842,6 +842,7 @@ mod tests {
         let online = |conn| HubMsg::UserOnline {
             user: "bob".into(),
             conn,
+            since: std::time::Instant::now(),
         };
         let (a, b, c) = (origin(0, 1, 0), origin(1, 2, 0), origin(1, 3, 0));
         assert!(owned.handle(online(a), 1).sends.is_empty());

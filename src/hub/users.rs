@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Stale queue entries tolerated beyond the live ones before a sweep.
 const SLACK: usize = 32;
@@ -25,7 +26,9 @@ const SLACK: usize = 32;
 #[derive(Debug)]
 pub(crate) struct ConnSet<K> {
     /// Opening order; entries whose sequence is no longer `live` are stale.
-    order: VecDeque<(u64, K)>,
+    /// Connections by when they began (upgrade time), oldest first, with
+    /// stale entries left by removals (skipped, swept when too many).
+    order: VecDeque<(u64, Instant, K)>,
     /// Live connections and their sequence number.
     live: HashMap<K, u64>,
     next: u64,
@@ -41,12 +44,21 @@ impl<K: Copy + Eq + Hash> ConnSet<K> {
     }
 
     /// Adds `conn` as the newest (an existing entry moves to newest).
-    fn insert(&mut self, conn: K, work: &mut u64) {
+    /// Adds `conn`, which began `at`. Announcements from other shards may
+    /// arrive a little out of order, so it goes after the last entry that
+    /// began no later: "oldest" means oldest by upgrade time, not by arrival
+    /// (a few steps from the back at most, as arrivals are nearly in order).
+    fn insert(&mut self, conn: K, at: Instant, work: &mut u64) {
         *work += 1;
         let seq = self.next;
         self.next += 1;
         self.live.insert(conn, seq);
-        self.order.push_back((seq, conn));
+        let mut index = self.order.len();
+        while index > 0 && self.order[index - 1].1 > at {
+            index -= 1;
+            *work += 1;
+        }
+        self.order.insert(index, (seq, at, conn));
         self.sweep(work);
     }
 
@@ -60,7 +72,7 @@ impl<K: Copy + Eq + Hash> ConnSet<K> {
 
     /// Removes and returns the oldest live connection.
     fn pop_oldest(&mut self, work: &mut u64) -> Option<K> {
-        while let Some((seq, conn)) = self.order.pop_front() {
+        while let Some((seq, _, conn)) = self.order.pop_front() {
             *work += 1;
             if self.live.get(&conn) == Some(&seq) {
                 self.live.remove(&conn);
@@ -79,7 +91,7 @@ impl<K: Copy + Eq + Hash> ConnSet<K> {
         }
         *work += self.order.len() as u64;
         let live = &self.live;
-        self.order.retain(|(seq, conn)| live.get(conn) == Some(seq));
+        self.order.retain(|(seq, _, conn)| live.get(conn) == Some(seq));
     }
 
     pub fn len(&self) -> usize {
@@ -94,8 +106,8 @@ impl<K: Copy + Eq + Hash> ConnSet<K> {
     pub fn iter(&self) -> impl Iterator<Item = &K> + '_ {
         self.order
             .iter()
-            .filter(|(seq, conn)| self.live.get(conn) == Some(seq))
-            .map(|(_, conn)| conn)
+            .filter(|(seq, _, conn)| self.live.get(conn) == Some(seq))
+            .map(|(_, _, conn)| conn)
     }
 }
 
@@ -119,8 +131,13 @@ impl<K: Copy + Eq + Hash> Default for Users<K> {
 impl<K: Copy + Eq + Hash> Users<K> {
     /// `conn` of `user` opened; returns how many `user` has now.
     pub fn add(&mut self, user: &Arc<str>, conn: K) -> usize {
+        self.add_at(user, conn, Instant::now())
+    }
+
+    /// Adds a connection of `user` that began `at`; returns how many it has.
+    pub fn add_at(&mut self, user: &Arc<str>, conn: K, at: Instant) -> usize {
         let set = self.by_user.entry(Arc::clone(user)).or_insert_with(ConnSet::new);
-        set.insert(conn, &mut self.work);
+        set.insert(conn, at, &mut self.work);
         set.len()
     }
 
@@ -239,5 +256,20 @@ mod tests {
         }
         assert_eq!(users.len(), 0);
         assert!(users.work() < 20 * N, "{}", users.work());
+    }
+
+    #[test]
+    fn the_oldest_is_the_first_to_begin_whatever_the_order_of_arrival() {
+        let mut users: Users<u32> = Users::default();
+        let user: Arc<str> = "u".into();
+        let start = Instant::now();
+        let at = |ms| start + std::time::Duration::from_millis(ms);
+        // Announced 2, 3, 1 (1's shard was slow to tell the owner).
+        users.add_at(&user, 2, at(20));
+        users.add_at(&user, 3, at(30));
+        users.add_at(&user, 1, at(10));
+        assert_eq!(users.pop_oldest("u"), Some(1));
+        assert_eq!(users.pop_oldest("u"), Some(2));
+        assert_eq!(users.pop_oldest("u"), Some(3));
     }
 }
