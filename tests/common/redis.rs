@@ -32,9 +32,21 @@ impl Redis {
     /// `redis-server` with `args` (which name the port, or a config file)
     /// on loopback, without persistence; ready once `port` accepts.
     pub fn start_with(port: u16, args: &[&str]) -> Option<Redis> {
+        // Its own directory: a replica's sync files never meet another
+        // server's (they would all land in the tests' working directory).
+        let dir = std::env::temp_dir().join(format!("hubbub-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
         let spawned = Command::new("redis-server")
             .args(args)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // A replica syncs at once rather than after the diskless delay
+            // (not a Sentinel setting).
+            .args(if args.contains(&"--sentinel") {
+                &[][..]
+            } else {
+                &["--repl-diskless-sync-delay", "0"][..]
+            })
+            .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
