@@ -315,17 +315,36 @@ fn a_room_spans_nodes_in_one_order_binary_intact() {
     }
 }
 
+/// The code and reason of the Close `member` gets next.
+fn close_of(member: &mut Client) -> (u16, String) {
+    while let Some(frame) = member.recv() {
+        if frame.opcode == 0x8 {
+            let code = frame.close_code().unwrap_or(1005);
+            return (code, String::from_utf8_lossy(&frame.payload[2..]).into_owned());
+        }
+    }
+    panic!("no Close frame")
+}
+
 #[test]
-fn a_room_message_without_redis_closes_its_sender_1013() {
+fn rooms_without_redis_close_their_members_1013() {
     let Some(mut redis) = Redis::start() else { return };
     let a = node(&redis, "a", &[]);
     wait_cluster(&a, 1);
-    let mut member = room_members(a.addr, "x", 1).remove(0);
+    let mut before = room_members(a.addr, "x", 1).remove(0);
     redis.kill();
     wait_until("link down", || {
         let (_, stats) = api(a.admin.unwrap(), "GET", "/api/stats", "");
         (stats["cluster"]["link_up"] == false).then_some(())
     });
-    member.send_text("into the void");
-    assert_eq!(member.recv_close(), Some(1013), "told its message was dropped");
+    // A member when the link went: it misses what is sent meanwhile.
+    let (code, reason) = close_of(&mut before);
+    assert_eq!(code, 1013);
+    assert!(reason.contains("room messages were lost"), "{reason}");
+    // A member that joins meanwhile may join, but what it sends is dropped.
+    let mut after = room_members(a.addr, "x", 1).remove(0);
+    after.send(0x2, true, &[1, 2, 3]);
+    let (code, reason) = close_of(&mut after);
+    assert_eq!(code, 1013);
+    assert!(reason.contains("your message was dropped"), "{reason}");
 }
