@@ -258,3 +258,93 @@ fn channels_and_connections_of_the_other_nodes_are_listed() {
     let others = body["other_nodes"].as_array().expect("other_nodes");
     assert_eq!((others.len(), &others[0]["node"]), (1, &json!("b")), "{body}");
 }
+
+/// Members of `/room/{room}` on `addr`, each read bounded in time.
+fn room_members(addr: SocketAddr, room: &str, n: usize) -> Vec<Client> {
+    (0..n)
+        .map(|_| {
+            let member = open(addr, &format!("/room/{room}"));
+            member.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            member
+        })
+        .collect()
+}
+
+#[test]
+fn a_room_spans_nodes_in_one_order_binary_intact() {
+    let Some(redis) = Redis::start() else { return };
+    let rate = ["--max-messages-per-sec", "1000"];
+    let (a, b) = (node(&redis, "a", &rate), node(&redis, "b", &rate));
+    wait_cluster(&a, 2);
+    wait_cluster(&b, 2);
+    let mut members = room_members(a.addr, "x", 4);
+    members.extend(room_members(b.addr, "x", 4));
+    let mut elsewhere = room_members(b.addr, "y", 1).remove(0);
+    // 200 from one sender on a: one of them binary, bytes that are not UTF-8.
+    let sent: Vec<(u8, Vec<u8>)> = (0..200u8)
+        .map(|i| match i {
+            100 => (0x2, vec![0xff, 0x00, 0xfe, i]),
+            _ => (0x1, format!("m{i}").into_bytes()),
+        })
+        .collect();
+    for (opcode, payload) in &sent {
+        members[0].send(*opcode, true, payload);
+    }
+    for (n, member) in members.iter_mut().enumerate() {
+        let got: Vec<(u8, Vec<u8>)> = (0..sent.len())
+            .map(|i| {
+                let frame = member
+                    .recv()
+                    .unwrap_or_else(|| panic!("member {n}: message {i} missing"));
+                (frame.opcode, frame.payload)
+            })
+            .collect();
+        assert_eq!(
+            got, sent,
+            "member {n} (0-3 on a, 4-7 on b): all 200, in order, exactly once"
+        );
+    }
+    // Nothing more for anyone (the sender's node delivered its own once),
+    // and nothing leaked into another room.
+    for member in members.iter_mut().chain([&mut elsewhere]) {
+        member
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert_eq!(member.recv(), None, "no duplicate, no other room's message");
+    }
+}
+
+/// The code and reason of the Close `member` gets next.
+fn close_of(member: &mut Client) -> (u16, String) {
+    while let Some(frame) = member.recv() {
+        if frame.opcode == 0x8 {
+            let code = frame.close_code().unwrap_or(1005);
+            return (code, String::from_utf8_lossy(&frame.payload[2..]).into_owned());
+        }
+    }
+    panic!("no Close frame")
+}
+
+#[test]
+fn rooms_without_redis_close_their_members_1013() {
+    let Some(mut redis) = Redis::start() else { return };
+    let a = node(&redis, "a", &[]);
+    wait_cluster(&a, 1);
+    let mut before = room_members(a.addr, "x", 1).remove(0);
+    redis.kill();
+    wait_until("link down", || {
+        let (_, stats) = api(a.admin.unwrap(), "GET", "/api/stats", "");
+        (stats["cluster"]["link_up"] == false).then_some(())
+    });
+    // A member when the link went: it misses what is sent meanwhile.
+    let (code, reason) = close_of(&mut before);
+    assert_eq!(code, 1013);
+    assert!(reason.contains("room messages were lost"), "{reason}");
+    // A member that joins meanwhile may join, but what it sends is dropped.
+    let mut after = room_members(a.addr, "x", 1).remove(0);
+    after.send(0x2, true, &[1, 2, 3]);
+    let (code, reason) = close_of(&mut after);
+    assert_eq!(code, 1013);
+    assert!(reason.contains("your message was dropped"), "{reason}");
+}

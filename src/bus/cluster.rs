@@ -104,6 +104,13 @@ pub enum ClusterCmd {
         user: Arc<str>,
         json: Vec<u8>,
     },
+    /// A `/room/{name}` message (the server frame, as every member gets
+    /// it), published to every node's owner shard of the room, this one's
+    /// included: fire and forget, no history.
+    RoomMessage {
+        room: Arc<str>,
+        frame: bytes::Bytes,
+    },
     /// `/api/disconnect` on the other nodes.
     DisconnectUser {
         user: Arc<str>,
@@ -232,6 +239,7 @@ impl ClusterCmd {
                 NodesQuery::User(user) => user.len(),
             },
             ClusterCmd::UserMessage { user, json } => user.len() + json.len(),
+            ClusterCmd::RoomMessage { room, frame } => room.len() + frame.len(),
             ClusterCmd::DisconnectUser { user, reason, .. } => user.len() + reason.len(),
             ClusterCmd::DisconnectToken { token_id, reason, .. } => token_id.len() + reason.len(),
             ClusterCmd::Presence { channel, .. } => channel.len(),

@@ -207,6 +207,17 @@ pub enum HubMsg {
         user: Arc<str>,
         reply: Sender<String>,
     },
+    /// Cluster mode, to a room's owner: a room message in Redis's order
+    /// (from any node, this one's included); the owner delivers it as
+    /// `RoomPublish` does, and never sends it to Redis again.
+    ClusterRoomMessage {
+        room: Arc<str>,
+        frame: Bytes,
+    },
+    /// Cluster mode, to every shard: the subscriber connection to Redis
+    /// failed, so room messages from then on (until it is back) are lost
+    /// to this node's room members: each is closed (1013) to reconnect.
+    ClusterRoomsLost,
     /// Cluster mode, to a channel's owner: a publication sequenced by
     /// Redis (every node gets every channel's in one order).
     ClusterPublication {
@@ -251,7 +262,8 @@ impl HubMsg {
             | HubMsg::Deliver { .. }
             | HubMsg::PresenceEvents { .. }
             | HubMsg::UserMessage { .. }
-            | HubMsg::ClusterPublication { .. } => Lane::Data,
+            | HubMsg::ClusterPublication { .. }
+            | HubMsg::ClusterRoomMessage { .. } => Lane::Data,
             _ => Lane::Control,
         }
     }

@@ -72,6 +72,10 @@ enum Op {
     UserOnline { user: Arc<str> },
     /// Fire and forget (`PUBLISH` control messages, cleanup).
     Raw(Vec<String>),
+    /// A room message: `PUBLISH hubbub:room:NAME FRAME`, the frame's bytes
+    /// as they are (a binary message stays binary). At most once: not
+    /// retried after a failed pipeline (counted as a drop).
+    Room { room: Arc<str>, frame: bytes::Bytes },
 }
 
 #[derive(Default)]
@@ -300,6 +304,7 @@ impl Commander {
                 return self.mirror.user_offline(user, &member);
             }
             ClusterCmd::Call(call) => Op::Cmd(call),
+            ClusterCmd::RoomMessage { room, frame } => Op::Room { room, frame },
             ClusterCmd::UserMessage { user, json } => {
                 let json = String::from_utf8_lossy(&json);
                 self.control(serde_json::json!({"k": "m", "from": &*self.setup.config.node, "user": &*user, "json": json}))
@@ -385,7 +390,7 @@ impl Commander {
         if state.is_empty() && ops.is_empty() {
             return Ok(());
         }
-        let args: Vec<Vec<String>> = ops.iter().map(|w| self.args(w)).collect();
+        let args: Vec<Vec<Vec<u8>>> = ops.iter().map(|w| self.command(w)).collect();
         let replies = match self.exchange(&state, &args) {
             Ok(replies) => replies,
             Err(e) => {
@@ -407,6 +412,11 @@ impl Commander {
         for waiting in ops.into_iter().rev() {
             match waiting.op {
                 Op::Raw(_) => self.state.release(waiting.bytes),
+                Op::Room { .. } => {
+                    // Perhaps published, perhaps not: never twice.
+                    self.state.release(waiting.bytes);
+                    self.state.drop_one();
+                }
                 _ => self.pending.push_front(waiting),
             }
         }
@@ -414,10 +424,13 @@ impl Commander {
 
     /// Writes `state` and `ops` in one go, reads every reply; returns the
     /// replies of `ops`.
-    fn exchange(&mut self, state: &[Vec<String>], ops: &[Vec<String>]) -> io::Result<Vec<Value>> {
+    fn exchange<A: AsRef<[u8]>>(&mut self, state: &[Vec<String>], ops: &[Vec<A>]) -> io::Result<Vec<Value>> {
         let conn = self.conn.as_mut().ok_or_else(|| io::Error::other("not connected"))?;
         let mut out = Vec::new();
-        for command in state.iter().chain(ops) {
+        for command in state {
+            encode(&mut out, command);
+        }
+        for command in ops {
             encode(&mut out, command);
         }
         conn.send_packed_command(&out).map_err(io::Error::other)?;
@@ -453,6 +466,15 @@ impl Commander {
         std::iter::once(key(me))
             .chain(self.live.iter().filter(|n| n.as_str() != me).map(|n| key(n)))
             .collect()
+    }
+
+    /// The command's arguments as bytes (a room message's frame is not
+    /// text).
+    fn command(&self, waiting: &Waiting) -> Vec<Vec<u8>> {
+        match &waiting.op {
+            Op::Room { room, frame } => vec![b"PUBLISH".to_vec(), keys::room(room).into_bytes(), frame.to_vec()],
+            _ => self.args(waiting).into_iter().map(String::into_bytes).collect(),
+        }
     }
 
     fn args(&self, waiting: &Waiting) -> Vec<String> {
@@ -563,6 +585,8 @@ impl Commander {
                 args
             }
             Op::Raw(args) => args.clone(),
+            // Built as bytes by `command`.
+            Op::Room { .. } => Vec::new(),
         }
     }
 
@@ -637,7 +661,7 @@ impl Commander {
                 let _ = to.send(mirror::nodes_json(&query, reply).to_string());
             }
             Op::UserOnline { .. } => self.enforce_max(reply),
-            Op::Raw(_) => {}
+            Op::Raw(_) | Op::Room { .. } => {}
         }
     }
 

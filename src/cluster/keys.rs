@@ -10,12 +10,16 @@
 //! `hubbub:nodes`, a hash `NODE -> CONNECTIONS|HEARTBEAT_MS`. Control
 //! messages between nodes: Pub/Sub `hubbub:ctl`. Idempotency: `hubbub:i:n:NODE:INCARNATION`
 //! (this process's recent publishes by sequence) and `hubbub:i:k:C:KEY` (a
-//! caller's key).
+//! caller's key). Room messages travel on the Pub/Sub channel
+//! `hubbub:room:ROOM` as the server frame itself (binary-safe, opcode kept),
+//! with no history and no offset.
 
 /// How long a channel's epoch and offset outlive its last publication.
 pub(crate) const CHANNEL_KEYS_TTL_SECS: u64 = 86_400;
 pub(crate) const PUB_PREFIX: &str = "hubbub:pub:";
 pub(crate) const PUB_PATTERN: &str = "hubbub:pub:*";
+pub(crate) const ROOM_PREFIX: &str = "hubbub:room:";
+pub(crate) const ROOM_PATTERN: &str = "hubbub:room:*";
 pub(crate) const CONTROL: &str = "hubbub:ctl";
 pub(crate) const NODES: &str = "hubbub:nodes";
 
@@ -33,6 +37,11 @@ pub fn stream(channel: &str) -> String {
 
 pub fn publications(channel: &str) -> String {
     format!("{PUB_PREFIX}{channel}")
+}
+
+/// The Pub/Sub channel of room `room`'s messages.
+pub fn room(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}")
 }
 
 /// This process's recent publishes by sequence (`SEQ -> EPOCH\nOFFSET`),

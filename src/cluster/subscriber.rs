@@ -60,6 +60,12 @@ impl Subscriber {
             if self.state.subscriber_up.load(Ordering::Relaxed) {
                 logged = false; // it was up: this is a new outage
                 if !self.state.stop.load(Ordering::Relaxed) {
+                    // Room messages have no offsets to find a gap by: the
+                    // members here are told now that they miss messages.
+                    for shard in 0..self.shards.len() {
+                        // Control lane: refused only when the shard is gone.
+                        let _ = self.shards.to(shard, HubMsg::ClusterRoomsLost);
+                    }
                     self.state.reconnects.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(names::CLUSTER_RECONNECTS).increment(1);
                 }
@@ -89,6 +95,7 @@ impl Subscriber {
         let subscribed = pubsub
             .subscribe(keys::CONTROL)
             .and_then(|()| pubsub.psubscribe(keys::PUB_PATTERN))
+            .and_then(|()| pubsub.psubscribe(keys::ROOM_PATTERN))
             .and_then(|()| pubsub.set_read_timeout(Some(READ_SLICE)));
         if let Err(e) = subscribed {
             return io::Error::other(e);
@@ -125,7 +132,9 @@ impl Subscriber {
 
     fn dispatch(&self, msg: &redis::Msg) {
         let channel = msg.get_channel_name();
-        if msg.from_pattern() {
+        if let Some(room) = channel.strip_prefix(keys::ROOM_PREFIX).filter(|_| msg.from_pattern()) {
+            self.room_message(room, msg.get_payload_bytes());
+        } else if msg.from_pattern() {
             self.publication(channel, msg.get_payload_bytes());
         } else if channel == keys::CONTROL {
             self.control(msg.get_payload_bytes());
@@ -150,6 +159,35 @@ impl Subscriber {
             data: data.into(),
         };
         self.send(self.shards.owner_of(channel), msg);
+    }
+
+    /// A room message on `hubbub:room:ROOM` (from any node, this one's
+    /// included) -> the room's owner shard, which delivers it to every
+    /// member here. Only one whole final text (UTF-8) or binary server frame
+    /// is passed on: anything else on that channel was not sent by a node
+    /// and is ignored. If the owner's inbox is full, the room's members here
+    /// missed it: every shard closes them (1013), as for a local overload.
+    fn room_message(&self, room: &str, payload: &[u8]) {
+        if room.is_empty() || !is_room_frame(payload) {
+            return;
+        }
+        let room: Arc<str> = room.into();
+        let msg = HubMsg::ClusterRoomMessage {
+            room: Arc::clone(&room),
+            frame: Bytes::copy_from_slice(payload),
+        };
+        if self.shards.to(self.shards.owner_of(&room), msg).is_err() {
+            self.state.drop_one();
+            for shard in 0..self.shards.len() {
+                // Control lane: refused only when the shard is gone.
+                let _ = self.shards.to(
+                    shard,
+                    HubMsg::RoomGap {
+                        room: Arc::clone(&room),
+                    },
+                );
+            }
+        }
     }
 
     fn control(&self, payload: &[u8]) {
@@ -222,8 +260,64 @@ impl Subscriber {
     }
 }
 
+/// Whether `frame` is exactly one unmasked, final server frame of text
+/// (valid UTF-8) or binary data, as `codec::encode_frame` writes it.
+fn is_room_frame(frame: &[u8]) -> bool {
+    let [first, second, rest @ ..] = frame else {
+        return false;
+    };
+    if *first != 0x81 && *first != 0x82 {
+        return false;
+    }
+    let (len, payload) = match second {
+        0..=125 => (u64::from(*second), rest),
+        126 if rest.len() >= 2 => (u64::from(u16::from_be_bytes([rest[0], rest[1]])), &rest[2..]),
+        127 if rest.len() >= 8 => {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&rest[..8]);
+            (u64::from_be_bytes(bytes), &rest[8..])
+        }
+        _ => return false,
+    };
+    if payload.len() as u64 != len {
+        return false;
+    }
+    *first == 0x82 || std::str::from_utf8(payload).is_ok()
+}
+
 fn text_frame(json: &[u8]) -> Bytes {
     let mut frame = Vec::with_capacity(json.len() + MAX_SERVER_HEADER);
     codec::encode_frame(&mut frame, Kind::Text, json);
     Bytes::from(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        codec::encode_frame(&mut out, kind, payload);
+        out
+    }
+
+    #[test]
+    fn room_frames_of_every_length_pass_and_anything_else_is_refused() {
+        for len in [0, 1, 125, 126, 65_535, 65_536, 200_000] {
+            assert!(is_room_frame(&frame(Kind::Binary, &vec![0xff; len])), "binary of {len}");
+            assert!(is_room_frame(&frame(Kind::Text, &vec![b'a'; len])), "text of {len}");
+        }
+        let good = frame(Kind::Binary, &[1, 2, 3]);
+        assert!(!is_room_frame(&good[..good.len() - 1]), "cut short");
+        assert!(!is_room_frame(&[good.clone(), vec![0]].concat()), "trailing byte");
+        assert!(
+            !is_room_frame(&frame(Kind::Text, &[0xff, 0xfe])),
+            "text that is not UTF-8"
+        );
+        assert!(!is_room_frame(&frame(Kind::Ping, b"x")), "control frame");
+        assert!(!is_room_frame(&[0x01, 0x01, b'a']), "not final");
+        assert!(!is_room_frame(&[0x81, 0x81, 0, 0, 0, 0, b'a']), "masked");
+        assert!(!is_room_frame(b""), "empty");
+        assert!(!is_room_frame(b"\x81\x7e\x00"), "header cut short");
+    }
 }

@@ -3,6 +3,7 @@
 //! `owner.rs` decides, this file routes what it decided.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::frame::text_frame;
 use super::protocol::{self, code};
@@ -19,12 +20,14 @@ impl Hub {
         match msg {
             HubMsg::RoomPublish { room, frame, at } => self.publish_room(room, frame, at, conns),
             HubMsg::RoomDeliver { room, frame, at } => self.deliver_room(&room, &frame, at, conns),
+            HubMsg::ClusterRoomMessage { room, frame } => self.publish_room(room, frame, Instant::now(), conns),
             HubMsg::Deliver { channel, frame, .. } => self.deliver(Target::Channel, &channel, &frame, conns),
             HubMsg::ChannelGap { channel, epoch, offset } => {
                 let push = text_frame(&protocol::push_gap(&channel, &epoch, offset), &self.budget);
                 self.deliver(Target::Channel, &channel, &push, conns);
             }
             HubMsg::RoomGap { room } => self.room_gap(&room, conns),
+            HubMsg::ClusterRoomsLost => self.rooms_lost(conns),
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns),
             HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns),
             HubMsg::Answer { to, body, created } => {

@@ -2,6 +2,12 @@
 //! member on every shard, in the order of the room's owner. The member's
 //! shard framed it once (conn/drive.rs); the hub forwards it to the owner,
 //! and the owner delivers it here and sends the same `Bytes` to the others.
+//!
+//! In cluster mode the member's shard hands the frame to the Redis bridge
+//! instead (`hubbub:room:NAME`, no history): every node's subscriber brings
+//! it back to the room's owner shard there (`ClusterRoomMessage`), this
+//! node's included, so the sender's own node delivers it once, from Redis,
+//! and every member on every node sees Redis's one order.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +16,7 @@ use bytes::Bytes;
 
 use super::session::Rate;
 use super::{Conns, Hub, Target};
+use crate::bus::cluster::ClusterCmd;
 use crate::bus::msg::HubMsg;
 use crate::metrics::disconnect::Disconnect;
 use crate::ws::close::{POLICY_VIOLATION, TRY_AGAIN_LATER};
@@ -23,6 +30,13 @@ pub(super) const ROOM_GAP: &str = "room messages to you were dropped under overl
 /// channel to say "slow down" on, and dropping the member's messages would
 /// lose them silently, so the close is how it is told.
 pub(super) const ROOM_RATE: &str = "rate limit exceeded";
+
+/// Close reason for a room member whose message could not go to the other
+/// nodes (Redis unreachable, or the bridge's queue full): it was dropped.
+pub(super) const ROOM_CLUSTER_DOWN: &str = "cluster link down: your message was dropped; reconnect";
+
+/// Close reason for a room member when its node lost the link to Redis.
+pub(super) const ROOM_CLUSTER_LOST: &str = "cluster link down: room messages were lost; reconnect";
 
 /// A room connection: its room and its sending rate.
 pub(crate) struct RoomMember {
@@ -49,6 +63,15 @@ impl Hub {
             return;
         };
         conns.stats().messages_in_rooms += 1;
+        if let Some(link) = &self.cluster {
+            // Redis orders it and every node's owner delivers it, this
+            // one's included (from the echo): never delivered here first.
+            let sent = link.state.link_up() && link.send(ClusterCmd::RoomMessage { room: name, frame }).is_ok();
+            if !sent {
+                conns.close(key, TRY_AGAIN_LATER, ROOM_CLUSTER_DOWN, Disconnect::MissedMessages);
+            }
+            return;
+        }
         let owner = self.owner_of(&name);
         let at = Instant::now();
         if owner == self.shard {
@@ -81,6 +104,14 @@ impl Hub {
     pub(super) fn deliver_room(&self, name: &str, frame: &Bytes, at: Instant, conns: &mut dyn Conns) {
         self.deliver(Target::Room, name, frame, conns);
         conns.stats().delivery_latency.record(at.elapsed());
+    }
+
+    /// Cluster mode: this node stopped hearing from Redis, so every room
+    /// member here misses messages: each is closed (1013) to reconnect.
+    pub(super) fn rooms_lost(&self, conns: &mut dyn Conns) {
+        for &key in self.room_of.keys() {
+            conns.close(key, TRY_AGAIN_LATER, ROOM_CLUSTER_LOST, Disconnect::MissedMessages);
+        }
     }
 
     /// The room's owner could not deliver to this shard: every local member
