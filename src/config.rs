@@ -213,6 +213,20 @@ fn reply_cap(given: Option<usize>, backlog: usize) -> Result<usize, ConfigError>
     }
 }
 
+/// `--max-bytes-per-sec`: as given, at least `--max-message-size` (its burst
+/// must let the largest message through); by default 1 MiB, or the message
+/// size when that is larger.
+fn byte_rate(given: Option<usize>, max_message: usize) -> Result<usize, ConfigError> {
+    match given {
+        None => Ok(crate::hub::config::DEFAULT_MAX_BYTES_PER_SEC.max(max_message)),
+        Some(bytes) if bytes >= max_message => Ok(bytes),
+        Some(_) => Err(invalid(
+            "max-bytes-per-sec",
+            format!("must be at least --max-message-size ({max_message}): a message that size could never be sent"),
+        )),
+    }
+}
+
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         field,
@@ -283,6 +297,7 @@ impl Config {
             .map(|c| Cidr::parse(c).map_err(|e| invalid("trusted-proxy", e)))
             .collect::<Result<_, _>>()?;
         let reply_cap = reply_cap(args.hub.max_reply_bytes, args.max_backlog_bytes)?;
+        let byte_rate = byte_rate(args.hub.max_bytes_per_sec, args.max_message_size)?;
         let mut config = Config {
             listen: args.listen,
             admin_listen,
@@ -314,6 +329,7 @@ impl Config {
             },
         };
         config.hub.max_reply_bytes = reply_cap;
+        config.hub.max_bytes_per_sec = byte_rate;
         config.validate()?;
         if let Some(files) = &config.tls {
             // Read now, so --check-config and a bad start say which file is wrong.
@@ -459,5 +475,24 @@ mod tests {
         );
         let small = parse(&["--max-backlog-bytes", "64KiB"]).unwrap();
         assert_eq!(small.hub.max_reply_bytes, 16 << 10, "a quarter of a small backlog cap");
+    }
+
+    #[test]
+    fn the_byte_rate_lets_the_largest_message_through() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["hubbub"];
+            argv.extend_from_slice(args);
+            Config::from_args(Args::try_parse_from(argv).unwrap())
+        };
+        assert!(parse(&[]).is_ok(), "both default to 1 MiB");
+        let err = parse(&["--max-bytes-per-sec", "64KiB"]).unwrap_err();
+        assert_eq!(err.field, "max-bytes-per-sec");
+        assert!(parse(&["--max-bytes-per-sec", "64KiB", "--max-message-size", "64KiB"]).is_ok());
+        let big = parse(&["--max-message-size", "2MiB"]).unwrap();
+        assert_eq!(
+            big.hub.max_bytes_per_sec,
+            2 << 20,
+            "the default follows a larger message size"
+        );
     }
 }

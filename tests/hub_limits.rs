@@ -93,6 +93,7 @@ fn bytes_per_second_limit_rooms_and_ws_commands() {
     let server = start(|c| {
         c.shards = 1;
         c.hub.max_bytes_per_sec = 64 << 10;
+        c.max_message_bytes = 64 << 10;
     });
     let mut member = open(server.addr, "/room/bytes");
     member.stream.set_read_timeout(Some(PATIENCE)).unwrap();

@@ -12,8 +12,9 @@ use crate::bus::cluster::ClusterConfig;
 use crate::bus::history::HistoryRule;
 use crate::cluster::link;
 use crate::hub::config::{
-    HubConfig, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_MESSAGES_PER_SEC,
-    DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE, DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_SUBSCRIPTIONS,
+    HubConfig, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, DEFAULT_MAX_BYTES_PER_SEC, DEFAULT_MAX_CHANNELS,
+    DEFAULT_MAX_MESSAGES_PER_SEC, DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE, DEFAULT_MAX_REPLY_BYTES,
+    DEFAULT_MAX_SUBSCRIPTIONS,
 };
 use crate::tick::secs_to_ticks;
 
@@ -44,8 +45,10 @@ pub struct HubArgs {
     pub max_messages_per_sec: u32,
     /// Bytes per second per connection of `/ws` commands and `/room`
     /// messages, with a burst of as many; over it as --max-messages-per-sec.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = super::values::parse_size)]
-    pub max_bytes_per_sec: usize,
+    /// At least --max-message-size; by default --max-message-size when that
+    /// is larger [default: 1MiB].
+    #[arg(long, value_name = "BYTES", value_parser = super::values::parse_size)]
+    pub max_bytes_per_sec: Option<usize>,
     /// Channels the node holds at once; creating one more is refused (110).
     #[arg(long, default_value_t = DEFAULT_MAX_CHANNELS)]
     pub max_channels: usize,
@@ -130,7 +133,8 @@ pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
         jwt_require_exp: args.jwt_require_exp,
         max_subscriptions: args.max_subscriptions,
         max_messages_per_sec: args.max_messages_per_sec,
-        max_bytes_per_sec: args.max_bytes_per_sec,
+        // Settled against --max-message-size by `Config::from_args`.
+        max_bytes_per_sec: args.max_bytes_per_sec.unwrap_or(DEFAULT_MAX_BYTES_PER_SEC),
         max_channels: args.max_channels,
         max_new_channels_per_minute: args.max_new_channels_per_minute,
         max_connections_per_user: args.max_connections_per_user,

@@ -44,6 +44,8 @@ pub(crate) fn cap_recovery(recovery: Recovery, max_bytes: usize) -> Recovery {
 /// so paging never stalls. `more` when later publications were left out: ask
 /// again with `since` = the last offset of this page.
 pub(crate) fn page_of(history: &[Entry], since: Option<u64>, limit: usize, max_bytes: usize) -> Page {
+    // A page of nothing would say `more` for ever.
+    let limit = limit.max(1);
     let start = match since {
         Some(after) => history.partition_point(|e| e.offset <= after),
         None => history.len().saturating_sub(limit),

@@ -53,7 +53,16 @@ impl Hub {
         let Some(member) = self.room_of.get_mut(&key) else {
             return;
         };
-        if !member.rate.spend(tick, frame.len(), messages, bytes) {
+        // The payload, as for /ws commands: the frame's header is ours.
+        let header = match frame.get(1).map(|b| b & 0x7f) {
+            Some(126) => 4,
+            Some(127) => 10,
+            _ => 2,
+        };
+        if !member
+            .rate
+            .spend(tick, frame.len().saturating_sub(header), messages, bytes)
+        {
             // Before the owner sees it: a flood never reaches the inboxes.
             conns.stats().rate_limited += 1;
             conns.close(key, POLICY_VIOLATION, ROOM_RATE, Disconnect::RateLimited);
