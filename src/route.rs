@@ -15,6 +15,10 @@ pub enum Endpoint {
     Room(Box<str>),
     /// `GET /ws`: the JSON command protocol (docs/PROTOCOL.md).
     Ws,
+    /// `GET /connection/websocket`: the Centrifuge client protocol, JSON
+    /// encoding (docs/PROTOCOL.md, "Centrifuge protocol"); the token comes
+    /// in its `connect` command, not with the upgrade.
+    Centrifuge,
 }
 
 /// Where an upgraded connection's messages go.
@@ -24,6 +28,7 @@ pub enum Route {
     /// A room member (the hub keeps which room: a connection stays small).
     Room,
     Ws,
+    Centrifuge,
 }
 
 /// Why a target was not accepted (the handshake answers 404 or 400).
@@ -40,6 +45,7 @@ impl Endpoint {
         match path {
             "/echo" => return Ok(Endpoint::Echo),
             "/ws" => return Ok(Endpoint::Ws),
+            "/connection/websocket" => return Ok(Endpoint::Centrifuge),
             _ => {}
         }
         if let Some(name) = path.strip_prefix("/room/") {
@@ -60,6 +66,18 @@ mod tests {
         assert_eq!(Endpoint::from_target("/echo?x=1"), Ok(Endpoint::Echo));
         assert_eq!(Endpoint::from_target("/echo/"), Err(TargetError::NotFound));
         assert_eq!(Endpoint::from_target("/"), Err(TargetError::NotFound));
+    }
+
+    #[test]
+    fn the_centrifuge_endpoint_is_its_own() {
+        assert_eq!(
+            Endpoint::from_target("/connection/websocket?cf_protocol_version=v2"),
+            Ok(Endpoint::Centrifuge)
+        );
+        assert_eq!(
+            Endpoint::from_target("/connection/websocket/"),
+            Err(TargetError::NotFound)
+        );
     }
 
     #[test]

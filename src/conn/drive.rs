@@ -249,6 +249,10 @@ impl Conn {
             return;
         }
         self.ending = Some(why);
+        let (code, reason) = match self.route {
+            Some(Route::Centrifuge) => crate::ws::centrifuge::close_for(code, reason, why),
+            _ => (code, reason),
+        };
         if self.route == Some(Route::Ws) {
             let reconnect = code != close::POLICY_VIOLATION && code != close::REPLACED;
             let push = format!(
@@ -516,6 +520,7 @@ impl Conn {
             Endpoint::Echo => Route::Echo,
             Endpoint::Room(_) => Route::Room,
             Endpoint::Ws => Route::Ws,
+            Endpoint::Centrifuge => Route::Centrifuge,
         });
         if up.endpoint != Endpoint::Echo || up.claims.is_some() {
             let (endpoint, claims) = (up.endpoint, up.claims.map(Box::new));
@@ -577,7 +582,7 @@ impl Conn {
                 codec::encode_frame(&mut ctx.reply, kind, payload);
                 ctx.stats.messages_out += 1;
             }
-            Some(Route::Ws) => {
+            Some(Route::Ws | Route::Centrifuge) => {
                 ctx.outbox.push(Outgoing::Command {
                     key: ctx.current,
                     text: payload.to_vec(),

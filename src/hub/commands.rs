@@ -24,30 +24,55 @@ use crate::ws::close::POLICY_VIOLATION;
 impl Hub {
     /// The `/ws` connection at `key` sent the command `text`.
     pub(crate) fn command(&mut self, key: usize, text: &[u8], conns: &mut dyn Conns) {
-        let tick = conns.tick();
-        let (messages, bytes) = (self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
-        let Some(session) = self.sessions.get_mut(&key) else {
+        let Some(session) = self.sessions.get(&key) else {
             return;
         };
-        if !session.rate.spend(tick, text.len(), messages, bytes) {
-            // Over the rate is not a bad command: it answers 105 without
-            // spending the error budget, until the client keeps it up.
-            let stats = conns.stats();
-            stats.rate_limited += 1;
-            stats.command_errors += 1;
-            let persistent = session.overrun.refused(tick, TICKS_PER_SEC);
-            let id = protocol::parse_command(text).ok().map(|c| c.id);
-            let reply = protocol::reply_error(id, code::RATE_LIMITED, "over the message rate limit");
-            self.send_to(key, &reply, conns);
-            if persistent {
-                conns.close(key, POLICY_VIOLATION, "rate limit exceeded", Disconnect::RateLimited);
-            }
+        if session.proto.is_centrifuge() {
+            return self.centrifuge_frame(key, text, conns);
+        }
+        if self.over_rate(
+            key,
+            text.len(),
+            || protocol::parse_command(text).ok().map(|c| c.id),
+            conns,
+        ) {
             return;
         }
         match protocol::parse_command(text) {
             Ok(command) => self.dispatch(key, command, conns),
             Err(bad) => self.fail(key, bad.id, bad.code, &bad.message, conns),
         }
+    }
+
+    /// Spends one command of `len` bytes from the connection's rate; when
+    /// over it, answers 105 (to the command `id` names) and returns true.
+    pub(super) fn over_rate(
+        &mut self,
+        key: usize,
+        len: usize,
+        id: impl FnOnce() -> Option<u64>,
+        conns: &mut dyn Conns,
+    ) -> bool {
+        let tick = conns.tick();
+        let (messages, bytes) = (self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return true;
+        };
+        if session.rate.spend(tick, len, messages, bytes) {
+            return false;
+        }
+        // Over the rate is not a bad command: it answers 105 without
+        // spending the error budget, until the client keeps it up.
+        let stats = conns.stats();
+        stats.rate_limited += 1;
+        stats.command_errors += 1;
+        let persistent = session.overrun.refused(tick, TICKS_PER_SEC);
+        let reply = protocol::reply_error(id(), code::RATE_LIMITED, "over the message rate limit");
+        self.send_to(key, &reply, conns);
+        if persistent {
+            conns.close(key, POLICY_VIOLATION, "rate limit exceeded", Disconnect::RateLimited);
+        }
+        true
     }
 
     /// Replies with an error; a connection that keeps erring is closed (1008).
@@ -63,7 +88,7 @@ impl Hub {
         }
     }
 
-    fn dispatch(&mut self, key: usize, command: Command<'_>, conns: &mut dyn Conns) {
+    pub(super) fn dispatch(&mut self, key: usize, command: Command<'_>, conns: &mut dyn Conns) {
         let Command { id, call } = command;
         let Some(session) = self.sessions.get(&key) else { return };
         let origin = self.origin(key, session.generation, id);
@@ -169,8 +194,9 @@ impl Hub {
         };
         let sub = session.subs.swap_remove(index);
         let user = session.user.clone();
+        let member = super::centrifuge::member(session, key);
         if sub.joined {
-            self.leave_channel(key, &sub, user, conns);
+            self.leave_channel(member, &sub, user, conns);
         } else {
             // Every command gets its one reply: the subscribe this cancels
             // is answered now (the owner's late answer is undone when it
@@ -210,8 +236,13 @@ impl Hub {
     /// A private message to this shard's connections of `user`.
     pub(super) fn deliver_user(&self, user: &str, frame: &Bytes, conns: &mut dyn Conns) {
         let Some(keys) = self.users.get(user) else { return };
+        let mut centrifuge = None;
         for &key in keys.iter() {
-            conns.queue(key, frame.clone());
+            let member = self
+                .sessions
+                .get(&key)
+                .map_or(key, |s| super::centrifuge::member(s, key));
+            self.queue_member(member, frame, &mut centrifuge, conns);
         }
     }
 
@@ -246,12 +277,13 @@ impl Hub {
             };
             return self.route_to_owner(&channel, undo, conns);
         };
+        let member = super::centrifuge::member(session, key);
         let sub = &mut session.subs[index];
         sub.joined = true;
         let join_leave = sub.join_leave;
-        self.channels.join(&channel, key);
+        self.channels.join(&channel, member);
         if join_leave {
-            self.watchers.join(&channel, key);
+            self.watchers.join(&channel, member);
         }
         conns.stats().subscriptions += 1;
         let result = subscribe_result(&channel, &epoch, offset, &recovery);

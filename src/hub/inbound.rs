@@ -106,6 +106,7 @@ impl Hub {
                     .unwrap_or_default();
                 let endpoint = match conn.route {
                     Some(Route::Ws) => "ws",
+                    Some(Route::Centrifuge) => "centrifuge",
                     Some(Route::Room) => "room",
                     _ => "echo",
                 };

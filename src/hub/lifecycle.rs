@@ -34,6 +34,7 @@ impl Hub {
             }
             Endpoint::Ws => true,
             Endpoint::Echo => false,
+            Endpoint::Centrifuge => return self.centrifuge_upgraded(key, generation, conns),
         };
         if !ws && claims.is_none() {
             return; // anonymous echo and room connections need no session
@@ -50,15 +51,20 @@ impl Hub {
         self.sessions
             .insert(key, Session::new(generation, user.clone(), allowed, rate));
         if let Some(user) = user {
-            self.users.add(&user, key);
-            let conn = self.origin(key, generation, 0);
-            let msg = HubMsg::UserOnline {
-                user: Arc::clone(&user),
-                conn,
-                since: std::time::Instant::now(),
-            };
-            self.route_to_owner(&user, msg, conns);
+            self.online(key, generation, user, conns);
         }
+    }
+
+    /// The connection at `key` is `user`'s: counted, and its owner told.
+    pub(super) fn online(&mut self, key: usize, generation: u32, user: Arc<str>, conns: &mut dyn Conns) {
+        self.users.add(&user, key);
+        let conn = self.origin(key, generation, 0);
+        let msg = HubMsg::UserOnline {
+            user: Arc::clone(&user),
+            conn,
+            since: std::time::Instant::now(),
+        };
+        self.route_to_owner(&user, msg, conns);
     }
 
     /// The connection at `key` is going away (the shard removed it): leave
@@ -71,8 +77,9 @@ impl Hub {
             return;
         };
         self.lifetimes.end(key);
+        let member = super::centrifuge::member(&session, key);
         for sub in session.subs.iter().filter(|s| s.joined) {
-            self.leave_channel(key, sub, session.user.clone(), conns);
+            self.leave_channel(member, sub, session.user.clone(), conns);
         }
         if let Some(user) = session.user {
             self.users.remove(&user, &key);
@@ -81,17 +88,18 @@ impl Hub {
         }
     }
 
-    /// A joined subscription ends: leave the local groups and tell the owner.
+    /// A joined subscription ends: leave the local groups (as `member`, the
+    /// connection's key in them: `centrifuge::member`) and tell the owner.
     pub(super) fn leave_channel(
         &mut self,
-        key: usize,
+        member: usize,
         sub: &Subscription,
         user: Option<Arc<str>>,
         conns: &mut dyn Conns,
     ) {
-        self.channels.leave_name(&sub.channel, key);
+        self.channels.leave_name(&sub.channel, member);
         if sub.join_leave {
-            self.watchers.leave_name(&sub.channel, key);
+            self.watchers.leave_name(&sub.channel, member);
         }
         let stats = conns.stats();
         stats.subscriptions = stats.subscriptions.saturating_sub(1);

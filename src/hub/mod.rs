@@ -27,6 +27,7 @@
 //! blocking the publishing shard, and the receiver is told of the gap. See
 //! `docs/MESSAGE.md` and `docs/PROTOCOL.md`.
 
+mod centrifuge;
 mod commands;
 pub mod config;
 pub mod frame;
@@ -202,13 +203,18 @@ impl Hub {
             Target::Watchers => &self.watchers,
         };
         let Some(members) = groups.members(name) else { return };
-        for &key in members {
-            conns.queue(key as usize, frame.clone());
+        // Framed for Centrifuge members at most once, when the first is met.
+        let mut centrifuge = None;
+        for &member in members {
+            self.queue_member(member as usize, frame, &mut centrifuge, conns);
         }
     }
 
-    /// Queues a reply or push for one connection.
+    /// Queues a reply or push for one connection, in its session's protocol.
     fn send_to(&self, key: usize, json: &[u8], conns: &mut dyn Conns) {
+        if let Some(session) = self.sessions.get(&key).filter(|s| s.proto.is_centrifuge()) {
+            return self.centrifuge_send(key, session.generation, json, conns);
+        }
         conns.queue(key, text_frame(json, &self.budget));
     }
 

@@ -33,6 +33,26 @@ pub(crate) struct Session {
     pub overrun: Overrun,
     /// Channels this connection made in the current minute.
     pub creations: Creations,
+    /// The protocol its replies and pushes are encoded in.
+    pub proto: Proto,
+}
+
+/// The protocol of a session (one byte: `centrifuge/` keeps no other
+/// per-connection state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    /// `/ws` (and authenticated `/room`, `/echo`): docs/PROTOCOL.md.
+    Ws,
+    /// `/connection/websocket` before its `connect` succeeded.
+    CentrifugeConnecting,
+    /// `/connection/websocket`, connected.
+    Centrifuge,
+}
+
+impl Proto {
+    pub fn is_centrifuge(self) -> bool {
+        self != Proto::Ws
+    }
 }
 
 pub(crate) struct Subscription {
@@ -57,6 +77,7 @@ impl Session {
             errors: TokenBucket::full(ERROR_BURST),
             overrun: Overrun::default(),
             creations: Creations::default(),
+            proto: Proto::Ws,
         }
     }
 

@@ -202,6 +202,10 @@ impl Hub {
                     let push = format!("{{\"push\":\"refresh\",\"expires_in\":{expires_in}}}");
                     self.send_to(key, push.as_bytes(), conns);
                 }
+                Event::Expire { key } if self.centrifuge_connecting(key) => {
+                    let code = crate::ws::centrifuge::STALE;
+                    conns.close(key, code, "no connect command in time", Disconnect::Kicked)
+                }
                 Event::Expire { key } => conns.close(key, TOKEN_EXPIRED, "token expired", Disconnect::TokenExpired),
             }
         }
@@ -250,10 +254,11 @@ impl Hub {
         let (kept, ended): (Vec<_>, Vec<_>) = subs.into_iter().partition(|s| session.may_access(&s.channel));
         session.subs = kept;
         let user = session.user.clone();
+        let member = super::centrifuge::member(session, key);
         const WHY: &str = "the refreshed token does not allow this channel";
         for sub in ended {
             if sub.joined {
-                self.leave_channel(key, &sub, user.clone(), conns);
+                self.leave_channel(member, &sub, user.clone(), conns);
                 let push = format!(
                     "{{\"push\":\"unsubscribe\",\"channel\":{},\"reason\":{}}}",
                     json_string(&sub.channel),

@@ -248,7 +248,11 @@ fn check_request<'b>(req: &httparse::Request<'_, 'b>, policy: &Policy<'_>) -> Re
     if !origin_allowed(req, policy) {
         return Err(Refusal::new(403, "origin not allowed"));
     }
-    let claims = authenticate(req, path, &policy.auth)?;
+    // The Centrifuge protocol brings its token in its first command.
+    let claims = match endpoint {
+        Endpoint::Centrifuge => None,
+        _ => authenticate(req, path, &policy.auth)?,
+    };
     if let (Endpoint::Room(room), Some(claims)) = (&endpoint, &claims) {
         // A room is a channel name: the same claim decides both.
         if !claims.may_access(room) {

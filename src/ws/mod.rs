@@ -7,6 +7,7 @@
 //! `tungstenite::WebSocket`, which would allocate a read buffer per connection
 //! and copy every outgoing payload per connection.
 
+pub mod centrifuge;
 pub mod close;
 pub mod codec;
 pub mod handshake;

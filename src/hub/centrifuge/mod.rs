@@ -1,0 +1,382 @@
+//! `/connection/websocket`: the Centrifuge client protocol, JSON encoding,
+//! mapped onto this hub (docs/PROTOCOL.md, "Centrifuge protocol"). There is
+//! no second hub: a Centrifuge session is a hub session marked
+//! `Proto::Centrifuge`, its commands become the `/ws` commands they mean
+//! (`commands.rs` does the work: channels, owners, offsets, presence,
+//! limits, cluster mode), and every reply and push the hub makes for it is
+//! translated on its way out (`translate.rs`).
+//!
+//! Fan-out: a channel's frame is made once, in `/ws` JSON. A Centrifuge
+//! subscriber is a group member whose key carries [`MEMBER_TAG`], so a
+//! delivery tells the protocols apart without a lookup and frames the
+//! Centrifuge push at most once per publication per shard, when it meets
+//! the first such member.
+//!
+//! Until `connect` succeeds a session accepts nothing else; one that sends
+//! none within [`CONNECT_TIMEOUT_SECS`] is closed (3502). The session adds
+//! one byte (`Session::proto`) to what the hub keeps per connection.
+
+mod translate;
+mod wire;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::config::DEFAULT_HISTORY_LIMIT;
+use super::frame::text_frame;
+use super::protocol::{Call, Command};
+use super::session::{Proto, Rate, Session};
+use super::{Conns, Hub};
+use crate::auth::{self, AuthError, Claims};
+use crate::metrics::disconnect::Disconnect;
+use crate::ws::centrifuge as close;
+use translate::{code, error_reply, Action, Context, Tag};
+use wire::Method;
+
+/// What the connect reply says the server is.
+pub(crate) const VERSION: &str = concat!("hubbub ", env!("CARGO_PKG_VERSION"));
+/// Seconds an upgraded connection has to send its `connect`.
+pub const CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Marks a Centrifuge session's key in the hub's groups (slab keys stay far
+/// below it: the process has at most `RLIMIT_NOFILE` connections).
+pub(crate) const MEMBER_TAG: usize = 1 << 31;
+
+/// The key the connection at `key` has in the hub's groups.
+pub(crate) fn member(session: &Session, key: usize) -> usize {
+    if session.proto.is_centrifuge() {
+        key | MEMBER_TAG
+    } else {
+        key
+    }
+}
+
+/// A push framed for Centrifuge sessions, made once per delivery.
+pub(crate) enum Framed {
+    Frame(Bytes),
+    Close(u16, &'static str),
+    Drop,
+}
+
+impl Hub {
+    /// A connection upgraded on `/connection/websocket`: a session waiting
+    /// for `connect`, with a deadline for it.
+    pub(super) fn centrifuge_upgraded(&mut self, key: usize, generation: u32, conns: &mut dyn Conns) {
+        let rate = Rate::new(self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
+        let mut session = Session::new(generation, None, None, rate);
+        session.proto = Proto::CentrifugeConnecting;
+        self.sessions.insert(key, session);
+        let (tick, now) = (conns.tick(), conns.now_unix());
+        let deadline = Claims {
+            sub: String::new(),
+            exp: Some(now + CONNECT_TIMEOUT_SECS),
+            nbf: None,
+            iat: None,
+            channels: None,
+            jti: None,
+        };
+        self.lifetimes.begin(key, generation, &deadline, false, tick, now);
+    }
+
+    /// Whether the connection at `key` still waits for its `connect`.
+    pub(super) fn centrifuge_connecting(&self, key: usize) -> bool {
+        self.sessions
+            .get(&key)
+            .is_some_and(|s| s.proto == Proto::CentrifugeConnecting)
+    }
+
+    /// A frame from a Centrifuge session: its commands, in order.
+    pub(super) fn centrifuge_frame(&mut self, key: usize, text: &[u8], conns: &mut dyn Conns) {
+        for parsed in wire::commands(text) {
+            if !conns.is_open(key) || !self.sessions.contains_key(&key) {
+                return;
+            }
+            match parsed {
+                Ok(command) => self.centrifuge_command(key, command, conns),
+                Err(wire::Malformed(why)) => {
+                    tracing::debug!(key, why, "centrifuge: malformed command");
+                    conns.stats().command_errors += 1;
+                    return conns.close(key, close::BAD_REQUEST, "bad request", Disconnect::ProtocolError);
+                }
+            }
+        }
+    }
+
+    fn centrifuge_command(&mut self, key: usize, command: wire::Command<'_>, conns: &mut dyn Conns) {
+        let wire::Command { id, method } = command;
+        let len = approximate_len(&method);
+        let packed = Tag::Publish.pack(id); // errors need only the client's id
+        if self.over_rate(key, len, || (id != 0).then_some(packed), conns) {
+            return;
+        }
+        let connected = self.sessions.get(&key).is_some_and(|s| s.proto == Proto::Centrifuge);
+        let call = match method {
+            Method::Pong => return,
+            Method::Connect { token } if !connected => return self.centrifuge_connect(key, id, token, conns),
+            _ if !connected => {
+                conns.stats().command_errors += 1;
+                let why = "connect first";
+                return conns.close(key, close::BAD_REQUEST, why, Disconnect::ProtocolError);
+            }
+            Method::Connect { .. } => {
+                conns.stats().command_errors += 1;
+                let why = "already connected";
+                return conns.close(key, close::BAD_REQUEST, why, Disconnect::ProtocolError);
+            }
+            // ---- The application's hooks (RPC and async messages) -------
+            // Answered here until the RPC proxy is wired in: `rpc` gets 108
+            // "not available"; `send` (no reply by the protocol) is read and
+            // dropped. docs/PROTOCOL.md says so.
+            Method::Rpc => return self.reply(key, &error_reply(id, code::NOT_AVAILABLE, "not available"), conns),
+            Method::Send => return,
+            // ---------------------------------------------------------------
+            Method::SubRefresh => {
+                let why =
+                    "not available: subscription tokens are not used; the connection token's channels claim decides";
+                return self.reply(key, &error_reply(id, code::NOT_AVAILABLE, why), conns);
+            }
+            Method::Unsubscribe { channel } => {
+                let subscribed = self.sessions.get(&key).and_then(|s| s.subscription(&channel));
+                if subscribed.is_none() {
+                    // Centrifuge answers an unsubscribe of nothing with success.
+                    let reply = format!("{{\"id\":{id},\"unsubscribe\":{{}}}}");
+                    return self.reply(key, reply.as_bytes(), conns);
+                }
+                (Tag::Unsubscribe, Call::Unsubscribe { channel })
+            }
+            Method::Subscribe {
+                channel,
+                recover,
+                join_leave,
+            } => (
+                Tag::Subscribe,
+                Call::Subscribe {
+                    channel,
+                    recover,
+                    join_leave,
+                },
+            ),
+            Method::Publish { channel, data } => (Tag::Publish, Call::Publish { channel, data }),
+            Method::Presence { channel } => (Tag::Presence, Call::Presence { channel }),
+            Method::PresenceStats { channel } => (Tag::PresenceStats, Call::Presence { channel }),
+            Method::History {
+                channel,
+                limit,
+                since,
+                reverse,
+            } => history_call(channel, limit, since, reverse),
+            Method::Refresh { token } => (Tag::Refresh, Call::Refresh { token }),
+        };
+        let (tag, call) = call;
+        self.dispatch(key, Command { id: tag.pack(id), call }, conns);
+    }
+
+    /// `connect`: the token is verified as `/ws` verifies one at the
+    /// upgrade; then the session is the user's, as a `/ws` one would be.
+    fn centrifuge_connect(&mut self, key: usize, id: u32, token: Option<String>, conns: &mut dyn Conns) {
+        let now = conns.now_unix();
+        let token = token.filter(|t| !t.is_empty());
+        let claims = match (self.config.jwt_secret.as_deref(), token) {
+            (None, _) => None,
+            (Some(_), None) if self.config.allow_anonymous => None,
+            (Some(_), None) => {
+                let reply = error_reply(id, code::UNAUTHORIZED, "unauthorized: a token is required");
+                return self.reply(key, &reply, conns);
+            }
+            (Some(secret), Some(token)) => match auth::verify(&token, secret, now) {
+                Ok(claims) if self.config.jwt_require_exp && claims.exp.is_none() => {
+                    return conns.close(
+                        key,
+                        close::INVALID_TOKEN,
+                        "invalid token: missing_exp",
+                        Disconnect::Kicked,
+                    );
+                }
+                Ok(claims) => Some(claims),
+                Err(AuthError::Expired) => {
+                    return self.reply(key, &error_reply(id, code::TOKEN_EXPIRED, "token expired"), conns);
+                }
+                Err(e) => {
+                    let reason = format!("invalid token: {}", e.reason());
+                    return conns.close(key, close::INVALID_TOKEN, &reason, Disconnect::Kicked);
+                }
+            },
+        };
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        session.proto = Proto::Centrifuge;
+        let generation = session.generation;
+        self.lifetimes.end(key);
+        let mut expires_in = None;
+        if let Some(claims) = claims {
+            let user: Arc<str> = claims.sub.as_str().into();
+            session.user = Some(Arc::clone(&user));
+            session.allowed = claims.channels.clone();
+            self.lifetimes.begin(key, generation, &claims, false, conns.tick(), now);
+            expires_in = claims.exp.map(|exp| exp.saturating_sub(now));
+            self.online(key, generation, user, conns);
+        }
+        let client = self.client_id(key, generation);
+        let body = translate::refresh_body(&client, expires_in);
+        self.reply(key, format!("{{\"id\":{id},\"connect\":{body}}}").as_bytes(), conns);
+    }
+
+    /// The client id a connection is told (shard, slab key, generation).
+    fn client_id(&self, key: usize, generation: u32) -> String {
+        format!("{}-{key}-{generation}", self.shard)
+    }
+
+    /// Queues Centrifuge JSON made here (not by the hub's `/ws` paths).
+    fn reply(&self, key: usize, json: &[u8], conns: &mut dyn Conns) {
+        conns.queue(key, text_frame(json, &self.budget));
+    }
+
+    /// A `/ws` reply or push for the Centrifuge session at `key`.
+    pub(super) fn centrifuge_send(&self, key: usize, generation: u32, json: &[u8], conns: &mut dyn Conns) {
+        let client = self.client_id(key, generation);
+        let ctx = Context {
+            client: &client,
+            max_reply_bytes: self.config.max_reply_bytes,
+        };
+        match translate::translate(json, &ctx) {
+            Action::Send(json) => self.reply(key, &json, conns),
+            Action::Close(code, reason) => conns.close(key, code, reason, Disconnect::MissedMessages),
+            Action::Drop => {}
+        }
+    }
+
+    /// Queues a shared frame for a group member (see [`member`]): as is for
+    /// `/ws`, translated once into `centrifuge` for Centrifuge sessions.
+    pub(super) fn queue_member(
+        &self,
+        member: usize,
+        frame: &Bytes,
+        centrifuge: &mut Option<Framed>,
+        conns: &mut dyn Conns,
+    ) {
+        if member & MEMBER_TAG == 0 {
+            return conns.queue(member, frame.clone());
+        }
+        let key = member & !MEMBER_TAG;
+        match centrifuge.get_or_insert_with(|| self.centrifuge_push(frame)) {
+            Framed::Frame(frame) => conns.queue(key, frame.clone()),
+            Framed::Close(code, reason) => conns.close(key, *code, reason, Disconnect::MissedMessages),
+            Framed::Drop => {}
+        }
+    }
+
+    /// A `/ws` push frame, framed again for Centrifuge sessions.
+    fn centrifuge_push(&self, frame: &Bytes) -> Framed {
+        let ctx = Context {
+            client: "",
+            max_reply_bytes: self.config.max_reply_bytes,
+        };
+        match translate::translate(payload_of(frame), &ctx) {
+            Action::Send(json) => Framed::Frame(text_frame(&json, &self.budget)),
+            Action::Close(code, reason) => Framed::Close(code, reason),
+            Action::Drop => Framed::Drop,
+        }
+    }
+}
+
+/// The hub's `history` query for Centrifuge's: forward pages start at the
+/// stream's beginning, or after `since`; reverse ones end at the top, or
+/// just before `since`, and are turned round. `limit` 0 asks for the
+/// position only, a negative one for the server's default page.
+fn history_call(channel: String, limit: i64, since: Option<u64>, reverse: bool) -> (Tag, Call<'static>) {
+    let limit = match limit {
+        0 => None,
+        n if n < 0 => Some(DEFAULT_HISTORY_LIMIT as u64),
+        n => Some(n as u64),
+    };
+    let position = |channel| {
+        let call = Call::History {
+            channel,
+            limit: Some(1),
+            since: None,
+        };
+        (Tag::HistoryPosition, call)
+    };
+    let Some(limit) = limit else { return position(channel) };
+    let page = |since: Option<u64>, limit: u64| Call::History {
+        channel: channel.clone(),
+        limit: Some(usize::try_from(limit).unwrap_or(usize::MAX)),
+        since,
+    };
+    match (reverse, since) {
+        (false, since) => (Tag::History, page(Some(since.unwrap_or(0)), limit)),
+        (true, None) => (Tag::HistoryReverse, page(None, limit)),
+        (true, Some(before)) => {
+            // Offsets are contiguous: the `n` before `before` follow `before - 1 - n`.
+            let n = limit.min(before.saturating_sub(1));
+            if n == 0 {
+                return position(channel);
+            }
+            (Tag::HistoryReverse, page(Some(before - 1 - n), n))
+        }
+    }
+}
+
+/// What a command weighs against `--max-bytes-per-sec`: its data.
+fn approximate_len(method: &Method<'_>) -> usize {
+    match method {
+        Method::Publish { data, .. } => data.get().len() + 64,
+        _ => 64,
+    }
+}
+
+/// The payload of a server frame (unmasked: a 2, 4 or 10 byte header).
+fn payload_of(frame: &[u8]) -> &[u8] {
+    let head = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(head..).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(limit: i64, since: Option<u64>, reverse: bool) -> (Tag, Option<usize>, Option<u64>) {
+        match history_call("c".into(), limit, since, reverse) {
+            (tag, Call::History { limit, since, .. }) => (tag, limit, since),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn centrifuge_history_becomes_the_hub_page_that_holds_it() {
+        assert_eq!(
+            call(10, None, false),
+            (Tag::History, Some(10), Some(0)),
+            "from the start"
+        );
+        assert_eq!(call(10, Some(4), false), (Tag::History, Some(10), Some(4)));
+        assert_eq!(
+            call(10, None, true),
+            (Tag::HistoryReverse, Some(10), None),
+            "the newest"
+        );
+        assert_eq!(
+            call(3, Some(10), true),
+            (Tag::HistoryReverse, Some(3), Some(6)),
+            "7, 8, 9"
+        );
+        assert_eq!(call(10, Some(3), true), (Tag::HistoryReverse, Some(2), Some(0)), "1, 2");
+        assert_eq!(call(10, Some(1), true).0, Tag::HistoryPosition, "nothing before 1");
+        assert_eq!(call(0, None, false).0, Tag::HistoryPosition);
+        assert_eq!(call(-1, None, false).1, Some(DEFAULT_HISTORY_LIMIT));
+    }
+
+    #[test]
+    fn a_frame_payload_is_found_behind_any_header() {
+        let budget = crate::buf::MemoryBudget::new(0);
+        for len in [0usize, 125, 126, 70_000] {
+            let json = vec![b'x'; len];
+            assert_eq!(payload_of(&text_frame(&json, &budget)), &json[..]);
+        }
+    }
+}
