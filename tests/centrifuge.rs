@@ -1,0 +1,412 @@
+//! `/connection/websocket`, the Centrifuge client protocol (JSON): protocol
+//! details with a raw client here, and the real SDK (npm `centrifuge`,
+//! pinned in tests/node/package-lock.json) through tests/node/centrifuge_*.js.
+//! A missing `node` skips the SDK tests locally with a message; under CI
+//! (`CI` set) it fails instead.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const SECRET: &str = "centrifuge-test-secret-of-32-bytes!!";
+const API_KEY: &str = "centrifuge-test-api-key";
+/// How long one SDK script may run before it is killed.
+const SCRIPT_LIMIT: Duration = Duration::from_secs(30);
+
+fn start_hub(tune: impl FnOnce(&mut hubbub::config::Config)) -> TestServer {
+    start(|c| {
+        c.hub.jwt_secret = Some(SECRET.as_bytes().to_vec());
+        c.hub.api_key = Some(API_KEY.into());
+        tune(c);
+    })
+}
+
+/// A raw Centrifuge client: commands out, lines (replies and pushes) in.
+struct Cf {
+    ws: WsClient,
+    lines: std::collections::VecDeque<Value>,
+    next: u32,
+}
+
+impl Cf {
+    fn open(addr: std::net::SocketAddr) -> Cf {
+        let ws = WsClient::try_open(addr, "/connection/websocket", "").expect("upgrade accepted");
+        Cf {
+            ws,
+            lines: Default::default(),
+            next: 1,
+        }
+    }
+
+    /// Opens and connects as `sub`; returns the connect reply.
+    fn connected(addr: std::net::SocketAddr, sub: &str) -> (Cf, Value) {
+        let mut cf = Cf::open(addr);
+        let reply = cf.call("connect", json!({"token": token(SECRET, json!({"sub": sub}))}));
+        assert!(reply.get("connect").is_some(), "{reply}");
+        (cf, reply)
+    }
+
+    fn send(&mut self, frame: &str) {
+        self.ws.raw.send_text(frame);
+    }
+
+    /// Sends `{"id":N,method:params}` and waits for reply N.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        self.send(&json!({"id": id, method: params}).to_string());
+        self.reply(id)
+    }
+
+    fn reply(&mut self, id: u32) -> Value {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .line()
+                .unwrap_or_else(|| panic!("closed before reply {id}; saw {seen:?}"));
+            if line["id"] == id {
+                self.lines.extend(seen);
+                return line;
+            }
+            seen.push(line);
+        }
+    }
+
+    /// The next line; `{"closed":code}` at the close, `None` after it.
+    fn line(&mut self) -> Option<Value> {
+        if let Some(line) = self.lines.pop_front() {
+            return Some(line);
+        }
+        let frame = self.ws.raw.recv()?;
+        match frame.opcode {
+            0x1 => {
+                let text = String::from_utf8(frame.payload).expect("UTF-8");
+                for line in text.split('\n') {
+                    self.lines
+                        .push_back(serde_json::from_str(line).expect("one JSON object a line"));
+                }
+                self.lines.pop_front()
+            }
+            0x8 => {
+                let code = frame.close_code().unwrap_or(1005);
+                let reason = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or(&[])).into_owned();
+                Some(json!({"closed": code, "reason": reason}))
+            }
+            _ => self.line(),
+        }
+    }
+
+    /// The next push (replies are not expected meanwhile).
+    fn push(&mut self) -> Value {
+        let line = self.line().expect("connection open");
+        assert!(line.get("push").is_some() || line.get("closed").is_some(), "{line}");
+        line
+    }
+
+    fn closed(&mut self) -> (u64, String) {
+        loop {
+            let line = self.line().expect("a close frame");
+            if let Some(code) = line["closed"].as_u64() {
+                return (code, line["reason"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+}
+
+#[test]
+fn connect_comes_first_and_a_bad_token_is_final() {
+    let server = start_hub(|c| c.hub.allow_anonymous = false);
+    let mut early = Cf::open(server.addr);
+    early.send(r#"{"id":1,"subscribe":{"channel":"a"}}"#);
+    assert_eq!(early.closed().0, 3501, "nothing before connect");
+    let mut forged = Cf::open(server.addr);
+    forged.send(r#"{"id":1,"connect":{"token":"a.b.c"}}"#);
+    let (code, reason) = forged.closed();
+    assert_eq!(code, 3500, "{reason}");
+    assert!(reason.starts_with("invalid token"), "{reason}");
+    let mut garbage = Cf::open(server.addr);
+    garbage.send("{not json");
+    assert_eq!(garbage.closed().0, 3501);
+    let mut none = Cf::open(server.addr);
+    let reply = none.call("connect", json!({}));
+    assert_eq!(reply["error"]["code"], 101, "no token, no anonymous access: {reply}");
+}
+
+#[test]
+fn an_expired_token_is_answered_109_so_the_sdk_asks_for_a_new_one() {
+    let server = start_hub(|_| {});
+    let mut cf = Cf::open(server.addr);
+    let old = token(SECRET, json!({"sub": "u", "exp": 1_000_000}));
+    let reply = cf.call("connect", json!({"token": old}));
+    assert_eq!(reply["error"]["code"], 109, "{reply}");
+    let reply = cf.call("connect", json!({"token": token(SECRET, json!({"sub": "u"}))}));
+    let connect = &reply["connect"];
+    assert_eq!(connect["expires"], true, "{reply}");
+    let ttl = connect["ttl"].as_u64().unwrap();
+    assert!((3580..=3590).contains(&ttl), "refresh 10 s before the hour: {ttl}");
+    assert!(connect["client"].as_str().is_some_and(|c| !c.is_empty()));
+}
+
+#[test]
+fn several_commands_in_one_frame_are_answered_in_order() {
+    let server = start_hub(|_| {});
+    let (mut cf, _) = Cf::connected(server.addr, "u");
+    cf.send(concat!(
+        r#"{"id":10,"subscribe":{"channel":"a"}}"#,
+        "\n",
+        r#"{"id":11,"publish":{"channel":"a","data":{"n":1}}}"#,
+        "\n{}\n",
+        r#"{"id":12,"presence_stats":{"channel":"a"}}"#,
+        "\n",
+        r#"{"id":13,"rpc":{"method":"m","data":{}}}"#,
+        "\n",
+        r#"{"id":14,"unsubscribe":{"channel":"never"}}"#
+    ));
+    let sub = cf.reply(10);
+    assert_eq!(sub["subscribe"]["recoverable"], true, "{sub}");
+    assert!(cf.reply(11).get("publish").is_some());
+    let stats = cf.reply(12);
+    assert_eq!(stats["presence_stats"], json!({"num_clients": 1, "num_users": 1}));
+    assert_eq!(cf.reply(13)["error"]["code"], 108, "rpc is not available yet");
+    assert_eq!(cf.reply(14), json!({"id": 14, "unsubscribe": {}}));
+    let push = cf.push();
+    assert_eq!(
+        push,
+        json!({"push": {"channel": "a", "pub": {"data": {"n": 1}, "offset": 1}}})
+    );
+    let again = cf.call("subscribe", json!({"channel": "a"}));
+    assert_eq!(again["error"]["code"], 105, "{again}");
+}
+
+#[test]
+fn a_publication_reaches_ws_and_centrifuge_subscribers_on_every_shard() {
+    let server = start_hub(|c| c.shards = 3);
+    let mut cfs: Vec<Cf> = (0..6)
+        .map(|i| Cf::connected(server.addr, &format!("cf{i}")).0)
+        .collect();
+    for cf in &mut cfs {
+        assert!(cf
+            .call("subscribe", json!({"channel": "news"}))
+            .get("subscribe")
+            .is_some());
+    }
+    let auth = format!("Authorization: Bearer {}\r\n", token(SECRET, json!({"sub": "w"})));
+    let mut ws = WsClient::open(server.addr, &auth);
+    assert!(ws.call("subscribe", json!({"channel": "news"}))["result"].is_object());
+    for n in 0..3 {
+        let reply = ws.call("publish", json!({"channel": "news", "data": {"from": "ws", "n": n}}));
+        assert!(reply["result"].is_object(), "{reply}");
+    }
+    assert!(cfs[0]
+        .call("publish", json!({"channel": "news", "data": {"from": "cf"}}))
+        .get("publish")
+        .is_some());
+    for cf in &mut cfs {
+        let offsets: Vec<u64> = (0..4)
+            .map(|_| cf.push()["push"]["pub"]["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, [1, 2, 3, 4]);
+    }
+    let froms: Vec<Value> = (0..4).map(|_| ws.push().unwrap()["data"]["from"].clone()).collect();
+    assert_eq!(froms, [json!("ws"), json!("ws"), json!("ws"), json!("cf")]);
+}
+
+#[test]
+fn recovery_after_a_kick_gives_what_was_missed_and_says_when_it_cannot() {
+    let server = start_hub(|c| c.hub.history.size = 3);
+    let (mut cf, _) = Cf::connected(server.addr, "reader");
+    let sub = cf.call("subscribe", json!({"channel": "log"}));
+    let epoch = sub["subscribe"]["epoch"].as_str().unwrap().to_string();
+    let publish = |n: u64| {
+        let body = json!({"channel": "log", "data": n}).to_string();
+        let (status, _) = api_call(server.admin_addr(), "POST", "/api/publish", Some(API_KEY), &body);
+        assert_eq!(status, 200);
+    };
+    publish(1);
+    assert_eq!(cf.push()["push"]["pub"]["offset"], 1);
+    let body = json!({"user": "reader"}).to_string();
+    let (status, answer) = api_call(server.admin_addr(), "POST", "/api/disconnect", Some(API_KEY), &body);
+    assert_eq!((status, answer["closed"].as_u64()), (200, Some(1)));
+    let (code, _) = cf.closed();
+    assert!((4000..4500).contains(&code), "the SDK reconnects after {code}");
+    publish(2);
+    publish(3);
+    let (mut back, _) = Cf::connected(server.addr, "reader");
+    let sub = back.call(
+        "subscribe",
+        json!({"channel": "log", "recover": true, "offset": 1, "epoch": epoch}),
+    );
+    let s = &sub["subscribe"];
+    assert_eq!(
+        (s["was_recovering"].clone(), s["recovered"].clone()),
+        (json!(true), json!(true)),
+        "{sub}"
+    );
+    let offsets: Vec<u64> = s["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [2, 3]);
+    for n in 4..=8 {
+        publish(n);
+    }
+    let (mut late, _) = Cf::connected(server.addr, "reader2");
+    let sub = late.call(
+        "subscribe",
+        json!({"channel": "log", "recover": true, "offset": 3, "epoch": epoch}),
+    );
+    let s = &sub["subscribe"];
+    assert_eq!(
+        (s["was_recovering"].clone(), s["recovered"].clone()),
+        (json!(true), json!(false)),
+        "history of 3 lost 4 and 5: {sub}"
+    );
+    assert_eq!(s["offset"], 8);
+    assert!(s.get("publications").is_none());
+}
+
+#[test]
+fn a_silent_upgrade_is_closed_as_stale() {
+    let server = start_hub(|_| {});
+    let mut cf = Cf::open(server.addr);
+    let patience = common::PATIENCE + Duration::from_secs(5);
+    cf.ws.raw.stream.set_read_timeout(Some(patience)).unwrap();
+    let began = Instant::now();
+    let (code, _) = cf.closed();
+    assert_eq!(code, 3502);
+    let waited = began.elapsed();
+    assert!(waited >= Duration::from_secs(9), "closed after {waited:?}");
+}
+
+// ---- The real SDK ---------------------------------------------------------
+
+/// Whether `node` runs; if not, panics under CI and tells why the test is
+/// skipped otherwise.
+fn have_node() -> bool {
+    let found = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`node` is missing under CI: .ci/run installs it"
+        );
+        eprintln!("SKIPPED: `node` is not installed here (apt-get install nodejs npm; .ci/run does it)");
+    }
+    found
+}
+
+fn node_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/centrifuge/package.json").exists(),
+        "tests/node/node_modules/centrifuge is missing: run `npm ci` in tests/node (.ci/run does)"
+    );
+    dir
+}
+
+/// Starts `script` against `server`; it runs in a process group of its own.
+fn spawn_script(script: &str, server: &TestServer) -> std::process::Child {
+    let dir = node_dir();
+    Command::new("node")
+        .arg(dir.join(script))
+        .env("HUBBUB_URL", format!("ws://{}", server.addr))
+        .env("HUBBUB_ADMIN", format!("http://{}", server.admin_addr()))
+        .env("HUBBUB_SECRET", SECRET)
+        .env("HUBBUB_API_KEY", API_KEY)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("node starts")
+}
+
+/// Waits for `child` up to the limit (then kills its group by id); asserts
+/// it printed `ok`.
+fn finish(mut child: std::process::Child, script: &str) {
+    let deadline = Instant::now() + SCRIPT_LIMIT;
+    while child.try_wait().expect("wait for node").is_none() {
+        if Instant::now() >= deadline {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("node output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok"),
+        "{script} failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_script(script: &str, server: &TestServer) {
+    finish(spawn_script(script, server), script);
+}
+
+#[test]
+fn sdk_connects_subscribes_publishes_and_queries() {
+    if !have_node() {
+        return;
+    }
+    let server = start_hub(|_| {});
+    run_script("centrifuge_basic.js", &server);
+}
+
+#[test]
+fn sdk_recovers_every_missed_publication_exactly_once_after_a_kick() {
+    if !have_node() {
+        return;
+    }
+    let server = start_hub(|c| c.hub.history.size = 3);
+    run_script("centrifuge_recover.js", &server);
+}
+
+#[test]
+fn sdk_reports_a_recovery_the_history_could_not_serve() {
+    if !have_node() {
+        return;
+    }
+    let server = start_hub(|c| c.hub.history.size = 3);
+    run_script("centrifuge_lost.js", &server);
+}
+
+#[test]
+fn sdk_refreshes_its_token_before_expiry_and_stays_connected() {
+    if !have_node() {
+        return;
+    }
+    let server = start_hub(|_| {});
+    run_script("centrifuge_refresh.js", &server);
+}
+
+#[test]
+fn sdk_reconnects_after_a_drain_to_the_server_that_took_the_port() {
+    if !have_node() {
+        return;
+    }
+    let old = start_hub(|c| c.drain = Duration::from_secs(1));
+    let node = spawn_script("centrifuge_drain.js", &old);
+    old.wait_for("the SDK's subscription", |s| s.subscriptions == 1);
+    // SO_REUSEPORT: the new server binds the port the old one still holds.
+    let new = start_hub(|c| c.listen = old.addr);
+    old.stop().expect("the old server drains");
+    finish(node, "centrifuge_drain.js");
+    new.wait_for("the SDK back on the new server", |s| s.upgraded == 1);
+}

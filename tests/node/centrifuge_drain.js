@@ -1,0 +1,25 @@
+// A server drain: the SDK is closed with 3001 "shutdown", reconnects (to
+// the server that took the port over) and subscribes again.
+"use strict";
+
+const { bound, check, client, fail, once, token } = require("./centrifuge_common");
+
+async function main() {
+  bound(25);
+  const c = client({ token: token("drained") });
+  c.connect();
+  await c.ready(5000);
+  const sub = c.newSubscription("d");
+  sub.subscribe();
+  await sub.ready(5000);
+  console.error("connected"); // the test drains the server now
+  const closed = await once(c, "connecting", 15);
+  check(closed.code === 3001, `closed with ${JSON.stringify(closed)}`);
+  const began = Date.now();
+  await once(c, "connected", 10);
+  await once(sub, "subscribed", 5);
+  c.disconnect();
+  console.log(`ok reconnected ${Date.now() - began} ms after ${closed.code} ${closed.reason}`);
+}
+
+main().catch((e) => fail(e && e.stack ? e.stack : JSON.stringify(e)));
