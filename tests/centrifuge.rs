@@ -154,7 +154,7 @@ fn an_expired_token_is_answered_109_so_the_sdk_asks_for_a_new_one() {
 }
 
 #[test]
-fn several_commands_in_one_frame_are_answered_in_order() {
+fn several_commands_in_one_frame_are_each_answered() {
     let server = start_hub(|_| {});
     let (mut cf, _) = Cf::connected(server.addr, "u");
     cf.send(concat!(
@@ -409,4 +409,32 @@ fn sdk_reconnects_after_a_drain_to_the_server_that_took_the_port() {
     old.stop().expect("the old server drains");
     finish(node, "centrifuge_drain.js");
     new.wait_for("the SDK back on the new server", |s| s.upgraded == 1);
+}
+
+#[test]
+fn a_frame_over_the_rate_gets_one_refusal_and_no_more() {
+    let server = start_hub(|c| c.hub.max_messages_per_sec = 4);
+    let (mut cf, _) = Cf::connected(server.addr, "flood");
+    let frame: Vec<String> = (10..40)
+        .map(|id| json!({"id": id, "presence_stats": {"channel": "a"}}).to_string())
+        .collect();
+    cf.send(&frame.join("\n"));
+    // The connect spent one of the 4: three answered (by the channel's
+    // owner, maybe after the refusal), the fourth refused at once.
+    let mut answered: Vec<(u64, bool)> = (0..4)
+        .map(|_| {
+            let line = cf.line().expect("open");
+            if line.get("error").is_some() {
+                assert_eq!(line["error"]["code"], 111, "{line}");
+                assert_eq!(line["error"]["temporary"], true);
+            }
+            (line["id"].as_u64().unwrap(), line.get("error").is_some())
+        })
+        .collect();
+    answered.sort();
+    assert_eq!(answered, [(10, false), (11, false), (12, false), (13, true)]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let next = cf.call("presence_stats", json!({"channel": "a"}));
+    assert!(next.get("presence_stats").is_some(), "{next}");
+    assert!(cf.lines.is_empty(), "the dropped rest was not answered: {:?}", cf.lines);
 }

@@ -85,14 +85,24 @@ impl Hub {
             .is_some_and(|s| s.proto == Proto::CentrifugeConnecting)
     }
 
-    /// A frame from a Centrifuge session: its commands, in order.
+    /// A frame from a Centrifuge session: its commands, in order. Each
+    /// spends the connection's rate; the first one over it is answered 111
+    /// and the rest of the frame is dropped unanswered, so a frame of many
+    /// commands cannot make many refusals.
     pub(super) fn centrifuge_frame(&mut self, key: usize, text: &[u8], conns: &mut dyn Conns) {
-        for parsed in wire::commands(text) {
+        for (len, parsed) in wire::commands(text) {
             if !conns.is_open(key) || !self.sessions.contains_key(&key) {
                 return;
             }
             match parsed {
-                Ok(command) => self.centrifuge_command(key, command, conns),
+                Ok(command) => {
+                    // Errors need only the client's id: any tag will do.
+                    let id = (command.id != 0).then_some(Tag::Publish.pack(command.id));
+                    if self.over_rate(key, len, || id, conns) {
+                        return;
+                    }
+                    self.centrifuge_command(key, command, conns)
+                }
                 Err(wire::Malformed(why)) => {
                     tracing::debug!(key, why, "centrifuge: malformed command");
                     conns.stats().command_errors += 1;
@@ -104,11 +114,6 @@ impl Hub {
 
     fn centrifuge_command(&mut self, key: usize, command: wire::Command<'_>, conns: &mut dyn Conns) {
         let wire::Command { id, method } = command;
-        let len = approximate_len(&method);
-        let packed = Tag::Publish.pack(id); // errors need only the client's id
-        if self.over_rate(key, len, || (id != 0).then_some(packed), conns) {
-            return;
-        }
         let connected = self.sessions.get(&key).is_some_and(|s| s.proto == Proto::Centrifuge);
         let call = match method {
             Method::Pong => return,
@@ -315,14 +320,6 @@ fn history_call(channel: String, limit: i64, since: Option<u64>, reverse: bool) 
             }
             (Tag::HistoryReverse, page(Some(before - 1 - n), n))
         }
-    }
-}
-
-/// What a command weighs against `--max-bytes-per-sec`: its data.
-fn approximate_len(method: &Method<'_>) -> usize {
-    match method {
-        Method::Publish { data, .. } => data.get().len() + 64,
-        _ => 64,
     }
 }
 

@@ -150,12 +150,13 @@ struct RefreshParams {
     token: String,
 }
 
-/// The commands of one frame, in order: blank lines are skipped.
-pub(crate) fn commands(frame: &[u8]) -> impl Iterator<Item = Result<Command<'_>, Malformed>> {
+/// The commands of one frame, in order, each with its length in bytes:
+/// blank lines are skipped.
+pub(crate) fn commands(frame: &[u8]) -> impl Iterator<Item = (usize, Result<Command<'_>, Malformed>)> {
     frame
         .split(|&b| b == b'\n')
         .filter(|line| !line.trim_ascii().is_empty())
-        .map(parse)
+        .map(|line| (line.len(), parse(line)))
 }
 
 /// Parses one line as a command.
@@ -282,7 +283,7 @@ mod tests {
             "\n{}\n",
             r#"{"send":{"data":1}}"#
         );
-        let parsed: Vec<Command<'_>> = commands(frame.as_bytes()).map(Result::unwrap).collect();
+        let parsed: Vec<Command<'_>> = commands(frame.as_bytes()).map(|(_, c)| c.unwrap()).collect();
         assert_eq!(parsed.len(), 5);
         assert!(matches!(&parsed[0].method, Method::Connect { token: Some(t) } if t == "t"));
         match &parsed[1].method {
