@@ -127,6 +127,8 @@ pub(crate) struct Hub {
     /// as a gap, until a delivery of it gets through again: one gap message
     /// per run of drops, so the control lane stays bounded.
     gaps: HashSet<(usize, Arc<str>)>,
+    /// `/connection/websocket` connections waiting for their `connect`.
+    connecting: centrifuge::Connecting,
 }
 
 /// Which of the shard's groups a delivery goes to.
@@ -154,6 +156,7 @@ impl Hub {
             users: Users::default(),
             lifetimes: tokens::Lifetimes::default(),
             gaps: HashSet::new(),
+            connecting: centrifuge::Connecting::default(),
         }
     }
 
@@ -178,6 +181,7 @@ impl Hub {
         }
         if ticked {
             self.token_deadlines(conns);
+            self.connect_deadlines(conns);
         }
         let tick = conns.tick();
         if ticked && tick.is_multiple_of(TICKS_PER_SEC) {

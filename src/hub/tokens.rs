@@ -202,10 +202,6 @@ impl Hub {
                     let push = format!("{{\"push\":\"refresh\",\"expires_in\":{expires_in}}}");
                     self.send_to(key, push.as_bytes(), conns);
                 }
-                Event::Expire { key } if self.centrifuge_connecting(key) => {
-                    let code = crate::ws::centrifuge::STALE;
-                    conns.close(key, code, "no connect command in time", Disconnect::Kicked)
-                }
                 Event::Expire { key } => conns.close(key, TOKEN_EXPIRED, "token expired", Disconnect::TokenExpired),
             }
         }

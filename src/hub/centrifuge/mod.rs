@@ -14,11 +14,13 @@
 //!
 //! Until `connect` succeeds a session accepts nothing else; one that sends
 //! none within [`CONNECT_TIMEOUT_SECS`] is closed (3502). The session adds
-//! one byte (`Session::proto`) to what the hub keeps per connection.
+//! one byte (`Session::proto`) to what the hub keeps per connection, and a
+//! connection waiting for its `connect` 16 bytes in [`Connecting`].
 
 mod translate;
 mod wire;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,8 +30,9 @@ use super::frame::text_frame;
 use super::protocol::{Call, Command};
 use super::session::{Proto, Rate, Session};
 use super::{Conns, Hub};
-use crate::auth::{self, AuthError, Claims};
+use crate::auth::{self, AuthError};
 use crate::metrics::disconnect::Disconnect;
+use crate::tick::secs_to_ticks;
 use crate::ws::centrifuge as close;
 use translate::{code, error_reply, Action, Context, Tag};
 use wire::Method;
@@ -51,6 +54,19 @@ pub(crate) fn member(session: &Session, key: usize) -> usize {
     }
 }
 
+/// Connections waiting for `connect`: (deadline tick, key, generation),
+/// oldest first. Entries of connections that connected or left stay until
+/// due (16 bytes each, for at most [`CONNECT_TIMEOUT_SECS`]).
+#[derive(Default)]
+pub(crate) struct Connecting {
+    queue: VecDeque<(u32, usize, u32)>,
+}
+
+impl Connecting {
+    /// Capacity kept when the queue empties.
+    const KEPT: usize = 1024;
+}
+
 /// A push framed for Centrifuge sessions, made once per delivery.
 pub(crate) enum Framed {
     Frame(Bytes),
@@ -66,23 +82,32 @@ impl Hub {
         let mut session = Session::new(generation, None, None, rate);
         session.proto = Proto::CentrifugeConnecting;
         self.sessions.insert(key, session);
-        let (tick, now) = (conns.tick(), conns.now_unix());
-        let deadline = Claims {
-            sub: String::new(),
-            exp: Some(now + CONNECT_TIMEOUT_SECS),
-            nbf: None,
-            iat: None,
-            channels: None,
-            jti: None,
-        };
-        self.lifetimes.begin(key, generation, &deadline, false, tick, now);
+        let due = conns.tick().saturating_add(secs_to_ticks(CONNECT_TIMEOUT_SECS));
+        self.connecting.queue.push_back((due, key, generation));
     }
 
-    /// Whether the connection at `key` still waits for its `connect`.
-    pub(super) fn centrifuge_connecting(&self, key: usize) -> bool {
-        self.sessions
-            .get(&key)
-            .is_some_and(|s| s.proto == Proto::CentrifugeConnecting)
+    /// Once a tick: closes (3502) the connections still without `connect`
+    /// at their deadline. One timeout for all, so deadlines come in order:
+    /// the work is what is due, never a scan.
+    pub(super) fn connect_deadlines(&mut self, conns: &mut dyn Conns) {
+        let tick = conns.tick();
+        while let Some(&(due, key, generation)) = self.connecting.queue.front() {
+            if due > tick {
+                break;
+            }
+            self.connecting.queue.pop_front();
+            let waiting = self
+                .sessions
+                .get(&key)
+                .is_some_and(|s| s.generation == generation && s.proto == Proto::CentrifugeConnecting);
+            if waiting {
+                conns.close(key, close::STALE, "no connect command in time", Disconnect::Kicked);
+            }
+        }
+        if self.connecting.queue.is_empty() && self.connecting.queue.capacity() > Connecting::KEPT {
+            // A storm of connects is over: give its memory back.
+            self.connecting.queue = VecDeque::new();
+        }
     }
 
     /// A frame from a Centrifuge session: its commands, in order. Each
@@ -212,7 +237,6 @@ impl Hub {
         };
         session.proto = Proto::Centrifuge;
         let generation = session.generation;
-        self.lifetimes.end(key);
         let mut expires_in = None;
         if let Some(claims) = claims {
             let user: Arc<str> = claims.sub.as_str().into();
