@@ -329,3 +329,42 @@ fn a_user_with_5000_connections_disconnecting_in_a_storm_is_linear() {
     assert!(local < 20 * N as u64, "local bookkeeping touched {local} entries");
     assert!(owner < 20 * N as u64, "owner bookkeeping touched {owner} entries");
 }
+
+/// Issue 15: a publication to `/ws` and Centrifuge subscribers of both
+/// shards is framed once per protocol per shard, and the Centrifuge frame
+/// only where a Centrifuge subscriber is.
+#[test]
+fn a_publication_is_framed_once_per_protocol_per_shard() {
+    let mut shards = Shards::new(HubConfig::default());
+    for shard in 0..2 {
+        for key in 1..=3 {
+            shards.open(shard, key, Endpoint::Centrifuge, None);
+            shards.command(shard, key, r#"{"id":1,"connect":{}}"#);
+            shards.command(shard, key, r#"{"id":2,"subscribe":{"channel":"c"}}"#);
+        }
+        shards.open(shard, 9, Endpoint::Ws, None);
+        let sub = r#"{"id":1,"method":"subscribe","params":{"channel":"c"}}"#;
+        shards.command(shard, 9, sub);
+    }
+    shards.pump();
+    let publish = r#"{"id":2,"method":"publish","params":{"channel":"c","data":{"n":1}}}"#;
+    shards.command(1, 9, publish);
+    shards.pump();
+    for shard in 0..2 {
+        let pubs: Vec<&(usize, Bytes)> = shards.conns[shard]
+            .queued
+            .iter()
+            .filter(|(_, f)| f.windows(5).any(|w| w == br#""pub""#))
+            .collect();
+        let keys: Vec<usize> = pubs.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, [1, 2, 3, 9], "shard {shard}");
+        let first = pubs[0].1.as_ptr();
+        assert!(
+            pubs[..3].iter().all(|(_, f)| f.as_ptr() == first),
+            "one Centrifuge frame"
+        );
+        assert_ne!(pubs[3].1.as_ptr(), first, "the /ws frame is the hub's own");
+        let text = std::str::from_utf8(&pubs[0].1[2..]).unwrap();
+        assert_eq!(text, r#"{"push":{"channel":"c","pub":{"data":{"n":1},"offset":1}}}"#);
+    }
+}
