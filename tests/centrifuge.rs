@@ -356,44 +356,33 @@ fn finish(mut child: std::process::Child, script: &str) {
     );
 }
 
-fn run_script(script: &str, server: &TestServer) {
-    finish(spawn_script(script, server), script);
+/// Runs `script` against a server tuned by `tune` (skipped without node).
+fn run_script(script: &str, tune: impl FnOnce(&mut hubbub::config::Config)) {
+    if !have_node() {
+        return;
+    }
+    let server = start_hub(tune);
+    finish(spawn_script(script, &server), script);
 }
 
 #[test]
 fn sdk_connects_subscribes_publishes_and_queries() {
-    if !have_node() {
-        return;
-    }
-    let server = start_hub(|_| {});
-    run_script("centrifuge_basic.js", &server);
+    run_script("centrifuge_basic.js", |_| {});
 }
 
 #[test]
 fn sdk_recovers_every_missed_publication_exactly_once_after_a_kick() {
-    if !have_node() {
-        return;
-    }
-    let server = start_hub(|c| c.hub.history.size = 3);
-    run_script("centrifuge_recover.js", &server);
+    run_script("centrifuge_recover.js", |c| c.hub.history.size = 3);
 }
 
 #[test]
 fn sdk_reports_a_recovery_the_history_could_not_serve() {
-    if !have_node() {
-        return;
-    }
-    let server = start_hub(|c| c.hub.history.size = 3);
-    run_script("centrifuge_lost.js", &server);
+    run_script("centrifuge_lost.js", |c| c.hub.history.size = 3);
 }
 
 #[test]
 fn sdk_refreshes_its_token_before_expiry_and_stays_connected() {
-    if !have_node() {
-        return;
-    }
-    let server = start_hub(|_| {});
-    run_script("centrifuge_refresh.js", &server);
+    run_script("centrifuge_refresh.js", |_| {});
 }
 
 #[test]

@@ -10,7 +10,8 @@
 
 use crate::metrics::disconnect::Disconnect;
 
-/// 3001: the server is shutting down or draining; reconnect (elsewhere).
+/// 3001: the server is shutting down or draining; reconnect (elsewhere,
+/// when the reason says).
 pub const SHUTDOWN: u16 = 3001;
 /// 3005: the connection's token expired without a `refresh`; reconnect
 /// (the SDK asks its `getToken` for a new one when told 109).
@@ -45,7 +46,8 @@ pub const TOO_MANY_ERRORS: u16 = 3509;
 /// An operator's code in 3000-4999 (`/api/disconnect`) is kept as given.
 pub fn close_for(code: u16, reason: &str, why: Disconnect) -> (u16, &str) {
     match why {
-        Disconnect::Shutdown => (SHUTDOWN, "shutdown"),
+        // The drain's reason says when to come back ("reconnect in N s").
+        Disconnect::Shutdown => (SHUTDOWN, reason),
         Disconnect::TokenExpired => (EXPIRED, "connection expired"),
         Disconnect::Replaced => (CONNECTION_LIMIT, "connection limit"),
         Disconnect::IdleTimeout => (NO_PONG, "no pong"),
@@ -84,7 +86,7 @@ mod tests {
             again.iter().all(|&(code, _)| code >= 3000 && reconnects(code)),
             "{again:?}"
         );
-        assert_eq!(again[0], (SHUTDOWN, "shutdown"));
+        assert_eq!(again[0], (SHUTDOWN, "draining"), "the drain's hint is kept");
         let never = [
             close_for(close::REPLACED, "replaced", Disconnect::Replaced),
             close_for(

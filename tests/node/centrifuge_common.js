@@ -81,6 +81,13 @@ function api(method, path, body) {
   });
 }
 
+// Publishes `data` on `channel` through the server API.
+async function publishApi(channel, data) {
+  const [status, answer] = await api("POST", "/api/publish", { channel, data });
+  check(status === 200, `publish ${JSON.stringify(data)}: ${status} ${JSON.stringify(answer)}`);
+  return answer;
+}
+
 // A plain `/ws` client (docs/PROTOCOL.md): `call(method, params)` resolves
 // with the reply; pushes go to `onPush`.
 function wsClient(tok, onPush = () => {}) {
@@ -115,4 +122,4 @@ function check(cond, why) {
   if (!cond) fail(why);
 }
 
-module.exports = { api, bound, check, client, fail, once, token, wsClient };
+module.exports = { api, bound, check, client, fail, once, publishApi, token, wsClient };

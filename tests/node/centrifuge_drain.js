@@ -1,5 +1,6 @@
-// A server drain: the SDK is closed with 3001 "shutdown", reconnects (to
-// the server that took the port over) and subscribes again.
+// A server drain: the SDK is closed with 3001 and the drain's hint
+// ("reconnect in N s"), reconnects (to the server that took the port over)
+// within the hinted window and subscribes again.
 "use strict";
 
 const { bound, check, client, fail, once, token } = require("./centrifuge_common");
@@ -15,11 +16,15 @@ async function main() {
   console.error("connected"); // the test drains the server now
   const closed = await once(c, "connecting", 15);
   check(closed.code === 3001, `closed with ${JSON.stringify(closed)}`);
+  const hint = /reconnect in (\d+) s/.exec(closed.reason);
+  check(hint, `the reason gives no hint: ${closed.reason}`);
   const began = Date.now();
   await once(c, "connected", 10);
   await once(sub, "subscribed", 5);
+  const took = Date.now() - began;
+  check(took <= Number(hint[1]) * 1000 + 1000, `back after ${took} ms, hinted ${hint[1]} s`);
   c.disconnect();
-  console.log(`ok reconnected ${Date.now() - began} ms after ${closed.code} ${closed.reason}`);
+  console.log(`ok reconnected ${took} ms after ${closed.code} ${closed.reason}`);
 }
 
 main().catch((e) => fail(e && e.stack ? e.stack : JSON.stringify(e)));

@@ -3,12 +3,9 @@
 // (wasRecovering, not recovered) and goes on from the current position.
 "use strict";
 
-const { api, bound, check, client, fail, once, token } = require("./centrifuge_common");
+const { api, bound, check, client, fail, once, publishApi, token } = require("./centrifuge_common");
 
-const publish = async (n) => {
-  const [status] = await api("POST", "/api/publish", { channel: "busy", data: { n } });
-  check(status === 200, `publish ${n}: ${status}`);
-};
+const publish = (n) => publishApi("busy", { n });
 
 async function main() {
   bound(25);

@@ -4,12 +4,9 @@
 // 3, and 3 are missed).
 "use strict";
 
-const { api, bound, check, client, fail, once, token } = require("./centrifuge_common");
+const { api, bound, check, client, fail, once, publishApi, token } = require("./centrifuge_common");
 
-const publish = async (n) => {
-  const [status] = await api("POST", "/api/publish", { channel: "room", data: { n } });
-  check(status === 200, `publish ${n}: ${status}`);
-};
+const publish = (n) => publishApi("room", { n });
 
 async function main() {
   bound(25);
