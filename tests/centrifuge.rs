@@ -427,3 +427,26 @@ fn a_frame_over_the_rate_gets_one_refusal_and_no_more() {
     assert!(next.get("presence_stats").is_some(), "{next}");
     assert!(cf.lines.is_empty(), "the dropped rest was not answered: {:?}", cf.lines);
 }
+
+#[test]
+fn a_ws_private_message_and_a_narrowed_token_reach_the_centrifuge_client() {
+    let server = start_hub(|_| {});
+    let (mut cf, _) = Cf::connected(server.addr, "ann");
+    assert!(cf
+        .call("subscribe", json!({"channel": "team:a"}))
+        .get("subscribe")
+        .is_some());
+    let auth = format!("Authorization: Bearer {}\r\n", token(SECRET, json!({"sub": "bob"})));
+    let mut ws = WsClient::open(server.addr, &auth);
+    let sent = ws.call("send", json!({"user": "ann", "data": {"hi": 1}}));
+    assert!(sent["result"].is_object(), "{sent}");
+    assert_eq!(cf.push(), json!({"push": {"message": {"data": {"hi": 1}}}}));
+    let narrower = token(SECRET, json!({"sub": "ann", "channels": ["team:b"]}));
+    let refreshed = cf.call("refresh", json!({"token": narrower}));
+    assert_eq!(refreshed["refresh"]["expires"], true, "{refreshed}");
+    let push = cf.push();
+    assert_eq!(push["push"]["channel"], "team:a");
+    assert_eq!(push["push"]["unsubscribe"]["code"], 2000, "for good: {push}");
+    let other = cf.call("refresh", json!({"token": token(SECRET, json!({"sub": "eve"}))}));
+    assert_eq!(other["error"]["code"], 109, "{other}");
+}
