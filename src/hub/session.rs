@@ -33,6 +33,9 @@ pub(crate) struct Session {
     pub overrun: Overrun,
     /// Channels this connection made in the current minute.
     pub creations: Creations,
+    /// While the application's connect hook has not answered: the commands
+    /// that arrived meanwhile, run when it allows the connection.
+    pub connecting: Option<Box<super::proxy::Held>>,
 }
 
 pub(crate) struct Subscription {
@@ -44,6 +47,9 @@ pub(crate) struct Subscription {
     /// subscribe must be undone, not counted twice).
     pub command: u64,
     pub join_leave: bool,
+    /// Made by the connect hook's `channels`, not by a command: confirmed
+    /// with a `subscribed` push instead of a reply.
+    pub server_side: bool,
 }
 
 impl Session {
@@ -57,6 +63,7 @@ impl Session {
             errors: TokenBucket::full(ERROR_BURST),
             overrun: Overrun::default(),
             creations: Creations::default(),
+            connecting: None,
         }
     }
 
