@@ -486,3 +486,28 @@ fn proxy(set: impl FnOnce(&mut hubbub::proxy::ProxyConfig)) -> Option<hubbub::pr
     set(&mut config);
     Some(config)
 }
+
+#[test]
+fn one_connection_cannot_take_every_call_in_flight() {
+    let backend = Backend::start(|_| (Duration::from_millis(600), json!({"result": {}})));
+    let server = start(|c| {
+        c.proxy = proxy(|p| {
+            p.rpc_url = Some(backend.url("/rpc"));
+            p.max_in_flight = 64;
+            p.workers = 16;
+        });
+    });
+    let mut greedy = WsClient::open(server.addr, "");
+    for id in 1..=12u64 {
+        greedy
+            .raw
+            .send_text(&json!({"id": id, "method": "rpc", "params": {"method": "m"}}).to_string());
+    }
+    // Another connection still gets its call through meanwhile.
+    let mut other = WsClient::open(server.addr, "");
+    let reply = other.call("rpc", json!({"method": "m"}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    let replies: Vec<Value> = (0..12).map(|_| greedy.push().unwrap()).collect();
+    let refused = replies.iter().filter(|r| r["error"]["code"] == 114).count();
+    assert_eq!(refused, 4, "8 in flight per connection: {replies:?}");
+}

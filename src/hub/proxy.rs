@@ -25,6 +25,9 @@ use crate::ws::close::TRY_AGAIN_LATER;
 pub(crate) const HELD_COMMANDS: usize = 16;
 /// Bytes of such commands held at most.
 pub(crate) const HELD_BYTES: usize = 64 << 10;
+/// Hook calls one connection may have in flight; more are refused at once
+/// (114), so one client cannot take the whole `--proxy-max-in-flight`.
+pub(crate) const CALLS_PER_CONNECTION: u8 = 8;
 /// Close code when the connect hook refuses a connection with an `error`.
 pub(crate) const CLOSE_CONNECT_REFUSED: u16 = 4403;
 
@@ -80,19 +83,20 @@ impl Hub {
     /// answered here and now (114), never queued.
     pub(super) fn proxy_call(&mut self, to: Origin, user: Option<Arc<str>>, pending: Pending, conns: &mut dyn Conns) {
         let Some(link) = &self.proxy else { return };
-        let Err(call) = link.send(ProxyCall { to, user, pending }) else {
+        let Some(session) = self.sessions.get_mut(&(to.key as usize)) else {
             return;
         };
-        let answered = ProxyAnswered {
-            to: call.to,
-            user: call.user,
-            pending: call.pending,
-            verdict: Verdict::Failed {
-                failure: Failure::Overloaded,
-                why: "too many application calls in flight; retry later".into(),
-            },
-        };
-        self.proxy_answered(answered, conns);
+        if session.proxy_calls >= CALLS_PER_CONNECTION {
+            let why = "too many application calls in flight on this connection; retry later";
+            return self.carry_on(to, pending, overloaded(why), conns);
+        }
+        match link.send(ProxyCall { to, user, pending }) {
+            Ok(()) => session.proxy_calls += 1,
+            Err(call) => {
+                let why = "too many application calls in flight; retry later";
+                self.carry_on(call.to, call.pending, overloaded(why), conns);
+            }
+        }
     }
 
     /// The application answered (or could not): carry the command on, if
@@ -101,9 +105,22 @@ impl Hub {
         let ProxyAnswered {
             to, pending, verdict, ..
         } = answered;
+        let Some(session) = self
+            .sessions
+            .get_mut(&(to.key as usize))
+            .filter(|s| s.generation == to.generation)
+        else {
+            return; // closed while the call was in flight
+        };
+        session.proxy_calls = session.proxy_calls.saturating_sub(1);
+        self.carry_on(to, pending, verdict, conns);
+    }
+
+    /// Goes on with the command the call was for, as the verdict says.
+    fn carry_on(&mut self, to: Origin, pending: Pending, verdict: Verdict, conns: &mut dyn Conns) {
         let key = to.key as usize;
         if self.sessions.get(&key).is_none_or(|s| s.generation != to.generation) {
-            return; // closed while the call was in flight
+            return;
         }
         match pending {
             Pending::Connect { .. } => self.connect_answered(to, verdict, conns),
@@ -224,7 +241,18 @@ impl Hub {
     fn server_side_subscribe(&mut self, to: Origin, allowed: &Allowed, conns: &mut dyn Conns) {
         let key = to.key as usize;
         let max = self.config.max_subscriptions;
-        for name in &allowed.channels {
+        if let Some(first) = allowed.channels.get(max) {
+            // Refused without looking further: a list of a million costs
+            // one push, not a million.
+            let over = allowed.channels.len() - max;
+            let why = format!("too many subscriptions: {over} channels over --max-subscriptions left out");
+            self.send_to(
+                key,
+                &protocol::push_subscribe_error(first, code::LIMIT_EXCEEDED, &why),
+                conns,
+            );
+        }
+        for name in allowed.channels.iter().take(max) {
             let Some(session) = self.sessions.get_mut(&key) else {
                 return;
             };
@@ -267,6 +295,13 @@ impl Hub {
                 session.subs.swap_remove(index);
             }
         }
+    }
+}
+
+fn overloaded(why: &str) -> Verdict {
+    Verdict::Failed {
+        failure: Failure::Overloaded,
+        why: why.into(),
     }
 }
 

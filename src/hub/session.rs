@@ -36,6 +36,9 @@ pub(crate) struct Session {
     /// While the application's connect hook has not answered: the commands
     /// that arrived meanwhile, run when it allows the connection.
     pub connecting: Option<Box<super::proxy::Held>>,
+    /// Hook calls of this connection in flight (at most
+    /// `proxy::CALLS_PER_CONNECTION`).
+    pub proxy_calls: u8,
 }
 
 pub(crate) struct Subscription {
@@ -64,6 +67,7 @@ impl Session {
             overrun: Overrun::default(),
             creations: Creations::default(),
             connecting: None,
+            proxy_calls: 0,
         }
     }
 
