@@ -149,25 +149,80 @@ pub struct ProxyAnswered {
     pub verdict: Verdict,
 }
 
+/// Bytes of client data (and connect headers) the calls in flight may
+/// hold together; a call over it is refused like one over the count (114).
+/// Not charged to `--memory-limit`: this bound is its own.
+pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+impl ProxyCall {
+    /// What the call holds while in flight, for `InFlight`.
+    pub fn bytes(&self) -> usize {
+        const FIXED: usize = 128;
+        FIXED
+            + match &self.pending {
+                Pending::Connect { headers } => headers.iter().map(|(n, v)| n.len() + v.len()).sum(),
+                Pending::Subscribe { channel, .. } => channel.len(),
+                Pending::Publish { channel, data } => channel.len() + data.len(),
+                Pending::Rpc { method, data } => method.len() + data.len(),
+            }
+    }
+}
+
+/// Calls handed to the workers and not answered yet, in count and bytes,
+/// shared by every shard's link and the workers.
+#[derive(Debug)]
+pub struct InFlight {
+    calls: AtomicUsize,
+    bytes: AtomicUsize,
+    max_calls: usize,
+    max_bytes: usize,
+}
+
+impl InFlight {
+    pub fn new(max_calls: usize, max_bytes: usize) -> InFlight {
+        InFlight {
+            calls: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_calls,
+            max_bytes,
+        }
+    }
+
+    /// Takes a place for a call of `bytes`; false (nothing taken) over
+    /// either bound.
+    fn take(&self, bytes: usize) -> bool {
+        if self.calls.fetch_add(1, Ordering::AcqRel) >= self.max_calls {
+            self.calls.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.max_bytes {
+            self.release(bytes);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a call's place; returns the calls still in flight.
+    pub fn release(&self, bytes: usize) -> usize {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.calls.fetch_sub(1, Ordering::AcqRel) - 1
+    }
+}
+
 /// A shard's handle on the proxy workers.
 #[derive(Clone)]
 pub struct ProxyLink {
     tx: Sender<ProxyCall>,
-    in_flight: Arc<AtomicUsize>,
-    max_in_flight: usize,
+    in_flight: Arc<InFlight>,
     /// Which hooks have a URL, by `Hook::index`.
     hooks: [bool; 4],
 }
 
 impl ProxyLink {
-    /// `tx` must hold at least `max_in_flight` calls (then it is never full).
-    pub fn new(tx: Sender<ProxyCall>, in_flight: Arc<AtomicUsize>, max_in_flight: usize, hooks: [bool; 4]) -> Self {
-        ProxyLink {
-            tx,
-            in_flight,
-            max_in_flight,
-            hooks,
-        }
+    /// `tx` must hold at least as many calls as `in_flight` allows (then
+    /// it is never full).
+    pub fn new(tx: Sender<ProxyCall>, in_flight: Arc<InFlight>, hooks: [bool; 4]) -> Self {
+        ProxyLink { tx, in_flight, hooks }
     }
 
     /// Whether `hook` has a URL.
@@ -175,20 +230,19 @@ impl ProxyLink {
         self.hooks[hook.index()]
     }
 
-    /// Hands `call` to a worker without blocking; over the in-flight cap
+    /// Hands `call` to a worker without blocking; over the in-flight caps
     /// (or with the workers gone) it comes back, counted as overloaded.
     #[allow(clippy::result_large_err)] // given back only over the cap
     pub fn send(&self, call: ProxyCall) -> Result<(), ProxyCall> {
-        let hook = call.pending.hook();
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_in_flight {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let (hook, bytes) = (call.pending.hook(), call.bytes());
+        if !self.in_flight.take(bytes) {
             count_overloaded(hook);
             return Err(call);
         }
         match self.tx.try_send(call) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(call) | TrySendError::Disconnected(call)) => {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                self.in_flight.release(bytes);
                 count_overloaded(hook);
                 Err(call)
             }
@@ -223,16 +277,34 @@ mod tests {
     #[test]
     fn calls_over_the_cap_come_back_at_once() {
         let (tx, rx) = crossbeam_channel::bounded(2);
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let link = ProxyLink::new(tx, Arc::clone(&in_flight), 2, [false, false, false, true]);
+        let in_flight = Arc::new(InFlight::new(2, MAX_IN_FLIGHT_BYTES));
+        let link = ProxyLink::new(tx, Arc::clone(&in_flight), [false, false, false, true]);
         assert!(link.has(Hook::Rpc) && !link.has(Hook::Publish));
         assert!(link.send(call()).is_ok());
         assert!(link.send(call()).is_ok());
         assert!(link.send(call()).is_err(), "the third is over the cap");
-        assert_eq!(in_flight.load(Ordering::Relaxed), 2, "a refusal takes no place");
+        assert_eq!(in_flight.calls.load(Ordering::Relaxed), 2, "a refusal takes no place");
         // A worker answered one: a place is free again.
-        rx.recv().unwrap();
-        in_flight.fetch_sub(1, Ordering::Relaxed);
+        let answered = rx.recv().unwrap();
+        assert_eq!(in_flight.release(answered.bytes()), 1);
         assert!(link.send(call()).is_ok());
+    }
+
+    #[test]
+    fn calls_over_the_bytes_come_back_too() {
+        let (tx, _rx) = crossbeam_channel::bounded(8);
+        let in_flight = Arc::new(InFlight::new(8, 1000));
+        let link = ProxyLink::new(tx, Arc::clone(&in_flight), [true; 4]);
+        let big = |n| ProxyCall {
+            pending: Pending::Publish {
+                channel: "c".into(),
+                data: "x".repeat(n).into(),
+            },
+            ..call()
+        };
+        assert!(link.send(big(500)).is_ok());
+        assert!(link.send(big(500)).is_err(), "over the bytes");
+        assert!(link.send(big(100)).is_ok(), "a refusal takes no bytes");
+        assert_eq!(in_flight.bytes.load(Ordering::Relaxed), 500 + 100 + 2 * (128 + 1));
     }
 }

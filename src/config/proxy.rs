@@ -101,6 +101,13 @@ pub(crate) fn proxy_config(args: ProxyArgs, max_answer_bytes: usize) -> Result<O
     if !config.hooks().contains(&true) {
         return Ok(None);
     }
+    if !config.http_headers.is_empty() && config.connect_url.is_none() {
+        // Only the connect call carries them: they would be silently unused.
+        return Err(invalid(
+            "proxy-http-headers",
+            "goes with --proxy-connect-url (only the connect hook gets headers)",
+        ));
+    }
     Ok(Some(config))
 }
 
@@ -129,6 +136,8 @@ mod tests {
     #[test]
     fn urls_and_headers_are_checked() {
         let config = parse(&[
+            "--proxy-connect-url",
+            "https://app.example/connect",
             "--proxy-publish-url",
             "http://127.0.0.1:3000/publish",
             "--proxy-http-headers",
@@ -136,7 +145,7 @@ mod tests {
         ])
         .unwrap()
         .unwrap();
-        assert_eq!(config.hooks(), [false, false, true, false]);
+        assert_eq!(config.hooks(), [true, false, true, false]);
         assert_eq!(config.http_headers, ["cookie", "x-real-ip"]);
         assert_eq!(config.timeout, Duration::from_millis(DEFAULT_PROXY_TIMEOUT_MS));
         let bad = |args: &[&str]| parse(args).unwrap_err().field;

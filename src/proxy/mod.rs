@@ -17,7 +17,6 @@ pub mod config;
 pub mod wire;
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,14 +26,16 @@ use ureq::Agent;
 
 use crate::bus::msg::HubMsg;
 use crate::bus::peers::Peers;
-use crate::bus::proxy::{Failure, Hook, Pending, ProxyAnswered, ProxyCall, ProxyLink, Verdict};
+use crate::bus::proxy::{
+    Failure, Hook, InFlight, Pending, ProxyAnswered, ProxyCall, ProxyLink, Verdict, MAX_IN_FLIGHT_BYTES,
+};
 use crate::metrics::names;
 pub use config::ProxyConfig;
 
 /// Starts the workers; the returned link is what the shards hand calls to.
 pub fn start(config: &ProxyConfig, peers: Peers) -> io::Result<ProxyLink> {
     let (tx, rx) = crossbeam_channel::bounded(config.max_in_flight);
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(InFlight::new(config.max_in_flight, MAX_IN_FLIGHT_BYTES));
     let agent = agent(config);
     let config = Arc::new(config.clone());
     for n in 0..config.workers {
@@ -50,7 +51,7 @@ pub fn start(config: &ProxyConfig, peers: Peers) -> io::Result<ProxyLink> {
             .name(format!("hubbub-proxy-{n}"))
             .spawn(move || worker.run(rx))?;
     }
-    Ok(ProxyLink::new(tx, in_flight, config.max_in_flight, config.hooks()))
+    Ok(ProxyLink::new(tx, in_flight, config.hooks()))
 }
 
 /// One agent for all workers: its pool keeps up to one idle connection per
@@ -111,7 +112,7 @@ struct Worker {
     agent: Agent,
     config: Arc<ProxyConfig>,
     peers: Peers,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
     metrics: WorkerMetrics,
 }
 
@@ -119,7 +120,7 @@ impl Worker {
     fn run(self, rx: Receiver<ProxyCall>) {
         while let Ok(call) = rx.recv() {
             let started = Instant::now();
-            let hook = call.pending.hook();
+            let (hook, bytes) = (call.pending.hook(), call.bytes());
             let verdict = match self.config.url(hook) {
                 Some(url) => self.call(url, &call),
                 // The link only takes calls for hooks with a URL.
@@ -143,7 +144,7 @@ impl Worker {
             let _ = self
                 .peers
                 .to(to.shard as usize, HubMsg::ProxyAnswered(Box::new(answer)));
-            let left = self.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
+            let left = self.in_flight.release(bytes);
             self.metrics.in_flight.set(left as f64);
         }
     }
