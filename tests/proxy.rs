@@ -511,3 +511,52 @@ fn one_connection_cannot_take_every_call_in_flight() {
     let refused = replies.iter().filter(|r| r["error"]["code"] == 114).count();
     assert_eq!(refused, 4, "8 in flight per connection: {replies:?}");
 }
+
+#[test]
+fn a_subscribe_cancelled_while_the_hook_thinks_stays_cancelled() {
+    let backend = Backend::start(|_| (Duration::from_millis(300), json!({"result": {}})));
+    let server = start(|c| {
+        c.proxy = proxy(|p| p.subscribe_url = Some(backend.url("/subscribe")));
+    });
+    let mut client = WsClient::open(server.addr, "");
+    client
+        .raw
+        .send_text(&json!({"id": 100, "method": "subscribe", "params": {"channel": "news"}}).to_string());
+    let unsubscribed = client.call("unsubscribe", json!({"channel": "news"}));
+    assert!(unsubscribed.get("result").is_some(), "{unsubscribed}");
+    let cancelled = client.pushes.pop_front().expect("the subscribe's own reply came first");
+    assert_eq!(
+        (cancelled["id"].as_u64(), cancelled["error"]["code"].as_u64()),
+        (Some(100), Some(111)),
+        "{cancelled}"
+    );
+    std::thread::sleep(Duration::from_millis(500)); // the hook's late "allow" arrives
+    let mut publisher = WsClient::open(server.addr, "");
+    assert!(publisher
+        .call("publish", json!({"channel": "news", "data": 1}))
+        .get("result")
+        .is_some());
+    let pong = client.call("ping", json!({}));
+    assert!(pong.get("result").is_some(), "{pong}");
+    assert!(
+        client.pushes.is_empty(),
+        "no late reply, no publication: {:?}",
+        client.pushes
+    );
+}
+
+#[test]
+fn a_connect_hook_that_does_not_answer_closes_with_1013() {
+    let backend = Backend::start(|_| (Duration::from_millis(1500), json!({"result": {"user": "late"}})));
+    let server = start(|c| {
+        c.proxy = proxy(|p| {
+            p.connect_url = Some(backend.url("/connect"));
+            p.timeout = Duration::from_millis(200);
+        });
+    });
+    let mut client = WsClient::open(server.addr, "");
+    let push = client.push().unwrap();
+    assert_eq!(push["error"]["code"], 113, "{push}");
+    assert_eq!(client.push().unwrap()["push"], "disconnect");
+    assert_eq!(client.raw.recv_close(), Some(1013));
+}
