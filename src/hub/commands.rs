@@ -2,7 +2,9 @@
 //! channels, then each method. Every command gets exactly one reply: here at
 //! once, or from the channel's owner (`Subscribed`, `Answer`,
 //! `SubscribeFailed`), which `inbound.rs` hands back to the finishing
-//! functions at the end of this file.
+//! functions at the end of this file. With the application's hooks on,
+//! `subscribe`, `publish` and `rpc` ask it first and carry on when it
+//! answers (`proxy.rs`).
 
 use std::sync::Arc;
 
