@@ -175,6 +175,13 @@ fn publish_hook_allows_refuses_and_rewrites() {
     );
     assert!(metrics.contains(r#"hubbub_proxy_calls_total{hook="publish",outcome="refused"} 1"#));
     assert!(metrics.contains("hubbub_proxy_latency_seconds_bucket{hook=\"publish\""));
+    for name in [
+        "hubbub_proxy_calls_total",
+        "hubbub_proxy_latency_seconds",
+        "hubbub_proxy_in_flight",
+    ] {
+        assert!(metrics.contains(&format!("# HELP {name} ")), "{name} described");
+    }
 }
 
 #[test]
