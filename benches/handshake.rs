@@ -73,6 +73,7 @@ const POLICY: Policy<'static> = Policy {
         secret: None,
         require_exp: true,
         allow_anonymous: true,
+        anonymous_ws: false,
         now_unix: 0,
     },
 };

@@ -10,6 +10,7 @@ use clap::Parser;
 
 pub mod hub;
 pub mod layers;
+pub mod proxy;
 pub mod values;
 
 use crate::conn::admission::PerIpLimits;
@@ -150,6 +151,8 @@ pub struct Args {
     pub tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub proxy: proxy::ProxyArgs,
 }
 
 /// How logs are written to stderr.
@@ -189,6 +192,8 @@ pub struct Config {
     pub hub: HubConfig,
     /// `wss://`: the certificate and key files (`None`: plain `ws://`).
     pub tls: Option<TlsFiles>,
+    /// The application hooks (`None`: no `--proxy-*-url`).
+    pub proxy: Option<crate::proxy::ProxyConfig>,
 }
 
 /// A flag value that cannot work, with the flag's name and the reason.
@@ -258,6 +263,7 @@ impl Default for Config {
             busy_poll: Duration::from_micros(DEFAULT_BUSY_POLL_US),
             hub: HubConfig::default(),
             tls: None,
+            proxy: None,
         }
     }
 }
@@ -322,6 +328,7 @@ impl Config {
             drain: Duration::from_secs(args.drain_secs),
             busy_poll: Duration::from_micros(args.busy_poll_us),
             hub: hub::hub_config(args.hub)?,
+            proxy: proxy::proxy_config(args.proxy, args.max_message_size)?,
             tls: match (args.tls_cert, args.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 (None, None) => None,

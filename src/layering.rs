@@ -8,7 +8,7 @@
 //! < conn                          one connection
 //! < bus                           what threads say to each other
 //! < hub                           channels, rooms, users, presence, history
-//! < shard, cluster, admin         the threads that drive the hub and the bus
+//! < shard, cluster, admin, proxy  the threads that drive the hub and the bus
 //! < config                        flags and files into the values above
 //! < server                        start, signals, stop
 //! ```
@@ -29,7 +29,7 @@ mod tests {
         &["conn"],
         &["bus"],
         &["hub"],
-        &["shard", "cluster", "admin"],
+        &["shard", "cluster", "admin", "proxy"],
         &["config"],
         &["server"],
     ];

@@ -16,6 +16,7 @@
 //! - [`server`]: start shards, handle signals, stop.
 //! - [`hub`]: channels, users, presence, history; [`cluster`]: the same
 //!   across nodes through Redis (`--redis`).
+//! - [`proxy`]: the application hooks over HTTP (docs/PROXY.md).
 //! - [`config`], [`limits`], [`metrics`], [`route`].
 
 pub mod admin;
@@ -30,6 +31,7 @@ mod layering;
 pub mod limits;
 pub mod metrics;
 pub mod net;
+pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod shard;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::backend::Backend;
 use common::*;
 use serde_json::{json, Value};
 
@@ -173,7 +174,7 @@ fn several_commands_in_one_frame_are_each_answered() {
     assert!(cf.reply(11).get("publish").is_some());
     let stats = cf.reply(12);
     assert_eq!(stats["presence_stats"], json!({"num_clients": 1, "num_users": 1}));
-    assert_eq!(cf.reply(13)["error"]["code"], 108, "rpc is not available yet");
+    assert_eq!(cf.reply(13)["error"]["code"], 104, "rpc without --proxy-rpc-url");
     assert_eq!(cf.reply(14), json!({"id": 14, "unsubscribe": {}}));
     let push = cf.push();
     assert_eq!(
@@ -365,9 +366,63 @@ fn run_script(script: &str, tune: impl FnOnce(&mut hubbub::config::Config)) {
     finish(spawn_script(script, &server), script);
 }
 
+/// The application's RPC endpoint: `sum` adds the numbers it is given,
+/// `refuse` answers with an application error, anything else echoes.
+fn rpc_backend() -> Backend {
+    Backend::start(|call| {
+        let answer = match call.body["method"].as_str() {
+            Some("sum") => {
+                let sum: i64 = call.body["data"]
+                    .as_array()
+                    .map_or(0, |a| a.iter().filter_map(Value::as_i64).sum());
+                json!({"result": {"data": {"sum": sum, "user": call.body["user"]}}})
+            }
+            Some("refuse") => json!({"error": {"code": 1001, "message": "not today"}}),
+            _ => json!({"result": {"data": call.body["data"]}}),
+        };
+        (Duration::ZERO, answer)
+    })
+}
+
+fn with_rpc(backend: &Backend) -> impl FnOnce(&mut hubbub::config::Config) + '_ {
+    move |c| {
+        c.proxy = Some(hubbub::proxy::ProxyConfig {
+            connect_url: None,
+            subscribe_url: None,
+            publish_url: None,
+            rpc_url: Some(backend.url("/rpc")),
+            workers: 2,
+            timeout: Duration::from_millis(1000),
+            max_in_flight: 64,
+            http_headers: Vec::new(),
+            max_answer_bytes: 1 << 20,
+        })
+    }
+}
+
+#[test]
+fn rpc_is_answered_by_the_application_and_its_errors_pass_through() {
+    let backend = rpc_backend();
+    let server = start_hub(with_rpc(&backend));
+    let (mut cf, _) = Cf::connected(server.addr, "carol");
+    cf.send(concat!(
+        r#"{"id":20,"rpc":{"method":"sum","data":[1,2,39]}}"#,
+        "\n",
+        r#"{"id":21,"rpc":{"method":"refuse"}}"#
+    ));
+    let sum = cf.reply(20);
+    assert_eq!(sum, json!({"id": 20, "rpc": {"data": {"sum": 42, "user": "carol"}}}));
+    let refused = cf.reply(21);
+    assert_eq!(refused["error"]["code"], 1001, "{refused}");
+    assert_eq!(refused["error"]["message"], "not today", "{refused}");
+    let calls = backend.seen();
+    assert!(calls.iter().all(|c| c.path == "/rpc"), "{calls:?}");
+}
+
 #[test]
 fn sdk_connects_subscribes_publishes_and_queries() {
-    run_script("centrifuge_basic.js", |_| {});
+    let backend = rpc_backend();
+    run_script("centrifuge_basic.js", with_rpc(&backend));
 }
 
 #[test]

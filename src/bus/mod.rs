@@ -9,6 +9,8 @@
 //! - [`history`]: the history values those messages carry;
 //! - [`cluster`]: what shards ask of the Redis bridge and the link they ask
 //!   through;
+//! - [`proxy`]: what shards ask of the application hooks' workers and the
+//!   answers they get back;
 //! - [`peers`]: every shard's handle, with the one place that counts what
 //!   could not be delivered;
 //! - [`owner_of`]: which shard owns a channel, room or user.
@@ -20,6 +22,7 @@ pub mod history;
 pub mod inbox;
 pub mod msg;
 pub(crate) mod peers;
+pub mod proxy;
 
 use std::hash::{Hash, Hasher};
 

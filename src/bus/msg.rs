@@ -248,6 +248,9 @@ pub enum HubMsg {
         code: u16,
         message: &'static str,
     },
+    /// From a proxy worker (control lane): the application's answer to a
+    /// hook call of a connection of this shard.
+    ProxyAnswered(Box<super::proxy::ProxyAnswered>),
 }
 
 impl HubMsg {

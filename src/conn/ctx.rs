@@ -41,6 +41,12 @@ pub struct Limits {
     /// Tokens without `exp` are refused (`--jwt-require-exp`).
     pub jwt_require_exp: bool,
     pub allow_anonymous: bool,
+    /// `--proxy-connect-url` is set: a `/ws` client without a token is let
+    /// in and the application's connect hook decides who it is.
+    pub connect_proxy: bool,
+    /// `--proxy-http-headers`, lower case: the upgrade request's headers
+    /// the connect hook gets.
+    pub proxy_headers: Vec<String>,
 }
 
 /// Work a connection hands to its shard's hub; the shard acts on it right
@@ -52,6 +58,13 @@ pub enum Outgoing {
         key: usize,
         endpoint: Endpoint,
         claims: Option<Box<Claims>>,
+    },
+    /// The `/ws` connection at `key` (just `Upgraded`, without a token)
+    /// waits for the application's connect hook; `headers` are its upgrade
+    /// request's `--proxy-http-headers`, kept for that one call only.
+    Connecting {
+        key: usize,
+        headers: Vec<(Box<str>, Box<str>)>,
     },
     /// A `/ws` command from the connection at `key`.
     Command { key: usize, text: Vec<u8> },

@@ -443,6 +443,7 @@ impl Conn {
                 secret: ctx.limits.jwt_secret.as_deref(),
                 require_exp: ctx.limits.jwt_require_exp,
                 allow_anonymous: ctx.limits.allow_anonymous,
+                anonymous_ws: ctx.limits.connect_proxy,
                 now_unix: ctx.now_unix,
             };
             let policy = Policy {
@@ -457,7 +458,13 @@ impl Conn {
                     if let Err(refusal) = self.admit(&buf[pos..pos + up.consumed], ctx) {
                         return self.refuse(refusal, len, ctx);
                     }
+                    let connect = (ctx.limits.connect_proxy && up.endpoint == Endpoint::Ws && up.claims.is_none())
+                        .then(|| handshake::headers_named(&buf[pos..pos + up.consumed], &ctx.limits.proxy_headers));
                     pos += self.upgrade(up, ctx);
+                    if let Some(headers) = connect {
+                        let key = ctx.current;
+                        ctx.outbox.push(Outgoing::Connecting { key, headers });
+                    }
                 }
             }
         }

@@ -2,7 +2,9 @@
 //! channels, then each method. Every command gets exactly one reply: here at
 //! once, or from the channel's owner (`Subscribed`, `Answer`,
 //! `SubscribeFailed`), which `inbound.rs` hands back to the finishing
-//! functions at the end of this file.
+//! functions at the end of this file. With the application's hooks on,
+//! `subscribe`, `publish` and `rpc` ask it first and carry on when it
+//! answers (`proxy.rs`).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use crate::auth::pattern;
 use crate::bus::cluster::ClusterCmd;
 use crate::bus::history::{Recover, Recovery};
 use crate::bus::msg::{Confirmation, HubMsg, Origin, Query, ReplyTo};
+use crate::bus::proxy::{Hook, Pending};
 use crate::metrics::disconnect::Disconnect;
 use crate::tick::TICKS_PER_SEC;
 use crate::ws::close::POLICY_VIOLATION;
@@ -38,6 +41,14 @@ impl Hub {
         ) {
             return;
         }
+        if self.hold_while_connecting(key, text, conns) {
+            return;
+        }
+        self.run_command(key, text, conns);
+    }
+
+    /// Parses and carries out one command (its rate already spent).
+    pub(super) fn run_command(&mut self, key: usize, text: &[u8], conns: &mut dyn Conns) {
         match protocol::parse_command(text) {
             Ok(command) => self.dispatch(key, command, conns),
             Err(bad) => self.fail(key, bad.id, bad.code, &bad.message, conns),
@@ -98,7 +109,7 @@ impl Hub {
             | Call::Publish { channel, .. }
             | Call::Presence { channel }
             | Call::History { channel, .. } => Some(channel_check(session, channel)),
-            Call::Send { .. } | Call::Ping | Call::Refresh { .. } => None,
+            Call::Send { .. } | Call::Ping | Call::Refresh { .. } | Call::Rpc { .. } => None,
         };
         let channel = match checked {
             Some(Err((code, why))) => return self.fail(key, Some(id), code, why, conns),
@@ -116,6 +127,14 @@ impl Hub {
                 recover, join_leave, ..
             } => self.subscribe(origin, channel, recover, join_leave, conns),
             Call::Unsubscribe { .. } => self.unsubscribe(origin, channel, conns),
+            Call::Publish { data, .. } if self.proxy_has(Hook::Publish) => {
+                let user = session.user.clone();
+                let pending = Pending::Publish {
+                    channel,
+                    data: data.get().into(),
+                };
+                self.proxy_call(origin, user, pending, conns);
+            }
             Call::Publish { data, .. } => {
                 let may_create = self.may_create(key, conns.tick());
                 let msg = HubMsg::Publish {
@@ -140,6 +159,19 @@ impl Hub {
             }
             Call::Send { user, data } => self.send_user(origin, &user, data.get(), conns),
             Call::Refresh { token } => self.refresh(origin, &token, conns),
+            Call::Rpc { .. } if !self.proxy_has(Hook::Rpc) => {
+                let why = "rpc needs the server's --proxy-rpc-url";
+                self.fail(key, Some(id), code::UNKNOWN_METHOD, why, conns)
+            }
+            Call::Rpc { method, data } => {
+                let user = session.user.clone();
+                let data = data.map_or("null", |d| d.get()).into();
+                let pending = Pending::Rpc {
+                    method: method.into(),
+                    data,
+                };
+                self.proxy_call(origin, user, pending, conns);
+            }
         }
     }
 
@@ -170,7 +202,27 @@ impl Hub {
             joined: false,
             command: origin.id,
             join_leave,
+            server_side: false,
         });
+        let user = session.user.clone();
+        if self.proxy_has(Hook::Subscribe) {
+            return self.proxy_call(origin, user, Pending::Subscribe { channel, recover }, conns);
+        }
+        self.ask_owner(origin, channel, recover, conns);
+    }
+
+    /// Sends a subscribe (already in the session, not joined) to the
+    /// channel's owner.
+    pub(super) fn ask_owner(
+        &mut self,
+        origin: Origin,
+        channel: Arc<str>,
+        recover: Option<Recover>,
+        conns: &mut dyn Conns,
+    ) {
+        let Some(session) = self.sessions.get(&(origin.key as usize)) else {
+            return;
+        };
         let may_create = session
             .creations
             .left(conns.tick(), self.config.max_new_channels_per_minute);
@@ -281,11 +333,15 @@ impl Hub {
         let sub = &mut session.subs[index];
         sub.joined = true;
         let join_leave = sub.join_leave;
+        let server_side = sub.server_side;
         self.channels.join(&channel, member);
         if join_leave {
             self.watchers.join(&channel, member);
         }
         conns.stats().subscriptions += 1;
+        if server_side {
+            return self.send_to(key, &protocol::push_subscribed(&channel, &epoch, offset), conns);
+        }
         let result = subscribe_result(&channel, &epoch, offset, &recovery);
         self.send_to(key, &protocol::reply_ok(to.id, &result), conns);
     }
@@ -304,10 +360,15 @@ impl Hub {
         let Some(session) = self.sessions.get_mut(&key).filter(|s| s.generation == to.generation) else {
             return;
         };
+        let mut server_side = false;
         if let Some(index) = session.subscription(channel).filter(|&i| !session.subs[i].joined) {
-            session.subs.swap_remove(index);
+            server_side = session.subs.swap_remove(index).server_side;
         }
-        let body = protocol::reply_error(Some(to.id), code, message);
+        let body = if server_side {
+            protocol::push_subscribe_error(channel, code, message)
+        } else {
+            protocol::reply_error(Some(to.id), code, message)
+        };
         self.send_to(key, &body, conns);
     }
 

@@ -83,6 +83,7 @@ impl Hub {
             HubMsg::ListConnections { user, reply } => {
                 let _ = reply.send(self.describe_connections(&user, conns));
             }
+            HubMsg::ProxyAnswered(answered) => self.proxy_answered(*answered, conns),
             owned => self.owner_message(owned, conns),
         }
     }

@@ -18,7 +18,8 @@
 //! other shards only through `bus::Peers`. The files, by concern:
 //! `lifecycle.rs` (a connection arrives and leaves), `rooms.rs`,
 //! `commands.rs` (the `/ws` commands and their answers), `inbound.rs`
-//! (messages from the inbox), `owner.rs` (what this shard owns: channel logs
+//! (messages from the inbox), `proxy.rs` (the application's hooks: calls
+//! handed to the proxy workers, their answers), `owner.rs` (what this shard owns: channel logs
 //! and users, pure bookkeeping), `frame.rs` (frames, each written once).
 //!
 //! Fan-out: a frame is encoded once (`Bytes`), queued by reference for each
@@ -37,6 +38,7 @@ mod lifecycle;
 pub mod log;
 pub mod owner;
 pub mod protocol;
+mod proxy;
 mod rooms;
 pub mod session;
 mod tokens;
@@ -123,6 +125,8 @@ pub(crate) struct Hub {
     owned: Owned,
     /// Cluster mode: the Redis bridge (`None`: this node runs alone).
     cluster: Option<ClusterLink>,
+    /// The application hooks' workers (`None`: no `--proxy-*-url`).
+    proxy: Option<crate::bus::proxy::ProxyLink>,
     /// (shard, channel or room) whose deliveries were dropped and reported
     /// as a gap, until a delivery of it gets through again: one gap message
     /// per run of drops, so the control lane stays bounded.
@@ -143,6 +147,7 @@ impl Hub {
     pub fn new(shard: usize, peers: Peers, config: Arc<HubConfig>, cluster: Option<ClusterLink>, meter: Meter) -> Hub {
         Hub {
             cluster,
+            proxy: None,
             budget: Arc::clone(meter.budget()),
             owned: Owned::new(shard, Arc::clone(&config), meter),
             shard,

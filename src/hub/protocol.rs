@@ -41,6 +41,13 @@ pub mod code {
     pub(crate) const CANCELLED: u16 = 111;
     /// A `refresh` token refused: invalid, expired, or for another `sub`.
     pub(crate) const TOKEN_REFUSED: u16 = 112;
+    /// The application's hook did not answer: it timed out, was out of
+    /// reach, or answered something that is not a proxy answer. Retrying
+    /// later may work.
+    pub(crate) const PROXY_UNAVAILABLE: u16 = 113;
+    /// Too many hook calls in flight on this server (`--proxy-max-in-flight`):
+    /// the application was not asked; retry later.
+    pub(crate) const PROXY_OVERLOADED: u16 = 114;
 }
 
 /// A parsed client command; client `data` is borrowed from the frame's
@@ -79,6 +86,11 @@ pub enum Call<'a> {
         since: Option<u64>,
     },
     Ping,
+    /// A call to the application (`--proxy-rpc-url`); `data` is raw JSON.
+    Rpc {
+        method: String,
+        data: Option<&'a RawValue>,
+    },
     /// A new token for the connection (`tokens.rs`).
     Refresh {
         token: String,
@@ -134,6 +146,15 @@ struct SendParams<'a> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RpcParams<'a> {
+    #[serde(default)]
+    method: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RefreshParams {
     token: String,
 }
@@ -180,6 +201,10 @@ pub fn parse_command(text: &[u8]) -> Result<Command<'_>, BadCommand> {
             since: p.since,
         }),
         "ping" => Ok(Call::Ping),
+        "rpc" => params_of::<RpcParams>(params).map(|p| Call::Rpc {
+            method: p.method,
+            data: p.data,
+        }),
         "refresh" => params_of::<RefreshParams>(params).map(|p| Call::Refresh { token: p.token }),
         other => return Err(bad(Some(id), code::UNKNOWN_METHOD, format!("unknown method {other:?}"))),
     };
@@ -257,6 +282,51 @@ pub fn push_message(from: Option<&str>, data: &str) -> Vec<u8> {
     format!("{{\"push\":\"message\",\"from\":{from},\"data\":{data}}}").into_bytes()
 }
 
+/// The connect hook let the connection in: who it is, and the
+/// application's `data` (raw JSON) if it sent any.
+pub(crate) fn push_connect(client: &str, user: Option<&str>, data: Option<&str>) -> Vec<u8> {
+    let user = user.map_or_else(|| "null".to_string(), json_string);
+    let mut out = format!(
+        "{{\"push\":\"connect\",\"client\":{},\"user\":{user}",
+        json_string(client)
+    );
+    if let Some(data) = data {
+        out.push_str(&format!(",\"data\":{data}"));
+    }
+    out.push('}');
+    out.into_bytes()
+}
+
+/// The connect hook refused the connection (or gave no answer); the close
+/// follows.
+pub(crate) fn push_connect_error(code: u16, message: &str) -> Vec<u8> {
+    format!(
+        "{{\"push\":\"connect\",\"error\":{{\"code\":{code},\"message\":{}}}}}",
+        json_string(message)
+    )
+    .into_bytes()
+}
+
+/// A server-side subscription (the connect hook's `channels`) took effect.
+pub(crate) fn push_subscribed(channel: &str, epoch: &str, offset: u64) -> Vec<u8> {
+    format!(
+        "{{\"push\":\"subscribed\",\"channel\":{},\"epoch\":{},\"offset\":{offset}}}",
+        json_string(channel),
+        json_string(epoch)
+    )
+    .into_bytes()
+}
+
+/// A server-side subscription could not be made.
+pub(crate) fn push_subscribe_error(channel: &str, code: u16, message: &str) -> Vec<u8> {
+    format!(
+        "{{\"push\":\"subscribe_error\",\"channel\":{},\"code\":{code},\"message\":{}}}",
+        json_string(channel),
+        json_string(message)
+    )
+    .into_bytes()
+}
+
 /// Joins and leaves of a channel gathered over one loop turn.
 pub(crate) fn push_presence(channel: &str, joined: &[&str], left: &[&str]) -> Vec<u8> {
     #[derive(Serialize)]
@@ -316,6 +386,13 @@ mod tests {
             parse_command(br#"{"id":2,"method":"ping"}"#).unwrap().call,
             Call::Ping
         ));
+        match parse_command(br#"{"id":8,"method":"rpc","params":{"method":"sum","data":[1,2]}}"#)
+            .unwrap()
+            .call
+        {
+            Call::Rpc { method, data } => assert_eq!((method.as_str(), data.map(|d| d.get())), ("sum", Some("[1,2]"))),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             parse_command(br#"{"id":3,"method":"history","params":{"channel":"c","limit":5}}"#)
                 .unwrap()
@@ -350,5 +427,16 @@ mod tests {
         assert_eq!(check(push_publication("a\"b", 9, "[1]"))["channel"], "a\"b");
         assert_eq!(check(push_message(Some("u1"), "\"hi\""))["data"], "hi");
         assert_eq!(check(push_presence("c", &["a"], &[]))["joined"][0], "a");
+        assert_eq!(
+            check(push_connect("0-1-2", Some("u"), Some("{\"a\":1}")))["data"]["a"],
+            1
+        );
+        assert_eq!(
+            check(push_connect("0-1-2", None, None))["user"],
+            serde_json::Value::Null
+        );
+        assert_eq!(check(push_connect_error(1000, "no \"way\""))["error"]["code"], 1000);
+        assert_eq!(check(push_subscribed("c", "e", 3))["offset"], 3);
+        assert_eq!(check(push_subscribe_error("c", 110, "x"))["code"], 110);
     }
 }

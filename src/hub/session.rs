@@ -33,6 +33,12 @@ pub(crate) struct Session {
     pub overrun: Overrun,
     /// Channels this connection made in the current minute.
     pub creations: Creations,
+    /// While the application's connect hook has not answered: the commands
+    /// that arrived meanwhile, run when it allows the connection.
+    pub connecting: Option<Box<super::proxy::Held>>,
+    /// Hook calls of this connection in flight (at most
+    /// `proxy::CALLS_PER_CONNECTION`).
+    pub proxy_calls: u8,
     /// The protocol its replies and pushes are encoded in.
     pub proto: Proto,
 }
@@ -64,6 +70,9 @@ pub(crate) struct Subscription {
     /// subscribe must be undone, not counted twice).
     pub command: u64,
     pub join_leave: bool,
+    /// Made by the connect hook's `channels`, not by a command: confirmed
+    /// with a `subscribed` push instead of a reply.
+    pub server_side: bool,
 }
 
 impl Session {
@@ -77,6 +86,8 @@ impl Session {
             errors: TokenBucket::full(ERROR_BURST),
             overrun: Overrun::default(),
             creations: Creations::default(),
+            connecting: None,
+            proxy_calls: 0,
             proto: Proto::Ws,
         }
     }

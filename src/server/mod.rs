@@ -236,6 +236,18 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
         }
         None => (None, None),
     };
+    let proxy_link = match &config.proxy {
+        Some(proxy) => {
+            info!(
+                workers = proxy.workers,
+                timeout_ms = proxy.timeout.as_millis() as u64,
+                max_in_flight = proxy.max_in_flight,
+                "application hooks on"
+            );
+            Some(crate::proxy::start(proxy, shards.for_sender()).map_err(StartError::setup("the proxy workers"))?)
+        }
+        None => None,
+    };
     let admin = match config.admin_listen {
         Some(admin_addr) => {
             let router = admin::base_router(Arc::clone(&health), prometheus.clone(), config.hub.api_key.clone());
@@ -276,6 +288,7 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
         let peers = handle.shards.for_sender();
         let hub_config = Arc::clone(&hub_config);
         let cluster = cluster_link.clone();
+        let proxy = proxy_link.clone();
         let tls = tls.clone();
         let thread = std::thread::Builder::new()
             .name(format!("hubbub-shard-{id}"))
@@ -295,6 +308,7 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
                     peers,
                     hub_config,
                     cluster,
+                    proxy,
                 };
                 Shard::new(setup)?.run()
             })
@@ -320,6 +334,12 @@ fn shard_limits(config: &Config, max_open: usize) -> Limits {
         jwt_secret: config.hub.jwt_secret.clone(),
         jwt_require_exp: config.hub.jwt_require_exp,
         allow_anonymous: config.hub.allow_anonymous,
+        connect_proxy: config.proxy.as_ref().is_some_and(|p| p.connect_url.is_some()),
+        proxy_headers: config
+            .proxy
+            .as_ref()
+            .map(|p| p.http_headers.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -70,6 +70,8 @@ pub(crate) struct ShardSetup {
     pub hub_config: Arc<HubConfig>,
     /// Cluster mode: the Redis bridge.
     pub cluster: Option<crate::bus::cluster::ClusterLink>,
+    /// The application hooks' workers (`--proxy-*-url`).
+    pub proxy: Option<crate::bus::proxy::ProxyLink>,
 }
 
 pub(crate) struct Shard {
@@ -122,6 +124,7 @@ impl Shard {
             peers,
             hub_config,
             cluster,
+            proxy,
         } = setup;
         poll.registry()
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
@@ -152,6 +155,7 @@ impl Shard {
             spin: Spin::new(busy_poll, Instant::now()),
             metrics: ShardMetrics::register(id),
         };
+        shard.hub.set_proxy(proxy);
         shard.ctx.tick = 1;
         shard.ctx.now_unix = unix_now();
         Ok(shard)
@@ -273,6 +277,7 @@ impl Shard {
                 Outgoing::Upgraded { key, endpoint, claims } => hub.upgraded(key, endpoint, claims, &mut local),
                 Outgoing::RoomMessage { key, frame } => hub.room_message(key, frame, &mut local),
                 Outgoing::Command { key, text } => hub.command(key, &text, &mut local),
+                Outgoing::Connecting { key, headers } => hub.connecting(key, headers, &mut local),
             }
         }
         // Keep the list's capacity for the next connection.

@@ -39,6 +39,9 @@ pub struct AuthPolicy<'a> {
     /// Refuse tokens without `exp`: they would be valid forever.
     pub require_exp: bool,
     pub allow_anonymous: bool,
+    /// A `/ws` request without a token is let in anyway: the application's
+    /// connect hook (`--proxy-connect-url`) decides who it is after the upgrade.
+    pub anonymous_ws: bool,
     /// Wall-clock seconds for `exp`/`nbf` (passed in: no clock here).
     pub now_unix: u64,
 }
@@ -251,7 +254,7 @@ fn check_request<'b>(req: &httparse::Request<'_, 'b>, policy: &Policy<'_>) -> Re
     // The Centrifuge protocol brings its token in its first command.
     let claims = match endpoint {
         Endpoint::Centrifuge => None,
-        _ => authenticate(req, path, &policy.auth)?,
+        _ => authenticate(req, path, &policy.auth, endpoint == Endpoint::Ws)?,
     };
     if let (Endpoint::Room(room), Some(claims)) = (&endpoint, &claims) {
         // A room is a channel name: the same claim decides both.
@@ -267,12 +270,13 @@ fn authenticate(
     req: &httparse::Request<'_, '_>,
     target: &str,
     policy: &AuthPolicy<'_>,
+    ws: bool,
 ) -> Result<Option<Claims>, Refusal> {
     let Some(secret) = policy.secret else { return Ok(None) };
     let query = target.split_once('?').map(|(_, q)| q);
     let protocols: Vec<&[u8]> = offered_protocols(req).collect();
     match auth::token_from_request(query, header(req, "authorization"), &protocols) {
-        None if policy.allow_anonymous => Ok(None),
+        None if policy.allow_anonymous || (ws && policy.anonymous_ws) => Ok(None),
         None => Err(Refusal::new(401, "token required")),
         Some(token) => match auth::verify(&token, secret, policy.now_unix) {
             Ok(claims) if policy.require_exp && claims.exp.is_none() => Err(Refusal::MISSING_EXP),
@@ -408,6 +412,24 @@ pub(crate) fn forwarded_for(request: &[u8]) -> Vec<std::net::IpAddr> {
     out
 }
 
+/// The headers of `request` named in `names` (lower case), in request
+/// order, for the connect hook; values that are not visible ASCII (with
+/// spaces and tabs) are left out, as is anything after a malformed head.
+pub(crate) fn headers_named(request: &[u8], names: &[String]) -> Vec<(Box<str>, Box<str>)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    if names.is_empty() || !matches!(parsed.parse(request), Ok(httparse::Status::Complete(_))) {
+        return Vec::new();
+    }
+    parsed
+        .headers
+        .iter()
+        .filter(|h| names.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
+        .filter(|h| h.value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)))
+        .filter_map(|h| Some((h.name.into(), std::str::from_utf8(h.value).ok()?.into())))
+        .collect()
+}
+
 fn parse_forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
     if let Ok(ip) = entry.parse() {
         return Some(ip);
@@ -436,6 +458,33 @@ mod tests {
     use super::*;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    #[test]
+    fn only_the_named_headers_are_passed_on() {
+        let req = b"GET /ws HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nX-Other: no\r\nauthorization: Bearer t\r\nCookie: bad\xff\r\n\r\n";
+        let names = ["cookie".to_string(), "authorization".to_string()];
+        let got = headers_named(req, &names);
+        let got: Vec<(&str, &str)> = got.iter().map(|(n, v)| (&**n, &**v)).collect();
+        assert_eq!(got, [("Cookie", "a=1"), ("authorization", "Bearer t")]);
+        assert!(headers_named(req, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_tokenless_ws_request_goes_to_the_connect_hook_others_are_refused() {
+        let secret = b"a-handshake-test-secret-of-32-bytes!";
+        let policy = Policy {
+            origins: &[],
+            subprotocols: &[],
+            auth: AuthPolicy {
+                secret: Some(secret),
+                anonymous_ws: true,
+                ..AuthPolicy::default()
+            },
+        };
+        let ws = request("").replace("/echo", "/ws");
+        assert!(matches!(parse_request(ws.as_bytes(), &policy), Outcome::Upgrade(_)));
+        assert!(matches!(parse_request(request("").as_bytes(), &policy), Outcome::Refuse(r) if r.status == 401));
+    }
 
     #[test]
     fn forwarded_for_lists_every_address_in_order() {
@@ -604,6 +653,7 @@ mod tests {
                 secret: Some(secret),
                 require_exp,
                 allow_anonymous: false,
+                anonymous_ws: false,
                 now_unix: 1000,
             },
         };

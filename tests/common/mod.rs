@@ -2,6 +2,7 @@
 //! loopback port, raw-socket clients, and a blocking frame reader.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod cluster;
 pub mod redis;
 

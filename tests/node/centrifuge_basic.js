@@ -1,7 +1,8 @@
 // The SDK against hubbub's /connection/websocket: connect with a token and
 // with a getToken callback; subscribe; publish; join/leave; presence and
 // presence stats; history (forward, reverse, position only); a channel the
-// token does not allow; rpc (not available yet); and one hub: a `/ws`
+// token does not allow; rpc answered (and refused) by the application
+// through --proxy-rpc-url; and one hub: a `/ws`
 // client and SDK clients see each other's publications.
 "use strict";
 
@@ -82,11 +83,14 @@ async function main() {
   const why = await refused;
   check(why.code === 103, `refused with ${JSON.stringify(why)}`);
 
+  // RPC answered by the application (the test's --proxy-rpc-url backend).
+  const sum = await alice.rpc("sum", [1, 2, 39]);
+  check(sum.data.sum === 42 && sum.data.user === "alice", `rpc answer ${JSON.stringify(sum)}`);
   try {
-    await alice.rpc("anything", {});
-    fail("rpc answered");
+    await alice.rpc("refuse", {});
+    fail("a refused rpc answered");
   } catch (e) {
-    check(e.code === 108, `rpc error ${JSON.stringify(e)}`);
+    check(e.code === 1001 && e.message === "not today", `rpc error ${JSON.stringify(e)}`);
   }
 
   bobSub.unsubscribe();

@@ -153,13 +153,11 @@ impl Hub {
                 let why = "already connected";
                 return conns.close(key, close::BAD_REQUEST, why, Disconnect::ProtocolError);
             }
-            // ---- The application's hooks (RPC and async messages) -------
-            // Answered here until the RPC proxy is wired in: `rpc` gets 108
-            // "not available"; `send` (no reply by the protocol) is read and
-            // dropped. docs/PROTOCOL.md says so.
-            Method::Rpc => return self.reply(key, &error_reply(id, code::NOT_AVAILABLE, "not available"), conns),
+            // `rpc` goes to the application (`--proxy-rpc-url`) as `/ws`'s
+            // does; `send` has no hook here (the protocol gives it no reply):
+            // it is read and dropped, as docs/PROTOCOL.md says.
+            Method::Rpc { method, data } => (Tag::Rpc, Call::Rpc { method, data }),
             Method::Send => return,
-            // ---------------------------------------------------------------
             Method::SubRefresh => {
                 let why =
                     "not available: subscription tokens are not used; the connection token's channels claim decides";

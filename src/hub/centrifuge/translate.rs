@@ -46,10 +46,11 @@ pub(crate) enum Tag {
     /// `limit` 0: the stream position only.
     HistoryPosition,
     Refresh,
+    Rpc,
 }
 
 impl Tag {
-    const ALL: [Tag; 9] = [
+    const ALL: [Tag; 10] = [
         Tag::Subscribe,
         Tag::Unsubscribe,
         Tag::Publish,
@@ -59,6 +60,7 @@ impl Tag {
         Tag::HistoryReverse,
         Tag::HistoryPosition,
         Tag::Refresh,
+        Tag::Rpc,
     ];
 
     /// The id the hub is given for the client's command `id`.
@@ -163,6 +165,11 @@ fn error_code(code: u16) -> u16 {
         ws::UNAVAILABLE => code::INTERNAL,
         ws::UNAUTHENTICATED => code::UNAUTHORIZED,
         ws::TOKEN_REFUSED => code::TOKEN_EXPIRED,
+        // The application's hooks: unreachable or slow, or too many calls.
+        ws::PROXY_UNAVAILABLE => code::NOT_AVAILABLE,
+        ws::PROXY_OVERLOADED => code::TOO_MANY_REQUESTS,
+        // The application's own codes (docs/PROXY.md: 400-1999) as given.
+        app @ 400..=1999 => app,
         _ => code::BAD_REQUEST,
     }
 }
@@ -253,6 +260,8 @@ fn result_of(id: u32, tag: Tag, result: &str, ctx: &Context<'_>) -> Option<Vec<u
         Tag::History | Tag::HistoryReverse | Tag::HistoryPosition => {
             ("history", history_body(tag, serde_json::from_str(result).ok()?))
         }
+        // `{data}`: the application's answer, as Centrifuge's RpcResult.
+        Tag::Rpc => ("rpc", result.to_string()),
         Tag::Refresh => {
             let r: RefreshResult = serde_json::from_str(result).ok()?;
             ("refresh", refresh_body(ctx.client, r.expires_in))

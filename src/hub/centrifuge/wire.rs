@@ -60,7 +60,11 @@ pub(crate) enum Method<'a> {
     Refresh {
         token: String,
     },
-    Rpc,
+    /// A call to the application (`--proxy-rpc-url`); `data` is raw JSON.
+    Rpc {
+        method: String,
+        data: Option<&'a RawValue>,
+    },
     SubRefresh,
     Send,
 }
@@ -115,6 +119,14 @@ struct SubscribeParams {
     epoch: String,
     #[serde(default)]
     join_leave: bool,
+}
+
+#[derive(Deserialize)]
+struct RpcParams<'a> {
+    #[serde(default)]
+    method: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -245,8 +257,12 @@ fn method_of<'a>(env: &Envelope<'a>) -> Result<Method<'a>, Malformed> {
         let p: RefreshParams = params(p, "refresh")?;
         return Ok(Method::Refresh { token: p.token });
     }
-    if env.rpc.is_some() {
-        return Ok(Method::Rpc);
+    if let Some(p) = env.rpc {
+        let p: RpcParams<'a> = serde_json::from_str(p.get()).map_err(|e| Malformed(format!("bad rpc: {e}")))?;
+        return Ok(Method::Rpc {
+            method: p.method,
+            data: p.data,
+        });
     }
     if env.sub_refresh.is_some() {
         return Ok(Method::SubRefresh);
