@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub mod events;
 pub mod hub;
 pub mod layers;
 pub mod values;
@@ -18,6 +19,7 @@ use crate::limits;
 use crate::net::cidr::Cidr;
 use crate::net::tls::{TlsError, TlsFiles};
 use crate::ws::handshake::OriginPattern;
+use events::EventsArgs;
 use hub::HubArgs;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -150,6 +152,8 @@ pub struct Args {
     pub tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub events: EventsArgs,
 }
 
 /// How logs are written to stderr.
@@ -189,6 +193,8 @@ pub struct Config {
     pub hub: HubConfig,
     /// `wss://`: the certificate and key files (`None`: plain `ws://`).
     pub tls: Option<TlsFiles>,
+    /// What the application is told, and where (docs/EVENTS.md).
+    pub events: crate::events::EventsConfig,
 }
 
 /// A flag value that cannot work, with the flag's name and the reason.
@@ -258,6 +264,7 @@ impl Default for Config {
             busy_poll: Duration::from_micros(DEFAULT_BUSY_POLL_US),
             hub: HubConfig::default(),
             tls: None,
+            events: crate::events::EventsConfig::default(),
         }
     }
 }
@@ -298,6 +305,8 @@ impl Config {
             .collect::<Result<_, _>>()?;
         let reply_cap = reply_cap(args.hub.max_reply_bytes, args.max_backlog_bytes)?;
         let byte_rate = byte_rate(args.hub.max_bytes_per_sec, args.max_message_size)?;
+        let node = args.hub.node_id.clone().unwrap_or_else(crate::cluster::default_node_id);
+        let events = events::events_config(&args.events, &args.hub, node)?;
         let mut config = Config {
             listen: args.listen,
             admin_listen,
@@ -327,7 +336,12 @@ impl Config {
                 (None, None) => None,
                 _ => return Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
             },
+            events,
         };
+        if let Some(cluster) = &config.hub.cluster {
+            // One name for the node in cluster keys and in its events.
+            config.events.node = std::sync::Arc::clone(&cluster.node);
+        }
         config.hub.max_reply_bytes = reply_cap;
         config.hub.max_bytes_per_sec = byte_rate;
         config.validate()?;

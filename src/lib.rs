@@ -16,6 +16,8 @@
 //! - [`server`]: start shards, handle signals, stop.
 //! - [`hub`]: channels, users, presence, history; [`cluster`]: the same
 //!   across nodes through Redis (`--redis`).
+//! - [`events`]: connects, disconnects, subscriptions and publications
+//!   told to the application (Redis Stream, webhooks).
 //! - [`config`], [`limits`], [`metrics`], [`route`].
 
 pub mod admin;
@@ -25,6 +27,7 @@ pub mod bus;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod events;
 pub mod hub;
 mod layering;
 pub mod limits;

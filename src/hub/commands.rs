@@ -17,6 +17,7 @@ use crate::auth::pattern;
 use crate::bus::cluster::ClusterCmd;
 use crate::bus::history::{Recover, Recovery};
 use crate::bus::msg::{Confirmation, HubMsg, Origin, Query, ReplyTo};
+use crate::events::Kind;
 use crate::metrics::disconnect::Disconnect;
 use crate::tick::TICKS_PER_SEC;
 use crate::ws::close::POLICY_VIOLATION;
@@ -92,6 +93,7 @@ impl Hub {
             } => self.subscribe(origin, channel, recover, join_leave, conns),
             Call::Unsubscribe { .. } => self.unsubscribe(origin, channel, conns),
             Call::Publish { data, .. } => {
+                self.event(key, Kind::Publish, Some(&channel), Some(data.get()), None);
                 let may_create = self.may_create(key, conns.tick());
                 let msg = HubMsg::Publish {
                     channel: Arc::clone(&channel),
@@ -170,6 +172,7 @@ impl Hub {
         let sub = session.subs.swap_remove(index);
         let user = session.user.clone();
         if sub.joined {
+            self.event(key, Kind::Unsubscribe, Some(&sub.channel), None, Some("client"));
             self.leave_channel(key, &sub, user, conns);
         } else {
             // Every command gets its one reply: the subscribe this cancels
@@ -254,6 +257,7 @@ impl Hub {
             self.watchers.join(&channel, key);
         }
         conns.stats().subscriptions += 1;
+        self.event(key, Kind::Subscribe, Some(&channel), None, None);
         let result = subscribe_result(&channel, &epoch, offset, &recovery);
         self.send_to(key, &protocol::reply_ok(to.id, &result), conns);
     }

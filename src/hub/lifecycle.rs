@@ -10,6 +10,7 @@ use super::session::{Rate, Session, Subscription};
 use super::{Conns, Hub};
 use crate::auth::Claims;
 use crate::bus::msg::{HubMsg, Origin};
+use crate::events::Kind;
 use crate::route::Endpoint;
 
 impl Hub {
@@ -49,6 +50,7 @@ impl Hub {
         let rate = Rate::new(self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
         self.sessions
             .insert(key, Session::new(generation, user.clone(), allowed, rate));
+        self.event(key, Kind::Connect, None, None, None);
         if let Some(user) = user {
             self.users.add(&user, key);
             let conn = self.origin(key, generation, 0);

@@ -29,6 +29,7 @@
 
 mod commands;
 pub mod config;
+mod events;
 pub mod frame;
 pub(crate) mod groups;
 mod inbound;

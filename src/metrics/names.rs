@@ -48,6 +48,11 @@ pub(crate) const CLUSTER_RECONNECTS: &str = "hubbub_cluster_reconnects_total";
 pub const ADMIN_REFUSED: &str = "hubbub_admin_refused_total";
 pub const TLS_HANDSHAKES: &str = "hubbub_tls_handshakes_total";
 pub(crate) const CLUSTER_EPOCH_CHANGES: &str = "hubbub_cluster_epoch_changes_total";
+pub(crate) const EVENTS_PRODUCED: &str = "hubbub_events_produced_total";
+pub(crate) const EVENTS_SENT: &str = "hubbub_events_sent_total";
+pub(crate) const EVENTS_DROPPED: &str = "hubbub_events_dropped_total";
+pub(crate) const EVENTS_WEBHOOK_RETRIES: &str = "hubbub_events_webhook_retries_total";
+pub(crate) const EVENTS_QUEUE_BYTES: &str = "hubbub_events_queue_bytes";
 
 /// What kind of series a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +129,11 @@ pub const ALL: &[Described] = &[
     m(ADMIN_REFUSED, C, Unit::Count, "Admin-port connections refused or cut short, by reason (request_timeout = 408, write_timeout, evicted at the connection cap, head_too_large = 431, body_too_large = 413, bad_request = 400/411)."),
     m(TLS_HANDSHAKES, C, Unit::Count, "wss:// TLS handshakes completed, by kind (full, resumed from a session ticket)."),
     m(CLUSTER_EPOCH_CHANGES, C, Unit::Count, "Cluster mode: channels whose epoch changed under live subscribers on this node (Redis lost them); each subscriber got an `epoch` push."),
+    m(EVENTS_PRODUCED, C, Unit::Count, "Events for the application (--events-stream, --webhook-url) made, by kind (connect, disconnect, subscribe, unsubscribe, publish)."),
+    m(EVENTS_SENT, C, Unit::Count, "Events delivered, by sink (stream, webhook)."),
+    m(EVENTS_DROPPED, C, Unit::Count, "Events dropped, by sink and reason (queue_full: --events-max-bytes held; rejected: the webhook answered 4xx; shutdown: still queued at exit)."),
+    m(EVENTS_WEBHOOK_RETRIES, C, Unit::Count, "Webhook batches sent again after a failure (network error, timeout, 408, 429, 5xx)."),
+    m(EVENTS_QUEUE_BYTES, G, Unit::Bytes, "Bytes of events a sink holds (queued and in flight), by sink; at most --events-max-bytes."),
 ];
 
 /// Bucket upper bounds (seconds) of both latency histograms: 5 us to 2.5 s.
