@@ -533,3 +533,29 @@ fn a_webhook_that_stays_down_costs_bounded_memory_and_counted_drops_only() {
         got.len()
     );
 }
+
+#[test]
+fn every_event_metric_is_described_once_a_sink_runs() {
+    let receiver = Receiver::start(0);
+    let server = start(|c| c.events = events(None, Some(webhook_to(receiver.addr)), 1 << 20));
+    let names = [
+        "hubbub_events_produced_total",
+        "hubbub_events_sent_total",
+        "hubbub_events_dropped_total",
+        "hubbub_events_webhook_retries_total",
+        "hubbub_events_queue_bytes",
+    ];
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = http_get(server.admin_addr(), "/metrics");
+        let missing: Vec<&&str> = names
+            .iter()
+            .filter(|n| !body.contains(&format!("# HELP {n} ")))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no HELP for {missing:?}:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
