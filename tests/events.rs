@@ -559,3 +559,50 @@ fn every_event_metric_is_described_once_a_sink_runs() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `hubbub ARGS` through the real binary: (exit code, stderr).
+fn hubbub(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("HUBBUB_WEBHOOK_SECRET")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_webhook_or_stream_that_cannot_work_stops_the_start_with_exit_2() {
+    let secret = ["--webhook-secret", HOOK_SECRET];
+    for (args, names) in [
+        (vec!["--webhook-url", "ftp://app/hook"], "--webhook-url"),
+        (vec!["--webhook-url", "app.example.com/hook"], "--webhook-url"),
+        (vec!["--webhook-url", "http:///hook"], "--webhook-url"),
+    ] {
+        let mut args = args;
+        args.extend(secret);
+        args.push("--check-config");
+        let (code, err) = hubbub(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(names) && err.contains("invalid"), "{args:?}: {err}");
+    }
+    let (code, err) = hubbub(&["--webhook-url", "http://127.0.0.1:9/hook", "--check-config"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--webhook-secret") && err.contains("32 bytes"), "{err}");
+    let (code, err) = hubbub(&["--events-stream", "ev", "--check-config"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--events-redis"), "a stream needs a Redis: {err}");
+    let (code, err) = hubbub(&["--events-stream", "ev", "--events-redis", "mysql://x", "--check-config"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = hubbub(&[
+        "--events-stream",
+        "ev",
+        "--events-redis",
+        "127.0.0.1:6379",
+        "--check-config",
+    ]);
+    assert_eq!(code, 0, "a HOST:PORT is a redis:// URL: {err}");
+}
