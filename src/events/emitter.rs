@@ -275,7 +275,12 @@ impl Sink {
                     return;
                 }
                 Outcome::Rejected(why) => {
-                    warn!(sink = self.queue.sink, events = batch.len(), reason = %why, "events refused; dropped");
+                    if !self.failing {
+                        // Once per run of failures: a receiver that refuses
+                        // everything must not flood the log.
+                        self.failing = true;
+                        warn!(sink = self.queue.sink, events = batch.len(), reason = %why, "events refused; dropped (counted, reason=rejected)");
+                    }
                     self.queue.done(batch, Some(Dropped::Rejected));
                     batch.clear();
                     return;

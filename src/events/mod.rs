@@ -29,7 +29,7 @@ use std::time::Duration;
 
 pub use emitter::{Emitter, Sinks};
 pub use json::encode;
-pub use webhook::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+pub use webhook::{shown_url, sign, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// Entries a Redis Stream keeps at least (`XADD ... MAXLEN ~ N`) by default.
 pub const DEFAULT_STREAM_MAXLEN: u64 = 100_000;

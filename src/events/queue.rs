@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::Event;
+use super::{Event, Kind};
 use crate::metrics::names;
 
 /// Why events were dropped (the `reason` label).
@@ -65,11 +65,17 @@ impl Queue {
     }
 
     /// Queues `event` if its weight fits under the bound; else drops it,
-    /// counted. Never blocks.
+    /// counted. Never blocks. Publications may fill `PUBLISH_SHARE` of the
+    /// bound only, so a publishing flood cannot crowd out the connects,
+    /// disconnects and subscriptions the application keeps its state by.
     pub fn push(&self, event: Event) {
         let weight = event.weight();
+        let max = match event.kind {
+            Kind::Publish => self.max / 4 * 3,
+            _ => self.max,
+        };
         let before = self.held.fetch_add(weight, Ordering::Relaxed);
-        if before + weight > self.max {
+        if before + weight > max {
             self.held.fetch_sub(weight, Ordering::Relaxed);
             self.drop_events(Dropped::QueueFull, 1);
             return;
@@ -125,7 +131,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ClientId, Kind};
+    use crate::events::ClientId;
 
     fn event(data: &str) -> Event {
         Event {
@@ -146,18 +152,24 @@ mod tests {
     #[test]
     fn the_bound_is_in_bytes_and_drops_are_counted() {
         let one = event("x").weight();
-        let (queue, rx) = Queue::new("webhook", one * 3);
+        let (queue, rx) = Queue::new("webhook", one * 4);
         for _ in 0..5 {
             queue.push(event("x"));
         }
-        assert_eq!(rx.len(), 3, "three fit");
+        assert_eq!(rx.len(), 3, "publications fill three quarters");
         assert_eq!(queue.dropped[Dropped::QueueFull as usize].load(Ordering::Relaxed), 2);
+        let mut gone = event("x");
+        gone.kind = Kind::Disconnect;
+        queue.push(gone.clone());
+        assert_eq!(rx.len(), 4, "the last quarter is kept for the others");
+        queue.push(gone);
+        assert_eq!(rx.len(), 4, "and the bound holds for them too");
         let batch: Vec<Event> = rx.try_iter().collect();
-        assert_eq!(queue.held(), one * 3, "taken but not sent is still held");
+        assert_eq!(queue.held(), one * 4, "taken but not sent is still held");
         queue.done(&batch, None);
         assert_eq!(queue.held(), 0);
-        assert_eq!(queue.sent.load(Ordering::Relaxed), 3);
-        queue.push(event(&"y".repeat(one * 3)));
+        assert_eq!(queue.sent.load(Ordering::Relaxed), 4);
+        queue.push(event(&"y".repeat(one * 4)));
         assert_eq!(rx.len(), 0, "one event over the bound alone is dropped");
     }
 }

@@ -47,8 +47,21 @@ pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     out
 }
 
+/// `url` as logs show it: no credentials, no query (either may carry a
+/// secret).
+pub fn shown_url(url: &str) -> String {
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return "<unparsable URL>".to_string();
+    };
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{host}{port}{}", uri.scheme_str().unwrap_or("?"), uri.path())
+}
+
 pub(crate) struct Webhook {
     url: String,
+    /// `url` for logs (`shown_url`).
+    shown: String,
     secret: Vec<u8>,
     node: Arc<str>,
     agent: ureq::Agent,
@@ -71,6 +84,7 @@ impl Webhook {
             .into();
         Webhook {
             url: config.url.clone(),
+            shown: shown_url(&config.url),
             secret: config.secret.clone(),
             node,
             agent,
@@ -108,7 +122,7 @@ impl Transport for Webhook {
             .send(body.as_bytes());
         let mut answer = match sent {
             Ok(answer) => answer,
-            Err(e) => return Outcome::Retry(format!("POST {}: {e}", self.url)),
+            Err(e) => return Outcome::Retry(format!("POST {}: {e}", self.shown)),
         };
         // Read the (small) answer so the connection can be used again.
         let mut sink = Vec::new();
@@ -123,10 +137,10 @@ impl Transport for Webhook {
                 self.pending = None;
                 Outcome::Sent
             }
-            408 | 429 | 500..=599 => Outcome::Retry(format!("POST {}: answered {status}", self.url)),
+            408 | 429 | 500..=599 => Outcome::Retry(format!("POST {}: answered {status}", self.shown)),
             _ => {
                 self.pending = None;
-                Outcome::Rejected(format!("POST {}: answered {status}", self.url))
+                Outcome::Rejected(format!("POST {}: answered {status}", self.shown))
             }
         }
     }
@@ -135,6 +149,14 @@ impl Transport for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_show_no_credentials_or_query() {
+        assert_eq!(
+            shown_url("https://user:pw@app.example.com:8443/hook?token=s3cret"),
+            "https://app.example.com:8443/hook"
+        );
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {

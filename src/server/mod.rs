@@ -167,7 +167,8 @@ fn start_events(config: &Config) -> Result<(Option<crate::events::Emitter>, Opti
         info!(redis = %redis, stream = %stream.key, maxlen = stream.maxlen, "events to a Redis Stream");
     }
     if let Some(webhook) = &events.webhook {
-        info!(url = %webhook.url, batch = webhook.batch, "events to a webhook");
+        let url = crate::events::shown_url(&webhook.url);
+        info!(url = %url, batch = webhook.batch, "events to a webhook");
     }
     Ok((Some(emitter), Some(sinks)))
 }
