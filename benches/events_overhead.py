@@ -117,6 +117,21 @@ def cpu_secs(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid):
+    """CPU seconds per thread name (shards, event sinks, ...)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        kind = "events" if name.startswith("hubbub-events") else "shards" if name.startswith("hubbub-shard") else "other"
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def metric(admin, prefix):
     with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
         total = 0.0
@@ -156,19 +171,21 @@ def run_mode(name, extra, args):
             multiprocessing.Process(target=client, args=(port, args.secs, args.window, i, out))
             for i in range(args.clients)
         ]
-        cpu0, t0 = cpu_secs(server.pid), time.monotonic()
+        cpu0, t0, th0 = cpu_secs(server.pid), time.monotonic(), thread_cpu(server.pid)
         for p in procs:
             p.start()
         answered = sum(out.get(timeout=args.secs + 30) for _ in procs)
         for p in procs:
             p.join(10)
-        cpu1, t1 = cpu_secs(server.pid), time.monotonic()
+        cpu1, t1, th1 = cpu_secs(server.pid), time.monotonic(), thread_cpu(server.pid)
+        split = {k: (th1.get(k, 0) - th0.get(k, 0)) * 1e6 / max(answered, 1) for k in ("shards", "events")}
         time.sleep(0.6)  # the sinks publish their counters about every 250 ms
         sent = metric(f"127.0.0.1:{admin}", "hubbub_events_sent_total")
         dropped = metric(f"127.0.0.1:{admin}", "hubbub_events_dropped_total")
         rate = answered / (t1 - t0)
         cpu_us = (cpu1 - cpu0) * 1e6 / max(answered, 1)
-        print(f"{name:8} {rate:10.0f} publishes/s  {cpu_us:6.2f} us CPU/publish  "
+        print(f"{name:8} {rate:10.0f} publishes/s  {cpu_us:6.2f} us CPU/publish "
+              f"(shards {split['shards']:.2f}, event sinks {split['events']:.2f})  "
               f"events sent {sent:.0f} dropped {dropped:.0f}", flush=True)
     finally:
         server.send_signal(signal.SIGKILL)
