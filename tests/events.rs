@@ -500,17 +500,22 @@ fn a_webhook_that_stays_down_costs_bounded_memory_and_counted_drops_only() {
         let reply = publisher.call("publish", json!({"channel": "c", "data": data}));
         assert!(reply["result"].is_object(), "{reply}");
     }
-    let dropped = wait_metric(
+    // Every publish made its event before its reply; the sink copies its
+    // counters about every 250 ms: wait for the count, then two copies more.
+    wait_metric(&server, "hubbub_events_produced_total{kind=\"publish\"}", |v| {
+        v == 1000.0
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let dropped = metric(
         &server,
         "hubbub_events_dropped_total{sink=\"webhook\",reason=\"queue_full\"}",
-        |v| v > 0.0,
     );
     let held = metric(&server, "hubbub_events_queue_bytes{sink=\"webhook\"}");
     assert!(held > 0.0 && held <= bound as f64, "held {held} of {bound}");
-    // Every event is either held or dropped: 1001 made (connect included).
-    let produced = metric(&server, "hubbub_events_produced_total{kind=\"publish\"}");
-    assert_eq!(produced, 1000.0);
-    assert!(dropped < 1001.0 && dropped > 500.0, "dropped {dropped}");
+    // Publications fill three quarters of the bound at most; the rest of
+    // the 1000 were dropped, counted.
+    assert!(held <= (bound / 4 * 3) as f64 + 400.0, "held {held}");
+    assert!(dropped < 1000.0 && dropped > 500.0, "dropped {dropped}");
     // Clients never notice: an echo client gets its 200 round trips at once.
     let mut echo = common::open(server.addr, "/echo");
     let began = Instant::now();
