@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub mod events;
 pub mod hub;
 pub mod layers;
 pub mod proxy;
@@ -19,6 +20,7 @@ use crate::limits;
 use crate::net::cidr::Cidr;
 use crate::net::tls::{TlsError, TlsFiles};
 use crate::ws::handshake::OriginPattern;
+use events::EventsArgs;
 use hub::HubArgs;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -153,6 +155,8 @@ pub struct Args {
     pub hub: HubArgs,
     #[command(flatten)]
     pub proxy: proxy::ProxyArgs,
+    #[command(flatten)]
+    pub events: EventsArgs,
 }
 
 /// How logs are written to stderr.
@@ -194,6 +198,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// The application hooks (`None`: no `--proxy-*-url`).
     pub proxy: Option<crate::proxy::ProxyConfig>,
+    /// What the application is told, and where (docs/EVENTS.md).
+    pub events: crate::events::EventsConfig,
 }
 
 /// A flag value that cannot work, with the flag's name and the reason.
@@ -264,6 +270,7 @@ impl Default for Config {
             hub: HubConfig::default(),
             tls: None,
             proxy: None,
+            events: crate::events::EventsConfig::default(),
         }
     }
 }
@@ -304,6 +311,8 @@ impl Config {
             .collect::<Result<_, _>>()?;
         let reply_cap = reply_cap(args.hub.max_reply_bytes, args.max_backlog_bytes)?;
         let byte_rate = byte_rate(args.hub.max_bytes_per_sec, args.max_message_size)?;
+        let node = args.hub.node_id.clone().unwrap_or_else(crate::cluster::default_node_id);
+        let events = events::events_config(&args.events, &args.hub, node)?;
         let mut config = Config {
             listen: args.listen,
             admin_listen,
@@ -334,7 +343,12 @@ impl Config {
                 (None, None) => None,
                 _ => return Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
             },
+            events,
         };
+        if let Some(cluster) = &config.hub.cluster {
+            // One name for the node in cluster keys and in its events.
+            config.events.node = std::sync::Arc::clone(&cluster.node);
+        }
         config.hub.max_reply_bytes = reply_cap;
         config.hub.max_bytes_per_sec = byte_rate;
         config.validate()?;

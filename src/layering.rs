@@ -6,7 +6,8 @@
 //! < metrics, route                counting vocabulary; what a request target names
 //! < ws                            RFC 6455 sans I/O
 //! < conn                          one connection
-//! < bus                           what threads say to each other
+//! < bus, events                   what threads say to each other; what the
+//!                                 application is told (the hub holds the emitter)
 //! < hub                           channels, rooms, users, presence, history
 //! < shard, cluster, admin, proxy  the threads that drive the hub and the bus
 //! < config                        flags and files into the values above
@@ -27,7 +28,7 @@ mod tests {
         &["metrics", "route"],
         &["ws"],
         &["conn"],
-        &["bus"],
+        &["bus", "events"],
         &["hub"],
         &["shard", "cluster", "admin", "proxy"],
         &["config"],

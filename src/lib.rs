@@ -17,6 +17,8 @@
 //! - [`hub`]: channels, users, presence, history; [`cluster`]: the same
 //!   across nodes through Redis (`--redis`).
 //! - [`proxy`]: the application hooks over HTTP (docs/PROXY.md).
+//! - [`events`]: connects, disconnects, subscriptions and publications
+//!   told to the application (Redis Stream, webhooks).
 //! - [`config`], [`limits`], [`metrics`], [`route`].
 
 pub mod admin;
@@ -26,6 +28,7 @@ pub mod bus;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod events;
 pub mod hub;
 mod layering;
 pub mod limits;

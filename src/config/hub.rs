@@ -148,6 +148,7 @@ pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
         history_rules,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         cluster: cluster_config(&args)?,
+        events: None,
     };
     validate(&config)?;
     Ok(config)

@@ -20,6 +20,7 @@ use crate::bus::cluster::ClusterCmd;
 use crate::bus::history::{Recover, Recovery};
 use crate::bus::msg::{Confirmation, HubMsg, Origin, Query, ReplyTo};
 use crate::bus::proxy::{Hook, Pending};
+use crate::events::Kind;
 use crate::metrics::disconnect::Disconnect;
 use crate::tick::TICKS_PER_SEC;
 use crate::ws::close::POLICY_VIOLATION;
@@ -136,6 +137,7 @@ impl Hub {
                 self.proxy_call(origin, user, pending, conns);
             }
             Call::Publish { data, .. } => {
+                self.event(key, Kind::Publish, Some(&channel), Some(data.get()), None);
                 let may_create = self.may_create(key, conns.tick());
                 let msg = HubMsg::Publish {
                     channel: Arc::clone(&channel),
@@ -248,6 +250,7 @@ impl Hub {
         let user = session.user.clone();
         let member = super::centrifuge::member(session, key);
         if sub.joined {
+            self.event(key, Kind::Unsubscribe, Some(&sub.channel), None, Some("client"));
             self.leave_channel(member, &sub, user, conns);
         } else {
             // Every command gets its one reply: the subscribe this cancels
@@ -339,6 +342,7 @@ impl Hub {
             self.watchers.join(&channel, member);
         }
         conns.stats().subscriptions += 1;
+        self.event(key, Kind::Subscribe, Some(&channel), None, None);
         if server_side {
             return self.send_to(key, &protocol::push_subscribed(&channel, &epoch, offset), conns);
         }

@@ -49,6 +49,9 @@ pub struct HubConfig {
     pub api_key: Option<String>,
     /// `Some` in cluster mode (`--redis`).
     pub cluster: Option<crate::bus::cluster::ClusterConfig>,
+    /// Where events for the application go (`None`: nowhere, and the hub
+    /// makes none); set by the server once the sinks run.
+    pub events: Option<crate::events::Emitter>,
 }
 
 impl Default for HubConfig {
@@ -72,6 +75,7 @@ impl Default for HubConfig {
             history_rules: Vec::new(),
             api_key: None,
             cluster: None,
+            events: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use super::session::{Rate, Session, Subscription};
 use super::{Conns, Hub};
 use crate::auth::Claims;
 use crate::bus::msg::{HubMsg, Origin};
+use crate::events::Kind;
 use crate::route::Endpoint;
 
 impl Hub {
@@ -50,6 +51,12 @@ impl Hub {
         let rate = Rate::new(self.config.max_messages_per_sec, self.config.max_bytes_per_sec);
         self.sessions
             .insert(key, Session::new(generation, user.clone(), allowed, rate));
+        // A /ws connection the connect hook will name (`proxy::connecting`)
+        // is told about when the hook lets it in, with its user.
+        let hook_decides = ws && user.is_none() && self.proxy_has(crate::bus::proxy::Hook::Connect);
+        if !hook_decides {
+            self.event(key, Kind::Connect, None, None, None);
+        }
         if let Some(user) = user {
             self.online(key, generation, user, conns);
         }

@@ -31,6 +31,7 @@
 mod centrifuge;
 mod commands;
 pub mod config;
+mod events;
 pub mod frame;
 pub(crate) mod groups;
 mod inbound;

@@ -139,6 +139,8 @@ impl Hub {
             Pending::Publish { channel, data } => match verdict {
                 Verdict::Allow(allowed) => {
                     let data = allowed.data.map_or(data, Arc::from);
+                    // The application's event shows what goes out.
+                    self.event(key, crate::events::Kind::Publish, Some(&channel), Some(&data), None);
                     let may_create = self
                         .sessions
                         .get(&key)
@@ -199,6 +201,7 @@ impl Hub {
         if let Some(user) = &user {
             self.become_user(to, user, allowed.expire_at, conns);
         }
+        self.event(key, crate::events::Kind::Connect, None, None, None);
         let push = protocol::push_connect(&client_id(&to), user.as_deref(), allowed.data.as_deref());
         self.send_to(key, &push, conns);
         self.server_side_subscribe(to, &allowed, conns);

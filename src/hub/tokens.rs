@@ -22,6 +22,7 @@ use super::users::Users;
 use super::{Conns, Hub};
 use crate::auth::{self, pattern::ChannelPattern, Claims};
 use crate::bus::msg::Origin;
+use crate::events::Kind as EventKind;
 use crate::metrics::disconnect::Disconnect;
 use crate::tick::secs_to_ticks;
 use crate::ws::close::TOKEN_EXPIRED;
@@ -254,6 +255,7 @@ impl Hub {
         const WHY: &str = "the refreshed token does not allow this channel";
         for sub in ended {
             if sub.joined {
+                self.event(key, EventKind::Unsubscribe, Some(&sub.channel), None, Some("token"));
                 self.leave_channel(member, &sub, user.clone(), conns);
                 let push = format!(
                     "{{\"push\":\"unsubscribe\",\"channel\":{},\"reason\":{}}}",

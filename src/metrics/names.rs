@@ -51,6 +51,11 @@ pub(crate) const CLUSTER_EPOCH_CHANGES: &str = "hubbub_cluster_epoch_changes_tot
 pub(crate) const PROXY_CALLS: &str = "hubbub_proxy_calls_total";
 pub(crate) const PROXY_LATENCY_SECONDS: &str = "hubbub_proxy_latency_seconds";
 pub(crate) const PROXY_IN_FLIGHT: &str = "hubbub_proxy_in_flight";
+pub(crate) const EVENTS_PRODUCED: &str = "hubbub_events_produced_total";
+pub(crate) const EVENTS_SENT: &str = "hubbub_events_sent_total";
+pub(crate) const EVENTS_DROPPED: &str = "hubbub_events_dropped_total";
+pub(crate) const EVENTS_WEBHOOK_RETRIES: &str = "hubbub_events_webhook_retries_total";
+pub(crate) const EVENTS_QUEUE_BYTES: &str = "hubbub_events_queue_bytes";
 
 /// What kind of series a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +135,11 @@ pub const ALL: &[Described] = &[
     m(PROXY_CALLS, C, Unit::Count, "Application hook calls (--proxy-*-url), by hook (connect, subscribe, publish, rpc) and outcome (ok, refused = an error or disconnect answer, error = unreachable or a bad answer, timeout, overloaded = over --proxy-max-in-flight, not called)."),
     m(PROXY_LATENCY_SECONDS, H, Unit::Seconds, "Time from a hook call's hand-over to its answer (every outcome but overloaded), by hook."),
     m(PROXY_IN_FLIGHT, G, Unit::Count, "Hook calls handed to the proxy workers and not answered yet (at most --proxy-max-in-flight)."),
+    m(EVENTS_PRODUCED, C, Unit::Count, "Events for the application (--events-stream, --webhook-url) made, by kind (connect, disconnect, subscribe, unsubscribe, publish)."),
+    m(EVENTS_SENT, C, Unit::Count, "Events delivered, by sink (stream, webhook)."),
+    m(EVENTS_DROPPED, C, Unit::Count, "Events dropped, by sink and reason (queue_full: --events-max-bytes held; rejected: the webhook answered 4xx; shutdown: still queued at exit)."),
+    m(EVENTS_WEBHOOK_RETRIES, C, Unit::Count, "Webhook batches sent again after a failure (network error, timeout, 408, 429, 5xx)."),
+    m(EVENTS_QUEUE_BYTES, G, Unit::Bytes, "Bytes of events a sink holds (queued and in flight), by sink; at most --events-max-bytes."),
 ];
 
 /// Bucket upper bounds (seconds) of both latency histograms: 5 us to 2.5 s.

@@ -40,6 +40,8 @@ pub struct ServerHandle {
     cluster: Option<crate::cluster::Bridge>,
     /// `wss://`: the shared certificate, key and ticket key.
     tls: Option<Arc<TlsAcceptor>>,
+    /// The event sinks' threads, stopped after the shards (a last flush).
+    events: Option<crate::events::Sinks>,
 }
 
 impl ServerHandle {
@@ -121,6 +123,7 @@ impl ServerHandle {
         // The admin port answers until the shards are gone.
         self.admin.take();
         self.cluster.take();
+        self.events.take();
         result
     }
 }
@@ -151,6 +154,23 @@ fn log_capacity_verdict(config: &Config, by_limits: usize) {
             );
         }
     }
+}
+
+/// Starts the event sinks (docs/EVENTS.md), if any is configured.
+fn start_events(config: &Config) -> Result<(Option<crate::events::Emitter>, Option<crate::events::Sinks>), StartError> {
+    let events = &config.events;
+    let Some((emitter, sinks)) = crate::events::start(events).map_err(StartError::setup("the event sinks"))? else {
+        return Ok((None, None));
+    };
+    if let Some(stream) = &events.stream {
+        let redis = crate::cluster::link::redacted(&stream.redis);
+        info!(redis = %redis, stream = %stream.key, maxlen = stream.maxlen, "events to a Redis Stream");
+    }
+    if let Some(webhook) = &events.webhook {
+        let url = crate::events::shown_url(&webhook.url);
+        info!(url = %url, batch = webhook.batch, "events to a webhook");
+    }
+    Ok((Some(emitter), Some(sinks)))
 }
 
 /// Marks the server draining and tells every shard.
@@ -248,6 +268,7 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
         }
         None => None,
     };
+    let (emitter, sinks) = start_events(config)?;
     let admin = match config.admin_listen {
         Some(admin_addr) => {
             let router = admin::base_router(Arc::clone(&health), prometheus.clone(), config.hub.api_key.clone());
@@ -276,8 +297,11 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
         admin,
         cluster: bridge,
         tls: tls.clone(),
+        events: sinks,
     };
-    let hub_config = Arc::new(config.hub.clone());
+    let mut hub_config = config.hub.clone();
+    hub_config.events = emitter;
+    let hub_config = Arc::new(hub_config);
     for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
         let published = Arc::clone(&stats[id]);
         let limits = shard_limits(config, capacity);

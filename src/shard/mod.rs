@@ -310,6 +310,10 @@ impl Shard {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
+        if conn.is_upgraded() {
+            self.hub
+                .disconnected(key, conn.ending.unwrap_or(Disconnect::ClientGone));
+        }
         let (hub, mut local) = self.hub_and_conns();
         hub.leave(key, &mut local);
         self.ctx.admission.release_socket();

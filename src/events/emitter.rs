@@ -1,0 +1,394 @@
+//! The emitter the hub holds (one `Arc`, cloned per shard) and the sink
+//! threads behind it: each gathers a batch from its queue, hands it to its
+//! transport (`stream.rs`, `webhook.rs`) and, while that fails, retries
+//! the same batch with exponential backoff and jitter.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use tracing::{info, warn};
+
+use super::queue::{Dropped, Queue};
+use super::{ClientId, Event, EventsConfig, Kind};
+use crate::metrics::names;
+
+/// How often a sink thread looks at the stop flag and copies its counters.
+const TICK: Duration = Duration::from_millis(250);
+/// First retry delay; it doubles per failure up to `BACKOFF_MAX`.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// At shutdown: how long a sink may go on delivering what is queued.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// What a transport did with a batch.
+pub(crate) enum Outcome {
+    Sent,
+    /// Try again later (the destination is down, slow or busy).
+    Retry(String),
+    /// It will never be taken: drop it, counted.
+    Rejected(String),
+}
+
+/// A destination for batches of events.
+pub(crate) trait Transport: Send {
+    /// Delivers `batch` (oldest first) or says why not; `fresh` is false
+    /// when it is the same batch again (a retry).
+    fn deliver(&mut self, batch: &[Event], fresh: bool) -> Outcome;
+}
+
+/// How a sink gathers batches.
+pub(crate) struct Batching {
+    pub max: usize,
+    /// How long a batch waits for more events after its first.
+    pub linger: Duration,
+}
+
+/// The hub's handle: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct Emitter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queues: Vec<Arc<Queue>>,
+    produced: [AtomicU64; Kind::ALL.len()],
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sinks: Vec<&str> = self.shared.queues.iter().map(|q| q.sink).collect();
+        f.debug_struct("Emitter").field("sinks", &sinks).finish()
+    }
+}
+
+impl Emitter {
+    /// Queues an event for every sink (dropped and counted by a full one).
+    pub fn emit(
+        &self,
+        kind: Kind,
+        client: ClientId,
+        user: Option<Arc<str>>,
+        channel: Option<Arc<str>>,
+        data: Option<Arc<str>>,
+        reason: Option<&'static str>,
+    ) {
+        self.shared.produced[kind as usize].fetch_add(1, Ordering::Relaxed);
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let event = Event {
+            kind,
+            client,
+            user,
+            channel,
+            data,
+            reason,
+            time_ms,
+        };
+        let (last, others) = match self.shared.queues.split_last() {
+            Some(split) => split,
+            None => return,
+        };
+        for queue in others {
+            queue.push(event.clone());
+        }
+        last.push(event);
+    }
+
+    fn publish_produced(&self) {
+        for kind in Kind::ALL {
+            let n = self.shared.produced[kind as usize].load(Ordering::Relaxed);
+            metrics::counter!(names::EVENTS_PRODUCED, "kind" => kind.label()).absolute(n);
+        }
+    }
+}
+
+/// The sink threads; dropping this stops them (after a last try to
+/// deliver what is queued, `SHUTDOWN_GRACE` at most).
+pub struct Sinks {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Sinks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub(super) fn start(config: &EventsConfig) -> std::io::Result<(Emitter, Sinks)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut sinks = Vec::new();
+    if let Some(stream) = &config.stream {
+        let transport = super::stream::RedisStream::new(stream, Arc::clone(&config.node));
+        let batching = Batching {
+            max: super::stream::PIPELINE,
+            linger: Duration::ZERO,
+        };
+        sinks.push(Sink::new(
+            "stream",
+            config.max_bytes,
+            Box::new(transport),
+            batching,
+            &stop,
+        ));
+    }
+    if let Some(webhook) = &config.webhook {
+        let transport = super::webhook::Webhook::new(webhook, Arc::clone(&config.node));
+        let batching = Batching {
+            max: webhook.batch,
+            linger: webhook.linger,
+        };
+        sinks.push(Sink::new(
+            "webhook",
+            config.max_bytes,
+            Box::new(transport),
+            batching,
+            &stop,
+        ));
+    }
+    let emitter = Emitter {
+        shared: Arc::new(Shared {
+            queues: sinks.iter().map(|s| Arc::clone(&s.queue)).collect(),
+            produced: Default::default(),
+        }),
+    };
+    let mut threads = Vec::new();
+    for mut sink in sinks {
+        sink.emitter = Arc::downgrade(&emitter.shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("hubbub-events-{}", sink.queue.sink))
+            .spawn(move || sink.run())?;
+        threads.push(thread);
+    }
+    Ok((emitter, Sinks { stop, threads }))
+}
+
+struct Sink {
+    queue: Arc<Queue>,
+    rx: Receiver<Event>,
+    transport: Box<dyn Transport>,
+    batching: Batching,
+    stop: Arc<AtomicBool>,
+    emitter: std::sync::Weak<Shared>,
+    published: Instant,
+    /// In a run of failures (logged once at its start and once at its end).
+    failing: bool,
+}
+
+impl Sink {
+    fn new(
+        name: &'static str,
+        max_bytes: usize,
+        transport: Box<dyn Transport>,
+        batching: Batching,
+        stop: &Arc<AtomicBool>,
+    ) -> Sink {
+        let (queue, rx) = Queue::new(name, max_bytes);
+        Sink {
+            queue,
+            rx,
+            transport,
+            batching,
+            stop: Arc::clone(stop),
+            emitter: std::sync::Weak::new(),
+            published: Instant::now(),
+            failing: false,
+        }
+    }
+
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.batching.max);
+        loop {
+            self.publish(false);
+            let stopping = self.stop.load(Ordering::Relaxed);
+            if !self.gather(&mut batch, stopping) {
+                if stopping {
+                    break;
+                }
+                continue;
+            }
+            self.deliver(&mut batch);
+            if self.stop.load(Ordering::Relaxed) {
+                self.finish(&mut batch);
+                break;
+            }
+        }
+        self.publish(true);
+    }
+
+    /// Fills `batch`: waits up to a tick for its first event (not at all
+    /// when `stopping`), then up to the linger for more. False when empty.
+    fn gather(&mut self, batch: &mut Vec<Event>, stopping: bool) -> bool {
+        let first = if stopping {
+            self.rx.try_recv().ok()
+        } else {
+            match self.rx.recv_timeout(TICK) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every emitter is gone: the server is stopping.
+                    self.stop.store(true, Ordering::Relaxed);
+                    None
+                }
+            }
+        };
+        let Some(first) = first else { return false };
+        batch.push(first);
+        let until = Instant::now() + self.batching.linger;
+        while batch.len() < self.batching.max {
+            if let Ok(event) = self.rx.try_recv() {
+                batch.push(event);
+                continue;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        true
+    }
+
+    /// Delivers `batch`, retrying with backoff until it is taken, refused,
+    /// or the server stops (then `finish` decides).
+    fn deliver(&mut self, batch: &mut Vec<Event>) {
+        let mut failures = 0u32;
+        loop {
+            match self.transport.deliver(batch, failures == 0) {
+                Outcome::Sent => {
+                    if self.failing {
+                        self.failing = false;
+                        info!(sink = self.queue.sink, retries = failures, "events delivered again");
+                    }
+                    self.queue.done(batch, None);
+                    batch.clear();
+                    return;
+                }
+                Outcome::Rejected(why) => {
+                    if !self.failing {
+                        // Once per run of failures: a receiver that refuses
+                        // everything must not flood the log.
+                        self.failing = true;
+                        warn!(sink = self.queue.sink, events = batch.len(), reason = %why, "events refused; dropped (counted, reason=rejected)");
+                    }
+                    self.queue.done(batch, Some(Dropped::Rejected));
+                    batch.clear();
+                    return;
+                }
+                Outcome::Retry(why) => {
+                    if !self.failing {
+                        self.failing = true;
+                        warn!(sink = self.queue.sink, reason = %why, "cannot deliver events; retrying with backoff");
+                    }
+                    failures += 1;
+                    self.queue.retried();
+                    if !self.sleep(backoff(failures)) {
+                        return; // stopping: `finish` makes the last try
+                    }
+                }
+            }
+        }
+    }
+
+    /// At shutdown: one more try for `batch` and whatever is queued, within
+    /// `SHUTDOWN_GRACE`; what is left is dropped, counted.
+    fn finish(&mut self, batch: &mut Vec<Event>) {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        // A batch left here was being retried.
+        let mut fresh = batch.is_empty();
+        loop {
+            if batch.is_empty() && !self.gather(batch, true) {
+                return;
+            }
+            let sent = Instant::now() < deadline && matches!(self.transport.deliver(batch, fresh), Outcome::Sent);
+            fresh = true;
+            self.queue
+                .done(batch, if sent { None } else { Some(Dropped::Shutdown) });
+            batch.clear();
+        }
+    }
+
+    /// Sleeps `total` in ticks (publishing counters); false when stopped.
+    fn sleep(&mut self, total: Duration) -> bool {
+        let until = Instant::now() + total;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.publish(false);
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(TICK));
+        }
+    }
+
+    /// Copies the counters into the metrics, at most about once a tick.
+    fn publish(&mut self, now: bool) {
+        if !now && self.published.elapsed() < TICK {
+            return;
+        }
+        self.published = Instant::now();
+        self.queue.publish();
+        if let Some(shared) = self.emitter.upgrade() {
+            Emitter { shared }.publish_produced();
+        }
+    }
+}
+
+/// The delay before retry number `failures` (from 1): doubling from
+/// `BACKOFF_BASE` up to `BACKOFF_MAX`, then a random half of it taken off
+/// (so nodes that failed together do not retry together).
+pub(crate) fn backoff(failures: u32) -> Duration {
+    let full = BACKOFF_BASE
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    let jitter = full.mul_f64(random_unit() / 2.0);
+    full - jitter
+}
+
+/// A number in [0, 1) from a per-thread xorshift seeded by the clock.
+fn random_unit() -> f64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0x9E37_79B9, |d| d.as_nanos() as u64) | 1,
+        );
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_below_it() {
+        for failures in 1..40 {
+            let d = backoff(failures);
+            let full = BACKOFF_BASE
+                .saturating_mul(1 << (failures - 1).min(16))
+                .min(BACKOFF_MAX);
+            assert!(d <= full && d >= full / 2, "{failures}: {d:?} of {full:?}");
+        }
+        assert!(backoff(30) >= BACKOFF_MAX / 2);
+    }
+}
