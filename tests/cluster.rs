@@ -353,3 +353,64 @@ fn rooms_without_redis_close_their_members_1013() {
         "{reason}"
     );
 }
+
+/// The next `presence` push on `watcher`: `(joined, left)`.
+fn next_presence(watcher: &mut WsClient) -> (Value, Value) {
+    loop {
+        let push = watcher.push().expect("connection open");
+        if push["push"] == "presence" {
+            return (push["joined"].clone(), push["left"].clone());
+        }
+    }
+}
+
+/// Every `presence` push on `watcher` until the publication `marker`.
+fn presence_until(watcher: &mut WsClient, marker: &Value) -> Vec<(Value, Value)> {
+    let mut seen = Vec::new();
+    loop {
+        let push = watcher.push().expect("connection open");
+        if push["push"] == "presence" {
+            seen.push((push["joined"].clone(), push["left"].clone()));
+        } else if push["push"] == "pub" && &push["data"] == marker {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn joins_and_leaves_reach_the_watchers_of_every_node_once() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a", &[]), node(&redis, "b", &[]));
+    wait_cluster(&a, 2);
+    wait_cluster(&b, 2);
+    let watch = json!({"channel": "lobby", "join_leave": true});
+    let joined = |u: &str| (json!([u]), json!([]));
+    let left = |u: &str| (json!([]), json!([u]));
+    let mut on_b = user(b.addr, "wb");
+    assert!(on_b.call("subscribe", watch.clone()).get("result").is_some());
+    assert_eq!(next_presence(&mut on_b), joined("wb"));
+    let mut on_a = user(a.addr, "wa");
+    assert!(on_a.call("subscribe", watch).get("result").is_some());
+    assert_eq!(next_presence(&mut on_a), joined("wa"));
+    assert_eq!(next_presence(&mut on_b), joined("wa"), "a's join crossed to b");
+    // A subscriber on each node comes and goes; both watchers see it.
+    for (node, name) in [(&a, "guest-a"), (&b, "guest-b")] {
+        let mut guest = user(node.addr, name);
+        assert!(guest
+            .call("subscribe", json!({"channel": "lobby"}))
+            .get("result")
+            .is_some());
+        assert_eq!(next_presence(&mut on_a), joined(name));
+        assert_eq!(next_presence(&mut on_b), joined(name));
+        drop(guest);
+        assert_eq!(next_presence(&mut on_a), left(name));
+        assert_eq!(next_presence(&mut on_b), left(name));
+    }
+    // Nothing more (no echo of a node's own events): publications from
+    // each node arrive after any late duplicate would have.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "lobby", json!("end"));
+    assert_eq!(presence_until(&mut on_a, &json!("end")), Vec::new());
+    assert_eq!(presence_until(&mut on_b, &json!("end")), Vec::new());
+}

@@ -111,6 +111,13 @@ pub enum ClusterCmd {
         room: Arc<str>,
         frame: bytes::Bytes,
     },
+    /// A channel's joins and leaves on this node (the `presence` push's
+    /// JSON), for the other nodes' `join_leave` watchers: fire and forget,
+    /// on the channel's Pub/Sub, no history.
+    ChannelPresence {
+        channel: Arc<str>,
+        json: Vec<u8>,
+    },
     /// `/api/disconnect` on the other nodes.
     DisconnectUser {
         user: Arc<str>,
@@ -240,6 +247,7 @@ impl ClusterCmd {
             },
             ClusterCmd::UserMessage { user, json } => user.len() + json.len(),
             ClusterCmd::RoomMessage { room, frame } => room.len() + frame.len(),
+            ClusterCmd::ChannelPresence { channel, json } => channel.len() + json.len(),
             ClusterCmd::DisconnectUser { user, reason, .. } => user.len() + reason.len(),
             ClusterCmd::DisconnectToken { token_id, reason, .. } => token_id.len() + reason.len(),
             ClusterCmd::Presence { channel, .. } => channel.len(),

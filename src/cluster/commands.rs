@@ -305,6 +305,10 @@ impl Commander {
             }
             ClusterCmd::Call(call) => Op::Cmd(call),
             ClusterCmd::RoomMessage { room, frame } => Op::Room { room, frame },
+            ClusterCmd::ChannelPresence { channel, json } => {
+                let message = keys::presence_message(&self.setup.config.node, &json);
+                Op::Raw(vec!["PUBLISH".into(), keys::publications(&channel), message])
+            }
             ClusterCmd::UserMessage { user, json } => {
                 let json = String::from_utf8_lossy(&json);
                 self.control(serde_json::json!({"k": "m", "from": &*self.setup.config.node, "user": &*user, "json": json}))

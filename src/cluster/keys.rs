@@ -12,7 +12,9 @@
 //! (this process's recent publishes by sequence) and `hubbub:i:k:C:KEY` (a
 //! caller's key). Room messages travel on the Pub/Sub channel
 //! `hubbub:room:ROOM` as the server frame itself (binary-safe, opcode kept),
-//! with no history and no offset.
+//! with no history and no offset. A channel's joins and leaves travel on its
+//! `hubbub:pub:C` too, as `~NODE\nJSON` (`PRESENCE_MARK`; an epoch is hex,
+//! so a publication never starts with it), not stored anywhere.
 
 /// How long a channel's epoch and offset outlive its last publication.
 pub(crate) const CHANNEL_KEYS_TTL_SECS: u64 = 86_400;
@@ -20,6 +22,8 @@ pub(crate) const PUB_PREFIX: &str = "hubbub:pub:";
 pub(crate) const PUB_PATTERN: &str = "hubbub:pub:*";
 pub(crate) const ROOM_PREFIX: &str = "hubbub:room:";
 pub(crate) const ROOM_PATTERN: &str = "hubbub:room:*";
+/// First byte of a presence message on a channel's Pub/Sub.
+pub(crate) const PRESENCE_MARK: char = '~';
 pub(crate) const CONTROL: &str = "hubbub:ctl";
 pub(crate) const NODES: &str = "hubbub:nodes";
 
@@ -37,6 +41,16 @@ pub fn stream(channel: &str) -> String {
 
 pub fn publications(channel: &str) -> String {
     format!("{PUB_PREFIX}{channel}")
+}
+
+/// A channel's joins and leaves on `node` as its Pub/Sub carries them.
+pub fn presence_message(node: &str, json: &[u8]) -> String {
+    format!("{PRESENCE_MARK}{node}\n{}", String::from_utf8_lossy(json))
+}
+
+/// The node and JSON of a presence message, if `payload` is one.
+pub(crate) fn parse_presence(payload: &str) -> Option<(&str, &str)> {
+    payload.strip_prefix(PRESENCE_MARK)?.split_once('\n')
 }
 
 /// The Pub/Sub channel of room `room`'s messages.
@@ -190,3 +204,15 @@ if #ARGV > 1 then
 end
 return #ARGV
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_messages_are_told_apart_from_publications() {
+        let message = presence_message("node-1", br#"{"push":"presence"}"#);
+        assert_eq!(parse_presence(&message), Some(("node-1", r#"{"push":"presence"}"#)));
+        assert_eq!(parse_presence("1a2b\n3\n\"data\""), None, "a publication");
+    }
+}

@@ -147,6 +147,9 @@ impl Subscriber {
             return;
         };
         let Ok(text) = std::str::from_utf8(payload) else { return };
+        if let Some((node, json)) = keys::parse_presence(text) {
+            return self.presence(channel, node, json);
+        }
         let mut parts = text.splitn(3, '\n');
         let (Some(epoch), Some(offset), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
             return;
@@ -159,6 +162,31 @@ impl Subscriber {
             data: data.into(),
         };
         self.send(self.shards.owner_of(channel), msg);
+    }
+
+    /// Another node's joins and leaves of a channel -> every shard, which
+    /// pushes them to its `join_leave` watchers of the channel (if any).
+    /// This node's own come back too and are skipped: they were pushed here
+    /// when they happened.
+    fn presence(&self, channel: &str, node: &str, json: &str) {
+        if node == &*self.config.node {
+            return;
+        }
+        let Ok(push) = serde_json::from_str::<serde_json::Value>(json) else {
+            return;
+        };
+        let about = |key: &str| push.get(key).and_then(|v| v.as_str());
+        if about("push") != Some("presence") || about("channel") != Some(channel) {
+            return; // not a node's push for this channel
+        }
+        let (channel, frame): (Arc<str>, Bytes) = (channel.into(), text_frame(json.as_bytes()));
+        for shard in 0..self.shards.len() {
+            let msg = HubMsg::PresenceEvents {
+                channel: Arc::clone(&channel),
+                frame: frame.clone(),
+            };
+            self.send(shard, msg);
+        }
     }
 
     /// A room message on `hubbub:room:ROOM` (from any node, this one's

@@ -507,8 +507,9 @@ impl Owned {
     }
 
     /// Presence changes since the last call, one frame per channel, with
-    /// the shards that have subscribers (watchers are among them).
-    pub(crate) fn presence_events(&mut self) -> Vec<(Arc<str>, Bytes, Vec<usize>)> {
+    /// the shards that have subscribers (watchers are among them). Cluster
+    /// mode: each push also goes to `cluster`, for the other nodes' watchers.
+    pub(crate) fn presence_events(&mut self, cluster: &mut Vec<ClusterCmd>) -> Vec<(Arc<str>, Bytes, Vec<usize>)> {
         let mut events = Vec::new();
         for channel in std::mem::take(&mut self.presence_dirty) {
             let Some(log) = self.logs.get_mut(&channel) else {
@@ -516,7 +517,12 @@ impl Owned {
             };
             let joined: Vec<&str> = log.joined.iter().map(|u| &**u).collect();
             let left: Vec<&str> = log.left.iter().map(|u| &**u).collect();
-            let frame = text_frame(&protocol::push_presence(&channel, &joined, &left), self.meter.budget());
+            let json = protocol::push_presence(&channel, &joined, &left);
+            let frame = text_frame(&json, self.meter.budget());
+            if self.cluster {
+                let channel = Arc::clone(&channel);
+                cluster.push(ClusterCmd::ChannelPresence { channel, json });
+            }
             log.joined.clear();
             log.left.clear();
             let shards = log.shards().collect();
@@ -784,7 +790,7 @@ mod tests {
             .remove(0)
             .1;
         owned.handle(unsubscribe(None, 0), 1);
-        owned.presence_events();
+        owned.presence_events(&mut Vec::new());
         owned.expire(2);
         assert_eq!(owned.channels(), 0, "an idle log is dropped");
         let again = confirmations(owned.handle(subscribe(origin(0, 1, 2), None, None), 3))
@@ -814,7 +820,7 @@ mod tests {
         owned.handle(unsubscribe(Some("alice"), 0), 1);
         assert_eq!(presence(&mut owned)["total"], 0);
         // The joins and leaves reach the watchers once, then the log goes.
-        let events = owned.presence_events();
+        let events = owned.presence_events(&mut Vec::new());
         assert_eq!(events.len(), 1);
         let push: serde_json::Value = serde_json::from_slice(&events[0].1[2..]).unwrap();
         assert_eq!(
@@ -926,7 +932,7 @@ mod tests {
             .collect();
         assert_eq!(failed, vec![(0, 1), (1, 2)]);
         assert_eq!(subscribers(&owned), 0, "nobody was counted");
-        owned.presence_events();
+        owned.presence_events(&mut Vec::new());
         owned.expire(1_000_000);
         assert_eq!(owned.channels(), 0, "nothing waits any more");
     }
