@@ -414,3 +414,42 @@ fn joins_and_leaves_reach_the_watchers_of_every_node_once() {
     assert_eq!(presence_until(&mut on_a, &json!("end")), Vec::new());
     assert_eq!(presence_until(&mut on_b, &json!("end")), Vec::new());
 }
+
+#[test]
+fn cluster_subscribes_and_publishes_count_against_the_new_channel_window() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "a", &["--max-new-channels-per-minute", "2"]);
+    wait_cluster(&a, 1);
+    let mut client = WsClient::open(a.addr, "");
+    for channel in ["s1", "s2"] {
+        let reply = client.call("subscribe", json!({"channel": channel}));
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    let reply = client.call("subscribe", json!({"channel": "s3"}));
+    assert_eq!(reply["error"]["code"], 110, "third new channel: {reply}");
+    let reply = client.call("publish", json!({"channel": "p1", "data": 1}));
+    assert_eq!(reply["error"]["code"], 110, "a publish makes channels too: {reply}");
+    // Channels with a log here make nothing: still served.
+    let reply = client.call("publish", json!({"channel": "s1", "data": 1}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    // A publish counts when it made the channel in Redis: one that exists
+    // in the cluster (made on node b) is served without the window, and so
+    // is a channel this client made, published to again.
+    let b = node(&redis, "b", &[]);
+    wait_cluster(&b, 2);
+    publish(&mut WsClient::open(b.addr, ""), "elsewhere", json!(0));
+    let reply = client.call("publish", json!({"channel": "elsewhere", "data": 1}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    let mut other = WsClient::open(a.addr, "");
+    for channel in ["p1", "p2", "p1", "p2", "elsewhere"] {
+        let reply = other.call("publish", json!({"channel": channel, "data": 1}));
+        assert!(reply.get("result").is_some(), "{channel}: {reply}");
+    }
+    let reply = other.call("publish", json!({"channel": "p3", "data": 1}));
+    assert_eq!(reply["error"]["code"], 110, "{reply}");
+    let reply = other.call("subscribe", json!({"channel": "s4"}));
+    assert_eq!(
+        reply["error"]["code"], 110,
+        "publishes and subscribes share it: {reply}"
+    );
+}

@@ -46,6 +46,11 @@ pub enum RedisCall {
         rule: HistoryRule,
         /// The caller's idempotency key, if it gave one.
         idem: Option<Arc<str>>,
+        /// Whether it may make the channel (the caller has creations left
+        /// in `--max-new-channels-per-minute`, or the owner has a log of
+        /// it): Redis refuses to make one otherwise, and a publish that made
+        /// one counts against the caller's window.
+        may_create: bool,
     },
     /// The channel's epoch and last offset, for the owner shard `shard`.
     Sync { channel: Arc<str>, shard: usize },
@@ -349,6 +354,7 @@ mod tests {
                 max_bytes: 0,
             },
             idem: None,
+            may_create: true,
         });
         assert!(publish.bytes() > 5000);
     }

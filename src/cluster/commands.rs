@@ -499,6 +499,7 @@ impl Commander {
                 data,
                 rule,
                 idem,
+                may_create,
                 ..
             }) => {
                 let mut args = evalsha(&self.shas.publish, channel);
@@ -532,6 +533,7 @@ impl Commander {
                         IDEM_NODE_TTL_SECS.to_string(),
                     ]),
                 }
+                args.push(if *may_create { "1" } else { "0" }.into());
                 args
             }
             Op::Cmd(RedisCall::Sync { channel, .. }) => {
@@ -604,8 +606,17 @@ impl Commander {
         match waiting.op {
             Op::Cmd(RedisCall::Publish { reply: to, .. }) => {
                 let (epoch, offset) = epoch_offset(&reply);
-                let duplicate =
-                    matches!(&reply, Value::Array(items) if items.get(2).and_then(Value::as_int) == Some(1));
+                let item = |i: usize| match &reply {
+                    Value::Array(items) => items.get(i).and_then(Value::as_int),
+                    _ => None,
+                };
+                let (duplicate, created) = (item(2) == Some(1), item(3) == Some(1));
+                if item(2) == Some(2) {
+                    if let Some(to) = to {
+                        self.refuse_channel(to);
+                    }
+                    return;
+                }
                 if !duplicate {
                     self.state.published.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(names::CLUSTER_PUBLISHED).increment(1);
@@ -613,7 +624,7 @@ impl Commander {
                 if let Some(to) = to {
                     let also = if duplicate { ",\"duplicate\":true" } else { "" };
                     let result = format!("{{\"offset\":{offset},\"epoch\":{}{also}}}", json_string(&epoch));
-                    self.answer(to, Ok(&result));
+                    self.answer_created(to, Ok(&result), created);
                 }
             }
             Op::Cmd(RedisCall::Sync { channel, shard }) => {
@@ -695,7 +706,29 @@ impl Commander {
         }
     }
 
+    /// A publish Redis refused to make a channel for: `110` as on one
+    /// node (the admin API, which may always make channels, never gets it).
+    fn refuse_channel(&self, to: ReplyTo) {
+        let ReplyTo::Client(origin) = to else { return };
+        let why = "too many new channels from this connection this minute (--max-new-channels-per-minute)";
+        let body = protocol::reply_error(Some(origin.id), code::CHANNEL_LIMIT, why);
+        let created = false;
+        self.to_shard(
+            origin.shard as usize,
+            HubMsg::Answer {
+                to: origin,
+                body,
+                created,
+            },
+        );
+    }
+
     fn answer(&self, to: ReplyTo, result: Result<&str, Failure>) {
+        self.answer_created(to, result, false)
+    }
+
+    /// An answer to a command that made a channel (`created`) or not.
+    fn answer_created(&self, to: ReplyTo, result: Result<&str, Failure>, created: bool) {
         match to {
             ReplyTo::Client(origin) => {
                 let body = match result {
@@ -708,7 +741,7 @@ impl Commander {
                     HubMsg::Answer {
                         to: origin,
                         body,
-                        created: false,
+                        created,
                     },
                 );
             }

@@ -83,9 +83,12 @@ pub fn node_users(node: &str) -> String {
 /// history size, pub/sub channel, keys TTL secs, now ms, history TTL secs,
 /// then the idempotency mode: `n` (KEYS[4] is this process's hash: field
 /// ARGV[9] is the publish's sequence, field ARGV[10] the one that leaves the
-/// window) or `k` (KEYS[4] is the caller's key), and ARGV[11] the key's TTL.
-/// Returns `{epoch, offset, 0}`, or `{epoch, offset, 1}` for a publish that
-/// already ran (nothing is published again).
+/// window) or `k` (KEYS[4] is the caller's key), and ARGV[11] the key's TTL;
+/// ARGV[12] `1` when the publish may make the channel.
+/// Returns `{epoch, offset, 0, MADE}` (MADE 1: the channel was made), or
+/// `{epoch, offset, 1, 0}` for a publish that already ran (nothing is
+/// published again), or `{'', 0, 2, 0}`: refused, the channel does not exist
+/// and the publish may not make it.
 pub(crate) const PUBLISH: &str = r#"
 local seen
 if ARGV[8] == 'n' then
@@ -95,10 +98,15 @@ else
 end
 if seen then
   local e, o = string.match(seen, '^(.*)\n(%d+)$')
-  return {e, tonumber(o), 1}
+  return {e, tonumber(o), 1, 0}
 end
+local made = 0
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
+  if ARGV[12] ~= '1' then
+    return {'', 0, 2, 0}
+  end
+  made = 1
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
   redis.call('DEL', KEYS[2], KEYS[3])
@@ -119,7 +127,7 @@ if ARGV[8] == 'n' then
 else
   redis.call('SET', KEYS[4], mark, 'EX', ARGV[11])
 end
-return {epoch, offset, 0}
+return {epoch, offset, 0, made}
 "#;
 
 /// KEYS: epoch, offset, stream. ARGV: new epoch, keys TTL secs.

@@ -54,6 +54,10 @@ pub(crate) struct Owned {
     cluster: bool,
     /// Cluster mode: subscribes waiting for the channel's position.
     pending: HashMap<Arc<str>, Vec<PendingSubscribe>>,
+    /// Cluster mode: the subscribe whose command made the channel's log
+    /// here, until it is confirmed (it counts against the connection's
+    /// `--max-new-channels-per-minute` then, as on one node).
+    made_by: HashMap<Arc<str>, Origin>,
     /// Charged for retained history.
     meter: Meter,
 }
@@ -65,6 +69,7 @@ impl Owned {
             shard,
             cluster: config.cluster.is_some(),
             pending: HashMap::new(),
+            made_by: HashMap::new(),
             config,
             logs: HashMap::new(),
             presence_dirty: Vec::new(),
@@ -120,8 +125,13 @@ impl Owned {
                 data,
                 reply,
                 idem,
-                ..
+                may_create,
             } if self.cluster => {
+                // Whether it makes the channel is Redis's to say (the
+                // script refuses a new one without `may_create`, and the
+                // answer counts one it made); a channel with a log here is
+                // not new.
+                let may_create = may_create || self.logs.contains_key(&channel);
                 let rule = self.config.history_for(&channel);
                 out.cluster.push(ClusterCmd::Call(RedisCall::Publish {
                     channel,
@@ -129,6 +139,7 @@ impl Owned {
                     reply,
                     rule,
                     idem,
+                    may_create,
                 }));
             }
             HubMsg::Query { channel, query, reply } if self.cluster => {
@@ -212,6 +223,8 @@ impl Owned {
                     if let Err(why) = self.may_make(sub.may_create) {
                         return fail_subscribe(channel, sub.from, code::CHANNEL_LIMIT, why, out);
                     }
+                    // This subscribe makes the channel: counted when confirmed.
+                    self.made_by.insert(Arc::clone(&channel), sub.from);
                 }
                 let waiting = self.pending.entry(Arc::clone(&channel)).or_default();
                 waiting.push(sub);
@@ -243,7 +256,18 @@ impl Owned {
             Err(why) => return fail_subscribe(channel, sub.from, code::CHANNEL_LIMIT, why, out),
         };
         let recovery = sub.recover.as_ref().map_or(Recovery::NotAsked, |r| log.recover(r));
+        let created = created || self.made_for(&channel, sub.from);
         self.confirm(channel, sub, recovery, created, out);
+    }
+
+    /// Cluster mode: whether the subscribe from `from` made the channel
+    /// (asked once, when it is answered).
+    fn made_for(&mut self, channel: &Arc<str>, from: Origin) -> bool {
+        let made = self.made_by.get(channel) == Some(&from);
+        if made {
+            self.made_by.remove(channel);
+        }
+        made
     }
 
     /// Whether a client's command may make a new channel: the connection
@@ -334,6 +358,7 @@ impl Owned {
     fn synced(&mut self, channel: Arc<str>, position: Option<(Arc<str>, u64)>, tick: u32, out: &mut Out) {
         let waiting = self.pending.remove(&channel).unwrap_or_default();
         let Some((epoch, offset)) = position else {
+            self.made_by.remove(&channel); // nothing was made
             for sub in waiting {
                 let why = "the cluster link is down; retry";
                 fail_subscribe(Arc::clone(&channel), sub.from, code::UNAVAILABLE, why, out);
@@ -397,7 +422,8 @@ impl Owned {
             (_, Some(_)) => Recovery::Impossible("epoch changed: the channel's history was lost"),
             (_, None) => Recovery::Impossible("history gone: the cluster's history is unreachable"),
         };
-        self.confirm(channel, sub, recovery, false, out);
+        let created = self.made_for(&channel, sub.from);
+        self.confirm(channel, sub, recovery, created, out);
     }
 
     fn log(&mut self, channel: &Arc<str>, tick: u32) -> &mut ChannelLog {
@@ -1003,5 +1029,34 @@ mod tests {
         owned.expire(u32::MAX);
         assert_eq!(budget.channels(), 0);
         assert_eq!(told(&owned.handle(publish_to("c", true), 0)), [(0, true)]);
+    }
+    #[test]
+    fn cluster_creations_count_against_the_connection_window_as_on_one_node() {
+        let mut owned = owned(cluster_config());
+        // A publish may make a channel only within the window (Redis says
+        // whether it did); one to a channel with a log here makes none.
+        let out = owned.handle(publish_to("p", false), 0);
+        assert!(matches!(
+            &out.cluster[..],
+            [ClusterCmd::Call(RedisCall::Publish { may_create: false, .. })]
+        ));
+        // The subscribe that makes a channel is counted when confirmed, once.
+        let mut refused = subscribe(origin(0, 3, 9), None, None);
+        if let HubMsg::Subscribe { may_create, .. } = &mut refused {
+            *may_create = false;
+        }
+        assert_eq!(told(&owned.handle(refused, 0)), [(110, false)]);
+        owned.handle(subscribe(origin(0, 1, 1), None, None), 0);
+        owned.handle(subscribe(origin(0, 2, 2), None, None), 0);
+        let synced = HubMsg::ClusterSynced {
+            channel: "c".into(),
+            epoch: Some(("e1".into(), 0)),
+        };
+        assert_eq!(told(&owned.handle(synced, 0)), [(0, true), (0, false)]);
+        let out = owned.handle(publish_to("c", false), 0);
+        assert!(matches!(
+            &out.cluster[..],
+            [ClusterCmd::Call(RedisCall::Publish { may_create: true, .. })]
+        ));
     }
 }
