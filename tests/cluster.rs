@@ -453,3 +453,66 @@ fn cluster_subscribes_and_publishes_count_against_the_new_channel_window() {
         "publishes and subscribes share it: {reply}"
     );
 }
+
+#[test]
+fn channels_spread_over_two_redis_servers_and_cross_nodes_on_each() {
+    let (Some(first), Some(second)) = (Redis::start(), Redis::start()) else {
+        return;
+    };
+    let link = ["--redis", &first.url(), "--redis", &second.url()];
+    let (a, b) = (node_on(&link, "a", &[]), node_on(&link, "b", &[]));
+    wait_cluster(&a, 2);
+    wait_cluster(&b, 2);
+    let channels: Vec<String> = (0..16).map(|i| format!("spread:{i}")).collect();
+    // Subscribers on each node, publishers on the other.
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        let mut sub = WsClient::open(to.addr, "");
+        for channel in &channels {
+            let reply = sub.call("subscribe", json!({"channel": channel}));
+            assert!(reply.get("result").is_some(), "{reply}");
+        }
+        let mut publisher = WsClient::open(from.addr, "");
+        for channel in &channels {
+            publish(&mut publisher, channel, json!(channel));
+        }
+        let mut got: Vec<String> = (0..channels.len())
+            .map(|_| {
+                let push = next_pub(&mut sub);
+                assert_eq!(push["data"], push["channel"], "{push}");
+                push["channel"].as_str().unwrap().to_string()
+            })
+            .collect();
+        got.sort();
+        let mut want = channels.clone();
+        want.sort();
+        assert_eq!(got, want);
+    }
+    // Each channel's keys live on exactly one server, and each server has some.
+    let on = |redis: &Redis| redis.keys("hubbub:c:spread:*:o");
+    let (on_first, on_second) = (on(&first), on(&second));
+    assert!(
+        !on_first.is_empty() && !on_second.is_empty(),
+        "{on_first:?} {on_second:?}"
+    );
+    assert!(on_first.iter().all(|k| !on_second.contains(k)), "a channel on both");
+    assert_eq!(on_first.len() + on_second.len(), channels.len());
+    // The nodes' entries are on the first only; presence still spans nodes.
+    assert!(second.keys("hubbub:n*").is_empty(), "{:?}", second.keys("hubbub:n*"));
+    assert_eq!(first.keys("hubbub:nodes"), ["hubbub:nodes"]);
+    let mut watcher = user(a.addr, "ann");
+    let mut other = user(b.addr, "ben");
+    for client in [&mut watcher, &mut other] {
+        assert!(client
+            .call("subscribe", json!({"channel": "spread:1"}))
+            .get("result")
+            .is_some());
+    }
+    let admin = a.admin.unwrap();
+    let want = json!({"users": {"ann": 1, "ben": 1}, "anonymous": 0, "total": 2});
+    let mut last = Value::Null;
+    let seen = try_until(|| {
+        last = presence(admin, "spread:1");
+        (last == want).then_some(())
+    });
+    assert!(seen.is_some(), "presence: {last}");
+}

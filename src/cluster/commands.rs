@@ -27,7 +27,7 @@ use super::link::Target;
 use super::mirror::{self, Mirror, HEAL_EVERY_HEARTBEATS};
 use super::reply::{encode, epoch_offset, read_reply, strings, ttl_secs, unix_ms, Value};
 use super::REDIS_TIMEOUT;
-use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall};
+use crate::bus::cluster::{server_of, ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall};
 use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_REPLACED;
@@ -60,6 +60,10 @@ pub(crate) struct Setup {
     pub shards: Peers,
     pub stats: Vec<Arc<Mutex<ShardStats>>>,
     pub max_connections_per_user: usize,
+    /// Which Redis server (`--redis` order) this thread runs commands on.
+    /// The first (0) also holds the nodes' entries: heartbeats, presence
+    /// and user hashes, control messages.
+    pub server: usize,
 }
 
 /// A command waiting for (or in) a pipeline: the shards' own commands that
@@ -209,7 +213,7 @@ impl Commander {
                     self.lost(e);
                 }
             }
-            if self.conn.is_some() && Instant::now() >= self.next_heartbeat {
+            if self.primary() && self.conn.is_some() && Instant::now() >= self.next_heartbeat {
                 self.next_heartbeat = Instant::now() + self.heartbeat_every();
                 if let Err(e) = self.heartbeat() {
                     self.lost(e);
@@ -253,7 +257,8 @@ impl Commander {
                 self.heal_due = true;
                 self.resync_channels();
                 self.next_heartbeat = Instant::now();
-                self.state.set(&self.state.commands_up, true, "commands", None);
+                self.state
+                    .set(&self.state.commands_up[self.setup.server], true, "commands", None);
             }
             Err(e) => self.lost(e),
         }
@@ -264,7 +269,9 @@ impl Commander {
     /// epoch Redis lost meanwhile (and tell their subscribers) and of
     /// publications this node missed.
     fn resync_channels(&mut self) {
-        let channels: Vec<Arc<str>> = self.mirror.channels().cloned().collect();
+        let (server, servers) = (self.setup.server, self.setup.config.servers());
+        let ours = |channel: &&Arc<str>| server_of(channel, servers) == server;
+        let channels: Vec<Arc<str>> = self.mirror.channels().filter(ours).cloned().collect();
         for channel in channels {
             let shard = self.setup.shards.owner_of(&channel);
             let waiting = self.wrap(Op::Cmd(RedisCall::Sync { channel, shard }), 0);
@@ -281,7 +288,8 @@ impl Commander {
         }
         let error = (!self.logged_down).then_some(&error);
         self.logged_down = true;
-        self.state.set(&self.state.commands_up, false, "commands", error);
+        self.state
+            .set(&self.state.commands_up[self.setup.server], false, "commands", error);
     }
 
     /// Files a command from a shard: state goes into the mirror, the rest
@@ -450,6 +458,11 @@ impl Commander {
     /// This node's changed entries, or all of them when a heal is due.
     fn state_commands(&mut self, out: &mut Vec<Vec<String>>) {
         let node = &self.setup.config.node;
+        if !self.primary() {
+            // Only the first server holds the nodes' entries; this mirror
+            // only says which channels to re-sync.
+            return self.mirror.changes(node, &mut Vec::new());
+        }
         if self.heal_due {
             self.heal_due = false;
             return self
@@ -457,6 +470,11 @@ impl Commander {
                 .snapshot(node, &self.shas.replace_hash, self.node_keys_ttl_secs(), out);
         }
         self.mirror.changes(node, out);
+    }
+
+    /// Whether this thread's server holds the nodes' entries (the first).
+    fn primary(&self) -> bool {
+        self.setup.server == 0
     }
 
     /// This node's entries outlive its last heartbeat by ten TTLs.

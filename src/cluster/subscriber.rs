@@ -36,6 +36,8 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) struct Subscriber {
     config: ClusterConfig,
+    /// Which Redis server (`--redis` order) this one listens to.
+    server: usize,
     target: Target,
     shards: Peers,
     state: Arc<ClusterState>,
@@ -43,9 +45,16 @@ pub(crate) struct Subscriber {
 }
 
 impl Subscriber {
-    pub fn new(config: ClusterConfig, target: Target, shards: Peers, state: Arc<ClusterState>) -> Subscriber {
+    pub fn new(
+        config: ClusterConfig,
+        server: usize,
+        target: Target,
+        shards: Peers,
+        state: Arc<ClusterState>,
+    ) -> Subscriber {
         Subscriber {
             config,
+            server,
             target,
             shards,
             state,
@@ -57,7 +66,7 @@ impl Subscriber {
         let mut logged = false;
         while !self.state.stop.load(Ordering::Relaxed) {
             let error = self.listen();
-            if self.state.subscriber_up.load(Ordering::Relaxed) {
+            if self.state.subscriber_up[self.server].load(Ordering::Relaxed) {
                 logged = false; // it was up: this is a new outage
                 if !self.state.stop.load(Ordering::Relaxed) {
                     // Room messages have no offsets to find a gap by: the
@@ -72,7 +81,8 @@ impl Subscriber {
             }
             let error = (!logged).then_some(&error);
             logged = true;
-            self.state.set(&self.state.subscriber_up, false, "subscriber", error);
+            self.state
+                .set(&self.state.subscriber_up[self.server], false, "subscriber", error);
             let delay = self.backoff.next_delay();
             self.sleep(delay);
         }
@@ -127,7 +137,8 @@ impl Subscriber {
 
     fn up(&mut self) {
         self.backoff.reset();
-        self.state.set(&self.state.subscriber_up, true, "subscriber", None);
+        self.state
+            .set(&self.state.subscriber_up[self.server], true, "subscriber", None);
     }
 
     fn dispatch(&self, msg: &redis::Msg) {

@@ -684,6 +684,7 @@ mod tests {
                 master_name: None,
                 ca_file: None,
                 redis: "redis://127.0.0.1:1".into(),
+                more_redis: Vec::new(),
                 node: "n1".into(),
                 node_ttl: Duration::from_secs(5),
             }),
