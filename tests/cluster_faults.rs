@@ -285,6 +285,58 @@ fn a_redis_that_lost_its_data_tells_every_subscriber_the_new_epoch() {
     assert!(metrics.contains("hubbub_cluster_epoch_changes_total 1"), "{metrics}");
 }
 
+#[test]
+fn a_redis_restored_from_an_older_snapshot_gets_a_new_epoch_and_every_subscriber_is_told() {
+    let Some(mut redis) = Redis::start() else { return };
+    let (a, b) = (
+        node_on(&["--redis", &redis.url()], "a", &[]),
+        node_on(&["--redis", &redis.url()], "b", &[]),
+    );
+    wait_cluster(&a, 2);
+    let mut subs = [WsClient::open(a.addr, ""), WsClient::open(b.addr, "")];
+    for sub in &mut subs {
+        assert!(sub
+            .call("subscribe", json!({"channel": "ledger"}))
+            .get("result")
+            .is_some());
+    }
+    let mut publisher = WsClient::open(a.addr, "");
+    let old = publish(&mut publisher, "ledger", json!(1))["epoch"].clone();
+    publish(&mut publisher, "ledger", json!(2));
+    // A snapshot at offset 2, then two more publications it does not hold.
+    redis.run(&["SAVE"]);
+    for i in 3..=4 {
+        publish(&mut publisher, "ledger", json!(i));
+    }
+    for sub in &mut subs {
+        let offsets: Vec<Value> = (1..=4).map(|_| next_pub(sub)["offset"].clone()).collect();
+        assert_eq!(offsets, [1, 2, 3, 4]);
+    }
+    // Restarted from the snapshot (same directory): offset 2 under the old epoch.
+    redis.kill();
+    let _redis = Redis::start_on(redis.port).expect("redis restarts");
+    let mut epochs = Vec::new();
+    for sub in &mut subs {
+        let push = next_push(sub, "epoch");
+        assert_eq!(
+            (&push["channel"], &push["previous"]),
+            (&json!("ledger"), &old),
+            "{push}"
+        );
+        assert_ne!(push["epoch"], old);
+        epochs.push(push["epoch"].clone());
+    }
+    assert_eq!(epochs[0], epochs[1], "one new epoch on every node");
+    wait_cluster(&a, 2);
+    // Offset 3 is never handed out again under the old epoch.
+    let result = publish(&mut publisher, "ledger", json!("after"));
+    assert_eq!(result["epoch"], epochs[0], "{result}");
+    for sub in &mut subs {
+        let push = next_pub(sub);
+        assert_eq!((&push["offset"], &push["data"]), (&result["offset"], &json!("after")));
+    }
+}
+
 fn presence(node: &Process, channel: &str) -> Value {
     api(
         node.admin.unwrap(),

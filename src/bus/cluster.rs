@@ -92,7 +92,14 @@ pub enum RedisCall {
         may_create: bool,
     },
     /// The channel's epoch and last offset, for the owner shard `shard`.
-    Sync { channel: Arc<str>, shard: usize },
+    /// `behind`: the owner saw Redis's offset go back under this epoch
+    /// (an older snapshot restored): Redis gives the channel a new epoch
+    /// unless another node did already.
+    Sync {
+        channel: Arc<str>,
+        shard: usize,
+        behind: Option<(Arc<str>, u64)>,
+    },
     /// Publications after `after` from Redis's history, for a subscriber
     /// the owner's local log cannot serve.
     Recover {

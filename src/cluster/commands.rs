@@ -274,7 +274,12 @@ impl Commander {
         let channels: Vec<Arc<str>> = self.mirror.channels().filter(ours).cloned().collect();
         for channel in channels {
             let shard = self.setup.shards.owner_of(&channel);
-            let waiting = self.wrap(Op::Cmd(RedisCall::Sync { channel, shard }), 0);
+            let call = RedisCall::Sync {
+                channel,
+                shard,
+                behind: None,
+            };
+            let waiting = self.wrap(Op::Cmd(call), 0);
             self.pending.push_front(waiting);
         }
     }
@@ -554,9 +559,12 @@ impl Commander {
                 args.push(if *may_create { "1" } else { "0" }.into());
                 args
             }
-            Op::Cmd(RedisCall::Sync { channel, .. }) => {
+            Op::Cmd(RedisCall::Sync { channel, behind, .. }) => {
                 let mut args = evalsha(&self.shas.sync, channel);
                 args.extend([new_epoch(), CHANNEL_KEYS_TTL_SECS.to_string()]);
+                if let Some((epoch, offset)) = behind {
+                    args.extend([epoch.to_string(), offset.to_string()]);
+                }
                 args
             }
             Op::Cmd(RedisCall::Recover { channel, sub, .. }) => {
@@ -645,7 +653,7 @@ impl Commander {
                     self.answer_created(to, Ok(&result), created);
                 }
             }
-            Op::Cmd(RedisCall::Sync { channel, shard }) => {
+            Op::Cmd(RedisCall::Sync { channel, shard, .. }) => {
                 let (epoch, offset) = epoch_offset(&reply);
                 let msg = HubMsg::ClusterSynced {
                     channel,
@@ -706,7 +714,7 @@ impl Commander {
             Op::Cmd(RedisCall::Publish { reply: Some(to), .. }) | Op::Cmd(RedisCall::Query { reply: to, .. }) => {
                 self.answer(to, Err(failure))
             }
-            Op::Cmd(RedisCall::Sync { channel, shard }) => {
+            Op::Cmd(RedisCall::Sync { channel, shard, .. }) => {
                 self.to_shard(shard, HubMsg::ClusterSynced { channel, epoch: None })
             }
             Op::Cmd(RedisCall::Recover {

@@ -130,10 +130,16 @@ end
 return {epoch, offset, 0, made}
 "#;
 
-/// KEYS: epoch, offset, stream. ARGV: new epoch, keys TTL secs.
-/// Returns `{epoch, offset}`, creating the epoch if the channel has none.
+/// KEYS: epoch, offset, stream. ARGV: new epoch, keys TTL secs, then
+/// optionally an epoch and offset a node has seen. Returns `{epoch,
+/// offset}`, creating the epoch if the channel has none, or if its offset
+/// is behind what was seen under the same epoch (Redis went back to an
+/// older snapshot: those offsets must never name two publications).
 pub(crate) const SYNC: &str = r#"
 local epoch = redis.call('GET', KEYS[1])
+if epoch and ARGV[3] and epoch == ARGV[3] and tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[4]) then
+  epoch = false
+end
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch, 'EX', ARGV[2])

@@ -234,6 +234,7 @@ impl Owned {
                     out.cluster.push(ClusterCmd::Call(RedisCall::Sync {
                         channel,
                         shard: self.shard,
+                        behind: None,
                     }));
                 }
                 return;
@@ -369,6 +370,20 @@ impl Owned {
             return; // a re-sync after a reconnect, for a channel gone meanwhile
         }
         let log = self.log(&channel, tick);
+        if !log.epoch.is_empty() && log.epoch == epoch && offset < log.last {
+            // Redis went back to an older snapshot: its offsets would name
+            // other publications than those delivered. Redis makes a new
+            // epoch (once, whichever node asks first); the subscribes wait.
+            tracing::warn!(channel = %channel, epoch = %epoch, offset, seen = log.last, "cluster: Redis's offset went back under the same epoch (older snapshot restored); asking for a new epoch");
+            let behind = Some((epoch, log.last));
+            self.pending.entry(Arc::clone(&channel)).or_default().extend(waiting);
+            out.cluster.push(ClusterCmd::Call(RedisCall::Sync {
+                channel,
+                shard: self.shard,
+                behind,
+            }));
+            return;
+        }
         let previous = changed_epoch(log, &epoch);
         log.sync(&epoch, offset);
         if let Some(previous) = previous {
@@ -1059,5 +1074,29 @@ mod tests {
             &out.cluster[..],
             [ClusterCmd::Call(RedisCall::Publish { may_create: true, .. })]
         ));
+    }
+    #[test]
+    fn offsets_gone_back_under_one_epoch_ask_redis_for_a_new_epoch() {
+        let mut owned = owned(cluster_config());
+        owned.handle(subscribe(origin(0, 1, 1), None, None), 0);
+        let synced = |epoch: &str, offset| HubMsg::ClusterSynced {
+            channel: "c".into(),
+            epoch: Some((epoch.into(), offset)),
+        };
+        assert_eq!(confirmations(owned.handle(synced("e1", 10), 0)).len(), 1);
+        // After a reconnect Redis says offset 3 under the same epoch.
+        let out = owned.handle(synced("e1", 3), 0);
+        assert!(out.deliver.is_empty(), "nothing delivered under a rewound epoch");
+        match &out.cluster[..] {
+            [ClusterCmd::Call(RedisCall::Sync {
+                behind: Some((epoch, 10)),
+                ..
+            })] => assert_eq!(&**epoch, "e1"),
+            other => panic!("expected a sync that names what was seen: {other:?}"),
+        }
+        // Redis's new epoch: the subscriber is told.
+        let out = owned.handle(synced("e2", 0), 0);
+        assert_eq!(out.deliver.len(), 1, "the epoch push");
+        assert_eq!(&*out.deliver[0].epoch, "e2");
     }
 }
