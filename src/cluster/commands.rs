@@ -738,15 +738,12 @@ impl Commander {
         let ReplyTo::Client(origin) = to else { return };
         let why = "too many new channels from this connection this minute (--max-new-channels-per-minute)";
         let body = protocol::reply_error(Some(origin.id), code::CHANNEL_LIMIT, why);
-        let created = false;
-        self.to_shard(
-            origin.shard as usize,
-            HubMsg::Answer {
-                to: origin,
-                body,
-                created,
-            },
-        );
+        self.to_client(origin, body, false);
+    }
+
+    /// A reply to the client command `to`, through its shard.
+    fn to_client(&self, to: Origin, body: Vec<u8>, created: bool) {
+        self.to_shard(to.shard as usize, HubMsg::Answer { to, body, created });
     }
 
     fn answer(&self, to: ReplyTo, result: Result<&str, Failure>) {
@@ -762,14 +759,7 @@ impl Commander {
                     Err(Failure::NotDone(why)) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, why),
                     Err(Failure::Unknown) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, UNKNOWN_WHY),
                 };
-                self.to_shard(
-                    origin.shard as usize,
-                    HubMsg::Answer {
-                        to: origin,
-                        body,
-                        created,
-                    },
-                );
+                self.to_client(origin, body, created);
             }
             // Dropping the sender tells the API the call was not done (503).
             ReplyTo::Admin(tx) => match result {
