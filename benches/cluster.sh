@@ -1,23 +1,54 @@
 #!/usr/bin/env bash
-# Publishers on node A, subscribers on node B, Redis between; then the same
-# inside one node without Redis. Everything on loopback, killed by PID.
-set -u
+# Publish-to-deliver latency and deliveries/s, same run, three setups:
+#   1. two nodes through one Redis (publishers on A, subscribers on B),
+#   2. two nodes through two Redis servers (--redis twice; channels spread),
+#   3. one node alone, no Redis.
+# Each setup carries two channels, "a" and "b" (with two servers, "a" lives
+# on the first and "b" on the second: FNV-1a, docs/CLUSTER.md), each with
+# its own latency client at RATE/2 msg/s and SUBS/2 subscribers, so every
+# setup delivers RATE*SUBS per second. Everything on loopback, killed by PID.
 # Needs: cargo build --release --bins --examples; redis-server on PATH.
+set -u
 cd "$(dirname "$0")/.."
 BIN=target/release/hubbub
 LAT=target/release/examples/cluster_latency
 RATE=${RATE:-10000}; SUBS=${SUBS:-10}; SECS=${SECS:-10}
-redis-server --port 16399 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & RP=$!
+HALF_RATE=$((RATE / 2)); HALF_SUBS=$((SUBS / 2))
+common="--admin-listen off --shards 1 --max-messages-per-sec 1000000 --max-new-channels-per-minute 1000 --log-level warn"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+
+redis-server --port 26399 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & pids+=($!)
+redis-server --port 26400 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & pids+=($!)
 sleep 0.5
-common="--admin-listen off --shards 1 --max-messages-per-sec 1000000 --log-level warn"
-$BIN --listen 127.0.0.1:18081 $common --redis redis://127.0.0.1:16399 --node-id a >/dev/null 2>&1 & A=$!
-$BIN --listen 127.0.0.1:18082 $common --redis redis://127.0.0.1:16399 --node-id b >/dev/null 2>&1 & B=$!
-sleep 1.5
-echo "through Redis (pub on A, subs on B):"
-$LAT --pub 127.0.0.1:18081 --sub 127.0.0.1:18082 --subscribers $SUBS --rate $RATE --secs $SECS --channel x
-kill $A $B $RP; wait $A $B $RP 2>/dev/null
-$BIN --listen 127.0.0.1:18083 $common >/dev/null 2>&1 & S=$!
+
+# Two latency clients at once, one per channel; prints each one's line.
+measure() { # PUB_ADDR SUB_ADDR
+  $LAT --pub "$1" --sub "$2" --subscribers $HALF_SUBS --rate $HALF_RATE --secs $SECS --channel a > /tmp/hubbub-lat-a.$$ &
+  local la=$!
+  $LAT --pub "$1" --sub "$2" --subscribers $HALF_SUBS --rate $HALF_RATE --secs $SECS --channel b > /tmp/hubbub-lat-b.$$ &
+  local lb=$!
+  wait $la $lb
+  sed 's/^/  channel a: /' /tmp/hubbub-lat-a.$$; sed 's/^/  channel b: /' /tmp/hubbub-lat-b.$$
+  rm -f /tmp/hubbub-lat-a.$$ /tmp/hubbub-lat-b.$$
+}
+
+run_pair() { # LABEL REDIS_ARGS...
+  local label=$1; shift
+  $BIN --listen 127.0.0.1:28081 $common "$@" --node-id a >/dev/null 2>&1 & local a=$!
+  $BIN --listen 127.0.0.1:28082 $common "$@" --node-id b >/dev/null 2>&1 & local b=$!
+  sleep 1.5
+  echo "$label (pub on A, subs on B), $RATE msg/s:"
+  measure 127.0.0.1:28081 127.0.0.1:28082
+  kill $a $b; wait $a $b 2>/dev/null
+}
+
+run_pair "one Redis" --redis redis://127.0.0.1:26399
+run_pair "two Redis" --redis redis://127.0.0.1:26399 --redis redis://127.0.0.1:26400
+
+$BIN --listen 127.0.0.1:28083 $common >/dev/null 2>&1 & S=$!
 sleep 1
-echo "one node, no Redis:"
-$LAT --pub 127.0.0.1:18083 --sub 127.0.0.1:18083 --subscribers $SUBS --rate $RATE --secs $SECS --channel x
+echo "one node, no Redis, $RATE msg/s:"
+measure 127.0.0.1:28083 127.0.0.1:28083
 kill $S; wait $S 2>/dev/null

@@ -353,3 +353,166 @@ fn rooms_without_redis_close_their_members_1013() {
         "{reason}"
     );
 }
+
+/// The next `presence` push on `watcher`: `(joined, left)`.
+fn next_presence(watcher: &mut WsClient) -> (Value, Value) {
+    loop {
+        let push = watcher.push().expect("connection open");
+        if push["push"] == "presence" {
+            return (push["joined"].clone(), push["left"].clone());
+        }
+    }
+}
+
+/// Every `presence` push on `watcher` until the publication `marker`.
+fn presence_until(watcher: &mut WsClient, marker: &Value) -> Vec<(Value, Value)> {
+    let mut seen = Vec::new();
+    loop {
+        let push = watcher.push().expect("connection open");
+        if push["push"] == "presence" {
+            seen.push((push["joined"].clone(), push["left"].clone()));
+        } else if push["push"] == "pub" && &push["data"] == marker {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn joins_and_leaves_reach_the_watchers_of_every_node_once() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a", &[]), node(&redis, "b", &[]));
+    wait_cluster(&a, 2);
+    wait_cluster(&b, 2);
+    let watch = json!({"channel": "lobby", "join_leave": true});
+    let joined = |u: &str| (json!([u]), json!([]));
+    let left = |u: &str| (json!([]), json!([u]));
+    let mut on_b = user(b.addr, "wb");
+    assert!(on_b.call("subscribe", watch.clone()).get("result").is_some());
+    assert_eq!(next_presence(&mut on_b), joined("wb"));
+    let mut on_a = user(a.addr, "wa");
+    assert!(on_a.call("subscribe", watch).get("result").is_some());
+    assert_eq!(next_presence(&mut on_a), joined("wa"));
+    assert_eq!(next_presence(&mut on_b), joined("wa"), "a's join crossed to b");
+    // A subscriber on each node comes and goes; both watchers see it.
+    for (node, name) in [(&a, "guest-a"), (&b, "guest-b")] {
+        let mut guest = user(node.addr, name);
+        assert!(guest
+            .call("subscribe", json!({"channel": "lobby"}))
+            .get("result")
+            .is_some());
+        assert_eq!(next_presence(&mut on_a), joined(name));
+        assert_eq!(next_presence(&mut on_b), joined(name));
+        drop(guest);
+        assert_eq!(next_presence(&mut on_a), left(name));
+        assert_eq!(next_presence(&mut on_b), left(name));
+    }
+    // Nothing more (no echo of a node's own events): publications from
+    // each node arrive after any late duplicate would have.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "lobby", json!("end"));
+    assert_eq!(presence_until(&mut on_a, &json!("end")), Vec::new());
+    assert_eq!(presence_until(&mut on_b, &json!("end")), Vec::new());
+}
+
+#[test]
+fn cluster_subscribes_and_publishes_count_against_the_new_channel_window() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "a", &["--max-new-channels-per-minute", "2"]);
+    wait_cluster(&a, 1);
+    let mut client = WsClient::open(a.addr, "");
+    for channel in ["s1", "s2"] {
+        let reply = client.call("subscribe", json!({"channel": channel}));
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    let reply = client.call("subscribe", json!({"channel": "s3"}));
+    assert_eq!(reply["error"]["code"], 110, "third new channel: {reply}");
+    let reply = client.call("publish", json!({"channel": "p1", "data": 1}));
+    assert_eq!(reply["error"]["code"], 110, "a publish makes channels too: {reply}");
+    // Channels with a log here make nothing: still served.
+    let reply = client.call("publish", json!({"channel": "s1", "data": 1}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    // A publish counts when it made the channel in Redis: one that exists
+    // in the cluster (made on node b) is served without the window, and so
+    // is a channel this client made, published to again.
+    let b = node(&redis, "b", &[]);
+    wait_cluster(&b, 2);
+    publish(&mut WsClient::open(b.addr, ""), "elsewhere", json!(0));
+    let reply = client.call("publish", json!({"channel": "elsewhere", "data": 1}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    let mut other = WsClient::open(a.addr, "");
+    for channel in ["p1", "p2", "p1", "p2", "elsewhere"] {
+        let reply = other.call("publish", json!({"channel": channel, "data": 1}));
+        assert!(reply.get("result").is_some(), "{channel}: {reply}");
+    }
+    let reply = other.call("publish", json!({"channel": "p3", "data": 1}));
+    assert_eq!(reply["error"]["code"], 110, "{reply}");
+    let reply = other.call("subscribe", json!({"channel": "s4"}));
+    assert_eq!(
+        reply["error"]["code"], 110,
+        "publishes and subscribes share it: {reply}"
+    );
+}
+
+#[test]
+fn channels_spread_over_two_redis_servers_and_cross_nodes_on_each() {
+    let (Some(first), Some(second)) = (Redis::start(), Redis::start()) else {
+        return;
+    };
+    let link = ["--redis", &first.url(), "--redis", &second.url()];
+    let (a, b) = (node_on(&link, "a", &[]), node_on(&link, "b", &[]));
+    wait_cluster(&a, 2);
+    wait_cluster(&b, 2);
+    let channels: Vec<String> = (0..16).map(|i| format!("spread:{i}")).collect();
+    // Subscribers on each node, publishers on the other.
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        let mut sub = WsClient::open(to.addr, "");
+        for channel in &channels {
+            let reply = sub.call("subscribe", json!({"channel": channel}));
+            assert!(reply.get("result").is_some(), "{reply}");
+        }
+        let mut publisher = WsClient::open(from.addr, "");
+        for channel in &channels {
+            publish(&mut publisher, channel, json!(channel));
+        }
+        let mut got: Vec<String> = (0..channels.len())
+            .map(|_| {
+                let push = next_pub(&mut sub);
+                assert_eq!(push["data"], push["channel"], "{push}");
+                push["channel"].as_str().unwrap().to_string()
+            })
+            .collect();
+        got.sort();
+        let mut want = channels.clone();
+        want.sort();
+        assert_eq!(got, want);
+    }
+    // Each channel's keys live on exactly one server, and each server has some.
+    let on = |redis: &Redis| redis.keys("hubbub:c:spread:*:o");
+    let (on_first, on_second) = (on(&first), on(&second));
+    assert!(
+        !on_first.is_empty() && !on_second.is_empty(),
+        "{on_first:?} {on_second:?}"
+    );
+    assert!(on_first.iter().all(|k| !on_second.contains(k)), "a channel on both");
+    assert_eq!(on_first.len() + on_second.len(), channels.len());
+    // The nodes' entries are on the first only; presence still spans nodes.
+    assert!(second.keys("hubbub:n*").is_empty(), "{:?}", second.keys("hubbub:n*"));
+    assert_eq!(first.keys("hubbub:nodes"), ["hubbub:nodes"]);
+    let mut watcher = user(a.addr, "ann");
+    let mut other = user(b.addr, "ben");
+    for client in [&mut watcher, &mut other] {
+        assert!(client
+            .call("subscribe", json!({"channel": "spread:1"}))
+            .get("result")
+            .is_some());
+    }
+    let admin = a.admin.unwrap();
+    let want = json!({"users": {"ann": 1, "ben": 1}, "anonymous": 0, "total": 2});
+    let mut last = Value::Null;
+    let seen = try_until(|| {
+        last = presence(admin, "spread:1");
+        (last == want).then_some(())
+    });
+    assert!(seen.is_some(), "presence: {last}");
+}

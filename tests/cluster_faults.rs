@@ -233,9 +233,8 @@ fn next_push(client: &mut WsClient, kind: &str) -> Value {
     }
 }
 
-#[test]
-fn a_redis_that_lost_its_data_tells_every_subscriber_the_new_epoch() {
-    let Some(mut redis) = Redis::start() else { return };
+/// Nodes a and b on `redis`, with a subscriber of `channel` on each.
+fn two_nodes_subscribed(redis: &Redis, channel: &str) -> (Process, Process, [WsClient; 2]) {
     let (a, b) = (
         node_on(&["--redis", &redis.url()], "a", &[]),
         node_on(&["--redis", &redis.url()], "b", &[]),
@@ -243,11 +242,37 @@ fn a_redis_that_lost_its_data_tells_every_subscriber_the_new_epoch() {
     wait_cluster(&a, 2);
     let mut subs = [WsClient::open(a.addr, ""), WsClient::open(b.addr, "")];
     for sub in &mut subs {
-        assert!(sub
-            .call("subscribe", json!({"channel": "ticker"}))
-            .get("result")
-            .is_some());
+        let reply = sub.call("subscribe", json!({"channel": channel}));
+        assert!(reply.get("result").is_some(), "{reply}");
     }
+    (a, b, subs)
+}
+
+/// Every one of `subs` is told that `channel`'s epoch `old` was lost;
+/// returns the one new epoch they are all told.
+fn told_new_epoch(subs: &mut [WsClient], channel: &str, old: &Value) -> Value {
+    let mut epochs = Vec::new();
+    for sub in subs.iter_mut() {
+        let push = next_push(sub, "epoch");
+        assert_eq!(
+            (&push["channel"], &push["previous"], &push["reason"]),
+            (&json!(channel), old, &json!("lost")),
+            "{push}"
+        );
+        assert_ne!(&push["epoch"], old);
+        epochs.push(push["epoch"].clone());
+    }
+    assert!(
+        epochs.windows(2).all(|w| w[0] == w[1]),
+        "one new epoch on every node: {epochs:?}"
+    );
+    epochs.swap_remove(0)
+}
+
+#[test]
+fn a_redis_that_lost_its_data_tells_every_subscriber_the_new_epoch() {
+    let Some(mut redis) = Redis::start() else { return };
+    let (a, _b, mut subs) = two_nodes_subscribed(&redis, "ticker");
     let mut publisher = WsClient::open(a.addr, "");
     let old = publish(&mut publisher, "ticker", json!(1))["epoch"].clone();
     for i in 2..=5 {
@@ -262,27 +287,46 @@ fn a_redis_that_lost_its_data_tells_every_subscriber_the_new_epoch() {
     redis.kill();
     let _redis = Redis::start_on(redis.port).expect("redis restarts");
     // Before anyone publishes again, both nodes re-sync and tell.
-    let mut epochs = Vec::new();
-    for sub in &mut subs {
-        let push = next_push(sub, "epoch");
-        assert_eq!(
-            (&push["channel"], &push["previous"], &push["reason"]),
-            (&json!("ticker"), &old, &json!("lost")),
-            "{push}"
-        );
-        assert_ne!(push["epoch"], old);
-        epochs.push(push["epoch"].clone());
-    }
-    assert_eq!(epochs[0], epochs[1], "one new epoch on every node");
+    let epoch = told_new_epoch(&mut subs, "ticker", &old);
     wait_cluster(&a, 2);
     let result = publish(&mut publisher, "ticker", json!("new"));
-    assert_eq!((&result["epoch"], &result["offset"]), (&epochs[0], &json!(1)));
+    assert_eq!((&result["epoch"], &result["offset"]), (&epoch, &json!(1)));
     for sub in &mut subs {
         let push = next_pub(sub);
         assert_eq!((&push["offset"], &push["data"]), (&json!(1), &json!("new")));
     }
     let (_, metrics) = (0, http_get(a.admin.unwrap(), "/metrics").1);
     assert!(metrics.contains("hubbub_cluster_epoch_changes_total 1"), "{metrics}");
+}
+
+#[test]
+fn a_redis_restored_from_an_older_snapshot_gets_a_new_epoch_and_every_subscriber_is_told() {
+    let Some(mut redis) = Redis::start() else { return };
+    let (a, _b, mut subs) = two_nodes_subscribed(&redis, "ledger");
+    let mut publisher = WsClient::open(a.addr, "");
+    let old = publish(&mut publisher, "ledger", json!(1))["epoch"].clone();
+    publish(&mut publisher, "ledger", json!(2));
+    // A snapshot at offset 2, then two more publications it does not hold.
+    redis.run(&["SAVE"]);
+    for i in 3..=4 {
+        publish(&mut publisher, "ledger", json!(i));
+    }
+    for sub in &mut subs {
+        let offsets: Vec<Value> = (1..=4).map(|_| next_pub(sub)["offset"].clone()).collect();
+        assert_eq!(offsets, [1, 2, 3, 4]);
+    }
+    // Restarted from the snapshot (same directory): offset 2 under the old epoch.
+    redis.kill();
+    let _redis = Redis::start_on(redis.port).expect("redis restarts");
+    let epoch = told_new_epoch(&mut subs, "ledger", &old);
+    wait_cluster(&a, 2);
+    // Offset 3 is never handed out again under the old epoch.
+    let result = publish(&mut publisher, "ledger", json!("after"));
+    assert_eq!(result["epoch"], epoch, "{result}");
+    for sub in &mut subs {
+        let push = next_pub(sub);
+        assert_eq!((&push["offset"], &push["data"]), (&result["offset"], &json!("after")));
+    }
 }
 
 fn presence(node: &Process, channel: &str) -> Value {

@@ -21,6 +21,9 @@ pub struct ClusterConfig {
     /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]` or `rediss://...` (with
     /// Sentinel: the scheme, credentials and database for the master).
     pub redis: String,
+    /// The second and later `--redis`: channels are spread over all of them
+    /// (`server_of`); the first also holds the nodes' entries.
+    pub more_redis: Vec<String>,
     /// `--redis-sentinel HOST:PORT`, in the order they are asked.
     pub sentinels: Vec<String>,
     /// `--redis-master-name`: set exactly when `sentinels` is not empty.
@@ -31,6 +34,42 @@ pub struct ClusterConfig {
     pub node: Arc<str>,
     /// A node that has not heartbeated for this long is no longer counted.
     pub node_ttl: Duration,
+}
+
+impl ClusterConfig {
+    /// How many Redis servers the channels are spread over.
+    pub fn servers(&self) -> usize {
+        1 + self.more_redis.len()
+    }
+
+    /// The settings for one connection to server `index` (0: the first).
+    pub fn for_server(&self, index: usize) -> ClusterConfig {
+        let mut one = self.clone();
+        if let Some(url) = index.checked_sub(1).and_then(|i| self.more_redis.get(i)) {
+            one.redis = url.clone();
+        }
+        one.more_redis.clear();
+        if !one.redis.starts_with("rediss://") {
+            one.ca_file = None; // `--redis-ca-file` is for the TLS ones
+        }
+        one
+    }
+}
+
+/// The server (of `servers`) that holds channel or room `name`: FNV-1a of
+/// the name's bytes, modulo the count. Stable across processes, versions
+/// and platforms (it decides where a channel's offsets live): never change
+/// it without a resharding note (docs/CLUSTER.md).
+pub fn server_of(name: &str, servers: usize) -> usize {
+    if servers <= 1 {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % servers as u64) as usize
 }
 
 /// The shards' commands that wait for an answer from Redis; the bridge
@@ -46,9 +85,21 @@ pub enum RedisCall {
         rule: HistoryRule,
         /// The caller's idempotency key, if it gave one.
         idem: Option<Arc<str>>,
+        /// Whether it may make the channel (the caller has creations left
+        /// in `--max-new-channels-per-minute`, or the owner has a log of
+        /// it): Redis refuses to make one otherwise, and a publish that made
+        /// one counts against the caller's window.
+        may_create: bool,
     },
     /// The channel's epoch and last offset, for the owner shard `shard`.
-    Sync { channel: Arc<str>, shard: usize },
+    /// `behind`: the owner saw Redis's offset go back under this epoch
+    /// (an older snapshot restored): Redis gives the channel a new epoch
+    /// unless another node did already.
+    Sync {
+        channel: Arc<str>,
+        shard: usize,
+        behind: Option<(Arc<str>, u64)>,
+    },
     /// Publications after `after` from Redis's history, for a subscriber
     /// the owner's local log cannot serve.
     Recover {
@@ -111,6 +162,13 @@ pub enum ClusterCmd {
         room: Arc<str>,
         frame: bytes::Bytes,
     },
+    /// A channel's joins and leaves on this node (the `presence` push's
+    /// JSON), for the other nodes' `join_leave` watchers: fire and forget,
+    /// on the channel's Pub/Sub, no history.
+    ChannelPresence {
+        channel: Arc<str>,
+        json: Vec<u8>,
+    },
     /// `/api/disconnect` on the other nodes.
     DisconnectUser {
         user: Arc<str>,
@@ -136,8 +194,10 @@ pub struct NodeInfo {
 /// Shared between the bridge threads, the shards' links and the admin API.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    pub commands_up: AtomicBool,
-    pub subscriber_up: AtomicBool,
+    /// Per Redis server (in `--redis` order): its command connection is up.
+    pub commands_up: Vec<AtomicBool>,
+    /// Per Redis server: its subscriber connection is up.
+    pub subscriber_up: Vec<AtomicBool>,
     /// Commands dropped: the queue or the pending buffer was full, or the
     /// link failed with them in flight.
     pub drops: AtomicU64,
@@ -161,16 +221,21 @@ pub struct ClusterState {
 impl ClusterState {
     /// A fresh state: nothing held yet, at most `max_bytes`, charged to
     /// `budget`.
-    pub fn new(max_bytes: u64, budget: Arc<MemoryBudget>) -> ClusterState {
+    pub fn new(servers: usize, max_bytes: u64, budget: Arc<MemoryBudget>) -> ClusterState {
+        let flags = || (0..servers).map(|_| AtomicBool::new(false)).collect();
         ClusterState {
+            commands_up: flags(),
+            subscriber_up: flags(),
             max_bytes,
             budget: Some(budget),
             ..ClusterState::default()
         }
     }
 
+    /// Both connections to every Redis server are up.
     pub fn link_up(&self) -> bool {
-        self.commands_up.load(Ordering::Relaxed) && self.subscriber_up.load(Ordering::Relaxed)
+        let up = |flags: &[AtomicBool]| flags.iter().all(|f| f.load(Ordering::Relaxed));
+        up(&self.commands_up) && up(&self.subscriber_up)
     }
 
     /// Takes `bytes` for a command the bridge will hold; `false` (nothing
@@ -240,12 +305,35 @@ impl ClusterCmd {
             },
             ClusterCmd::UserMessage { user, json } => user.len() + json.len(),
             ClusterCmd::RoomMessage { room, frame } => room.len() + frame.len(),
+            ClusterCmd::ChannelPresence { channel, json } => channel.len() + json.len(),
             ClusterCmd::DisconnectUser { user, reason, .. } => user.len() + reason.len(),
             ClusterCmd::DisconnectToken { token_id, reason, .. } => token_id.len() + reason.len(),
             ClusterCmd::Presence { channel, .. } => channel.len(),
             ClusterCmd::UserOnline { user, .. } | ClusterCmd::UserOffline { user, .. } => user.len(),
         };
         (FIXED + variable) as u64
+    }
+
+    /// The server (of `servers`) that runs this command: a channel's or a
+    /// room's own; the first for what concerns the nodes (their entries,
+    /// control messages between them).
+    pub fn server(&self, servers: usize) -> usize {
+        match self {
+            ClusterCmd::Call(
+                RedisCall::Publish { channel, .. }
+                | RedisCall::Sync { channel, .. }
+                | RedisCall::Recover { channel, .. }
+                | RedisCall::Query {
+                    channel,
+                    query: Query::History { .. },
+                    ..
+                },
+            )
+            | ClusterCmd::Presence { channel, .. }
+            | ClusterCmd::ChannelPresence { channel, .. } => server_of(channel, servers),
+            ClusterCmd::RoomMessage { room, .. } => server_of(room, servers),
+            _ => 0,
+        }
     }
 
     /// This node's own state (presence, users): never refused, merged into
@@ -261,22 +349,26 @@ impl ClusterCmd {
 /// A shard's (or the API's) handle on the bridge: two lanes.
 #[derive(Clone)]
 pub struct ClusterLink {
-    /// Work for Redis, bounded in count (`QUEUE_CAPACITY`) and in bytes
+    /// Work for Redis, one queue per server (`--redis` order), each bounded
+    /// in count (`QUEUE_CAPACITY`), all together in bytes
     /// (`ClusterState::max_bytes`): a full queue is a counted drop.
-    tx: Sender<ClusterCmd>,
-    /// This node's state changes. Unbounded in type, bounded by
+    tx: Vec<Sender<ClusterCmd>>,
+    /// This node's state changes, per server. Unbounded in type, bounded by
     /// construction: each is caused by a connection event or a rate-limited
     /// subscribe, and the bridge drains the lane every pass (at most 200 ms)
-    /// into its mirror, Redis up or not. Never dropped.
-    state_tx: Sender<ClusterCmd>,
+    /// into its mirror, Redis up or not. Never dropped. All go to the first
+    /// server (which holds the nodes' entries); a channel's presence also
+    /// to its own server, which re-syncs the channel after a reconnect.
+    state_tx: Vec<Sender<ClusterCmd>>,
     pub node: Arc<str>,
     pub state: Arc<ClusterState>,
 }
 
 impl ClusterLink {
+    /// `tx` and `state_tx`: one sender per server, in `--redis` order.
     pub fn new(
-        tx: Sender<ClusterCmd>,
-        state_tx: Sender<ClusterCmd>,
+        tx: Vec<Sender<ClusterCmd>>,
+        state_tx: Vec<Sender<ClusterCmd>>,
         node: Arc<str>,
         state: Arc<ClusterState>,
     ) -> ClusterLink {
@@ -295,16 +387,22 @@ impl ClusterLink {
     // command to shrink that Err would cost an allocation per publish.
     #[allow(clippy::result_large_err)]
     pub fn send(&self, cmd: ClusterCmd) -> Result<(), ClusterCmd> {
+        let server = cmd.server(self.tx.len());
         if cmd.is_state() {
+            if let (ClusterCmd::Presence { channel, user, delta }, 1..) = (&cmd, server) {
+                let (channel, user, delta) = (Arc::clone(channel), user.clone(), *delta);
+                let copy = ClusterCmd::Presence { channel, user, delta };
+                let _ = self.state_tx[server].send(copy);
+            }
             // Fails only when the bridge has stopped (the server is ending).
-            return self.state_tx.send(cmd).map_err(|e| e.into_inner());
+            return self.state_tx[0].send(cmd).map_err(|e| e.into_inner());
         }
         let bytes = cmd.bytes();
         if !self.state.hold(bytes) {
             self.state.drop_one();
             return Err(cmd);
         }
-        match self.tx.try_send(cmd) {
+        match self.tx[server].try_send(cmd) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(cmd) | TrySendError::Disconnected(cmd)) => {
                 self.state.release(bytes);
@@ -320,9 +418,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_channel_has_one_server_for_good_and_the_servers_share_the_channels() {
+        // Fixed values: where a channel lives must not change between
+        // releases (FNV-1a 64 of the name).
+        assert_eq!(server_of("news", 1), 0);
+        assert_eq!(["a", "b", "news", "chat:1"].map(|c| server_of(c, 2)), [0, 1, 0, 0]);
+        assert_eq!(["a", "b", "news", "chat:1"].map(|c| server_of(c, 3)), [1, 1, 0, 2]);
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            counts[server_of(&format!("channel:{i}"), 3)] += 1;
+        }
+        assert!(counts.iter().all(|&n| (800..1200).contains(&n)), "{counts:?}");
+    }
+
+    #[test]
     fn held_bytes_are_bounded_and_charged_to_the_memory_budget() {
         let budget = MemoryBudget::new(1 << 30);
-        let state = ClusterState::new(1000, Arc::clone(&budget));
+        let state = ClusterState::new(1, 1000, Arc::clone(&budget));
         assert!(state.hold(600));
         assert!(!state.hold(600), "over the bound: refused, nothing taken");
         assert_eq!(
@@ -341,6 +453,7 @@ mod tests {
                 max_bytes: 0,
             },
             idem: None,
+            may_create: true,
         });
         assert!(publish.bytes() > 5000);
     }

@@ -27,7 +27,7 @@ use super::link::Target;
 use super::mirror::{self, Mirror, HEAL_EVERY_HEARTBEATS};
 use super::reply::{encode, epoch_offset, read_reply, strings, ttl_secs, unix_ms, Value};
 use super::REDIS_TIMEOUT;
-use crate::bus::cluster::{ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall};
+use crate::bus::cluster::{server_of, ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall};
 use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_REPLACED;
@@ -60,6 +60,10 @@ pub(crate) struct Setup {
     pub shards: Peers,
     pub stats: Vec<Arc<Mutex<ShardStats>>>,
     pub max_connections_per_user: usize,
+    /// Which Redis server (`--redis` order) this thread runs commands on.
+    /// The first (0) also holds the nodes' entries: heartbeats, presence
+    /// and user hashes, control messages.
+    pub server: usize,
 }
 
 /// A command waiting for (or in) a pipeline: the shards' own commands that
@@ -209,7 +213,7 @@ impl Commander {
                     self.lost(e);
                 }
             }
-            if self.conn.is_some() && Instant::now() >= self.next_heartbeat {
+            if self.primary() && self.conn.is_some() && Instant::now() >= self.next_heartbeat {
                 self.next_heartbeat = Instant::now() + self.heartbeat_every();
                 if let Err(e) = self.heartbeat() {
                     self.lost(e);
@@ -253,7 +257,8 @@ impl Commander {
                 self.heal_due = true;
                 self.resync_channels();
                 self.next_heartbeat = Instant::now();
-                self.state.set(&self.state.commands_up, true, "commands", None);
+                self.state
+                    .set(&self.state.commands_up[self.setup.server], true, "commands", None);
             }
             Err(e) => self.lost(e),
         }
@@ -264,10 +269,17 @@ impl Commander {
     /// epoch Redis lost meanwhile (and tell their subscribers) and of
     /// publications this node missed.
     fn resync_channels(&mut self) {
-        let channels: Vec<Arc<str>> = self.mirror.channels().cloned().collect();
+        let (server, servers) = (self.setup.server, self.setup.config.servers());
+        let ours = |channel: &&Arc<str>| server_of(channel, servers) == server;
+        let channels: Vec<Arc<str>> = self.mirror.channels().filter(ours).cloned().collect();
         for channel in channels {
             let shard = self.setup.shards.owner_of(&channel);
-            let waiting = self.wrap(Op::Cmd(RedisCall::Sync { channel, shard }), 0);
+            let call = RedisCall::Sync {
+                channel,
+                shard,
+                behind: None,
+            };
+            let waiting = self.wrap(Op::Cmd(call), 0);
             self.pending.push_front(waiting);
         }
     }
@@ -281,7 +293,8 @@ impl Commander {
         }
         let error = (!self.logged_down).then_some(&error);
         self.logged_down = true;
-        self.state.set(&self.state.commands_up, false, "commands", error);
+        self.state
+            .set(&self.state.commands_up[self.setup.server], false, "commands", error);
     }
 
     /// Files a command from a shard: state goes into the mirror, the rest
@@ -305,6 +318,10 @@ impl Commander {
             }
             ClusterCmd::Call(call) => Op::Cmd(call),
             ClusterCmd::RoomMessage { room, frame } => Op::Room { room, frame },
+            ClusterCmd::ChannelPresence { channel, json } => {
+                let message = keys::presence_message(&self.setup.config.node, &json);
+                Op::Raw(vec!["PUBLISH".into(), keys::publications(&channel), message])
+            }
             ClusterCmd::UserMessage { user, json } => {
                 let json = String::from_utf8_lossy(&json);
                 self.control(serde_json::json!({"k": "m", "from": &*self.setup.config.node, "user": &*user, "json": json}))
@@ -446,6 +463,11 @@ impl Commander {
     /// This node's changed entries, or all of them when a heal is due.
     fn state_commands(&mut self, out: &mut Vec<Vec<String>>) {
         let node = &self.setup.config.node;
+        if !self.primary() {
+            // Only the first server holds the nodes' entries; this mirror
+            // only says which channels to re-sync.
+            return self.mirror.changes(node, &mut Vec::new());
+        }
         if self.heal_due {
             self.heal_due = false;
             return self
@@ -453,6 +475,11 @@ impl Commander {
                 .snapshot(node, &self.shas.replace_hash, self.node_keys_ttl_secs(), out);
         }
         self.mirror.changes(node, out);
+    }
+
+    /// Whether this thread's server holds the nodes' entries (the first).
+    fn primary(&self) -> bool {
+        self.setup.server == 0
     }
 
     /// This node's entries outlive its last heartbeat by ten TTLs.
@@ -495,6 +522,7 @@ impl Commander {
                 data,
                 rule,
                 idem,
+                may_create,
                 ..
             }) => {
                 let mut args = evalsha(&self.shas.publish, channel);
@@ -528,11 +556,15 @@ impl Commander {
                         IDEM_NODE_TTL_SECS.to_string(),
                     ]),
                 }
+                args.push(if *may_create { "1" } else { "0" }.into());
                 args
             }
-            Op::Cmd(RedisCall::Sync { channel, .. }) => {
+            Op::Cmd(RedisCall::Sync { channel, behind, .. }) => {
                 let mut args = evalsha(&self.shas.sync, channel);
                 args.extend([new_epoch(), CHANNEL_KEYS_TTL_SECS.to_string()]);
+                if let Some((epoch, offset)) = behind {
+                    args.extend([epoch.to_string(), offset.to_string()]);
+                }
                 args
             }
             Op::Cmd(RedisCall::Recover { channel, sub, .. }) => {
@@ -600,8 +632,17 @@ impl Commander {
         match waiting.op {
             Op::Cmd(RedisCall::Publish { reply: to, .. }) => {
                 let (epoch, offset) = epoch_offset(&reply);
-                let duplicate =
-                    matches!(&reply, Value::Array(items) if items.get(2).and_then(Value::as_int) == Some(1));
+                let item = |i: usize| match &reply {
+                    Value::Array(items) => items.get(i).and_then(Value::as_int),
+                    _ => None,
+                };
+                let (duplicate, created) = (item(2) == Some(1), item(3) == Some(1));
+                if item(2) == Some(2) {
+                    if let Some(to) = to {
+                        self.refuse_channel(to);
+                    }
+                    return;
+                }
                 if !duplicate {
                     self.state.published.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(names::CLUSTER_PUBLISHED).increment(1);
@@ -609,10 +650,10 @@ impl Commander {
                 if let Some(to) = to {
                     let also = if duplicate { ",\"duplicate\":true" } else { "" };
                     let result = format!("{{\"offset\":{offset},\"epoch\":{}{also}}}", json_string(&epoch));
-                    self.answer(to, Ok(&result));
+                    self.answer_created(to, Ok(&result), created);
                 }
             }
-            Op::Cmd(RedisCall::Sync { channel, shard }) => {
+            Op::Cmd(RedisCall::Sync { channel, shard, .. }) => {
                 let (epoch, offset) = epoch_offset(&reply);
                 let msg = HubMsg::ClusterSynced {
                     channel,
@@ -673,7 +714,7 @@ impl Commander {
             Op::Cmd(RedisCall::Publish { reply: Some(to), .. }) | Op::Cmd(RedisCall::Query { reply: to, .. }) => {
                 self.answer(to, Err(failure))
             }
-            Op::Cmd(RedisCall::Sync { channel, shard }) => {
+            Op::Cmd(RedisCall::Sync { channel, shard, .. }) => {
                 self.to_shard(shard, HubMsg::ClusterSynced { channel, epoch: None })
             }
             Op::Cmd(RedisCall::Recover {
@@ -691,7 +732,26 @@ impl Commander {
         }
     }
 
+    /// A publish Redis refused to make a channel for: `110` as on one
+    /// node (the admin API, which may always make channels, never gets it).
+    fn refuse_channel(&self, to: ReplyTo) {
+        let ReplyTo::Client(origin) = to else { return };
+        let why = "too many new channels from this connection this minute (--max-new-channels-per-minute)";
+        let body = protocol::reply_error(Some(origin.id), code::CHANNEL_LIMIT, why);
+        self.to_client(origin, body, false);
+    }
+
+    /// A reply to the client command `to`, through its shard.
+    fn to_client(&self, to: Origin, body: Vec<u8>, created: bool) {
+        self.to_shard(to.shard as usize, HubMsg::Answer { to, body, created });
+    }
+
     fn answer(&self, to: ReplyTo, result: Result<&str, Failure>) {
+        self.answer_created(to, result, false)
+    }
+
+    /// An answer to a command that made a channel (`created`) or not.
+    fn answer_created(&self, to: ReplyTo, result: Result<&str, Failure>, created: bool) {
         match to {
             ReplyTo::Client(origin) => {
                 let body = match result {
@@ -699,14 +759,7 @@ impl Commander {
                     Err(Failure::NotDone(why)) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, why),
                     Err(Failure::Unknown) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, UNKNOWN_WHY),
                 };
-                self.to_shard(
-                    origin.shard as usize,
-                    HubMsg::Answer {
-                        to: origin,
-                        body,
-                        created: false,
-                    },
-                );
+                self.to_client(origin, body, created);
             }
             // Dropping the sender tells the API the call was not done (503).
             ReplyTo::Admin(tx) => match result {

@@ -12,7 +12,9 @@
 //! (this process's recent publishes by sequence) and `hubbub:i:k:C:KEY` (a
 //! caller's key). Room messages travel on the Pub/Sub channel
 //! `hubbub:room:ROOM` as the server frame itself (binary-safe, opcode kept),
-//! with no history and no offset.
+//! with no history and no offset. A channel's joins and leaves travel on its
+//! `hubbub:pub:C` too, as `~NODE\nJSON` (`PRESENCE_MARK`; an epoch is hex,
+//! so a publication never starts with it), not stored anywhere.
 
 /// How long a channel's epoch and offset outlive its last publication.
 pub(crate) const CHANNEL_KEYS_TTL_SECS: u64 = 86_400;
@@ -20,6 +22,8 @@ pub(crate) const PUB_PREFIX: &str = "hubbub:pub:";
 pub(crate) const PUB_PATTERN: &str = "hubbub:pub:*";
 pub(crate) const ROOM_PREFIX: &str = "hubbub:room:";
 pub(crate) const ROOM_PATTERN: &str = "hubbub:room:*";
+/// First byte of a presence message on a channel's Pub/Sub.
+pub(crate) const PRESENCE_MARK: char = '~';
 pub(crate) const CONTROL: &str = "hubbub:ctl";
 pub(crate) const NODES: &str = "hubbub:nodes";
 
@@ -37,6 +41,16 @@ pub fn stream(channel: &str) -> String {
 
 pub fn publications(channel: &str) -> String {
     format!("{PUB_PREFIX}{channel}")
+}
+
+/// A channel's joins and leaves on `node` as its Pub/Sub carries them.
+pub fn presence_message(node: &str, json: &[u8]) -> String {
+    format!("{PRESENCE_MARK}{node}\n{}", String::from_utf8_lossy(json))
+}
+
+/// The node and JSON of a presence message, if `payload` is one.
+pub(crate) fn parse_presence(payload: &str) -> Option<(&str, &str)> {
+    payload.strip_prefix(PRESENCE_MARK)?.split_once('\n')
 }
 
 /// The Pub/Sub channel of room `room`'s messages.
@@ -69,9 +83,12 @@ pub fn node_users(node: &str) -> String {
 /// history size, pub/sub channel, keys TTL secs, now ms, history TTL secs,
 /// then the idempotency mode: `n` (KEYS[4] is this process's hash: field
 /// ARGV[9] is the publish's sequence, field ARGV[10] the one that leaves the
-/// window) or `k` (KEYS[4] is the caller's key), and ARGV[11] the key's TTL.
-/// Returns `{epoch, offset, 0}`, or `{epoch, offset, 1}` for a publish that
-/// already ran (nothing is published again).
+/// window) or `k` (KEYS[4] is the caller's key), and ARGV[11] the key's TTL;
+/// ARGV[12] `1` when the publish may make the channel.
+/// Returns `{epoch, offset, 0, MADE}` (MADE 1: the channel was made), or
+/// `{epoch, offset, 1, 0}` for a publish that already ran (nothing is
+/// published again), or `{'', 0, 2, 0}`: refused, the channel does not exist
+/// and the publish may not make it.
 pub(crate) const PUBLISH: &str = r#"
 local seen
 if ARGV[8] == 'n' then
@@ -81,10 +98,15 @@ else
 end
 if seen then
   local e, o = string.match(seen, '^(.*)\n(%d+)$')
-  return {e, tonumber(o), 1}
+  return {e, tonumber(o), 1, 0}
 end
+local made = 0
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
+  if ARGV[12] ~= '1' then
+    return {'', 0, 2, 0}
+  end
+  made = 1
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
   redis.call('DEL', KEYS[2], KEYS[3])
@@ -105,13 +127,19 @@ if ARGV[8] == 'n' then
 else
   redis.call('SET', KEYS[4], mark, 'EX', ARGV[11])
 end
-return {epoch, offset, 0}
+return {epoch, offset, 0, made}
 "#;
 
-/// KEYS: epoch, offset, stream. ARGV: new epoch, keys TTL secs.
-/// Returns `{epoch, offset}`, creating the epoch if the channel has none.
+/// KEYS: epoch, offset, stream. ARGV: new epoch, keys TTL secs, then
+/// optionally an epoch and offset a node has seen. Returns `{epoch,
+/// offset}`, creating the epoch if the channel has none, or if its offset
+/// is behind what was seen under the same epoch (Redis went back to an
+/// older snapshot: those offsets must never name two publications).
 pub(crate) const SYNC: &str = r#"
 local epoch = redis.call('GET', KEYS[1])
+if epoch and ARGV[3] and epoch == ARGV[3] and tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[4]) then
+  epoch = false
+end
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch, 'EX', ARGV[2])
@@ -190,3 +218,15 @@ if #ARGV > 1 then
 end
 return #ARGV
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_messages_are_told_apart_from_publications() {
+        let message = presence_message("node-1", br#"{"push":"presence"}"#);
+        assert_eq!(parse_presence(&message), Some(("node-1", r#"{"push":"presence"}"#)));
+        assert_eq!(parse_presence("1a2b\n3\n\"data\""), None, "a publication");
+    }
+}

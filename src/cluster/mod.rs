@@ -1,8 +1,9 @@
 //! Cluster mode (`--redis`): several hubbub nodes behind a load balancer,
-//! joined through one Redis (plain, TLS, or found through Sentinel: `link`).
+//! joined through one Redis (plain, TLS, or found through Sentinel: `link`)
+//! or several, with the channels spread over them (`server_of`).
 //! See `docs/CLUSTER.md`.
 //!
-//! What it owns: the Redis connections, in two bridge threads that reach the
+//! What it owns: the Redis connections, in two bridge threads per server that reach the
 //! shards only through their inboxes, and are reached by them only through a
 //! bounded channel ([`ClusterLink`]). A shard never blocks on Redis: a full
 //! channel is a counted drop and a `108` answer.
@@ -71,28 +72,46 @@ pub fn start(
     // One TLS provider for the process (the crate's `rediss://` uses the
     // default); an error means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let target = link::Target::new(&config).map_err(std::io::Error::from)?;
-    let state = Arc::new(ClusterState::new(MAX_HELD_BYTES, budget));
+    let servers = config.servers();
+    let targets = (0..servers)
+        .map(|i| link::Target::new(&config.for_server(i)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(std::io::Error::from)?;
+    let state = Arc::new(ClusterState::new(servers, MAX_HELD_BYTES, budget));
     metrics::gauge!(names::CLUSTER_LINK_UP).set(0.0);
-    let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
-    let (state_tx, state_rx) = crossbeam_channel::unbounded();
-    let link = ClusterLink::new(tx, state_tx, Arc::clone(&config.node), Arc::clone(&state));
-    let setup = commands::Setup {
-        config: config.clone(),
-        shards: shards.for_sender(),
-        stats,
-        max_connections_per_user,
-    };
-    let commander = commands::Commander::new(setup, target.clone(), (rx, state_rx), Arc::clone(&state));
-    let sub = subscriber::Subscriber::new(config, target, shards, Arc::clone(&state));
-    let threads = vec![
-        std::thread::Builder::new()
-            .name("hubbub-cluster-cmd".into())
-            .spawn(move || commander.run())?,
-        std::thread::Builder::new()
-            .name("hubbub-cluster-sub".into())
-            .spawn(move || sub.run())?,
-    ];
+    let (mut txs, mut state_txs, mut threads) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lanes = Vec::new();
+    for _ in 0..servers {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+        let (state_tx, state_rx) = crossbeam_channel::unbounded();
+        txs.push(tx);
+        state_txs.push(state_tx);
+        lanes.push((rx, state_rx));
+    }
+    let link = ClusterLink::new(txs, state_txs, Arc::clone(&config.node), Arc::clone(&state));
+    // One command thread and one subscriber thread per server: a server's
+    // slowness or outage holds up only its own channels.
+    for (server, (target, lanes)) in targets.into_iter().zip(lanes).enumerate() {
+        let setup = commands::Setup {
+            config: config.clone(),
+            shards: shards.for_sender(),
+            stats: stats.clone(),
+            max_connections_per_user,
+            server,
+        };
+        let commander = commands::Commander::new(setup, target.clone(), lanes, Arc::clone(&state));
+        let sub = subscriber::Subscriber::new(config.clone(), server, target, shards.for_sender(), Arc::clone(&state));
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("hubbub-cluster-cmd-{server}"))
+                .spawn(move || commander.run())?,
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("hubbub-cluster-sub-{server}"))
+                .spawn(move || sub.run())?,
+        );
+    }
     Ok((link, Bridge { state, threads }))
 }
 

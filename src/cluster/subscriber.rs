@@ -36,6 +36,8 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) struct Subscriber {
     config: ClusterConfig,
+    /// Which Redis server (`--redis` order) this one listens to.
+    server: usize,
     target: Target,
     shards: Peers,
     state: Arc<ClusterState>,
@@ -43,9 +45,16 @@ pub(crate) struct Subscriber {
 }
 
 impl Subscriber {
-    pub fn new(config: ClusterConfig, target: Target, shards: Peers, state: Arc<ClusterState>) -> Subscriber {
+    pub fn new(
+        config: ClusterConfig,
+        server: usize,
+        target: Target,
+        shards: Peers,
+        state: Arc<ClusterState>,
+    ) -> Subscriber {
         Subscriber {
             config,
+            server,
             target,
             shards,
             state,
@@ -57,7 +66,7 @@ impl Subscriber {
         let mut logged = false;
         while !self.state.stop.load(Ordering::Relaxed) {
             let error = self.listen();
-            if self.state.subscriber_up.load(Ordering::Relaxed) {
+            if self.state.subscriber_up[self.server].load(Ordering::Relaxed) {
                 logged = false; // it was up: this is a new outage
                 if !self.state.stop.load(Ordering::Relaxed) {
                     // Room messages have no offsets to find a gap by: the
@@ -72,7 +81,8 @@ impl Subscriber {
             }
             let error = (!logged).then_some(&error);
             logged = true;
-            self.state.set(&self.state.subscriber_up, false, "subscriber", error);
+            self.state
+                .set(&self.state.subscriber_up[self.server], false, "subscriber", error);
             let delay = self.backoff.next_delay();
             self.sleep(delay);
         }
@@ -127,7 +137,8 @@ impl Subscriber {
 
     fn up(&mut self) {
         self.backoff.reset();
-        self.state.set(&self.state.subscriber_up, true, "subscriber", None);
+        self.state
+            .set(&self.state.subscriber_up[self.server], true, "subscriber", None);
     }
 
     fn dispatch(&self, msg: &redis::Msg) {
@@ -147,6 +158,9 @@ impl Subscriber {
             return;
         };
         let Ok(text) = std::str::from_utf8(payload) else { return };
+        if let Some((node, json)) = keys::parse_presence(text) {
+            return self.presence(channel, node, json);
+        }
         let mut parts = text.splitn(3, '\n');
         let (Some(epoch), Some(offset), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
             return;
@@ -159,6 +173,31 @@ impl Subscriber {
             data: data.into(),
         };
         self.send(self.shards.owner_of(channel), msg);
+    }
+
+    /// Another node's joins and leaves of a channel -> every shard, which
+    /// pushes them to its `join_leave` watchers of the channel (if any).
+    /// This node's own come back too and are skipped: they were pushed here
+    /// when they happened.
+    fn presence(&self, channel: &str, node: &str, json: &str) {
+        if node == &*self.config.node {
+            return;
+        }
+        let Ok(push) = serde_json::from_str::<serde_json::Value>(json) else {
+            return;
+        };
+        let about = |key: &str| push.get(key).and_then(|v| v.as_str());
+        if about("push") != Some("presence") || about("channel") != Some(channel) {
+            return; // not a node's push for this channel
+        }
+        let (channel, frame): (Arc<str>, Bytes) = (channel.into(), text_frame(json.as_bytes()));
+        for shard in 0..self.shards.len() {
+            let msg = HubMsg::PresenceEvents {
+                channel: Arc::clone(&channel),
+                frame: frame.clone(),
+            };
+            self.send(shard, msg);
+        }
     }
 
     /// A room message on `hubbub:room:ROOM` (from any node, this one's

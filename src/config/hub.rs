@@ -88,8 +88,11 @@ pub struct HubArgs {
     /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for TLS.
     /// Without it (and without `--redis-sentinel`) the node runs alone.
     /// `HUBBUB_REDIS_URL` keeps a password out of the process list.
+    /// Repeatable: channels are spread over the servers by a hash of their
+    /// name (the first also holds the nodes' entries; docs/CLUSTER.md says
+    /// what changing the list does).
     #[arg(long, value_name = "URL", env = "HUBBUB_REDIS_URL", hide_env_values = true)]
-    pub redis: Option<String>,
+    pub redis: Vec<String>,
     /// Cluster mode through Sentinel: a sentinel's `HOST:PORT`
     /// (repeatable); needs `--redis-master-name`.
     #[arg(long = "redis-sentinel", value_name = "HOST:PORT")]
@@ -175,17 +178,34 @@ pub fn validate(config: &HubConfig) -> Result<(), ConfigError> {
 }
 
 fn cluster_config(args: &HubArgs) -> Result<Option<ClusterConfig>, ConfigError> {
-    let redis = args.redis.clone().filter(|r| !r.is_empty());
+    let mut urls: Vec<String> = args.redis.iter().filter(|r| !r.is_empty()).cloned().collect();
     let sentinels = args.redis_sentinels.clone();
-    if redis.is_none() && sentinels.is_empty() {
+    if urls.is_empty() && sentinels.is_empty() {
         return Ok(None);
     }
+    if urls.len() > 1 && !sentinels.is_empty() {
+        return Err(invalid(
+            "redis",
+            "with --redis-sentinel give one --redis (the master's credentials): one master is followed",
+        ));
+    }
     // A bare HOST:PORT is still accepted, as before URLs were.
-    let redis = match redis {
-        Some(url) if !url.contains("://") => format!("redis://{url}"),
-        Some(url) => url,
-        None => "redis://".to_string(),
+    let with_scheme = |url: String| {
+        if url.contains("://") {
+            url
+        } else {
+            format!("redis://{url}")
+        }
     };
+    urls = urls.into_iter().map(with_scheme).collect();
+    let more: Vec<String> = urls.iter().skip(1).cloned().collect();
+    for (i, url) in more.iter().enumerate() {
+        link::check_url(url).map_err(|e| invalid("redis", format!("the --redis number {}: {e}", i + 2)))?;
+        if urls[..=i].contains(url) {
+            return Err(invalid("redis", format!("{} is given twice", link::redacted(url))));
+        }
+    }
+    let redis = urls.into_iter().next().unwrap_or_else(|| "redis://".to_string());
     let with_host = if sentinels.is_empty() {
         redis.clone()
     } else {
@@ -200,7 +220,10 @@ fn cluster_config(args: &HubArgs) -> Result<Option<ClusterConfig>, ConfigError> 
     for sentinel in &sentinels {
         link::check_sentinel(sentinel).map_err(|e| invalid("redis-sentinel", format!("{sentinel:?}: {e}")))?;
     }
-    if args.redis_ca_file.is_some() && !redis.starts_with("rediss://") {
+    if args.redis_ca_file.is_some()
+        && !redis.starts_with("rediss://")
+        && more.iter().all(|u| !u.starts_with("rediss://"))
+    {
         return Err(invalid(
             "redis-ca-file",
             "applies to TLS only: use a rediss:// URL in --redis",
@@ -222,6 +245,7 @@ fn cluster_config(args: &HubArgs) -> Result<Option<ClusterConfig>, ConfigError> 
     }
     Ok(Some(ClusterConfig {
         redis,
+        more_redis: more,
         sentinels,
         master_name,
         ca_file: args.redis_ca_file.clone(),
@@ -325,6 +349,24 @@ mod tests {
             parse(&["--history-rule", "x=1:2:3:4"]).unwrap_err().field,
             "history-rule"
         );
+    }
+
+    #[test]
+    fn redis_is_repeatable_and_each_server_is_checked() {
+        let two = ["--redis", "redis://h:1", "--redis", "h:2", "--node-id", "a"];
+        let cluster = parse(&two).unwrap().cluster.unwrap();
+        assert_eq!((cluster.redis.as_str(), cluster.servers()), ("redis://h:1", 2));
+        assert_eq!(cluster.for_server(1).redis, "redis://h:2");
+        let twice = ["--redis", "redis://h:1", "--redis", "redis://h:1"];
+        assert_eq!(parse(&twice).unwrap_err().field, "redis");
+        assert_eq!(
+            parse(&["--redis", "h:1", "--redis", "http://h:2"]).unwrap_err().field,
+            "redis"
+        );
+        let sentinel = ["--redis-sentinel", "127.0.0.1:26379", "--redis-master-name", "m"];
+        let mut both = vec!["--redis", "redis://:pw@/3", "--redis", "redis://h:2"];
+        both.extend(sentinel);
+        assert_eq!(parse(&both).unwrap_err().field, "redis", "one master with Sentinel");
     }
 
     #[test]

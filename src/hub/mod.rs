@@ -174,7 +174,8 @@ impl Hub {
     /// End of a loop turn: push batched presence events; expire history
     /// (once a second, when `ticked`); report the hub's gauges.
     pub(crate) fn end_turn(&mut self, ticked: bool, conns: &mut dyn Conns) {
-        for (channel, frame, shards) in self.owned.presence_events() {
+        let mut cluster = Vec::new();
+        for (channel, frame, shards) in self.owned.presence_events(&mut cluster) {
             self.deliver(Target::Watchers, &channel, &frame, conns);
             let here = self.shard;
             for shard in shards.into_iter().filter(|&s| s != here) {
@@ -184,6 +185,10 @@ impl Hub {
                 };
                 self.send(shard, msg);
             }
+        }
+        for cmd in cluster {
+            // At most once: a full queue is a counted drop.
+            self.cluster_send(cmd, conns);
         }
         if ticked {
             self.token_deadlines(conns);

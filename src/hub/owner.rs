@@ -54,6 +54,10 @@ pub(crate) struct Owned {
     cluster: bool,
     /// Cluster mode: subscribes waiting for the channel's position.
     pending: HashMap<Arc<str>, Vec<PendingSubscribe>>,
+    /// Cluster mode: the subscribe whose command made the channel's log
+    /// here, until it is confirmed (it counts against the connection's
+    /// `--max-new-channels-per-minute` then, as on one node).
+    made_by: HashMap<Arc<str>, Origin>,
     /// Charged for retained history.
     meter: Meter,
 }
@@ -65,6 +69,7 @@ impl Owned {
             shard,
             cluster: config.cluster.is_some(),
             pending: HashMap::new(),
+            made_by: HashMap::new(),
             config,
             logs: HashMap::new(),
             presence_dirty: Vec::new(),
@@ -120,8 +125,13 @@ impl Owned {
                 data,
                 reply,
                 idem,
-                ..
+                may_create,
             } if self.cluster => {
+                // Whether it makes the channel is Redis's to say (the
+                // script refuses a new one without `may_create`, and the
+                // answer counts one it made); a channel with a log here is
+                // not new.
+                let may_create = may_create || self.logs.contains_key(&channel);
                 let rule = self.config.history_for(&channel);
                 out.cluster.push(ClusterCmd::Call(RedisCall::Publish {
                     channel,
@@ -129,6 +139,7 @@ impl Owned {
                     reply,
                     rule,
                     idem,
+                    may_create,
                 }));
             }
             HubMsg::Query { channel, query, reply } if self.cluster => {
@@ -212,6 +223,8 @@ impl Owned {
                     if let Err(why) = self.may_make(sub.may_create) {
                         return fail_subscribe(channel, sub.from, code::CHANNEL_LIMIT, why, out);
                     }
+                    // This subscribe makes the channel: counted when confirmed.
+                    self.made_by.insert(Arc::clone(&channel), sub.from);
                 }
                 let waiting = self.pending.entry(Arc::clone(&channel)).or_default();
                 waiting.push(sub);
@@ -221,6 +234,7 @@ impl Owned {
                     out.cluster.push(ClusterCmd::Call(RedisCall::Sync {
                         channel,
                         shard: self.shard,
+                        behind: None,
                     }));
                 }
                 return;
@@ -243,7 +257,18 @@ impl Owned {
             Err(why) => return fail_subscribe(channel, sub.from, code::CHANNEL_LIMIT, why, out),
         };
         let recovery = sub.recover.as_ref().map_or(Recovery::NotAsked, |r| log.recover(r));
+        let created = created || self.made_for(&channel, sub.from);
         self.confirm(channel, sub, recovery, created, out);
+    }
+
+    /// Cluster mode: whether the subscribe from `from` made the channel
+    /// (asked once, when it is answered).
+    fn made_for(&mut self, channel: &Arc<str>, from: Origin) -> bool {
+        let made = self.made_by.get(channel) == Some(&from);
+        if made {
+            self.made_by.remove(channel);
+        }
+        made
     }
 
     /// Whether a client's command may make a new channel: the connection
@@ -334,6 +359,7 @@ impl Owned {
     fn synced(&mut self, channel: Arc<str>, position: Option<(Arc<str>, u64)>, tick: u32, out: &mut Out) {
         let waiting = self.pending.remove(&channel).unwrap_or_default();
         let Some((epoch, offset)) = position else {
+            self.made_by.remove(&channel); // nothing was made
             for sub in waiting {
                 let why = "the cluster link is down; retry";
                 fail_subscribe(Arc::clone(&channel), sub.from, code::UNAVAILABLE, why, out);
@@ -344,6 +370,20 @@ impl Owned {
             return; // a re-sync after a reconnect, for a channel gone meanwhile
         }
         let log = self.log(&channel, tick);
+        if !log.epoch.is_empty() && log.epoch == epoch && offset < log.last {
+            // Redis went back to an older snapshot: its offsets would name
+            // other publications than those delivered. Redis makes a new
+            // epoch (once, whichever node asks first); the subscribes wait.
+            tracing::warn!(channel = %channel, epoch = %epoch, offset, seen = log.last, "cluster: Redis's offset went back under the same epoch (older snapshot restored); asking for a new epoch");
+            let behind = Some((epoch, log.last));
+            self.pending.entry(Arc::clone(&channel)).or_default().extend(waiting);
+            out.cluster.push(ClusterCmd::Call(RedisCall::Sync {
+                channel,
+                shard: self.shard,
+                behind,
+            }));
+            return;
+        }
         let previous = changed_epoch(log, &epoch);
         log.sync(&epoch, offset);
         if let Some(previous) = previous {
@@ -397,7 +437,8 @@ impl Owned {
             (_, Some(_)) => Recovery::Impossible("epoch changed: the channel's history was lost"),
             (_, None) => Recovery::Impossible("history gone: the cluster's history is unreachable"),
         };
-        self.confirm(channel, sub, recovery, false, out);
+        let created = self.made_for(&channel, sub.from);
+        self.confirm(channel, sub, recovery, created, out);
     }
 
     fn log(&mut self, channel: &Arc<str>, tick: u32) -> &mut ChannelLog {
@@ -507,8 +548,9 @@ impl Owned {
     }
 
     /// Presence changes since the last call, one frame per channel, with
-    /// the shards that have subscribers (watchers are among them).
-    pub(crate) fn presence_events(&mut self) -> Vec<(Arc<str>, Bytes, Vec<usize>)> {
+    /// the shards that have subscribers (watchers are among them). Cluster
+    /// mode: each push also goes to `cluster`, for the other nodes' watchers.
+    pub(crate) fn presence_events(&mut self, cluster: &mut Vec<ClusterCmd>) -> Vec<(Arc<str>, Bytes, Vec<usize>)> {
         let mut events = Vec::new();
         for channel in std::mem::take(&mut self.presence_dirty) {
             let Some(log) = self.logs.get_mut(&channel) else {
@@ -516,7 +558,12 @@ impl Owned {
             };
             let joined: Vec<&str> = log.joined.iter().map(|u| &**u).collect();
             let left: Vec<&str> = log.left.iter().map(|u| &**u).collect();
-            let frame = text_frame(&protocol::push_presence(&channel, &joined, &left), self.meter.budget());
+            let json = protocol::push_presence(&channel, &joined, &left);
+            let frame = text_frame(&json, self.meter.budget());
+            if self.cluster {
+                let channel = Arc::clone(&channel);
+                cluster.push(ClusterCmd::ChannelPresence { channel, json });
+            }
             log.joined.clear();
             log.left.clear();
             let shards = log.shards().collect();
@@ -652,6 +699,7 @@ mod tests {
                 master_name: None,
                 ca_file: None,
                 redis: "redis://127.0.0.1:1".into(),
+                more_redis: Vec::new(),
                 node: "n1".into(),
                 node_ttl: Duration::from_secs(5),
             }),
@@ -784,7 +832,7 @@ mod tests {
             .remove(0)
             .1;
         owned.handle(unsubscribe(None, 0), 1);
-        owned.presence_events();
+        owned.presence_events(&mut Vec::new());
         owned.expire(2);
         assert_eq!(owned.channels(), 0, "an idle log is dropped");
         let again = confirmations(owned.handle(subscribe(origin(0, 1, 2), None, None), 3))
@@ -814,7 +862,7 @@ mod tests {
         owned.handle(unsubscribe(Some("alice"), 0), 1);
         assert_eq!(presence(&mut owned)["total"], 0);
         // The joins and leaves reach the watchers once, then the log goes.
-        let events = owned.presence_events();
+        let events = owned.presence_events(&mut Vec::new());
         assert_eq!(events.len(), 1);
         let push: serde_json::Value = serde_json::from_slice(&events[0].1[2..]).unwrap();
         assert_eq!(
@@ -926,7 +974,7 @@ mod tests {
             .collect();
         assert_eq!(failed, vec![(0, 1), (1, 2)]);
         assert_eq!(subscribers(&owned), 0, "nobody was counted");
-        owned.presence_events();
+        owned.presence_events(&mut Vec::new());
         owned.expire(1_000_000);
         assert_eq!(owned.channels(), 0, "nothing waits any more");
     }
@@ -997,5 +1045,58 @@ mod tests {
         owned.expire(u32::MAX);
         assert_eq!(budget.channels(), 0);
         assert_eq!(told(&owned.handle(publish_to("c", true), 0)), [(0, true)]);
+    }
+    #[test]
+    fn cluster_creations_count_against_the_connection_window_as_on_one_node() {
+        let mut owned = owned(cluster_config());
+        // A publish may make a channel only within the window (Redis says
+        // whether it did); one to a channel with a log here makes none.
+        let out = owned.handle(publish_to("p", false), 0);
+        assert!(matches!(
+            &out.cluster[..],
+            [ClusterCmd::Call(RedisCall::Publish { may_create: false, .. })]
+        ));
+        // The subscribe that makes a channel is counted when confirmed, once.
+        let mut refused = subscribe(origin(0, 3, 9), None, None);
+        if let HubMsg::Subscribe { may_create, .. } = &mut refused {
+            *may_create = false;
+        }
+        assert_eq!(told(&owned.handle(refused, 0)), [(110, false)]);
+        owned.handle(subscribe(origin(0, 1, 1), None, None), 0);
+        owned.handle(subscribe(origin(0, 2, 2), None, None), 0);
+        let synced = HubMsg::ClusterSynced {
+            channel: "c".into(),
+            epoch: Some(("e1".into(), 0)),
+        };
+        assert_eq!(told(&owned.handle(synced, 0)), [(0, true), (0, false)]);
+        let out = owned.handle(publish_to("c", false), 0);
+        assert!(matches!(
+            &out.cluster[..],
+            [ClusterCmd::Call(RedisCall::Publish { may_create: true, .. })]
+        ));
+    }
+    #[test]
+    fn offsets_gone_back_under_one_epoch_ask_redis_for_a_new_epoch() {
+        let mut owned = owned(cluster_config());
+        owned.handle(subscribe(origin(0, 1, 1), None, None), 0);
+        let synced = |epoch: &str, offset| HubMsg::ClusterSynced {
+            channel: "c".into(),
+            epoch: Some((epoch.into(), offset)),
+        };
+        assert_eq!(confirmations(owned.handle(synced("e1", 10), 0)).len(), 1);
+        // After a reconnect Redis says offset 3 under the same epoch.
+        let out = owned.handle(synced("e1", 3), 0);
+        assert!(out.deliver.is_empty(), "nothing delivered under a rewound epoch");
+        match &out.cluster[..] {
+            [ClusterCmd::Call(RedisCall::Sync {
+                behind: Some((epoch, 10)),
+                ..
+            })] => assert_eq!(&**epoch, "e1"),
+            other => panic!("expected a sync that names what was seen: {other:?}"),
+        }
+        // Redis's new epoch: the subscriber is told.
+        let out = owned.handle(synced("e2", 0), 0);
+        assert_eq!(out.deliver.len(), 1, "the epoch push");
+        assert_eq!(&*out.deliver[0].epoch, "e2");
     }
 }

@@ -64,6 +64,18 @@ pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// `check` until it gives a value, or `None` after the tests' patience.
+pub fn try_until<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + PATIENCE * 2;
+    while Instant::now() < deadline {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 pub fn user(addr: SocketAddr, sub: &str) -> WsClient {
     let token = token(SECRET, json!({"sub": sub}));
     WsClient::open(addr, &format!("Authorization: Bearer {token}\r\n"))

@@ -71,6 +71,24 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Runs one command, e.g. `["SAVE"]`, and expects it to succeed.
+    pub fn run(&self, args: &[&str]) {
+        let client = redis::Client::open(self.url()).expect("a redis URL");
+        let mut conn = client.get_connection().expect("redis answers");
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        let _: redis::Value = cmd.query(&mut conn).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+
+    /// The keys matching `pattern` (`KEYS`: a test's small data set only).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let client = redis::Client::open(self.url()).expect("a redis URL");
+        let mut conn = client.get_connection().expect("redis answers");
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut conn).expect("KEYS");
+        keys.sort();
+        keys
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
