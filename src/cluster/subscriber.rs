@@ -205,6 +205,7 @@ impl Subscriber {
                     let msg = HubMsg::UserMessage {
                         user: Arc::clone(&user),
                         frame: frame.clone(),
+                        mail: None,
                     };
                     self.send(shard, msg);
                 }

@@ -16,6 +16,7 @@ use crate::hub::config::{
     DEFAULT_MAX_MESSAGES_PER_SEC, DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE, DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_MAX_SUBSCRIPTIONS,
 };
+use crate::hub::config::DEFAULT_MAILBOX_TTL_SECS;
 use crate::tick::secs_to_ticks;
 
 /// Hub flags (flattened into the main `Args`).
@@ -107,6 +108,17 @@ pub struct HubArgs {
     /// presence stop counting.
     #[arg(long, default_value_t = crate::cluster::DEFAULT_NODE_TTL_SECS)]
     pub node_ttl_secs: u64,
+    /// Offline messages: each `send` also lands in the user's mailbox
+    /// (channel `#mailbox:USER`), which keeps the last N for recovery after
+    /// a reconnect (docs/PROTOCOL.md, "Mailbox"). 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub mailbox_size: usize,
+    /// Seconds a mailbox keeps a message (1 to 86400).
+    #[arg(long, default_value_t = DEFAULT_MAILBOX_TTL_SECS)]
+    pub mailbox_ttl_secs: u64,
+    /// Bytes of message data one mailbox keeps (the oldest go first).
+    #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = super::values::parse_size)]
+    pub mailbox_max_bytes: usize,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -148,6 +160,7 @@ pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
         history_rules,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         cluster: cluster_config(&args)?,
+        mailbox: mailbox_rule(&args)?,
     };
     validate(&config)?;
     Ok(config)
@@ -171,6 +184,27 @@ pub fn validate(config: &HubConfig) -> Result<(), ConfigError> {
         return Err(invalid("max-new-channels-per-minute", "must be at least 1"));
     }
     Ok(())
+}
+
+/// The mailbox's rule, `None` when `--mailbox-size` is 0 (the default).
+fn mailbox_rule(args: &HubArgs) -> Result<Option<HistoryRule>, ConfigError> {
+    if args.mailbox_size == 0 {
+        return Ok(None);
+    }
+    // Redis keeps a channel's epoch and offset a day after its last
+    // publication: a mailbox kept longer would outlive its own position.
+    let max_ttl = crate::cluster::keys::CHANNEL_KEYS_TTL_SECS;
+    if !(1..=max_ttl).contains(&args.mailbox_ttl_secs) {
+        return Err(invalid("mailbox-ttl-secs", format!("must be 1 to {max_ttl}")));
+    }
+    if args.mailbox_max_bytes == 0 {
+        return Err(invalid("mailbox-max-bytes", "must be at least 1"));
+    }
+    Ok(Some(HistoryRule {
+        size: args.mailbox_size,
+        ttl_ticks: secs_to_ticks(args.mailbox_ttl_secs),
+        max_bytes: args.mailbox_max_bytes,
+    }))
 }
 
 fn cluster_config(args: &HubArgs) -> Result<Option<ClusterConfig>, ConfigError> {

@@ -33,6 +33,9 @@ pub(crate) struct Session {
     pub overrun: Overrun,
     /// Channels this connection made in the current minute.
     pub creations: Creations,
+    /// The mailbox offsets this connection was given (`mailbox.rs`);
+    /// `None` until the first one (always, without `--mailbox-size`).
+    pub mail: Option<Box<super::mailbox::MailMark>>,
 }
 
 pub(crate) struct Subscription {
@@ -57,6 +60,7 @@ impl Session {
             errors: TokenBucket::full(ERROR_BURST),
             overrun: Overrun::default(),
             creations: Creations::default(),
+            mail: None,
         }
     }
 
