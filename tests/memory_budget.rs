@@ -192,7 +192,11 @@ fn never_read_backlogs_past_the_budget_are_shed_largest_first() {
             })
         })
         .collect();
-    let closed = readers.into_iter().filter_map(|r| r.join().ok()).filter(|&read| read).count();
+    let closed = readers
+        .into_iter()
+        .filter_map(|r| r.join().ok())
+        .filter(|&read| read)
+        .count();
     assert!(closed >= 1, "no shed client read its Close 1008");
 }
 

@@ -268,9 +268,9 @@ impl Api {
                 None => Response::json(200, answer),
             },
             Err(RecvTimeoutError::Timeout) => unknown("no answer in time"),
-            Err(RecvTimeoutError::Disconnected) => {
-                unavailable("not done: the mailbox is refused (--max-channels) or the shard or cluster link dropped it; retry")
-            }
+            Err(RecvTimeoutError::Disconnected) => unavailable(
+                "not done: the mailbox is refused (--max-channels) or the shard or cluster link dropped it; retry",
+            ),
         }
     }
 

@@ -11,12 +11,12 @@ use crate::auth::pattern::ChannelPattern;
 use crate::bus::cluster::ClusterConfig;
 use crate::bus::history::HistoryRule;
 use crate::cluster::link;
+use crate::hub::config::DEFAULT_MAILBOX_TTL_SECS;
 use crate::hub::config::{
     HubConfig, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, DEFAULT_MAX_BYTES_PER_SEC, DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_MESSAGES_PER_SEC, DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE, DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_MAX_SUBSCRIPTIONS,
 };
-use crate::hub::config::DEFAULT_MAILBOX_TTL_SECS;
 use crate::tick::secs_to_ticks;
 
 /// Hub flags (flattened into the main `Args`).

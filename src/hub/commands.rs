@@ -65,7 +65,10 @@ impl Hub {
         let Command { id, call } = command;
         let Some(session) = self.sessions.get(&key) else { return };
         let origin = self.origin(key, session.generation, id);
-        let reads = matches!(call, Call::Subscribe { .. } | Call::Unsubscribe { .. } | Call::History { .. });
+        let reads = matches!(
+            call,
+            Call::Subscribe { .. } | Call::Unsubscribe { .. } | Call::History { .. }
+        );
         let mailbox = self.config.mailbox.is_some();
         let checked = match &call {
             Call::Subscribe { channel, .. }

@@ -336,9 +336,15 @@ mod tests {
         let push: serde_json::Value = serde_json::from_slice(&push).unwrap();
         assert_eq!(push["push"], "message");
         assert_eq!((push["offset"].as_u64(), push["epoch"].as_str()), (Some(7), Some("e1")));
-        assert_eq!((push["from"].as_str(), push["data"]["t"].as_str()), (Some("ann"), Some("hi")));
+        assert_eq!(
+            (push["from"].as_str(), push["data"]["t"].as_str()),
+            (Some("ann"), Some("hi"))
+        );
         let api = push_mail(&envelope(None, "1"), 1, "e").unwrap();
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&api).unwrap()["from"], serde_json::Value::Null);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&api).unwrap()["from"],
+            serde_json::Value::Null
+        );
         assert!(push_mail("\"not an envelope\"", 1, "e").is_none());
     }
 
@@ -349,7 +355,11 @@ mod tests {
         assert_eq!(MailMark::live(&mut mark, &pos("e", 5)), Live::Deliver);
         assert_eq!(MailMark::live(&mut mark, &pos("e", 5)), Live::Skip);
         assert_eq!(MailMark::live(&mut mark, &pos("e", 8)), Live::AfterGap(5));
-        assert_eq!(MailMark::live(&mut mark, &pos("f", 1)), Live::Deliver, "a new epoch starts over");
+        assert_eq!(
+            MailMark::live(&mut mark, &pos("f", 1)),
+            Live::Deliver,
+            "a new epoch starts over"
+        );
     }
 
     #[test]

@@ -165,7 +165,8 @@ impl Owned {
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
                 if mailbox::user_of(&channel).is_some() {
-                    out.mail.extend(mailbox::mail(&channel, &data, offset, &log.epoch, &budget));
+                    out.mail
+                        .extend(mailbox::mail(&channel, &data, offset, &log.epoch, &budget));
                 } else {
                     out.deliver.push(Publication {
                         frame: publication(&channel, offset, &data, &budget),
