@@ -273,6 +273,20 @@ fn a_mailbox_is_open_to_its_own_user_and_only_for_reading() {
     let body = json!({"channel": "#mailbox:bob", "data": "forged"}).to_string();
     let (status, _) = api_call(server.admin_addr(), "POST", "/api/publish", Some(KEY), &body);
     assert_eq!(status, 400);
+    // A token's `channels` claim does not need to name the mailbox.
+    let claimed = token(SECRET, json!({"sub": "bob", "channels": ["news"]}));
+    let mut narrow = WsClient::open(server.addr, &format!("Authorization: Bearer {claimed}\r\n"));
+    let reply = narrow.call("subscribe", json!({"channel": "#mailbox:bob"}));
+    assert_eq!(reply["result"]["offset"], 1, "{reply}");
+    let renewed = token(SECRET, json!({"sub": "bob", "channels": ["other"]}));
+    let reply = narrow.call("refresh", json!({"token": renewed}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    narrow.call("ping", json!({}));
+    assert!(
+        narrow.pushes.iter().all(|p| p["push"] != "unsubscribe"),
+        "a refresh keeps the mailbox: {:?}",
+        narrow.pushes
+    );
     let own = bob.call("history", json!({"channel": "#mailbox:bob"}));
     assert_eq!(offsets(&own["result"]["publications"]), vec![1], "{own}");
     assert_eq!(own["result"]["publications"][0]["data"]["data"], "secret");

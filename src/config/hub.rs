@@ -336,6 +336,35 @@ mod tests {
     }
 
     #[test]
+    fn the_mailbox_is_off_by_default_and_its_flags_are_checked() {
+        assert_eq!(parse(&[]).unwrap().mailbox, None);
+        let on = parse(&[
+            "--mailbox-size",
+            "50",
+            "--mailbox-ttl-secs",
+            "60",
+            "--mailbox-max-bytes",
+            "4KiB",
+        ])
+        .unwrap();
+        let rule = on.mailbox.unwrap();
+        assert_eq!(
+            (rule.size, rule.ttl_ticks, rule.max_bytes),
+            (50, secs_to_ticks(60), 4096)
+        );
+        assert_eq!(on.history_for("#mailbox:ann"), rule, "a mailbox keeps by its own rule");
+        assert_eq!(on.history_for("ann").size, DEFAULT_HISTORY_SIZE);
+        let day = parse(&["--mailbox-size", "1"]).unwrap().mailbox.unwrap();
+        assert_eq!(day.ttl_ticks, secs_to_ticks(DEFAULT_MAILBOX_TTL_SECS));
+        for (flag, value) in [("--mailbox-ttl-secs", "0"), ("--mailbox-ttl-secs", "86401")] {
+            let err = parse(&["--mailbox-size", "1", flag, value]).unwrap_err();
+            assert_eq!(err.field, "mailbox-ttl-secs");
+        }
+        let err = parse(&["--mailbox-size", "1", "--mailbox-max-bytes", "0"]).unwrap_err();
+        assert_eq!(err.field, "mailbox-max-bytes");
+    }
+
+    #[test]
     fn history_rules_pick_the_most_specific_pattern() {
         let config = parse(&["--history-rule", "chat:*=5:10", "--history-rule", "chat:vip=50:60"]).unwrap();
         assert_eq!(config.history_for("chat:vip").size, 50);

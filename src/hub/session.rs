@@ -64,7 +64,13 @@ impl Session {
         }
     }
 
+    /// Whether the token allows `channel`: its `channels` claim, and
+    /// always the user's own mailbox (`mailbox.rs`), so a refreshed claim
+    /// never ends that subscription.
     pub(crate) fn may_access(&self, channel: &str) -> bool {
+        if super::mailbox::user_of(channel).is_some_and(|owner| self.user.as_deref() == Some(owner)) {
+            return true;
+        }
         self.allowed
             .as_ref()
             .is_none_or(|patterns| patterns.iter().any(|p| p.matches(channel)))
