@@ -221,7 +221,8 @@ impl Hub {
             user,
             created,
         } = confirmation;
-        if created {
+        // A connection's own mailbox is not one of the channels it makes.
+        if created && mailbox::user_of(&channel).is_none() {
             self.note_created(to, conns);
         }
         let key = to.key as usize;
