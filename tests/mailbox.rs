@@ -104,18 +104,36 @@ fn wait_offline(server: &TestServer, user: &str) {
     });
 }
 
-#[test]
-fn messages_sent_while_offline_are_recovered_once_in_order() {
-    let server = start(mailbox(100, 60));
-    let mut ann = user(&server, "ann");
-    let mut bob = user(&server, "bob");
-    let first = send(&mut ann, "bob", json!("m1"));
-    let live = next_message(&mut bob);
+/// ann sends bob "m1", the first of bob's mailbox: the live push bob gets,
+/// with the offset and epoch of ann's answer.
+fn first_live(ann: &mut WsClient, bob: &mut WsClient) -> Value {
+    let first = send(ann, "bob", json!("m1"));
+    let live = next_message(bob);
     assert_eq!(
         (&live["offset"], &live["epoch"]),
         (&json!(1), &first["epoch"]),
         "{live}"
     );
+    live
+}
+
+/// ann sends bob offset 1, which bob sees live, then bob goes away:
+/// ann's client and the mailbox's epoch.
+fn one_seen_then_offline(server: &TestServer) -> (WsClient, Value) {
+    let mut ann = user(server, "ann");
+    let mut bob = user(server, "bob");
+    let live = first_live(&mut ann, &mut bob);
+    drop(bob);
+    wait_offline(server, "bob");
+    (ann, live["epoch"].clone())
+}
+
+#[test]
+fn messages_sent_while_offline_are_recovered_once_in_order() {
+    let server = start(mailbox(100, 60));
+    let mut ann = user(&server, "ann");
+    let mut bob = user(&server, "bob");
+    let live = first_live(&mut ann, &mut bob);
     assert_eq!((&live["from"], &live["data"]), (&json!("ann"), &json!("m1")));
     let epoch = live["epoch"].clone();
     drop(bob);
@@ -212,12 +230,7 @@ fn messages_seen_live_are_not_recovered_twice_even_while_the_recovery_runs() {
 #[test]
 fn a_mailbox_past_its_size_or_age_says_recovered_false() {
     let server = start(mailbox(3, 60));
-    let mut ann = user(&server, "ann");
-    let mut bob = user(&server, "bob");
-    send(&mut ann, "bob", json!(1));
-    let epoch = next_message(&mut bob)["epoch"].clone();
-    drop(bob);
-    wait_offline(&server, "bob");
+    let (mut ann, epoch) = one_seen_then_offline(&server);
     for i in 2..=6 {
         send(&mut ann, "bob", json!(i));
     }
@@ -233,12 +246,7 @@ fn a_mailbox_past_its_size_or_age_says_recovered_false() {
     assert_eq!(offsets(&page["result"]["publications"]), vec![4, 5, 6], "{page}");
 
     let brief = start(mailbox(100, 1));
-    let mut ann = user(&brief, "ann");
-    let mut bob = user(&brief, "bob");
-    send(&mut ann, "bob", json!(1));
-    let epoch = next_message(&mut bob)["epoch"].clone();
-    drop(bob);
-    wait_offline(&brief, "bob");
+    let (mut ann, epoch) = one_seen_then_offline(&brief);
     send(&mut ann, "bob", json!(2));
     std::thread::sleep(Duration::from_millis(2500));
     let mut back = user(&brief, "bob");
@@ -358,13 +366,7 @@ fn a_send_on_one_node_is_recovered_on_another() {
     cl::wait_cluster(&a, 2);
     let mut ann = cl::user(a.addr, "ann");
     let mut bob = cl::user(a.addr, "bob");
-    let first = send(&mut ann, "bob", json!("m1"));
-    let live = next_message(&mut bob);
-    assert_eq!(
-        (&live["offset"], &live["epoch"]),
-        (&json!(1), &first["epoch"]),
-        "{live}"
-    );
+    let live = first_live(&mut ann, &mut bob);
     let epoch = live["epoch"].clone();
     drop(bob);
     for i in 2..=3 {
