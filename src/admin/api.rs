@@ -19,6 +19,7 @@ use crate::bus::cluster::{ClusterCmd, ClusterLink, NodesQuery, RedisCall};
 use crate::bus::msg::{HubMsg, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::{CLOSE_KICKED, DEFAULT_HISTORY_LIMIT};
+use crate::hub::mailbox::MAX_USER_BYTES;
 use crate::metrics::stats::{ShardStats, HANDSHAKE_FAILURE_LABELS};
 
 /// Longest an API call waits for the shards.
@@ -44,7 +45,7 @@ pub(crate) struct Api {
 }
 
 /// The API's routes: (method, path).
-const ROUTES: [(&str, &str); 8] = [
+const ROUTES: [(&str, &str); 9] = [
     ("POST", "/api/publish"),
     ("POST", "/api/broadcast"),
     ("POST", "/api/disconnect"),
@@ -53,6 +54,7 @@ const ROUTES: [(&str, &str); 8] = [
     ("GET", "/api/channels"),
     ("GET", "/api/connections"),
     ("GET", "/api/stats"),
+    ("POST", "/api/send"),
 ];
 
 /// Adds the `/api/*` routes to `router`: the API, or, without a key, an
@@ -65,7 +67,8 @@ pub(crate) fn routes(router: Router, api: Api) -> Router {
             })
         });
     }
-    let (a, b, c, d, e, f, g, h) = (
+    let (a, b, c, d, e, f, g, h, i) = (
+        api.clone(),
         api.clone(),
         api.clone(),
         api.clone(),
@@ -86,6 +89,7 @@ pub(crate) fn routes(router: Router, api: Api) -> Router {
         .route("GET", "/api/channels", Access::Bearer, move |_| f.channels())
         .route("GET", "/api/connections", Access::Bearer, move |r| g.connections(r))
         .route("GET", "/api/stats", Access::Bearer, move |_| h.stats())
+        .route("POST", "/api/send", Access::Bearer, move |r| i.send(r))
 }
 
 fn bad_request(reason: impl std::fmt::Display) -> Response {
@@ -145,6 +149,13 @@ struct PublishBody {
 #[serde(deny_unknown_fields)]
 struct BroadcastBody {
     channels: Vec<String>,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    user: String,
     data: Box<RawValue>,
 }
 
@@ -220,6 +231,46 @@ impl Api {
         match answer.strip_prefix(OUTCOME_UNKNOWN) {
             Some(why) => Err(Failure::unknown(why)),
             None => Ok(answer),
+        }
+    }
+
+    /// A private message to `user` (`from` null), as the `send` command:
+    /// `{}`, or with `--mailbox-size` `{offset, epoch}` in the mailbox.
+    fn send(&self, request: &Request) -> Response {
+        let body: SendBody = match serde_json::from_slice(&request.body) {
+            Ok(body) => body,
+            Err(e) => return bad_request(format_args!("bad JSON: {e}")),
+        };
+        if body.user.is_empty() || body.user.len() > MAX_USER_BYTES {
+            return bad_request(format_args!("user must be 1 to {MAX_USER_BYTES} bytes"));
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let msg = HubMsg::SendUser {
+            user: body.user.as_str().into(),
+            data: body.data.get().into(),
+            reply: tx,
+        };
+        if let Err(failure) = self.to_owner(&body.user, msg) {
+            return failure.into();
+        }
+        // Kept in a mailbox by its owner, or by Redis in cluster mode,
+        // which answers within its deadline (as a publish).
+        let unknown = |why: &str| -> Response {
+            Failure {
+                status: 504,
+                error: format!("{why}; not known whether it was sent"),
+            }
+            .into()
+        };
+        match rx.recv_timeout(PUBLISH_ANSWER_TIMEOUT) {
+            Ok(answer) => match answer.strip_prefix(OUTCOME_UNKNOWN) {
+                Some(why) => unknown(why),
+                None => Response::json(200, answer),
+            },
+            Err(RecvTimeoutError::Timeout) => unknown("no answer in time"),
+            Err(RecvTimeoutError::Disconnected) => unavailable(
+                "not done: the mailbox is refused (--max-channels) or the shard or cluster link dropped it; retry",
+            ),
         }
     }
 

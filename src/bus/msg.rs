@@ -63,6 +63,14 @@ pub struct PendingSubscribe {
     pub may_create: bool,
 }
 
+/// A private message's place in its user's mailbox (`--mailbox-size`):
+/// its offset and epoch, as the mailbox channel's owner (or Redis) gave them.
+#[derive(Debug, Clone)]
+pub struct MailPos {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+}
+
 /// Questions for a channel's owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Query {
@@ -163,6 +171,16 @@ pub enum HubMsg {
     UserMessage {
         user: Arc<str>,
         frame: Bytes,
+        /// From the owner of `user`'s mailbox: the message's place in it
+        /// (each connection gets a mailbox offset once; `hub/mailbox.rs`).
+        mail: Option<MailPos>,
+    },
+    /// From the admin API (`POST /api/send`), to any shard: a private
+    /// message to `user`; the JSON answer goes to `reply` (dropped: not done).
+    SendUser {
+        user: Arc<str>,
+        data: Arc<str>,
+        reply: Sender<String>,
     },
     /// To a user's owner shard: a connection of theirs opened or closed.
     UserOnline {

@@ -244,6 +244,7 @@ impl Subscriber {
                     let msg = HubMsg::UserMessage {
                         user: Arc::clone(&user),
                         frame: frame.clone(),
+                        mail: None,
                     };
                     self.send(shard, msg);
                 }

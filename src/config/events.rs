@@ -89,12 +89,14 @@ fn stream_config(args: &EventsArgs, hub: &HubArgs) -> Result<Option<StreamConfig
     };
     let redis = match given {
         Some(url) => url,
-        None if hub.redis_sentinels.is_empty() => hub.redis.first().filter(|r| !r.is_empty()).cloned().ok_or_else(|| {
-            invalid(
-                "events-stream",
-                "needs a Redis: --events-redis URL (or --redis in cluster mode)",
-            )
-        })?,
+        None if hub.redis_sentinels.is_empty() => {
+            hub.redis.first().filter(|r| !r.is_empty()).cloned().ok_or_else(|| {
+                invalid(
+                    "events-stream",
+                    "needs a Redis: --events-redis URL (or --redis in cluster mode)",
+                )
+            })?
+        }
         None => {
             return Err(invalid(
                 "events-redis",

@@ -11,6 +11,7 @@ use crate::auth::pattern::ChannelPattern;
 use crate::bus::cluster::ClusterConfig;
 use crate::bus::history::HistoryRule;
 use crate::cluster::link;
+use crate::hub::config::DEFAULT_MAILBOX_TTL_SECS;
 use crate::hub::config::{
     HubConfig, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, DEFAULT_MAX_BYTES_PER_SEC, DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_MESSAGES_PER_SEC, DEFAULT_MAX_NEW_CHANNELS_PER_MINUTE, DEFAULT_MAX_REPLY_BYTES,
@@ -110,6 +111,17 @@ pub struct HubArgs {
     /// presence stop counting.
     #[arg(long, default_value_t = crate::cluster::DEFAULT_NODE_TTL_SECS)]
     pub node_ttl_secs: u64,
+    /// Offline messages: each `send` also lands in the user's mailbox
+    /// (channel `#mailbox:USER`), which keeps the last N for recovery after
+    /// a reconnect (docs/PROTOCOL.md, "Mailbox"). 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub mailbox_size: usize,
+    /// Seconds a mailbox keeps a message (1 to 86400).
+    #[arg(long, default_value_t = DEFAULT_MAILBOX_TTL_SECS)]
+    pub mailbox_ttl_secs: u64,
+    /// Bytes of message data one mailbox keeps (the oldest go first).
+    #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = super::values::parse_size)]
+    pub mailbox_max_bytes: usize,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -152,6 +164,7 @@ pub(crate) fn hub_config(args: HubArgs) -> Result<HubConfig, ConfigError> {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         cluster: cluster_config(&args)?,
         events: None,
+        mailbox: mailbox_rule(&args)?,
     };
     validate(&config)?;
     Ok(config)
@@ -175,6 +188,27 @@ pub fn validate(config: &HubConfig) -> Result<(), ConfigError> {
         return Err(invalid("max-new-channels-per-minute", "must be at least 1"));
     }
     Ok(())
+}
+
+/// The mailbox's rule, `None` when `--mailbox-size` is 0 (the default).
+fn mailbox_rule(args: &HubArgs) -> Result<Option<HistoryRule>, ConfigError> {
+    if args.mailbox_size == 0 {
+        return Ok(None);
+    }
+    // Redis keeps a channel's epoch and offset a day after its last
+    // publication: a mailbox kept longer would outlive its own position.
+    let max_ttl = crate::cluster::keys::CHANNEL_KEYS_TTL_SECS;
+    if !(1..=max_ttl).contains(&args.mailbox_ttl_secs) {
+        return Err(invalid("mailbox-ttl-secs", format!("must be 1 to {max_ttl}")));
+    }
+    if args.mailbox_max_bytes == 0 {
+        return Err(invalid("mailbox-max-bytes", "must be at least 1"));
+    }
+    Ok(Some(HistoryRule {
+        size: args.mailbox_size,
+        ttl_ticks: secs_to_ticks(args.mailbox_ttl_secs),
+        max_bytes: args.mailbox_max_bytes,
+    }))
 }
 
 fn cluster_config(args: &HubArgs) -> Result<Option<ClusterConfig>, ConfigError> {
@@ -324,6 +358,35 @@ mod tests {
         assert!(!parse(&["--jwt-require-exp", "false"]).unwrap().jwt_require_exp);
         assert!(parse(&["--jwt-require-exp"]).unwrap().jwt_require_exp);
         assert_eq!(parse(&["--jwt-secret", "short"]).unwrap_err().field, "jwt-secret");
+    }
+
+    #[test]
+    fn the_mailbox_is_off_by_default_and_its_flags_are_checked() {
+        assert_eq!(parse(&[]).unwrap().mailbox, None);
+        let on = parse(&[
+            "--mailbox-size",
+            "50",
+            "--mailbox-ttl-secs",
+            "60",
+            "--mailbox-max-bytes",
+            "4KiB",
+        ])
+        .unwrap();
+        let rule = on.mailbox.unwrap();
+        assert_eq!(
+            (rule.size, rule.ttl_ticks, rule.max_bytes),
+            (50, secs_to_ticks(60), 4096)
+        );
+        assert_eq!(on.history_for("#mailbox:ann"), rule, "a mailbox keeps by its own rule");
+        assert_eq!(on.history_for("ann").size, DEFAULT_HISTORY_SIZE);
+        let day = parse(&["--mailbox-size", "1"]).unwrap().mailbox.unwrap();
+        assert_eq!(day.ttl_ticks, secs_to_ticks(DEFAULT_MAILBOX_TTL_SECS));
+        for (flag, value) in [("--mailbox-ttl-secs", "0"), ("--mailbox-ttl-secs", "86401")] {
+            let err = parse(&["--mailbox-size", "1", flag, value]).unwrap_err();
+            assert_eq!(err.field, "mailbox-ttl-secs");
+        }
+        let err = parse(&["--mailbox-size", "1", "--mailbox-max-bytes", "0"]).unwrap_err();
+        assert_eq!(err.field, "mailbox-max-bytes");
     }
 
     #[test]

@@ -11,12 +11,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::config::DEFAULT_HISTORY_LIMIT;
-use super::frame::text_frame;
 use super::protocol::{self, code, Call, Command};
 use super::session::{Session, Subscription, ERRORS_FORGIVEN_PER_SEC};
-use super::{owner, Conns, Hub};
+use super::{mailbox, owner, Conns, Hub};
 use crate::auth::pattern;
-use crate::bus::cluster::ClusterCmd;
 use crate::bus::history::{Recover, Recovery};
 use crate::bus::msg::{Confirmation, HubMsg, Origin, Query, ReplyTo};
 use crate::bus::proxy::{Hook, Pending};
@@ -104,12 +102,17 @@ impl Hub {
         let Command { id, call } = command;
         let Some(session) = self.sessions.get(&key) else { return };
         let origin = self.origin(key, session.generation, id);
+        let reads = matches!(
+            call,
+            Call::Subscribe { .. } | Call::Unsubscribe { .. } | Call::History { .. }
+        );
+        let mailbox = self.config.mailbox.is_some();
         let checked = match &call {
             Call::Subscribe { channel, .. }
             | Call::Unsubscribe { channel }
             | Call::Publish { channel, .. }
             | Call::Presence { channel }
-            | Call::History { channel, .. } => Some(channel_check(session, channel)),
+            | Call::History { channel, .. } => Some(channel_check(session, channel, mailbox, reads)),
             Call::Send { .. } | Call::Ping | Call::Refresh { .. } | Call::Rpc { .. } => None,
         };
         let channel = match checked {
@@ -225,9 +228,12 @@ impl Hub {
         let Some(session) = self.sessions.get(&(origin.key as usize)) else {
             return;
         };
-        let may_create = session
-            .creations
-            .left(conns.tick(), self.config.max_new_channels_per_minute);
+        // The connection's own mailbox (the only one it may subscribe to)
+        // is not one of the channels it makes: only --max-channels holds.
+        let may_create = mailbox::user_of(&channel).is_some()
+            || session
+                .creations
+                .left(conns.tick(), self.config.max_new_channels_per_minute);
         let msg = HubMsg::Subscribe {
             channel: Arc::clone(&channel),
             from: origin,
@@ -273,19 +279,8 @@ impl Hub {
         if user.is_empty() {
             return self.fail(key, Some(origin.id), code::BAD_PARAMS, "empty user", conns);
         }
-        let json = protocol::push_message(from.as_deref(), data);
-        let frame = text_frame(&json, &self.budget);
-        let user: Arc<str> = user.into();
-        if self.cluster.is_some() {
-            let user = Arc::clone(&user);
-            self.cluster_send(ClusterCmd::UserMessage { user, json }, conns);
-        }
-        self.deliver_user(&user, &frame, conns);
-        self.send_to_others(|| HubMsg::UserMessage {
-            user: Arc::clone(&user),
-            frame: frame.clone(),
-        });
-        self.send_to(key, &protocol::reply_ok(origin.id, "{}"), conns);
+        let may_create = self.may_create(key, conns.tick());
+        self.send_private(user.into(), from, data, ReplyTo::Client(origin), may_create, conns);
     }
 
     /// A private message to this shard's connections of `user`.
@@ -312,7 +307,8 @@ impl Hub {
             user,
             created,
         } = confirmation;
-        if created {
+        // A connection's own mailbox is not one of the channels it makes.
+        if created && mailbox::user_of(&channel).is_none() {
             self.note_created(to, conns);
         }
         let key = to.key as usize;
@@ -337,6 +333,10 @@ impl Hub {
         sub.joined = true;
         let join_leave = sub.join_leave;
         let server_side = sub.server_side;
+        let recovery = match mailbox::user_of(&channel) {
+            Some(_) => mailbox::joined(session, &epoch, offset, recovery),
+            None => recovery,
+        };
         self.channels.join(&channel, member);
         if join_leave {
             self.watchers.join(&channel, member);
@@ -406,8 +406,18 @@ impl Hub {
     }
 }
 
-/// A channel name the session may use, or the error to answer.
-fn channel_check(session: &Session, channel: &str) -> Result<Arc<str>, (u16, &'static str)> {
+/// A channel name the session may use, or the error to answer. With
+/// `mailbox` (`--mailbox-size`) the session's own mailbox is one, for the
+/// commands that `reads`.
+fn channel_check(
+    session: &Session,
+    channel: &str,
+    mailbox: bool,
+    reads: bool,
+) -> Result<Arc<str>, (u16, &'static str)> {
+    if let Some(owner) = mailbox::user_of(channel).filter(|_| mailbox) {
+        return mailbox::access(session, owner, reads).map(|()| channel.into());
+    }
     pattern::valid_channel_name(channel).map_err(|why| (code::BAD_PARAMS, why))?;
     if !session.may_access(channel) {
         return Err((code::PERMISSION_DENIED, "the token does not allow this channel"));

@@ -26,6 +26,8 @@ pub(crate) const DEFAULT_HISTORY_LIMIT: usize = 100;
 pub(crate) const CLOSE_REPLACED: u16 = crate::ws::close::REPLACED;
 /// Close code of `/api/disconnect` when the caller gives none.
 pub(crate) const CLOSE_KICKED: u16 = 4002;
+/// How long a mailbox keeps a message by default (`--mailbox-ttl-secs`).
+pub(crate) const DEFAULT_MAILBOX_TTL_SECS: u64 = 86_400;
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -52,6 +54,9 @@ pub struct HubConfig {
     /// Where events for the application go (`None`: nowhere, and the hub
     /// makes none); set by the server once the sinks run.
     pub events: Option<crate::events::Emitter>,
+    /// Offline messages (`--mailbox-size` and friends): what each user's
+    /// mailbox keeps; `None` (the default) keeps none (`hub/mailbox.rs`).
+    pub mailbox: Option<HistoryRule>,
 }
 
 impl Default for HubConfig {
@@ -76,13 +81,17 @@ impl Default for HubConfig {
             api_key: None,
             cluster: None,
             events: None,
+            mailbox: None,
         }
     }
 }
 
 impl HubConfig {
-    /// The history rule for `channel`.
+    /// The history rule for `channel` (a user's mailbox: the mailbox's).
     pub(crate) fn history_for(&self, channel: &str) -> HistoryRule {
+        if let Some(rule) = self.mailbox.filter(|_| super::mailbox::user_of(channel).is_some()) {
+            return rule;
+        }
         best_match(&self.history_rules, channel)
             .copied()
             .unwrap_or(self.history)

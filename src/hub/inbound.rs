@@ -36,7 +36,13 @@ impl Hub {
                 }
                 self.answer(to, &body, conns)
             }
-            HubMsg::UserMessage { user, frame } => self.deliver_user(&user, &frame, conns),
+            HubMsg::UserMessage { user, frame, mail } => match mail {
+                Some(pos) => self.deliver_mail(&user, &frame, &pos, conns),
+                None => self.deliver_user(&user, &frame, conns),
+            },
+            HubMsg::SendUser { user, data, reply } => {
+                self.send_private(user, None, &data, ReplyTo::Admin(reply), true, conns)
+            }
             HubMsg::SubscribeFailed {
                 channel,
                 to,
@@ -153,6 +159,9 @@ impl Hub {
                     self.send(shard, msg);
                 }
             }
+        }
+        for mail in out.mail {
+            self.spread_mail(mail, conns);
         }
         for cmd in out.cluster {
             self.cluster_send(cmd, conns);

@@ -37,6 +37,7 @@ pub(crate) mod groups;
 mod inbound;
 mod lifecycle;
 pub mod log;
+pub(crate) mod mailbox;
 pub mod owner;
 pub mod protocol;
 mod proxy;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::config::{HubConfig, CLOSE_REPLACED};
 use super::frame::{publication, text_frame};
 use super::log::{cap_recovery, ChannelLog, Page};
+use super::mailbox::{self, Mail};
 use super::protocol::{self, code, json_string};
 use super::users::Users;
 use crate::buf::Meter;
@@ -29,6 +30,9 @@ pub(crate) struct Out {
     pub deliver: Vec<Publication>,
     /// Cluster mode: what to ask of the Redis bridge.
     pub cluster: Vec<ClusterCmd>,
+    /// Messages kept in a user's mailbox, for the user's connections
+    /// (instead of `deliver`: see `mailbox.rs`).
+    pub mail: Vec<Mail>,
 }
 
 /// A publication the owner ordered, framed once for every subscriber.
@@ -171,12 +175,17 @@ impl Owned {
                 };
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
-                out.deliver.push(Publication {
-                    frame: publication(&channel, offset, &data, &budget),
-                    channel: Arc::clone(&channel),
-                    offset,
-                    epoch: Arc::clone(&log.epoch),
-                });
+                if mailbox::user_of(&channel).is_some() {
+                    out.mail
+                        .extend(mailbox::mail(&channel, &data, offset, &log.epoch, &budget));
+                } else {
+                    out.deliver.push(Publication {
+                        frame: publication(&channel, offset, &data, &budget),
+                        channel: Arc::clone(&channel),
+                        offset,
+                        epoch: Arc::clone(&log.epoch),
+                    });
+                }
                 if let Some(reply) = reply {
                     answer_created(reply, &result, created, &mut out);
                 }
@@ -337,13 +346,24 @@ impl Owned {
         tick: u32,
         out: &mut Out,
     ) {
-        let Some(log) = self.logs.get_mut(&channel) else { return };
+        let Some(log) = self.logs.get_mut(&channel) else {
+            // A mailbox's messages go to its user's connections here even
+            // when nobody here subscribed to it (no log).
+            out.mail
+                .extend(mailbox::mail(&channel, &data, offset, &epoch, self.meter.budget()));
+            return;
+        };
         log.expire(tick);
         let previous = changed_epoch(log, &epoch);
         if log.append_at(&epoch, offset, Arc::clone(&data), tick) {
             if let Some(previous) = previous {
                 let notice = self.epoch_notice(&channel, &epoch, &previous, offset.saturating_sub(1), "lost");
                 out.deliver.push(notice);
+            }
+            if mailbox::user_of(&channel).is_some() {
+                let budget = self.meter.budget();
+                out.mail.extend(mailbox::mail(&channel, &data, offset, &epoch, budget));
+                return;
             }
             let frame = publication(&channel, offset, &data, self.meter.budget());
             out.deliver.push(Publication {

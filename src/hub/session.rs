@@ -33,6 +33,9 @@ pub(crate) struct Session {
     pub overrun: Overrun,
     /// Channels this connection made in the current minute.
     pub creations: Creations,
+    /// The mailbox offsets this connection was given (`mailbox.rs`);
+    /// `None` until the first one (always, without `--mailbox-size`).
+    pub mail: Option<Box<super::mailbox::MailMark>>,
     /// While the application's connect hook has not answered: the commands
     /// that arrived meanwhile, run when it allows the connection.
     pub connecting: Option<Box<super::proxy::Held>>,
@@ -86,13 +89,20 @@ impl Session {
             errors: TokenBucket::full(ERROR_BURST),
             overrun: Overrun::default(),
             creations: Creations::default(),
+            mail: None,
             connecting: None,
             proxy_calls: 0,
             proto: Proto::Ws,
         }
     }
 
+    /// Whether the token allows `channel`: its `channels` claim, and
+    /// always the user's own mailbox (`mailbox.rs`), so a refreshed claim
+    /// never ends that subscription.
     pub(crate) fn may_access(&self, channel: &str) -> bool {
+        if super::mailbox::user_of(channel).is_some_and(|owner| self.user.as_deref() == Some(owner)) {
+            return true;
+        }
         self.allowed
             .as_ref()
             .is_none_or(|patterns| patterns.iter().any(|p| p.matches(channel)))

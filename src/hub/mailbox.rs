@@ -1,0 +1,395 @@
+//! Private messages (`send`, `POST /api/send`) and, with `--mailbox-size`,
+//! each user's mailbox: offline messages recovered after a reconnect.
+//!
+//! A mailbox is not a second store: it is the channel `#mailbox:USER`,
+//! owned by `owner_of(name)` and kept by the owner's `ChannelLog` like any
+//! channel (offsets, epoch, history under the mailbox's rule, the memory
+//! budget, `--max-channels`; in cluster mode Redis's offset, epoch and
+//! stream through the same publish script). `#` is outside channel names,
+//! so no client can name a mailbox except as allowed here: its own user may
+//! `subscribe` (with `recover`), `unsubscribe` and read its `history`;
+//! nobody may `publish` to it (103), another user gets 103.
+//!
+//! A `send` is then a publication on the mailbox whose data is
+//! `{"from","data"}`. The owner (of every node, in cluster mode) turns each
+//! one into a single `message` push carrying the mailbox `offset` and
+//! `epoch`, and sends it to every shard for the user's connections, whether
+//! or not they subscribed to the mailbox (`UserMessage` with a `MailPos`).
+//! Subscribing with `recover` is how a connection gets what it missed.
+//!
+//! Exactly once per connection: each session keeps a [`MailMark`], the run
+//! of mailbox offsets it was given (live or recovered). A live message at or
+//! below the mark is not pushed again; a recovery leaves out what the
+//! connection got live meanwhile (a live message can come before the
+//! `subscribe` answer: they travel in different lanes). A live message
+//! more than one past the mark (one was dropped under overload, or missed
+//! by this node's Redis subscriber) is preceded by a `gap` push for the
+//! mailbox, as for a channel.
+//!
+//! Without `--mailbox-size` nothing here keeps anything: `send` delivers
+//! live only, as it always did, and no mailbox channel is made.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::frame::text_frame;
+use super::protocol::{self, code, json_string};
+use super::session::Session;
+use super::{Conns, Hub};
+use crate::buf::MemoryBudget;
+use crate::bus::cluster::ClusterCmd;
+use crate::bus::history::Recovery;
+use crate::bus::msg::{HubMsg, MailPos, ReplyTo};
+
+/// What a mailbox channel's name starts with; the rest is the user's `sub`.
+pub(crate) const PREFIX: &str = "#mailbox:";
+/// Longest user id a mailbox is kept for (`send` answers 102 beyond).
+pub(crate) const MAX_USER_BYTES: usize = 256;
+
+/// The mailbox channel of `user`.
+pub(crate) fn name(user: &str) -> Arc<str> {
+    format!("{PREFIX}{user}").into()
+}
+
+/// The user whose mailbox `channel` is, if it is one.
+pub(crate) fn user_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix(PREFIX).filter(|user| !user.is_empty())
+}
+
+/// What a mailbox keeps of one message: `{"from":F,"data":D}` (`from` is
+/// null for `POST /api/send`), `data` copied verbatim.
+pub(crate) fn envelope(from: Option<&str>, data: &str) -> String {
+    let from = from.map_or_else(|| "null".to_string(), json_string);
+    format!("{{\"from\":{from},\"data\":{data}}}")
+}
+
+/// The live push of a kept message:
+/// `{"push":"message","offset":N,"epoch":E,"from":F,"data":D}`. `None` for
+/// data that is not an envelope (not written by a hubbub node).
+pub(crate) fn push_mail(envelope: &str, offset: u64, epoch: &str) -> Option<Vec<u8>> {
+    let rest = envelope.strip_prefix("{\"from\":")?;
+    Some(
+        format!(
+            "{{\"push\":\"message\",\"offset\":{offset},\"epoch\":{},\"from\":{rest}",
+            json_string(epoch)
+        )
+        .into_bytes(),
+    )
+}
+
+/// A kept message the owner framed once for all of its user's connections.
+#[derive(Debug)]
+pub(crate) struct Mail {
+    pub user: Arc<str>,
+    pub frame: Bytes,
+    pub pos: MailPos,
+}
+
+/// The owner's delivery of the mailbox publication `envelope` at `offset`
+/// of `epoch` in `channel` (`None` when `channel` is not a mailbox or the
+/// data not an envelope: then it is not a private message).
+pub(crate) fn mail(
+    channel: &str,
+    envelope: &str,
+    offset: u64,
+    epoch: &Arc<str>,
+    budget: &Arc<MemoryBudget>,
+) -> Option<Mail> {
+    let user = user_of(channel)?;
+    let json = push_mail(envelope, offset, epoch)?;
+    Some(Mail {
+        user: user.into(),
+        frame: text_frame(&json, budget),
+        pos: MailPos {
+            epoch: Arc::clone(epoch),
+            offset,
+        },
+    })
+}
+
+/// Whether `session` may use the mailbox of `owner`: only its own, and
+/// only to read (`subscribe`, `unsubscribe`, `history`: `reads`).
+pub(crate) fn access(session: &Session, owner: &str, reads: bool) -> Result<(), (u16, &'static str)> {
+    if session.user.as_deref() != Some(owner) {
+        return Err((code::PERMISSION_DENIED, "a mailbox is open to its own user only"));
+    }
+    if !reads {
+        return Err((
+            code::PERMISSION_DENIED,
+            "a mailbox is written by send only (subscribe, unsubscribe and history are allowed)",
+        ));
+    }
+    Ok(())
+}
+
+/// The mailbox offsets one connection was given: every offset from
+/// `first` to `last` of `epoch` (live pushes and recovered publications).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MailMark {
+    epoch: Arc<str>,
+    first: u64,
+    last: u64,
+}
+
+/// What to do with one live mailbox message for one connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Live {
+    Deliver,
+    /// Deliver after a `gap` push: the connection has the mailbox up to
+    /// this offset only.
+    AfterGap(u64),
+    /// The connection has it already (or it is before its position).
+    Skip,
+}
+
+impl MailMark {
+    /// A live message at `pos` for the connection whose mark is `mark`.
+    fn live(mark: &mut Option<Box<MailMark>>, pos: &MailPos) -> Live {
+        let Some(m) = mark.as_mut().filter(|m| m.epoch == pos.epoch) else {
+            *mark = Some(Box::new(MailMark {
+                epoch: Arc::clone(&pos.epoch),
+                first: pos.offset,
+                last: pos.offset,
+            }));
+            return Live::Deliver;
+        };
+        if pos.offset <= m.last {
+            return Live::Skip;
+        }
+        let had = m.last;
+        m.last = pos.offset;
+        if pos.offset == had + 1 {
+            return Live::Deliver;
+        }
+        m.first = pos.offset;
+        Live::AfterGap(had)
+    }
+
+    /// The connection's mailbox subscription took effect at `offset` of
+    /// `epoch`: leaves out of `recovery` what it got live meanwhile, and
+    /// marks what it has from then on.
+    fn joined(mark: &mut Option<Box<MailMark>>, epoch: &Arc<str>, offset: u64, recovery: Recovery) -> Recovery {
+        let run = mark.as_deref().filter(|m| m.epoch == *epoch).map(|m| (m.first, m.last));
+        let seen = |at: u64| run.is_some_and(|(first, last)| (first..=last).contains(&at));
+        let (recovery, from) = match recovery {
+            Recovery::Recovered(entries) => {
+                let from = entries.first().map_or(offset + 1, |e| e.offset);
+                let fresh = entries.into_iter().filter(|e| !seen(e.offset)).collect();
+                (Recovery::Recovered(fresh), from)
+            }
+            // Nothing recovered: the connection starts after `offset`.
+            other => (other, offset + 1),
+        };
+        *mark = Some(Box::new(MailMark {
+            epoch: Arc::clone(epoch),
+            first: run.map_or(from, |(first, _)| first.min(from)),
+            last: run.map_or(offset, |(_, last)| last.max(offset)),
+        }));
+        recovery
+    }
+}
+
+/// `subscribe` of a mailbox confirmed for `session` (see [`MailMark::joined`]).
+pub(super) fn joined(session: &mut Session, epoch: &Arc<str>, offset: u64, recovery: Recovery) -> Recovery {
+    MailMark::joined(&mut session.mail, epoch, offset, recovery)
+}
+
+impl Hub {
+    fn mailbox_on(&self) -> bool {
+        self.config.mailbox.is_some()
+    }
+
+    /// A private message `data` from `from` to `user`, answered to `reply`:
+    /// live to every connection of the user (`{}`), or, with a mailbox,
+    /// kept there first by its owner (`{offset, epoch}`; the sender's
+    /// `may_create` and the node's `--max-channels` apply to a new mailbox).
+    pub(super) fn send_private(
+        &mut self,
+        user: Arc<str>,
+        from: Option<Arc<str>>,
+        data: &str,
+        reply: ReplyTo,
+        may_create: bool,
+        conns: &mut dyn Conns,
+    ) {
+        if !self.mailbox_on() {
+            self.send_live(user, from.as_deref(), data, conns);
+            return match reply {
+                ReplyTo::Client(to) => self.send_to(to.key as usize, &protocol::reply_ok(to.id, "{}"), conns),
+                ReplyTo::Admin(tx) => drop(tx.send("{}".into())),
+            };
+        }
+        if user.len() > MAX_USER_BYTES {
+            // The API refuses such a user itself; dropping its sender says 503.
+            if let ReplyTo::Client(to) = reply {
+                let why = "user is longer than 256 bytes: no mailbox for it";
+                self.fail(to.key as usize, Some(to.id), code::BAD_PARAMS, why, conns);
+            }
+            return;
+        }
+        let channel = name(&user);
+        let msg = HubMsg::Publish {
+            channel: Arc::clone(&channel),
+            data: envelope(from.as_deref(), data).into(),
+            reply: Some(reply),
+            may_create,
+            idem: None,
+        };
+        self.route_to_owner(&channel, msg, conns);
+    }
+
+    /// Without a mailbox: to every connection of `user` on every shard (and
+    /// node), as it comes, with no offset.
+    fn send_live(&mut self, user: Arc<str>, from: Option<&str>, data: &str, conns: &mut dyn Conns) {
+        let json = protocol::push_message(from, data);
+        let frame = text_frame(&json, &self.budget);
+        if self.cluster.is_some() {
+            let user = Arc::clone(&user);
+            self.cluster_send(ClusterCmd::UserMessage { user, json }, conns);
+        }
+        self.deliver_user(&user, &frame, conns);
+        self.send_to_others(|| HubMsg::UserMessage {
+            user: Arc::clone(&user),
+            frame: frame.clone(),
+            mail: None,
+        });
+    }
+
+    /// The owner kept a message in a mailbox: to the user's connections
+    /// here and on every other shard.
+    pub(super) fn spread_mail(&mut self, mail: Mail, conns: &mut dyn Conns) {
+        let Mail { user, frame, pos } = mail;
+        self.deliver_mail(&user, &frame, &pos, conns);
+        self.send_to_others(|| HubMsg::UserMessage {
+            user: Arc::clone(&user),
+            frame: frame.clone(),
+            mail: Some(pos.clone()),
+        });
+    }
+
+    /// A kept message for this shard's connections of `user`: each gets it
+    /// once (see [`MailMark`]).
+    pub(super) fn deliver_mail(&mut self, user: &str, frame: &Bytes, pos: &MailPos, conns: &mut dyn Conns) {
+        let Some(keys) = self.users.get(user) else { return };
+        for &key in keys.iter() {
+            let Some(session) = self.sessions.get_mut(&key) else {
+                conns.queue(key, frame.clone());
+                continue;
+            };
+            match MailMark::live(&mut session.mail, pos) {
+                Live::Skip => continue,
+                Live::Deliver => {}
+                Live::AfterGap(had) => {
+                    let gap = protocol::push_gap(&name(user), &pos.epoch, had);
+                    conns.queue(key, text_frame(&gap, &self.budget));
+                }
+            }
+            conns.queue(key, frame.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::history::Entry;
+
+    fn pos(epoch: &str, offset: u64) -> MailPos {
+        MailPos {
+            epoch: epoch.into(),
+            offset,
+        }
+    }
+
+    fn entries(offsets: impl IntoIterator<Item = u64>) -> Recovery {
+        Recovery::Recovered(
+            offsets
+                .into_iter()
+                .map(|offset| Entry {
+                    offset,
+                    at: 0,
+                    data: "1".into(),
+                })
+                .collect(),
+        )
+    }
+
+    fn offsets(recovery: &Recovery) -> Vec<u64> {
+        match recovery {
+            Recovery::Recovered(entries) => entries.iter().map(|e| e.offset).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_only_the_prefix_makes_a_mailbox() {
+        assert_eq!(user_of(&name("ann@x")), Some("ann@x"));
+        assert_eq!(user_of("#mailbox:"), None);
+        assert_eq!(user_of("mailbox:ann"), None);
+        assert!(crate::auth::pattern::valid_channel_name(&name("ann")).is_err());
+    }
+
+    #[test]
+    fn the_live_push_carries_the_position_and_the_sender() {
+        let push = push_mail(&envelope(Some("ann"), r#"{"t":"hi"}"#), 7, "e1").unwrap();
+        let push: serde_json::Value = serde_json::from_slice(&push).unwrap();
+        assert_eq!(push["push"], "message");
+        assert_eq!((push["offset"].as_u64(), push["epoch"].as_str()), (Some(7), Some("e1")));
+        assert_eq!(
+            (push["from"].as_str(), push["data"]["t"].as_str()),
+            (Some("ann"), Some("hi"))
+        );
+        let api = push_mail(&envelope(None, "1"), 1, "e").unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&api).unwrap()["from"],
+            serde_json::Value::Null
+        );
+        assert!(push_mail("\"not an envelope\"", 1, "e").is_none());
+    }
+
+    #[test]
+    fn a_live_message_goes_once_and_a_jump_is_a_gap() {
+        let mut mark = None;
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 4)), Live::Deliver);
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 5)), Live::Deliver);
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 5)), Live::Skip);
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 8)), Live::AfterGap(5));
+        assert_eq!(
+            MailMark::live(&mut mark, &pos("f", 1)),
+            Live::Deliver,
+            "a new epoch starts over"
+        );
+    }
+
+    #[test]
+    fn a_recovery_leaves_out_what_came_live_before_the_answer() {
+        // Offline from 2; live 5 and 6 arrive before the answer (up to 6).
+        let mut mark = None;
+        MailMark::live(&mut mark, &pos("e", 5));
+        MailMark::live(&mut mark, &pos("e", 6));
+        let recovered = MailMark::joined(&mut mark, &"e".into(), 6, entries(3..=6));
+        assert_eq!(offsets(&recovered), vec![3, 4]);
+        // A late live one of the recovered range is not pushed again; the
+        // next new one is.
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 4)), Live::Skip);
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 7)), Live::Deliver);
+        // A live one past the answer's offset, before the answer: kept out
+        // of nothing, and not pushed twice.
+        let mut early = None;
+        MailMark::live(&mut early, &pos("e", 9));
+        let recovered = MailMark::joined(&mut early, &"e".into(), 8, entries(7..=8));
+        assert_eq!(offsets(&recovered), vec![7, 8]);
+        assert_eq!(MailMark::live(&mut early, &pos("e", 9)), Live::Skip);
+        assert_eq!(MailMark::live(&mut early, &pos("e", 10)), Live::Deliver);
+    }
+
+    #[test]
+    fn without_recovery_the_connection_starts_after_the_answer() {
+        let mut mark = None;
+        let answer = MailMark::joined(&mut mark, &"e".into(), 3, Recovery::NotAsked);
+        assert_eq!(answer, Recovery::NotAsked);
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 3)), Live::Skip);
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 4)), Live::Deliver);
+    }
+}

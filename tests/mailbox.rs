@@ -1,0 +1,402 @@
+//! Offline messages (issue 14, docs/PROTOCOL.md "Mailbox"): with
+//! `--mailbox-size` a `send` (or `POST /api/send`) also lands in the user's
+//! mailbox `#mailbox:USER`, and a client that reconnects recovers what it
+//! missed, exactly once, with `subscribe` + `recover` on it; on any node in
+//! cluster mode. Real servers on loopback, real clients, real tokens.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::cluster as cl;
+use common::redis::Redis;
+use common::*;
+use hubbub::bus::history::HistoryRule;
+use hubbub::config::Config;
+use hubbub::tick::TICKS_PER_SEC;
+use serde_json::{json, Value};
+
+const SECRET: &str = "a-mailbox-secret-of-at-least-32-bytes";
+const KEY: &str = "mailbox-api-key";
+
+fn mailbox(size: usize, ttl_secs: u64) -> impl FnOnce(&mut Config) {
+    move |c| {
+        c.hub.mailbox = Some(HistoryRule {
+            size,
+            ttl_ticks: ttl_secs as u32 * TICKS_PER_SEC,
+            max_bytes: 1 << 20,
+        });
+        base(c);
+    }
+}
+
+fn base(c: &mut Config) {
+    c.shards = 2;
+    c.hub.api_key = Some(KEY.into());
+    c.hub.jwt_secret = Some(SECRET.as_bytes().to_vec());
+    c.hub.allow_anonymous = false;
+}
+
+fn user(server: &TestServer, sub: &str) -> WsClient {
+    let token = token(SECRET, json!({"sub": sub}));
+    WsClient::open(server.addr, &format!("Authorization: Bearer {token}\r\n"))
+}
+
+fn send(from: &mut WsClient, to: &str, data: Value) -> Value {
+    let reply = from.call("send", json!({"user": to, "data": data}));
+    assert!(reply.get("result").is_some(), "send failed: {reply}");
+    reply["result"].clone()
+}
+
+/// The next `message` push.
+fn next_message(client: &mut WsClient) -> Value {
+    loop {
+        let push = client.push().expect("connection open while waiting for a message");
+        if push["push"] == "message" {
+            return push;
+        }
+    }
+}
+
+/// `message` pushes that arrived before a `ping` reply.
+fn messages_so_far(client: &mut WsClient) -> Vec<Value> {
+    client.call("ping", json!({}));
+    client.pushes.drain(..).filter(|p| p["push"] == "message").collect()
+}
+
+fn recover(client: &mut WsClient, sub: &str, offset: u64, epoch: &Value) -> Value {
+    let channel = format!("#mailbox:{sub}");
+    client.call(
+        "subscribe",
+        json!({"channel": channel, "recover": {"offset": offset, "epoch": epoch}}),
+    )
+}
+
+fn offsets(publications: &Value) -> Vec<u64> {
+    publications
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect()
+}
+
+fn error_code(reply: &Value) -> Option<u64> {
+    reply["error"]["code"].as_u64()
+}
+
+/// Waits until the server no longer counts `user` as connected (the
+/// client's close reached it), so later sends find the user offline.
+fn wait_offline(server: &TestServer, user: &str) {
+    cl::wait_until(&format!("{user} offline"), || {
+        let (_, answer) = api_call(
+            server.admin_addr(),
+            "GET",
+            &format!("/api/connections?user={user}"),
+            Some(KEY),
+            "",
+        );
+        answer["connections"]
+            .as_array()
+            .is_some_and(|c| c.is_empty())
+            .then_some(())
+    });
+}
+
+/// ann sends bob "m1", the first of bob's mailbox: the live push bob gets,
+/// with the offset and epoch of ann's answer.
+fn first_live(ann: &mut WsClient, bob: &mut WsClient) -> Value {
+    let first = send(ann, "bob", json!("m1"));
+    let live = next_message(bob);
+    assert_eq!(
+        (&live["offset"], &live["epoch"]),
+        (&json!(1), &first["epoch"]),
+        "{live}"
+    );
+    live
+}
+
+/// ann sends bob offset 1, which bob sees live, then bob goes away:
+/// ann's client and the mailbox's epoch.
+fn one_seen_then_offline(server: &TestServer) -> (WsClient, Value) {
+    let mut ann = user(server, "ann");
+    let mut bob = user(server, "bob");
+    let live = first_live(&mut ann, &mut bob);
+    drop(bob);
+    wait_offline(server, "bob");
+    (ann, live["epoch"].clone())
+}
+
+#[test]
+fn messages_sent_while_offline_are_recovered_once_in_order() {
+    let server = start(mailbox(100, 60));
+    let mut ann = user(&server, "ann");
+    let mut bob = user(&server, "bob");
+    let live = first_live(&mut ann, &mut bob);
+    assert_eq!((&live["from"], &live["data"]), (&json!("ann"), &json!("m1")));
+    let epoch = live["epoch"].clone();
+    drop(bob);
+    wait_offline(&server, "bob");
+    for i in 2..=4 {
+        assert_eq!(send(&mut ann, "bob", json!(format!("m{i}")))["offset"], i);
+    }
+    let body = json!({"user": "bob", "data": {"n": 5}}).to_string();
+    let (status, answer) = api_call(server.admin_addr(), "POST", "/api/send", Some(KEY), &body);
+    assert_eq!(
+        (status, &answer["offset"], &answer["epoch"]),
+        (200, &json!(5), &epoch),
+        "{answer}"
+    );
+
+    let mut back = user(&server, "bob");
+    let reply = recover(&mut back, "bob", 1, &epoch);
+    let result = &reply["result"];
+    assert_eq!(
+        (&result["recovered"], &result["offset"]),
+        (&json!(true), &json!(5)),
+        "{reply}"
+    );
+    assert_eq!(offsets(&result["publications"]), vec![2, 3, 4, 5]);
+    let kept = &result["publications"];
+    assert_eq!(kept[0]["data"], json!({"from": "ann", "data": "m2"}));
+    assert_eq!(
+        kept[3]["data"],
+        json!({"from": null, "data": {"n": 5}}),
+        "the API sends as nobody"
+    );
+    // Nothing recovered comes again live; what follows does, once.
+    send(&mut ann, "bob", json!("m6"));
+    let next = next_message(&mut back);
+    assert_eq!((&next["offset"], &next["data"]), (&json!(6), &json!("m6")));
+    assert!(messages_so_far(&mut back).is_empty(), "{:?}", back.pushes);
+    // A second connection of bob gets the live one too, but not twice.
+    let mut other = user(&server, "bob");
+    send(&mut ann, "bob", json!("m7"));
+    for client in [&mut back, &mut other] {
+        assert_eq!(next_message(client)["offset"], 7);
+        assert!(messages_so_far(client).is_empty());
+    }
+}
+
+#[test]
+fn messages_seen_live_are_not_recovered_twice_even_while_the_recovery_runs() {
+    let server = start(|c| {
+        mailbox(1000, 60)(c);
+        unlimited_rates(c);
+    });
+    let mut ann = user(&server, "ann");
+    let mut bob = user(&server, "bob");
+    let epoch = send(&mut ann, "bob", json!(0))["epoch"].clone();
+    next_message(&mut bob);
+    // Live ones are not handed back by a recovery from before them.
+    for i in 2..=3 {
+        send(&mut ann, "bob", json!(i));
+        next_message(&mut bob);
+    }
+    let reply = recover(&mut bob, "bob", 0, &epoch);
+    assert_eq!(reply["result"]["recovered"], true, "{reply}");
+    assert_eq!(offsets(&reply["result"]["publications"]), Vec::<u64>::new());
+    drop(bob);
+    wait_offline(&server, "bob");
+    send(&mut ann, "bob", json!(4));
+
+    // Sends race the reconnect's recovery: every offset arrives once,
+    // either live or recovered.
+    const BURST: u64 = 300;
+    let mut raw = user(&server, "ann");
+    let sender = std::thread::spawn(move || {
+        for i in 0..BURST {
+            let command = json!({"id": 1000 + i, "method": "send", "params": {"user": "bob", "data": i}});
+            raw.raw.send_text(&command.to_string());
+        }
+        raw.reply_for(1000 + BURST - 1)
+    });
+    let mut back = user(&server, "bob");
+    let reply = recover(&mut back, "bob", 3, &epoch);
+    assert_eq!(reply["result"]["recovered"], true, "{reply}");
+    let last = 4 + BURST;
+    let mut got: Vec<u64> = offsets(&reply["result"]["publications"]);
+    while got.iter().max() < Some(&last) {
+        got.push(next_message(&mut back)["offset"].as_u64().unwrap());
+    }
+    assert_eq!(sender.join().unwrap()["result"]["offset"], last);
+    got.extend(messages_so_far(&mut back).iter().map(|m| m["offset"].as_u64().unwrap()));
+    let unique: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(unique.len(), got.len(), "an offset came twice");
+    assert_eq!(unique, (4..=last).collect::<BTreeSet<u64>>(), "an offset is missing");
+}
+
+#[test]
+fn a_mailbox_past_its_size_or_age_says_recovered_false() {
+    let server = start(mailbox(3, 60));
+    let (mut ann, epoch) = one_seen_then_offline(&server);
+    for i in 2..=6 {
+        send(&mut ann, "bob", json!(i));
+    }
+    let mut back = user(&server, "bob");
+    let reply = recover(&mut back, "bob", 1, &epoch);
+    assert_eq!(reply["result"]["recovered"], false, "{reply}");
+    assert!(
+        reply["result"]["reason"].as_str().unwrap().starts_with("history gone"),
+        "{reply}"
+    );
+    // What is left can be read as history (oldest first).
+    let page = back.call("history", json!({"channel": "#mailbox:bob"}));
+    assert_eq!(offsets(&page["result"]["publications"]), vec![4, 5, 6], "{page}");
+
+    let brief = start(mailbox(100, 1));
+    let (mut ann, epoch) = one_seen_then_offline(&brief);
+    send(&mut ann, "bob", json!(2));
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut back = user(&brief, "bob");
+    let reply = recover(&mut back, "bob", 1, &epoch);
+    assert_eq!(reply["result"]["recovered"], false, "expired: {reply}");
+}
+
+#[test]
+fn a_mailbox_is_open_to_its_own_user_and_only_for_reading() {
+    let server = start(mailbox(10, 60));
+    let mut ann = user(&server, "ann");
+    let mut bob = user(&server, "bob");
+    send(&mut ann, "bob", json!("secret"));
+    next_message(&mut bob);
+    for (method, params) in [
+        ("subscribe", json!({"channel": "#mailbox:bob"})),
+        ("history", json!({"channel": "#mailbox:bob"})),
+        ("presence", json!({"channel": "#mailbox:bob"})),
+        ("publish", json!({"channel": "#mailbox:bob", "data": "forged"})),
+    ] {
+        let reply = ann.call(method, params);
+        assert_eq!(error_code(&reply), Some(103), "ann {method}: {reply}");
+    }
+    for (method, params) in [
+        ("publish", json!({"channel": "#mailbox:bob", "data": "forged"})),
+        ("presence", json!({"channel": "#mailbox:bob"})),
+    ] {
+        let reply = bob.call(method, params);
+        assert_eq!(error_code(&reply), Some(103), "bob {method}: {reply}");
+    }
+    // The API cannot publish into one either: it is not a channel name.
+    let body = json!({"channel": "#mailbox:bob", "data": "forged"}).to_string();
+    let (status, _) = api_call(server.admin_addr(), "POST", "/api/publish", Some(KEY), &body);
+    assert_eq!(status, 400);
+    // A token's `channels` claim does not need to name the mailbox.
+    let claimed = token(SECRET, json!({"sub": "bob", "channels": ["news"]}));
+    let mut narrow = WsClient::open(server.addr, &format!("Authorization: Bearer {claimed}\r\n"));
+    let reply = narrow.call("subscribe", json!({"channel": "#mailbox:bob"}));
+    assert_eq!(reply["result"]["offset"], 1, "{reply}");
+    let renewed = token(SECRET, json!({"sub": "bob", "channels": ["other"]}));
+    let reply = narrow.call("refresh", json!({"token": renewed}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    narrow.call("ping", json!({}));
+    assert!(
+        narrow.pushes.iter().all(|p| p["push"] != "unsubscribe"),
+        "a refresh keeps the mailbox: {:?}",
+        narrow.pushes
+    );
+    let own = bob.call("history", json!({"channel": "#mailbox:bob"}));
+    assert_eq!(offsets(&own["result"]["publications"]), vec![1], "{own}");
+    assert_eq!(own["result"]["publications"][0]["data"]["data"], "secret");
+}
+
+#[test]
+fn without_the_flag_a_send_keeps_nothing_and_makes_no_channel() {
+    let server = start(base);
+    let mut ann = user(&server, "ann");
+    let mut bob = user(&server, "bob");
+    assert_eq!(send(&mut ann, "bob", json!("hi")), json!({}));
+    let live = next_message(&mut bob);
+    assert!(live.get("offset").is_none(), "{live}");
+    assert_eq!(send(&mut ann, "carol", json!("to nobody")), json!({}));
+    let body = json!({"user": "carol", "data": 1}).to_string();
+    let (status, answer) = api_call(server.admin_addr(), "POST", "/api/send", Some(KEY), &body);
+    assert_eq!((status, answer), (200, json!({})));
+    let (_, channels) = api_call(server.admin_addr(), "GET", "/api/channels", Some(KEY), "");
+    assert_eq!(channels["channels"], json!([]), "{channels}");
+    let reply = bob.call("subscribe", json!({"channel": "#mailbox:bob"}));
+    assert_eq!(error_code(&reply), Some(102), "not a channel name: {reply}");
+}
+
+#[test]
+fn mailboxes_count_against_the_channel_limits() {
+    let server = start(|c| {
+        mailbox(10, 60)(c);
+        c.hub.max_new_channels_per_minute = 2;
+    });
+    let mut ann = user(&server, "ann");
+    send(&mut ann, "u1", json!(1));
+    send(&mut ann, "u2", json!(1));
+    let third = ann.call("send", json!({"user": "u3", "data": 1}));
+    assert_eq!(error_code(&third), Some(110), "{third}");
+    assert_eq!(
+        send(&mut ann, "u1", json!(2))["offset"],
+        2,
+        "an existing mailbox is served"
+    );
+    // A user's own mailbox is not one of the channels it makes: two more
+    // may follow it.
+    let mut u3 = user(&server, "u3");
+    let own = u3.call("subscribe", json!({"channel": "#mailbox:u3"}));
+    assert_eq!(own["result"]["offset"], 0, "{own}");
+    for channel in ["a", "b"] {
+        let reply = u3.call("subscribe", json!({"channel": channel}));
+        assert!(reply.get("result").is_some(), "{channel}: {reply}");
+    }
+    let long = "x".repeat(257);
+    let reply = ann.call("send", json!({"user": long, "data": 1}));
+    assert_eq!(error_code(&reply), Some(102), "{reply}");
+    let (_, channels) = api_call(server.admin_addr(), "GET", "/api/channels", Some(KEY), "");
+    let names: BTreeSet<&str> = channels["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel"].as_str().unwrap())
+        .collect();
+    let expected = ["#mailbox:u1", "#mailbox:u2", "#mailbox:u3", "a", "b"];
+    assert_eq!(names, expected.into_iter().collect());
+}
+
+#[test]
+fn a_send_on_one_node_is_recovered_on_another() {
+    let Some(redis) = Redis::start() else { return };
+    let flags = ["--mailbox-size", "100", "--mailbox-ttl-secs", "600"];
+    let a = cl::node_on(&["--redis", &redis.url()], "a", &flags);
+    let b = cl::node_on(&["--redis", &redis.url()], "b", &flags);
+    cl::wait_cluster(&a, 2);
+    let mut ann = cl::user(a.addr, "ann");
+    let mut bob = cl::user(a.addr, "bob");
+    let live = first_live(&mut ann, &mut bob);
+    let epoch = live["epoch"].clone();
+    drop(bob);
+    for i in 2..=3 {
+        assert_eq!(send(&mut ann, "bob", json!(format!("m{i}")))["offset"], i);
+    }
+    let mut back = cl::user(b.addr, "bob");
+    let reply = recover(&mut back, "bob", 1, &epoch);
+    let result = &reply["result"];
+    assert_eq!(result["recovered"], true, "{reply}");
+    assert_eq!(result["publications"][0]["data"], json!({"from": "ann", "data": "m2"}));
+    // Node b may still be receiving the last ones from Redis when bob
+    // connects: those come live (before the answer) and are left out of
+    // the recovery; together, each once.
+    let mut got = offsets(&result["publications"]);
+    got.extend(
+        back.pushes
+            .iter()
+            .filter(|p| p["push"] == "message")
+            .map(|p| p["offset"].as_u64().unwrap()),
+    );
+    back.pushes.clear();
+    got.sort_unstable();
+    assert_eq!(got, vec![2, 3]);
+    // Live again, on the other node, once.
+    send(&mut ann, "bob", json!("m4"));
+    let next = next_message(&mut back);
+    assert_eq!((&next["offset"], &next["epoch"]), (&json!(4), &epoch), "{next}");
+    assert!(messages_so_far(&mut back).is_empty(), "{:?}", back.pushes);
+    // Another user on node b may not read it there either.
+    let mut eve = cl::user(b.addr, "eve");
+    let denied = recover(&mut eve, "bob", 0, &epoch);
+    assert_eq!(error_code(&denied), Some(103), "{denied}");
+}
