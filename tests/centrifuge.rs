@@ -505,3 +505,29 @@ fn a_ws_private_message_and_a_narrowed_token_reach_the_centrifuge_client() {
     let other = cf.call("refresh", json!({"token": token(SECRET, json!({"sub": "eve"}))}));
     assert_eq!(other["error"]["code"], 109, "{other}");
 }
+
+#[test]
+fn mailbox_messages_reach_a_centrifuge_client_in_its_protocol() {
+    // With offline messages on, a `send` is delivered from the user's
+    // mailbox: a Centrifuge connection of that user gets a `message` push
+    // it can parse, not the `/ws` JSON.
+    let server = start_hub(|c| {
+        c.hub.mailbox = Some(hubbub::bus::history::HistoryRule {
+            size: 10,
+            ttl_ticks: 60 * hubbub::tick::TICKS_PER_SEC,
+            max_bytes: 1 << 20,
+        });
+    });
+    let (mut cf, _) = Cf::connected(server.addr, "ann");
+    let auth = format!("Authorization: Bearer {}\r\n", token(SECRET, json!({"sub": "bob"})));
+    let mut ws = WsClient::open(server.addr, &auth);
+    for n in 1..=3 {
+        let sent = ws.call("send", json!({"user": "ann", "data": {"n": n}}));
+        assert!(sent["result"].is_object(), "{sent}");
+    }
+    for n in 1..=3 {
+        let push = cf.push();
+        assert!(push["push"]["message"].is_object(), "a Centrifuge message push: {push}");
+        assert_eq!(push["push"]["message"]["data"]["n"], n, "{push}");
+    }
+}

@@ -467,3 +467,31 @@ fn a_connect_hook_that_does_not_answer_closes_with_1013() {
     assert_eq!(client.push().unwrap()["push"], "disconnect");
     assert_eq!(client.raw.recv_close(), Some(1013));
 }
+
+#[test]
+fn calls_that_waited_out_their_timeout_for_a_worker_are_not_made() {
+    // One worker, a backend slower than the timeout: the first call times
+    // out at the backend; the calls queued behind it have waited their
+    // whole timeout by the time the worker is free, so they are answered
+    // 113 without being made (the backend is spared calls nobody waits for).
+    let backend = Backend::start(|_| (Duration::from_millis(700), json!({"result": {"data": 1}})));
+    let server = start(|c| {
+        c.proxy = proxy(|p| {
+            p.rpc_url = Some(backend.url("/rpc"));
+            p.workers = 1;
+            p.timeout = Duration::from_millis(400);
+        });
+    });
+    let mut client = WsClient::open(server.addr, "");
+    for id in 1..=4 {
+        client
+            .raw
+            .send_text(&json!({"id": id, "method": "rpc", "params": {"method": "slow"}}).to_string());
+    }
+    for id in 1..=4 {
+        let reply = client.reply_for(id);
+        assert_eq!(reply["error"]["code"], 113, "{reply}");
+    }
+    let made = backend.seen().len();
+    assert!(made <= 2, "{made} of 4 calls were made to the backend");
+}

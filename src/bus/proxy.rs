@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -89,6 +90,9 @@ pub struct ProxyCall {
     /// The connection's user (`None`: anonymous, or not known yet).
     pub user: Option<Arc<str>>,
     pub pending: Pending,
+    /// When the shard handed it over: a call that waited a whole
+    /// `--proxy-timeout-ms` for a worker is answered as a timeout unmade.
+    pub queued: Instant,
 }
 
 /// What the backend's `result` said (fields the hook does not use are
@@ -239,6 +243,8 @@ impl ProxyLink {
             count_overloaded(hook);
             return Err(call);
         }
+        // The gauge moves when a call starts too, not only when one ends.
+        metrics::gauge!(names::PROXY_IN_FLIGHT).set(self.in_flight.calls.load(Ordering::Relaxed) as f64);
         match self.tx.try_send(call) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(call) | TrySendError::Disconnected(call)) => {
@@ -250,7 +256,7 @@ impl ProxyLink {
     }
 }
 
-fn count_overloaded(hook: Hook) {
+pub(crate) fn count_overloaded(hook: Hook) {
     metrics::counter!(names::PROXY_CALLS, "hook" => hook.label(), "outcome" => "overloaded").increment(1);
 }
 
@@ -267,6 +273,7 @@ mod tests {
                 id: 7,
             },
             user: None,
+            queued: Instant::now(),
             pending: Pending::Rpc {
                 method: "m".into(),
                 data: "null".into(),
@@ -296,6 +303,7 @@ mod tests {
         let in_flight = Arc::new(InFlight::new(8, 1000));
         let link = ProxyLink::new(tx, Arc::clone(&in_flight), [true; 4]);
         let big = |n| ProxyCall {
+            queued: Instant::now(),
             pending: Pending::Publish {
                 channel: "c".into(),
                 data: "x".repeat(n).into(),

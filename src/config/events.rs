@@ -29,7 +29,7 @@ pub struct EventsArgs {
     #[arg(long, value_name = "KEY")]
     pub events_stream: Option<String>,
     /// Redis for --events-stream: `redis://[USER:PASSWORD@]HOST:PORT[/DB]` or
-    /// `rediss://` [default: --redis].
+    /// `rediss://` [default: the first --redis].
     #[arg(long, value_name = "URL", env = "HUBBUB_EVENTS_REDIS", hide_env_values = true)]
     pub events_redis: Option<String>,
     /// Entries the event stream keeps, about (`XADD ... MAXLEN ~ N`).

@@ -98,6 +98,28 @@ pub(crate) fn proxy_config(args: ProxyArgs, max_answer_bytes: usize) -> Result<O
     }) {
         return Err(invalid("proxy-http-headers", format!("{bad:?} is not a header name")));
     }
+    // Headers that shape the call itself: a client's value would make the
+    // backend wait for a body that never comes (content-length), pick its
+    // virtual host, or break the call's framing.
+    const FRAMING: [&str; 9] = [
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "content-type",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+    ];
+    if let Some(bad) = config
+        .http_headers
+        .iter()
+        .find(|h| FRAMING.contains(&h.to_ascii_lowercase().as_str()))
+    {
+        let why = format!("{bad:?} shapes the hook call itself and cannot be passed on");
+        return Err(invalid("proxy-http-headers", why));
+    }
     if !config.hooks().contains(&true) {
         return Ok(None);
     }

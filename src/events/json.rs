@@ -14,7 +14,8 @@ pub fn encode(event: &Event, node: &str) -> String {
     out.push_str(",\"node\":");
     string(&mut out, node);
     let c = event.client;
-    out.push_str(&format!(",\"client\":\"{}.{}.{}\"", c.shard, c.key, c.generation));
+    // The same id the hooks' `client` and the connect pushes give.
+    out.push_str(&format!(",\"client\":\"{}-{}-{}\"", c.shard, c.key, c.generation));
     out.push_str(",\"user\":");
     match &event.user {
         Some(user) => string(&mut out, user),
@@ -76,7 +77,7 @@ mod tests {
         };
         let doc: serde_json::Value = serde_json::from_str(&encode(&event, "node-1")).unwrap();
         assert_eq!(doc["kind"], "publish");
-        assert_eq!(doc["client"], "1.7.3");
+        assert_eq!(doc["client"], "1-7-3");
         assert_eq!(doc["user"], "a\"n\nn");
         assert_eq!(doc["data"]["n"][1], 2);
         assert_eq!(doc["node"], "node-1");

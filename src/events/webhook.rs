@@ -65,8 +65,12 @@ pub(crate) struct Webhook {
     secret: Vec<u8>,
     node: Arc<str>,
     agent: ureq::Agent,
-    /// Batches made so far: with the node, the delivery id.
+    /// Batches made so far: with the node and `run`, the delivery id.
     batches: u64,
+    /// This process's run (its start in Unix milliseconds): a node restarted
+    /// with the same `--node-id` numbers its batches anew, and its ids must
+    /// not be taken for ones a receiver already saw.
+    run: u128,
     /// The body and delivery id of the batch being retried.
     pending: Option<(String, String)>,
 }
@@ -89,6 +93,9 @@ impl Webhook {
             node,
             agent,
             batches: 0,
+            run: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
             pending: None,
         }
     }
@@ -101,7 +108,7 @@ impl Webhook {
         }
         self.batches += 1;
         let body = encode_batch(batch, &self.node);
-        let delivery = format!("{}-{}", self.node, self.batches);
+        let delivery = format!("{}-{}-{}", self.node, self.run, self.batches);
         self.pending = Some((body.clone(), delivery.clone()));
         (body, delivery)
     }

@@ -44,9 +44,22 @@ impl Hub {
         );
     }
 
+    /// The connection at `key` is in (its user known: after the token, the
+    /// connect hook, or a Centrifuge `connect`): the connect event.
+    pub(super) fn announce(&mut self, key: usize) {
+        if let Some(session) = self.sessions.get_mut(&key) {
+            session.announced = true;
+        }
+        self.event(key, Kind::Connect, None, None, None);
+    }
+
     /// The upgraded connection at `key` ended for `why` (the shard calls
-    /// this just before `leave`, while its session is still known).
+    /// this just before `leave`, while its session is still known). A
+    /// connection never announced (refused by the connect hook, or a
+    /// Centrifuge one that never connected) was never in: no event.
     pub(crate) fn disconnected(&self, key: usize, why: Disconnect) {
-        self.event(key, Kind::Disconnect, None, None, Some(why.label()));
+        if self.sessions.get(&key).is_some_and(|s| s.announced) {
+            self.event(key, Kind::Disconnect, None, None, Some(why.label()));
+        }
     }
 }

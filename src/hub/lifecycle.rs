@@ -10,7 +10,6 @@ use super::session::{Rate, Session, Subscription};
 use super::{Conns, Hub};
 use crate::auth::Claims;
 use crate::bus::msg::{HubMsg, Origin};
-use crate::events::Kind;
 use crate::route::Endpoint;
 
 impl Hub {
@@ -55,7 +54,7 @@ impl Hub {
         // is told about when the hook lets it in, with its user.
         let hook_decides = ws && user.is_none() && self.proxy_has(crate::bus::proxy::Hook::Connect);
         if !hook_decides {
-            self.event(key, Kind::Connect, None, None, None);
+            self.announce(key);
         }
         if let Some(user) = user {
             self.online(key, generation, user, conns);

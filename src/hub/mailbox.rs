@@ -272,20 +272,24 @@ impl Hub {
     /// once (see [`MailMark`]).
     pub(super) fn deliver_mail(&mut self, user: &str, frame: &Bytes, pos: &MailPos, conns: &mut dyn Conns) {
         let Some(keys) = self.users.get(user) else { return };
+        // Each connection in its own protocol (a Centrifuge one gets a
+        // `message` push, framed once for all of them; a gap closes it).
+        let mut centrifuge = None;
         for &key in keys.iter() {
             let Some(session) = self.sessions.get_mut(&key) else {
                 conns.queue(key, frame.clone());
                 continue;
             };
+            let member = super::centrifuge::member(session, key);
             match MailMark::live(&mut session.mail, pos) {
                 Live::Skip => continue,
                 Live::Deliver => {}
                 Live::AfterGap(had) => {
                     let gap = protocol::push_gap(&name(user), &pos.epoch, had);
-                    conns.queue(key, text_frame(&gap, &self.budget));
+                    self.send_to(key, &gap, conns);
                 }
             }
-            conns.queue(key, frame.clone());
+            self.queue_member(member, frame, &mut centrifuge, conns);
         }
     }
 }

@@ -73,9 +73,12 @@ impl Hub {
             held.commands.push(text.to_vec());
             return true;
         }
+        // Not a bad command (the client could not know): answered without
+        // spending its error budget, as a rate refusal is.
         let id = protocol::parse_command(text).ok().map(|c| c.id);
         let why = "too many commands before the application's connect hook answered";
-        self.fail(key, id, code::UNAVAILABLE, why, conns);
+        conns.stats().command_errors += 1;
+        self.send_to(key, &protocol::reply_error(id, code::UNAVAILABLE, why), conns);
         true
     }
 
@@ -87,10 +90,17 @@ impl Hub {
             return;
         };
         if session.proxy_calls >= CALLS_PER_CONNECTION {
+            crate::bus::proxy::count_overloaded(pending.hook());
             let why = "too many application calls in flight on this connection; retry later";
             return self.carry_on(to, pending, overloaded(why), conns);
         }
-        match link.send(ProxyCall { to, user, pending }) {
+        let call = ProxyCall {
+            to,
+            user,
+            pending,
+            queued: std::time::Instant::now(),
+        };
+        match link.send(call) {
             Ok(()) => session.proxy_calls += 1,
             Err(call) => {
                 let why = "too many application calls in flight; retry later";
@@ -201,7 +211,7 @@ impl Hub {
         if let Some(user) = &user {
             self.become_user(to, user, allowed.expire_at, conns);
         }
-        self.event(key, crate::events::Kind::Connect, None, None, None);
+        self.announce(key);
         let push = protocol::push_connect(&client_id(&to), user.as_deref(), allowed.data.as_deref());
         self.send_to(key, &push, conns);
         self.server_side_subscribe(to, &allowed, conns);

@@ -42,6 +42,9 @@ pub(crate) struct Session {
     /// Hook calls of this connection in flight (at most
     /// `proxy::CALLS_PER_CONNECTION`).
     pub proxy_calls: u8,
+    /// The application was told this connection connected (`events.rs`):
+    /// only then is it told that it disconnected.
+    pub announced: bool,
     /// The protocol its replies and pushes are encoded in.
     pub proto: Proto,
 }
@@ -92,6 +95,7 @@ impl Session {
             mail: None,
             connecting: None,
             proxy_calls: 0,
+            announced: false,
             proto: Proto::Ws,
         }
     }

@@ -122,6 +122,13 @@ impl Worker {
             let started = Instant::now();
             let (hook, bytes) = (call.pending.hook(), call.bytes());
             let verdict = match self.config.url(hook) {
+                // Waited its whole time for a worker (the backend is slow
+                // for everyone): the client hears at once, the backend is
+                // spared a call nobody waits for any more.
+                Some(_) if call.queued.elapsed() >= self.config.timeout => Verdict::Failed {
+                    failure: Failure::Timeout,
+                    why: "waited --proxy-timeout-ms for a free worker".to_string(),
+                },
                 Some(url) => self.call(url, &call),
                 // The link only takes calls for hooks with a URL.
                 None => Verdict::Failed {
@@ -133,7 +140,7 @@ impl Worker {
             if let Verdict::Failed { why, .. } = &verdict {
                 tracing::debug!(hook = hook.label(), why = %why, "hook call failed");
             }
-            let ProxyCall { to, user, pending } = call;
+            let ProxyCall { to, user, pending, .. } = call;
             let answer = ProxyAnswered {
                 to,
                 user,

@@ -85,8 +85,11 @@ pub fn parse_answer(hook: Hook, body: &[u8]) -> Verdict {
     }
     if let Some(ErrorBody { code, message }) = answer.error {
         return match u16::try_from(code) {
-            Ok(code) => Verdict::Refuse { code, message },
-            Err(_) => bad(format!("error code {code} is over 65535")),
+            // The application's range (docs/PROXY.md), and 103 "permission
+            // denied"; another code below 400 would read as one of hubbub's
+            // own (105 rate limit, 113, 114...).
+            Ok(code) if code == 103 || (400..=1999).contains(&code) => Verdict::Refuse { code, message },
+            _ => bad(format!("error code {code} is outside 400-1999 (or 103)")),
         };
     }
     let Some(result) = answer.result else {
@@ -119,6 +122,7 @@ mod tests {
 
     fn call(pending: Pending) -> ProxyCall {
         ProxyCall {
+            queued: std::time::Instant::now(),
             to: Origin {
                 shard: 1,
                 key: 2,
@@ -205,7 +209,12 @@ mod tests {
         assert!(failed(Hook::Rpc, br#"{"disconnect":{"code":1000}}"#)
             .1
             .contains("3000-4999"));
-        assert!(failed(Hook::Rpc, br#"{"error":{"code":70000}}"#).1.contains("65535"));
+        assert!(failed(Hook::Rpc, br#"{"error":{"code":70000}}"#).1.contains("400-1999"));
+        assert!(failed(Hook::Rpc, br#"{"error":{"code":105}}"#).1.contains("400-1999"));
+        assert!(matches!(
+            parse_answer(Hook::Rpc, br#"{"error":{"code":103,"message":"no"}}"#),
+            Verdict::Refuse { code: 103, .. }
+        ));
         let (failure, why) = failed(Hook::Publish, br#"{"result":{"b64data":"AA=="}}"#);
         assert_eq!(failure, Failure::Unavailable);
         assert!(why.contains("b64data"));

@@ -245,7 +245,7 @@ impl Hub {
             self.online(key, generation, user, conns);
         }
         // The application hears of the connection once it is connected.
-        self.event(key, crate::events::Kind::Connect, None, None, None);
+        self.announce(key);
         let client = self.client_id(key, generation);
         let body = translate::refresh_body(&client, expires_in);
         self.reply(key, format!("{{\"id\":{id},\"connect\":{body}}}").as_bytes(), conns);
