@@ -143,8 +143,9 @@ fn webhook_config(args: &EventsArgs) -> Result<Option<WebhookConfig>, ConfigErro
     if args.webhook_batch_size == 0 || args.webhook_batch_size > MAX_WEBHOOK_BATCH {
         return Err(invalid("webhook-batch-size", "must be between 1 and 10000"));
     }
-    if args.webhook_timeout_secs == 0 {
-        return Err(invalid("webhook-timeout-secs", "must be at least 1"));
+    // A stop waits for a POST in flight: a long timeout would hold it.
+    if args.webhook_timeout_secs == 0 || args.webhook_timeout_secs > 60 {
+        return Err(invalid("webhook-timeout-secs", "must be between 1 and 60"));
     }
     if args.webhook_batch_ms > 60_000 {
         return Err(invalid("webhook-batch-ms", "at most 60000"));
