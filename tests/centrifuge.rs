@@ -289,23 +289,9 @@ fn a_silent_upgrade_is_closed_as_stale() {
 
 // ---- The real SDK ---------------------------------------------------------
 
-/// Whether `node` runs; if not, panics under CI and tells why the test is
-/// skipped otherwise.
+/// Whether `node` runs (skipped with a message locally, a failure under CI).
 fn have_node() -> bool {
-    let found = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "`node` is missing under CI: .ci/run installs it"
-        );
-        eprintln!("SKIPPED: `node` is not installed here (apt-get install nodejs npm; .ci/run does it)");
-    }
-    found
+    have("node", "apt-get install nodejs npm")
 }
 
 fn node_dir() -> PathBuf {

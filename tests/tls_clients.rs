@@ -25,25 +25,6 @@ fn start_wss(certs: &TestCerts) -> TestServer {
     start(move |config| config.tls = Some(files))
 }
 
-/// Whether `program` runs; if not, panics under CI and tells why the test
-/// is skipped otherwise.
-fn have(program: &str, install: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "`{program}` is missing under CI: .ci/run installs it ({install})"
-        );
-        eprintln!("SKIPPED: `{program}` is not installed here ({install}; .ci/run does it)");
-    }
-    found
-}
-
 struct Outcome {
     /// `None`: killed at the limit.
     status: Option<ExitStatus>,

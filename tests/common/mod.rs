@@ -497,3 +497,22 @@ pub fn unlimited_rates(c: &mut Config) {
     c.hub.max_messages_per_sec = 1 << 30;
     c.hub.max_bytes_per_sec = 1 << 40;
 }
+
+/// Whether `program` runs; if not, panics under CI and tells why the test
+/// is skipped otherwise.
+pub fn have(program: &str, install: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`{program}` is missing under CI: .ci/run installs it ({install})"
+        );
+        eprintln!("SKIPPED: `{program}` is not installed here ({install}; .ci/run does it)");
+    }
+    found
+}
