@@ -6,7 +6,9 @@
 # Each setup carries two channels, "a" and "b" (with two servers, "a" lives
 # on the first and "b" on the second: FNV-1a, docs/CLUSTER.md), each with
 # its own latency client at RATE/2 msg/s and SUBS/2 subscribers, so every
-# setup delivers RATE*SUBS per second. Everything on loopback, killed by PID.
+# setup delivers RATE*SUBS per second. Through Redis each client also
+# prints "publish -> Redis push", the publishing node's half of the path.
+# Everything on loopback, killed by PID.
 # Needs: cargo build --release --bins --examples; redis-server on PATH.
 set -u
 cd "$(dirname "$0")/.."
@@ -24,28 +26,33 @@ redis-server --port 26400 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 
 sleep 0.5
 
 # Two latency clients at once, one per channel; prints each one's line.
-measure() { # PUB_ADDR SUB_ADDR
-  $LAT --pub "$1" --sub "$2" --subscribers $HALF_SUBS --rate $HALF_RATE --secs $SECS --channel a > /tmp/hubbub-lat-a.$$ &
+# With a Redis URL for each channel, each client also listens to its
+# channel's Pub/Sub key and prints the publishing node's half of the path.
+measure() { # PUB_ADDR SUB_ADDR [TAP_A TAP_B]
+  local tap_a=() tap_b=()
+  [ $# -ge 4 ] && tap_a=(--redis-tap "$3") && tap_b=(--redis-tap "$4")
+  $LAT --pub "$1" --sub "$2" --subscribers $HALF_SUBS --rate $HALF_RATE --secs $SECS --channel a "${tap_a[@]}" > /tmp/hubbub-lat-a.$$ &
   local la=$!
-  $LAT --pub "$1" --sub "$2" --subscribers $HALF_SUBS --rate $HALF_RATE --secs $SECS --channel b > /tmp/hubbub-lat-b.$$ &
+  $LAT --pub "$1" --sub "$2" --subscribers $HALF_SUBS --rate $HALF_RATE --secs $SECS --channel b "${tap_b[@]}" > /tmp/hubbub-lat-b.$$ &
   local lb=$!
   wait $la $lb
   sed 's/^/  channel a: /' /tmp/hubbub-lat-a.$$; sed 's/^/  channel b: /' /tmp/hubbub-lat-b.$$
   rm -f /tmp/hubbub-lat-a.$$ /tmp/hubbub-lat-b.$$
 }
 
-run_pair() { # LABEL REDIS_ARGS...
-  local label=$1; shift
+run_pair() { # LABEL TAP_A TAP_B REDIS_ARGS...
+  local label=$1 tap_a=$2 tap_b=$3; shift 3
   $BIN --listen 127.0.0.1:28081 $common "$@" --node-id a >/dev/null 2>&1 & local a=$!
   $BIN --listen 127.0.0.1:28082 $common "$@" --node-id b >/dev/null 2>&1 & local b=$!
   sleep 1.5
   echo "$label (pub on A, subs on B), $RATE msg/s:"
-  measure 127.0.0.1:28081 127.0.0.1:28082
+  measure 127.0.0.1:28081 127.0.0.1:28082 "$tap_a" "$tap_b"
   kill $a $b; wait $a $b 2>/dev/null
 }
 
-run_pair "one Redis" --redis redis://127.0.0.1:26399
-run_pair "two Redis" --redis redis://127.0.0.1:26399 --redis redis://127.0.0.1:26400
+R1=redis://127.0.0.1:26399; R2=redis://127.0.0.1:26400
+run_pair "one Redis" $R1 $R1 --redis $R1
+run_pair "two Redis" $R1 $R2 --redis $R1 --redis $R2
 
 $BIN --listen 127.0.0.1:28083 $common >/dev/null 2>&1 & S=$!
 sleep 1

@@ -5,6 +5,11 @@
 //!
 //! cargo run --release --example cluster_latency -- --pub 127.0.0.1:8081 \
 //!     --sub 127.0.0.1:8082 --subscribers 10 --rate 10000 --secs 10
+//!
+//! With `--redis-tap redis://HOST:PORT` it also listens to the channel's
+//! Redis Pub/Sub key itself and prints a second line: publish to the moment
+//! Redis pushed the publication (the publishing node's half of the path);
+//! the rest of the end-to-end figure is the subscribing node's half.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -97,6 +102,51 @@ fn subscriber(addr: String, channel: String, stop: Arc<AtomicBool>) -> Vec<u64> 
     latencies
 }
 
+/// Publish-to-Redis-push latencies: what a Pub/Sub listener of the
+/// channel's key sees (`EPOCH\nOFFSET\nDATA`, DATA stamped by the publisher).
+fn redis_tap(url: String, channel: String, stop: Arc<AtomicBool>, ready: std::sync::mpsc::Sender<()>) -> Vec<u64> {
+    let client = redis::Client::open(url.as_str()).expect("--redis-tap URL");
+    let mut conn = client.get_connection().expect("connect to --redis-tap");
+    let mut pubsub = conn.as_pubsub();
+    pubsub.subscribe(format!("hubbub:pub:{channel}")).expect("SUBSCRIBE");
+    pubsub.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let _ = ready.send(());
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(msg) = pubsub.get_message() else { continue };
+        let now = now_ns();
+        let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+        let Some(data) = payload.splitn(3, |&b| b == b'\n').nth(2) else {
+            continue;
+        };
+        if let Some(t) = serde_json::from_slice::<serde_json::Value>(data)
+            .ok()
+            .and_then(|v| v["t"].as_u64())
+        {
+            latencies.push(now.saturating_sub(t));
+        }
+    }
+    latencies
+}
+
+/// `latency us p50 .. p99 .. p99.9 .. max ..` of `all` (sorted here).
+fn summary(all: &mut [u64]) -> String {
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1e3
+    };
+    format!(
+        "latency us p50 {:.0} p99 {:.0} p99.9 {:.0} max {:.0}",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0)
+    )
+}
+
 fn main() {
     let (pub_addr, sub_addr) = (arg("--pub", "127.0.0.1:8080"), arg("--sub", "127.0.0.1:8080"));
     let subscribers: usize = arg("--subscribers", "10").parse().unwrap();
@@ -110,6 +160,13 @@ fn main() {
             std::thread::spawn(move || subscriber(addr, channel, stop))
         })
         .collect();
+    let tap = (arg("--redis-tap", "") != "").then(|| {
+        let (url, channel, stop) = (arg("--redis-tap", ""), channel.clone(), Arc::clone(&stop));
+        let (ready, listening) = std::sync::mpsc::channel();
+        let tap = std::thread::spawn(move || redis_tap(url, channel, stop, ready));
+        listening.recv().expect("the Redis tap did not start");
+        tap
+    });
     std::thread::sleep(Duration::from_millis(500));
     let (mut publisher, _) = open(&pub_addr);
     let mut reader = publisher.try_clone().unwrap();
@@ -138,22 +195,20 @@ fn main() {
     let mut all: Vec<u64> = subs.into_iter().flat_map(|s| s.join().unwrap()).collect();
     let _ = publisher.shutdown(std::net::Shutdown::Both);
     let _ = drain.join();
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1e3
-    };
     let expected = total * subscribers as u64;
+    let delivered = all.len();
     println!(
-        "published {total} in {:.2}s; delivered {}/{expected} ({:.0} deliveries/s); latency us p50 {:.0} p99 {:.0} p99.9 {:.0} max {:.0}",
+        "published {total} in {:.2}s; delivered {delivered}/{expected} ({:.0} deliveries/s); {}",
         sent_for.as_secs_f64(),
-        all.len(),
-        all.len() as f64 / sent_for.as_secs_f64(),
-        pct(0.5),
-        pct(0.99),
-        pct(0.999),
-        pct(1.0)
+        delivered as f64 / sent_for.as_secs_f64(),
+        summary(&mut all)
     );
+    if let Some(tap) = tap {
+        let mut seen = tap.join().unwrap();
+        println!(
+            "  publish -> Redis push: {} of {total}; {}",
+            seen.len(),
+            summary(&mut seen)
+        );
+    }
 }

@@ -134,6 +134,9 @@ impl Target {
 }
 
 fn open(info: ConnectionInfo, timeout: Duration) -> Result<redis::Connection, redis::RedisError> {
+    // No Nagle: a publish's script and a Pub/Sub PING are small writes on the
+    // latency path (the crate leaves Nagle on unless asked).
+    let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
     let conn = Client::open(info)?.get_connection_with_timeout(timeout)?;
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(timeout))?;
