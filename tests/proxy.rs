@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Backend, Seen};
 use common::{http_get, start, WsClient, PATIENCE};
+use hubbub::conn::Disconnect;
 use serde_json::{json, Value};
 
 fn now() -> Duration {
@@ -273,6 +274,51 @@ fn connect_hook_names_the_user_subscribes_and_sees_only_listed_headers() {
 }
 
 #[test]
+fn unsubscribing_a_pending_server_side_subscription_is_answered_with_a_push_not_id_0() {
+    // Sixteen server-side channels over two shards: those owned by the other
+    // shard are still pending when the held unsubscribes run (the same turn).
+    let channels: Vec<String> = (0..16).map(|i| format!("side{i}")).collect();
+    let listed = channels.clone();
+    let backend = Backend::start(move |_| {
+        (
+            Duration::from_millis(200),
+            json!({"result": {"user": "ann", "channels": listed}}),
+        )
+    });
+    let server = start(|c| {
+        c.shards = 2;
+        c.proxy = proxy(|p| p.connect_url = Some(backend.url("/connect")));
+    });
+    let mut ann = WsClient::open(server.addr, "");
+    for (i, channel) in channels.iter().enumerate() {
+        let command = json!({"id": i + 1, "method": "unsubscribe", "params": {"channel": channel}});
+        ann.raw.send_text(&command.to_string());
+    }
+    let (mut replies, mut cancelled, mut other) = (Vec::new(), Vec::new(), Vec::new());
+    while replies.len() < channels.len() {
+        let frame = ann.push().expect("open");
+        match (frame.get("id").and_then(Value::as_u64), frame["push"].as_str()) {
+            (Some(id), _) => {
+                assert!(id >= 1, "a reply to a command the client never sent: {frame}");
+                assert!(frame.get("result").is_some(), "{frame}");
+                replies.push(id);
+            }
+            (None, Some("subscribe_error")) => {
+                assert_eq!(frame["code"], 111, "{frame}");
+                cancelled.push(frame["channel"].as_str().unwrap().to_string());
+            }
+            _ => other.push(frame),
+        }
+    }
+    replies.sort_unstable();
+    assert_eq!(replies, (1..=16).collect::<Vec<u64>>());
+    assert!(!cancelled.is_empty(), "no subscription was pending: {other:?}");
+    // Pending ones get a cancellation push; joined ones their subscribed push.
+    let subscribed = other.iter().filter(|p| p["push"] == "subscribed").count();
+    assert_eq!(cancelled.len() + subscribed, 16, "{cancelled:?} {other:?}");
+}
+
+#[test]
 fn connect_hook_refusal_closes_and_a_valid_token_skips_it() {
     let secret = "a-proxy-test-secret-of-32-bytes!!";
     let backend = Backend::start(
@@ -294,6 +340,9 @@ fn connect_hook_refusal_closes_and_a_valid_token_skips_it() {
     assert_eq!(refused["error"]["code"], 1401, "{refused}");
     assert_eq!(stranger.push().unwrap()["push"], "disconnect");
     assert_eq!(stranger.raw.recv_close(), Some(4403));
+    server.wait_for("a connect_refused disconnect", |s| {
+        s.disconnects_for(Disconnect::ConnectRefused) == 1 && s.disconnects_for(Disconnect::Kicked) == 0
+    });
     let mut bob = WsClient::open(server.addr, "Cookie: ok\r\n");
     assert_eq!(bob.push().unwrap()["user"], "bob");
     let token = common::token(secret, json!({"sub": "carol"}));
@@ -466,6 +515,9 @@ fn a_connect_hook_that_does_not_answer_closes_with_1013() {
     assert_eq!(push["error"]["code"], 113, "{push}");
     assert_eq!(client.push().unwrap()["push"], "disconnect");
     assert_eq!(client.raw.recv_close(), Some(1013));
+    server.wait_for("a hook_unavailable disconnect", |s| {
+        s.disconnects_for(Disconnect::HookUnavailable) == 1 && s.disconnects_for(Disconnect::Kicked) == 0
+    });
 }
 
 #[test]

@@ -262,9 +262,15 @@ impl Hub {
             // Every command gets its one reply: the subscribe this cancels
             // is answered now (the owner's late answer is undone when it
             // finds the subscription gone).
+            // A server-side subscription had no command of the client's:
+            // its cancellation is a push about the channel, as its refusal
+            // would have been.
             let why = "cancelled: unsubscribed before the subscription took effect";
-            let reply = protocol::reply_error(Some(sub.command), code::CANCELLED, why);
-            self.send_to(key, &reply, conns);
+            let frame = match sub.server_side {
+                true => protocol::push_subscribe_error(&sub.channel, code::CANCELLED, why),
+                false => protocol::reply_error(Some(sub.command), code::CANCELLED, why),
+            };
+            self.send_to(key, &frame, conns);
         }
         self.send_to(key, &protocol::reply_ok(origin.id, "{}"), conns);
     }

@@ -197,14 +197,14 @@ impl Hub {
         };
         let allowed = match verdict {
             Verdict::Allow(allowed) => allowed,
-            Verdict::Disconnect { code, reason } => return conns.close(key, code, &reason, Disconnect::Kicked),
+            Verdict::Disconnect { code, reason } => return conns.close(key, code, &reason, Disconnect::ConnectRefused),
             Verdict::Refuse { code, message } => {
                 self.send_to(key, &protocol::push_connect_error(code, &message), conns);
-                return conns.close(key, CLOSE_CONNECT_REFUSED, &message, Disconnect::Kicked);
+                return conns.close(key, CLOSE_CONNECT_REFUSED, &message, Disconnect::ConnectRefused);
             }
             Verdict::Failed { failure, why } => {
                 self.send_to(key, &protocol::push_connect_error(failure_code(failure), &why), conns);
-                return conns.close(key, TRY_AGAIN_LATER, &why, Disconnect::Kicked);
+                return conns.close(key, TRY_AGAIN_LATER, &why, Disconnect::HookUnavailable);
             }
         };
         let user = allowed.user.as_deref().filter(|u| !u.is_empty()).map(Arc::<str>::from);

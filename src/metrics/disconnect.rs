@@ -34,10 +34,16 @@ pub enum Disconnect {
     RateLimited,
     /// Its token's `exp` passed (plus a grace) without a `refresh` (4003).
     TokenExpired,
+    /// The application's connect hook said no, or told the connection to
+    /// disconnect (4403, or the hook's own code).
+    ConnectRefused,
+    /// The connect hook could not be asked (timeout, unreachable, bad
+    /// answer, over its cap): 1013, try again later.
+    HookUnavailable,
 }
 
 impl Disconnect {
-    pub const ALL: [Disconnect; 13] = [
+    pub const ALL: [Disconnect; 15] = [
         Disconnect::ClientClose,
         Disconnect::ClientGone,
         Disconnect::ProtocolError,
@@ -51,6 +57,8 @@ impl Disconnect {
         Disconnect::MissedMessages,
         Disconnect::RateLimited,
         Disconnect::TokenExpired,
+        Disconnect::ConnectRefused,
+        Disconnect::HookUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -68,6 +76,8 @@ impl Disconnect {
             Disconnect::MissedMessages => "missed_messages",
             Disconnect::RateLimited => "rate_limited",
             Disconnect::TokenExpired => "token_expired",
+            Disconnect::ConnectRefused => "connect_refused",
+            Disconnect::HookUnavailable => "hook_unavailable",
         }
     }
 }

@@ -85,7 +85,7 @@ pub const ALL: &[Described] = &[
     m(CONNECTIONS_ACCEPTED, C, Unit::Count, "TCP connections accepted, per shard."),
     m(CONNECTIONS_UPGRADED, C, Unit::Count, "Connections that completed the WebSocket upgrade."),
     m(HANDSHAKE_FAILURES, C, Unit::Count, "Upgrade requests refused or abandoned, by reason."),
-    m(DISCONNECTS, C, Unit::Count, "Upgraded connections ended, by reason (client_close, client_gone, protocol_error, idle_timeout, slow_consumer, shutdown = drain, kicked, replaced, message_timeout, memory_shed, missed_messages, rate_limited, token_expired)."),
+    m(DISCONNECTS, C, Unit::Count, "Upgraded connections ended, by reason (client_close, client_gone, protocol_error, idle_timeout, slow_consumer, shutdown = drain, kicked, replaced, message_timeout, memory_shed, missed_messages, rate_limited, token_expired, connect_refused, hook_unavailable)."),
     m(MESSAGES_IN, C, Unit::Count, "WebSocket messages received from clients."),
     m(MESSAGES_OUT, C, Unit::Count, "WebSocket messages sent to clients."),
     m(BYTES_IN, C, Unit::Bytes, "Bytes read from client sockets."),
