@@ -160,7 +160,7 @@ fn main() {
             std::thread::spawn(move || subscriber(addr, channel, stop))
         })
         .collect();
-    let tap = (arg("--redis-tap", "") != "").then(|| {
+    let tap = (!arg("--redis-tap", "").is_empty()).then(|| {
         let (url, channel, stop) = (arg("--redis-tap", ""), channel.clone(), Arc::clone(&stop));
         let (ready, listening) = std::sync::mpsc::channel();
         let tap = std::thread::spawn(move || redis_tap(url, channel, stop, ready));

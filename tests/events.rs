@@ -141,28 +141,6 @@ fn entries(reply: redis::Value) -> Vec<(String, HashMap<String, String>)> {
     out
 }
 
-/// A series' value on /metrics (0 when absent).
-fn metric(server: &common::TestServer, series: &str) -> f64 {
-    let (_, body) = http_get(server.admin_addr(), "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn wait_metric(server: &common::TestServer, series: &str, check: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let value = metric(server, series);
-        if check(value) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{series} stayed at {value}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn stream_events_are_read_back_with_a_consumer_group_in_order() {
     let Some(redis) = Redis::start() else { return };
@@ -219,7 +197,7 @@ fn maxlen_trimming_bounds_the_stream() {
         assert!(reply["result"].is_object(), "{reply}");
     }
     // The connect and 2000 publications all went in...
-    wait_metric(&server, "hubbub_events_sent_total{sink=\"stream\"}", |v| v >= 2001.0);
+    server.wait_metric("hubbub_events_sent_total{sink=\"stream\"}", |v| v >= 2001.0);
     let mut conn = redis_conn(&redis);
     let len: u64 = redis::cmd("XLEN").arg(STREAM).query(&mut conn).unwrap();
     // ...and `MAXLEN ~ 100` kept about 100 (whole radix-tree nodes of up to
@@ -258,11 +236,13 @@ fn redis_down_does_not_stall_the_server_and_nothing_is_lost_when_it_returns() {
         assert!(reply["result"].is_object(), "{reply}");
     }
     assert!(began.elapsed() < PATIENCE, "commands answered while Redis is down");
-    wait_metric(&server, "hubbub_events_queue_bytes{sink=\"stream\"}", |v| v > 0.0);
-    assert_eq!(metric(&server, "hubbub_events_sent_total{sink=\"stream\"}"), 0.0);
+    let held = server.wait_metric("hubbub_events_queue_bytes{sink=\"stream\"}", |v| v > 0.0);
+    assert_eq!(server.metric("hubbub_events_sent_total{sink=\"stream\"}"), 0.0);
+    // What the sink holds counts toward --memory-limit.
+    server.wait_metric("hubbub_memory_bytes{kind=\"events\"}", |v| v >= held);
     // Redis comes up: the held events are written, in order.
     let Some(redis) = Redis::start_on(port) else { return };
-    wait_metric(&server, "hubbub_events_sent_total{sink=\"stream\"}", |v| v >= 201.0);
+    server.wait_metric("hubbub_events_sent_total{sink=\"stream\"}", |v| v >= 201.0);
     let mut conn = redis_conn(&redis);
     let all: Vec<(String, HashMap<String, String>)> = {
         let reply: redis::Value = redis::cmd("XREAD")
@@ -285,7 +265,8 @@ fn redis_down_does_not_stall_the_server_and_nothing_is_lost_when_it_returns() {
         })
         .collect();
     assert_eq!(data, (0..200).collect::<Vec<_>>(), "every publication, once, in order");
-    assert_eq!(metric(&server, "hubbub_events_queue_bytes{sink=\"stream\"}"), 0.0);
+    assert_eq!(server.metric("hubbub_events_queue_bytes{sink=\"stream\"}"), 0.0);
+    server.wait_metric("hubbub_memory_bytes{kind=\"events\"}", |v| v == 0.0);
 }
 
 /// One request the receiver took.
@@ -473,7 +454,7 @@ fn a_webhook_that_fails_then_recovers_gets_every_batch_again() {
         .collect();
     assert_eq!(data, (0..100).collect::<Vec<_>>(), "no loss, no duplicate, in order");
     assert_eq!(receiver.refused.load(Ordering::SeqCst), 4);
-    let retries = wait_metric(&server, "hubbub_events_webhook_retries_total", |v| v >= 4.0);
+    let retries = server.wait_metric("hubbub_events_webhook_retries_total", |v| v >= 4.0);
     assert_eq!(retries, 4.0);
     // The retried batch kept its delivery id: the first accepted request
     // carries the id its four refusals had.
@@ -502,15 +483,10 @@ fn a_webhook_that_stays_down_costs_bounded_memory_and_counted_drops_only() {
     }
     // Every publish made its event before its reply; the sink copies its
     // counters about every 250 ms: wait for the count, then two copies more.
-    wait_metric(&server, "hubbub_events_produced_total{kind=\"publish\"}", |v| {
-        v == 1000.0
-    });
+    server.wait_metric("hubbub_events_produced_total{kind=\"publish\"}", |v| v == 1000.0);
     std::thread::sleep(Duration::from_millis(600));
-    let dropped = metric(
-        &server,
-        "hubbub_events_dropped_total{sink=\"webhook\",reason=\"queue_full\"}",
-    );
-    let held = metric(&server, "hubbub_events_queue_bytes{sink=\"webhook\"}");
+    let dropped = server.metric("hubbub_events_dropped_total{sink=\"webhook\",reason=\"queue_full\"}");
+    let held = server.metric("hubbub_events_queue_bytes{sink=\"webhook\"}");
     assert!(held > 0.0 && held <= bound as f64, "held {held} of {bound}");
     // Publications fill three quarters of the bound at most; the rest of
     // the 1000 were dropped, counted.
@@ -534,9 +510,7 @@ fn a_webhook_that_stays_down_costs_bounded_memory_and_counted_drops_only() {
     let mut late = WsClient::open(server.addr, "");
     late.raw.send(0x8, true, &1000u16.to_be_bytes());
     while late.raw.recv().is_some() {}
-    wait_metric(&server, "hubbub_events_produced_total{kind=\"disconnect\"}", |v| {
-        v >= 1.0
-    });
+    server.wait_metric("hubbub_events_produced_total{kind=\"disconnect\"}", |v| v >= 1.0);
     // The receiver comes back: what was held is delivered.
     receiver.down.store(false, Ordering::SeqCst);
     let got = receiver.wait_events(|e| e.iter().any(|e| e["kind"] == "disconnect"));

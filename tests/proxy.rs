@@ -221,6 +221,31 @@ fn over_the_in_flight_cap_calls_are_refused_at_once() {
 }
 
 #[test]
+fn client_data_of_calls_in_flight_counts_toward_the_memory_limit() {
+    let backend = Backend::start(|_| (Duration::from_millis(1500), json!({"result": {}})));
+    let server = start(|c| {
+        c.proxy = proxy(|p| {
+            p.rpc_url = Some(backend.url("/rpc"));
+            p.timeout = Duration::from_secs(5);
+        })
+    });
+    let mut client = WsClient::open(server.addr, "");
+    let data = "d".repeat(100_000);
+    for id in 1..=3u64 {
+        let command = json!({"id": id, "method": "rpc", "params": {"method": "m", "data": data}});
+        client.raw.send_text(&command.to_string());
+    }
+    let series = "hubbub_memory_bytes{kind=\"proxy\"}";
+    let held = server.wait_metric(series, |v| v >= 300_000.0);
+    assert!(held < 400_000.0, "three calls of 100 KB held as {held} bytes");
+    for _ in 1..=3 {
+        let reply = client.push().unwrap();
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    server.wait_metric(series, |v| v == 0.0);
+}
+
+#[test]
 fn connect_hook_names_the_user_subscribes_and_sees_only_listed_headers() {
     let backend = Backend::start(|call| match call.path.as_str() {
         "/connect" => (

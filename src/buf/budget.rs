@@ -90,15 +90,22 @@ pub enum MemKind {
     /// Cluster mode: commands held by the Redis bridge (its queue and the
     /// buffer of commands waiting for Redis).
     Cluster,
+    /// Application hook calls in flight: the client data each carries
+    /// (`--proxy-*-url`).
+    Proxy,
+    /// Events waiting for their sink (`--events-stream`, `--webhook-url`).
+    Events,
 }
 
 impl MemKind {
-    pub const ALL: [MemKind; 5] = [
+    pub const ALL: [MemKind; 7] = [
         MemKind::PartialInput,
         MemKind::Outgoing,
         MemKind::History,
         MemKind::Tls,
         MemKind::Cluster,
+        MemKind::Proxy,
+        MemKind::Events,
     ];
 
     /// The `kind` label of `hubbub_memory_bytes`.
@@ -109,6 +116,8 @@ impl MemKind {
             MemKind::History => "history",
             MemKind::Tls => "tls",
             MemKind::Cluster => "cluster",
+            MemKind::Proxy => "proxy",
+            MemKind::Events => "events",
         }
     }
 }

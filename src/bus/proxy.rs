@@ -18,6 +18,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::history::Recover;
 use super::msg::Origin;
+use crate::buf::budget::{MemKind, MemoryBudget};
 use crate::metrics::names;
 
 /// Which hook a call is for.
@@ -180,15 +181,18 @@ pub struct InFlight {
     bytes: AtomicUsize,
     max_calls: usize,
     max_bytes: usize,
+    /// The calls' client data counts toward `--memory-limit` (`kind="proxy"`).
+    budget: Option<Arc<MemoryBudget>>,
 }
 
 impl InFlight {
-    pub fn new(max_calls: usize, max_bytes: usize) -> InFlight {
+    pub fn new(max_calls: usize, max_bytes: usize, budget: Option<Arc<MemoryBudget>>) -> InFlight {
         InFlight {
             calls: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             max_calls,
             max_bytes,
+            budget,
         }
     }
 
@@ -200,8 +204,12 @@ impl InFlight {
             return false;
         }
         if self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.max_bytes {
-            self.release(bytes);
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.calls.fetch_sub(1, Ordering::AcqRel);
             return false;
+        }
+        if let Some(budget) = &self.budget {
+            budget.add(MemKind::Proxy, bytes as i64);
         }
         true
     }
@@ -209,6 +217,9 @@ impl InFlight {
     /// Gives back a call's place; returns the calls still in flight.
     pub fn release(&self, bytes: usize) -> usize {
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if let Some(budget) = &self.budget {
+            budget.add(MemKind::Proxy, -(bytes as i64));
+        }
         self.calls.fetch_sub(1, Ordering::AcqRel) - 1
     }
 }
@@ -284,7 +295,7 @@ mod tests {
     #[test]
     fn calls_over_the_cap_come_back_at_once() {
         let (tx, rx) = crossbeam_channel::bounded(2);
-        let in_flight = Arc::new(InFlight::new(2, MAX_IN_FLIGHT_BYTES));
+        let in_flight = Arc::new(InFlight::new(2, MAX_IN_FLIGHT_BYTES, None));
         let link = ProxyLink::new(tx, Arc::clone(&in_flight), [false, false, false, true]);
         assert!(link.has(Hook::Rpc) && !link.has(Hook::Publish));
         assert!(link.send(call()).is_ok());
@@ -300,7 +311,7 @@ mod tests {
     #[test]
     fn calls_over_the_bytes_come_back_too() {
         let (tx, _rx) = crossbeam_channel::bounded(8);
-        let in_flight = Arc::new(InFlight::new(8, 1000));
+        let in_flight = Arc::new(InFlight::new(8, 1000, None));
         let link = ProxyLink::new(tx, Arc::clone(&in_flight), [true; 4]);
         let big = |n| ProxyCall {
             queued: Instant::now(),

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::queue::{Dropped, Queue};
 use super::{ClientId, Event, EventsConfig, Kind};
+use crate::buf::budget::MemoryBudget;
 use crate::metrics::names;
 
 /// How often a sink thread looks at the stop flag and copies its counters.
@@ -122,7 +123,7 @@ impl Drop for Sinks {
     }
 }
 
-pub(super) fn start(config: &EventsConfig) -> std::io::Result<(Emitter, Sinks)> {
+pub(super) fn start(config: &EventsConfig, budget: Arc<MemoryBudget>) -> std::io::Result<(Emitter, Sinks)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut sinks = Vec::new();
     if let Some(stream) = &config.stream {
@@ -137,6 +138,7 @@ pub(super) fn start(config: &EventsConfig) -> std::io::Result<(Emitter, Sinks)> 
             Box::new(transport),
             batching,
             &stop,
+            &budget,
         ));
     }
     if let Some(webhook) = &config.webhook {
@@ -151,6 +153,7 @@ pub(super) fn start(config: &EventsConfig) -> std::io::Result<(Emitter, Sinks)> 
             Box::new(transport),
             batching,
             &stop,
+            &budget,
         ));
     }
     let emitter = Emitter {
@@ -189,8 +192,9 @@ impl Sink {
         transport: Box<dyn Transport>,
         batching: Batching,
         stop: &Arc<AtomicBool>,
+        budget: &Arc<MemoryBudget>,
     ) -> Sink {
-        let (queue, rx) = Queue::new(name, max_bytes);
+        let (queue, rx) = Queue::new(name, max_bytes, Some(Arc::clone(budget)));
         Sink {
             queue,
             rx,

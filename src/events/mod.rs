@@ -24,6 +24,7 @@ mod queue;
 mod stream;
 mod webhook;
 
+use crate::buf::budget::MemoryBudget;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,9 +163,10 @@ impl std::fmt::Debug for WebhookConfig {
 }
 
 /// Starts one thread per configured sink; `None` when none is.
-pub fn start(config: &EventsConfig) -> std::io::Result<Option<(Emitter, Sinks)>> {
+/// Events waiting for a sink are charged to `budget` (`kind="events"`).
+pub fn start(config: &EventsConfig, budget: Arc<MemoryBudget>) -> std::io::Result<Option<(Emitter, Sinks)>> {
     if !config.enabled() {
         return Ok(None);
     }
-    emitter::start(config).map(Some)
+    emitter::start(config, budget).map(Some)
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{Event, Kind};
+use crate::buf::budget::{MemKind, MemoryBudget};
 use crate::metrics::names;
 
 /// Why events were dropped (the `reason` label).
@@ -47,10 +48,12 @@ pub(crate) struct Queue {
     sent: AtomicU64,
     dropped: [AtomicU64; 3],
     retries: AtomicU64,
+    /// What it holds counts toward `--memory-limit` (`kind="events"`).
+    budget: Option<Arc<MemoryBudget>>,
 }
 
 impl Queue {
-    pub fn new(sink: &'static str, max: usize) -> (Arc<Queue>, Receiver<Event>) {
+    pub fn new(sink: &'static str, max: usize, budget: Option<Arc<MemoryBudget>>) -> (Arc<Queue>, Receiver<Event>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let queue = Queue {
             sink,
@@ -60,6 +63,7 @@ impl Queue {
             sent: AtomicU64::new(0),
             dropped: Default::default(),
             retries: AtomicU64::new(0),
+            budget,
         };
         (Arc::new(queue), rx)
     }
@@ -84,6 +88,14 @@ impl Queue {
             // The sink thread is gone (the server is stopping).
             self.held.fetch_sub(weight, Ordering::Relaxed);
             self.drop_events(Dropped::Shutdown, 1);
+            return;
+        }
+        self.charge(weight as i64);
+    }
+
+    fn charge(&self, delta: i64) {
+        if let Some(budget) = &self.budget {
+            budget.add(MemKind::Events, delta);
         }
     }
 
@@ -91,6 +103,7 @@ impl Queue {
     pub fn done(&self, events: &[Event], why: Option<Dropped>) {
         let weight: usize = events.iter().map(Event::weight).sum();
         self.held.fetch_sub(weight, Ordering::Relaxed);
+        self.charge(-(weight as i64));
         match why {
             None => {
                 self.sent.fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -152,7 +165,7 @@ mod tests {
     #[test]
     fn the_bound_is_in_bytes_and_drops_are_counted() {
         let one = event("x").weight();
-        let (queue, rx) = Queue::new("webhook", one * 4);
+        let (queue, rx) = Queue::new("webhook", one * 4, None);
         for _ in 0..5 {
             queue.push(event("x"));
         }

@@ -103,7 +103,7 @@ pub const ALL: &[Described] = &[
         MEMORY_BYTES,
         G,
         Unit::Bytes,
-        "Bytes held for clients, charged to --memory-limit, by kind (partial_input, outgoing, history, tls).",
+        "Bytes held for clients, charged to --memory-limit, by kind (partial_input, outgoing, history, tls, cluster, proxy, events).",
     ),
     m(MEMORY_LIMIT_BYTES, G, Unit::Bytes, "The memory budget (--memory-limit)."),
     m(

@@ -24,6 +24,7 @@ use crossbeam_channel::Receiver;
 use metrics::{Counter, Gauge, Histogram};
 use ureq::Agent;
 
+use crate::buf::budget::MemoryBudget;
 use crate::bus::msg::HubMsg;
 use crate::bus::peers::Peers;
 use crate::bus::proxy::{
@@ -33,9 +34,10 @@ use crate::metrics::names;
 pub use config::ProxyConfig;
 
 /// Starts the workers; the returned link is what the shards hand calls to.
-pub fn start(config: &ProxyConfig, peers: Peers) -> io::Result<ProxyLink> {
+/// The client data of calls in flight is charged to `budget`.
+pub fn start(config: &ProxyConfig, peers: Peers, budget: Arc<MemoryBudget>) -> io::Result<ProxyLink> {
     let (tx, rx) = crossbeam_channel::bounded(config.max_in_flight);
-    let in_flight = Arc::new(InFlight::new(config.max_in_flight, MAX_IN_FLIGHT_BYTES));
+    let in_flight = Arc::new(InFlight::new(config.max_in_flight, MAX_IN_FLIGHT_BYTES, Some(budget)));
     let agent = agent(config);
     let config = Arc::new(config.clone());
     for n in 0..config.workers {

@@ -157,9 +157,14 @@ fn log_capacity_verdict(config: &Config, by_limits: usize) {
 }
 
 /// Starts the event sinks (docs/EVENTS.md), if any is configured.
-fn start_events(config: &Config) -> Result<(Option<crate::events::Emitter>, Option<crate::events::Sinks>), StartError> {
+fn start_events(
+    config: &Config,
+    budget: &Arc<MemoryBudget>,
+) -> Result<(Option<crate::events::Emitter>, Option<crate::events::Sinks>), StartError> {
     let events = &config.events;
-    let Some((emitter, sinks)) = crate::events::start(events).map_err(StartError::setup("the event sinks"))? else {
+    let Some((emitter, sinks)) =
+        crate::events::start(events, Arc::clone(budget)).map_err(StartError::setup("the event sinks"))?
+    else {
         return Ok((None, None));
     };
     if let Some(stream) = &events.stream {
@@ -264,11 +269,14 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
                 max_in_flight = proxy.max_in_flight,
                 "application hooks on"
             );
-            Some(crate::proxy::start(proxy, shards.for_sender()).map_err(StartError::setup("the proxy workers"))?)
+            Some(
+                crate::proxy::start(proxy, shards.for_sender(), Arc::clone(&budget))
+                    .map_err(StartError::setup("the proxy workers"))?,
+            )
         }
         None => None,
     };
-    let (emitter, sinks) = start_events(config)?;
+    let (emitter, sinks) = start_events(config, &budget)?;
     let admin = match config.admin_listen {
         Some(admin_addr) => {
             let router = admin::base_router(Arc::clone(&health), prometheus.clone(), config.hub.api_key.clone());

@@ -68,6 +68,30 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    /// A series' value on the admin port's /metrics (0 when absent), e.g.
+    /// `hubbub_memory_bytes{kind="proxy"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = http_get(self.admin_addr(), "/metrics");
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Polls `series` until `check` holds (at most `PATIENCE`); its value.
+    pub fn wait_metric(&self, series: &str, check: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let value = self.metric(series);
+            if check(value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{series} stayed at {value}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for TestServer {
