@@ -633,3 +633,43 @@ fn events_name_the_hook_s_user_and_carry_the_data_the_publish_hook_let_out() {
     assert!(got.iter().all(|e| e["user"] == "hooked"), "{got:?}");
     assert_eq!(got[1]["data"], json!({"text": "rewritten"}), "{got:?}");
 }
+
+#[test]
+fn a_webhook_that_never_answers_does_not_hold_the_stop() {
+    // A receiver that takes the request and never answers, with the longest
+    // timeout allowed: the stop still ends within the sinks' grace.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let took_request = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&took_request);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten().take(4) {
+            let mut buf = [0u8; 4096];
+            if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+                flag.store(true, Ordering::SeqCst);
+            }
+            held.push(stream); // never answered, never closed
+        }
+        std::thread::sleep(Duration::from_secs(90));
+    });
+    let server = start(|c| {
+        authenticated(c);
+        let mut webhook = webhook_to(addr);
+        webhook.timeout = Duration::from_secs(60);
+        c.events = events(None, Some(webhook), 1 << 20);
+    });
+    one_session(server.addr, "ann");
+    let deadline = Instant::now() + PATIENCE;
+    while !took_request.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the webhook was never called");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let began = Instant::now();
+    let _ = server.stop();
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "the stop waited {took:?} for a POST that never ends"
+    );
+}

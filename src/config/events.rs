@@ -143,7 +143,7 @@ fn webhook_config(args: &EventsArgs) -> Result<Option<WebhookConfig>, ConfigErro
     if args.webhook_batch_size == 0 || args.webhook_batch_size > MAX_WEBHOOK_BATCH {
         return Err(invalid("webhook-batch-size", "must be between 1 and 10000"));
     }
-    // A stop waits for a POST in flight: a long timeout would hold it.
+    // Longer than a minute is a receiver that is down, not slow.
     if args.webhook_timeout_secs == 0 || args.webhook_timeout_secs > 60 {
         return Err(invalid("webhook-timeout-secs", "must be between 1 and 60"));
     }

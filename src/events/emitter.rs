@@ -36,8 +36,9 @@ pub(crate) enum Outcome {
 /// A destination for batches of events.
 pub(crate) trait Transport: Send {
     /// Delivers `batch` (oldest first) or says why not; `fresh` is false
-    /// when it is the same batch again (a retry).
-    fn deliver(&mut self, batch: &[Event], fresh: bool) -> Outcome;
+    /// when it is the same batch again (a retry). `within`, at shutdown: the
+    /// attempt gives up after that long, whatever the sink's own timeout.
+    fn deliver(&mut self, batch: &[Event], fresh: bool, within: Option<Duration>) -> Outcome;
 }
 
 /// How a sink gathers batches.
@@ -115,10 +116,23 @@ pub struct Sinks {
 }
 
 impl Drop for Sinks {
+    /// Waits `SHUTDOWN_GRACE` and a second at most: a POST in flight when the
+    /// stop came has its own timeout (up to a minute), and a stop must not
+    /// wait for it. A sink still busy then is left behind (the process is
+    /// ending); what it held is lost, and said so.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
         for thread in self.threads.drain(..) {
-            let _ = thread.join();
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                let name = thread.thread().name().unwrap_or("hubbub-events").to_string();
+                warn!(thread = %name, "an event sink was still delivering at the stop deadline; its queued events are lost");
+            }
         }
     }
 }
@@ -268,7 +282,7 @@ impl Sink {
     fn deliver(&mut self, batch: &mut Vec<Event>) {
         let mut failures = 0u32;
         loop {
-            match self.transport.deliver(batch, failures == 0) {
+            match self.transport.deliver(batch, failures == 0, None) {
                 Outcome::Sent => {
                     if self.failing {
                         self.failing = false;
@@ -314,7 +328,8 @@ impl Sink {
             if batch.is_empty() && !self.gather(batch, true) {
                 return;
             }
-            let sent = Instant::now() < deadline && matches!(self.transport.deliver(batch, fresh), Outcome::Sent);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let sent = !left.is_zero() && matches!(self.transport.deliver(batch, fresh, Some(left)), Outcome::Sent);
             fresh = true;
             self.queue
                 .done(batch, if sent { None } else { Some(Dropped::Shutdown) });

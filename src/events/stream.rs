@@ -41,7 +41,9 @@ impl RedisStream {
 }
 
 impl Transport for RedisStream {
-    fn deliver(&mut self, batch: &[Event], _fresh: bool) -> Outcome {
+    /// Its Redis calls time out after `TIMEOUT` already: `within` is not
+    /// needed.
+    fn deliver(&mut self, batch: &[Event], _fresh: bool, _within: Option<Duration>) -> Outcome {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => match self.connect() {

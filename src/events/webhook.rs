@@ -15,7 +15,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
@@ -115,13 +115,15 @@ impl Webhook {
 }
 
 impl Transport for Webhook {
-    fn deliver(&mut self, batch: &[Event], fresh: bool) -> Outcome {
+    fn deliver(&mut self, batch: &[Event], fresh: bool, within: Option<Duration>) -> Outcome {
         let (body, delivery) = self.body_of(batch, fresh);
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let signature = sign(&self.secret, timestamp, body.as_bytes());
-        let sent = self
-            .agent
-            .post(&self.url)
+        let mut request = self.agent.post(&self.url);
+        if let Some(within) = within {
+            request = request.config().timeout_global(Some(within)).build();
+        }
+        let sent = request
             .header("Content-Type", "application/json")
             .header(TIMESTAMP_HEADER, &timestamp.to_string())
             .header(SIGNATURE_HEADER, &signature)
