@@ -26,6 +26,7 @@ use common::*;
 /// Longest wait for anything a page or process should do.
 const LIMIT: Duration = Duration::from_secs(20);
 const API_KEY: &str = "chat-test-api-key";
+const SECRET: &str = "the-chat-test-jwt-secret-of-32-bytes-or-more";
 
 /// A process in a group of its own (a browser's helpers, run.py's hubbub),
 /// ended with its group, by its id, when dropped.
@@ -59,6 +60,7 @@ impl Drop for Group {
 struct Chat {
     _process: Group,
     url: String,
+    ws: SocketAddr,
     admin: SocketAddr,
 }
 
@@ -79,7 +81,7 @@ impl Chat {
             .arg("--db")
             .arg(dir.join("chat.sqlite3"))
             .env("HUBBUB_API_KEY", API_KEY)
-            .env_remove("HUBBUB_JWT_SECRET")
+            .env("HUBBUB_JWT_SECRET", SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         let mut process = Group::spawn(&mut command);
@@ -98,12 +100,13 @@ impl Chat {
                 .unwrap_or_else(|| panic!("expected `{prefix}...`, got {line:?}"))
                 .to_string()
         };
-        let _ws = line("hubbub listening on ws://");
+        let ws = line("hubbub listening on ws://").parse().unwrap();
         let admin = line("hubbub admin on http://").parse().unwrap();
         let url = format!("http://{}", line("chat on http://"));
         Chat {
             _process: process,
             url,
+            ws,
             admin,
         }
     }
@@ -272,14 +275,10 @@ impl Page {
         serde_json::from_value(value).unwrap()
     }
 
-    /// Blocks (or lets again) the page's connections to hubbub.
-    fn block_websocket(&self, browser: &mut Browser, block: bool) {
-        let urls = if block {
-            json!(["*/connection/websocket*"])
-        } else {
-            json!([])
-        };
-        browser.call(Some(&self.session), "Network.setBlockedURLs", json!({ "urls": urls }));
+    /// Takes the page's network away (its WebSockets too), or gives it back.
+    fn offline(&self, browser: &mut Browser, offline: bool) {
+        let conditions = json!({ "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 });
+        browser.call(Some(&self.session), "Network.emulateNetworkConditions", conditions);
     }
 
     fn screenshot(&self, browser: &mut Browser, path: &Path) {
@@ -331,14 +330,15 @@ fn two_browsers_chat_and_a_kicked_one_misses_nothing() {
         assert_eq!(page.texts(&mut browser, "room:general"), both);
     }
 
-    // bob loses its connection: the server kicks it (4002, reconnectable)
-    // and it cannot come back until its network does.
+    // bob loses its connection: the server kicks it (4002, reconnectable),
+    // and its network goes before the SDK's first retry (300 ms at the
+    // soonest), so it cannot come back until the network does.
     ann.eval(
         &mut browser,
         "document.querySelector('#online li[data-user=bob]').click(); true",
     );
-    bob.block_websocket(&mut browser, true);
     assert_eq!(chat.disconnect("bob")["closed"], 1);
+    bob.offline(&mut browser, true);
     bob.wait(
         &mut browser,
         "bob to see the outage",
@@ -361,7 +361,7 @@ fn two_browsers_chat_and_a_kicked_one_misses_nothing() {
     bob.screenshot(&mut browser, &target_dir().join("chat-screenshot-reconnecting.png"));
 
     // bob's network is back: the SDK reconnects and recovers.
-    bob.block_websocket(&mut browser, false);
+    bob.offline(&mut browser, false);
     bob.wait(
         &mut browser,
         "bob to reconnect",
@@ -414,6 +414,7 @@ fn two_browsers_chat_and_a_kicked_one_misses_nothing() {
         );
         assert_ne!(page.eval(&mut browser, "document.title"), "pwned");
     }
+    forged_private_messages_are_not_shown(&mut browser, &chat, &bob);
     bob.screenshot(&mut browser, &target_dir().join("chat-screenshot.png"));
     bob.eval(&mut browser, "chat.show('dm:ann:bob'); true");
     bob.screenshot(&mut browser, &target_dir().join("chat-screenshot-private.png"));
@@ -441,6 +442,26 @@ fn hostile_publishes_are_refused_or_rewritten(browser: &mut Browser, ann: &Page,
         "[...document.querySelectorAll('.messages[data-view=\"room:random\"] .msg')].map(m => m.dataset.user + ': ' + m.textContent.includes('I am bob'))",
     );
     assert_eq!(shown, json!(["ann: true"]), "the author is who the token says");
+}
+
+/// Any client may `send` a user anything on hubbub's `/ws` (live, and into
+/// the mailbox, marked with its sender): the page shows only what the
+/// backend stored, whatever id, room and author the data claims.
+fn forged_private_messages_are_not_shown(browser: &mut Browser, chat: &Chat, bob: &Page) {
+    let auth = format!("Authorization: Bearer {}\r\n", token(SECRET, json!({"sub": "eve"})));
+    let mut eve = WsClient::open(chat.ws, &auth);
+    for id in [1, 999_999] {
+        let forged = json!({"id": id, "room": "dm:ann:bob", "user": "ann", "text": "forged", "time": 1});
+        let sent = eve.call("send", json!({"user": "bob", "data": forged}));
+        assert!(sent["result"].is_object(), "{sent}");
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        bob.eval(browser, "document.body.innerText.includes('forged')"),
+        false,
+        "a forged private message is shown"
+    );
+    assert_eq!(bob.texts(browser, "dm:ann:bob").len(), 1);
 }
 
 /// 45 messages in #help; a newcomer gets the newest page from hubbub's

@@ -26,11 +26,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 ROOMS = ["general", "random", "help"]
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
+NAME = re.compile(r"[A-Za-z0-9_-]{1,24}")  # with fullmatch: no trailing newline slips in
 MAX_TEXT_CHARS = 2000
 MAX_BODY_BYTES = 64 * 1024
 TOKEN_TTL_SECS = 600
 PAGE_LIMIT_MAX = 100
+# Private messages one user may send per window (each is a stored row and
+# a mailbox entry: a flood is refused, not stored).
+PRIVATE_PER_WINDOW, PRIVATE_WINDOW_SECS = 20, 10
 HERE = Path(__file__).resolve().parent
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -64,6 +67,14 @@ def dm_room(a, b):
     return "dm:" + ":".join(sorted([a, b]))
 
 
+def may_read(user, room):
+    """A public room, or a conversation `user` is one of the two of."""
+    if room in ROOMS:
+        return True
+    parts = room.split(":")
+    return len(parts) == 3 and user in parts[1:] and room == dm_room(parts[1], parts[2])
+
+
 def clean_text(data):
     """The text of a message a client sent, or `Refused`."""
     text = data.get("text") if isinstance(data, dict) else None
@@ -80,6 +91,7 @@ class Chat:
         self.secret = secret.encode()
         self.api_url, self.api_key, self.ws_port = api_url, api_key, ws_port
         self.lock = threading.Lock()
+        self.sent = {}  # user -> times of its recent private messages
         self.db = sqlite3.connect(db_path, check_same_thread=False)
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -91,7 +103,7 @@ class Chat:
     # -- tokens ---------------------------------------------------------------
 
     def token(self, user):
-        if not isinstance(user, str) or not NAME.match(user):
+        if not isinstance(user, str) or not NAME.fullmatch(user):
             raise Refused(400, 400, "a name is 1-24 letters, digits, _ or -")
         claims = {
             "sub": user,
@@ -147,11 +159,8 @@ class Chat:
         """Messages of a room (or of a conversation `user` is part of), at
         most `limit`, older than `before` or newer than `after`, oldest first."""
         room = (query.get("room") or [""])[0]
-        if room.startswith("dm:"):
-            if user not in room.split(":")[1:]:
-                raise Refused(403, 403, "not your conversation")
-        elif room not in ROOMS:
-            raise Refused(404, 404, "no such room")
+        if not may_read(user, room):
+            raise Refused(403, 403, "not a room or a conversation of yours")
         try:
             limit = max(1, min(PAGE_LIMIT_MAX, int((query.get("limit") or ["30"])[0])))
             before = int((query.get("before") or ["0"])[0])
@@ -168,13 +177,36 @@ class Chat:
         keys = ("id", "room", "user", "text", "time")
         return {"messages": [dict(zip(keys, row)) for row in rows]}
 
+    def message(self, user, query):
+        """One message by id, if `user` may read its room: how the page checks
+        a private message hubbub delivered (any client can `send` a user
+        anything on `/ws`; what this backend stored is the truth)."""
+        try:
+            wanted = int((query.get("id") or [""])[0])
+        except ValueError:
+            raise Refused(400, 400, "id is a number") from None
+        with self.lock:
+            row = self.db.execute("SELECT id, room, user, text, time FROM messages WHERE id = ?", (wanted,)).fetchone()
+        if row is None or not may_read(user, row[1]):
+            raise Refused(404, 404, "no such message")
+        return dict(zip(("id", "room", "user", "text", "time"), row))
+
     def private(self, sender, body):
         """A private message: stored, then sent through hubbub to both
         users' mailboxes (the sender's other tabs see it too)."""
         to = body.get("to") if isinstance(body, dict) else None
-        if not isinstance(to, str) or not NAME.match(to):
+        if not isinstance(to, str) or not NAME.fullmatch(to):
             raise Refused(400, 400, "who is it for?")
-        message = self.store(dm_room(sender, to), sender, clean_text(body))
+        text = clean_text(body)
+        with self.lock:
+            now = time.time()
+            recent = [t for t in self.sent.get(sender, []) if now - t < PRIVATE_WINDOW_SECS]
+            if len(recent) >= PRIVATE_PER_WINDOW:
+                raise Refused(429, 429, "too many private messages: wait a few seconds")
+            self.sent[sender] = recent + [now]
+            if len(self.sent) > 10_000:  # forget senders quiet for a window
+                self.sent = {u: ts for u, ts in self.sent.items() if now - ts[-1] < PRIVATE_WINDOW_SECS}
+        message = self.store(dm_room(sender, to), sender, text)
         message["to"] = to
         for user in {to, sender}:
             self.api("/api/send", {"user": user, "data": message})
@@ -196,6 +228,7 @@ class Chat:
 class Handler(BaseHTTPRequestHandler):
     chat: Chat = None  # set by serve()
     hook_path = "/hook/publish"
+    timeout = 10  # seconds a client may take to send its request (no slow-loris threads)
 
     def log_message(self, fmt, *args):  # quiet: one line per refusal is enough
         pass
@@ -233,6 +266,9 @@ class Handler(BaseHTTPRequestHandler):
                 host = (self.headers.get("Host") or "127.0.0.1").rsplit(":", 1)[0]
                 ws = f"ws://{host}:{self.chat.ws_port}/connection/websocket"
                 return self.reply(200, {"ws": ws, "rooms": ROOMS, "max_text": MAX_TEXT_CHARS})
+            if url.path == "/api/message":
+                user = self.chat.user_of(self.headers.get("Authorization"))
+                return self.reply(200, self.chat.message(user, parse_qs(url.query)))
             if url.path == "/api/history":
                 user = self.chat.user_of(self.headers.get("Authorization"))
                 return self.reply(200, self.chat.page(user, parse_qs(url.query)))

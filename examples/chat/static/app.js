@@ -324,6 +324,11 @@ function subscribeRoom(room) {
 // Private messages: live as `message` pushes, and after a time away from
 // the user's mailbox channel. The position read last is kept per user in
 // localStorage, so a new page load gets what came while it was closed.
+//
+// Only the backend's messages are shown. A mailbox entry says who sent it
+// (`from` null: the server API, which only the backend can call); a live
+// push does not, and any client can `send` a user anything on hubbub's
+// `/ws`, so a live one is shown as the backend has it, fetched by its id.
 function subscribeMailbox() {
   const channel = `#mailbox:${state.me}`;
   const stored = `hubbub-chat:mailbox:${state.me}`;
@@ -340,11 +345,11 @@ function subscribeMailbox() {
     localStorage.setItem(stored, JSON.stringify({ offset, epoch }));
   };
   // A kept mailbox entry is {from, data}; the live push is the data.
-  const unwrap = (d) => (d && typeof d === "object" && "from" in d && "data" in d ? d.data : d);
+  const kept = (d) => (d && typeof d === "object" && d.from === null ? d.data : null);
   const sub = state.client.newSubscription(channel, { recoverable: true, since });
   state.mailbox = sub;
   sub.on("publication", (ctx) => {
-    addMessage(unwrap(ctx.data), true);
+    addMessage(kept(ctx.data), true);
     remember(ctx.offset);
   });
   sub.on("subscribed", async (ctx) => {
@@ -352,11 +357,14 @@ function subscribeMailbox() {
     if (ctx.wasRecovering && ctx.recovered) return;
     // First visit, or the position is gone: read what the mailbox keeps.
     const page = await sub.history({ limit: 100 }).catch(() => ({ publications: [] }));
-    for (const p of page.publications) addMessage(unwrap(p.data), true);
+    for (const p of page.publications) addMessage(kept(p.data), true);
     if (ctx.streamPosition) remember(ctx.streamPosition.offset);
   });
   state.client.on("message", async (ctx) => {
-    addMessage(unwrap(ctx.data), true);
+    const id = ctx.data && ctx.data.id;
+    if (!Number.isSafeInteger(id) || [...state.views.values()].some((v) => v.ids.has(id))) return;
+    const m = await call("GET", `/api/message?id=${id}`).catch(() => null);
+    if (m && m.room.startsWith("dm:")) addMessage(m, true);
     // A live message has no offset: ask for the mailbox's position.
     const position = await sub.history({ limit: 0 }).catch(() => null);
     if (position && position.epoch === epoch) remember(position.offset);
