@@ -464,13 +464,22 @@ fn forged_private_messages_are_not_shown(browser: &mut Browser, chat: &Chat, bob
     assert_eq!(bob.texts(browser, "dm:ann:bob").len(), 1);
 }
 
-/// 45 messages in #help; a newcomer gets the newest page from hubbub's
-/// channel history and the older ones from SQLite as it scrolls up.
+/// 45 messages in #help and a private message to cat, who has never
+/// been online: when cat comes, it gets the newest page of #help from
+/// hubbub's channel history and the older ones from SQLite as it scrolls
+/// up, and the private message from its mailbox.
 fn older_history_comes_on_scroll(browser: &mut Browser, chat: &Chat, ann: &Page) {
     let script = "(async () => { for (let n = 1; n <= 45; n++) await chat.subscription('room:help').publish({ text: `help ${n}` }); return true; })()";
     assert_eq!(ann.eval(browser, script), true);
+    ann.eval(browser, "chat.show('dm:ann:cat'); true");
+    ann.say(browser, "welcome, cat");
     let cat = browser.page(&chat.url);
     cat.sign_in(browser, "cat");
+    cat.wait(
+        browser,
+        "the mailbox",
+        "chat.texts('dm:ann:cat').join() === 'welcome, cat'",
+    );
     cat.eval(browser, "chat.show('room:help'); true");
     cat.wait(browser, "the newest page", "chat.texts('room:help').length >= 30");
     let scroll = "document.querySelector('.messages[data-view=\"room:help\"]').scrollTop = 0; chat.texts('room:help').length === 45";
@@ -482,4 +491,5 @@ fn older_history_comes_on_scroll(browser: &mut Browser, chat: &Chat, ann: &Page)
         "document.querySelector('.messages[data-view=\"room:help\"] .history-top').textContent",
     );
     assert_eq!(top, "This is the start of # help.");
+    cat.screenshot(browser, &target_dir().join("chat-screenshot-history.png"));
 }

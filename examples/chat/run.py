@@ -74,7 +74,10 @@ def main():
     # post publications, so nobody else can slip a message into SQLite.
     hook_path = "/hook/publish/" + secrets.token_urlsafe(18)
     chat = server.Chat(args.db, secret, api_url=None, api_key=api_key, ws_port=None)
-    web = server.serve(chat, args.host, args.port, hook_path)
+    try:
+        web = server.serve(chat, args.host, args.port, hook_path)
+    except OSError as e:
+        sys.exit(f"cannot listen on {args.host}:{args.port}: {e} (try --port 0 for any free port)")
     host, port = web.server_address[:2]
     hubbub, ws, admin = start_hubbub(args, f"http://{host}:{port}{hook_path}", secret, api_key)
     chat.api_url, chat.ws_port = f"http://{admin}", int(ws.rsplit(":", 1)[1])

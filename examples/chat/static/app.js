@@ -332,15 +332,18 @@ function subscribeRoom(room) {
 function subscribeMailbox() {
   const channel = `#mailbox:${state.me}`;
   const stored = `hubbub-chat:mailbox:${state.me}`;
-  let since = null;
-  try {
-    since = JSON.parse(localStorage.getItem(stored) || "null");
-  } catch (e) {
-    since = null;
-  }
+  const read = () => {
+    try {
+      const p = JSON.parse(localStorage.getItem(stored) || "null");
+      return p && Number.isSafeInteger(p.offset) && typeof p.epoch === "string" ? p : null;
+    } catch (e) {
+      return null; // not ours, or damaged: start from the mailbox's history
+    }
+  };
+  const since = read();
   let epoch = since && since.epoch;
   const remember = (offset) => {
-    const last = JSON.parse(localStorage.getItem(stored) || "null");
+    const last = read();
     if (!epoch || (last && last.epoch === epoch && last.offset >= offset)) return;
     localStorage.setItem(stored, JSON.stringify({ offset, epoch }));
   };
