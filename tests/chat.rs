@@ -25,6 +25,9 @@ use common::*;
 
 /// Longest wait for anything a page or process should do.
 const LIMIT: Duration = Duration::from_secs(20);
+/// The pages' first reconnect delay: the time the test has to take bob's
+/// network away after the kick, before the SDK tries again.
+const RECONNECT_MS: u64 = 1500;
 const API_KEY: &str = "chat-test-api-key";
 const SECRET: &str = "the-chat-test-jwt-secret-of-32-bytes-or-more";
 
@@ -102,7 +105,7 @@ impl Chat {
         };
         let ws = line("hubbub listening on ws://").parse().unwrap();
         let admin = line("hubbub admin on http://").parse().unwrap();
-        let url = format!("http://{}", line("chat on http://"));
+        let url = format!("http://{}?reconnect_ms={RECONNECT_MS}", line("chat on http://"));
         Chat {
             _process: process,
             url,
@@ -330,13 +333,22 @@ fn two_browsers_chat_and_a_kicked_one_misses_nothing() {
         assert_eq!(page.texts(&mut browser, "room:general"), both);
     }
 
-    // bob loses its connection: the server kicks it (4002, reconnectable),
-    // and its network goes before the SDK's first retry (300 ms at the
-    // soonest), so it cannot come back until the network does.
+    // ann writes to bob in private: a live `message` push for bob, and the
+    // first entry of bob's mailbox.
     ann.eval(
         &mut browser,
         "document.querySelector('#online li[data-user=bob]').click(); true",
     );
+    ann.say(&mut browser, "ping, bob");
+    bob.wait(
+        &mut browser,
+        "the live private message",
+        "chat.texts('dm:ann:bob').join() === 'ping, bob'",
+    );
+
+    // bob loses its connection: the server kicks it (4002, reconnectable),
+    // and its network goes before the SDK's first retry (RECONNECT_MS at
+    // the soonest), so it cannot come back until the network does.
     assert_eq!(chat.disconnect("bob")["closed"], 1);
     bob.offline(&mut browser, true);
     bob.wait(
@@ -390,23 +402,36 @@ fn two_browsers_chat_and_a_kicked_one_misses_nothing() {
     );
     assert_eq!(ann.texts(&mut browser, "room:general"), after);
 
+    // What bob missed came by recovery: each resubscribe recovered from
+    // the position the SDK had (not a fresh subscribe that reloads). The
+    // mailbox's recovery starts before "ping, bob" too (a live push carries
+    // no offset), so the page sees it twice and shows it once.
+    let recovered = json!([[false, false], [true, true]]);
+    for channel in ["room:general", "#mailbox:bob"] {
+        let subscribes = bob.eval(&mut browser, &format!("chat.subscribed({channel:?})"));
+        assert_eq!(subscribes, recovered, "{channel}");
+    }
+
     // The private message came from bob's mailbox, once, as text.
     let dm = "dm:ann:bob";
     bob.wait(
         &mut browser,
         "the private message",
-        "chat.texts('dm:ann:bob').length >= 1",
+        "chat.texts('dm:ann:bob').length >= 2",
     );
     let private = bob.texts(&mut browser, dm);
     assert_eq!(
         private,
-        ["bob, are you there? <img src=x onerror=\"document.title='pwned'\">"]
+        [
+            "ping, bob",
+            "bob, are you there? <img src=x onerror=\"document.title='pwned'\">"
+        ]
     );
     let badge = bob.eval(
         &mut browser,
         "document.querySelector('#dms li[data-view=\"dm:ann:bob\"] .badge').textContent",
     );
-    assert_eq!(badge, "1", "an unread private message");
+    assert_eq!(badge, "2", "two unread private messages");
     for page in [&ann, &bob] {
         assert_eq!(
             page.eval(&mut browser, "document.querySelectorAll('.msg img').length"),
@@ -461,7 +486,7 @@ fn forged_private_messages_are_not_shown(browser: &mut Browser, chat: &Chat, bob
         false,
         "a forged private message is shown"
     );
-    assert_eq!(bob.texts(browser, "dm:ann:bob").len(), 1);
+    assert_eq!(bob.texts(browser, "dm:ann:bob").len(), 2);
 }
 
 /// 45 messages in #help and a private message to cat, who has never
@@ -492,4 +517,33 @@ fn older_history_comes_on_scroll(browser: &mut Browser, chat: &Chat, ann: &Page)
     );
     assert_eq!(top, "This is the start of # help.");
     cat.screenshot(browser, &target_dir().join("chat-screenshot-history.png"));
+}
+
+#[test]
+fn the_page_serves_the_sdk_version_the_node_tests_pin() {
+    // examples/chat/static/centrifuge.js is a copy of the npm package's
+    // browser build: the same bytes below its licence line as the version
+    // tests/node/package-lock.json pins.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lock: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/node/package-lock.json")).unwrap()).unwrap();
+    let pinned = lock["packages"]["node_modules/centrifuge"]["version"].as_str().unwrap();
+    let copy = std::fs::read_to_string(root.join("examples/chat/static/centrifuge.js")).unwrap();
+    let (head, body) = copy.split_once('\n').unwrap();
+    assert!(
+        head.contains(&format!("centrifuge-js {pinned} ")),
+        "{head}: the lockfile pins {pinned}"
+    );
+    let npm = root.join("tests/node/node_modules/centrifuge/dist/centrifuge.js");
+    match std::fs::read_to_string(&npm) {
+        Ok(original) => assert!(body == original, "the copy differs from {}", npm.display()),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} is missing under CI",
+                npm.display()
+            );
+            eprintln!("SKIPPED the byte comparison: run `npm ci` in tests/node");
+        }
+    }
 }

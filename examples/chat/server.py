@@ -208,8 +208,12 @@ class Chat:
                 self.sent = {u: ts for u, ts in self.sent.items() if now - ts[-1] < PRIVATE_WINDOW_SECS}
         message = self.store(dm_room(sender, to), sender, text)
         message["to"] = to
-        for user in {to, sender}:
-            self.api("/api/send", {"user": user, "data": message})
+        self.api("/api/send", {"user": to, "data": message})
+        if sender != to:
+            try:  # the sender's other pages; it has its own copy already
+                self.api("/api/send", {"user": sender, "data": message})
+            except Refused:
+                pass
         return message
 
     def api(self, path, payload):

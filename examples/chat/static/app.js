@@ -20,7 +20,13 @@ const state = {
   current: null,
   presence: new Map(), // room channel -> Set of users
   mailbox: null,
+  subscribed: new Map(), // channel -> [wasRecovering, recovered] of each subscribe, for tests
 };
+
+function noteSubscribed(channel, ctx) {
+  if (!state.subscribed.has(channel)) state.subscribed.set(channel, []);
+  state.subscribed.get(channel).push([ctx.wasRecovering, ctx.recovered]);
+}
 
 // ---- backend calls --------------------------------------------------------
 
@@ -52,7 +58,7 @@ async function getToken() {
 
 function isMessage(m) {
   return m && Number.isSafeInteger(m.id) && typeof m.user === "string" && typeof m.text === "string" &&
-    typeof m.room === "string" && typeof m.time === "number";
+    typeof m.room === "string" && Number.isFinite(m.time) && m.time > 0 && m.time < 1e11;
 }
 
 function dmPeer(key) {
@@ -307,6 +313,7 @@ function subscribeRoom(room) {
     renderPresence();
   });
   sub.on("subscribed", async (ctx) => {
+    noteSubscribed(channel, ctx);
     refreshPresence(sub);
     if (!ctx.wasRecovering) {
       // The newest page from hubbub's channel history, then SQLite for the rest of the screen.
@@ -356,6 +363,7 @@ function subscribeMailbox() {
     remember(ctx.offset);
   });
   sub.on("subscribed", async (ctx) => {
+    noteSubscribed(channel, ctx);
     epoch = ctx.streamPosition && ctx.streamPosition.epoch;
     if (ctx.wasRecovering && ctx.recovered) return;
     // First visit, or the position is gone: read what the mailbox keeps.
@@ -385,9 +393,11 @@ async function start(name) {
   $("me-name").textContent = name;
   $("me-avatar").replaceWith(avatar(name));
   $("text").maxLength = state.config.max_text;
+  // `?reconnect_ms=N` sets the first reconnect's delay (tests/chat.rs uses it).
+  const first = Number(new URLSearchParams(location.search).get("reconnect_ms")) || 300;
   const client = new Centrifuge(state.config.ws, {
     getToken,
-    minReconnectDelay: 300,
+    minReconnectDelay: Math.min(Math.max(first, 100), 5000),
     maxReconnectDelay: 5000,
   });
   state.client = client;
@@ -444,5 +454,6 @@ window.chat = {
   online: () => online().join(","),
   current: () => state.current && state.current.key,
   subscription: (key) => state.views.get(key)?.sub,
+  subscribed: (channel) => state.subscribed.get(channel) || [],
   show,
 };
