@@ -318,6 +318,7 @@ fn two_browsers_chat_and_a_kicked_one_misses_nothing() {
     let mut browser = Browser::launch(&dir.join("profile"));
     let ann = browser.page(&chat.url);
     let bob = browser.page(&chat.url);
+    ann.screenshot(&mut browser, &target_dir().join("chat-screenshot-login.png"));
     ann.sign_in(&mut browser, "ann");
     bob.sign_in(&mut browser, "bob");
     for page in [&ann, &bob] {

@@ -251,9 +251,11 @@ class Handler(BaseHTTPRequestHandler):
     def body(self):
         try:
             length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError
         except ValueError:
             raise Refused(400, 400, "bad Content-Length") from None
-        if not 0 <= length <= MAX_BODY_BYTES:
+        if length > MAX_BODY_BYTES:
             raise Refused(413, 413, "request too large")
         try:
             return json.loads(self.rfile.read(length) or b"null")

@@ -153,7 +153,9 @@ function render(m) {
   const time = document.createElement("time");
   const when = new Date(m.time * 1000);
   time.dateTime = when.toISOString();
-  time.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const clock = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const today = when.toDateString() === new Date().toDateString();
+  time.textContent = today ? clock : `${when.toLocaleDateString([], { month: "short", day: "numeric" })}, ${clock}`;
   meta.append(author, time);
   const bubble = document.createElement("div");
   bubble.className = "bubble";
@@ -443,7 +445,10 @@ $("composer").addEventListener("submit", (e) => {
 });
 
 document.addEventListener("visibilitychange", () => {
-  if (!document.hidden && state.current) show(state.current.key);
+  const view = state.current;
+  if (document.hidden || !view) return;
+  view.unread = 0; // seen now
+  view.badge.textContent = "";
 });
 
 $("name").value = localStorage.getItem("hubbub-chat:name") || "";
