@@ -447,6 +447,11 @@ fn two_browsers_chat_and_a_kicked_one_misses_nothing() {
 
     hostile_publishes_are_refused_or_rewritten(&mut browser, &ann, &bob);
     older_history_comes_on_scroll(&mut browser, &chat, &ann);
+    // The processes first (a browser writes to its profile until it ends);
+    // a failed run leaves the directory for a look.
+    drop(browser);
+    drop(chat);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What a client puts in its publication is only a text: the author, id
