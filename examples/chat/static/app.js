@@ -295,8 +295,10 @@ async function refreshPresence(sub) {
 
 function setConnection(status) {
   document.body.dataset.conn = status;
+  if (status === "connected") state.wasConnected = true;
   $("banner").hidden = status === "connected";
-  $("banner").textContent = status === "connecting" ? "Reconnecting…" : "Disconnected";
+  const trying = state.wasConnected ? "Reconnecting…" : "Connecting…";
+  $("banner").textContent = status === "connecting" ? trying : "Disconnected: reload the page to try again";
   $("conn-dot").className = `dot ${status}`;
 }
 
