@@ -347,99 +347,8 @@ fn two_browsers_chat_and_a_kicked_one_misses_nothing() {
         "chat.texts('dm:ann:bob').join() === 'ping, bob'",
     );
 
-    // bob loses its connection: the server kicks it (4002, reconnectable),
-    // and its network goes before the SDK's first retry (RECONNECT_MS at
-    // the soonest), so it cannot come back until the network does.
-    assert_eq!(chat.disconnect("bob")["closed"], 1);
-    bob.offline(&mut browser, true);
-    bob.wait(
-        &mut browser,
-        "bob to see the outage",
-        "document.body.dataset.conn === 'connecting'",
-    );
-    ann.wait(&mut browser, "bob to leave", "chat.online() === 'ann'");
-
-    // Meanwhile ann writes to bob in private and to the room.
-    ann.say(
-        &mut browser,
-        "bob, are you there? <img src=x onerror=\"document.title='pwned'\">",
-    );
-    ann.eval(&mut browser, "chat.show('room:general'); true");
-    let missed: Vec<String> = (1..=3).map(|n| format!("missed message {n}")).collect();
-    for text in &missed {
-        ann.say(&mut browser, text);
-    }
-    let away = bob.eval(&mut browser, "document.body.dataset.conn");
-    assert_eq!(away, "connecting", "bob was away while ann wrote");
-    bob.screenshot(&mut browser, &target_dir().join("chat-screenshot-reconnecting.png"));
-
-    // bob's network is back: the SDK reconnects and recovers.
-    bob.offline(&mut browser, false);
-    bob.wait(
-        &mut browser,
-        "bob to reconnect",
-        "document.body.dataset.conn === 'connected'",
-    );
-    let expected: Vec<String> = both.iter().map(|s| s.to_string()).chain(missed.clone()).collect();
-    bob.wait(
-        &mut browser,
-        "the missed messages",
-        "chat.texts('room:general').length >= 5",
-    );
-    ann.wait(&mut browser, "bob to be back", "chat.online() === 'ann,bob'");
-    bob.say(&mut browser, "back, what did I miss?");
-    std::thread::sleep(Duration::from_millis(500)); // a late duplicate would show by now
-    let mut after = expected.clone();
-    after.push("back, what did I miss?".into());
-    assert_eq!(
-        bob.texts(&mut browser, "room:general"),
-        after,
-        "every missed message once, in order"
-    );
-    ann.wait(
-        &mut browser,
-        "bob's return message",
-        "chat.texts('room:general').length === 6",
-    );
-    assert_eq!(ann.texts(&mut browser, "room:general"), after);
-
-    // What bob missed came by recovery: each resubscribe recovered from
-    // the position the SDK had (not a fresh subscribe that reloads). The
-    // mailbox's recovery starts before "ping, bob" too (a live push carries
-    // no offset), so the page sees it twice and shows it once.
-    let recovered = json!([[false, false], [true, true]]);
-    for channel in ["room:general", "#mailbox:bob"] {
-        let subscribes = bob.eval(&mut browser, &format!("chat.subscribed({channel:?})"));
-        assert_eq!(subscribes, recovered, "{channel}");
-    }
-
-    // The private message came from bob's mailbox, once, as text.
-    let dm = "dm:ann:bob";
-    bob.wait(
-        &mut browser,
-        "the private message",
-        "chat.texts('dm:ann:bob').length >= 2",
-    );
-    let private = bob.texts(&mut browser, dm);
-    assert_eq!(
-        private,
-        [
-            "ping, bob",
-            "bob, are you there? <img src=x onerror=\"document.title='pwned'\">"
-        ]
-    );
-    let badge = bob.eval(
-        &mut browser,
-        "document.querySelector('#dms li[data-view=\"dm:ann:bob\"] .badge').textContent",
-    );
-    assert_eq!(badge, "2", "two unread private messages");
-    for page in [&ann, &bob] {
-        assert_eq!(
-            page.eval(&mut browser, "document.querySelectorAll('.msg img').length"),
-            0
-        );
-        assert_ne!(page.eval(&mut browser, "document.title"), "pwned");
-    }
+    bob_is_kicked_and_misses_nothing(&mut browser, &chat, &ann, &bob, &both);
+    private_messages_came_once_as_text(&mut browser, &ann, &bob);
     forged_private_messages_are_not_shown(&mut browser, &chat, &bob);
     bob.screenshot(&mut browser, &target_dir().join("chat-screenshot.png"));
     bob.eval(&mut browser, "chat.show('dm:ann:bob'); true");
@@ -452,6 +361,98 @@ fn two_browsers_chat_and_a_kicked_one_misses_nothing() {
     drop(browser);
     drop(chat);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// bob loses its connection: the server kicks it (4002, reconnectable) and
+/// its network goes, while ann writes to the room and to bob. When bob is
+/// back it shows every message it missed once, in order, by recovery.
+fn bob_is_kicked_and_misses_nothing(browser: &mut Browser, chat: &Chat, ann: &Page, bob: &Page, before: &[&str]) {
+    // bob loses its connection: the server kicks it (4002, reconnectable),
+    // and its network goes before the SDK's first retry (RECONNECT_MS at
+    // the soonest), so it cannot come back until the network does.
+    assert_eq!(chat.disconnect("bob")["closed"], 1);
+    bob.offline(browser, true);
+    bob.wait(
+        browser,
+        "bob to see the outage",
+        "document.body.dataset.conn === 'connecting'",
+    );
+    ann.wait(browser, "bob to leave", "chat.online() === 'ann'");
+
+    // Meanwhile ann writes to bob in private and to the room.
+    ann.say(
+        browser,
+        "bob, are you there? <img src=x onerror=\"document.title='pwned'\">",
+    );
+    ann.eval(browser, "chat.show('room:general'); true");
+    let missed: Vec<String> = (1..=3).map(|n| format!("missed message {n}")).collect();
+    for text in &missed {
+        ann.say(browser, text);
+    }
+    let away = bob.eval(browser, "document.body.dataset.conn");
+    assert_eq!(away, "connecting", "bob was away while ann wrote");
+    bob.screenshot(browser, &target_dir().join("chat-screenshot-reconnecting.png"));
+
+    // bob's network is back: the SDK reconnects and recovers.
+    bob.offline(browser, false);
+    bob.wait(
+        browser,
+        "bob to reconnect",
+        "document.body.dataset.conn === 'connected'",
+    );
+    let expected: Vec<String> = before.iter().map(|s| s.to_string()).chain(missed.clone()).collect();
+    bob.wait(browser, "the missed messages", "chat.texts('room:general').length >= 5");
+    ann.wait(browser, "bob to be back", "chat.online() === 'ann,bob'");
+    bob.say(browser, "back, what did I miss?");
+    std::thread::sleep(Duration::from_millis(500)); // a late duplicate would show by now
+    let mut after = expected.clone();
+    after.push("back, what did I miss?".into());
+    assert_eq!(
+        bob.texts(browser, "room:general"),
+        after,
+        "every missed message once, in order"
+    );
+    ann.wait(
+        browser,
+        "bob's return message",
+        "chat.texts('room:general').length === 6",
+    );
+    assert_eq!(ann.texts(browser, "room:general"), after);
+
+    // What bob missed came by recovery: each resubscribe recovered from
+    // the position the SDK had (not a fresh subscribe that reloads). The
+    // mailbox's recovery starts before "ping, bob" too (a live push carries
+    // no offset), so the page sees it twice and shows it once.
+    let recovered = json!([[false, false], [true, true]]);
+    for channel in ["room:general", "#mailbox:bob"] {
+        let subscribes = bob.eval(browser, &format!("chat.subscribed({channel:?})"));
+        assert_eq!(subscribes, recovered, "{channel}");
+    }
+}
+
+/// Both private messages (the live one before the kick, the one sent while
+/// bob was away) are shown once, unread, and as text.
+fn private_messages_came_once_as_text(browser: &mut Browser, ann: &Page, bob: &Page) {
+    // The private message came from bob's mailbox, once, as text.
+    let dm = "dm:ann:bob";
+    bob.wait(browser, "the private message", "chat.texts('dm:ann:bob').length >= 2");
+    let private = bob.texts(browser, dm);
+    assert_eq!(
+        private,
+        [
+            "ping, bob",
+            "bob, are you there? <img src=x onerror=\"document.title='pwned'\">"
+        ]
+    );
+    let badge = bob.eval(
+        browser,
+        "document.querySelector('#dms li[data-view=\"dm:ann:bob\"] .badge').textContent",
+    );
+    assert_eq!(badge, "2", "two unread private messages");
+    for page in [ann, bob] {
+        assert_eq!(page.eval(browser, "document.querySelectorAll('.msg img').length"), 0);
+        assert_ne!(page.eval(browser, "document.title"), "pwned");
+    }
 }
 
 /// What a client puts in its publication is only a text: the author, id
