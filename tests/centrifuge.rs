@@ -481,7 +481,12 @@ fn a_ws_private_message_and_a_narrowed_token_reach_the_centrifuge_client() {
     let mut ws = WsClient::open(server.addr, &auth);
     let sent = ws.call("send", json!({"user": "ann", "data": {"hi": 1}}));
     assert!(sent["result"].is_object(), "{sent}");
-    assert_eq!(cf.push(), json!({"push": {"message": {"data": {"hi": 1}}}}));
+    // Another user's message names its sender (it cannot pass for the
+    // application's, which comes as given).
+    assert_eq!(
+        cf.push(),
+        json!({"push": {"message": {"data": {"from": "bob", "data": {"hi": 1}}}}})
+    );
     let narrower = token(SECRET, json!({"sub": "ann", "channels": ["team:b"]}));
     let refreshed = cf.call("refresh", json!({"token": narrower}));
     assert_eq!(refreshed["refresh"]["expires"], true, "{refreshed}");
@@ -514,6 +519,7 @@ fn mailbox_messages_reach_a_centrifuge_client_in_its_protocol() {
     for n in 1..=3 {
         let push = cf.push();
         assert!(push["push"]["message"].is_object(), "a Centrifuge message push: {push}");
-        assert_eq!(push["push"]["message"]["data"]["n"], n, "{push}");
+        assert_eq!(push["push"]["message"]["data"]["data"]["n"], n, "{push}");
+        assert_eq!(push["push"]["message"]["data"]["from"], "bob", "{push}");
     }
 }

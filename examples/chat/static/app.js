@@ -336,10 +336,11 @@ function subscribeRoom(room) {
 // the user's mailbox channel. The position read last is kept per user in
 // localStorage, so a new page load gets what came while it was closed.
 //
-// Only the backend's messages are shown. A mailbox entry says who sent it
-// (`from` null: the server API, which only the backend can call); a live
-// push does not, and any client can `send` a user anything on hubbub's
-// `/ws`, so a live one is shown as the backend has it, fetched by its id.
+// Only the backend's messages are shown. Any client can `send` a user
+// anything on hubbub's `/ws`, but hubbub names the sender of such a message
+// (live: data `{from: USER, data}`; kept in the mailbox: `{from, data}`),
+// while the server API's, which only the backend can call, come as given
+// live and with `from: null` in the mailbox.
 function subscribeMailbox() {
   const channel = `#mailbox:${state.me}`;
   const stored = `hubbub-chat:mailbox:${state.me}`;
@@ -376,10 +377,11 @@ function subscribeMailbox() {
     if (ctx.streamPosition) remember(ctx.streamPosition.offset);
   });
   state.client.on("message", async (ctx) => {
-    const id = ctx.data && ctx.data.id;
-    if (!Number.isSafeInteger(id) || [...state.views.values()].some((v) => v.ids.has(id))) return;
-    const m = await call("GET", `/api/message?id=${id}`).catch(() => null);
-    if (m && m.room.startsWith("dm:")) addMessage(m, true);
+    const m = ctx.data;
+    // Another user's message names its sender: not the backend's.
+    if (!m || typeof m !== "object" || "from" in m) return;
+    if (!Number.isSafeInteger(m.id) || typeof m.room !== "string" || !m.room.startsWith("dm:")) return;
+    addMessage(m, true);
     // A live message has no offset: ask for the mailbox's position.
     const position = await sub.history({ limit: 0 }).catch(() => null);
     if (position && position.epoch === epoch) remember(position.offset);

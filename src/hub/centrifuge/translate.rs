@@ -118,6 +118,9 @@ struct WsOut<'a> {
     #[serde(default)]
     left: Vec<String>,
     reason: Option<String>,
+    /// The sender of a `message` push (`null` from the server API).
+    #[serde(borrow)]
+    from: Option<&'a RawValue>,
 }
 
 /// Translates one `/ws` payload for a Centrifuge session.
@@ -182,7 +185,18 @@ fn push_of(push: &str, out: &WsOut<'_>) -> Action {
             data.get(),
             out.offset.unwrap_or(0)
         ),
-        ("message", Some(data)) => format!("{{\"push\":{{\"message\":{{\"data\":{}}}}}}}", data.get()),
+        // A message from the server API is the application's: its data as
+        // given, as Centrifugo sends it. One from another user says who sent
+        // it, so it cannot pass for the application's: the data is the
+        // mailbox's envelope `{"from":USER,"data":D}` (as recovered mailbox
+        // publications are).
+        ("message", Some(data)) => match out.from.map(RawValue::get).filter(|f| *f != "null") {
+            None => format!("{{\"push\":{{\"message\":{{\"data\":{}}}}}}}", data.get()),
+            Some(from) => format!(
+                "{{\"push\":{{\"message\":{{\"data\":{{\"from\":{from},\"data\":{}}}}}}}}}",
+                data.get()
+            ),
+        },
         ("gap" | "epoch", _) => return Action::Close(crate::ws::centrifuge::INSUFFICIENT_STATE, "insufficient state"),
         ("presence", _) => return presence_pushes(&channel, &out.joined, &out.left),
         ("unsubscribe", _) => format!(
@@ -389,7 +403,17 @@ mod tests {
         assert_eq!(p["push"]["pub"]["offset"], 12);
         assert_eq!(p["push"]["pub"]["data"]["t"], "hi");
         let m = one(translate(&push_message(Some("ann"), "[1]"), &CTX));
-        assert_eq!(m["push"]["message"]["data"][0], 1);
+        assert_eq!(
+            m["push"]["message"]["data"]["from"], "ann",
+            "a user's message names its sender"
+        );
+        assert_eq!(m["push"]["message"]["data"]["data"][0], 1);
+        let api = one(translate(&push_message(None, r#"{"x":1}"#), &CTX));
+        assert_eq!(
+            api["push"]["message"]["data"],
+            serde_json::json!({"x": 1}),
+            "the server API's as given"
+        );
         let joins = sent(translate(&push_presence("c", &["a", "b"], &["z"]), &CTX));
         assert_eq!(joins.len(), 3);
         assert_eq!(joins[1]["push"]["join"]["info"]["user"], "b");
