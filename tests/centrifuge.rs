@@ -523,3 +523,38 @@ fn mailbox_messages_reach_a_centrifuge_client_in_its_protocol() {
         assert_eq!(push["push"]["message"]["data"]["from"], "bob", "{push}");
     }
 }
+
+#[test]
+fn the_connect_hook_is_not_bypassed_through_the_centrifuge_endpoint() {
+    // An application whose connect hook is its only gate (no --jwt-secret)
+    // and refuses everyone: a /ws client is refused by it; a Centrifuge
+    // client, which the hook is not asked about, must not get in anonymously
+    // around it, with or without a token nobody can verify.
+    let backend = Backend::start(|_| {
+        (
+            Duration::ZERO,
+            json!({"error": {"code": 1401, "message": "who are you"}}),
+        )
+    });
+    let server = start(|c| {
+        c.proxy = Some(hubbub::proxy::ProxyConfig {
+            connect_url: Some(backend.url("/connect")),
+            subscribe_url: None,
+            publish_url: None,
+            rpc_url: None,
+            workers: 2,
+            timeout: Duration::from_millis(1000),
+            max_in_flight: 64,
+            http_headers: Vec::new(),
+            max_answer_bytes: 1 << 20,
+        })
+    });
+    for params in [json!({}), json!({"token": "anything"})] {
+        let mut cf = Cf::open(server.addr);
+        let reply = cf.call("connect", params);
+        assert_eq!(reply["error"]["code"], 101, "let in around the connect hook: {reply}");
+        // Still not connected: a command is one before `connect` (3501).
+        cf.send(&json!({"id": 9, "publish": {"channel": "news", "data": {}}}).to_string());
+        assert_eq!(cf.line().expect("the close")["closed"], 3501);
+    }
+}

@@ -156,7 +156,7 @@ pub struct ProxyAnswered {
 
 /// Bytes of client data (and connect headers) the calls in flight may
 /// hold together; a call over it is refused like one over the count (114).
-/// Not charged to `--memory-limit`: this bound is its own.
+/// What they hold is also charged to `--memory-limit` (`kind="proxy"`).
 pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 
 impl ProxyCall {

@@ -232,9 +232,18 @@ impl Sink {
                 }
                 continue;
             }
+            if self.stop.load(Ordering::Relaxed) {
+                // The stop came while the batch was gathered (the shards'
+                // last disconnect events, often): its try is a last one,
+                // bounded by the grace, not one under the sink's timeout.
+                self.finish(&mut batch, true);
+                break;
+            }
             self.deliver(&mut batch);
             if self.stop.load(Ordering::Relaxed) {
-                self.finish(&mut batch);
+                // A batch left here was being retried.
+                let fresh = batch.is_empty();
+                self.finish(&mut batch, fresh);
                 break;
             }
         }
@@ -318,12 +327,11 @@ impl Sink {
         }
     }
 
-    /// At shutdown: one more try for `batch` and whatever is queued, within
-    /// `SHUTDOWN_GRACE`; what is left is dropped, counted.
-    fn finish(&mut self, batch: &mut Vec<Event>) {
+    /// At shutdown: one more try for `batch` (`fresh` when never tried) and
+    /// whatever is queued, within `SHUTDOWN_GRACE`; what is left is dropped,
+    /// counted.
+    fn finish(&mut self, batch: &mut Vec<Event>, mut fresh: bool) {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        // A batch left here was being retried.
-        let mut fresh = batch.is_empty();
         loop {
             if batch.is_empty() && !self.gather(batch, true) {
                 return;
@@ -409,5 +417,55 @@ mod tests {
             assert!(d <= full && d >= full / 2, "{failures}: {d:?} of {full:?}");
         }
         assert!(backoff(30) >= BACKOFF_MAX / 2);
+    }
+
+    /// Records the bound of every try, and fails each (the receiver is down).
+    struct Recorder(Arc<std::sync::Mutex<Vec<Option<Duration>>>>);
+
+    impl Transport for Recorder {
+        fn deliver(&mut self, _batch: &[Event], _fresh: bool, within: Option<Duration>) -> Outcome {
+            self.0.lock().unwrap().push(within);
+            Outcome::Retry("down".into())
+        }
+    }
+
+    #[test]
+    fn a_batch_gathered_while_the_stop_came_is_tried_within_the_grace_only() {
+        let budget = MemoryBudget::new(u64::MAX);
+        let stop = Arc::new(AtomicBool::new(false));
+        let tries = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let batching = Batching {
+            max: 10,
+            linger: Duration::from_millis(800),
+        };
+        let transport = Box::new(Recorder(Arc::clone(&tries)));
+        let sink = Sink::new("webhook", 1 << 20, transport, batching, &stop, &budget);
+        let queue = Arc::clone(&sink.queue);
+        queue.push(Event {
+            kind: Kind::Disconnect,
+            client: ClientId {
+                shard: 0,
+                key: 1,
+                generation: 1,
+            },
+            user: None,
+            channel: None,
+            data: None,
+            reason: Some("shutdown"),
+            time_ms: 0,
+        });
+        let thread = std::thread::spawn(move || sink.run());
+        // The sink took the event and lingers for more when the stop comes.
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        let tries = tries.lock().unwrap().clone();
+        assert!(!tries.is_empty(), "never tried");
+        assert!(
+            tries.iter().all(|t| t.is_some_and(|t| t <= SHUTDOWN_GRACE)),
+            "a try after the stop not cut to the grace: {tries:?}"
+        );
+        assert_eq!(queue.held(), 0, "dropped at the stop, counted");
+        assert_eq!(budget.bytes(crate::buf::budget::MemKind::Events), 0);
     }
 }

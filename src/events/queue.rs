@@ -84,13 +84,15 @@ impl Queue {
             self.drop_events(Dropped::QueueFull, 1);
             return;
         }
+        // Charged before the sink can see it: its `done` may come before
+        // this thread goes on, and must not take the budget below zero.
+        self.charge(weight as i64);
         if self.tx.send(event).is_err() {
             // The sink thread is gone (the server is stopping).
             self.held.fetch_sub(weight, Ordering::Relaxed);
+            self.charge(-(weight as i64));
             self.drop_events(Dropped::Shutdown, 1);
-            return;
         }
-        self.charge(weight as i64);
     }
 
     fn charge(&self, delta: i64) {

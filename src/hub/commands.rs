@@ -370,10 +370,16 @@ impl Hub {
         let Some(session) = self.sessions.get_mut(&key).filter(|s| s.generation == to.generation) else {
             return;
         };
-        let mut server_side = false;
-        if let Some(index) = session.subscription(channel).filter(|&i| !session.subs[i].joined) {
-            server_side = session.subs.swap_remove(index).server_side;
-        }
+        // Only the very subscribe `to` (as `subscribed` checks): one
+        // cancelled by an unsubscribe was answered then, and a newer
+        // subscribe of the channel waits for its own answer.
+        let pending = session
+            .subscription(channel)
+            .filter(|&i| !session.subs[i].joined && session.subs[i].command == to.id);
+        let Some(index) = pending else {
+            return;
+        };
+        let server_side = session.subs.swap_remove(index).server_side;
         let body = if server_side {
             protocol::push_subscribe_error(channel, code, message)
         } else {

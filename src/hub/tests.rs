@@ -287,6 +287,44 @@ fn a_subscription_that_ends_before_its_answer_is_undone_exactly() {
 }
 
 #[test]
+fn a_late_subscribe_failure_for_a_cancelled_subscribe_is_not_a_second_reply() {
+    // Cluster mode with Redis down: the owner answers a subscribe with
+    // SubscribeFailed. When that subscribe was cancelled by an unsubscribe
+    // (answered 111 already) and the channel subscribed again, the late
+    // failure must neither answer the old id again nor take the new one.
+    let mut shards = Shards::new(HubConfig::default());
+    let channel = owned_by(0, "chan");
+    let subscribe = |id| format!(r#"{{"id":{id},"method":"subscribe","params":{{"channel":"{channel}"}}}}"#);
+    let unsubscribe = |id| format!(r#"{{"id":{id},"method":"unsubscribe","params":{{"channel":"{channel}"}}}}"#);
+    shards.open(1, 1, Endpoint::Ws, Some("a"));
+    shards.command(1, 1, &subscribe(1));
+    shards.command(1, 1, &unsubscribe(2));
+    shards.command(1, 1, &subscribe(3));
+    let failed = HubMsg::SubscribeFailed {
+        channel: channel.as_str().into(),
+        to: Origin {
+            shard: 1,
+            key: 1,
+            generation: 1,
+            id: 1,
+        },
+        code: protocol::code::UNAVAILABLE,
+        message: "cluster link down",
+    };
+    shards.hubs[1].on_message(failed, &mut shards.conns[1]);
+    shards.pump();
+    let received = shards.received(1, 1);
+    let replies: Vec<u64> = received.iter().filter_map(|m| m["id"].as_u64()).collect();
+    assert_eq!(replies, vec![1, 2, 3], "exactly one reply per command: {received:?}");
+    assert_eq!(received[0]["error"]["code"], 111, "{received:?}");
+    assert!(
+        received[2].get("result").is_some(),
+        "the new subscribe took effect: {received:?}"
+    );
+    assert_eq!(shards.presence(&channel)["total"], 1);
+}
+
+#[test]
 fn a_kick_for_a_reused_slot_closes_nobody() {
     let mut shards = Shards::new(HubConfig::default());
     shards.open(0, 4, Endpoint::Ws, Some("u"));

@@ -204,6 +204,14 @@ impl Hub {
     fn centrifuge_connect(&mut self, key: usize, id: u32, token: Option<String>, conns: &mut dyn Conns) {
         let now = conns.now_unix();
         let token = token.filter(|t| !t.is_empty());
+        // The connect hook (`--proxy-connect-url`) decides who a token-less
+        // `/ws` client is; it is not asked here, so a client it would have
+        // been asked about is refused, not let in anonymously around it.
+        let unverifiable = token.is_none() || self.config.jwt_secret.is_none();
+        if unverifiable && self.proxy_has(crate::bus::proxy::Hook::Connect) {
+            let why = "unauthorized: a token is required (the application's connect hook serves /ws only)";
+            return self.reply(key, &error_reply(id, code::UNAUTHORIZED, why), conns);
+        }
         let claims = match (self.config.jwt_secret.as_deref(), token) {
             (None, _) => None,
             (Some(_), None) if self.config.allow_anonymous => None,
