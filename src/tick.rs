@@ -18,7 +18,30 @@ pub(crate) fn secs_to_ticks(secs: u64) -> u32 {
     secs.saturating_mul(TICKS_PER_SEC as u64).min(u32::MAX as u64) as u32
 }
 
-/// `d` in ticks, rounded up, at least one.
+/// A connection timeout of `d` in ticks: rounded up, plus one. A deadline
+/// counts from the tick now under way, which began up to a tick ago, so
+/// without the extra one a 1 s timeout could fire after 0.75 s; with it, a
+/// timeout is never early and at most one tick late.
 pub fn ticks(d: Duration) -> u32 {
-    d.as_millis().div_ceil(TICK.as_millis()).max(1) as u32
+    (d.as_millis().div_ceil(TICK.as_millis()) as u32).saturating_add(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_counted_from_a_tick_already_under_way_is_never_early() {
+        for millis in [1u64, 249, 250, 251, 1000, 30_000] {
+            let n = ticks(Duration::from_millis(millis)) as u64;
+            // The worst case: the connection arrived just before the next
+            // tick, so only the ticks after it count in full.
+            let shortest = (n - 1) * TICK.as_millis() as u64;
+            assert!(shortest >= millis, "{millis} ms as {n} ticks fires after {shortest} ms");
+            assert!(
+                shortest < millis + TICK.as_millis() as u64,
+                "{millis} ms: more than a tick late"
+            );
+        }
+    }
 }
