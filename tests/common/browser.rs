@@ -59,6 +59,8 @@ struct Shared {
     result: Mutex<Option<serde_json::Value>>,
     reported: Condvar,
     deadline: Instant,
+    /// Set when the browser is gone: held requests are answered at once.
+    stop: AtomicBool,
 }
 
 /// Opens `/{page}` of a page server that serves `files` (URL path, such as
@@ -82,11 +84,11 @@ pub fn run_page(
         result: Mutex::new(None),
         reported: Condvar::new(),
         deadline: Instant::now() + limit,
+        stop: AtomicBool::new(false),
     });
-    let stop = Arc::new(AtomicBool::new(false));
     let server = {
-        let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
-        std::thread::spawn(move || accept_loop(listener, &shared, &stop))
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || accept_loop(listener, &shared))
     };
     let mut chromium = Command::new("chromium");
     chromium
@@ -95,8 +97,11 @@ pub fn run_page(
         .arg("--dump-dom")
         .arg(format!("http://{addr}{page}?{query}"));
     let (status, _stdout, stderr) = run_bounded(chromium, limit);
-    stop.store(true, Ordering::Relaxed);
-    shared.reported.notify_all();
+    {
+        let _lock = shared.result.lock().unwrap();
+        shared.stop.store(true, Ordering::Relaxed);
+        shared.reported.notify_all();
+    }
     let _ = server.join();
     let _ = std::fs::remove_dir_all(profile);
     let result = shared.result.lock().unwrap().take();
@@ -148,8 +153,8 @@ pub fn run_bounded(mut command: Command, limit: Duration) -> (Option<ExitStatus>
     )
 }
 
-fn accept_loop(listener: TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) && Instant::now() < shared.deadline {
+fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
+    while !shared.stop.load(Ordering::Relaxed) && Instant::now() < shared.deadline {
         match listener.accept() {
             Ok((stream, _)) => {
                 let shared = Arc::clone(shared);
@@ -215,7 +220,7 @@ fn record_result(shared: &Shared, body: &str) -> (u16, String, &'static str) {
 
 fn wait_for_result(shared: &Shared) {
     let mut result = shared.result.lock().unwrap();
-    while result.is_none() {
+    while result.is_none() && !shared.stop.load(Ordering::Relaxed) {
         let left = shared.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;
