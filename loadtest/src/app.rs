@@ -102,11 +102,14 @@ fn warn_about_fd_limit(cli: &Cli, fd_limit: u64) {
 fn time_bound(cli: &Cli) -> Duration {
     let c = &cli.common;
     let conn = |n: u64, rate: f64| n as f64 / rate.max(1.0) + c.handshake_timeout_secs;
+    let join = |cf: &crate::cli::CentrifugeArgs| if cf.centrifuge { c.handshake_timeout_secs } else { 0.0 };
     let body = match &cli.scenario {
-        Scenario::Connect(a) => conn(a.connections, a.rate) + a.hold_secs,
+        // --centrifuge: the join (connect, subscribe) has a deadline of its own, as long.
+        Scenario::Connect(a) => conn(a.connections, a.rate) + a.hold_secs + join(&a.centrifuge),
         Scenario::Echo(a) => conn(a.connections, a.connect_rate) + a.duration_secs + a.drain_secs,
         Scenario::Broadcast(a) => {
             conn(a.subscribers + a.publishers, a.connect_rate)
+                + join(&a.centrifuge)
                 + a.duration_secs
                 + a.drain_secs
                 + a.settle_ms as f64 / 1e3

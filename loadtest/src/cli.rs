@@ -117,6 +117,33 @@ pub struct ConnectArgs {
     /// `process_resident_memory_bytes` when no PID is given.
     #[arg(long)]
     pub metrics_url: Option<String>,
+    #[command(flatten)]
+    pub centrifuge: CentrifugeArgs,
+}
+
+/// The Centrifuge client protocol (`connect` and `broadcast`).
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct CentrifugeArgs {
+    /// Speak the Centrifuge client protocol (JSON) to --url, e.g.
+    /// ws://127.0.0.1:8080/connection/websocket: each connection sends `connect`, then subscribes
+    /// to --channel, and counts as open once subscribed (a refusal counts as failed
+    /// `centrifuge_CODE`; no answer within --handshake-timeout-secs as `timeout`). `broadcast`
+    /// publishes with `publish` commands and counts publication pushes.
+    #[arg(long)]
+    pub centrifuge: bool,
+    /// The channel to subscribe to and publish on [default: hubbub-load].
+    #[arg(long, requires = "centrifuge")]
+    pub channel: Option<String>,
+    /// The token (a JWT) the `connect` command carries; without it the connect is anonymous.
+    #[arg(long, requires = "centrifuge")]
+    pub token: Option<String>,
+}
+
+impl CentrifugeArgs {
+    /// The channel to join.
+    pub fn channel(&self) -> &str {
+        self.channel.as_deref().unwrap_or(crate::centrifuge::DEFAULT_CHANNEL)
+    }
 }
 
 /// `echo`.
@@ -188,6 +215,8 @@ pub struct BroadcastArgs {
     /// Handshakes per second while connecting.
     #[arg(long, default_value_t = 2000.0)]
     pub connect_rate: f64,
+    #[command(flatten)]
+    pub centrifuge: CentrifugeArgs,
 }
 
 /// `churn`.

@@ -5,11 +5,13 @@
 //! `cli` (flags) -> `app` (one invocation) -> `scenario/*` (what each scenario does) on `engine`
 //! (the loop) and `conn` (one connection), which speak the protocol through `handshake` and
 //! `codec` and touch sockets only through `net`; `hostile` writes what the hostile scenarios
-//! (`trickle`, `flood`) send and no well-behaved client would. `stats`, `report`, `plot` and
+//! (`trickle`, `flood`) send and no well-behaved client would; `centrifuge` speaks the Centrifuge
+//! client protocol over those messages (`--centrifuge`). `stats`, `report`, `plot` and
 //! `progress` turn the counts into figures and a verdict (exit status); `coord` and `procs`
 //! coordinate worker processes; `sysmem` reads memory.
 
 mod app;
+mod centrifuge;
 mod cli;
 mod clock;
 mod codec;

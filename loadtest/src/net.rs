@@ -35,6 +35,9 @@ pub enum Reason {
     AddrUnavailable,
     /// This process ran out of file descriptors: use `--procs`.
     NoFiles,
+    /// The server refused a Centrifuge `connect` or `subscribe` with this error code
+    /// (`--centrifuge`).
+    Centrifuge(u32),
     /// Anything else.
     Other,
 }
@@ -66,6 +69,7 @@ impl Reason {
             Reason::Closed(code) => format!("close_{code}"),
             Reason::AddrUnavailable => "addr_unavailable".into(),
             Reason::NoFiles => "no_files".into(),
+            Reason::Centrifuge(code) => format!("centrifuge_{code}"),
             Reason::Other => "other".into(),
         }
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod browser;
 pub mod cluster;
 pub mod redis;
 

@@ -3,11 +3,18 @@
 //! messages carrying their publisher number, a sequence number and the scheduled send time;
 //! every member checks per publisher that sequence numbers come in order without gaps, and records
 //! publish-to-deliver latency (the clock is `CLOCK_MONOTONIC`, shared by all worker processes).
+//!
+//! With `--centrifuge` the same run speaks the Centrifuge client protocol instead: every member
+//! connects and subscribes to one channel (it counts as open once subscribed), publishers send
+//! the same message as the data of a `publish` command, and members read it from publication
+//! pushes, so the figures compare with a `/room` run of the same flags.
 
+use crate::centrifuge::{self, Join, Joiner, Line, PublishFrame};
 use crate::cli::{BroadcastArgs, Cli};
 use crate::clock::secs_to_ns;
 use crate::coord::Coord;
 use crate::engine::{Closed, Driver, Net};
+use crate::net::Reason;
 use crate::payload;
 use crate::scenario::{
     drive, engine_for, Finished, GapRecord, Lifecycle, Pacer, Part, Plan, RunError, Stage, Staged, MAX_GAP_RECORDS,
@@ -51,6 +58,15 @@ struct Broadcast {
     due: u64,
     single_process: bool,
     delivery: Latency,
+    /// `--centrifuge`: the protocol side of the run.
+    cf: Option<Cf>,
+}
+
+/// What a `--centrifuge` run adds: the joins under way, the channel, and the join latency.
+struct Cf {
+    joiner: Joiner,
+    channel: String,
+    join: Latency,
 }
 
 /// Runs `broadcast` in this process.
@@ -58,6 +74,21 @@ pub fn run(cli: &Cli, args: &BroadcastArgs, part: Part, coord: Coord) -> Result<
     if args.publishers == 0 {
         return Err(RunError::Usage("broadcast needs at least one publisher".into()));
     }
+    let c = &args.centrifuge;
+    if c.centrifuge && args.binary {
+        return Err(RunError::Usage(
+            "--centrifuge publishes JSON text: --binary does not apply".into(),
+        ));
+    }
+    let cf = c.centrifuge.then(|| Cf {
+        joiner: Joiner::new(
+            c.channel(),
+            c.token.as_deref(),
+            secs_to_ns(cli.common.handshake_timeout_secs),
+        ),
+        channel: c.channel().to_string(),
+        join: Latency::new(),
+    });
     let mut engine = engine_for(cli, &args.url)?;
     let local_pubs = part.share(args.publishers);
     let local_subs = part.share(args.subscribers);
@@ -85,6 +116,7 @@ pub fn run(cli: &Cli, args: &BroadcastArgs, part: Part, coord: Coord) -> Result<
         due: 0,
         single_process: part.of == 1,
         delivery: Latency::new(),
+        cf,
     };
     drive(&mut engine, &mut b)?;
     Ok(b.finish())
@@ -106,12 +138,17 @@ impl Broadcast {
         worst.sort_by_key(|g| std::cmp::Reverse(g.gaps + g.reordered));
         worst.truncate(MAX_GAP_RECORDS);
         let settle_ns = self.settle_ns;
-        let Broadcast { mut life, delivery, .. } = self;
+        let Broadcast {
+            mut life, delivery, cf, ..
+        } = self;
         life.out.worst_gaps = worst;
         // The measured window is the publishing window, not the settle pause before it.
         life.out.measure_ns = life.out.measure_ns.saturating_sub(settle_ns);
         let mut finished = life.finish();
         finished.outcome.latency.insert("delivery".into(), delivery);
+        if let Some(cf) = cf {
+            finished.outcome.latency.insert("join".into(), cf.join);
+        }
         finished
     }
 
@@ -150,9 +187,14 @@ impl Broadcast {
                 break;
             }
             let (publisher, ts) = ((self.first_publisher + slot as u64) as u32, schedule.at(k));
-            net.send(id, self.text, self.size, |p| {
-                payload::write_broadcast(p, publisher, seq, ts)
-            });
+            let fill = |p: &mut [u8]| payload::write_broadcast(p, publisher, seq, ts);
+            match &self.cf {
+                None => net.send(id, self.text, self.size, fill),
+                Some(cf) => {
+                    let frame = PublishFrame::new(centrifuge::FIRST_PUBLISH_ID + seq, &cf.channel);
+                    net.send(id, true, frame.len(self.size), |p| frame.write(p, fill));
+                }
+            }
             self.next_seq[slot] += 1;
             let c = &mut self.life.out.counters;
             c.published += 1;
@@ -181,23 +223,9 @@ impl Broadcast {
         }
         u64::from(now < self.life.last_rx_ns + QUIET_NS)
     }
-}
 
-impl Staged for Broadcast {
-    fn done(&self) -> bool {
-        self.life.stage == Stage::Done
-    }
-
-    fn next_due(&self) -> u64 {
-        match self.schedule {
-            Some(schedule) if self.life.stage == Stage::Run => schedule.at(self.due),
-            _ => u64::MAX,
-        }
-    }
-}
-
-impl Driver for Broadcast {
-    fn on_open(&mut self, net: &mut Net, id: usize, _now: u64, handshake_ns: u64) {
+    /// Makes `id` a member of the room (on its upgrade; with `--centrifuge`, once subscribed).
+    fn admit(&mut self, net: &mut Net, id: usize, handshake_ns: u64) {
         self.life.on_open(handshake_ns);
         let local = u64::from(net.user(id).unwrap_or(0));
         let (publisher, global) = self.member_of(local);
@@ -217,10 +245,10 @@ impl Driver for Broadcast {
         }
     }
 
-    fn on_message(&mut self, _net: &mut Net, id: usize, now: u64, text: bool, data: &[u8]) {
+    /// Checks and counts one delivered message.
+    fn deliver(&mut self, id: usize, now: u64, text: bool, data: &[u8]) {
         let c = &mut self.life.out.counters;
         c.received += 1;
-        c.bytes_received += data.len() as u64;
         self.life.last_rx_ns = now;
         let parsed = payload::read_broadcast(data).filter(|_| text == self.text && data.len() == self.size);
         let Some((publisher, seq, ts)) = parsed.filter(|(p, _, _)| u64::from(*p) < self.total_publishers) else {
@@ -240,6 +268,96 @@ impl Driver for Broadcast {
         *expected = seq + 1;
     }
 
+    /// The lines of a `--centrifuge` message: join replies, publications, the server's ping.
+    fn on_centrifuge(&mut self, net: &mut Net, id: usize, now: u64, data: &[u8]) {
+        self.life.out.counters.bytes_received += data.len() as u64;
+        for line in centrifuge::lines(data) {
+            match centrifuge::parse_line(line) {
+                Line::Reply { id: reply, error } if reply < centrifuge::FIRST_PUBLISH_ID => {
+                    if !self.on_join_reply(net, id, now, reply, error) {
+                        return; // refused and closed
+                    }
+                }
+                Line::Reply { error: Some(code), .. } => {
+                    let label = format!("publish_{}", Reason::Centrifuge(code).label());
+                    *self.life.out.failures.entry(label).or_default() += 1;
+                }
+                Line::Reply { .. } | Line::OtherPush => {}
+                Line::Publication { channel, data } => {
+                    let ours = self.cf.as_ref().is_some_and(|cf| cf.channel == channel);
+                    if ours && self.members.get(id).is_some_and(|m| m.active) {
+                        self.deliver(id, now, true, data.as_bytes());
+                    } else {
+                        self.life.out.counters.verify_errors += 1;
+                    }
+                }
+                Line::Ping => net.send(id, true, centrifuge::PONG.len(), |p| {
+                    p.copy_from_slice(centrifuge::PONG)
+                }),
+                Line::Invalid => self.life.out.counters.verify_errors += 1,
+            }
+        }
+    }
+
+    /// A reply to `id`'s connect or subscribe; `false` when it was refused (and closed).
+    fn on_join_reply(&mut self, net: &mut Net, id: usize, now: u64, reply: u64, error: Option<u32>) -> bool {
+        let Some(cf) = self.cf.as_mut() else {
+            return true;
+        };
+        match cf.joiner.on_reply(net, id, now, reply, error) {
+            Join::Waiting => true,
+            Join::Joined { handshake_ns, join_ns } => {
+                cf.join.record(join_ns);
+                self.admit(net, id, handshake_ns);
+                true
+            }
+            Join::Refused(code) => {
+                self.join_failed(Reason::Centrifuge(code));
+                false
+            }
+        }
+    }
+
+    /// Counts a connection that upgraded but never joined (the joiner closed it).
+    fn join_failed(&mut self, reason: Reason) {
+        self.life.on_closed(&Closed {
+            was_open: false,
+            reason: Some(reason),
+            started_ns: 0,
+        });
+    }
+}
+
+impl Staged for Broadcast {
+    fn done(&self) -> bool {
+        self.life.stage == Stage::Done
+    }
+
+    fn next_due(&self) -> u64 {
+        match self.schedule {
+            Some(schedule) if self.life.stage == Stage::Run => schedule.at(self.due),
+            _ => u64::MAX,
+        }
+    }
+}
+
+impl Driver for Broadcast {
+    fn on_open(&mut self, net: &mut Net, id: usize, now: u64, handshake_ns: u64) {
+        match &mut self.cf {
+            Some(cf) => cf.joiner.start(net, id, now, handshake_ns),
+            None => self.admit(net, id, handshake_ns),
+        }
+    }
+
+    fn on_message(&mut self, net: &mut Net, id: usize, now: u64, text: bool, data: &[u8]) {
+        if self.cf.is_some() {
+            return self.on_centrifuge(net, id, now, data);
+        }
+        let c = &mut self.life.out.counters;
+        c.bytes_received += data.len() as u64;
+        self.deliver(id, now, text, data);
+    }
+
     fn on_writable(&mut self, net: &mut Net, id: usize, _now: u64) {
         if let Some(slot) = self.members.get(id).and_then(|m| m.publisher) {
             self.pump(net, slot as usize);
@@ -247,6 +365,16 @@ impl Driver for Broadcast {
     }
 
     fn on_closed(&mut self, _net: &mut Net, id: usize, _now: u64, closed: Closed) {
+        if self.cf.as_mut().is_some_and(|cf| cf.joiner.forget(id)) {
+            // Upgraded but never subscribed: a failed attempt, not a lost member.
+            let reason = closed.reason.or(Some(Reason::Other));
+            self.life.on_closed(&Closed {
+                was_open: false,
+                reason,
+                ..closed
+            });
+            return;
+        }
         if closed.was_open {
             self.members[id].active = false;
         }
@@ -254,6 +382,9 @@ impl Driver for Broadcast {
     }
 
     fn tick(&mut self, net: &mut Net, now: u64) {
+        while self.cf.as_mut().and_then(|cf| cf.joiner.expired(net, now)).is_some() {
+            self.join_failed(Reason::Timeout);
+        }
         self.publish_tick(net, now);
         let outstanding = self.outstanding(now);
         if let Some(Stage::Run) = self.life.advance(net, now, outstanding, |i| (i as u32, None)) {
