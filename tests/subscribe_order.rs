@@ -43,7 +43,11 @@ fn follow(client: &mut WsClient, channel: &str, mut next: u64, who: &str) -> Ver
         }
         let offset = push["offset"].as_u64().unwrap_or(0);
         if offset != next {
-            let what = if offset < next { "again or out of order" } else { "skipped to" };
+            let what = if offset < next {
+                "again or out of order"
+            } else {
+                "skipped to"
+            };
             return Err(format!("{who}: expected offset {next}, got {offset} ({what})"));
         }
         next += 1;
