@@ -3,16 +3,18 @@
 //! position the subscribe answered, then live ones from the next offset on,
 //! even when its shard is not the channel's owner and the owner's answer
 //! (control lane) races the publications already on their way to that shard
-//! (data lane).
+//! (data lane). Subscribers speak `/ws` and the Centrifuge protocol
+//! (`/connection/websocket`) alike: the same hub, the same channels.
 
 mod common;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Publications in one run; the publisher keeps at most `WINDOW` unanswered.
 const TOTAL: u64 = 4000;
@@ -26,29 +28,132 @@ const KEEPERS: usize = 8;
 /// What went wrong for one subscriber, if anything.
 type Verdict = Result<(), String>;
 
-/// Reads `client`'s publications of `channel` until offset `TOTAL`; each
-/// must be `next` exactly (so no offset twice, none out of order, none
-/// skipped: there is no overload here, so no gap either).
-fn follow(client: &mut WsClient, channel: &str, mut next: u64, who: &str) -> Verdict {
+/// The two client protocols of the hub's channels.
+#[derive(Clone, Copy, Debug)]
+enum Proto {
+    Ws,
+    Centrifuge,
+}
+
+/// A subscriber on either protocol: one JSON document per `/ws` frame,
+/// one per line of a Centrifuge frame.
+struct Subscriber {
+    ws: WsClient,
+    proto: Proto,
+    docs: VecDeque<Value>,
+    who: String,
+}
+
+impl Subscriber {
+    fn open(addr: std::net::SocketAddr, proto: Proto, who: String) -> Subscriber {
+        let path = match proto {
+            Proto::Ws => "/ws",
+            Proto::Centrifuge => "/connection/websocket",
+        };
+        let ws = WsClient::try_open(addr, path, "").expect("upgrade accepted");
+        ws.raw.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut sub = Subscriber {
+            ws,
+            proto,
+            docs: VecDeque::new(),
+            who,
+        };
+        if let Proto::Centrifuge = proto {
+            sub.ws.raw.send_text(r#"{"id":1,"connect":{}}"#);
+            let reply = sub.doc().expect("a connect reply");
+            assert!(reply.get("connect").is_some(), "{reply}");
+        }
+        sub
+    }
+
+    /// The next document, `None` when the connection ended.
+    fn doc(&mut self) -> Option<Value> {
+        while self.docs.is_empty() {
+            let frame = self.ws.raw.recv()?;
+            if frame.opcode != 0x1 {
+                return None;
+            }
+            let text = String::from_utf8(frame.payload).ok()?;
+            let lines = match self.proto {
+                Proto::Ws => vec![text.as_str()],
+                Proto::Centrifuge => text.split('\n').collect(),
+            };
+            for line in lines {
+                self.docs.push_back(serde_json::from_str(line).ok()?);
+            }
+        }
+        self.docs.pop_front()
+    }
+
+    /// Subscribes (`recover` from `from` when given); returns the position
+    /// and the recovered offsets.
+    fn subscribe(&mut self, channel: &str, recover: Option<(&str, u64)>) -> Result<(u64, Vec<u64>), String> {
+        let command = match (self.proto, recover) {
+            (Proto::Ws, None) => json!({"id": 2, "method": "subscribe", "params": {"channel": channel}}),
+            (Proto::Ws, Some((epoch, offset))) => json!({"id": 2, "method": "subscribe",
+                "params": {"channel": channel, "recover": {"offset": offset, "epoch": epoch}}}),
+            (Proto::Centrifuge, None) => json!({"id": 2, "subscribe": {"channel": channel}}),
+            (Proto::Centrifuge, Some((epoch, offset))) => json!({"id": 2, "subscribe":
+                {"channel": channel, "recover": true, "offset": offset, "epoch": epoch}}),
+        };
+        self.ws.raw.send_text(&command.to_string());
+        let who = self.who.clone();
+        let reply = self
+            .doc()
+            .ok_or(format!("{who}: closed before the subscribe's reply"))?;
+        let result = match self.proto {
+            Proto::Ws => &reply["result"],
+            Proto::Centrifuge => &reply["subscribe"],
+        };
+        if reply["id"] != 2 || !result.is_object() {
+            return Err(format!("{who}: expected the subscribe's reply first, got {reply}"));
+        }
+        if recover.is_some() && result["recovered"] != true {
+            return Err(format!("{who}: recovery refused: {reply}"));
+        }
+        let position = result["offset"].as_u64().unwrap_or(0);
+        let recovered = result["publications"]
+            .as_array()
+            .map(|pubs| pubs.iter().filter_map(|p| p["offset"].as_u64()).collect())
+            .unwrap_or_default();
+        Ok((position, recovered))
+    }
+
+    /// The offset of the next publication of `channel`.
+    fn next_pub(&mut self, channel: &str) -> Result<u64, String> {
+        let who = self.who.clone();
+        let doc = self.doc().ok_or(format!("{who}: connection ended"))?;
+        let (name, offset) = match self.proto {
+            Proto::Ws if doc["push"] == "pub" => (&doc["channel"], &doc["offset"]),
+            Proto::Centrifuge if doc["push"]["pub"].is_object() => {
+                (&doc["push"]["channel"], &doc["push"]["pub"]["offset"])
+            }
+            _ => return Err(format!("{who}: expected a publication, got {doc}")),
+        };
+        match (name == channel, offset.as_u64()) {
+            (true, Some(offset)) => Ok(offset),
+            _ => Err(format!("{who}: expected a publication of {channel}, got {doc}")),
+        }
+    }
+}
+
+/// Reads publications until offset `TOTAL`; each must be `next` exactly
+/// (so no offset twice, none out of order, none skipped: there is no
+/// overload here, so no gap either).
+fn follow(sub: &mut Subscriber, channel: &str, mut next: u64) -> Verdict {
     let deadline = Instant::now() + Duration::from_secs(60);
     while next <= TOTAL {
         if Instant::now() > deadline {
-            return Err(format!("{who}: timed out waiting for offset {next}"));
+            return Err(format!("{}: timed out waiting for offset {next}", sub.who));
         }
-        let Some(push) = client.push() else {
-            return Err(format!("{who}: connection ended before offset {next}"));
-        };
-        if push["push"] != "pub" || push["channel"] != channel {
-            return Err(format!("{who}: expected pub {next}, got {push}"));
-        }
-        let offset = push["offset"].as_u64().unwrap_or(0);
+        let offset = sub.next_pub(channel)?;
         if offset != next {
             let what = if offset < next {
                 "again or out of order"
             } else {
                 "skipped to"
             };
-            return Err(format!("{who}: expected offset {next}, got {offset} ({what})"));
+            return Err(format!("{}: expected offset {next}, got {offset} ({what})", sub.who));
         }
         next += 1;
     }
@@ -58,30 +163,16 @@ fn follow(client: &mut WsClient, channel: &str, mut next: u64, who: &str) -> Ver
 /// Subscribes with `recover` from `from` and checks the whole stream: the
 /// recovered publications `from + 1 ..= position`, then live `position + 1`
 /// onwards.
-fn join_and_follow(mut client: WsClient, channel: &str, epoch: &str, from: u64, who: &str) -> Verdict {
-    let reply = client.call(
-        "subscribe",
-        json!({"channel": channel, "recover": {"offset": from, "epoch": epoch}}),
-    );
-    let result = &reply["result"];
-    if result["recovered"] != true {
-        return Err(format!("{who}: recovery from {from} refused: {reply}"));
-    }
-    if let Some(early) = client.pushes.front() {
-        return Err(format!("{who}: a push before the subscribe's reply: {early}"));
-    }
-    let position = result["offset"].as_u64().unwrap_or(0);
-    let recovered: Vec<u64> = result["publications"]
-        .as_array()
-        .map(|pubs| pubs.iter().filter_map(|p| p["offset"].as_u64()).collect())
-        .unwrap_or_default();
+fn join_and_follow(mut sub: Subscriber, channel: &str, epoch: &str, from: u64) -> Verdict {
+    let (position, recovered) = sub.subscribe(channel, Some((epoch, from)))?;
     let expected: Vec<u64> = (from + 1..=position).collect();
     if recovered != expected {
+        let who = &sub.who;
         return Err(format!(
             "{who}: recovered {recovered:?} for position {position} from {from}"
         ));
     }
-    follow(&mut client, channel, position + 1, who)
+    follow(&mut sub, channel, position + 1)
 }
 
 /// Publishes `TOTAL` publications on `channel` as fast as the window
@@ -114,26 +205,25 @@ fn subscribers_joining_during_a_publish_storm_see_each_offset_once_in_order() {
         c.hub.history.size = TOTAL as usize;
     });
     let channel = "storm";
-    let open = || {
-        let client = WsClient::open(server.addr, "");
-        client.raw.stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        client
-    };
-    let mut keepers: Vec<WsClient> = (0..KEEPERS).map(|_| open()).collect();
-    let mut epoch = String::new();
+    let proto = |i: usize| if i % 2 == 0 { Proto::Ws } else { Proto::Centrifuge };
+    let mut keepers: Vec<Subscriber> = (0..KEEPERS)
+        .map(|i| Subscriber::open(server.addr, proto(i), format!("keeper {i} ({:?})", proto(i))))
+        .collect();
     for keeper in &mut keepers {
-        let reply = keeper.call("subscribe", json!({"channel": channel}));
-        assert_eq!(reply["result"]["offset"], 0, "{reply}");
-        epoch = reply["result"]["epoch"].as_str().expect("an epoch").to_owned();
+        let (position, _) = keeper.subscribe(channel, None).unwrap();
+        assert_eq!(position, 0);
     }
-    let joiners: Vec<WsClient> = (0..JOINERS).map(|_| open()).collect();
+    let mut probe = WsClient::open(server.addr, "");
+    let history = probe.call("history", json!({"channel": channel, "limit": 1}));
+    let epoch = history["result"]["epoch"].as_str().expect("an epoch").to_owned();
+    let joiners: Vec<Subscriber> = (0..JOINERS as usize)
+        .map(|i| Subscriber::open(server.addr, proto(i), format!("joiner {i} ({:?})", proto(i))))
+        .collect();
     let acked = Arc::new(AtomicU64::new(0));
 
     let mut threads = Vec::new();
-    for (i, mut keeper) in keepers.into_iter().enumerate() {
-        threads.push(std::thread::spawn(move || {
-            follow(&mut keeper, channel, 1, &format!("keeper {i}"))
-        }));
+    for mut keeper in keepers {
+        threads.push(std::thread::spawn(move || follow(&mut keeper, channel, 1)));
     }
     for (i, joiner) in (0u64..).zip(joiners) {
         let (acked, epoch) = (Arc::clone(&acked), epoch.clone());
@@ -143,14 +233,19 @@ fn subscribers_joining_during_a_publish_storm_see_each_offset_once_in_order() {
             let deadline = Instant::now() + Duration::from_secs(60);
             while acked.load(Ordering::SeqCst) < start {
                 if Instant::now() > deadline {
-                    return Err(format!("joiner {i}: the publisher never reached {start}"));
+                    return Err(format!("{}: the publisher never reached {start}", joiner.who));
                 }
                 std::thread::yield_now();
             }
             let from = acked.load(Ordering::SeqCst);
-            join_and_follow(joiner, channel, &epoch, from, &format!("joiner {i}"))
+            join_and_follow(joiner, channel, &epoch, from)
         }));
     }
+    let open = || {
+        let client = WsClient::open(server.addr, "");
+        client.raw.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        client
+    };
     let publisher = open();
     let publishing = {
         let acked = Arc::clone(&acked);
