@@ -205,7 +205,13 @@ fn subscribers_joining_during_a_publish_storm_see_each_offset_once_in_order() {
         c.hub.history.size = TOTAL as usize;
     });
     let channel = "storm";
-    let proto = |i: usize| if i % 2 == 0 { Proto::Ws } else { Proto::Centrifuge };
+    let proto = |i: usize| {
+        if i.is_multiple_of(2) {
+            Proto::Ws
+        } else {
+            Proto::Centrifuge
+        }
+    };
     let mut keepers: Vec<Subscriber> = (0..KEEPERS)
         .map(|i| Subscriber::open(server.addr, proto(i), format!("keeper {i} ({:?})", proto(i))))
         .collect();
