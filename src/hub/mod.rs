@@ -308,6 +308,12 @@ impl Hub {
             }
             HubMsg::Subscribed(confirmation) => {
                 confirmation.after = self.delivered_to[shard];
+                // In a run of dropped deliveries the receiver was told once,
+                // before this subscriber was there: the next drop is
+                // reported again, for it.
+                if !self.gaps.is_empty() {
+                    self.gaps.remove(&(shard, Arc::clone(&confirmation.channel)));
+                }
                 None
             }
             _ => None,
