@@ -35,8 +35,9 @@ pub enum ReplyTo {
 }
 
 /// The owner's answer to a subscribe: the channel's position when the
-/// subscription took effect (later publications follow in the same FIFO),
-/// and the recovered publications if asked.
+/// subscription took effect (later publications follow it; `after` says
+/// which deliveries to the shard came before it), and the recovered
+/// publications if asked.
 #[derive(Debug)]
 pub struct Confirmation {
     pub channel: Arc<str>,
@@ -49,6 +50,10 @@ pub struct Confirmation {
     pub user: Option<Arc<str>>,
     /// The subscribe made a new channel.
     pub created: bool,
+    /// The owner's count of deliveries sent to the subscriber's shard when
+    /// this answer was sent (`Deliver::seq`): deliveries up to it were
+    /// published before the position, and may still be on their way.
+    pub after: u64,
 }
 
 /// A subscribe the owner could not answer yet (cluster mode: waiting for
@@ -134,14 +139,24 @@ pub enum HubMsg {
         /// The publication's position, for the gap push if this is dropped.
         offset: u64,
         epoch: Arc<str>,
+        /// The owner (sending shard).
+        from: u16,
+        /// The owner's count of deliveries to this shard, this one included
+        /// (any channel; set when sent). Deliveries arrive in this order on
+        /// the data lane; the control messages they must be ordered with
+        /// (`Subscribed`, `ChannelGap`) carry the count they follow.
+        seq: u64,
     },
     /// From a channel's owner (control lane): deliveries of `channel` to this
     /// shard were dropped; its subscribers here have everything up to
-    /// `offset` of `epoch` and must recover the rest.
+    /// `offset` of `epoch` and must recover the rest. It belongs after the
+    /// owner's delivery number `after` (`Deliver::seq`), which may still be
+    /// on its way: the push waits for it.
     ChannelGap {
         channel: Arc<str>,
         epoch: Arc<str>,
         offset: u64,
+        after: u64,
     },
     /// From a room's owner (control lane): deliveries to this shard's
     /// members of `room` were dropped; they are closed so they reconnect.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::config::DEFAULT_HISTORY_LIMIT;
+use super::groups::Waiting;
 use super::protocol::{self, code, Call, Command};
 use super::session::{Session, Subscription, ERRORS_FORGIVEN_PER_SEC};
 use super::{mailbox, owner, Conns, Hub};
@@ -312,6 +313,7 @@ impl Hub {
             recovery,
             user,
             created,
+            after,
         } = confirmation;
         // A connection's own mailbox is not one of the channels it makes.
         if created && mailbox::user_of(&channel).is_none() {
@@ -343,7 +345,21 @@ impl Hub {
             Some(_) => mailbox::joined(session, &epoch, offset, recovery),
             None => recovery,
         };
-        self.channels.join(&channel, member);
+        // Publications up to the position may still be on their way from
+        // the owner (data lane, behind this answer's control lane): the
+        // subscriber takes deliveries after the owner's number `after` only.
+        let owner = self.owner_of(&channel);
+        if owner != self.shard && self.delivered_from[owner] < after {
+            self.arrivals += 1;
+            let waiting = Waiting {
+                key: member as u32,
+                after,
+                arrived: self.arrivals,
+            };
+            self.channels.join_after(&channel, waiting);
+        } else {
+            self.channels.join(&channel, member);
+        }
         if join_leave {
             self.watchers.join(&channel, member);
         }

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::frame::text_frame;
 use super::protocol::{self, code};
 use super::{owner, Conns, Hub, Target};
@@ -21,10 +23,33 @@ impl Hub {
             HubMsg::RoomPublish { room, frame, at } => self.publish_room(room, frame, at, conns),
             HubMsg::RoomDeliver { room, frame, at } => self.deliver_room(&room, &frame, at, conns),
             HubMsg::ClusterRoomMessage { room, frame } => self.publish_room(room, frame, Instant::now(), conns),
-            HubMsg::Deliver { channel, frame, .. } => self.deliver(Target::Channel, &channel, &frame, conns),
-            HubMsg::ChannelGap { channel, epoch, offset } => {
-                let push = text_frame(&protocol::push_gap(&channel, &epoch, offset), &self.budget);
-                self.deliver(Target::Channel, &channel, &push, conns);
+            HubMsg::Deliver {
+                channel,
+                frame,
+                from,
+                seq,
+                ..
+            } => self.channel_delivery(&channel, &frame, from as usize, seq, conns),
+            HubMsg::ChannelGap {
+                channel,
+                epoch,
+                offset,
+                after,
+            } => {
+                self.arrivals += 1;
+                let gap = EarlyGap {
+                    from: self.owner_of(&channel),
+                    channel,
+                    epoch,
+                    offset,
+                    after,
+                    arrived: self.arrivals,
+                };
+                if self.delivered_from[gap.from] >= after {
+                    self.gap_push(gap, conns);
+                } else {
+                    self.early_gaps.push(gap);
+                }
             }
             HubMsg::RoomGap { room } => self.room_gap(&room, conns),
             HubMsg::ClusterRoomsLost => self.rooms_lost(conns),
@@ -94,6 +119,53 @@ impl Hub {
         }
     }
 
+    /// The owner's delivery number `seq` of a publication of `channel`:
+    /// gap pushes that belong before it go first, subscribers waiting for a
+    /// delivery past their position are admitted, and those that belong
+    /// right after it follow.
+    fn channel_delivery(&mut self, channel: &Arc<str>, frame: &Bytes, from: usize, seq: u64, conns: &mut dyn Conns) {
+        if !self.early_gaps.is_empty() {
+            self.due_gaps(from, seq.saturating_sub(1), conns);
+        }
+        self.channels.admit(channel, |w| w.after < seq);
+        self.deliver(Target::Channel, channel, frame, conns);
+        self.delivered_from[from] = seq;
+        if !self.early_gaps.is_empty() {
+            self.due_gaps(from, seq, conns);
+        }
+    }
+
+    /// Pushes the early gaps from `from` that follow its delivery `upto`
+    /// or an earlier one, in arrival order.
+    fn due_gaps(&mut self, from: usize, upto: u64, conns: &mut dyn Conns) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_gaps)
+            .into_iter()
+            .partition(|gap| gap.from == from && gap.after <= upto);
+        self.early_gaps = later;
+        for gap in due {
+            self.gap_push(gap, conns);
+        }
+    }
+
+    /// Tells the subscribers of the gap's channel. Those still waiting to
+    /// be admitted whose answer arrived before the gap report subscribed
+    /// before the drop (the owner sent both on the control lane, in order):
+    /// they missed publications past their position too, so they are
+    /// admitted and told. Those whose answer came later are not: their
+    /// position already covers what was dropped.
+    fn gap_push(&mut self, gap: EarlyGap, conns: &mut dyn Conns) {
+        let EarlyGap {
+            channel,
+            epoch,
+            offset,
+            arrived,
+            ..
+        } = gap;
+        self.channels.admit(&channel, |w| w.arrived < arrived);
+        let push = text_frame(&protocol::push_gap(&channel, &epoch, offset), &self.budget);
+        self.deliver(Target::Channel, &channel, &push, conns);
+    }
+
     /// `user`'s connections on this shard, for operators: where, how old,
     /// when last heard from and written to, how much is queued.
     fn describe_connections(&self, user: &str, conns: &dyn Conns) -> String {
@@ -155,6 +227,8 @@ impl Hub {
                         frame: frame.clone(),
                         offset,
                         epoch: Arc::clone(&epoch),
+                        from: self.shard as u16,
+                        seq: 0, // numbered as sent
                     };
                     self.send(shard, msg);
                 }
@@ -204,4 +278,17 @@ impl Hub {
         };
         self.route_to(to.shard as usize, answer, conns);
     }
+}
+
+/// A `ChannelGap` that arrived before the owner's delivery number `after`
+/// (the last one sent before the drop) was handled here.
+#[derive(Debug)]
+pub(super) struct EarlyGap {
+    from: usize,
+    channel: Arc<str>,
+    epoch: Arc<str>,
+    offset: u64,
+    after: u64,
+    /// See `groups::Waiting::arrived`.
+    arrived: u64,
 }

@@ -7,8 +7,15 @@
 //! members and sends the same encoded frame to the other shards. Each shard
 //! receives a channel's frames from one sender, the owner, through a FIFO
 //! inbox, so every subscriber on every shard sees one order. Subscribing also
-//! goes through the owner, and the owner's answer travels the same FIFO as its
-//! publications, so a subscriber misses nothing and gets nothing twice.
+//! goes through the owner. Its answer travels the control lane, its
+//! publications the data lane, so the answer may overtake publications its
+//! position already covers: deliveries are numbered per receiving shard
+//! (`send`), the answer says how many were sent before it, and the
+//! subscriber waits aside until the first delivery past that
+//! (`groups::Waiting`); a gap report is put back in place the same way
+//! (`inbound.rs`). The inbox never lets a delivery overtake a control message
+//! sent before it (`bus::inbox::Inbox::next`). So a subscriber misses
+//! nothing and gets nothing twice.
 //!
 //! One narrow interface: the shard calls the hub, the hub never calls the
 //! shard back. Its inputs are explicit arguments (which connection upgraded,
@@ -135,6 +142,17 @@ pub(crate) struct Hub {
     gaps: HashSet<(usize, Arc<str>)>,
     /// `/connection/websocket` connections waiting for their `connect`.
     connecting: centrifuge::Connecting,
+    /// Channel deliveries this shard (as owner) got into each shard's data
+    /// lane so far: the last `Deliver::seq` sent there.
+    delivered_to: Vec<u64>,
+    /// The last `Deliver::seq` handled here from each owner shard.
+    delivered_from: Vec<u64>,
+    /// Gap pushes that arrived (control lane) ahead of deliveries sent
+    /// before them, until those are handled (`inbound.rs`).
+    early_gaps: Vec<inbound::EarlyGap>,
+    /// Subscribe answers and gap reports that had to wait for deliveries,
+    /// counted as they arrived (their order on the control lane).
+    arrivals: u64,
 }
 
 /// Which of the shard's groups a delivery goes to.
@@ -147,6 +165,7 @@ enum Target {
 
 impl Hub {
     pub fn new(shard: usize, peers: Peers, config: Arc<HubConfig>, cluster: Option<ClusterLink>, meter: Meter) -> Hub {
+        let shards = peers.len();
         Hub {
             cluster,
             proxy: None,
@@ -164,6 +183,10 @@ impl Hub {
             lifetimes: tokens::Lifetimes::default(),
             gaps: HashSet::new(),
             connecting: centrifuge::Connecting::default(),
+            delivered_to: vec![0; shards],
+            delivered_from: vec![0; shards],
+            early_gaps: Vec::new(),
+            arrivals: 0,
         }
     }
 
@@ -271,7 +294,38 @@ impl Hub {
     /// Sends `msg` to `shard` in its lane; false when the data lane was full
     /// and the message dropped (counted). A dropped delivery is reported to
     /// the receiver as a gap on the control lane, once per run of drops.
-    fn send(&mut self, shard: usize, msg: HubMsg) -> bool {
+    ///
+    /// Channel deliveries are numbered per receiving shard here, and the
+    /// control messages that must fall between two of them (a subscribe's
+    /// answer, a gap) carry the number of the last one sent before them, so
+    /// the receiver can put them back in order (`Inbox::next` covers the
+    /// other direction).
+    fn send(&mut self, shard: usize, mut msg: HubMsg) -> bool {
+        let numbered = match &mut msg {
+            HubMsg::Deliver { seq, .. } => {
+                *seq = self.delivered_to[shard] + 1;
+                Some(*seq)
+            }
+            HubMsg::Subscribed(confirmation) => {
+                confirmation.after = self.delivered_to[shard];
+                // In a run of dropped deliveries the receiver was told once,
+                // before this subscriber was there: the next drop is
+                // reported again, for it.
+                if !self.gaps.is_empty() {
+                    self.gaps.remove(&(shard, Arc::clone(&confirmation.channel)));
+                }
+                None
+            }
+            _ => None,
+        };
+        let sent = self.send_counted(shard, msg);
+        if let Some(seq) = numbered.filter(|_| sent) {
+            self.delivered_to[shard] = seq;
+        }
+        sent
+    }
+
+    fn send_counted(&mut self, shard: usize, msg: HubMsg) -> bool {
         let reported = match &msg {
             HubMsg::Deliver { channel: name, .. } | HubMsg::RoomDeliver { room: name, .. } if !self.gaps.is_empty() => {
                 Some(Arc::clone(name))
@@ -294,6 +348,7 @@ impl Hub {
                     channel,
                     epoch,
                     offset: offset.saturating_sub(1),
+                    after: self.delivered_to[shard],
                 },
             )),
             HubMsg::RoomDeliver { room, .. } => Some((Arc::clone(&room), HubMsg::RoomGap { room })),

@@ -331,6 +331,7 @@ impl Owned {
             recovery,
             user: sub.user,
             created,
+            after: 0, // the count of deliveries to that shard: set as sent
         });
         out.sends.push((sub.from.shard as usize, reply));
     }

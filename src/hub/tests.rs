@@ -406,3 +406,153 @@ fn a_publication_is_framed_once_per_protocol_per_shard() {
         assert_eq!(text, r#"{"push":{"channel":"c","pub":{"data":{"n":1},"offset":1}}}"#);
     }
 }
+
+/// What `key` on `shard` was sent, each line of each frame a JSON document
+/// (a Centrifuge frame may carry several).
+fn documents(shards: &mut Shards, shard: usize, key: usize) -> Vec<serde_json::Value> {
+    let queued = std::mem::take(&mut shards.conns[shard].queued);
+    let (mine, others): (Vec<_>, Vec<_>) = queued.into_iter().partition(|(k, _)| *k == key);
+    shards.conns[shard].queued = others;
+    mine.iter()
+        .flat_map(|(_, frame)| {
+            payload(frame)
+                .split(|&b| b == b'\n')
+                .map(|line| line.to_vec())
+                .collect::<Vec<_>>()
+        })
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(&line).unwrap())
+        .collect()
+}
+
+/// The publication offsets a subscriber got, in order: recovered ones in
+/// a subscribe's answer, then pushes (either protocol); a gap push as `0`.
+fn offsets(documents: &[serde_json::Value]) -> Vec<u64> {
+    let mut seen = Vec::new();
+    for doc in documents {
+        let recovered = doc["result"]["publications"]
+            .as_array()
+            .or(doc["subscribe"]["publications"].as_array());
+        for publication in recovered.into_iter().flatten() {
+            seen.push(publication["offset"].as_u64().unwrap());
+        }
+        match (&doc["push"], &doc["push"]["pub"]) {
+            (push, _) if push == "pub" => seen.push(doc["offset"].as_u64().unwrap()),
+            (push, _) if push == "gap" => seen.push(0),
+            (_, publication) if publication.is_object() => seen.push(publication["offset"].as_u64().unwrap_or(0)),
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// The admin API's publish, straight to the channel's owner.
+fn publish_at_owner(shards: &mut Shards, channel: &str, n: u64) {
+    let owner = shards.hubs[0].owner_of(channel);
+    let publish = HubMsg::Publish {
+        channel: channel.into(),
+        data: n.to_string().into(),
+        reply: None,
+        may_create: true,
+        idem: None,
+    };
+    shards.hubs[owner].on_message(publish, &mut shards.conns[owner]);
+}
+
+/// The owner's answer to a subscribe travels the control lane, its
+/// publications the data lane; the member's shard drains control first. A
+/// subscriber there whose answer overtakes publications its position
+/// already covers gets each of them once (in the answer), not again live;
+/// on both protocols.
+#[test]
+fn an_answer_that_overtakes_publications_it_covers_does_not_repeat_them() {
+    let mut shards = Shards::new(HubConfig::default());
+    let channel = owned_by(0, "race");
+    // A subscriber already on shard 1: the owner sends it every publication.
+    shards.open(1, 1, Endpoint::Ws, None);
+    let subscribe = format!(r#"{{"id":1,"method":"subscribe","params":{{"channel":"{channel}"}}}}"#);
+    shards.command(1, 1, &subscribe);
+    shards.pump();
+    let epoch = shards.received(1, 1)[0]["result"]["epoch"].as_str().unwrap().to_owned();
+    for n in 1..=3 {
+        publish_at_owner(&mut shards, &channel, n); // on shard 1's data lane
+    }
+    shards.open(1, 2, Endpoint::Ws, None);
+    let recover = format!(
+        r#"{{"id":1,"method":"subscribe","params":{{"channel":"{channel}","recover":{{"offset":0,"epoch":"{epoch}"}}}}}}"#
+    );
+    shards.command(1, 2, &recover);
+    shards.open(1, 3, Endpoint::Centrifuge, None);
+    shards.command(1, 3, r#"{"id":1,"connect":{}}"#);
+    let centrifuge =
+        format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}","recover":true,"offset":0,"epoch":"{epoch}"}}}}"#);
+    shards.command(1, 3, &centrifuge);
+    // Shard 0 answers both (control lane to shard 1), then shard 1 takes
+    // the answers before the three deliveries published before them.
+    shards.pump();
+    assert_eq!(offsets(&documents(&mut shards, 1, 1)), [1, 2, 3]);
+    assert_eq!(
+        offsets(&documents(&mut shards, 1, 2)),
+        [1, 2, 3],
+        "recovered once, not again live"
+    );
+    assert_eq!(
+        offsets(&documents(&mut shards, 1, 3)),
+        [1, 2, 3],
+        "the same on Centrifuge"
+    );
+    // Live publications after the position reach everyone, once.
+    publish_at_owner(&mut shards, &channel, 4);
+    shards.pump();
+    for key in 1..=3 {
+        assert_eq!(offsets(&documents(&mut shards, 1, key)), [4], "key {key}");
+    }
+}
+
+/// A gap report (control lane) arrives before the deliveries sent ahead
+/// of the drop (data lane): the push still comes after them, so "you have
+/// everything up to `offset`" is true when it is read.
+#[test]
+fn a_gap_push_follows_the_deliveries_sent_before_the_drop() {
+    let mut shards = Shards::new(HubConfig::default());
+    let channel = owned_by(0, "gappy");
+    shards.open(1, 1, Endpoint::Ws, None);
+    let subscribe = format!(r#"{{"id":1,"method":"subscribe","params":{{"channel":"{channel}"}}}}"#);
+    shards.command(1, 1, &subscribe);
+    shards.pump();
+    shards.received(1, 1);
+    let capacity = crate::bus::inbox::INBOX_CAPACITY as u64;
+    for n in 1..=capacity + 2 {
+        publish_at_owner(&mut shards, &channel, n); // the last two are dropped
+    }
+    // A subscriber joining after the drop is not told of a gap before its
+    // position (its answer covers it), but is of one after it, though the
+    // run of drops goes on (the other subscriber was told once already).
+    shards.open(1, 2, Endpoint::Ws, None);
+    shards.command(1, 2, &subscribe);
+    while let Some(ShardMsg::Hub(msg)) = shards.inboxes[0].try_recv(Lane::Control) {
+        shards.hubs[0].on_message(msg, &mut shards.conns[0]);
+    }
+    publish_at_owner(&mut shards, &channel, capacity + 3); // dropped too
+    shards.pump();
+    let first = offsets(&documents(&mut shards, 1, 1));
+    assert_eq!(first.len() as u64, capacity + 2);
+    assert!(first[..capacity as usize].iter().copied().eq(1..=capacity), "in order");
+    assert_eq!(first[capacity as usize..], [0, 0], "every delivery sent, then the gaps");
+    publish_at_owner(&mut shards, &channel, capacity + 4);
+    shards.pump();
+    assert_eq!(offsets(&documents(&mut shards, 1, 1)), [capacity + 4]);
+    let second = documents(&mut shards, 1, 2);
+    assert_eq!(second[0]["result"]["offset"], capacity + 2, "{:?}", second[0]);
+    assert_eq!(
+        second[1]["offset"],
+        capacity + 2,
+        "the gap after its position: {:?}",
+        second[1]
+    );
+    assert_eq!(
+        offsets(&second),
+        [0, capacity + 4],
+        "no gap before its position, no repeat"
+    );
+}

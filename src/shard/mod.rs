@@ -31,7 +31,7 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use crate::buf::MemKind;
-use crate::bus::inbox::{Inbox, Lane, ShardMsg};
+use crate::bus::inbox::{Budget, Inbox, Lane, ShardMsg};
 use crate::bus::peers::Peers;
 use crate::conn::drive::TLS_ERROR_LABEL;
 use crate::conn::tls::TlsSession;
@@ -482,25 +482,24 @@ impl Shard {
     }
 
     /// Handles inbox messages, control first: a flood of deliveries never
-    /// delays a subscribe's answer or a shutdown.
+    /// delays a subscribe's answer or a shutdown, and no delivery overtakes
+    /// a control message sent before it (`Inbox::next`).
     fn drain_inbox(&mut self) {
         self.inbox.begin_drain();
-        for lane in [Lane::Control, Lane::Data] {
-            for _ in 0..INBOX_BUDGET {
-                let msg = match self.inbox.try_recv(lane) {
-                    Some(msg) => msg,
-                    None => break,
-                };
-                match lane {
-                    Lane::Control => self.ctx.stats.inbox_control += 1,
-                    Lane::Data => self.ctx.stats.inbox_data += 1,
-                }
-                match msg {
-                    ShardMsg::Shutdown => self.begin_shutdown(),
-                    ShardMsg::Hub(msg) => {
-                        let (hub, mut local) = self.hub_and_conns();
-                        hub.on_message(msg, &mut local);
-                    }
+        let mut budget = Budget {
+            control: INBOX_BUDGET,
+            data: INBOX_BUDGET,
+        };
+        while let Some((lane, msg)) = self.inbox.next(&mut budget) {
+            match lane {
+                Lane::Control => self.ctx.stats.inbox_control += 1,
+                Lane::Data => self.ctx.stats.inbox_data += 1,
+            }
+            match msg {
+                ShardMsg::Shutdown => self.begin_shutdown(),
+                ShardMsg::Hub(msg) => {
+                    let (hub, mut local) = self.hub_and_conns();
+                    hub.on_message(msg, &mut local);
                 }
             }
         }
