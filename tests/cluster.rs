@@ -515,4 +515,28 @@ fn channels_spread_over_two_redis_servers_and_cross_nodes_on_each() {
         (last == want).then_some(())
     });
     assert!(seen.is_some(), "presence: {last}");
+    // An idle node's bridge threads sleep: none of them spins (the second
+    // server's command thread once waited for a heartbeat it never makes).
+    for node in [&a, &b] {
+        let busy = |pid: u32| -> u64 {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+                .filter(|stat| stat.contains("(hubbub-cluster"))
+                .map(|stat| {
+                    // utime and stime, after the `(comm)` field.
+                    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+                    let fields: Vec<&str> = rest.split(' ').collect();
+                    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+                })
+                .sum()
+        };
+        let pid = node.child.id();
+        let before = busy(pid);
+        std::thread::sleep(Duration::from_secs(2));
+        let ticks = busy(pid) - before;
+        // 2 s of a spinning thread is 200 ticks; idle threads take a few.
+        assert!(ticks < 50, "the bridge threads took {ticks} CPU ticks in 2 s of idling");
+    }
 }

@@ -185,7 +185,14 @@ impl Commander {
             if self.conn.is_none() && now >= self.next_attempt {
                 self.connect();
             }
-            let wait = Duration::from_millis(200).min(self.next_heartbeat.saturating_duration_since(now));
+            // Only the first server's thread heartbeats: another's
+            // `next_heartbeat` is never moved on, and waiting for it would
+            // spin this thread (it did, at 100% of a core, with two --redis).
+            let slice = Duration::from_millis(200);
+            let wait = match self.primary() {
+                true => slice.min(self.next_heartbeat.saturating_duration_since(now)),
+                false => slice,
+            };
             crossbeam_channel::select! {
                 recv(self.state_rx) -> cmd => match cmd {
                     Ok(cmd) => self.take(cmd, false),
