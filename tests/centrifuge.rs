@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::Backend;
 use common::*;
+use hubbub::conn::Disconnect;
 use serde_json::{json, Value};
 
 const SECRET: &str = "centrifuge-test-secret-of-32-bytes!!";
@@ -37,7 +38,12 @@ struct Cf {
 
 impl Cf {
     fn open(addr: std::net::SocketAddr) -> Cf {
-        let ws = WsClient::try_open(addr, "/connection/websocket", "").expect("upgrade accepted");
+        Cf::open_with(addr, "")
+    }
+
+    /// Opens with `headers` (`Name: value\r\n` lines) on the upgrade.
+    fn open_with(addr: std::net::SocketAddr, headers: &str) -> Cf {
+        let ws = WsClient::try_open(addr, "/connection/websocket", headers).expect("upgrade accepted");
         Cf {
             ws,
             lines: Default::default(),
@@ -525,16 +531,29 @@ fn mailbox_messages_reach_a_centrifuge_client_in_its_protocol() {
 }
 
 #[test]
-fn the_connect_hook_is_not_bypassed_through_the_centrifuge_endpoint() {
-    // An application whose connect hook is its only gate (no --jwt-secret)
-    // and refuses everyone: a /ws client is refused by it; a Centrifuge
-    // client, which the hook is not asked about, must not get in anonymously
-    // around it, with or without a token nobody can verify.
-    let backend = Backend::start(|_| {
-        (
-            Duration::ZERO,
-            json!({"error": {"code": 1401, "message": "who are you"}}),
-        )
+fn a_centrifuge_connect_without_a_token_is_decided_by_the_connect_hook() {
+    // The connect hook is the application's only gate (no --jwt-secret): a
+    // Centrifuge client is asked about at its `connect`, with the listed
+    // headers of its upgrade and the connect's `data`, as Centrifugo's connect
+    // proxy does. It never gets in around the hook, with or without a token
+    // nobody here can verify.
+    let backend = Backend::start(|call| {
+        let cookie = call
+            .headers
+            .iter()
+            .find(|(n, _)| n == "cookie")
+            .map(|(_, v)| v.as_str());
+        match cookie {
+            Some("sid=ann") => (
+                Duration::ZERO,
+                json!({"result": {"user": "ann", "data": {"hello": call.body["data"]["name"]}}}),
+            ),
+            Some("sid=slow") => (Duration::from_millis(1500), json!({"result": {"user": "late"}})),
+            _ => (
+                Duration::ZERO,
+                json!({"error": {"code": 1401, "message": "who are you"}}),
+            ),
+        }
     });
     let server = start(|c| {
         c.proxy = Some(hubbub::proxy::ProxyConfig {
@@ -543,18 +562,44 @@ fn the_connect_hook_is_not_bypassed_through_the_centrifuge_endpoint() {
             publish_url: None,
             rpc_url: None,
             workers: 2,
-            timeout: Duration::from_millis(1000),
+            timeout: Duration::from_millis(500),
             max_in_flight: 64,
-            http_headers: Vec::new(),
+            http_headers: vec!["cookie".into()],
             max_answer_bytes: 1 << 20,
         })
     });
+    let mut ann = Cf::open_with(server.addr, "Cookie: sid=ann\r\n");
+    let reply = ann.call("connect", json!({"data": {"name": "Ann"}}));
+    assert_eq!(reply["connect"]["data"]["hello"], "Ann", "{reply}");
+    assert!(reply["connect"]["client"].is_string(), "{reply}");
+    assert!(
+        reply["connect"].get("expires").is_none(),
+        "no refresh without a refresh hook: {reply}"
+    );
+    let subscribed = ann.call("subscribe", json!({"channel": "news"}));
+    assert!(subscribed.get("subscribe").is_some(), "{subscribed}");
+    let presence = ann.call("presence", json!({"channel": "news"}));
+    assert!(
+        presence.to_string().contains(r#""user":"ann""#),
+        "connected as the hook's user: {presence}"
+    );
+    let asked = backend.seen();
+    assert_eq!(asked.len(), 1, "asked once, at the connect");
+    assert_eq!(asked[0].body["data"]["name"], "Ann");
+    // Refused: the application's error, then a close the SDK does not retry.
     for params in [json!({}), json!({"token": "anything"})] {
         let mut cf = Cf::open(server.addr);
         let reply = cf.call("connect", params);
-        assert_eq!(reply["error"]["code"], 101, "let in around the connect hook: {reply}");
-        // Still not connected: a command is one before `connect` (3501).
-        cf.send(&json!({"id": 9, "publish": {"channel": "news", "data": {}}}).to_string());
-        assert_eq!(cf.line().expect("the close")["closed"], 3501);
+        assert_eq!(reply["error"]["code"], 1401, "let in around the connect hook: {reply}");
+        assert_eq!(cf.line().expect("the close")["closed"], 3503);
     }
+    // Not answered in time: a temporary error the SDK retries after.
+    let mut slow = Cf::open_with(server.addr, "Cookie: sid=slow\r\n");
+    let reply = slow.call("connect", json!({}));
+    assert_eq!(reply["error"]["code"], 100, "{reply}");
+    assert_eq!(reply["error"]["temporary"], true, "{reply}");
+    assert_eq!(slow.line().expect("the close")["closed"], 3011);
+    server.wait_for("two refusals and one hook outage", |s| {
+        s.disconnects_for(Disconnect::ConnectRefused) == 2 && s.disconnects_for(Disconnect::HookUnavailable) == 1
+    });
 }

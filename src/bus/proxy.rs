@@ -59,9 +59,13 @@ pub fn client_id(to: &Origin) -> String {
 /// table of calls in flight).
 #[derive(Debug, Clone)]
 pub enum Pending {
-    /// A `/ws` connection without a token, right after its upgrade. The
+    /// A `/ws` connection without a token, right after its upgrade, or a
+    /// Centrifuge `connect` without one (`data`: its raw JSON `data`). The
     /// listed headers of its upgrade request go with this call only.
-    Connect { headers: Vec<(Box<str>, Box<str>)> },
+    Connect {
+        headers: Vec<(Box<str>, Box<str>)>,
+        data: Option<Box<str>>,
+    },
     Subscribe {
         channel: Arc<str>,
         recover: Option<Recover>,
@@ -165,7 +169,9 @@ impl ProxyCall {
         const FIXED: usize = 128;
         FIXED
             + match &self.pending {
-                Pending::Connect { headers } => headers.iter().map(|(n, v)| n.len() + v.len()).sum(),
+                Pending::Connect { headers, data } => {
+                    headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() + data.as_ref().map_or(0, |d| d.len())
+                }
                 Pending::Subscribe { channel, .. } => channel.len(),
                 Pending::Publish { channel, data } => channel.len() + data.len(),
                 Pending::Rpc { method, data } => method.len() + data.len(),

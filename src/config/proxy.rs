@@ -13,7 +13,7 @@ use crate::proxy::config::{ProxyConfig, DEFAULT_PROXY_MAX_IN_FLIGHT, DEFAULT_PRO
 pub struct ProxyArgs {
     /// Connect hook: a `/ws` client without a token is let in and this URL
     /// is asked (Centrifugo proxy JSON) who it is and which channels it gets;
-    /// a valid token skips it.
+    /// a Centrifuge client is asked at its `connect`; a valid token skips it.
     #[arg(long, value_name = "URL")]
     pub proxy_connect_url: Option<String>,
     /// Subscribe hook: every `/ws` subscribe is asked here (after the

@@ -458,7 +458,10 @@ impl Conn {
                     if let Err(refusal) = self.admit(&buf[pos..pos + up.consumed], ctx) {
                         return self.refuse(refusal, len, ctx);
                     }
-                    let connect = (ctx.limits.connect_proxy && up.endpoint == Endpoint::Ws && up.claims.is_none())
+                    // A Centrifuge client's token comes in its `connect`: the
+                    // hub keeps these until then, and asks only if needed.
+                    let hooked = matches!(up.endpoint, Endpoint::Ws | Endpoint::Centrifuge);
+                    let connect = (ctx.limits.connect_proxy && hooked && up.claims.is_none())
                         .then(|| handshake::headers_named(&buf[pos..pos + up.consumed], &ctx.limits.proxy_headers));
                     pos += self.upgrade(up, ctx);
                     if let Some(headers) = connect {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::protocol::{self, code};
-use super::session::Subscription;
+use super::session::{Proto, Subscription};
 use super::{Conns, Hub};
 use crate::auth::pattern;
 use crate::auth::Claims;
@@ -49,6 +49,8 @@ impl Hub {
 
     /// A `/ws` connection without a token upgraded (`upgraded` made its
     /// session): ask the connect hook who it is, holding its commands.
+    /// A `/connection/websocket` connection is asked at its `connect`
+    /// command instead (which may carry a token): its headers wait for it.
     pub(crate) fn connecting(&mut self, key: usize, headers: Vec<(Box<str>, Box<str>)>, conns: &mut dyn Conns) {
         if !self.proxy_has(Hook::Connect) {
             return;
@@ -56,10 +58,14 @@ impl Hub {
         let Some(session) = self.sessions.get_mut(&key).filter(|s| s.user.is_none()) else {
             return;
         };
-        session.connecting = Some(Box::default());
         let generation = session.generation;
+        if session.proto == Proto::CentrifugeConnecting {
+            self.connecting.headers.insert(key, (generation, headers));
+            return;
+        }
+        session.connecting = Some(Box::default());
         let origin = self.origin(key, generation, 0);
-        self.proxy_call(origin, None, Pending::Connect { headers }, conns);
+        self.proxy_call(origin, None, Pending::Connect { headers, data: None }, conns);
     }
 
     /// True when the command was held (or refused) because the connection
@@ -192,9 +198,15 @@ impl Hub {
 
     fn connect_answered(&mut self, to: Origin, verdict: Verdict, conns: &mut dyn Conns) {
         let key = to.key as usize;
-        let Some(held) = self.sessions.get_mut(&key).and_then(|s| s.connecting.take()) else {
+        let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
+        let Some(held) = session.connecting.take() else {
+            return;
+        };
+        if session.proto == Proto::CentrifugeConnecting {
+            return self.centrifuge_connect_answered(to, verdict, conns);
+        }
         let allowed = match verdict {
             Verdict::Allow(allowed) => allowed,
             Verdict::Disconnect { code, reason } => return conns.close(key, code, &reason, Disconnect::ConnectRefused),
@@ -222,7 +234,7 @@ impl Hub {
 
     /// The connect hook named the connection's user (and maybe its
     /// deadline): count it as `upgraded` counts a token's user.
-    fn become_user(&mut self, to: Origin, user: &Arc<str>, expire_at: Option<u64>, conns: &mut dyn Conns) {
+    pub(super) fn become_user(&mut self, to: Origin, user: &Arc<str>, expire_at: Option<u64>, conns: &mut dyn Conns) {
         let key = to.key as usize;
         let Some(session) = self.sessions.get_mut(&key) else {
             return;

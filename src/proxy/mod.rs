@@ -162,7 +162,7 @@ impl Worker {
     fn call(&self, url: &str, call: &ProxyCall) -> Verdict {
         let body = wire::request_body(call);
         let mut request = self.agent.post(url).header("content-type", "application/json");
-        if let Pending::Connect { headers } = &call.pending {
+        if let Pending::Connect { headers, .. } = &call.pending {
             for (name, value) in headers {
                 request = request.header(&**name, &**value);
             }

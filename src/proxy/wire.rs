@@ -23,7 +23,12 @@ pub fn request_body(call: &ProxyCall) -> Vec<u8> {
         out.push_str(&format!(",\"user\":{}", json_string(user)));
     }
     match &call.pending {
-        Pending::Connect { .. } => {}
+        // `data` was checked to be JSON when the command was parsed.
+        Pending::Connect { data, .. } => {
+            if let Some(data) = data {
+                out.push_str(&format!(",\"data\":{data}"));
+            }
+        }
         Pending::Subscribe { channel, .. } => out.push_str(&format!(",\"channel\":{}", json_string(channel))),
         // `data` was checked to be JSON when the command was parsed.
         Pending::Publish { channel, data } => {
@@ -160,7 +165,10 @@ mod tests {
         assert_eq!((v["method"].as_str(), v["data"][1].as_i64()), (Some("sum"), Some(2)));
         let connect = request_body(&ProxyCall {
             user: None,
-            ..call(Pending::Connect { headers: Vec::new() })
+            ..call(Pending::Connect {
+                headers: Vec::new(),
+                data: None,
+            })
         });
         let v: serde_json::Value = serde_json::from_slice(&connect).unwrap();
         assert!(v.get("user").is_none() && v.get("channel").is_none());

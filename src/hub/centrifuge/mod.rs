@@ -20,7 +20,7 @@
 mod translate;
 mod wire;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,6 +31,8 @@ use super::protocol::{Call, Command};
 use super::session::{Proto, Rate, Session};
 use super::{Conns, Hub};
 use crate::auth::{self, AuthError};
+use crate::bus::msg::Origin;
+use crate::bus::proxy::{Pending, Verdict};
 use crate::metrics::disconnect::Disconnect;
 use crate::tick::secs_to_ticks;
 use crate::ws::centrifuge as close;
@@ -60,7 +62,14 @@ pub(crate) fn member(session: &Session, key: usize) -> usize {
 #[derive(Default)]
 pub(crate) struct Connecting {
     queue: VecDeque<(u32, usize, u32)>,
+    /// With a connect hook: the listed headers of each waiting connection's
+    /// upgrade (by key, with its generation), for the hook call its
+    /// `connect` may need. Taken by the `connect`, dropped at the deadline.
+    pub(crate) headers: HashMap<usize, (u32, Headers)>,
 }
+
+/// Header names and values of an upgrade request, as the hook gets them.
+pub(crate) type Headers = Vec<(Box<str>, Box<str>)>;
 
 impl Connecting {
     /// Capacity kept when the queue empties.
@@ -96,10 +105,14 @@ impl Hub {
                 break;
             }
             self.connecting.queue.pop_front();
-            let waiting = self
-                .sessions
-                .get(&key)
-                .is_some_and(|s| s.generation == generation && s.proto == Proto::CentrifugeConnecting);
+            if self.connecting.headers.get(&key).is_some_and(|(g, _)| *g == generation) {
+                self.connecting.headers.remove(&key);
+            }
+            // One whose `connect` waits for the connect hook is not stale:
+            // the hook's own timeout answers it.
+            let waiting = self.sessions.get(&key).is_some_and(|s| {
+                s.generation == generation && s.proto == Proto::CentrifugeConnecting && s.connecting.is_none()
+            });
             if waiting {
                 conns.close(key, close::STALE, "no connect command in time", Disconnect::Kicked);
             }
@@ -107,6 +120,7 @@ impl Hub {
         if self.connecting.queue.is_empty() && self.connecting.queue.capacity() > Connecting::KEPT {
             // A storm of connects is over: give its memory back.
             self.connecting.queue = VecDeque::new();
+            self.connecting.headers = HashMap::new();
         }
     }
 
@@ -142,7 +156,9 @@ impl Hub {
         let connected = self.sessions.get(&key).is_some_and(|s| s.proto == Proto::Centrifuge);
         let call = match method {
             Method::Pong => return,
-            Method::Connect { token } if !connected => return self.centrifuge_connect(key, id, token, conns),
+            Method::Connect { token, data } if !connected => {
+                return self.centrifuge_connect(key, id, token, data, conns)
+            }
             _ if !connected => {
                 conns.stats().command_errors += 1;
                 let why = "connect first";
@@ -201,16 +217,22 @@ impl Hub {
 
     /// `connect`: the token is verified as `/ws` verifies one at the
     /// upgrade; then the session is the user's, as a `/ws` one would be.
-    fn centrifuge_connect(&mut self, key: usize, id: u32, token: Option<String>, conns: &mut dyn Conns) {
+    fn centrifuge_connect(
+        &mut self,
+        key: usize,
+        id: u32,
+        token: Option<String>,
+        data: Option<Box<serde_json::value::RawValue>>,
+        conns: &mut dyn Conns,
+    ) {
         let now = conns.now_unix();
         let token = token.filter(|t| !t.is_empty());
-        // The connect hook (`--proxy-connect-url`) decides who a token-less
-        // `/ws` client is; it is not asked here, so a client it would have
-        // been asked about is refused, not let in anonymously around it.
+        // Without a token this node can verify, the connect hook
+        // (`--proxy-connect-url`) says who the client is, as Centrifugo's
+        // connect proxy does; a valid token skips it (as on `/ws`).
         let unverifiable = token.is_none() || self.config.jwt_secret.is_none();
         if unverifiable && self.proxy_has(crate::bus::proxy::Hook::Connect) {
-            let why = "unauthorized: a token is required (the application's connect hook serves /ws only)";
-            return self.reply(key, &error_reply(id, code::UNAUTHORIZED, why), conns);
+            return self.centrifuge_ask_hook(key, id, data, conns);
         }
         let claims = match (self.config.jwt_secret.as_deref(), token) {
             (None, _) => None,
@@ -256,6 +278,81 @@ impl Hub {
         self.announce(key);
         let client = self.client_id(key, generation);
         let body = translate::refresh_body(&client, expires_in);
+        self.reply(key, format!("{{\"id\":{id},\"connect\":{body}}}").as_bytes(), conns);
+    }
+
+    /// A `connect` without a verifiable token, with a connect hook: the
+    /// application is asked (the upgrade's listed headers, the connect's
+    /// `data`); the reply waits for its answer. Nothing else is accepted
+    /// meanwhile (the session is not connected), and a second `connect` is
+    /// a protocol error.
+    fn centrifuge_ask_hook(
+        &mut self,
+        key: usize,
+        id: u32,
+        data: Option<Box<serde_json::value::RawValue>>,
+        conns: &mut dyn Conns,
+    ) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.connecting.is_some() {
+            conns.stats().command_errors += 1;
+            let why = "already connecting";
+            return conns.close(key, close::BAD_REQUEST, why, Disconnect::ProtocolError);
+        }
+        session.connecting = Some(Box::default());
+        let generation = session.generation;
+        let headers = match self.connecting.headers.remove(&key) {
+            Some((g, headers)) if g == generation => headers,
+            _ => Vec::new(),
+        };
+        let origin = self.origin(key, generation, u64::from(id));
+        let data = data.map(|d| Box::<str>::from(d.get()));
+        self.proxy_call(origin, None, Pending::Connect { headers, data }, conns);
+    }
+
+    /// The connect hook's answer for a Centrifuge `connect` (`to.id` is the
+    /// command's id). Allowed: connected as the user it names, with its
+    /// `data` in the reply; `expire_at` closes the connection then (3005,
+    /// the SDK reconnects and the hook is asked again: there is no refresh
+    /// hook, so the reply does not ask the client to refresh). `channels`
+    /// are for `/ws` only (the protocol would need them in this reply's
+    /// `subs` with their positions). Refused: the application's error,
+    /// then a close the SDK does not retry (3503); the hook unreachable or
+    /// late: error 100 (temporary: the SDK retries with backoff), then 3011.
+    pub(in crate::hub) fn centrifuge_connect_answered(&mut self, to: Origin, verdict: Verdict, conns: &mut dyn Conns) {
+        let key = to.key as usize;
+        let id = to.id as u32;
+        let allowed = match verdict {
+            Verdict::Allow(allowed) => allowed,
+            Verdict::Disconnect { code, reason } => {
+                return conns.close(key, code, &reason, Disconnect::ConnectRefused);
+            }
+            Verdict::Refuse { code, message } => {
+                self.reply(key, &error_reply(id, code, &message), conns);
+                return conns.close(key, close::FORCE_NO_RECONNECT, &message, Disconnect::ConnectRefused);
+            }
+            Verdict::Failed { why, .. } => {
+                self.reply(key, &error_reply(id, code::INTERNAL, &why), conns);
+                return conns.close(key, close::FORCE_RECONNECT, &why, Disconnect::HookUnavailable);
+            }
+        };
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        session.proto = Proto::Centrifuge;
+        let user = allowed.user.as_deref().filter(|u| !u.is_empty()).map(Arc::<str>::from);
+        if let Some(user) = &user {
+            self.become_user(to, user, allowed.expire_at, conns);
+        }
+        self.announce(key);
+        let client = self.client_id(key, to.generation);
+        let mut body = translate::refresh_body(&client, None);
+        if let Some(data) = allowed.data.as_deref() {
+            body.pop(); // the closing brace
+            body.push_str(&format!(",\"data\":{data}}}"));
+        }
         self.reply(key, format!("{{\"id\":{id},\"connect\":{body}}}").as_bytes(), conns);
     }
 

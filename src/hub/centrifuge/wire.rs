@@ -30,6 +30,7 @@ pub(crate) enum Method<'a> {
     Pong,
     Connect {
         token: Option<String>,
+        data: Option<Box<RawValue>>,
     },
     Subscribe {
         channel: String,
@@ -106,6 +107,8 @@ struct Envelope<'a> {
 #[derive(Deserialize)]
 struct ConnectParams {
     token: Option<String>,
+    /// Passed to the connect hook as the request's `data`.
+    data: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -211,7 +214,10 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command<'_>, Malformed> {
 fn method_of<'a>(env: &Envelope<'a>) -> Result<Method<'a>, Malformed> {
     if let Some(p) = env.connect {
         let p: ConnectParams = params(p, "connect")?;
-        return Ok(Method::Connect { token: p.token });
+        return Ok(Method::Connect {
+            token: p.token,
+            data: p.data,
+        });
     }
     if let Some(p) = env.subscribe {
         let p: SubscribeParams = params(p, "subscribe")?;
@@ -301,7 +307,7 @@ mod tests {
         );
         let parsed: Vec<Command<'_>> = commands(frame.as_bytes()).map(|(_, c)| c.unwrap()).collect();
         assert_eq!(parsed.len(), 5);
-        assert!(matches!(&parsed[0].method, Method::Connect { token: Some(t) } if t == "t"));
+        assert!(matches!(&parsed[0].method, Method::Connect { token: Some(t), .. } if t == "t"));
         match &parsed[1].method {
             Method::Subscribe {
                 channel,
