@@ -586,6 +586,13 @@ fn a_centrifuge_connect_without_a_token_is_decided_by_the_connect_hook() {
     let asked = backend.seen();
     assert_eq!(asked.len(), 1, "asked once, at the connect");
     assert_eq!(asked[0].body["data"]["name"], "Ann");
+    // A waiting connection's headers count toward --memory-limit until its
+    // connect takes them.
+    let series = r#"hubbub_memory_bytes{kind="proxy"}"#;
+    let mut waiting = Cf::open_with(server.addr, "Cookie: sid=waiting\r\n");
+    server.wait_metric(series, |v| v >= "cookiesid=waiting".len() as f64);
+    assert_eq!(waiting.call("connect", json!({}))["error"]["code"], 1401);
+    server.wait_metric(series, |v| v == 0.0);
     // Refused: the application's error, then a close the SDK does not retry.
     for params in [json!({}), json!({"token": "anything"})] {
         let mut cf = Cf::open(server.addr);
@@ -599,7 +606,7 @@ fn a_centrifuge_connect_without_a_token_is_decided_by_the_connect_hook() {
     assert_eq!(reply["error"]["code"], 100, "{reply}");
     assert_eq!(reply["error"]["temporary"], true, "{reply}");
     assert_eq!(slow.line().expect("the close")["closed"], 3011);
-    server.wait_for("two refusals and one hook outage", |s| {
-        s.disconnects_for(Disconnect::ConnectRefused) == 2 && s.disconnects_for(Disconnect::HookUnavailable) == 1
+    server.wait_for("three refusals and one hook outage", |s| {
+        s.disconnects_for(Disconnect::ConnectRefused) == 3 && s.disconnects_for(Disconnect::HookUnavailable) == 1
     });
 }

@@ -60,8 +60,7 @@ impl Hub {
         };
         let generation = session.generation;
         if session.proto == Proto::CentrifugeConnecting {
-            self.connecting.headers.insert(key, (generation, headers));
-            return;
+            return self.keep_connect_headers(key, generation, headers);
         }
         session.connecting = Some(Box::default());
         let origin = self.origin(key, generation, 0);

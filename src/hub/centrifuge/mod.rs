@@ -31,6 +31,7 @@ use super::protocol::{Call, Command};
 use super::session::{Proto, Rate, Session};
 use super::{Conns, Hub};
 use crate::auth::{self, AuthError};
+use crate::buf::budget::MemKind;
 use crate::bus::msg::Origin;
 use crate::bus::proxy::{Pending, Verdict};
 use crate::metrics::disconnect::Disconnect;
@@ -71,6 +72,34 @@ pub(crate) struct Connecting {
 /// Header names and values of an upgrade request, as the hook gets them.
 pub(crate) type Headers = Vec<(Box<str>, Box<str>)>;
 
+/// The bytes `headers` hold (charged to `--memory-limit` while kept).
+pub(crate) fn weight(headers: &Headers) -> i64 {
+    headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() as i64
+}
+
+impl Hub {
+    /// Keeps a waiting connection's headers for its `connect`, charged to
+    /// the memory budget (`kind="proxy"`) until taken or dropped.
+    pub(crate) fn keep_connect_headers(&mut self, key: usize, generation: u32, headers: Headers) {
+        self.budget.add(MemKind::Proxy, weight(&headers));
+        if let Some((_, old)) = self.connecting.headers.insert(key, (generation, headers)) {
+            self.budget.add(MemKind::Proxy, -weight(&old));
+        }
+    }
+
+    /// Takes (or drops) the headers kept for `key`; those of `generation`.
+    fn take_connect_headers(&mut self, key: usize, generation: Option<u32>) -> Option<Headers> {
+        let (kept, headers) = self.connecting.headers.remove(&key)?;
+        if generation.is_some_and(|g| g != kept) {
+            // Another connection's, still within its deadline: put back.
+            self.connecting.headers.insert(key, (kept, headers));
+            return None;
+        }
+        self.budget.add(MemKind::Proxy, -weight(&headers));
+        Some(headers)
+    }
+}
+
 impl Connecting {
     /// Capacity kept when the queue empties.
     const KEPT: usize = 1024;
@@ -105,9 +134,7 @@ impl Hub {
                 break;
             }
             self.connecting.queue.pop_front();
-            if self.connecting.headers.get(&key).is_some_and(|(g, _)| *g == generation) {
-                self.connecting.headers.remove(&key);
-            }
+            self.take_connect_headers(key, Some(generation));
             // One whose `connect` waits for the connect hook is not stale:
             // the hook's own timeout answers it.
             let waiting = self.sessions.get(&key).is_some_and(|s| {
@@ -120,7 +147,9 @@ impl Hub {
         if self.connecting.queue.is_empty() && self.connecting.queue.capacity() > Connecting::KEPT {
             // A storm of connects is over: give its memory back.
             self.connecting.queue = VecDeque::new();
-            self.connecting.headers = HashMap::new();
+            if self.connecting.headers.is_empty() {
+                self.connecting.headers = HashMap::new();
+            }
         }
     }
 
@@ -303,10 +332,7 @@ impl Hub {
         }
         session.connecting = Some(Box::default());
         let generation = session.generation;
-        let headers = match self.connecting.headers.remove(&key) {
-            Some((g, headers)) if g == generation => headers,
-            _ => Vec::new(),
-        };
+        let headers = self.take_connect_headers(key, Some(generation)).unwrap_or_default();
         let origin = self.origin(key, generation, u64::from(id));
         let data = data.map(|d| Box::<str>::from(d.get()));
         self.proxy_call(origin, None, Pending::Connect { headers, data }, conns);
