@@ -312,19 +312,10 @@ impl Broadcast {
                 true
             }
             Join::Refused(code) => {
-                self.join_failed(Reason::Centrifuge(code));
+                self.life.join_failed(Reason::Centrifuge(code));
                 false
             }
         }
-    }
-
-    /// Counts a connection that upgraded but never joined (the joiner closed it).
-    fn join_failed(&mut self, reason: Reason) {
-        self.life.on_closed(&Closed {
-            was_open: false,
-            reason: Some(reason),
-            started_ns: 0,
-        });
     }
 }
 
@@ -383,7 +374,7 @@ impl Driver for Broadcast {
 
     fn tick(&mut self, net: &mut Net, now: u64) {
         while self.cf.as_mut().and_then(|cf| cf.joiner.expired(net, now)).is_some() {
-            self.join_failed(Reason::Timeout);
+            self.life.join_failed(Reason::Timeout);
         }
         self.publish_tick(net, now);
         let outstanding = self.outstanding(now);

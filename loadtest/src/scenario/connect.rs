@@ -102,18 +102,9 @@ impl Connect {
                     self.join.record(join_ns);
                     self.life.on_open(handshake_ns);
                 }
-                Join::Refused(code) => return self.join_failed(Reason::Centrifuge(code)),
+                Join::Refused(code) => return self.life.join_failed(Reason::Centrifuge(code)),
             }
         }
-    }
-
-    /// Counts a connection that upgraded but never joined (the joiner closed it).
-    fn join_failed(&mut self, reason: Reason) {
-        self.life.on_closed(&Closed {
-            was_open: false,
-            reason: Some(reason),
-            started_ns: 0,
-        });
     }
 }
 
@@ -162,7 +153,7 @@ impl Driver for Connect {
 
     fn tick(&mut self, net: &mut Net, now: u64) {
         while self.joiner.as_mut().and_then(|j| j.expired(net, now)).is_some() {
-            self.join_failed(Reason::Timeout);
+            self.life.join_failed(Reason::Timeout);
         }
         if self.life.stage == Stage::Run && now >= self.next_ping {
             self.ping_all(net, now);

@@ -330,6 +330,16 @@ impl Lifecycle {
         self.handshake.record(handshake_ns);
     }
 
+    /// Counts a connection that upgraded but never joined (its joiner
+    /// closed it: a Centrifuge `connect`/`subscribe` refused or unanswered).
+    pub fn join_failed(&mut self, reason: Reason) {
+        self.on_closed(&Closed {
+            was_open: false,
+            reason: Some(reason),
+            started_ns: 0,
+        });
+    }
+
     /// Counts the end of a connection; returns `true` for an open connection lost unasked.
     pub fn on_closed(&mut self, closed: &Closed) -> bool {
         let c = &mut self.out.counters;

@@ -80,7 +80,12 @@ pub(crate) fn weight(headers: &Headers) -> i64 {
 impl Hub {
     /// Keeps a waiting connection's headers for its `connect`, charged to
     /// the memory budget (`kind="proxy"`) until taken or dropped.
+    /// None listed (no `--proxy-http-headers`, or the client sent none):
+    /// nothing kept, so no entry per waiting connection.
     pub(crate) fn keep_connect_headers(&mut self, key: usize, generation: u32, headers: Headers) {
+        if headers.is_empty() {
+            return;
+        }
         self.budget.add(MemKind::Proxy, weight(&headers));
         if let Some((_, old)) = self.connecting.headers.insert(key, (generation, headers)) {
             self.budget.add(MemKind::Proxy, -weight(&old));
