@@ -531,6 +531,36 @@ fn mailbox_messages_reach_a_centrifuge_client_in_its_protocol() {
 }
 
 #[test]
+fn a_second_connect_while_the_hook_decides_the_first_is_refused() {
+    // One frame: a tokenless connect (the hook is asked) and at once one
+    // with a valid token. The second must not connect the session while
+    // the hook's answer is on its way (it would then be two clients).
+    let backend = Backend::start(|_| (Duration::from_millis(300), json!({"result": {"user": "hooked"}})));
+    let server = start_hub(|c| {
+        c.proxy = Some(hubbub::proxy::ProxyConfig {
+            connect_url: Some(backend.url("/connect")),
+            subscribe_url: None,
+            publish_url: None,
+            rpc_url: None,
+            workers: 2,
+            timeout: Duration::from_millis(2000),
+            max_in_flight: 64,
+            http_headers: Vec::new(),
+            max_answer_bytes: 1 << 20,
+        })
+    });
+    let mut cf = Cf::open(server.addr);
+    let valid = token(SECRET, json!({"sub": "carol"}));
+    let second = json!({"id": 2, "connect": {"token": valid}});
+    cf.send(&format!("{}\n{second}", json!({"id": 1, "connect": {}})));
+    let first = cf.line().expect("a line");
+    assert_eq!(first["closed"], 3501, "a second connect got in: {first}");
+    server.wait_for("the protocol error", |s| {
+        s.disconnects_for(Disconnect::ProtocolError) == 1
+    });
+}
+
+#[test]
 fn a_centrifuge_connect_without_a_token_is_decided_by_the_connect_hook() {
     // The connect hook is the application's only gate (no --jwt-secret): a
     // Centrifuge client is asked about at its `connect`, with the listed

@@ -203,8 +203,11 @@ impl Hub {
         let Some(held) = session.connecting.take() else {
             return;
         };
-        if session.proto == Proto::CentrifugeConnecting {
-            return self.centrifuge_connect_answered(to, verdict, conns);
+        match session.proto {
+            Proto::CentrifugeConnecting => return self.centrifuge_connect_answered(to, verdict, conns),
+            // Connected some other way meanwhile: the answer is not for it.
+            Proto::Centrifuge => return,
+            Proto::Ws => {}
         }
         let allowed = match verdict {
             Verdict::Allow(allowed) => allowed,

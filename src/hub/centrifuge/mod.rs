@@ -190,6 +190,13 @@ impl Hub {
         let connected = self.sessions.get(&key).is_some_and(|s| s.proto == Proto::Centrifuge);
         let call = match method {
             Method::Pong => return,
+            // A second `connect` while the connect hook decides the first
+            // (with a token or without) would make the session two clients.
+            Method::Connect { .. } if self.sessions.get(&key).is_some_and(|s| s.connecting.is_some()) => {
+                conns.stats().command_errors += 1;
+                let why = "already connecting";
+                return conns.close(key, close::BAD_REQUEST, why, Disconnect::ProtocolError);
+            }
             Method::Connect { token, data } if !connected => {
                 return self.centrifuge_connect(key, id, token, data, conns)
             }
@@ -330,11 +337,6 @@ impl Hub {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        if session.connecting.is_some() {
-            conns.stats().command_errors += 1;
-            let why = "already connecting";
-            return conns.close(key, close::BAD_REQUEST, why, Disconnect::ProtocolError);
-        }
         session.connecting = Some(Box::default());
         let generation = session.generation;
         let headers = self.take_connect_headers(key, Some(generation)).unwrap_or_default();
