@@ -50,6 +50,49 @@ fn a_publish_on_one_node_reaches_every_node_in_one_order() {
 }
 
 #[test]
+fn a_node_passes_on_only_the_publications_of_channels_it_holds() {
+    let Some(redis) = Redis::start() else { return };
+    // No history for it: a log here lives exactly as long as its subscribers.
+    let no_history = ["--history-rule", "busy=0:1"];
+    let (a, b) = (node(&redis, "a", &no_history), node(&redis, "b", &no_history));
+    wait_cluster(&a, 2);
+    let skipped = |node: &Process| metric_at(node.admin.unwrap(), "hubbub_cluster_publications_skipped_total");
+    let mut on_b = WsClient::open(b.addr, "");
+    on_b.call("subscribe", json!({"channel": "busy"}));
+    let mut publisher = WsClient::open(a.addr, "");
+    for i in 1..=20 {
+        publish(&mut publisher, "busy", json!({"n": i}));
+    }
+    for i in 1..=20 {
+        assert_eq!(next_pub(&mut on_b)["offset"], i);
+    }
+    // Nobody on A subscribes: A's shards are not woken for them.
+    let counted = try_until(|| (skipped(&a) >= 20.0).then_some(()));
+    assert!(counted.is_some(), "A skipped {}", skipped(&a));
+    assert_eq!((skipped(&a), skipped(&b)), (20.0, 0.0));
+    // A subscriber on A: A takes them again, from the position Redis gave.
+    let mut on_a = WsClient::open(a.addr, "");
+    let reply = on_a.call("subscribe", json!({"channel": "busy"}));
+    assert_eq!(reply["result"]["offset"], 20, "{reply}");
+    let mut publisher_b = WsClient::open(b.addr, "");
+    for i in 21..=30 {
+        publish(&mut publisher_b, "busy", json!({"n": i}));
+    }
+    for i in 21..=30 {
+        assert_eq!(next_pub(&mut on_a)["offset"], i);
+        assert_eq!(next_pub(&mut on_b)["offset"], i);
+    }
+    assert_eq!(skipped(&a), 20.0);
+    // It leaves: its log goes, and A skips them again.
+    on_a.call("unsubscribe", json!({"channel": "busy"}));
+    let skipping = try_until(|| {
+        publish(&mut publisher, "busy", json!({}));
+        (skipped(&a) > 20.0).then_some(())
+    });
+    assert!(skipping.is_some(), "A skipped {}", skipped(&a));
+}
+
+#[test]
 fn a_client_recovers_on_another_node_what_it_missed() {
     let Some(redis) = Redis::start() else { return };
     let (a, b, c) = (node(&redis, "a", &[]), node(&redis, "b", &[]), node(&redis, "c", &[]));

@@ -216,6 +216,8 @@ pub struct ClusterState {
     /// The current outage was logged: one warning per outage, however many
     /// connections notice it.
     down_logged: AtomicBool,
+    /// Channels with a log on this node: the publications worth passing on.
+    pub wanted: Arc<super::wanted::Wanted>,
 }
 
 impl ClusterState {
@@ -378,6 +380,11 @@ impl ClusterLink {
             node,
             state,
         }
+    }
+
+    /// The set of channels this node keeps a log of (see `Wanted`).
+    pub fn wanted(&self) -> Arc<super::wanted::Wanted> {
+        Arc::clone(&self.state.wanted)
     }
 
     /// Hands `cmd` to the bridge without blocking; a full queue (in count

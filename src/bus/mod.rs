@@ -23,6 +23,7 @@ pub mod inbox;
 pub mod msg;
 pub(crate) mod peers;
 pub mod proxy;
+pub mod wanted;
 
 use std::hash::{Hash, Hasher};
 

@@ -51,6 +51,9 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(2);
 /// Publishes of this process remembered in Redis for retries (by count: at
 /// 10,000/s about 6.5 s, more than `DEADLINE` + `REDIS_TIMEOUT`).
 const IDEM_WINDOW: u64 = 65_536;
+/// Sequences that left the window are deleted from Redis once this many
+/// have gathered (one `HDEL` for all), and at most this many per publish.
+const IDEM_TRIM: u64 = 256;
 /// TTL of the idempotency entries: this process's hash, and a caller's key.
 const IDEM_NODE_TTL_SECS: u64 = 60;
 pub(crate) const IDEM_CALLER_TTL_SECS: u64 = 300;
@@ -101,6 +104,12 @@ struct Waiting {
     bytes: u64,
     seq: u64,
     sent: bool,
+    /// Written to Redis before this pipeline (a publish then looks up its
+    /// sequence first: it may have run).
+    retry: bool,
+    /// A publish's share of trimming the idempotency window: the sequences
+    /// it deletes (`first..=last`), kept for its retries.
+    trim: Option<(u64, u64)>,
 }
 
 /// How a command that could not be done is answered.
@@ -124,6 +133,8 @@ pub(crate) struct Commander {
     /// never meet a predecessor's with the same node id.
     incarnation: u64,
     seq: u64,
+    /// Sequences up to this one are deleted from the idempotency hash.
+    trimmed: u64,
     state: Arc<ClusterState>,
     target: Target,
     conn: Option<redis::Connection>,
@@ -158,6 +169,7 @@ impl Commander {
             state_rx,
             incarnation: random_u64(),
             seq: 0,
+            trimmed: 0,
             state,
             target,
             conn: None,
@@ -356,6 +368,8 @@ impl Commander {
             bytes,
             seq: self.seq,
             sent: false,
+            retry: false,
+            trim: None,
         }
     }
 
@@ -408,7 +422,11 @@ impl Commander {
                 break;
             };
             bytes += waiting.bytes;
+            waiting.retry = waiting.sent;
             waiting.sent = true;
+            if waiting.trim.is_none() && matches!(waiting.op, Op::Cmd(RedisCall::Publish { idem: None, .. })) {
+                waiting.trim = self.trim_window(waiting.seq);
+            }
             ops.push(waiting);
         }
         if state.is_empty() && ops.is_empty() {
@@ -426,6 +444,20 @@ impl Commander {
             self.complete(waiting, reply);
         }
         Ok(())
+    }
+
+    /// The sequences a publish with `seq` deletes from this process's
+    /// idempotency hash: those that left the window since the last trim,
+    /// once `IDEM_TRIM` of them have gathered (sequences of other commands
+    /// are among them, never written: deleting them costs little).
+    fn trim_window(&mut self, seq: u64) -> Option<(u64, u64)> {
+        let gone = seq.saturating_sub(IDEM_WINDOW);
+        if gone < self.trimmed + IDEM_TRIM {
+            return None;
+        }
+        let range = (self.trimmed + 1, gone.min(self.trimmed + IDEM_TRIM));
+        self.trimmed = range.1;
+        Some(range)
     }
 
     /// After a failed pipeline: its commands wait again, in order, for the
@@ -557,9 +589,9 @@ impl Commander {
                         IDEM_CALLER_TTL_SECS.to_string(),
                     ]),
                     None => args.extend([
-                        "n".into(),
+                        if waiting.retry { "r" } else { "n" }.into(),
                         seq.to_string(),
-                        seq.saturating_sub(IDEM_WINDOW).to_string(),
+                        waiting.trim.map_or(String::new(), |(from, to)| format!("{from}-{to}")),
                         IDEM_NODE_TTL_SECS.to_string(),
                     ]),
                 }

@@ -81,19 +81,23 @@ pub fn node_users(node: &str) -> String {
 
 /// KEYS: epoch, offset, stream, idempotency key. ARGV: new epoch, data,
 /// history size, pub/sub channel, keys TTL secs, now ms, history TTL secs,
-/// then the idempotency mode: `n` (KEYS[4] is this process's hash: field
-/// ARGV[9] is the publish's sequence, field ARGV[10] the one that leaves the
-/// window) or `k` (KEYS[4] is the caller's key), and ARGV[11] the key's TTL;
-/// ARGV[12] `1` when the publish may make the channel.
+/// then the idempotency mode: `n` or `r` (KEYS[4] is this process's hash:
+/// field ARGV[9] is the publish's sequence; ARGV[10] is empty or `A-B`, the
+/// sequences that left the window, deleted in one go) or `k` (KEYS[4] is
+/// the caller's key), and ARGV[11] the key's TTL; ARGV[12] `1` when the
+/// publish may make the channel. Only `r` (a retry: the publish was written
+/// to Redis before) and `k` look the key up first: a first try of a
+/// process's sequence cannot have run, and skipping the lookup (and
+/// trimming the window in batches) is two calls fewer per publish.
 /// Returns `{epoch, offset, 0, MADE}` (MADE 1: the channel was made), or
 /// `{epoch, offset, 1, 0}` for a publish that already ran (nothing is
 /// published again), or `{'', 0, 2, 0}`: refused, the channel does not exist
 /// and the publish may not make it.
 pub(crate) const PUBLISH: &str = r#"
 local seen
-if ARGV[8] == 'n' then
+if ARGV[8] == 'r' then
   seen = redis.call('HGET', KEYS[4], ARGV[9])
-else
+elseif ARGV[8] == 'k' then
   seen = redis.call('GET', KEYS[4])
 end
 if seen then
@@ -120,9 +124,14 @@ if tonumber(ARGV[3]) > 0 then
 end
 redis.call('PUBLISH', ARGV[4], epoch .. '\n' .. offset .. '\n' .. ARGV[2])
 local mark = epoch .. '\n' .. offset
-if ARGV[8] == 'n' then
+if ARGV[8] ~= 'k' then
   redis.call('HSET', KEYS[4], ARGV[9], mark)
-  redis.call('HDEL', KEYS[4], ARGV[10])
+  local from, to = string.match(ARGV[10], '^(%d+)-(%d+)$')
+  if from then
+    local gone = {}
+    for s = tonumber(from), tonumber(to) do gone[#gone + 1] = s end
+    redis.call('HDEL', KEYS[4], unpack(gone))
+  end
   redis.call('EXPIRE', KEYS[4], ARGV[11])
 else
   redis.call('SET', KEYS[4], mark, 'EX', ARGV[11])

@@ -25,6 +25,7 @@ use super::REDIS_TIMEOUT;
 use crate::bus::cluster::{ClusterConfig, ClusterState};
 use crate::bus::msg::{HubMsg, Origin};
 use crate::bus::peers::Peers;
+use crate::hub::mailbox;
 use crate::metrics::names;
 use crate::ws::codec::{self, Kind, MAX_SERVER_HEADER};
 
@@ -160,6 +161,12 @@ impl Subscriber {
         let Ok(text) = std::str::from_utf8(payload) else { return };
         if let Some((node, json)) = keys::parse_presence(text) {
             return self.presence(channel, node, json);
+        }
+        // Only channels with a log here, and mailboxes (their users'
+        // connections here get them without one).
+        if !self.state.wanted.contains(channel) && mailbox::user_of(channel).is_none() {
+            metrics::counter!(names::CLUSTER_SKIPPED).increment(1);
+            return;
         }
         let mut parts = text.splitn(3, '\n');
         let (Some(epoch), Some(offset), Some(data)) = (parts.next(), parts.next(), parts.next()) else {

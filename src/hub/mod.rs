@@ -166,11 +166,12 @@ enum Target {
 impl Hub {
     pub fn new(shard: usize, peers: Peers, config: Arc<HubConfig>, cluster: Option<ClusterLink>, meter: Meter) -> Hub {
         let shards = peers.len();
+        let wanted = cluster.as_ref().map(ClusterLink::wanted);
         Hub {
             cluster,
             proxy: None,
             budget: Arc::clone(meter.budget()),
-            owned: Owned::new(shard, Arc::clone(&config), meter),
+            owned: Owned::new(shard, Arc::clone(&config), meter).wanting(wanted),
             shard,
             peers,
             config,

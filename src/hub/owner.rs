@@ -18,6 +18,7 @@ use crate::buf::Meter;
 use crate::bus::cluster::{ClusterCmd, RedisCall};
 use crate::bus::history::{Entry, Recovery};
 use crate::bus::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
+use crate::bus::wanted::Wanted;
 use crate::metrics::names;
 
 /// What handling one message produced.
@@ -64,6 +65,9 @@ pub(crate) struct Owned {
     made_by: HashMap<Arc<str>, Origin>,
     /// Charged for retained history.
     meter: Meter,
+    /// Cluster mode: the node's set of channels with a log, kept as `logs`
+    /// changes (the subscriber thread passes on only their publications).
+    wanted: Option<Arc<Wanted>>,
 }
 
 impl Owned {
@@ -79,6 +83,23 @@ impl Owned {
             presence_dirty: Vec::new(),
             users: Users::default(),
             epochs: 0,
+            wanted: None,
+        }
+    }
+
+    /// Cluster mode: keep `wanted` to the channels with a log here.
+    pub fn wanting(mut self, wanted: Option<Arc<Wanted>>) -> Owned {
+        self.wanted = wanted;
+        self
+    }
+
+    /// Drops `channel`'s log (and the node's wish for its publications).
+    fn drop_log(&mut self, channel: &str) {
+        if self.logs.remove(channel).is_some() {
+            self.meter.budget().count_channels(-1);
+            if let Some(wanted) = &self.wanted {
+                wanted.remove(channel);
+            }
         }
     }
 
@@ -470,6 +491,10 @@ impl Owned {
             let log = ChannelLog::new(epoch, rule, self.meter.clone());
             self.logs.insert(Arc::clone(channel), log);
             self.meter.budget().count_channels(1);
+            // Before the subscribe that made it asks Redis for a position.
+            if let Some(wanted) = &self.wanted {
+                wanted.add(channel);
+            }
         }
         // Inserted just above when missing.
         let log = self.logs.get_mut(channel).expect("log exists");
@@ -589,8 +614,7 @@ impl Owned {
             log.left.clear();
             let shards = log.shards().collect();
             if log.is_idle() && !self.pending.contains_key(&channel) {
-                self.logs.remove(&channel);
-                self.meter.budget().count_channels(-1);
+                self.drop_log(&channel);
             }
             events.push((channel, frame, shards));
         }
@@ -619,14 +643,17 @@ impl Owned {
 
     pub fn expire(&mut self, tick: u32) {
         let pending = &self.pending;
-        let before = self.logs.len();
-        self.logs.retain(|channel, log| {
-            log.expire(tick);
-            !log.is_idle() || pending.contains_key(channel)
-        });
-        self.meter
-            .budget()
-            .count_channels(self.logs.len() as i64 - before as i64);
+        let idle: Vec<Arc<str>> = self
+            .logs
+            .iter_mut()
+            .filter_map(|(channel, log)| {
+                log.expire(tick);
+                (log.is_idle() && !pending.contains_key(channel)).then(|| Arc::clone(channel))
+            })
+            .collect();
+        for channel in idle {
+            self.drop_log(&channel);
+        }
     }
 }
 

@@ -48,6 +48,7 @@ pub(crate) const CLUSTER_RECONNECTS: &str = "hubbub_cluster_reconnects_total";
 pub const ADMIN_REFUSED: &str = "hubbub_admin_refused_total";
 pub const TLS_HANDSHAKES: &str = "hubbub_tls_handshakes_total";
 pub(crate) const CLUSTER_EPOCH_CHANGES: &str = "hubbub_cluster_epoch_changes_total";
+pub(crate) const CLUSTER_SKIPPED: &str = "hubbub_cluster_publications_skipped_total";
 pub(crate) const PROXY_CALLS: &str = "hubbub_proxy_calls_total";
 pub(crate) const PROXY_LATENCY_SECONDS: &str = "hubbub_proxy_latency_seconds";
 pub(crate) const PROXY_IN_FLIGHT: &str = "hubbub_proxy_in_flight";
@@ -131,6 +132,7 @@ pub const ALL: &[Described] = &[
     m(CLUSTER_RECONNECTS, C, Unit::Count, "Cluster mode: times a connection to Redis (commands or subscriber) was lost."),
     m(ADMIN_REFUSED, C, Unit::Count, "Admin-port connections refused or cut short, by reason (request_timeout = 408, write_timeout, evicted at the connection cap, head_too_large = 431, body_too_large = 413, bad_request = 400/411)."),
     m(TLS_HANDSHAKES, C, Unit::Count, "wss:// TLS handshakes completed, by kind (full, resumed from a session ticket)."),
+    m(CLUSTER_SKIPPED, C, Unit::Count, "Cluster mode: publications from Redis not passed to a shard: no log of their channel on this node (nobody here subscribes)."),
     m(CLUSTER_EPOCH_CHANGES, C, Unit::Count, "Cluster mode: channels whose epoch changed under live subscribers on this node (Redis lost them); each subscriber got an `epoch` push."),
     m(PROXY_CALLS, C, Unit::Count, "Application hook calls (--proxy-*-url), by hook (connect, subscribe, publish, rpc) and outcome (ok, refused = an error or disconnect answer, error = unreachable or a bad answer, timeout, overloaded = over --proxy-max-in-flight, not called)."),
     m(PROXY_LATENCY_SECONDS, H, Unit::Seconds, "Time from a hook call's hand-over to its answer (every outcome but overloaded), by hook."),

@@ -73,12 +73,7 @@ impl TestServer {
     /// A series' value on the admin port's /metrics (0 when absent), e.g.
     /// `hubbub_memory_bytes{kind="proxy"}`.
     pub fn metric(&self, series: &str) -> f64 {
-        let (_, body) = http_get(self.admin_addr(), "/metrics");
-        body.lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        metric_at(self.admin_addr(), series)
     }
 
     /// Polls `series` until `check` holds (at most `PATIENCE`); its value.
@@ -93,6 +88,18 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A series' value on the /metrics of the admin port `admin` (0 when
+/// absent).
+#[allow(dead_code)]
+pub fn metric_at(admin: SocketAddr, series: &str) -> f64 {
+    let (_, body) = http_get(admin, "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl Drop for TestServer {
