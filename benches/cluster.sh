@@ -21,9 +21,20 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
 
-redis-server --port 26399 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & pids+=($!)
-redis-server --port 26400 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & pids+=($!)
+redis-server --port 26399 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & R1PID=$!; pids+=($R1PID)
+redis-server --port 26400 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & R2PID=$!; pids+=($R2PID)
 sleep 0.5
+
+# CPU ticks (1/100 s) a process used so far (user + system, all threads).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Each server process's share of a core while the clients ran: "LABEL=NN%".
+cpu_line() { # SECONDS LABEL PID BEFORE [LABEL PID BEFORE ...]
+  local secs=$1 out=""; shift
+  while [ $# -ge 3 ]; do
+    out="$out $1=$(( ( $(ticks "$2") - $3 ) / secs ))%"; shift 3
+  done
+  echo "  server CPU (% of one core):$out"
+}
 
 # Two latency clients at once, one per channel; prints each one's line.
 # With a Redis URL for each channel, each client also listens to its
@@ -46,7 +57,9 @@ run_pair() { # LABEL TAP_A TAP_B REDIS_ARGS...
   $BIN --listen 127.0.0.1:28082 $common "$@" --node-id b >/dev/null 2>&1 & local b=$!
   sleep 1.5
   echo "$label (pub on A, subs on B), $RATE msg/s:"
+  local ta=$(ticks $a) tb=$(ticks $b) t1=$(ticks $R1PID) t2=$(ticks $R2PID)
   measure 127.0.0.1:28081 127.0.0.1:28082 "$tap_a" "$tap_b"
+  cpu_line $((SECS + 2)) A $a $ta B $b $tb redis1 $R1PID $t1 redis2 $R2PID $t2
   kill $a $b; wait $a $b 2>/dev/null
 }
 
@@ -57,5 +70,7 @@ run_pair "two Redis" $R1 $R2 --redis $R1 --redis $R2
 $BIN --listen 127.0.0.1:28083 $common >/dev/null 2>&1 & S=$!
 sleep 1
 echo "one node, no Redis, $RATE msg/s:"
+ts=$(ticks $S)
 measure 127.0.0.1:28083 127.0.0.1:28083
+cpu_line $((SECS + 2)) node $S $ts
 kill $S; wait $S 2>/dev/null
