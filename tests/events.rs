@@ -524,6 +524,45 @@ fn a_webhook_that_stays_down_costs_bounded_memory_and_counted_drops_only() {
 }
 
 #[test]
+fn an_event_held_by_two_sinks_is_charged_to_the_memory_limit_once() {
+    // Both sinks down: Redis on a port nothing listens on, the webhook
+    // answering 500. Each holds every event.
+    let port = Redis::free_port();
+    let receiver = Receiver::start(0);
+    receiver.down.store(true, Ordering::SeqCst);
+    let server = start(|c| {
+        unlimited_rates(c);
+        c.events = events(
+            Some(stream_to(&format!("redis://127.0.0.1:{port}"), 10_000)),
+            Some(webhook_to(receiver.addr)),
+            16 << 20,
+        );
+    });
+    let mut ws = WsClient::open(server.addr, "");
+    for i in 0..100 {
+        let reply = ws.call("publish", json!({"channel": "c", "data": i}));
+        assert!(reply["result"].is_object(), "{reply}");
+    }
+    server.wait_metric("hubbub_events_produced_total{kind=\"publish\"}", |v| v == 100.0);
+    let stream = "hubbub_events_queue_bytes{sink=\"stream\"}";
+    let held = server.wait_metric(stream, |v| v > 0.0);
+    server.wait_metric("hubbub_events_queue_bytes{sink=\"webhook\"}", |v| v == held);
+    assert_eq!(server.metric(stream), held, "both hold every event");
+    // The sinks share each event's memory: it is held once, not per sink.
+    server.wait_metric("hubbub_memory_bytes{kind=\"events\"}", |v| v == held);
+    // The webhook takes them; the stream still holds them: still charged.
+    receiver.down.store(false, Ordering::SeqCst);
+    server.wait_metric("hubbub_events_sent_total{sink=\"webhook\"}", |v| v >= 101.0);
+    server.wait_metric("hubbub_events_queue_bytes{sink=\"webhook\"}", |v| v == 0.0);
+    assert_eq!(server.metric(stream), held);
+    assert_eq!(server.metric("hubbub_memory_bytes{kind=\"events\"}"), held);
+    // Redis comes up: the last holder lets go, the charge is released.
+    let Some(_redis) = Redis::start_on(port) else { return };
+    server.wait_metric("hubbub_events_sent_total{sink=\"stream\"}", |v| v >= 101.0);
+    server.wait_metric("hubbub_memory_bytes{kind=\"events\"}", |v| v == 0.0);
+}
+
+#[test]
 fn every_event_metric_is_described_once_a_sink_runs() {
     let receiver = Receiver::start(0);
     let server = start(|c| c.events = events(None, Some(webhook_to(receiver.addr)), 1 << 20));

@@ -18,7 +18,7 @@
 //! shard looked at the control lane between the two sends. The other way
 //! round (data sent before a control message, handled after it) is the
 //! hub's to order: the messages that need it carry the sender's count of
-//! deliveries (`HubMsg::Deliver::seq`).
+//! deliveries (`HubMsg::Deliver::seq`, `HubMsg::RoomDeliver::seq`).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -203,6 +203,8 @@ mod tests {
             room: "r".into(),
             frame: bytes::Bytes::new(),
             at: std::time::Instant::now(),
+            from: 0,
+            seq: 0,
         })
     }
 

@@ -102,6 +102,11 @@ pub enum HubMsg {
         room: Arc<str>,
         frame: Bytes,
         at: Instant,
+        /// The owner (sending shard).
+        from: u16,
+        /// Numbered with the owner's channel deliveries (`Deliver::seq`):
+        /// a `RoomGap` takes effect after the ones sent before it.
+        seq: u64,
     },
     /// To a channel's owner: count the subscriber, answer with the position
     /// (and the recovered publications).
@@ -159,9 +164,23 @@ pub enum HubMsg {
         after: u64,
     },
     /// From a room's owner (control lane): deliveries to this shard's
-    /// members of `room` were dropped; they are closed so they reconnect.
+    /// members of `room` were dropped; they are closed so they reconnect,
+    /// once the owner's delivery number `after` (`RoomDeliver::seq`, the
+    /// last sent before the drop) was handled here: members get every
+    /// message sent before the drop, then the close.
     RoomGap {
         room: Arc<str>,
+        after: u64,
+    },
+    /// Cluster mode, from the subscriber of Redis server `server` to a
+    /// room's owner (control lane): a `ClusterRoomMessage` of `room` did not
+    /// fit in the owner's data lane. After the subscriber's message number
+    /// `after` to this shard is handled, the owner closes its members and
+    /// tells the other shards (`RoomGap`, in order with its deliveries).
+    ClusterRoomGap {
+        room: Arc<str>,
+        server: u16,
+        after: u64,
     },
     /// From the owner: a batch of joins and leaves for local watchers.
     PresenceEvents {
@@ -246,6 +265,11 @@ pub enum HubMsg {
     ClusterRoomMessage {
         room: Arc<str>,
         frame: Bytes,
+        /// The subscriber (Redis server) that sent it.
+        server: u16,
+        /// That subscriber's count of room messages to this shard, this
+        /// one included (see `ClusterRoomGap`).
+        seq: u64,
     },
     /// Cluster mode, to every shard: the subscriber connection to Redis
     /// failed, so room messages from then on (until it is back) are lost

@@ -102,6 +102,8 @@ mod tests {
             room: "r".into(),
             frame: bytes::Bytes::new(),
             at: Instant::now(),
+            from: 0,
+            seq: 0,
         }
     }
 

@@ -43,6 +43,9 @@ pub(crate) struct Subscriber {
     shards: Peers,
     state: Arc<ClusterState>,
     backoff: Backoff,
+    /// Room messages got into each shard's data lane so far (the last
+    /// `ClusterRoomMessage::seq` sent there).
+    rooms_sent: Vec<u64>,
 }
 
 impl Subscriber {
@@ -57,6 +60,7 @@ impl Subscriber {
             config,
             server,
             target,
+            rooms_sent: vec![0; shards.len()],
             shards,
             state,
             backoff: Backoff::default(),
@@ -142,7 +146,7 @@ impl Subscriber {
             .set(&self.state.subscriber_up[self.server], true, "subscriber", None);
     }
 
-    fn dispatch(&self, msg: &redis::Msg) {
+    fn dispatch(&mut self, msg: &redis::Msg) {
         let channel = msg.get_channel_name();
         if let Some(room) = channel.strip_prefix(keys::ROOM_PREFIX).filter(|_| msg.from_pattern()) {
             self.room_message(room, msg.get_payload_bytes());
@@ -212,28 +216,30 @@ impl Subscriber {
     /// member here. Only one whole final text (UTF-8) or binary server frame
     /// is passed on: anything else on that channel was not sent by a node
     /// and is ignored. If the owner's inbox is full, the room's members here
-    /// missed it: every shard closes them (1013), as for a local overload.
-    fn room_message(&self, room: &str, payload: &[u8]) {
+    /// missed it: the owner is told (control lane) after which of this
+    /// thread's messages, and once it has delivered those it closes the
+    /// members (1013) on every shard, as for a local overload.
+    fn room_message(&mut self, room: &str, payload: &[u8]) {
         if room.is_empty() || !is_room_frame(payload) {
             return;
         }
         let room: Arc<str> = room.into();
+        let owner = self.shards.owner_of(&room);
+        let server = self.server as u16;
         let msg = HubMsg::ClusterRoomMessage {
             room: Arc::clone(&room),
             frame: Bytes::copy_from_slice(payload),
+            server,
+            seq: self.rooms_sent[owner] + 1,
         };
-        if self.shards.to(self.shards.owner_of(&room), msg).is_err() {
-            self.state.drop_one();
-            for shard in 0..self.shards.len() {
-                // Control lane: refused only when the shard is gone.
-                let _ = self.shards.to(
-                    shard,
-                    HubMsg::RoomGap {
-                        room: Arc::clone(&room),
-                    },
-                );
-            }
+        if self.shards.to(owner, msg).is_ok() {
+            self.rooms_sent[owner] += 1;
+            return;
         }
+        self.state.drop_one();
+        let after = self.rooms_sent[owner];
+        // Control lane: refused only when the shard is gone.
+        let _ = self.shards.to(owner, HubMsg::ClusterRoomGap { room, server, after });
     }
 
     fn control(&self, payload: &[u8]) {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{info, warn};
 
+use super::held::{Account, Held};
 use super::queue::{Dropped, Queue};
 use super::{ClientId, Event, EventsConfig, Kind};
 use crate::buf::budget::MemoryBudget;
@@ -38,7 +39,7 @@ pub(crate) trait Transport: Send {
     /// Delivers `batch` (oldest first) or says why not; `fresh` is false
     /// when it is the same batch again (a retry). `within`, at shutdown: the
     /// attempt gives up after that long, whatever the sink's own timeout.
-    fn deliver(&mut self, batch: &[Event], fresh: bool, within: Option<Duration>) -> Outcome;
+    fn deliver(&mut self, batch: &[Held], fresh: bool, within: Option<Duration>) -> Outcome;
 }
 
 /// How a sink gathers batches.
@@ -56,6 +57,9 @@ pub struct Emitter {
 
 struct Shared {
     queues: Vec<Arc<Queue>>,
+    /// Every event's charge to the memory budget, once however many sinks
+    /// hold it.
+    account: Arc<Account>,
     produced: [AtomicU64; Kind::ALL.len()],
 }
 
@@ -68,6 +72,7 @@ impl std::fmt::Debug for Emitter {
 
 impl Emitter {
     /// Queues an event for every sink (dropped and counted by a full one).
+    /// The sinks share it: it is charged to the memory budget once.
     pub fn emit(
         &self,
         kind: Kind,
@@ -90,6 +95,9 @@ impl Emitter {
             reason,
             time_ms,
         };
+        // Charged before any sink can see it: a sink may be done with it
+        // before this thread goes on.
+        let event = Held::new(event, &self.shared.account);
         let (last, others) = match self.shared.queues.split_last() {
             Some(split) => split,
             None => return,
@@ -113,16 +121,21 @@ impl Emitter {
 pub struct Sinks {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    account: Arc<Account>,
 }
 
 impl Drop for Sinks {
     /// Waits `SHUTDOWN_GRACE` and a second at most: a POST in flight when the
     /// stop came has its own timeout (up to a minute), and a stop must not
     /// wait for it. A sink still busy then is left behind (the process is
-    /// ending); what it held is lost, and said so.
+    /// ending); what it held is lost, and said so, and no longer counted
+    /// toward `--memory-limit`: every other sink has ended by then, so the
+    /// events still alive are the left-behind ones, and nobody will deliver
+    /// or count them.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
+        let mut left_behind = false;
         for thread in self.threads.drain(..) {
             while !thread.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -132,13 +145,18 @@ impl Drop for Sinks {
             } else {
                 let name = thread.thread().name().unwrap_or("hubbub-events").to_string();
                 warn!(thread = %name, "an event sink was still delivering at the stop deadline; its queued events are lost");
+                left_behind = true;
             }
+        }
+        if left_behind {
+            self.account.abandon();
         }
     }
 }
 
 pub(super) fn start(config: &EventsConfig, budget: Arc<MemoryBudget>) -> std::io::Result<(Emitter, Sinks)> {
     let stop = Arc::new(AtomicBool::new(false));
+    let account = Account::new(Some(budget));
     let mut sinks = Vec::new();
     if let Some(stream) = &config.stream {
         let transport = super::stream::RedisStream::new(stream, Arc::clone(&config.node));
@@ -152,7 +170,6 @@ pub(super) fn start(config: &EventsConfig, budget: Arc<MemoryBudget>) -> std::io
             Box::new(transport),
             batching,
             &stop,
-            &budget,
         ));
     }
     if let Some(webhook) = &config.webhook {
@@ -167,12 +184,12 @@ pub(super) fn start(config: &EventsConfig, budget: Arc<MemoryBudget>) -> std::io
             Box::new(transport),
             batching,
             &stop,
-            &budget,
         ));
     }
     let emitter = Emitter {
         shared: Arc::new(Shared {
             queues: sinks.iter().map(|s| Arc::clone(&s.queue)).collect(),
+            account: Arc::clone(&account),
             produced: Default::default(),
         }),
     };
@@ -184,12 +201,12 @@ pub(super) fn start(config: &EventsConfig, budget: Arc<MemoryBudget>) -> std::io
             .spawn(move || sink.run())?;
         threads.push(thread);
     }
-    Ok((emitter, Sinks { stop, threads }))
+    Ok((emitter, Sinks { stop, threads, account }))
 }
 
 struct Sink {
     queue: Arc<Queue>,
-    rx: Receiver<Event>,
+    rx: Receiver<Held>,
     transport: Box<dyn Transport>,
     batching: Batching,
     stop: Arc<AtomicBool>,
@@ -206,9 +223,8 @@ impl Sink {
         transport: Box<dyn Transport>,
         batching: Batching,
         stop: &Arc<AtomicBool>,
-        budget: &Arc<MemoryBudget>,
     ) -> Sink {
-        let (queue, rx) = Queue::new(name, max_bytes, Some(Arc::clone(budget)));
+        let (queue, rx) = Queue::new(name, max_bytes);
         Sink {
             queue,
             rx,
@@ -252,7 +268,7 @@ impl Sink {
 
     /// Fills `batch`: waits up to a tick for its first event (not at all
     /// when `stopping`), then up to the linger for more. False when empty.
-    fn gather(&mut self, batch: &mut Vec<Event>, stopping: bool) -> bool {
+    fn gather(&mut self, batch: &mut Vec<Held>, stopping: bool) -> bool {
         let first = if stopping {
             self.rx.try_recv().ok()
         } else {
@@ -288,7 +304,7 @@ impl Sink {
 
     /// Delivers `batch`, retrying with backoff until it is taken, refused,
     /// or the server stops (then `finish` decides).
-    fn deliver(&mut self, batch: &mut Vec<Event>) {
+    fn deliver(&mut self, batch: &mut Vec<Held>) {
         let mut failures = 0u32;
         loop {
             match self.transport.deliver(batch, failures == 0, None) {
@@ -330,7 +346,7 @@ impl Sink {
     /// At shutdown: one more try for `batch` (`fresh` when never tried) and
     /// whatever is queued, within `SHUTDOWN_GRACE`; what is left is dropped,
     /// counted.
-    fn finish(&mut self, batch: &mut Vec<Event>, mut fresh: bool) {
+    fn finish(&mut self, batch: &mut Vec<Held>, mut fresh: bool) {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         loop {
             if batch.is_empty() && !self.gather(batch, true) {
@@ -419,11 +435,27 @@ mod tests {
         assert!(backoff(30) >= BACKOFF_MAX / 2);
     }
 
+    fn disconnect() -> Event {
+        Event {
+            kind: Kind::Disconnect,
+            client: ClientId {
+                shard: 0,
+                key: 1,
+                generation: 1,
+            },
+            user: None,
+            channel: None,
+            data: None,
+            reason: Some("shutdown"),
+            time_ms: 0,
+        }
+    }
+
     /// Records the bound of every try, and fails each (the receiver is down).
     struct Recorder(Arc<std::sync::Mutex<Vec<Option<Duration>>>>);
 
     impl Transport for Recorder {
-        fn deliver(&mut self, _batch: &[Event], _fresh: bool, within: Option<Duration>) -> Outcome {
+        fn deliver(&mut self, _batch: &[Held], _fresh: bool, within: Option<Duration>) -> Outcome {
             self.0.lock().unwrap().push(within);
             Outcome::Retry("down".into())
         }
@@ -439,21 +471,10 @@ mod tests {
             linger: Duration::from_millis(800),
         };
         let transport = Box::new(Recorder(Arc::clone(&tries)));
-        let sink = Sink::new("webhook", 1 << 20, transport, batching, &stop, &budget);
+        let sink = Sink::new("webhook", 1 << 20, transport, batching, &stop);
         let queue = Arc::clone(&sink.queue);
-        queue.push(Event {
-            kind: Kind::Disconnect,
-            client: ClientId {
-                shard: 0,
-                key: 1,
-                generation: 1,
-            },
-            user: None,
-            channel: None,
-            data: None,
-            reason: Some("shutdown"),
-            time_ms: 0,
-        });
+        let account = Account::new(Some(Arc::clone(&budget)));
+        queue.push(Held::new(disconnect(), &account));
         let thread = std::thread::spawn(move || sink.run());
         // The sink took the event and lingers for more when the stop comes.
         std::thread::sleep(Duration::from_millis(200));
@@ -467,5 +488,60 @@ mod tests {
         );
         assert_eq!(queue.held(), 0, "dropped at the stop, counted");
         assert_eq!(budget.bytes(crate::buf::budget::MemKind::Events), 0);
+    }
+
+    /// A receiver that takes the request and never answers until `answer`
+    /// is sent (or dropped).
+    struct Hung(crossbeam_channel::Receiver<()>);
+
+    impl Transport for Hung {
+        fn deliver(&mut self, _batch: &[Held], _fresh: bool, _within: Option<Duration>) -> Outcome {
+            let _ = self.0.recv();
+            Outcome::Sent
+        }
+    }
+
+    #[test]
+    fn a_sink_left_behind_at_the_stop_no_longer_counts_toward_the_memory_limit() {
+        let budget = MemoryBudget::new(u64::MAX);
+        // Another holder's bytes: a release taken twice would show below them.
+        budget.add(crate::buf::budget::MemKind::Events, 1000);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (answer, hung) = crossbeam_channel::bounded(0);
+        let batching = Batching {
+            max: 1,
+            linger: Duration::ZERO,
+        };
+        let sink = Sink::new("webhook", 1 << 20, Box::new(Hung(hung)), batching, &stop);
+        let account = Account::new(Some(Arc::clone(&budget)));
+        let queue = Arc::clone(&sink.queue);
+        // One in the hung request, one queued behind it.
+        queue.push(Held::new(disconnect(), &account));
+        queue.push(Held::new(disconnect(), &account));
+        let held = 2 * disconnect().weight() as u64;
+        assert_eq!(budget.bytes(crate::buf::budget::MemKind::Events), 1000 + held);
+        let thread = std::thread::spawn(move || sink.run());
+        let threads = vec![thread];
+        let began = Instant::now();
+        drop(Sinks {
+            stop,
+            threads,
+            account: Arc::clone(&account),
+        });
+        assert!(began.elapsed() >= SHUTDOWN_GRACE, "the sink was waited for");
+        assert_eq!(
+            budget.bytes(crate::buf::budget::MemKind::Events),
+            1000,
+            "left behind: its events are released"
+        );
+        // The request ends after all: the thread lets go of its events
+        // without releasing them a second time.
+        drop(answer);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while account.held() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(account.held(), 0, "the thread ended");
+        assert_eq!(budget.bytes(crate::buf::budget::MemKind::Events), 1000);
     }
 }

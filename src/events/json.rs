@@ -38,13 +38,13 @@ pub fn encode(event: &Event, node: &str) -> String {
 }
 
 /// Events as a JSON array (a webhook body).
-pub(crate) fn encode_batch(events: &[Event], node: &str) -> String {
+pub(crate) fn encode_batch<E: std::borrow::Borrow<Event>>(events: &[E], node: &str) -> String {
     let mut body = String::from("[");
     for (i, event) in events.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&encode(event, node));
+        body.push_str(&encode(event.borrow(), node));
     }
     body.push(']');
     body

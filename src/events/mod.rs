@@ -19,6 +19,7 @@
 //! and uses only `metrics`; its sink threads are started by `server`.
 
 mod emitter;
+mod held;
 mod json;
 mod queue;
 mod stream;

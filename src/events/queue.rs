@@ -1,14 +1,15 @@
 //! One sink's queue: a channel whose bound is in bytes (the events' weight,
 //! queued and in flight), and the sink's counters. Shards push without ever
-//! waiting: an event that does not fit is dropped and counted.
+//! waiting: an event that does not fit is dropped and counted. Its charge
+//! to the memory budget is the event's own (`held.rs`), shared by the sinks.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{Event, Kind};
-use crate::buf::budget::{MemKind, MemoryBudget};
+use super::held::Held;
+use super::Kind;
 use crate::metrics::names;
 
 /// Why events were dropped (the `reason` label).
@@ -41,19 +42,18 @@ impl Dropped {
 pub(crate) struct Queue {
     /// `stream` or `webhook` (the `sink` label).
     pub sink: &'static str,
-    tx: Sender<Event>,
-    /// Bytes of events pushed and not yet sent or dropped.
+    tx: Sender<Held>,
+    /// Bytes of events pushed and not yet sent or dropped (each in full,
+    /// though the sinks share it: this is the sink's own bound).
     held: AtomicUsize,
     max: usize,
     sent: AtomicU64,
     dropped: [AtomicU64; 3],
     retries: AtomicU64,
-    /// What it holds counts toward `--memory-limit` (`kind="events"`).
-    budget: Option<Arc<MemoryBudget>>,
 }
 
 impl Queue {
-    pub fn new(sink: &'static str, max: usize, budget: Option<Arc<MemoryBudget>>) -> (Arc<Queue>, Receiver<Event>) {
+    pub fn new(sink: &'static str, max: usize) -> (Arc<Queue>, Receiver<Held>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let queue = Queue {
             sink,
@@ -63,7 +63,6 @@ impl Queue {
             sent: AtomicU64::new(0),
             dropped: Default::default(),
             retries: AtomicU64::new(0),
-            budget,
         };
         (Arc::new(queue), rx)
     }
@@ -72,7 +71,7 @@ impl Queue {
     /// counted. Never blocks. Publications may fill `PUBLISH_SHARE` of the
     /// bound only, so a publishing flood cannot crowd out the connects,
     /// disconnects and subscriptions the application keeps its state by.
-    pub fn push(&self, event: Event) {
+    pub fn push(&self, event: Held) {
         let weight = event.weight();
         let max = match event.kind {
             Kind::Publish => self.max / 4 * 3,
@@ -84,28 +83,18 @@ impl Queue {
             self.drop_events(Dropped::QueueFull, 1);
             return;
         }
-        // Charged before the sink can see it: its `done` may come before
-        // this thread goes on, and must not take the budget below zero.
-        self.charge(weight as i64);
         if self.tx.send(event).is_err() {
             // The sink thread is gone (the server is stopping).
             self.held.fetch_sub(weight, Ordering::Relaxed);
-            self.charge(-(weight as i64));
             self.drop_events(Dropped::Shutdown, 1);
         }
     }
 
-    fn charge(&self, delta: i64) {
-        if let Some(budget) = &self.budget {
-            budget.add(MemKind::Events, delta);
-        }
-    }
-
-    /// `events` left the sink: sent, or dropped for `why`.
-    pub fn done(&self, events: &[Event], why: Option<Dropped>) {
-        let weight: usize = events.iter().map(Event::weight).sum();
+    /// `events` left the sink: sent, or dropped for `why`. Their memory is
+    /// released when the caller drops them (and no other sink holds them).
+    pub fn done(&self, events: &[Held], why: Option<Dropped>) {
+        let weight: usize = events.iter().map(Held::weight).sum();
         self.held.fetch_sub(weight, Ordering::Relaxed);
-        self.charge(-(weight as i64));
         match why {
             None => {
                 self.sent.fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -146,10 +135,11 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::ClientId;
+    use crate::events::held::Account;
+    use crate::events::{ClientId, Event};
 
-    fn event(data: &str) -> Event {
-        Event {
+    fn event(data: &str) -> Held {
+        let event = Event {
             kind: Kind::Publish,
             client: ClientId {
                 shard: 0,
@@ -161,25 +151,27 @@ mod tests {
             data: Some(data.into()),
             reason: None,
             time_ms: 0,
-        }
+        };
+        Held::new(event, &Account::new(None))
     }
 
     #[test]
     fn the_bound_is_in_bytes_and_drops_are_counted() {
         let one = event("x").weight();
-        let (queue, rx) = Queue::new("webhook", one * 4, None);
+        let (queue, rx) = Queue::new("webhook", one * 4);
         for _ in 0..5 {
             queue.push(event("x"));
         }
         assert_eq!(rx.len(), 3, "publications fill three quarters");
         assert_eq!(queue.dropped[Dropped::QueueFull as usize].load(Ordering::Relaxed), 2);
-        let mut gone = event("x");
+        let mut gone = (*event("x")).clone();
         gone.kind = Kind::Disconnect;
+        let gone = Held::new(gone, &Account::new(None));
         queue.push(gone.clone());
         assert_eq!(rx.len(), 4, "the last quarter is kept for the others");
         queue.push(gone);
         assert_eq!(rx.len(), 4, "and the bound holds for them too");
-        let batch: Vec<Event> = rx.try_iter().collect();
+        let batch: Vec<Held> = rx.try_iter().collect();
         assert_eq!(queue.held(), one * 4, "taken but not sent is still held");
         queue.done(&batch, None);
         assert_eq!(queue.held(), 0);

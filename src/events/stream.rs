@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::emitter::{Outcome, Transport};
+use super::held::Held;
 use super::json::encode;
-use super::{Event, StreamConfig};
+use super::StreamConfig;
 
 /// Entries per pipeline at most (one round trip).
 pub(crate) const PIPELINE: usize = 256;
@@ -43,7 +44,7 @@ impl RedisStream {
 impl Transport for RedisStream {
     /// Its Redis calls time out after `TIMEOUT` already: `within` is not
     /// needed.
-    fn deliver(&mut self, batch: &[Event], _fresh: bool, _within: Option<Duration>) -> Outcome {
+    fn deliver(&mut self, batch: &[Held], _fresh: bool, _within: Option<Duration>) -> Outcome {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => match self.connect() {

@@ -22,8 +22,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::emitter::{Outcome, Transport};
+use super::held::Held;
 use super::json::encode_batch;
-use super::{Event, WebhookConfig};
+use super::WebhookConfig;
 
 pub const SIGNATURE_HEADER: &str = "X-Hubbub-Signature";
 pub const TIMESTAMP_HEADER: &str = "X-Hubbub-Timestamp";
@@ -102,7 +103,7 @@ impl Webhook {
 
     /// The body and delivery id of `batch`: made when it is `fresh`, kept
     /// for its retries.
-    fn body_of(&mut self, batch: &[Event], fresh: bool) -> (String, String) {
+    fn body_of(&mut self, batch: &[Held], fresh: bool) -> (String, String) {
         if let (false, Some((body, delivery))) = (fresh, &self.pending) {
             return (body.clone(), delivery.clone());
         }
@@ -115,7 +116,7 @@ impl Webhook {
 }
 
 impl Transport for Webhook {
-    fn deliver(&mut self, batch: &[Event], fresh: bool, within: Option<Duration>) -> Outcome {
+    fn deliver(&mut self, batch: &[Held], fresh: bool, within: Option<Duration>) -> Outcome {
         let (body, delivery) = self.body_of(batch, fresh);
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let signature = sign(&self.secret, timestamp, body.as_bytes());

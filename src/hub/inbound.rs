@@ -21,8 +21,26 @@ impl Hub {
     pub(crate) fn on_message(&mut self, msg: HubMsg, conns: &mut dyn Conns) {
         match msg {
             HubMsg::RoomPublish { room, frame, at } => self.publish_room(room, frame, at, conns),
-            HubMsg::RoomDeliver { room, frame, at } => self.deliver_room(&room, &frame, at, conns),
-            HubMsg::ClusterRoomMessage { room, frame } => self.publish_room(room, frame, Instant::now(), conns),
+            HubMsg::RoomDeliver {
+                room,
+                frame,
+                at,
+                from,
+                seq,
+            } => self.in_order(from as usize, seq, conns, |hub, conns| {
+                hub.deliver_room(&room, &frame, at, conns)
+            }),
+            HubMsg::ClusterRoomMessage {
+                room,
+                frame,
+                server,
+                seq,
+            } => {
+                let from = self.sender(server);
+                self.in_order(from, seq, conns, |hub, conns| {
+                    hub.publish_room(room, frame, Instant::now(), conns)
+                })
+            }
             HubMsg::Deliver {
                 channel,
                 frame,
@@ -39,19 +57,26 @@ impl Hub {
                 self.arrivals += 1;
                 let gap = EarlyGap {
                     from: self.owner_of(&channel),
-                    channel,
-                    epoch,
-                    offset,
                     after,
-                    arrived: self.arrivals,
+                    missed: Missed::Channel {
+                        channel,
+                        epoch,
+                        offset,
+                        arrived: self.arrivals,
+                    },
                 };
-                if self.delivered_from[gap.from] >= after {
-                    self.gap_push(gap, conns);
-                } else {
-                    self.early_gaps.push(gap);
-                }
+                self.gap_in_order(gap, conns);
             }
-            HubMsg::RoomGap { room } => self.room_gap(&room, conns),
+            HubMsg::RoomGap { room, after } => {
+                let from = self.owner_of(&room);
+                let missed = Missed::Room(room);
+                self.gap_in_order(EarlyGap { from, after, missed }, conns);
+            }
+            HubMsg::ClusterRoomGap { room, server, after } => {
+                let from = self.sender(server);
+                let missed = Missed::ClusterRoom(room);
+                self.gap_in_order(EarlyGap { from, after, missed }, conns);
+            }
             HubMsg::ClusterRoomsLost => self.rooms_lost(conns),
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns),
             HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns),
@@ -124,14 +149,50 @@ impl Hub {
     /// delivery past their position are admitted, and those that belong
     /// right after it follow.
     fn channel_delivery(&mut self, channel: &Arc<str>, frame: &Bytes, from: usize, seq: u64, conns: &mut dyn Conns) {
+        self.in_order(from, seq, conns, |hub, conns| {
+            hub.channels.admit(channel, |w| w.after < seq);
+            hub.deliver(Target::Channel, channel, frame, conns);
+        });
+    }
+
+    /// Handles the delivery number `seq` from `from` (a channel's or room's
+    /// owner shard, or a Redis subscriber): the gaps reported after an
+    /// earlier one take effect first, then `handle`, then those reported
+    /// right after this one.
+    fn in_order(
+        &mut self,
+        from: usize,
+        seq: u64,
+        conns: &mut dyn Conns,
+        handle: impl FnOnce(&mut Hub, &mut dyn Conns),
+    ) {
         if !self.early_gaps.is_empty() {
             self.due_gaps(from, seq.saturating_sub(1), conns);
         }
-        self.channels.admit(channel, |w| w.after < seq);
-        self.deliver(Target::Channel, channel, frame, conns);
+        handle(self, conns);
         self.delivered_from[from] = seq;
         if !self.early_gaps.is_empty() {
             self.due_gaps(from, seq, conns);
+        }
+    }
+
+    /// The index in `delivered_from` of Redis server `server`'s subscriber
+    /// (after the shards').
+    fn sender(&mut self, server: u16) -> usize {
+        let from = self.peers.len() + server as usize;
+        if self.delivered_from.len() <= from {
+            self.delivered_from.resize(from + 1, 0);
+        }
+        from
+    }
+
+    /// A gap report (control lane) takes effect once the deliveries its
+    /// sender got through before the drop (data lane) are handled here.
+    fn gap_in_order(&mut self, gap: EarlyGap, conns: &mut dyn Conns) {
+        if self.delivered_from[gap.from] >= gap.after {
+            self.gap_push(gap, conns);
+        } else {
+            self.early_gaps.push(gap);
         }
     }
 
@@ -154,13 +215,16 @@ impl Hub {
     /// admitted and told. Those whose answer came later are not: their
     /// position already covers what was dropped.
     fn gap_push(&mut self, gap: EarlyGap, conns: &mut dyn Conns) {
-        let EarlyGap {
-            channel,
-            epoch,
-            offset,
-            arrived,
-            ..
-        } = gap;
+        let (channel, epoch, offset, arrived) = match gap.missed {
+            Missed::Channel {
+                channel,
+                epoch,
+                offset,
+                arrived,
+            } => (channel, epoch, offset, arrived),
+            Missed::Room(room) => return self.room_gap(&room, conns),
+            Missed::ClusterRoom(room) => return self.cluster_room_gap(room, conns),
+        };
         self.channels.admit(&channel, |w| w.arrived < arrived);
         let push = text_frame(&protocol::push_gap(&channel, &epoch, offset), &self.budget);
         self.deliver(Target::Channel, &channel, &push, conns);
@@ -280,15 +344,32 @@ impl Hub {
     }
 }
 
-/// A `ChannelGap` that arrived before the owner's delivery number `after`
-/// (the last one sent before the drop) was handled here.
+/// A gap report (`ChannelGap`, `RoomGap`, `ClusterRoomGap`) that arrived
+/// before its sender's delivery number `after` (the last one sent before
+/// the drop) was handled here.
 #[derive(Debug)]
 pub(super) struct EarlyGap {
+    /// The sender's index in `Hub::delivered_from`.
     from: usize,
-    channel: Arc<str>,
-    epoch: Arc<str>,
-    offset: u64,
     after: u64,
-    /// See `groups::Waiting::arrived`.
-    arrived: u64,
+    missed: Missed,
+}
+
+/// What the receivers of a gap missed.
+#[derive(Debug)]
+enum Missed {
+    /// Publications of a channel after `offset` of `epoch`: its
+    /// subscribers here get a gap push.
+    Channel {
+        channel: Arc<str>,
+        epoch: Arc<str>,
+        offset: u64,
+        /// See `groups::Waiting::arrived`.
+        arrived: u64,
+    },
+    /// Messages of a room: its members here are closed (1013).
+    Room(Arc<str>),
+    /// Messages of a room this shard owns, from Redis: its members
+    /// everywhere on this node are closed.
+    ClusterRoom(Arc<str>),
 }

@@ -142,10 +142,13 @@ pub(crate) struct Hub {
     gaps: HashSet<(usize, Arc<str>)>,
     /// `/connection/websocket` connections waiting for their `connect`.
     connecting: centrifuge::Connecting,
-    /// Channel deliveries this shard (as owner) got into each shard's data
-    /// lane so far: the last `Deliver::seq` sent there.
+    /// Channel and room deliveries this shard (as owner) got into each
+    /// shard's data lane so far: the last `Deliver::seq` sent there.
     delivered_to: Vec<u64>,
-    /// The last `Deliver::seq` handled here from each owner shard.
+    /// The last `Deliver::seq` (or `RoomDeliver::seq`) handled here from
+    /// each owner shard; past the shards, cluster mode: the last
+    /// `ClusterRoomMessage::seq` from each Redis server's subscriber
+    /// (grown on first use, `inbound::Hub::sender`).
     delivered_from: Vec<u64>,
     /// Gap pushes that arrived (control lane) ahead of deliveries sent
     /// before them, until those are handled (`inbound.rs`).
@@ -296,14 +299,14 @@ impl Hub {
     /// and the message dropped (counted). A dropped delivery is reported to
     /// the receiver as a gap on the control lane, once per run of drops.
     ///
-    /// Channel deliveries are numbered per receiving shard here, and the
+    /// Channel and room deliveries are numbered per receiving shard here, and the
     /// control messages that must fall between two of them (a subscribe's
     /// answer, a gap) carry the number of the last one sent before them, so
     /// the receiver can put them back in order (`Inbox::next` covers the
     /// other direction).
     fn send(&mut self, shard: usize, mut msg: HubMsg) -> bool {
         let numbered = match &mut msg {
-            HubMsg::Deliver { seq, .. } => {
+            HubMsg::Deliver { seq, .. } | HubMsg::RoomDeliver { seq, .. } => {
                 *seq = self.delivered_to[shard] + 1;
                 Some(*seq)
             }
@@ -352,7 +355,13 @@ impl Hub {
                     after: self.delivered_to[shard],
                 },
             )),
-            HubMsg::RoomDeliver { room, .. } => Some((Arc::clone(&room), HubMsg::RoomGap { room })),
+            HubMsg::RoomDeliver { room, .. } => Some((
+                Arc::clone(&room),
+                HubMsg::RoomGap {
+                    room,
+                    after: self.delivered_to[shard],
+                },
+            )),
             _ => None,
         };
         if let Some((name, gap)) = gap {

@@ -100,10 +100,13 @@ impl Hub {
     /// the delivery at once).
     pub(super) fn publish_room(&mut self, name: Arc<str>, frame: Bytes, at: Instant, conns: &mut dyn Conns) {
         self.deliver_room(&name, &frame, at, conns);
+        let from = self.shard as u16;
         self.send_to_others(|| HubMsg::RoomDeliver {
             room: Arc::clone(&name),
             frame: frame.clone(),
             at,
+            from,
+            seq: 0, // numbered as sent
         });
     }
 
@@ -124,13 +127,32 @@ impl Hub {
     }
 
     /// The room's owner could not deliver to this shard: every local member
-    /// missed messages, so each is closed (1013) to reconnect.
+    /// missed messages, so each is closed (1013) to reconnect. Called once
+    /// the deliveries sent before the drop were handled (`inbound.rs`), so
+    /// a member gets all of them first: the close is queued behind them.
     pub(super) fn room_gap(&self, room: &str, conns: &mut dyn Conns) {
         let Some(members) = self.rooms.members(room) else {
             return;
         };
         for &key in members {
             conns.close(key as usize, TRY_AGAIN_LATER, ROOM_GAP, Disconnect::MissedMessages);
+        }
+    }
+
+    /// Cluster mode, at the room's owner: a message from Redis did not fit
+    /// in this shard's inbox, after the ones before it were delivered. The
+    /// members here are closed, and every other shard is told as if this
+    /// shard had dropped its delivery there: after the deliveries sent
+    /// there so far (control lane, never refused).
+    pub(super) fn cluster_room_gap(&mut self, room: Arc<str>, conns: &mut dyn Conns) {
+        self.room_gap(&room, conns);
+        for shard in 0..self.peers.len() {
+            if shard == self.shard {
+                continue;
+            }
+            let after = self.delivered_to[shard];
+            let room = Arc::clone(&room);
+            self.send(shard, HubMsg::RoomGap { room, after });
         }
     }
 }

@@ -556,3 +556,70 @@ fn a_gap_push_follows_the_deliveries_sent_before_the_drop() {
         "no gap before its position, no repeat"
     );
 }
+
+/// The room's owner could not get a delivery into a member's shard (its
+/// data lane full): the gap report (control lane) arrives ahead of the
+/// deliveries sent before the drop, and still the member gets every one of
+/// them, then its close (1013), in the order they were sent.
+#[test]
+fn a_room_member_gets_every_message_sent_before_a_gap_then_is_closed() {
+    let mut shards = Shards::new(HubConfig::default());
+    let room = owned_by(0, "crowded");
+    shards.open(0, 1, Endpoint::Room(room.as_str().into()), None);
+    shards.open(1, 1, Endpoint::Room(room.as_str().into()), None);
+    let capacity = crate::bus::inbox::INBOX_CAPACITY;
+    for _ in 0..capacity + 1 {
+        // From members elsewhere, to the owner; the last one does not fit
+        // in shard 1's data lane.
+        let publish = HubMsg::RoomPublish {
+            room: room.as_str().into(),
+            frame: Bytes::from_static(b"\x81\x02hi"),
+            at: std::time::Instant::now(),
+        };
+        shards.hubs[0].on_message(publish, &mut shards.conns[0]);
+    }
+    shards.pump();
+    assert_eq!(shards.conns[0].queued.len(), capacity + 1, "the owner's member has all");
+    assert_eq!(
+        shards.conns[1].queued.len(),
+        capacity,
+        "every message sent before the drop, before the close"
+    );
+    assert_eq!(shards.conns[1].closed, [(1, crate::ws::close::TRY_AGAIN_LATER)]);
+}
+
+/// Cluster mode: a room message from Redis did not fit in its owner's
+/// inbox. The subscriber's gap report (control lane, to the owner) takes
+/// effect after the messages it got in before (data lane), and the owner's
+/// report to the other shards after the deliveries it sent them: members
+/// everywhere get every message sent before the drop, then the close.
+#[test]
+fn a_room_gap_from_redis_follows_the_messages_before_it_on_every_shard() {
+    let mut shards = Shards::new(HubConfig::default());
+    let room = owned_by(0, "redis-room");
+    shards.open(0, 1, Endpoint::Room(room.as_str().into()), None);
+    shards.open(1, 1, Endpoint::Room(room.as_str().into()), None);
+    // What the subscriber of Redis server 1 sends: three messages, then a
+    // gap after its third (the fourth did not fit).
+    let subscriber = shards.hubs[0].peers.for_sender();
+    for seq in 1..=3 {
+        let message = HubMsg::ClusterRoomMessage {
+            room: room.as_str().into(),
+            frame: Bytes::from_static(b"\x81\x02hi"),
+            server: 1,
+            seq,
+        };
+        subscriber.to(0, message).unwrap();
+    }
+    let gap = HubMsg::ClusterRoomGap {
+        room: room.as_str().into(),
+        server: 1,
+        after: 3,
+    };
+    subscriber.to(0, gap).unwrap();
+    shards.pump();
+    for shard in 0..2 {
+        assert_eq!(shards.conns[shard].queued.len(), 3, "shard {shard}: all three first");
+        assert_eq!(shards.conns[shard].closed, [(1, crate::ws::close::TRY_AGAIN_LATER)]);
+    }
+}
