@@ -136,10 +136,18 @@ pub(crate) struct Hub {
     cluster: Option<ClusterLink>,
     /// The application hooks' workers (`None`: no `--proxy-*-url`).
     proxy: Option<crate::bus::proxy::ProxyLink>,
-    /// (shard, channel or room) whose deliveries were dropped and reported
-    /// as a gap, until a delivery of it gets through again: one gap message
-    /// per run of drops, so the control lane stays bounded.
+    /// (shard, channel) whose deliveries were dropped and reported as a
+    /// gap, until a delivery of it gets through again or a subscriber joins
+    /// there: one gap message per run of drops, so the control lane stays
+    /// bounded.
     gaps: HashSet<(usize, Arc<str>)>,
+    /// The same for rooms (a room and a channel may share a name), with one
+    /// more end to a run: each tick. A room member joins on its own shard
+    /// without the owner knowing, so one that joined after the report was
+    /// handled there would miss the rest of the run untold; the report is
+    /// repeated at most once per tick for it (the control lane stays
+    /// bounded: rooms x shards per tick).
+    room_gaps: HashSet<(usize, Arc<str>)>,
     /// `/connection/websocket` connections waiting for their `connect`.
     connecting: centrifuge::Connecting,
     /// Channel and room deliveries this shard (as owner) got into each
@@ -186,6 +194,7 @@ impl Hub {
             users: Users::default(),
             lifetimes: tokens::Lifetimes::default(),
             gaps: HashSet::new(),
+            room_gaps: HashSet::new(),
             connecting: centrifuge::Connecting::default(),
             delivered_to: vec![0; shards],
             delivered_from: vec![0; shards],
@@ -221,6 +230,9 @@ impl Hub {
         if ticked {
             self.token_deadlines(conns);
             self.connect_deadlines(conns);
+            // A room's run of drops is reported again from the next tick on
+            // (see `room_gaps`).
+            self.room_gaps.clear();
         }
         let tick = conns.tick();
         if ticked && tick.is_multiple_of(TICKS_PER_SEC) {
@@ -331,22 +343,22 @@ impl Hub {
 
     fn send_counted(&mut self, shard: usize, msg: HubMsg) -> bool {
         let reported = match &msg {
-            HubMsg::Deliver { channel: name, .. } | HubMsg::RoomDeliver { room: name, .. } if !self.gaps.is_empty() => {
-                Some(Arc::clone(name))
-            }
+            HubMsg::Deliver { channel: name, .. } if !self.gaps.is_empty() => Some((false, Arc::clone(name))),
+            HubMsg::RoomDeliver { room: name, .. } if !self.room_gaps.is_empty() => Some((true, Arc::clone(name))),
             _ => None,
         };
         let Err(msg) = self.peers.to(shard, msg) else {
-            if let Some(name) = reported {
+            if let Some((room, name)) = reported {
                 // A delivery got through again: the next drop is a new gap.
-                self.gaps.remove(&(shard, name));
+                self.gaps_of(room).remove(&(shard, name));
             }
             return true;
         };
-        let gap = match msg {
+        let (room, name, gap) = match msg {
             HubMsg::Deliver {
                 channel, epoch, offset, ..
-            } => Some((
+            } => (
+                false,
                 Arc::clone(&channel),
                 HubMsg::ChannelGap {
                     channel,
@@ -354,23 +366,30 @@ impl Hub {
                     offset: offset.saturating_sub(1),
                     after: self.delivered_to[shard],
                 },
-            )),
-            HubMsg::RoomDeliver { room, .. } => Some((
+            ),
+            HubMsg::RoomDeliver { room, .. } => (
+                true,
                 Arc::clone(&room),
                 HubMsg::RoomGap {
                     room,
                     after: self.delivered_to[shard],
                 },
-            )),
-            _ => None,
+            ),
+            _ => return false,
         };
-        if let Some((name, gap)) = gap {
-            if self.gaps.insert((shard, name)) {
-                // Control lane: fails only if the shard is gone.
-                let _ = self.peers.to(shard, gap);
-            }
+        if self.gaps_of(room).insert((shard, name)) {
+            // Control lane: fails only if the shard is gone.
+            let _ = self.peers.to(shard, gap);
         }
         false
+    }
+
+    /// The reported runs of dropped room (`true`) or channel deliveries.
+    fn gaps_of(&mut self, room: bool) -> &mut HashSet<(usize, Arc<str>)> {
+        match room {
+            true => &mut self.room_gaps,
+            false => &mut self.gaps,
+        }
     }
 }
 
