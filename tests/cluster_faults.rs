@@ -420,3 +420,81 @@ fn the_links_stay_up_across_heartbeats_and_pings() {
     let cluster = wait_cluster(&a, 1);
     assert_eq!(cluster["reconnects"], 0, "{cluster}");
 }
+
+/// The sequences recorded in a node's idempotency hash (`hubbub:i:n:*`).
+fn idempotency_fields(redis: &Redis) -> Vec<u64> {
+    let keys = redis.keys("hubbub:i:n:*");
+    assert_eq!(keys.len(), 1, "one process's hash: {keys:?}");
+    let client = ::redis::Client::open(redis.url()).expect("a redis URL");
+    let mut conn = client.get_connection().expect("redis answers");
+    let fields: Vec<String> = ::redis::cmd("HKEYS").arg(&keys[0]).query(&mut conn).expect("HKEYS");
+    fields.iter().map(|f| f.parse().expect("a sequence")).collect()
+}
+
+/// Sends `commands` as one burst of publishes, then reads every reply
+/// (replies of two shards come in any order); the count that succeeded.
+fn publish_burst(client: &mut WsClient, first_id: u64, channels: &[String]) -> usize {
+    for (i, channel) in channels.iter().enumerate() {
+        let id = first_id + i as u64;
+        let command = json!({"id": id, "method": "publish", "params": {"channel": channel, "data": i}});
+        client.raw.send_text(&command.to_string());
+    }
+    let (mut replies, mut ok) = (0, 0);
+    while replies < channels.len() {
+        let message = client.push().expect("connection open");
+        if message.get("id").is_some() {
+            replies += 1;
+            ok += usize::from(message.get("result").is_some());
+        }
+    }
+    ok
+}
+
+#[test]
+fn refused_publishes_do_not_leave_the_idempotency_window_growing() {
+    // A connection out of channel creations publishes mostly to channels
+    // that do not exist (each refused by the script, 110) between publishes
+    // to one that does. Each publish carries its share of deleting the
+    // sequences that left the window; a refused one must delete them too,
+    // or the hash (its TTL refreshed by every publish) grows for ever.
+    let Some(redis) = Redis::start() else { return };
+    let a = node_on(
+        &["--redis", &redis.url()],
+        "a",
+        &[
+            "--max-new-channels-per-minute",
+            "1",
+            "--max-messages-per-sec",
+            "1000000",
+            "--max-bytes-per-sec",
+            "1GiB",
+        ],
+    );
+    wait_cluster(&a, 1);
+    let mut client = WsClient::open(a.addr, "");
+    publish(&mut client, "kept", json!("made"));
+    // Past the window (65,536 sequences) by a few thousand.
+    let (rounds, per_round) = (180, 400);
+    let mut good = 0;
+    for round in 0..rounds {
+        let channels: Vec<String> = (0..per_round)
+            .map(|i| match i % 4 {
+                0 => "kept".to_string(),
+                _ => format!("absent-{round}-{i}"),
+            })
+            .collect();
+        good += publish_burst(&mut client, 1_000 + (round * per_round) as u64, &channels);
+    }
+    assert_eq!(good, rounds * per_round / 4, "only the publishes to `kept` succeed");
+    let fields = idempotency_fields(&redis);
+    let newest = *fields.iter().max().expect("records");
+    assert!(newest > 65_536 + 4_000, "past the window: {newest}");
+    // Deletes lag the window by at most a batch or two (256 each).
+    let stale = fields.iter().filter(|&&s| s + 65_536 + 1_024 < newest).count();
+    assert_eq!(
+        stale,
+        0,
+        "records left behind the window (newest {newest}, {} records)",
+        fields.len()
+    );
+}

@@ -133,8 +133,8 @@ pub(crate) struct Commander {
     /// never meet a predecessor's with the same node id.
     incarnation: u64,
     seq: u64,
-    /// Sequences up to this one are deleted from the idempotency hash.
-    trimmed: u64,
+    /// What of the idempotency hash is deleted, and what is still to be.
+    trim: Trim,
     state: Arc<ClusterState>,
     target: Target,
     conn: Option<redis::Connection>,
@@ -169,7 +169,7 @@ impl Commander {
             state_rx,
             incarnation: random_u64(),
             seq: 0,
-            trimmed: 0,
+            trim: Trim::default(),
             state,
             target,
             conn: None,
@@ -417,6 +417,7 @@ impl Commander {
         self.state_commands(&mut state);
         let mut ops: Vec<Waiting> = Vec::new();
         let mut bytes = 0;
+        let floor = self.trim_floor();
         while ops.len() < BATCH && bytes < BATCH_BYTES {
             let Some(mut waiting) = self.pending.pop_front() else {
                 break;
@@ -425,7 +426,7 @@ impl Commander {
             waiting.retry = waiting.sent;
             waiting.sent = true;
             if waiting.trim.is_none() && matches!(waiting.op, Op::Cmd(RedisCall::Publish { idem: None, .. })) {
-                waiting.trim = self.trim_window(waiting.seq);
+                waiting.trim = self.trim.share(waiting.seq, floor);
             }
             ops.push(waiting);
         }
@@ -446,18 +447,21 @@ impl Commander {
         Ok(())
     }
 
-    /// The sequences a publish with `seq` deletes from this process's
-    /// idempotency hash: those that left the window since the last trim,
-    /// once `IDEM_TRIM` of them have gathered (sequences of other commands
-    /// are among them, never written: deleting them costs little).
-    fn trim_window(&mut self, seq: u64) -> Option<(u64, u64)> {
-        let gone = seq.saturating_sub(IDEM_WINDOW);
-        if gone < self.trimmed + IDEM_TRIM {
-            return None;
+    /// The oldest sequence of a publish still waiting here (sent and to be
+    /// retried, or not yet written): its record must outlive the window,
+    /// however fast the sequence moved meanwhile (every command takes one,
+    /// refused ones too). `u64::MAX` when none waits; looked for only when
+    /// a trim may be due.
+    fn trim_floor(&self) -> u64 {
+        if !self.trim.due(self.seq) {
+            return u64::MAX;
         }
-        let range = (self.trimmed + 1, gone.min(self.trimmed + IDEM_TRIM));
-        self.trimmed = range.1;
-        Some(range)
+        self.pending
+            .iter()
+            .filter(|w| matches!(w.op, Op::Cmd(RedisCall::Publish { idem: None, .. })))
+            .map(|w| w.seq)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// After a failed pipeline: its commands wait again, in order, for the
@@ -749,6 +753,8 @@ impl Commander {
     fn fail(&mut self, waiting: Waiting, failure: Failure) {
         self.state.drop_one();
         self.state.release(waiting.bytes);
+        // Its share of the trim may not have run: another publish takes it.
+        self.trim.untrimmed.extend(waiting.trim);
         match waiting.op {
             Op::Cmd(RedisCall::Publish { reply: Some(to), .. }) | Op::Cmd(RedisCall::Query { reply: to, .. }) => {
                 self.answer(to, Err(failure))
@@ -926,7 +932,67 @@ impl Commander {
     }
 }
 
+/// Trimming this process's idempotency hash: sequences up to `trimmed` are
+/// deleted; `untrimmed` are shares whose publish failed (the delete may not
+/// have run), carried again by the next publishes.
+#[derive(Default)]
+struct Trim {
+    trimmed: u64,
+    untrimmed: Vec<(u64, u64)>,
+}
+
+impl Trim {
+    /// Whether a publish with a sequence up to `seq` may have a share.
+    fn due(&self, seq: u64) -> bool {
+        !self.untrimmed.is_empty() || seq.saturating_sub(IDEM_WINDOW) >= self.trimmed + IDEM_TRIM
+    }
+
+    /// The sequences a publish with `seq` deletes: a failed publish's share
+    /// first, else those that left the window since the last trim, once
+    /// `IDEM_TRIM` of them have gathered, and none from `floor` on (the
+    /// oldest publish still waiting). Sequences of other commands are among
+    /// them, never written: deleting them costs little.
+    fn share(&mut self, seq: u64, floor: u64) -> Option<(u64, u64)> {
+        if let Some(range) = self.untrimmed.pop() {
+            return Some(range);
+        }
+        let gone = seq.saturating_sub(IDEM_WINDOW).min(floor.saturating_sub(1));
+        if gone < self.trimmed + IDEM_TRIM {
+            return None;
+        }
+        let range = (self.trimmed + 1, gone.min(self.trimmed + IDEM_TRIM));
+        self.trimmed = range.1;
+        Some(range)
+    }
+}
+
 /// A fresh epoch, used only if the channel has none in Redis yet.
 fn new_epoch() -> String {
     format!("{:x}{:04x}", unix_ms(), random_u64() & 0xffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trim_never_reaches_a_waiting_publish_and_a_failed_share_comes_back() {
+        let mut trim = Trim::default();
+        assert_eq!(trim.share(IDEM_WINDOW + 10, u64::MAX), None, "fewer than a batch gone");
+        let seq = IDEM_WINDOW + 1_000;
+        assert_eq!(trim.share(seq, u64::MAX), Some((1, IDEM_TRIM)));
+        assert_eq!(trim.share(seq, u64::MAX), Some((IDEM_TRIM + 1, 2 * IDEM_TRIM)));
+        // A publish with sequence 600 still waits (to be retried): the
+        // sequence moved far on meanwhile, its record stays.
+        assert_eq!(trim.share(seq + 100_000, 600), None);
+        assert!(trim.due(seq + 100_000));
+        // Its share failed: the next publish deletes it again.
+        trim.untrimmed.push((IDEM_TRIM + 1, 2 * IDEM_TRIM));
+        assert_eq!(trim.share(seq, 600), Some((IDEM_TRIM + 1, 2 * IDEM_TRIM)));
+        // Done with it: the trim goes on from where it was.
+        assert_eq!(
+            trim.share(seq + 100_000, u64::MAX),
+            Some((2 * IDEM_TRIM + 1, 3 * IDEM_TRIM))
+        );
+    }
 }

@@ -88,12 +88,23 @@ pub fn node_users(node: &str) -> String {
 /// publish may make the channel. Only `r` (a retry: the publish was written
 /// to Redis before) and `k` look the key up first: a first try of a
 /// process's sequence cannot have run, and skipping the lookup (and
-/// trimming the window in batches) is two calls fewer per publish.
+/// trimming the window in batches) is two calls fewer per publish. The
+/// trim runs first, whatever the outcome: a refused or repeated publish
+/// carries its share too (the hash's TTL is refreshed by every publish, so
+/// a share skipped would stay for good).
 /// Returns `{epoch, offset, 0, MADE}` (MADE 1: the channel was made), or
 /// `{epoch, offset, 1, 0}` for a publish that already ran (nothing is
 /// published again), or `{'', 0, 2, 0}`: refused, the channel does not exist
 /// and the publish may not make it.
 pub(crate) const PUBLISH: &str = r#"
+if ARGV[8] ~= 'k' then
+  local from, to = string.match(ARGV[10], '^(%d+)-(%d+)$')
+  if from then
+    local gone = {}
+    for s = tonumber(from), tonumber(to) do gone[#gone + 1] = s end
+    redis.call('HDEL', KEYS[4], unpack(gone))
+  end
+end
 local seen
 if ARGV[8] == 'r' then
   seen = redis.call('HGET', KEYS[4], ARGV[9])
@@ -126,12 +137,6 @@ redis.call('PUBLISH', ARGV[4], epoch .. '\n' .. offset .. '\n' .. ARGV[2])
 local mark = epoch .. '\n' .. offset
 if ARGV[8] ~= 'k' then
   redis.call('HSET', KEYS[4], ARGV[9], mark)
-  local from, to = string.match(ARGV[10], '^(%d+)-(%d+)$')
-  if from then
-    local gone = {}
-    for s = tonumber(from), tonumber(to) do gone[#gone + 1] = s end
-    redis.call('HDEL', KEYS[4], unpack(gone))
-  end
   redis.call('EXPIRE', KEYS[4], ARGV[11])
 else
   redis.call('SET', KEYS[4], mark, 'EX', ARGV[11])
