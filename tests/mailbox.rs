@@ -400,3 +400,91 @@ fn a_send_on_one_node_is_recovered_on_another() {
     let denied = recover(&mut eve, "bob", 0, &epoch);
     assert_eq!(error_code(&denied), Some(103), "{denied}");
 }
+
+/// Keeps node subscribers away from `redis`: new connections are refused
+/// (the `default` user is off; this one stays logged in) and the Pub/Sub
+/// ones there are cut. Publishes on the nodes' command links go on.
+struct SubscriberCut {
+    conn: ::redis::Connection,
+}
+
+impl SubscriberCut {
+    fn new(redis: &Redis) -> SubscriberCut {
+        let client = ::redis::Client::open(redis.url()).expect("a redis URL");
+        SubscriberCut {
+            conn: client.get_connection().expect("redis answers"),
+        }
+    }
+
+    fn query(&mut self, args: &[&str]) -> String {
+        let mut cmd = ::redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        cmd.query(&mut self.conn).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn subscribers(&mut self) -> usize {
+        self.query(&["CLIENT", "LIST", "TYPE", "pubsub"]).lines().count()
+    }
+
+    fn cut(&mut self) {
+        self.query(&["ACL", "SETUSER", "default", "off"]);
+        self.query(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert_eq!(self.subscribers(), 0);
+    }
+
+    fn restore(&mut self) {
+        self.query(&["ACL", "SETUSER", "default", "on"]);
+        cl::wait_until("the subscriber back", || (self.subscribers() > 0).then_some(()));
+    }
+}
+
+fn error_free(reply: Value) -> Value {
+    assert!(reply.get("result").is_some(), "{reply}");
+    reply["result"].clone()
+}
+
+#[test]
+fn a_connection_remembers_what_it_was_given_across_a_gap() {
+    let Some(redis) = Redis::start() else { return };
+    let flags = ["--mailbox-size", "100", "--mailbox-ttl-secs", "600"];
+    let a = cl::node_on(&["--redis", &redis.url()], "a", &flags);
+    cl::wait_cluster(&a, 1);
+    let mut ann = cl::user(a.addr, "ann");
+    let mut bob = cl::user(a.addr, "bob");
+    let epoch = first_live(&mut ann, &mut bob)["epoch"].clone();
+    send(&mut ann, "bob", json!("m2"));
+    assert_eq!(next_message(&mut bob)["offset"], 2);
+    let mut cut = SubscriberCut::new(&redis);
+    let channel = json!({"channel": "#mailbox:bob"});
+
+    // 3 is kept but never reaches node a. bob takes the mailbox's position
+    // (3) without recovering, then recovers from 2: 3 was never given to
+    // this connection, so it must come now.
+    cut.cut();
+    assert_eq!(send(&mut ann, "bob", json!("m3"))["offset"], 3);
+    assert_eq!(error_free(bob.call("subscribe", channel.clone()))["offset"], 3);
+    error_free(bob.call("unsubscribe", channel.clone()));
+    let result = error_free(recover(&mut bob, "bob", 2, &epoch));
+    assert_eq!(offsets(&result["publications"]), vec![3], "{result}");
+    error_free(bob.call("unsubscribe", channel.clone()));
+
+    // 4 is missed the same way; 5 comes live after a gap push.
+    assert_eq!(send(&mut ann, "bob", json!("m4"))["offset"], 4);
+    cut.restore();
+    assert_eq!(send(&mut ann, "bob", json!("m5"))["offset"], 5);
+    let gap = loop {
+        let push = bob.push().expect("bob still connected");
+        if push["push"] == "gap" || push["push"] == "message" {
+            break push;
+        }
+    };
+    assert_eq!((&gap["push"], &gap["offset"]), (&json!("gap"), &json!(3)), "{gap}");
+    assert_eq!(next_message(&mut bob)["offset"], 5);
+    // A recovery from before it all gives what this connection lacks and
+    // nothing it was given, before the gap or after.
+    let result = error_free(recover(&mut bob, "bob", 0, &epoch));
+    assert_eq!(offsets(&result["publications"]), vec![4], "{result}");
+    send(&mut ann, "bob", json!("m6"));
+    assert_eq!(next_message(&mut bob)["offset"], 6);
+    assert!(messages_so_far(&mut bob).is_empty(), "{:?}", bob.pushes);
+}
