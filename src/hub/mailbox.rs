@@ -31,6 +31,7 @@
 //! Without `--mailbox-size` nothing here keeps anything: `send` delivers
 //! live only, as it always did, and no mailbox channel is made.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -41,7 +42,7 @@ use super::session::Session;
 use super::{Conns, Hub};
 use crate::buf::MemoryBudget;
 use crate::bus::cluster::ClusterCmd;
-use crate::bus::history::Recovery;
+use crate::bus::history::{HistoryRule, Recovery};
 use crate::bus::msg::{HubMsg, MailPos, ReplyTo};
 
 /// What a mailbox channel's name starts with; the rest is the user's `sub`.
@@ -123,6 +124,95 @@ pub(crate) fn access(session: &Session, owner: &str, reads: bool) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// One sender may hold at most 1/`SENDER_SHARE` of a mailbox: of its
+/// `--mailbox-size` (at least one message) and of its `--mailbox-max-bytes`.
+pub(crate) const SENDER_SHARE: usize = 4;
+
+/// Why a `send` over the sender's share is refused (`code::MAILBOX_SHARE`).
+pub(crate) const OVER_SHARE: &str = "the user's mailbox holds your share already (a quarter of --mailbox-size messages and of --mailbox-max-bytes): not kept, not delivered; retry when some of yours expired";
+/// Why a `send` larger than a share on its own is refused.
+pub(crate) const LARGER_THAN_SHARE: &str =
+    "too large for a mailbox: a message may take at most a quarter of --mailbox-max-bytes; not kept, not delivered";
+
+/// The sender of a kept envelope, as its JSON string with the quotes
+/// (escapes left as they are: one spelling per sender, as `envelope` writes
+/// it); `None` for the API's (`from` null) and for data that is not one.
+pub(crate) fn sender_of(envelope: &str) -> Option<&str> {
+    let rest = envelope.strip_prefix("{\"from\":\"")?;
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return envelope.get(8..10 + i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// What each sender holds of one mailbox (messages, bytes of kept data),
+/// so one sender can never hold more than its share: a hostile sender
+/// cannot push out what others left, nor fill the mailbox alone.
+///
+/// A message over the share is refused, not kept by pushing out an older
+/// one of the same sender: that one may sit between other senders'
+/// messages, and taking it out would leave a hole in the mailbox's
+/// offsets. Recovery relies on the kept messages being every offset from
+/// the oldest to the last (a hole would be a message silently skipped), so
+/// a mailbox only ever loses its oldest (count, bytes, age, memory
+/// pressure), as any channel; a refused `send` takes no offset at all.
+///
+/// The API (`from` null) is the application: it has no share and counts
+/// in none, and its messages push out the oldest like any within a share.
+#[derive(Debug, Default)]
+pub(crate) struct Shares {
+    held: HashMap<Box<str>, (usize, usize)>,
+}
+
+impl Shares {
+    /// Whether `envelope` may be kept in a mailbox kept by `rule`.
+    pub(crate) fn admits(&self, envelope: &str, rule: &HistoryRule) -> Result<(), &'static str> {
+        let Some(sender) = sender_of(envelope) else {
+            return Ok(());
+        };
+        let max_bytes = rule.max_bytes / SENDER_SHARE;
+        if envelope.len() > max_bytes {
+            return Err(LARGER_THAN_SHARE);
+        }
+        let max_count = (rule.size / SENDER_SHARE).max(1);
+        let (count, bytes) = self.held.get(sender).copied().unwrap_or_default();
+        if count + 1 > max_count || bytes + envelope.len() > max_bytes {
+            return Err(OVER_SHARE);
+        }
+        Ok(())
+    }
+
+    /// `envelope` was kept.
+    pub(crate) fn add(&mut self, envelope: &str) {
+        let Some(sender) = sender_of(envelope) else { return };
+        if let Some((count, bytes)) = self.held.get_mut(sender) {
+            *count += 1;
+            *bytes += envelope.len();
+            return;
+        }
+        self.held.insert(sender.into(), (1, envelope.len()));
+    }
+
+    /// `envelope` left (the oldest: pushed out, expired or trimmed).
+    pub(crate) fn remove(&mut self, envelope: &str) {
+        let Some(sender) = sender_of(envelope) else { return };
+        let Some((count, bytes)) = self.held.get_mut(sender) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        *bytes = bytes.saturating_sub(envelope.len());
+        if *count == 0 {
+            self.held.remove(sender);
+        }
+    }
 }
 
 /// Runs of offsets a [`MailMark`] remembers; beyond, the lowest run is
@@ -376,6 +466,40 @@ mod tests {
         assert_eq!(user_of("#mailbox:"), None);
         assert_eq!(user_of("mailbox:ann"), None);
         assert!(crate::auth::pattern::valid_channel_name(&name("ann")).is_err());
+    }
+
+    #[test]
+    fn a_sender_is_read_from_the_envelope_and_the_api_is_nobody() {
+        assert_eq!(sender_of(&envelope(Some("ann"), "1")), Some("\"ann\""));
+        let odd = envelope(Some("a\"n,\\"), "{\"from\":\"x\"}");
+        assert_eq!(sender_of(&odd), Some(json_string("a\"n,\\").as_str()));
+        assert_eq!(sender_of(&envelope(None, "1")), None);
+        assert_eq!(sender_of("{\"from\":\"unterminated"), None);
+    }
+
+    #[test]
+    fn a_sender_holds_at_most_its_share_and_gets_it_back_as_its_own_leave() {
+        let rule = HistoryRule {
+            size: 9,
+            ttl_ticks: 1,
+            max_bytes: 400,
+        };
+        let (ann, bob) = (envelope(Some("ann"), "1"), envelope(Some("bob"), "1"));
+        let mut shares = Shares::default();
+        for _ in 0..2 {
+            assert_eq!(shares.admits(&ann, &rule), Ok(()));
+            shares.add(&ann);
+        }
+        assert_eq!(shares.admits(&ann, &rule), Err(OVER_SHARE), "9 / 4 = 2");
+        assert_eq!(shares.admits(&bob, &rule), Ok(()), "a share is per sender");
+        assert_eq!(shares.admits(&envelope(None, "1"), &rule), Ok(()), "the API has none");
+        shares.remove(&ann);
+        assert_eq!(shares.admits(&ann, &rule), Ok(()));
+        // Bytes: 100 of 400; one larger than that alone is never kept.
+        let big = envelope(Some("bob"), &"1".repeat(90));
+        assert_eq!(shares.admits(&big, &rule), Err(LARGER_THAN_SHARE));
+        let tiny = HistoryRule { size: 1, ..rule };
+        assert_eq!(Shares::default().admits(&ann, &tiny), Ok(()), "at least one message");
     }
 
     #[test]
