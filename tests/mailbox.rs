@@ -181,8 +181,9 @@ fn messages_sent_while_offline_are_recovered_once_in_order() {
 
 #[test]
 fn messages_seen_live_are_not_recovered_twice_even_while_the_recovery_runs() {
+    // ann sends all 304: a sender may hold a quarter of the mailbox.
     let server = start(|c| {
-        mailbox(1000, 60)(c);
+        mailbox(2000, 60)(c);
         unlimited_rates(c);
     });
     let mut ann = user(&server, "ann");
@@ -230,9 +231,12 @@ fn messages_seen_live_are_not_recovered_twice_even_while_the_recovery_runs() {
 #[test]
 fn a_mailbox_past_its_size_or_age_says_recovered_false() {
     let server = start(mailbox(3, 60));
-    let (mut ann, epoch) = one_seen_then_offline(&server);
+    let (_ann, epoch) = one_seen_then_offline(&server);
+    // The API has no share (ann's is one message of 3).
     for i in 2..=6 {
-        send(&mut ann, "bob", json!(i));
+        let body = json!({"user": "bob", "data": i}).to_string();
+        let (status, _) = api_call(server.admin_addr(), "POST", "/api/send", Some(KEY), &body);
+        assert_eq!(status, 200);
     }
     let mut back = user(&server, "bob");
     let reply = recover(&mut back, "bob", 1, &epoch);
@@ -399,4 +403,171 @@ fn a_send_on_one_node_is_recovered_on_another() {
     let mut eve = cl::user(b.addr, "eve");
     let denied = recover(&mut eve, "bob", 0, &epoch);
     assert_eq!(error_code(&denied), Some(103), "{denied}");
+}
+
+/// A mailbox of `size` messages and `max_bytes` bytes.
+fn mailbox_bytes(size: usize, max_bytes: usize) -> impl FnOnce(&mut Config) {
+    move |c| {
+        mailbox(size, 60)(c);
+        if let Some(rule) = c.hub.mailbox.as_mut() {
+            rule.max_bytes = max_bytes;
+        }
+    }
+}
+
+fn refused_share(server: &TestServer) -> f64 {
+    server.metric("hubbub_mailbox_refused_total{reason=\"sender_share\"}")
+}
+
+#[test]
+fn one_sender_keeps_at_most_a_quarter_of_a_mailbox_and_pushes_out_nobody() {
+    // 8 messages: a sender's share is 2. bob is offline throughout.
+    let server = start(mailbox(8, 60));
+    let mut ann = user(&server, "ann");
+    let mut carol = user(&server, "carol");
+    let mut eve = user(&server, "eve");
+    let epoch = send(&mut ann, "bob", json!("from ann"))["epoch"].clone();
+    send(&mut carol, "bob", json!("from carol"));
+    for i in 0..2 {
+        assert_eq!(send(&mut eve, "bob", json!(i))["offset"], 3 + i);
+    }
+    // Over her share: refused to her, kept nowhere, no offset taken.
+    for i in 2..30 {
+        let reply = eve.call("send", json!({"user": "bob", "data": i}));
+        assert_eq!(error_code(&reply), Some(115), "eve's send {i}: {reply}");
+    }
+    let reply = eve.call("send", json!({"user": "bob", "data": "x"}));
+    let why = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("share"), "{reply}");
+    assert_eq!(refused_share(&server), 29.0);
+    // eve is still connected (a full share is not a bad command), and her
+    // share of another mailbox is her own.
+    assert_eq!(send(&mut eve, "dan", json!("hi"))["offset"], 1);
+    // The API is the application, not a sender: it has no share.
+    for i in 0..4 {
+        let body = json!({"user": "bob", "data": i}).to_string();
+        let (status, answer) = api_call(server.admin_addr(), "POST", "/api/send", Some(KEY), &body);
+        assert_eq!((status, &answer["offset"]), (200, &json!(5 + i)), "{answer}");
+    }
+    // Offsets stayed contiguous: ann's and carol's are all there.
+    assert_eq!(send(&mut carol, "bob", json!("again"))["offset"], 9);
+    let mut back = user(&server, "bob");
+    let reply = recover(&mut back, "bob", 1, &epoch);
+    assert_eq!(reply["result"]["recovered"], true, "{reply}");
+    let kept = &reply["result"]["publications"];
+    assert_eq!(offsets(kept), (2..=9).collect::<Vec<u64>>());
+    assert_eq!(kept[0]["data"]["from"], "carol");
+    // ann's, the oldest, was pushed out by the mailbox's own bound (8).
+    let page = back.call("history", json!({"channel": "#mailbox:bob"}));
+    assert_eq!(offsets(&page["result"]["publications"]), (2..=9).collect::<Vec<u64>>());
+}
+
+#[test]
+fn one_sender_keeps_at_most_a_quarter_of_a_mailbox_s_bytes() {
+    // 400 bytes: a share is 100 bytes of kept envelope `{"from":..,"data":..}`.
+    let server = start(mailbox_bytes(100, 400));
+    let mut ann = user(&server, "ann");
+    let mut eve = user(&server, "eve");
+    let epoch = send(&mut ann, "bob", json!("from ann"))["epoch"].clone();
+    let sixty = "x".repeat(60); // 88 bytes kept
+    assert_eq!(send(&mut eve, "bob", json!(sixty))["offset"], 2);
+    let reply = eve.call("send", json!({"user": "bob", "data": sixty}));
+    assert_eq!(error_code(&reply), Some(115), "{reply}");
+    // A message larger than a share alone is refused even to a sender
+    // who holds nothing: it would push out what others left.
+    let big = "y".repeat(300);
+    let reply = ann.call("send", json!({"user": "carol", "data": big}));
+    assert_eq!(error_code(&reply), Some(115), "{reply}");
+    assert_eq!(refused_share(&server), 2.0);
+    let mut back = user(&server, "bob");
+    let reply = recover(&mut back, "bob", 0, &epoch);
+    assert_eq!(offsets(&reply["result"]["publications"]), vec![1, 2], "{reply}");
+}
+
+/// Keeps node subscribers away from `redis`: new connections are refused
+/// (the `default` user is off; this one stays logged in) and the Pub/Sub
+/// ones there are cut. Publishes on the nodes' command links go on.
+struct SubscriberCut {
+    conn: ::redis::Connection,
+}
+
+impl SubscriberCut {
+    fn new(redis: &Redis) -> SubscriberCut {
+        let client = ::redis::Client::open(redis.url()).expect("a redis URL");
+        SubscriberCut {
+            conn: client.get_connection().expect("redis answers"),
+        }
+    }
+
+    fn query(&mut self, args: &[&str]) -> String {
+        let mut cmd = ::redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        cmd.query(&mut self.conn).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn subscribers(&mut self) -> usize {
+        self.query(&["CLIENT", "LIST", "TYPE", "pubsub"]).lines().count()
+    }
+
+    fn cut(&mut self) {
+        self.query(&["ACL", "SETUSER", "default", "off"]);
+        self.query(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert_eq!(self.subscribers(), 0);
+    }
+
+    fn restore(&mut self) {
+        self.query(&["ACL", "SETUSER", "default", "on"]);
+        cl::wait_until("the subscriber back", || (self.subscribers() > 0).then_some(()));
+    }
+}
+
+fn error_free(reply: Value) -> Value {
+    assert!(reply.get("result").is_some(), "{reply}");
+    reply["result"].clone()
+}
+
+#[test]
+fn a_connection_remembers_what_it_was_given_across_a_gap() {
+    let Some(redis) = Redis::start() else { return };
+    let flags = ["--mailbox-size", "100", "--mailbox-ttl-secs", "600"];
+    let a = cl::node_on(&["--redis", &redis.url()], "a", &flags);
+    cl::wait_cluster(&a, 1);
+    let mut ann = cl::user(a.addr, "ann");
+    let mut bob = cl::user(a.addr, "bob");
+    let epoch = first_live(&mut ann, &mut bob)["epoch"].clone();
+    send(&mut ann, "bob", json!("m2"));
+    assert_eq!(next_message(&mut bob)["offset"], 2);
+    let mut cut = SubscriberCut::new(&redis);
+    let channel = json!({"channel": "#mailbox:bob"});
+
+    // 3 is kept but never reaches node a. bob takes the mailbox's position
+    // (3) without recovering, then recovers from 2: 3 was never given to
+    // this connection, so it must come now.
+    cut.cut();
+    assert_eq!(send(&mut ann, "bob", json!("m3"))["offset"], 3);
+    assert_eq!(error_free(bob.call("subscribe", channel.clone()))["offset"], 3);
+    error_free(bob.call("unsubscribe", channel.clone()));
+    let result = error_free(recover(&mut bob, "bob", 2, &epoch));
+    assert_eq!(offsets(&result["publications"]), vec![3], "{result}");
+    error_free(bob.call("unsubscribe", channel.clone()));
+
+    // 4 is missed the same way; 5 comes live after a gap push.
+    assert_eq!(send(&mut ann, "bob", json!("m4"))["offset"], 4);
+    cut.restore();
+    assert_eq!(send(&mut ann, "bob", json!("m5"))["offset"], 5);
+    let gap = loop {
+        let push = bob.push().expect("bob still connected");
+        if push["push"] == "gap" || push["push"] == "message" {
+            break push;
+        }
+    };
+    assert_eq!((&gap["push"], &gap["offset"]), (&json!("gap"), &json!(3)), "{gap}");
+    assert_eq!(next_message(&mut bob)["offset"], 5);
+    // A recovery from before it all gives what this connection lacks and
+    // nothing it was given, before the gap or after.
+    let result = error_free(recover(&mut bob, "bob", 0, &epoch));
+    assert_eq!(offsets(&result["publications"]), vec![4], "{result}");
+    send(&mut ann, "bob", json!("m6"));
+    assert_eq!(next_message(&mut bob)["offset"], 6);
+    assert!(messages_so_far(&mut bob).is_empty(), "{:?}", bob.pushes);
 }

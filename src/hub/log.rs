@@ -15,6 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::mailbox::Shares;
 use crate::buf::{MemKind, Meter};
 use crate::bus::history::{data_bytes, Entry, HistoryRule, Recover, Recovery, ENTRY_ENVELOPE_BYTES};
 
@@ -81,6 +82,8 @@ pub(crate) struct ChannelLog {
     pub joined: Vec<Arc<str>>,
     pub left: Vec<Arc<str>>,
     meter: Meter,
+    /// A mailbox's: what each sender holds of it (`mailbox::Shares`).
+    shares: Option<Box<Shares>>,
 }
 
 /// Bytes one retained publication is charged: its data, the entry and the
@@ -103,12 +106,32 @@ impl ChannelLog {
             joined: Vec::new(),
             left: Vec::new(),
             meter,
+            shares: None,
         }
+    }
+
+    /// A mailbox's log: keeps what each sender holds, for `admits`.
+    pub fn with_shares(mut self) -> ChannelLog {
+        let mut shares = Box::<Shares>::default();
+        for entry in &self.history {
+            shares.add(&entry.data);
+        }
+        self.shares = Some(shares);
+        self
+    }
+
+    /// Whether `data` may be appended: always, but for a mailbox's over
+    /// its sender's share (the reason why not).
+    pub fn admits(&self, data: &str) -> Result<(), &'static str> {
+        self.shares.as_ref().map_or(Ok(()), |s| s.admits(data, &self.rule))
     }
 
     fn pop_oldest(&mut self) -> Option<Entry> {
         let entry = self.history.pop_front()?;
         self.history_bytes -= entry.data.len();
+        if let Some(shares) = self.shares.as_mut() {
+            shares.remove(&entry.data);
+        }
         self.meter.release(MemKind::History, entry_cost(&entry));
         Some(entry)
     }
@@ -144,6 +167,9 @@ impl ChannelLog {
             };
             self.meter.charge(MemKind::History, entry_cost(&entry));
             self.history_bytes += entry.data.len();
+            if let Some(shares) = self.shares.as_mut() {
+                shares.add(&entry.data);
+            }
             self.history.push_back(entry);
             // By count, then by bytes; a publication larger than the byte
             // bound on its own is not kept (recovery reports it gone).

@@ -17,10 +17,12 @@
 //! or not they subscribed to the mailbox (`UserMessage` with a `MailPos`).
 //! Subscribing with `recover` is how a connection gets what it missed.
 //!
-//! Exactly once per connection: each session keeps a [`MailMark`], the run
-//! of mailbox offsets it was given (live or recovered). A live message at or
-//! below the mark is not pushed again; a recovery leaves out what the
-//! connection got live meanwhile (a live message can come before the
+//! Exactly once per connection: each session keeps a [`MailMark`], its
+//! position and the runs of mailbox offsets it was given (live or
+//! recovered; runs, not one run: what came before a gap is remembered, and
+//! what a gap or a subscribe skipped is not taken as given). A live message
+//! at or below the position is not pushed again; a recovery leaves out what
+//! the connection was given already (a live message can come before the
 //! `subscribe` answer: they travel in different lanes). A live message
 //! more than one past the mark (one was dropped under overload, or missed
 //! by this node's Redis subscriber) is preceded by a `gap` push for the
@@ -29,6 +31,7 @@
 //! Without `--mailbox-size` nothing here keeps anything: `send` delivers
 //! live only, as it always did, and no mailbox channel is made.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,7 +42,7 @@ use super::session::Session;
 use super::{Conns, Hub};
 use crate::buf::MemoryBudget;
 use crate::bus::cluster::ClusterCmd;
-use crate::bus::history::Recovery;
+use crate::bus::history::{HistoryRule, Recovery};
 use crate::bus::msg::{HubMsg, MailPos, ReplyTo};
 
 /// What a mailbox channel's name starts with; the rest is the user's `sub`.
@@ -123,13 +126,116 @@ pub(crate) fn access(session: &Session, owner: &str, reads: bool) -> Result<(), 
     Ok(())
 }
 
-/// The mailbox offsets one connection was given: every offset from
-/// `first` to `last` of `epoch` (live pushes and recovered publications).
+/// One sender may hold at most 1/`SENDER_SHARE` of a mailbox: of its
+/// `--mailbox-size` (at least one message) and of its `--mailbox-max-bytes`.
+pub(crate) const SENDER_SHARE: usize = 4;
+
+/// Why a `send` over the sender's share is refused (`code::MAILBOX_SHARE`).
+pub(crate) const OVER_SHARE: &str = "the user's mailbox holds your share already (a quarter of --mailbox-size messages and of --mailbox-max-bytes): not kept, not delivered; retry when some of yours expired";
+/// Why a `send` larger than a share on its own is refused.
+pub(crate) const LARGER_THAN_SHARE: &str =
+    "too large for a mailbox: a message may take at most a quarter of --mailbox-max-bytes; not kept, not delivered";
+
+/// The sender of a kept envelope, as its JSON string with the quotes
+/// (escapes left as they are: one spelling per sender, as `envelope` writes
+/// it); `None` for the API's (`from` null) and for data that is not one.
+pub(crate) fn sender_of(envelope: &str) -> Option<&str> {
+    let rest = envelope.strip_prefix("{\"from\":\"")?;
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return envelope.get(8..10 + i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// What each sender holds of one mailbox (messages, bytes of kept data),
+/// so one sender can never hold more than its share: a hostile sender
+/// cannot push out what others left, nor fill the mailbox alone.
+///
+/// A message over the share is refused, not kept by pushing out an older
+/// one of the same sender: that one may sit between other senders'
+/// messages, and taking it out would leave a hole in the mailbox's
+/// offsets. Recovery relies on the kept messages being every offset from
+/// the oldest to the last (a hole would be a message silently skipped), so
+/// a mailbox only ever loses its oldest (count, bytes, age, memory
+/// pressure), as any channel; a refused `send` takes no offset at all.
+///
+/// The API (`from` null) is the application: it has no share and counts
+/// in none, and its messages push out the oldest like any within a share.
+#[derive(Debug, Default)]
+pub(crate) struct Shares {
+    held: HashMap<Box<str>, (usize, usize)>,
+}
+
+impl Shares {
+    /// Whether `envelope` may be kept in a mailbox kept by `rule`.
+    pub(crate) fn admits(&self, envelope: &str, rule: &HistoryRule) -> Result<(), &'static str> {
+        let Some(sender) = sender_of(envelope) else {
+            return Ok(());
+        };
+        let max_bytes = rule.max_bytes / SENDER_SHARE;
+        if envelope.len() > max_bytes {
+            return Err(LARGER_THAN_SHARE);
+        }
+        let max_count = (rule.size / SENDER_SHARE).max(1);
+        let (count, bytes) = self.held.get(sender).copied().unwrap_or_default();
+        if count + 1 > max_count || bytes + envelope.len() > max_bytes {
+            return Err(OVER_SHARE);
+        }
+        Ok(())
+    }
+
+    /// `envelope` was kept.
+    pub(crate) fn add(&mut self, envelope: &str) {
+        let Some(sender) = sender_of(envelope) else { return };
+        if let Some((count, bytes)) = self.held.get_mut(sender) {
+            *count += 1;
+            *bytes += envelope.len();
+            return;
+        }
+        self.held.insert(sender.into(), (1, envelope.len()));
+    }
+
+    /// `envelope` left (the oldest: pushed out, expired or trimmed).
+    pub(crate) fn remove(&mut self, envelope: &str) {
+        let Some(sender) = sender_of(envelope) else { return };
+        let Some((count, bytes)) = self.held.get_mut(sender) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        *bytes = bytes.saturating_sub(envelope.len());
+        if *count == 0 {
+            self.held.remove(sender);
+        }
+    }
+}
+
+/// Runs of offsets a [`MailMark`] remembers; beyond, the lowest run is
+/// forgotten (a recovery from before it may give those again: a duplicate,
+/// never a loss). Each run past the first needs a gap (a dropped delivery)
+/// or a subscribe that skipped offsets, so a connection rarely has two.
+pub(crate) const MAX_MAIL_RUNS: usize = 16;
+
+/// Where one connection is in its user's mailbox of `epoch`: `last`, the
+/// offset live pushes continue after, and `runs`, the offsets it was given
+/// (live or recovered), as sorted, disjoint, non-touching inclusive runs.
+///
+/// The two differ after a gap (a live message more than one past `last`)
+/// and after a `subscribe` whose answer is past what the connection got:
+/// the offsets in between were never given. Keeping them out of `runs`
+/// (one run would cover them) lets a later recovery give them, and
+/// keeping the runs before the gap keeps a recovery from before it from
+/// giving those a second time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MailMark {
     epoch: Arc<str>,
-    first: u64,
     last: u64,
+    runs: Vec<(u64, u64)>,
 }
 
 /// What to do with one live mailbox message for one connection.
@@ -144,49 +250,75 @@ enum Live {
 }
 
 impl MailMark {
+    fn new(epoch: &Arc<str>) -> MailMark {
+        MailMark {
+            epoch: Arc::clone(epoch),
+            last: 0,
+            runs: Vec::new(),
+        }
+    }
+
+    /// Whether the connection was given `offset`.
+    fn given(&self, offset: u64) -> bool {
+        let after = self.runs.partition_point(|&(first, _)| first <= offset);
+        after > 0 && self.runs[after - 1].1 >= offset
+    }
+
+    /// Notes `first..=last` as given, merging runs that touch or overlap.
+    fn give(&mut self, first: u64, last: u64) {
+        let start = self.runs.partition_point(|&(_, end)| end.saturating_add(1) < first);
+        let end = self.runs.partition_point(|&(begin, _)| begin <= last.saturating_add(1));
+        let merged = self.runs[start..end]
+            .iter()
+            .fold((first, last), |(lo, hi), &(a, b)| (lo.min(a), hi.max(b)));
+        self.runs.splice(start..end, [merged]);
+        if self.runs.len() > MAX_MAIL_RUNS {
+            self.runs.remove(0);
+        }
+    }
+
+    /// The connection's mark in `epoch` (a new one for a new epoch: the
+    /// offsets of another epoch name other messages).
+    fn of<'a>(mark: &'a mut Option<Box<MailMark>>, epoch: &Arc<str>) -> &'a mut MailMark {
+        if mark.as_ref().is_none_or(|m| m.epoch != *epoch) {
+            *mark = Some(Box::new(MailMark::new(epoch)));
+        }
+        // Set just above when missing or of another epoch.
+        mark.as_mut().expect("a mark")
+    }
+
     /// A live message at `pos` for the connection whose mark is `mark`.
     fn live(mark: &mut Option<Box<MailMark>>, pos: &MailPos) -> Live {
-        let Some(m) = mark.as_mut().filter(|m| m.epoch == pos.epoch) else {
-            *mark = Some(Box::new(MailMark {
-                epoch: Arc::clone(&pos.epoch),
-                first: pos.offset,
-                last: pos.offset,
-            }));
-            return Live::Deliver;
-        };
-        if pos.offset <= m.last {
+        let fresh = mark.as_ref().is_none_or(|m| m.epoch != pos.epoch);
+        let m = Self::of(mark, &pos.epoch);
+        if !fresh && pos.offset <= m.last {
             return Live::Skip;
         }
         let had = m.last;
         m.last = pos.offset;
-        if pos.offset == had + 1 {
+        m.give(pos.offset, pos.offset);
+        if fresh || pos.offset == had + 1 {
             return Live::Deliver;
         }
-        m.first = pos.offset;
         Live::AfterGap(had)
     }
 
     /// The connection's mailbox subscription took effect at `offset` of
-    /// `epoch`: leaves out of `recovery` what it got live meanwhile, and
-    /// marks what it has from then on.
+    /// `epoch`: leaves out of `recovery` what it was given already, and
+    /// notes what it has from then on. Without a recovery nothing is
+    /// given: the offsets up to `offset` stay ungiven, for a later one.
     fn joined(mark: &mut Option<Box<MailMark>>, epoch: &Arc<str>, offset: u64, recovery: Recovery) -> Recovery {
-        let run = mark.as_deref().filter(|m| m.epoch == *epoch).map(|m| (m.first, m.last));
-        let seen = |at: u64| run.is_some_and(|(first, last)| (first..=last).contains(&at));
-        let (recovery, from) = match recovery {
-            Recovery::Recovered(entries) => {
-                let from = entries.first().map_or(offset + 1, |e| e.offset);
-                let fresh = entries.into_iter().filter(|e| !seen(e.offset)).collect();
-                (Recovery::Recovered(fresh), from)
-            }
-            // Nothing recovered: the connection starts after `offset`.
-            other => (other, offset + 1),
+        let m = Self::of(mark, epoch);
+        m.last = m.last.max(offset);
+        let Recovery::Recovered(entries) = recovery else {
+            return recovery;
         };
-        *mark = Some(Box::new(MailMark {
-            epoch: Arc::clone(epoch),
-            first: run.map_or(from, |(first, _)| first.min(from)),
-            last: run.map_or(offset, |(_, last)| last.max(offset)),
-        }));
-        recovery
+        let fresh: Vec<_> = entries.into_iter().filter(|e| !m.given(e.offset)).collect();
+        // Each on its own: a recovery is one run, but nothing here needs it.
+        for entry in &fresh {
+            m.give(entry.offset, entry.offset);
+        }
+        Recovery::Recovered(fresh)
     }
 }
 
@@ -296,6 +428,8 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::bus::history::Entry;
 
@@ -332,6 +466,40 @@ mod tests {
         assert_eq!(user_of("#mailbox:"), None);
         assert_eq!(user_of("mailbox:ann"), None);
         assert!(crate::auth::pattern::valid_channel_name(&name("ann")).is_err());
+    }
+
+    #[test]
+    fn a_sender_is_read_from_the_envelope_and_the_api_is_nobody() {
+        assert_eq!(sender_of(&envelope(Some("ann"), "1")), Some("\"ann\""));
+        let odd = envelope(Some("a\"n,\\"), "{\"from\":\"x\"}");
+        assert_eq!(sender_of(&odd), Some(json_string("a\"n,\\").as_str()));
+        assert_eq!(sender_of(&envelope(None, "1")), None);
+        assert_eq!(sender_of("{\"from\":\"unterminated"), None);
+    }
+
+    #[test]
+    fn a_sender_holds_at_most_its_share_and_gets_it_back_as_its_own_leave() {
+        let rule = HistoryRule {
+            size: 9,
+            ttl_ticks: 1,
+            max_bytes: 400,
+        };
+        let (ann, bob) = (envelope(Some("ann"), "1"), envelope(Some("bob"), "1"));
+        let mut shares = Shares::default();
+        for _ in 0..2 {
+            assert_eq!(shares.admits(&ann, &rule), Ok(()));
+            shares.add(&ann);
+        }
+        assert_eq!(shares.admits(&ann, &rule), Err(OVER_SHARE), "9 / 4 = 2");
+        assert_eq!(shares.admits(&bob, &rule), Ok(()), "a share is per sender");
+        assert_eq!(shares.admits(&envelope(None, "1"), &rule), Ok(()), "the API has none");
+        shares.remove(&ann);
+        assert_eq!(shares.admits(&ann, &rule), Ok(()));
+        // Bytes: 100 of 400; one larger than that alone is never kept.
+        let big = envelope(Some("bob"), &"1".repeat(90));
+        assert_eq!(shares.admits(&big, &rule), Err(LARGER_THAN_SHARE));
+        let tiny = HistoryRule { size: 1, ..rule };
+        assert_eq!(Shares::default().admits(&ann, &tiny), Ok(()), "at least one message");
     }
 
     #[test]
@@ -386,6 +554,63 @@ mod tests {
         assert_eq!(offsets(&recovered), vec![7, 8]);
         assert_eq!(MailMark::live(&mut early, &pos("e", 9)), Live::Skip);
         assert_eq!(MailMark::live(&mut early, &pos("e", 10)), Live::Deliver);
+    }
+
+    #[test]
+    fn what_came_before_a_gap_is_not_given_again() {
+        let mut mark = None;
+        for offset in 1..=3 {
+            MailMark::live(&mut mark, &pos("e", offset));
+        }
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 6)), Live::AfterGap(3));
+        // Recovering from before it all gives the gap only.
+        let recovered = MailMark::joined(&mut mark, &"e".into(), 6, entries(1..=6));
+        assert_eq!(offsets(&recovered), vec![4, 5]);
+        let again = MailMark::joined(&mut mark, &"e".into(), 6, entries(1..=6));
+        assert_eq!(offsets(&again), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_subscribe_past_what_was_given_leaves_the_rest_to_recover() {
+        // Given 1..2; 3 never came; a subscribe without recover answers 3.
+        let mut mark = None;
+        MailMark::live(&mut mark, &pos("e", 1));
+        MailMark::live(&mut mark, &pos("e", 2));
+        MailMark::joined(&mut mark, &"e".into(), 3, Recovery::NotAsked);
+        assert_eq!(
+            MailMark::live(&mut mark, &pos("e", 3)),
+            Live::Skip,
+            "before its position"
+        );
+        assert_eq!(MailMark::live(&mut mark, &pos("e", 4)), Live::Deliver);
+        let recovered = MailMark::joined(&mut mark, &"e".into(), 4, entries(2..=4));
+        assert_eq!(offsets(&recovered), vec![3]);
+        // The same after a recovery that was refused.
+        let mut refused = None;
+        MailMark::live(&mut refused, &pos("e", 1));
+        MailMark::joined(&mut refused, &"e".into(), 5, Recovery::Impossible("history gone"));
+        assert_eq!(
+            offsets(&MailMark::joined(&mut refused, &"e".into(), 5, entries(1..=5))),
+            vec![2, 3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn a_mark_keeps_a_bounded_number_of_runs_and_forgets_the_oldest() {
+        let mut mark = None;
+        let gaps = MAX_MAIL_RUNS as u64 + 2;
+        for i in 0..gaps {
+            MailMark::live(&mut mark, &pos("e", 1 + 2 * i));
+        }
+        let m = mark.as_deref().unwrap();
+        assert_eq!(m.runs.len(), MAX_MAIL_RUNS);
+        assert!(!m.given(1) && !m.given(3) && m.given(5) && !m.given(6));
+        // Forgotten ones may come again; nothing else does.
+        let all = MailMark::joined(&mut mark, &"e".into(), 2 * gaps - 1, entries(1..2 * gaps));
+        let odd_forgotten = [1, 3];
+        let evens = (1..gaps).map(|i| 2 * i);
+        let want: BTreeSet<u64> = odd_forgotten.into_iter().chain(evens).collect();
+        assert_eq!(offsets(&all).into_iter().collect::<BTreeSet<u64>>(), want);
     }
 
     #[test]

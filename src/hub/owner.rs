@@ -68,12 +68,15 @@ pub(crate) struct Owned {
     /// Cluster mode: the node's set of channels with a log, kept as `logs`
     /// changes (the subscriber thread passes on only their publications).
     wanted: Option<Arc<Wanted>>,
+    /// `send`s refused over the sender's share of a mailbox.
+    refused_share: metrics::Counter,
 }
 
 impl Owned {
     pub fn new(shard: usize, config: Arc<HubConfig>, meter: Meter) -> Owned {
         Owned {
             meter,
+            refused_share: metrics::counter!(names::MAILBOX_REFUSED, "reason" => "sender_share"),
             shard,
             cluster: config.cluster.is_some(),
             pending: HashMap::new(),
@@ -194,6 +197,15 @@ impl Owned {
                         return out;
                     }
                 };
+                if let Err(why) = log.admits(&data) {
+                    // Refused before an offset is taken: the mailbox's
+                    // offsets stay contiguous (see `mailbox::Shares`).
+                    self.refused_share.increment(1);
+                    if let Some(reply) = reply {
+                        refuse(reply, code::MAILBOX_SHARE, why, &mut out);
+                    }
+                    return out;
+                }
                 let offset = log.append(Arc::clone(&data), tick);
                 let result = format!("{{\"offset\":{offset},\"epoch\":{}}}", json_string(&log.epoch));
                 if mailbox::user_of(&channel).is_some() {
@@ -488,7 +500,10 @@ impl Owned {
             // Cluster mode: the epoch is Redis's, set when it is known.
             let epoch = if self.cluster { Arc::from("") } else { self.new_epoch() };
             let rule = self.config.history_for(channel);
-            let log = ChannelLog::new(epoch, rule, self.meter.clone());
+            let mut log = ChannelLog::new(epoch, rule, self.meter.clone());
+            if mailbox::user_of(channel).is_some() {
+                log = log.with_shares();
+            }
             self.logs.insert(Arc::clone(channel), log);
             self.meter.budget().count_channels(1);
             // Before the subscribe that made it asks Redis for a position.

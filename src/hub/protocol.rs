@@ -48,6 +48,10 @@ pub mod code {
     /// Too many hook calls in flight on this server (`--proxy-max-in-flight`):
     /// the application was not asked; retry later.
     pub(crate) const PROXY_OVERLOADED: u16 = 114;
+    /// A `send` refused: the user's mailbox holds the sender's share
+    /// already (`hub/mailbox.rs`). Nothing was kept or delivered; retry
+    /// after some of the sender's kept messages expired or were pushed out.
+    pub(crate) const MAILBOX_SHARE: u16 = 115;
 }
 
 /// A parsed client command; client `data` is borrowed from the frame's
