@@ -420,7 +420,7 @@ fn refused_share(server: &TestServer) -> f64 {
 }
 
 #[test]
-fn one_sender_keeps_at_most_a_quarter_of_a_mailbox_and_pushes_out_nobody() {
+fn a_sender_over_its_share_of_a_full_mailbox_pushes_out_nobody_else() {
     // 8 messages: a sender's share is 2. bob is offline throughout.
     let server = start(mailbox(8, 60));
     let mut ann = user(&server, "ann");
@@ -428,60 +428,78 @@ fn one_sender_keeps_at_most_a_quarter_of_a_mailbox_and_pushes_out_nobody() {
     let mut eve = user(&server, "eve");
     let epoch = send(&mut ann, "bob", json!("from ann"))["epoch"].clone();
     send(&mut carol, "bob", json!("from carol"));
-    for i in 0..2 {
+    // While there is room anyone may add: eve fills it.
+    for i in 0..6 {
         assert_eq!(send(&mut eve, "bob", json!(i))["offset"], 3 + i);
     }
-    // Over her share: refused to her, kept nowhere, no offset taken.
-    for i in 2..30 {
+    // Full, and over her share: she may not push out ann's. Refused to her,
+    // kept nowhere, no offset taken.
+    for i in 6..30 {
         let reply = eve.call("send", json!({"user": "bob", "data": i}));
         assert_eq!(error_code(&reply), Some(115), "eve's send {i}: {reply}");
     }
     let reply = eve.call("send", json!({"user": "bob", "data": "x"}));
     let why = reply["error"]["message"].as_str().unwrap_or_default();
     assert!(why.contains("share"), "{reply}");
-    assert_eq!(refused_share(&server), 29.0);
-    // eve is still connected (a full share is not a bad command), and her
-    // share of another mailbox is her own.
-    assert_eq!(send(&mut eve, "dan", json!("hi"))["offset"], 1);
-    // The API is the application, not a sender: it has no share.
-    for i in 0..4 {
-        let body = json!({"user": "bob", "data": i}).to_string();
-        let (status, answer) = api_call(server.admin_addr(), "POST", "/api/send", Some(KEY), &body);
-        assert_eq!((status, &answer["offset"]), (200, &json!(5 + i)), "{answer}");
-    }
-    // Offsets stayed contiguous: ann's and carol's are all there.
+    assert_eq!(refused_share(&server), 25.0);
+    // carol is within hers: she pushes out the oldest (ann's), as before.
     assert_eq!(send(&mut carol, "bob", json!("again"))["offset"], 9);
+    // carol now holds her share, not more: eve still may not take hers.
+    let reply = eve.call("send", json!({"user": "bob", "data": "y"}));
+    assert_eq!(error_code(&reply), Some(115), "{reply}");
+    // eve is still connected (not a bad command). A one-to-one chat goes
+    // on past the bound: each message pushes out her own oldest.
+    for i in 0..20 {
+        assert_eq!(send(&mut eve, "dan", json!(i))["offset"], 1 + i);
+    }
+    // Offsets stayed contiguous: carol's are all there.
     let mut back = user(&server, "bob");
     let reply = recover(&mut back, "bob", 1, &epoch);
     assert_eq!(reply["result"]["recovered"], true, "{reply}");
     let kept = &reply["result"]["publications"];
     assert_eq!(offsets(kept), (2..=9).collect::<Vec<u64>>());
-    assert_eq!(kept[0]["data"]["from"], "carol");
-    // ann's, the oldest, was pushed out by the mailbox's own bound (8).
+    assert_eq!(
+        (&kept[0]["data"]["from"], &kept[7]["data"]["from"]),
+        (&json!("carol"), &json!("carol"))
+    );
+    // The API is the application, not a sender: it has no share.
+    for i in 0..4 {
+        let body = json!({"user": "bob", "data": i}).to_string();
+        let (status, answer) = api_call(server.admin_addr(), "POST", "/api/send", Some(KEY), &body);
+        assert_eq!((status, &answer["offset"]), (200, &json!(10 + i)), "{answer}");
+    }
     let page = back.call("history", json!({"channel": "#mailbox:bob"}));
-    assert_eq!(offsets(&page["result"]["publications"]), (2..=9).collect::<Vec<u64>>());
+    assert_eq!(offsets(&page["result"]["publications"]), (6..=13).collect::<Vec<u64>>());
 }
 
 #[test]
-fn one_sender_keeps_at_most_a_quarter_of_a_mailbox_s_bytes() {
+fn a_sender_over_its_byte_share_of_a_full_mailbox_pushes_out_nobody_else() {
     // 400 bytes: a share is 100 bytes of kept envelope `{"from":..,"data":..}`.
     let server = start(mailbox_bytes(100, 400));
     let mut ann = user(&server, "ann");
     let mut eve = user(&server, "eve");
     let epoch = send(&mut ann, "bob", json!("from ann"))["epoch"].clone();
     let sixty = "x".repeat(60); // 88 bytes kept
-    assert_eq!(send(&mut eve, "bob", json!(sixty))["offset"], 2);
+    for offset in 2..=5 {
+        assert_eq!(send(&mut eve, "bob", json!(sixty))["offset"], offset);
+    }
+    // A fifth would push out ann's: refused.
     let reply = eve.call("send", json!({"user": "bob", "data": sixty}));
     assert_eq!(error_code(&reply), Some(115), "{reply}");
-    // A message larger than a share alone is refused even to a sender
-    // who holds nothing: it would push out what others left.
+    assert_eq!(refused_share(&server), 1.0);
+    // A message larger than a share fits an empty mailbox, and a
+    // one-to-one chat of them goes on (each pushes out the sender's own).
     let big = "y".repeat(300);
-    let reply = ann.call("send", json!({"user": "carol", "data": big}));
-    assert_eq!(error_code(&reply), Some(115), "{reply}");
-    assert_eq!(refused_share(&server), 2.0);
+    for offset in 1..=3 {
+        assert_eq!(send(&mut ann, "carol", json!(big))["offset"], offset);
+    }
     let mut back = user(&server, "bob");
     let reply = recover(&mut back, "bob", 0, &epoch);
-    assert_eq!(offsets(&reply["result"]["publications"]), vec![1, 2], "{reply}");
+    assert_eq!(
+        offsets(&reply["result"]["publications"]),
+        vec![1, 2, 3, 4, 5],
+        "{reply}"
+    );
 }
 
 /// Keeps node subscribers away from `redis`: new connections are refused

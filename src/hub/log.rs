@@ -120,10 +120,38 @@ impl ChannelLog {
         self
     }
 
-    /// Whether `data` may be appended: always, but for a mailbox's over
-    /// its sender's share (the reason why not).
+    /// Whether `data` may be appended: always, but for a mailbox at its
+    /// bound whose sender is over its share and whose append would push out
+    /// a message of a sender within theirs (the reason why not). While the
+    /// mailbox has room anyone may add; at the bound a sender within its
+    /// share pushes out the oldest, and one over it may push out only its
+    /// own (a one-to-one chat goes on as a plain FIFO) and those of senders
+    /// over theirs, so a flood never takes what others left.
     pub fn admits(&self, data: &str) -> Result<(), &'static str> {
-        self.shares.as_ref().map_or(Ok(()), |s| s.admits(data, &self.rule))
+        let Some(shares) = self.shares.as_ref() else {
+            return Ok(());
+        };
+        let Err(why) = shares.admits(data, &self.rule) else {
+            return Ok(());
+        };
+        // What the append would push out, oldest first (see `append`).
+        let (mut count, mut bytes) = (self.history.len() + 1, self.history_bytes + data.len());
+        for entry in &self.history {
+            if count <= self.rule.size && bytes <= self.rule.max_bytes {
+                return Ok(());
+            }
+            if !shares.yields_to(&entry.data, data, &self.rule) {
+                return Err(why);
+            }
+            count -= 1;
+            bytes -= entry.data.len();
+        }
+        // All of it would go (or nothing was kept): nobody else's is taken,
+        // but a message over the byte bound on its own is not kept anyway.
+        match bytes <= self.rule.max_bytes {
+            true => Ok(()),
+            false => Err(why),
+        }
     }
 
     fn pop_oldest(&mut self) -> Option<Entry> {

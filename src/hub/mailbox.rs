@@ -131,10 +131,10 @@ pub(crate) fn access(session: &Session, owner: &str, reads: bool) -> Result<(), 
 pub(crate) const SENDER_SHARE: usize = 4;
 
 /// Why a `send` over the sender's share is refused (`code::MAILBOX_SHARE`).
-pub(crate) const OVER_SHARE: &str = "the user's mailbox holds your share already (a quarter of --mailbox-size messages and of --mailbox-max-bytes): not kept, not delivered; retry when some of yours expired";
+pub(crate) const OVER_SHARE: &str = "the user's mailbox is full and holds your share already (a quarter of --mailbox-size messages and of --mailbox-max-bytes): not kept, not delivered; retry when some of yours expired";
 /// Why a `send` larger than a share on its own is refused.
 pub(crate) const LARGER_THAN_SHARE: &str =
-    "too large for a mailbox: a message may take at most a quarter of --mailbox-max-bytes; not kept, not delivered";
+    "too large for a full mailbox: it would push out others' messages (a sender's share is a quarter of --mailbox-max-bytes); not kept, not delivered";
 
 /// The sender of a kept envelope, as its JSON string with the quotes
 /// (escapes left as they are: one spelling per sender, as `envelope` writes
@@ -153,17 +153,22 @@ pub(crate) fn sender_of(envelope: &str) -> Option<&str> {
     None
 }
 
-/// What each sender holds of one mailbox (messages, bytes of kept data),
-/// so one sender can never hold more than its share: a hostile sender
-/// cannot push out what others left, nor fill the mailbox alone.
+/// What each sender holds of one mailbox (messages, bytes of kept data):
+/// a sender's share is 1/`SENDER_SHARE` of each bound. It matters only at
+/// the bound (`ChannelLog::admits`): while the mailbox has room anyone may
+/// add; when an append would push out the oldest, a sender within its
+/// share may, and one over it may push out only its own and those of
+/// senders over theirs. So a hostile sender cannot push out what others
+/// left, and a one-to-one chat (one sender holding it all) goes on as a
+/// plain FIFO.
 ///
-/// A message over the share is refused, not kept by pushing out an older
-/// one of the same sender: that one may sit between other senders'
-/// messages, and taking it out would leave a hole in the mailbox's
-/// offsets. Recovery relies on the kept messages being every offset from
-/// the oldest to the last (a hole would be a message silently skipped), so
-/// a mailbox only ever loses its oldest (count, bytes, age, memory
-/// pressure), as any channel; a refused `send` takes no offset at all.
+/// A message over the share that would take another's is refused, not
+/// kept by pushing out an older one of the same sender: that one may sit
+/// between other senders' messages, and taking it out would leave a hole in
+/// the mailbox's offsets. Recovery relies on the kept messages being every
+/// offset from the oldest to the last (a hole would be a message silently
+/// skipped), so a mailbox only ever loses its oldest (count, bytes, age,
+/// memory pressure), as any channel; a refused `send` takes no offset.
 ///
 /// The API (`from` null) is the application: it has no share and counts
 /// in none, and its messages push out the oldest like any within a share.
@@ -188,6 +193,20 @@ impl Shares {
             return Err(OVER_SHARE);
         }
         Ok(())
+    }
+
+    /// Whether the kept `envelope` may be pushed out by `newcomer`, whose
+    /// sender is over its share: when it is the same sender's, or its
+    /// sender holds more than its share (the API's never does).
+    pub(crate) fn yields_to(&self, envelope: &str, newcomer: &str, rule: &HistoryRule) -> bool {
+        let Some(sender) = sender_of(envelope) else {
+            return false;
+        };
+        if sender_of(newcomer) == Some(sender) {
+            return true;
+        }
+        let (count, bytes) = self.held.get(sender).copied().unwrap_or_default();
+        count > (rule.size / SENDER_SHARE).max(1) || bytes > rule.max_bytes / SENDER_SHARE
     }
 
     /// `envelope` was kept.

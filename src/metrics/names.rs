@@ -143,7 +143,7 @@ pub const ALL: &[Described] = &[
     m(EVENTS_DROPPED, C, Unit::Count, "Events dropped, by sink and reason (queue_full: --events-max-bytes held; rejected: the webhook answered 4xx; shutdown: still queued at exit)."),
     m(EVENTS_WEBHOOK_RETRIES, C, Unit::Count, "Webhook batches sent again after a failure (network error, timeout, 408, 429, 5xx)."),
     m(EVENTS_QUEUE_BYTES, G, Unit::Bytes, "Bytes of events a sink holds (queued and in flight), by sink; at most --events-max-bytes."),
-    m(MAILBOX_REFUSED, C, Unit::Count, "Private messages (send) not kept in a user's mailbox and not delivered, by reason (sender_share: the sender holds its share of that mailbox, a quarter of --mailbox-size and of --mailbox-max-bytes)."),
+    m(MAILBOX_REFUSED, C, Unit::Count, "Private messages (send) not kept in a user's mailbox and not delivered, by reason (sender_share: that mailbox is full and the sender holds its share of it, a quarter of --mailbox-size or of --mailbox-max-bytes, so it may not push out others' messages)."),
 ];
 
 /// Bucket upper bounds (seconds) of both latency histograms: 5 us to 2.5 s.
