@@ -15,6 +15,23 @@ use super::history::HistoryRule;
 use super::msg::{Origin, PendingSubscribe, Query, ReplyTo};
 use crate::metrics::names;
 
+/// Why a channel's position is asked of Redis (`RedisCall::Sync`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncFor {
+    /// Subscribes here wait for it: the owner's log is new or unsynced.
+    Subscribe,
+    /// The bridge reconnected: for a channel with a log here, an epoch
+    /// Redis lost or publications missed meanwhile. It may be overtaken by
+    /// publications after it: an offset behind the log's is no proof.
+    Resync,
+    /// The owner saw Redis's offset behind its own (`seen`) under `epoch`
+    /// in a `Resync` answer. The script compares with Redis's offset now
+    /// and gives the channel a new epoch if Redis really went back (an
+    /// older snapshot restored; unless another node did already), so the
+    /// answer is final.
+    Check { epoch: Arc<str>, seen: u64 },
+}
+
 /// Cluster settings (part of `HubConfig`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -91,14 +108,12 @@ pub enum RedisCall {
         /// one counts against the caller's window.
         may_create: bool,
     },
-    /// The channel's epoch and last offset, for the owner shard `shard`.
-    /// `behind`: the owner saw Redis's offset go back under this epoch
-    /// (an older snapshot restored): Redis gives the channel a new epoch
-    /// unless another node did already.
+    /// The channel's epoch and last offset, for the owner shard `shard`,
+    /// asked `why` (told back with the answer, `HubMsg::ClusterSynced`).
     Sync {
         channel: Arc<str>,
         shard: usize,
-        behind: Option<(Arc<str>, u64)>,
+        why: SyncFor,
     },
     /// Publications after `after` from Redis's history, for a subscriber
     /// the owner's local log cannot serve.

@@ -288,6 +288,7 @@ pub enum HubMsg {
     ClusterSynced {
         channel: Arc<str>,
         epoch: Option<(Arc<str>, u64)>,
+        why: super::cluster::SyncFor,
     },
     /// Cluster mode, to a channel's owner: Redis's history after the
     /// subscriber's offset (`None`: unreachable).

@@ -27,7 +27,9 @@ use super::link::Target;
 use super::mirror::{self, Mirror, HEAL_EVERY_HEARTBEATS};
 use super::reply::{encode, epoch_offset, read_reply, strings, ttl_secs, unix_ms, Value};
 use super::REDIS_TIMEOUT;
-use crate::bus::cluster::{server_of, ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall};
+use crate::bus::cluster::{
+    server_of, ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall, SyncFor,
+};
 use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo, OUTCOME_UNKNOWN};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_REPLACED;
@@ -296,7 +298,7 @@ impl Commander {
             let call = RedisCall::Sync {
                 channel,
                 shard,
-                behind: None,
+                why: SyncFor::Resync,
             };
             let waiting = self.wrap(Op::Cmd(call), 0);
             self.pending.push_front(waiting);
@@ -602,11 +604,11 @@ impl Commander {
                 args.push(if *may_create { "1" } else { "0" }.into());
                 args
             }
-            Op::Cmd(RedisCall::Sync { channel, behind, .. }) => {
+            Op::Cmd(RedisCall::Sync { channel, why, .. }) => {
                 let mut args = evalsha(&self.shas.sync, channel);
                 args.extend([new_epoch(), CHANNEL_KEYS_TTL_SECS.to_string()]);
-                if let Some((epoch, offset)) = behind {
-                    args.extend([epoch.to_string(), offset.to_string()]);
+                if let SyncFor::Check { epoch, seen } = why {
+                    args.extend([epoch.to_string(), seen.to_string()]);
                 }
                 args
             }
@@ -696,11 +698,12 @@ impl Commander {
                     self.answer_created(to, Ok(&result), created);
                 }
             }
-            Op::Cmd(RedisCall::Sync { channel, shard, .. }) => {
+            Op::Cmd(RedisCall::Sync { channel, shard, why }) => {
                 let (epoch, offset) = epoch_offset(&reply);
                 let msg = HubMsg::ClusterSynced {
                     channel,
                     epoch: Some((epoch.into(), offset)),
+                    why,
                 };
                 self.to_shard(shard, msg);
             }
@@ -759,9 +762,14 @@ impl Commander {
             Op::Cmd(RedisCall::Publish { reply: Some(to), .. }) | Op::Cmd(RedisCall::Query { reply: to, .. }) => {
                 self.answer(to, Err(failure))
             }
-            Op::Cmd(RedisCall::Sync { channel, shard, .. }) => {
-                self.to_shard(shard, HubMsg::ClusterSynced { channel, epoch: None })
-            }
+            Op::Cmd(RedisCall::Sync { channel, shard, why }) => self.to_shard(
+                shard,
+                HubMsg::ClusterSynced {
+                    channel,
+                    epoch: None,
+                    why,
+                },
+            ),
             Op::Cmd(RedisCall::Recover {
                 channel, shard, sub, ..
             }) => {

@@ -318,8 +318,15 @@ impl Hub {
                 let body = protocol::reply_error(Some(to.id), code::UNAVAILABLE, "the cluster link is busy; retry");
                 self.route_answer(to, body, conns);
             }
-            ClusterCmd::Call(RedisCall::Sync { channel, .. }) => {
-                self.owner_message(HubMsg::ClusterSynced { channel, epoch: None }, conns);
+            ClusterCmd::Call(RedisCall::Sync { channel, why, .. }) => {
+                self.owner_message(
+                    HubMsg::ClusterSynced {
+                        channel,
+                        epoch: None,
+                        why,
+                    },
+                    conns,
+                );
             }
             ClusterCmd::Call(RedisCall::Recover { channel, sub, .. }) => {
                 let msg = HubMsg::ClusterRecovered {

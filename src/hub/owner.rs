@@ -15,7 +15,7 @@ use super::mailbox::{self, Mail};
 use super::protocol::{self, code, json_string};
 use super::users::Users;
 use crate::buf::Meter;
-use crate::bus::cluster::{ClusterCmd, RedisCall};
+use crate::bus::cluster::{ClusterCmd, RedisCall, SyncFor};
 use crate::bus::history::{Entry, Recovery};
 use crate::bus::msg::{Confirmation, HubMsg, Origin, PendingSubscribe, Query, ReplyTo};
 use crate::bus::wanted::Wanted;
@@ -241,7 +241,7 @@ impl Owned {
                 offset,
                 data,
             } => self.cluster_publication(channel, epoch, offset, data, tick, &mut out),
-            HubMsg::ClusterSynced { channel, epoch } => self.synced(channel, epoch, tick, &mut out),
+            HubMsg::ClusterSynced { channel, epoch, why } => self.synced(channel, epoch, why, tick, &mut out),
             HubMsg::ClusterRecovered {
                 channel,
                 epoch,
@@ -276,7 +276,7 @@ impl Owned {
                     out.cluster.push(ClusterCmd::Call(RedisCall::Sync {
                         channel,
                         shard: self.shard,
-                        behind: None,
+                        why: SyncFor::Subscribe,
                     }));
                 }
                 return;
@@ -410,7 +410,14 @@ impl Owned {
     }
 
     /// Cluster mode: Redis's position arrived; answer the waiting subscribes.
-    fn synced(&mut self, channel: Arc<str>, position: Option<(Arc<str>, u64)>, tick: u32, out: &mut Out) {
+    fn synced(&mut self, channel: Arc<str>, position: Option<(Arc<str>, u64)>, why: SyncFor, tick: u32, out: &mut Out) {
+        if why == SyncFor::Resync && self.pending.contains_key(&channel) {
+            // Subscribes wait for an answer of their own, asked after this
+            // one (the log was dropped and made again meanwhile, or a check
+            // is under way): this one may be older than publications the
+            // node skipped while it had no log.
+            return;
+        }
         let waiting = self.pending.remove(&channel).unwrap_or_default();
         let Some((epoch, offset)) = position else {
             self.made_by.remove(&channel); // nothing was made
@@ -424,17 +431,20 @@ impl Owned {
             return; // a re-sync after a reconnect, for a channel gone meanwhile
         }
         let log = self.log(&channel, tick);
-        if !log.epoch.is_empty() && log.epoch == epoch && offset < log.last {
-            // Redis went back to an older snapshot: its offsets would name
-            // other publications than those delivered. Redis makes a new
-            // epoch (once, whichever node asks first); the subscribes wait.
-            tracing::warn!(channel = %channel, epoch = %epoch, offset, seen = log.last, "cluster: Redis's offset went back under the same epoch (older snapshot restored); asking for a new epoch");
-            let behind = Some((epoch, log.last));
+        if why == SyncFor::Resync && !log.epoch.is_empty() && log.epoch == epoch && offset < log.last {
+            // Redis may have gone back to an older snapshot (its offsets
+            // would name other publications than those delivered), or
+            // publications after the answer came first. Redis compares now
+            // and makes a new epoch if it went back (once, whichever node
+            // asks first); the subscribes wait. A check's answer is final:
+            // an offset behind then is only stale.
+            tracing::debug!(channel = %channel, epoch = %epoch, offset, seen = log.last, "cluster: Redis's offset is behind this node's; asking Redis to check");
+            let check = SyncFor::Check { epoch, seen: log.last };
             self.pending.entry(Arc::clone(&channel)).or_default().extend(waiting);
             out.cluster.push(ClusterCmd::Call(RedisCall::Sync {
                 channel,
                 shard: self.shard,
-                behind,
+                why: check,
             }));
             return;
         }
@@ -1001,6 +1011,7 @@ mod tests {
         let synced = HubMsg::ClusterSynced {
             channel: "c".into(),
             epoch: Some(("e7".into(), 41)),
+            why: SyncFor::Subscribe,
         };
         let out = owned.handle(synced, 2);
         let presence_deltas = out.cluster.len();
@@ -1025,6 +1036,7 @@ mod tests {
         let synced = HubMsg::ClusterSynced {
             channel: "c".into(),
             epoch: None,
+            why: SyncFor::Subscribe,
         };
         let failed: Vec<(usize, u64)> = owned
             .handle(synced, 2)
@@ -1130,6 +1142,7 @@ mod tests {
         let synced = HubMsg::ClusterSynced {
             channel: "c".into(),
             epoch: Some(("e1".into(), 0)),
+            why: SyncFor::Subscribe,
         };
         assert_eq!(told(&owned.handle(synced, 0)), [(0, true), (0, false)]);
         let out = owned.handle(publish_to("c", false), 0);
@@ -1142,24 +1155,95 @@ mod tests {
     fn offsets_gone_back_under_one_epoch_ask_redis_for_a_new_epoch() {
         let mut owned = owned(cluster_config());
         owned.handle(subscribe(origin(0, 1, 1), None, None), 0);
-        let synced = |epoch: &str, offset| HubMsg::ClusterSynced {
+        let synced = |epoch: &str, offset, why: SyncFor| HubMsg::ClusterSynced {
             channel: "c".into(),
             epoch: Some((epoch.into(), offset)),
+            why,
         };
-        assert_eq!(confirmations(owned.handle(synced("e1", 10), 0)).len(), 1);
+        assert_eq!(
+            confirmations(owned.handle(synced("e1", 10, SyncFor::Subscribe), 0)).len(),
+            1
+        );
         // After a reconnect Redis says offset 3 under the same epoch.
-        let out = owned.handle(synced("e1", 3), 0);
+        let out = owned.handle(synced("e1", 3, SyncFor::Resync), 0);
         assert!(out.deliver.is_empty(), "nothing delivered under a rewound epoch");
-        match &out.cluster[..] {
-            [ClusterCmd::Call(RedisCall::Sync {
-                behind: Some((epoch, 10)),
-                ..
-            })] => assert_eq!(&**epoch, "e1"),
+        let check = match &out.cluster[..] {
+            [ClusterCmd::Call(RedisCall::Sync { why, .. })] => why.clone(),
             other => panic!("expected a sync that names what was seen: {other:?}"),
-        }
+        };
+        assert_eq!(
+            check,
+            SyncFor::Check {
+                epoch: "e1".into(),
+                seen: 10
+            }
+        );
+        // A second reconnect's answer while the check is under way waits for it.
+        let out = owned.handle(synced("e1", 2, SyncFor::Resync), 0);
+        assert!(out.cluster.is_empty() && out.deliver.is_empty());
         // Redis's new epoch: the subscriber is told.
-        let out = owned.handle(synced("e2", 0), 0);
+        let out = owned.handle(synced("e2", 0, check), 0);
         assert_eq!(out.deliver.len(), 1, "the epoch push");
         assert_eq!(&*out.deliver[0].epoch, "e2");
+    }
+
+    #[test]
+    fn a_checked_offset_behind_is_stale_not_lost() {
+        let mut owned = owned(cluster_config());
+        owned.handle(subscribe(origin(0, 1, 1), None, None), 0);
+        let synced = |offset, why: SyncFor| HubMsg::ClusterSynced {
+            channel: "c".into(),
+            epoch: Some(("e1".into(), offset)),
+            why,
+        };
+        owned.handle(synced(10, SyncFor::Subscribe), 0);
+        // Publications 11 and 12 came before the reconnect's answer (10).
+        for offset in 11..=12 {
+            let publication = HubMsg::ClusterPublication {
+                channel: "c".into(),
+                epoch: "e1".into(),
+                offset,
+                data: "{}".into(),
+            };
+            assert_eq!(owned.handle(publication, 0).deliver.len(), 1);
+        }
+        let out = owned.handle(synced(10, SyncFor::Resync), 0);
+        let check = SyncFor::Check {
+            epoch: "e1".into(),
+            seen: 12,
+        };
+        assert!(matches!(&out.cluster[..], [ClusterCmd::Call(RedisCall::Sync { why, .. })] if *why == check));
+        // Redis had not gone back, and 13 came before the check's answer
+        // (12): the answer is final, no new check, no epoch change.
+        let publication = HubMsg::ClusterPublication {
+            channel: "c".into(),
+            epoch: "e1".into(),
+            offset: 13,
+            data: "{}".into(),
+        };
+        assert_eq!(owned.handle(publication, 0).deliver.len(), 1);
+        let out = owned.handle(synced(12, check), 0);
+        assert!(out.cluster.is_empty(), "{:?}", out.cluster);
+        assert!(out.deliver.is_empty(), "no epoch push");
+        let confirmed = confirmations(owned.handle(subscribe(origin(0, 2, 2), None, None), 0));
+        assert_eq!(confirmed[0].1.offset, 13);
+    }
+
+    #[test]
+    fn a_reconnect_answer_does_not_answer_a_subscribe_that_asked_after_it() {
+        let mut owned = owned(cluster_config());
+        owned.handle(subscribe(origin(0, 1, 1), None, None), 0);
+        let out = owned.handle(subscribe(origin(0, 2, 2), None, None), 0);
+        assert!(out.cluster.is_empty(), "one sync in flight");
+        // A reconnect's answer (asked before the subscribe's own) is older.
+        let synced = |offset, why: SyncFor| HubMsg::ClusterSynced {
+            channel: "c".into(),
+            epoch: Some(("e1".into(), offset)),
+            why,
+        };
+        assert!(confirmations(owned.handle(synced(4, SyncFor::Resync), 0)).is_empty());
+        let confirmed = confirmations(owned.handle(synced(5, SyncFor::Subscribe), 0));
+        assert_eq!(confirmed.len(), 2);
+        assert!(confirmed.iter().all(|(_, c)| c.offset == 5));
     }
 }
