@@ -136,11 +136,13 @@ impl ChannelLog {
         };
         // What the append would push out, oldest first (see `append`).
         let (mut count, mut bytes) = (self.history.len() + 1, self.history_bytes + data.len());
+        // What it would have pushed out so far, per sender.
+        let mut taken = Vec::new();
         for entry in &self.history {
             if count <= self.rule.size && bytes <= self.rule.max_bytes {
                 return Ok(());
             }
-            if !shares.yields_to(&entry.data, data, &self.rule) {
+            if !shares.yields_to(&entry.data, data, &self.rule, &mut taken) {
                 return Err(why);
             }
             count -= 1;
@@ -578,6 +580,34 @@ mod tests {
         let limited = log.page(Some(2), 2, usize::MAX);
         assert_eq!((offsets(&limited.entries), limited.more), (vec![3, 4], true));
         assert!(log.page(Some(10), 5, usize::MAX).entries.is_empty());
+    }
+
+    #[test]
+    fn a_sender_over_its_share_pushes_out_no_more_of_anothers_than_that_one_holds_over_its_share() {
+        use crate::hub::mailbox::{envelope, OVER_SHARE};
+        // Shares: 25 messages and 100 bytes. Each message is 50 bytes.
+        let rule = HistoryRule {
+            size: 100,
+            ttl_ticks: 100,
+            max_bytes: 400,
+        };
+        let fifty = |from: &str| envelope(Some(from), &format!("\"{}\"", "x".repeat(26)));
+        assert_eq!(fifty("bob").len(), 50);
+        let mut log = ChannelLog::new("e1".into(), rule, Meter::unlimited()).with_shares();
+        // While there is room anyone adds: bob holds 150 (50 over his
+        // share), eve fills the rest.
+        for from in ["bob", "bob", "bob", "eve", "eve", "eve", "eve", "eve"] {
+            assert_eq!(log.admits(&fifty(from)), Ok(()));
+            log.append(fifty(from).into(), 0);
+        }
+        // Eve, over hers, sends 100 bytes: that would push out two of
+        // bob's, but only the first is over his share; the second would
+        // leave him below it.
+        let hundred = envelope(Some("eve"), &format!("\"{}\"", "x".repeat(76)));
+        assert_eq!(hundred.len(), 100);
+        assert_eq!(log.admits(&hundred), Err(OVER_SHARE));
+        // One of 50 takes only bob's excess.
+        assert_eq!(log.admits(&fifty("eve")), Ok(()));
     }
 
     #[test]

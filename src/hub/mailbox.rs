@@ -197,16 +197,40 @@ impl Shares {
 
     /// Whether the kept `envelope` may be pushed out by `newcomer`, whose
     /// sender is over its share: when it is the same sender's, or its
-    /// sender holds more than its share (the API's never does).
-    pub(crate) fn yields_to(&self, envelope: &str, newcomer: &str, rule: &HistoryRule) -> bool {
+    /// sender holds more than its share (the API's never does) once the
+    /// ones `newcomer` pushes out before it are gone. `taken` holds those
+    /// (per sender: messages, bytes); a yielding `envelope` is added to it.
+    /// Without it one append pushing out several (by bytes) would take a
+    /// sender from over its share to below it.
+    pub(crate) fn yields_to<'a>(
+        &self,
+        envelope: &'a str,
+        newcomer: &str,
+        rule: &HistoryRule,
+        taken: &mut Vec<(&'a str, usize, usize)>,
+    ) -> bool {
         let Some(sender) = sender_of(envelope) else {
             return false;
         };
-        if sender_of(newcomer) == Some(sender) {
-            return true;
+        if sender_of(newcomer) != Some(sender) {
+            let (count, bytes) = self.held.get(sender).copied().unwrap_or_default();
+            let (gone, gone_bytes) = taken
+                .iter()
+                .find(|(s, ..)| *s == sender)
+                .map_or((0, 0), |&(_, c, b)| (c, b));
+            let (count, bytes) = (count.saturating_sub(gone), bytes.saturating_sub(gone_bytes));
+            if count <= (rule.size / SENDER_SHARE).max(1) && bytes <= rule.max_bytes / SENDER_SHARE {
+                return false;
+            }
         }
-        let (count, bytes) = self.held.get(sender).copied().unwrap_or_default();
-        count > (rule.size / SENDER_SHARE).max(1) || bytes > rule.max_bytes / SENDER_SHARE
+        match taken.iter_mut().find(|(s, ..)| *s == sender) {
+            Some((_, count, bytes)) => {
+                *count += 1;
+                *bytes += envelope.len();
+            }
+            None => taken.push((sender, 1, envelope.len())),
+        }
+        true
     }
 
     /// `envelope` was kept.

@@ -53,6 +53,7 @@ pub mod session;
 mod tokens;
 mod users;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -144,10 +145,14 @@ pub(crate) struct Hub {
     /// The same for rooms (a room and a channel may share a name), with one
     /// more end to a run: each tick. A room member joins on its own shard
     /// without the owner knowing, so one that joined after the report was
-    /// handled there would miss the rest of the run untold; the report is
-    /// repeated at most once per tick for it (the control lane stays
-    /// bounded: rooms x shards per tick).
-    room_gaps: HashSet<(usize, Arc<str>)>,
+    /// handled there would miss the rest of the run untold. So each run
+    /// keeps the point of its last drop (`RoomRun`): when that is past the
+    /// reported one (deliveries of other rooms or channels got through in
+    /// between, members may have joined), it is reported again, as a
+    /// `RoomGap` after that point, at the tick or before the delivery that
+    /// ends the run, whichever comes first (the control lane stays bounded:
+    /// at most two reports per run and tick).
+    room_gaps: HashMap<(usize, Arc<str>), RoomRun>,
     /// `/connection/websocket` connections waiting for their `connect`.
     connecting: centrifuge::Connecting,
     /// Channel and room deliveries this shard (as owner) got into each
@@ -194,7 +199,7 @@ impl Hub {
             users: Users::default(),
             lifetimes: tokens::Lifetimes::default(),
             gaps: HashSet::new(),
-            room_gaps: HashSet::new(),
+            room_gaps: HashMap::new(),
             connecting: centrifuge::Connecting::default(),
             delivered_to: vec![0; shards],
             delivered_from: vec![0; shards],
@@ -231,8 +236,18 @@ impl Hub {
             self.token_deadlines(conns);
             self.connect_deadlines(conns);
             // A room's run of drops is reported again from the next tick on
-            // (see `room_gaps`).
-            self.room_gaps.clear();
+            // (see `room_gaps`), the drops since its report first.
+            for ((shard, room), run) in std::mem::take(&mut self.room_gaps) {
+                if run.dropped > run.reported {
+                    let _ = self.peers.to(
+                        shard,
+                        HubMsg::RoomGap {
+                            room,
+                            after: run.dropped,
+                        },
+                    );
+                }
+            }
         }
         let tick = conns.tick();
         if ticked && tick.is_multiple_of(TICKS_PER_SEC) {
@@ -347,50 +362,72 @@ impl Hub {
             HubMsg::RoomDeliver { room: name, .. } if !self.room_gaps.is_empty() => Some((true, Arc::clone(name))),
             _ => None,
         };
+        if let Some((true, room)) = &reported {
+            // Drops of the run after its report: told before this delivery
+            // (which may end the run) can be handled there.
+            if let Some(run) = self.room_gaps.get_mut(&(shard, Arc::clone(room))) {
+                if run.dropped > run.reported {
+                    run.reported = run.dropped;
+                    let gap = HubMsg::RoomGap {
+                        room: Arc::clone(room),
+                        after: run.dropped,
+                    };
+                    let _ = self.peers.to(shard, gap);
+                }
+            }
+        }
         let Err(msg) = self.peers.to(shard, msg) else {
-            if let Some((room, name)) = reported {
+            match reported {
                 // A delivery got through again: the next drop is a new gap.
-                self.gaps_of(room).remove(&(shard, name));
+                Some((false, name)) => drop(self.gaps.remove(&(shard, name))),
+                Some((true, name)) => drop(self.room_gaps.remove(&(shard, name))),
+                None => {}
             }
             return true;
         };
-        let (room, name, gap) = match msg {
+        let after = self.delivered_to[shard];
+        let gap = match msg {
             HubMsg::Deliver {
                 channel, epoch, offset, ..
-            } => (
-                false,
-                Arc::clone(&channel),
+            } => {
+                if !self.gaps.insert((shard, Arc::clone(&channel))) {
+                    return false;
+                }
                 HubMsg::ChannelGap {
                     channel,
                     epoch,
                     offset: offset.saturating_sub(1),
-                    after: self.delivered_to[shard],
-                },
-            ),
-            HubMsg::RoomDeliver { room, .. } => (
-                true,
-                Arc::clone(&room),
-                HubMsg::RoomGap {
-                    room,
-                    after: self.delivered_to[shard],
-                },
-            ),
+                    after,
+                }
+            }
+            HubMsg::RoomDeliver { room, .. } => match self.room_gaps.entry((shard, Arc::clone(&room))) {
+                Entry::Occupied(mut run) => {
+                    run.get_mut().dropped = after;
+                    return false;
+                }
+                Entry::Vacant(run) => {
+                    run.insert(RoomRun {
+                        reported: after,
+                        dropped: after,
+                    });
+                    HubMsg::RoomGap { room, after }
+                }
+            },
             _ => return false,
         };
-        if self.gaps_of(room).insert((shard, name)) {
-            // Control lane: fails only if the shard is gone.
-            let _ = self.peers.to(shard, gap);
-        }
+        // Control lane: fails only if the shard is gone.
+        let _ = self.peers.to(shard, gap);
         false
     }
+}
 
-    /// The reported runs of dropped room (`true`) or channel deliveries.
-    fn gaps_of(&mut self, room: bool) -> &mut HashSet<(usize, Arc<str>)> {
-        match room {
-            true => &mut self.room_gaps,
-            false => &mut self.gaps,
-        }
-    }
+/// A run of dropped deliveries of one room to one shard (`Hub::room_gaps`):
+/// the owner's delivery number there (`RoomDeliver::seq`) its last report
+/// took effect after, and the one its last drop came after.
+#[derive(Debug)]
+struct RoomRun {
+    reported: u64,
+    dropped: u64,
 }
 
 #[cfg(test)]

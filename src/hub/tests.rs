@@ -623,3 +623,40 @@ fn a_room_gap_from_redis_follows_the_messages_before_it_on_every_shard() {
         assert_eq!(shards.conns[shard].closed, [(1, crate::ws::close::TRY_AGAIN_LATER)]);
     }
 }
+
+/// A member that joined on its shard after a room's gap report was handled
+/// there, and missed a later drop of the same run (the owner's delivery to
+/// that shard got through for another room in between), is told.
+#[test]
+fn a_member_that_joined_after_the_report_and_missed_a_later_drop_is_told() {
+    let mut shards = Shards::new(HubConfig::default());
+    let room = owned_by(0, "crowded");
+    let other = owned_by(0, "busy");
+    shards.open(1, 1, Endpoint::Room(room.as_str().into()), None);
+    let capacity = crate::bus::inbox::INBOX_CAPACITY;
+    let publish = |room: &str| HubMsg::RoomPublish {
+        room: room.into(),
+        frame: Bytes::from_static(b"\x81\x02hi"),
+        at: std::time::Instant::now(),
+    };
+    for _ in 0..capacity + 1 {
+        shards.hubs[0].on_message(publish(&room), &mut shards.conns[0]);
+    }
+    shards.pump();
+    assert_eq!(shards.conns[1].closed, [(1, crate::ws::close::TRY_AGAIN_LATER)]);
+    // A new member on shard 1, then the lane fills with another room's
+    // messages and the next of `room` is dropped: the same run, same tick.
+    shards.open(1, 2, Endpoint::Room(room.as_str().into()), None);
+    for _ in 0..capacity {
+        shards.hubs[0].on_message(publish(&other), &mut shards.conns[0]);
+    }
+    shards.hubs[0].on_message(publish(&room), &mut shards.conns[0]);
+    shards.pump();
+    shards.hubs[0].on_message(publish(&room), &mut shards.conns[0]);
+    shards.pump();
+    assert!(
+        shards.conns[1].closed.contains(&(2, crate::ws::close::TRY_AGAIN_LATER)),
+        "member 2 missed a message untold: closed {:?}",
+        shards.conns[1].closed
+    );
+}
