@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 BIN=target/release/hubbub
 LAT=target/release/examples/cluster_latency
 RATE=${RATE:-10000}; SUBS=${SUBS:-10}; SECS=${SECS:-10}
+# TAP=0: no Redis tap (it is one more Pub/Sub client for Redis to feed and
+# one more thread in each latency client): the end-to-end figure alone.
 HALF_RATE=$((RATE / 2)); HALF_SUBS=$((SUBS / 2))
 common="--admin-listen off --shards 1 --max-messages-per-sec 1000000 --max-new-channels-per-minute 1000 --log-level warn"
 pids=()
@@ -58,7 +60,11 @@ run_pair() { # LABEL TAP_A TAP_B REDIS_ARGS...
   sleep 1.5
   echo "$label (pub on A, subs on B), $RATE msg/s:"
   local ta=$(ticks $a) tb=$(ticks $b) t1=$(ticks $R1PID) t2=$(ticks $R2PID)
-  measure 127.0.0.1:28081 127.0.0.1:28082 "$tap_a" "$tap_b"
+  if [ "${TAP:-1}" = 1 ]; then
+    measure 127.0.0.1:28081 127.0.0.1:28082 "$tap_a" "$tap_b"
+  else
+    measure 127.0.0.1:28081 127.0.0.1:28082
+  fi
   cpu_line $((SECS + 2)) A $a $ta B $b $tb redis1 $R1PID $t1 redis2 $R2PID $t2
   kill $a $b; wait $a $b 2>/dev/null
 }
