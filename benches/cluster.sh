@@ -12,7 +12,7 @@
 # Needs: cargo build --release --bins --examples; redis-server on PATH.
 set -u
 cd "$(dirname "$0")/.."
-BIN=target/release/hubbub
+BIN=${BIN:-target/release/hubbub}  # BIN=path: another build, for an A/B in one session
 LAT=target/release/examples/cluster_latency
 RATE=${RATE:-10000}; SUBS=${SUBS:-10}; SECS=${SECS:-10}
 # TAP=0: no Redis tap (it is one more Pub/Sub client for Redis to feed and
