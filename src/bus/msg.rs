@@ -271,10 +271,25 @@ pub enum HubMsg {
         /// one included (see `ClusterRoomGap`).
         seq: u64,
     },
-    /// Cluster mode, to every shard: the subscriber connection to Redis
-    /// failed, so room messages from then on (until it is back) are lost
-    /// to this node's room members: each is closed (1013) to reconnect.
-    ClusterRoomsLost,
+    /// Cluster mode, from the subscriber of Redis server `server` to every
+    /// shard (control lane): its connection failed, so room messages from
+    /// then on (until it is back) are lost to this node's room members.
+    /// Once the subscriber's message number `after` to this shard is
+    /// handled, the shard closes (1013) its members of the rooms it owns
+    /// and tells the other shards (`RoomsLost`, in order with its
+    /// deliveries): every member gets what came before the loss, then the
+    /// close.
+    ClusterRoomsLost {
+        server: u16,
+        after: u64,
+    },
+    /// Cluster mode, from a room owner (control lane): once its delivery
+    /// number `after` to this shard is handled, close (1013) the members
+    /// here of the rooms `owner` owns (see `ClusterRoomsLost`).
+    RoomsLost {
+        owner: u16,
+        after: u64,
+    },
     /// Cluster mode, to a channel's owner: a publication sequenced by
     /// Redis (every node gets every channel's in one order).
     ClusterPublication {

@@ -76,9 +76,11 @@ impl Subscriber {
                 if !self.state.stop.load(Ordering::Relaxed) {
                     // Room messages have no offsets to find a gap by: the
                     // members here are told now that they miss messages.
+                    // Each after what this thread sent it before the loss.
                     for shard in 0..self.shards.len() {
+                        let (server, after) = (self.server as u16, self.rooms_sent[shard]);
                         // Control lane: refused only when the shard is gone.
-                        let _ = self.shards.to(shard, HubMsg::ClusterRoomsLost);
+                        let _ = self.shards.to(shard, HubMsg::ClusterRoomsLost { server, after });
                     }
                     self.state.reconnects.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(names::CLUSTER_RECONNECTS).increment(1);

@@ -77,7 +77,15 @@ impl Hub {
                 let missed = Missed::ClusterRoom(room);
                 self.gap_in_order(EarlyGap { from, after, missed }, conns);
             }
-            HubMsg::ClusterRoomsLost => self.rooms_lost(conns),
+            HubMsg::ClusterRoomsLost { server, after } => {
+                let from = self.sender(server);
+                let missed = Missed::ClusterRooms;
+                self.gap_in_order(EarlyGap { from, after, missed }, conns);
+            }
+            HubMsg::RoomsLost { owner, after } => {
+                let (from, missed) = (owner as usize, Missed::RoomsOf(owner as usize));
+                self.gap_in_order(EarlyGap { from, after, missed }, conns);
+            }
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns),
             HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns),
             HubMsg::Answer { to, body, created } => {
@@ -224,6 +232,8 @@ impl Hub {
             } => (channel, epoch, offset, arrived),
             Missed::Room(room) => return self.room_gap(&room, conns),
             Missed::ClusterRoom(room) => return self.cluster_room_gap(room, conns),
+            Missed::ClusterRooms => return self.cluster_rooms_lost(conns),
+            Missed::RoomsOf(owner) => return self.rooms_lost(owner, conns),
         };
         self.channels.admit(&channel, |w| w.arrived < arrived);
         let push = text_frame(&protocol::push_gap(&channel, &epoch, offset), &self.budget);
@@ -379,4 +389,9 @@ enum Missed {
     /// Messages of a room this shard owns, from Redis: its members
     /// everywhere on this node are closed.
     ClusterRoom(Arc<str>),
+    /// Messages of every room this shard owns, from Redis (the subscriber
+    /// connection failed): their members everywhere on this node are closed.
+    ClusterRooms,
+    /// Messages of every room shard `.0` owns: its members here are closed.
+    RoomsOf(usize),
 }

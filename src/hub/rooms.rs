@@ -118,11 +118,34 @@ impl Hub {
         conns.stats().delivery_latency.record(at.elapsed());
     }
 
-    /// Cluster mode: this node stopped hearing from Redis, so every room
-    /// member here misses messages: each is closed (1013) to reconnect.
-    pub(super) fn rooms_lost(&self, conns: &mut dyn Conns) {
-        for &key in self.room_of.keys() {
+    /// Cluster mode: this node stopped hearing from Redis, so every member
+    /// here of the rooms shard `owner` owns misses messages: each is closed
+    /// (1013) to reconnect. Called once the owner's deliveries sent before
+    /// the loss were handled (`inbound.rs`): the close is queued behind them.
+    pub(super) fn rooms_lost(&self, owner: usize, conns: &mut dyn Conns) {
+        let of_owner = |member: &RoomMember| {
+            self.rooms
+                .name(member.room)
+                .is_some_and(|name| self.owner_of(&name) == owner)
+        };
+        for (&key, _) in self.room_of.iter().filter(|(_, member)| of_owner(member)) {
             conns.close(key, TRY_AGAIN_LATER, ROOM_CLUSTER_LOST, Disconnect::MissedMessages);
+        }
+    }
+
+    /// Cluster mode, at every shard as a room owner: the subscriber lost
+    /// Redis after the messages it sent here so far were delivered. The
+    /// members here of the rooms this shard owns are closed, and every
+    /// other shard is told to close its own after this shard's deliveries
+    /// sent there so far (control lane, never refused).
+    pub(super) fn cluster_rooms_lost(&mut self, conns: &mut dyn Conns) {
+        self.rooms_lost(self.shard, conns);
+        for shard in 0..self.peers.len() {
+            if shard == self.shard {
+                continue;
+            }
+            let (owner, after) = (self.shard as u16, self.delivered_to[shard]);
+            self.send(shard, HubMsg::RoomsLost { owner, after });
         }
     }
 

@@ -624,6 +624,49 @@ fn a_room_gap_from_redis_follows_the_messages_before_it_on_every_shard() {
     }
 }
 
+/// The subscriber lost Redis: every room member on the node is closed
+/// (1013), but only after the room messages sent before the loss reached it
+/// (the close used to overtake them on the control lane).
+#[test]
+fn a_lost_redis_subscriber_closes_room_members_after_the_messages_before_it() {
+    let mut shards = Shards::new(HubConfig::default());
+    let first = owned_by(0, "first-room");
+    let second = owned_by(1, "second-room");
+    for shard in 0..2 {
+        shards.open(shard, 1, Endpoint::Room(first.as_str().into()), None);
+        shards.open(shard, 2, Endpoint::Room(second.as_str().into()), None);
+    }
+    // The subscriber of Redis server 0: three messages of `first` to its
+    // owner (shard 0), two of `second` to shard 1, then the loss, each
+    // after what it sent that shard.
+    let subscriber = shards.hubs[0].peers.for_sender();
+    let message = |room: &str, seq| HubMsg::ClusterRoomMessage {
+        room: room.into(),
+        frame: Bytes::from_static(b"\x81\x02hi"),
+        server: 0,
+        seq,
+    };
+    for seq in 1..=3 {
+        subscriber.to(0, message(&first, seq)).unwrap();
+    }
+    for seq in 1..=2 {
+        subscriber.to(1, message(&second, seq)).unwrap();
+    }
+    for (shard, after) in [(0, 3), (1, 2)] {
+        subscriber
+            .to(shard, HubMsg::ClusterRoomsLost { server: 0, after })
+            .unwrap();
+    }
+    shards.pump();
+    for shard in 0..2 {
+        assert_eq!(shards.conns[shard].queued.len(), 5, "shard {shard}: 3 + 2 first");
+        let mut closed = shards.conns[shard].closed.clone();
+        closed.sort();
+        let lost = crate::ws::close::TRY_AGAIN_LATER;
+        assert_eq!(closed, [(1, lost), (2, lost)], "shard {shard}");
+    }
+}
+
 /// A member that joined on its shard after a room's gap report was handled
 /// there, and missed a later drop of the same run (the owner's delivery to
 /// that shard got through for another room in between), is told.
