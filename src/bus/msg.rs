@@ -276,18 +276,21 @@ pub enum HubMsg {
     /// then on (until it is back) are lost to this node's room members.
     /// Once the subscriber's message number `after` to this shard is
     /// handled, the shard closes (1013) its members of the rooms it owns
-    /// and tells the other shards (`RoomsLost`, in order with its
-    /// deliveries): every member gets what came before the loss, then the
-    /// close.
+    /// that `server` holds (`server_of`: only their messages come from this
+    /// subscriber) and tells the other shards (`RoomsLost`, in order with
+    /// its deliveries): every member gets what came before the loss, then
+    /// the close.
     ClusterRoomsLost {
         server: u16,
         after: u64,
     },
     /// Cluster mode, from a room owner (control lane): once its delivery
     /// number `after` to this shard is handled, close (1013) the members
-    /// here of the rooms `owner` owns (see `ClusterRoomsLost`).
+    /// here of the rooms `owner` owns that Redis server `server` holds (see
+    /// `ClusterRoomsLost`).
     RoomsLost {
         owner: u16,
+        server: u16,
         after: u64,
     },
     /// Cluster mode, to a channel's owner: a publication sequenced by

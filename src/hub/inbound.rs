@@ -79,11 +79,11 @@ impl Hub {
             }
             HubMsg::ClusterRoomsLost { server, after } => {
                 let from = self.sender(server);
-                let missed = Missed::ClusterRooms;
+                let missed = Missed::ClusterRooms(server);
                 self.gap_in_order(EarlyGap { from, after, missed }, conns);
             }
-            HubMsg::RoomsLost { owner, after } => {
-                let (from, missed) = (owner as usize, Missed::RoomsOf(owner as usize));
+            HubMsg::RoomsLost { owner, server, after } => {
+                let (from, missed) = (owner as usize, Missed::RoomsOf(owner as usize, server));
                 self.gap_in_order(EarlyGap { from, after, missed }, conns);
             }
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns),
@@ -232,8 +232,8 @@ impl Hub {
             } => (channel, epoch, offset, arrived),
             Missed::Room(room) => return self.room_gap(&room, conns),
             Missed::ClusterRoom(room) => return self.cluster_room_gap(room, conns),
-            Missed::ClusterRooms => return self.cluster_rooms_lost(conns),
-            Missed::RoomsOf(owner) => return self.rooms_lost(owner, conns),
+            Missed::ClusterRooms(server) => return self.cluster_rooms_lost(server, conns),
+            Missed::RoomsOf(owner, server) => return self.rooms_lost(owner, server, conns),
         };
         self.channels.admit(&channel, |w| w.arrived < arrived);
         let push = text_frame(&protocol::push_gap(&channel, &epoch, offset), &self.budget);
@@ -389,9 +389,11 @@ enum Missed {
     /// Messages of a room this shard owns, from Redis: its members
     /// everywhere on this node are closed.
     ClusterRoom(Arc<str>),
-    /// Messages of every room this shard owns, from Redis (the subscriber
-    /// connection failed): their members everywhere on this node are closed.
-    ClusterRooms,
-    /// Messages of every room shard `.0` owns: its members here are closed.
-    RoomsOf(usize),
+    /// Messages of every room this shard owns that Redis server `.0` holds
+    /// (its subscriber connection failed): their members everywhere on
+    /// this node are closed.
+    ClusterRooms(u16),
+    /// Messages of every room shard `.0` owns that Redis server `.1`
+    /// holds: their members here are closed.
+    RoomsOf(usize, u16),
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::session::Rate;
 use super::{Conns, Hub, Target};
-use crate::bus::cluster::ClusterCmd;
+use crate::bus::cluster::{server_of, ClusterCmd};
 use crate::bus::msg::HubMsg;
 use crate::metrics::disconnect::Disconnect;
 use crate::ws::close::{POLICY_VIOLATION, TRY_AGAIN_LATER};
@@ -118,34 +118,39 @@ impl Hub {
         conns.stats().delivery_latency.record(at.elapsed());
     }
 
-    /// Cluster mode: this node stopped hearing from Redis, so every member
-    /// here of the rooms shard `owner` owns misses messages: each is closed
-    /// (1013) to reconnect. Called once the owner's deliveries sent before
-    /// the loss were handled (`inbound.rs`): the close is queued behind them.
-    pub(super) fn rooms_lost(&self, owner: usize, conns: &mut dyn Conns) {
+    /// Cluster mode: this node stopped hearing from Redis server `server`,
+    /// so every member here of the rooms shard `owner` owns that `server`
+    /// holds misses messages: each is closed (1013) to reconnect. Rooms on
+    /// another server lost nothing (their messages come from its own
+    /// subscriber): their members stay. Called once the owner's deliveries
+    /// sent before the loss were handled (`inbound.rs`): the close is
+    /// queued behind them.
+    pub(super) fn rooms_lost(&self, owner: usize, server: u16, conns: &mut dyn Conns) {
+        let servers = self.cluster.as_ref().map_or(1, |link| link.state.subscriber_up.len());
         let of_owner = |member: &RoomMember| {
             self.rooms
                 .name(member.room)
-                .is_some_and(|name| self.owner_of(&name) == owner)
+                .is_some_and(|name| self.owner_of(&name) == owner && server_of(&name, servers) == usize::from(server))
         };
         for (&key, _) in self.room_of.iter().filter(|(_, member)| of_owner(member)) {
             conns.close(key, TRY_AGAIN_LATER, ROOM_CLUSTER_LOST, Disconnect::MissedMessages);
         }
     }
 
-    /// Cluster mode, at every shard as a room owner: the subscriber lost
-    /// Redis after the messages it sent here so far were delivered. The
-    /// members here of the rooms this shard owns are closed, and every
-    /// other shard is told to close its own after this shard's deliveries
-    /// sent there so far (control lane, never refused).
-    pub(super) fn cluster_rooms_lost(&mut self, conns: &mut dyn Conns) {
-        self.rooms_lost(self.shard, conns);
+    /// Cluster mode, at every shard as a room owner: the subscriber of
+    /// Redis server `server` lost it after the messages it sent here so far
+    /// were delivered. The members here of the rooms this shard owns on
+    /// that server are closed, and every other shard is told to close its
+    /// own after this shard's deliveries sent there so far (control lane,
+    /// never refused).
+    pub(super) fn cluster_rooms_lost(&mut self, server: u16, conns: &mut dyn Conns) {
+        self.rooms_lost(self.shard, server, conns);
         for shard in 0..self.peers.len() {
             if shard == self.shard {
                 continue;
             }
             let (owner, after) = (self.shard as u16, self.delivered_to[shard]);
-            self.send(shard, HubMsg::RoomsLost { owner, after });
+            self.send(shard, HubMsg::RoomsLost { owner, server, after });
         }
     }
 

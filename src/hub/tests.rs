@@ -667,6 +667,69 @@ fn a_lost_redis_subscriber_closes_room_members_after_the_messages_before_it() {
     }
 }
 
+/// With two Redis servers, a room's messages come only from the subscriber
+/// of the server that holds it (`server_of`). Losing server 0's subscriber
+/// closes the members of server 0's rooms only: those of server 1's rooms
+/// lost nothing, keep their connection, and get server 1's messages queued
+/// before the loss (the close used to reach them too, ahead of those).
+#[test]
+fn a_lost_redis_subscriber_closes_only_the_members_of_its_servers_rooms() {
+    use crate::bus::cluster::{server_of, ClusterLink, ClusterState};
+    let mut shards = Shards::new(HubConfig::default());
+    let state = Arc::new(ClusterState::new(2, 1 << 20, MemoryBudget::new(1 << 30)));
+    let mut bridge = Vec::new();
+    for hub in &mut shards.hubs {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (state_tx, state_rx) = crossbeam_channel::unbounded();
+        bridge.push((rx, state_rx));
+        hub.cluster = Some(ClusterLink::new(
+            vec![tx.clone(), tx],
+            vec![state_tx.clone(), state_tx],
+            "n".into(),
+            Arc::clone(&state),
+        ));
+    }
+    let on = |server: usize, owner: usize, prefix: &str| {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|name| crate::bus::owner_of(name, 2) == owner && server_of(name, 2) == server)
+            .unwrap()
+    };
+    let (lost, kept) = (on(0, 0, "lost-room"), on(1, 0, "kept-room"));
+    for shard in 0..2 {
+        shards.open(shard, 1, Endpoint::Room(lost.as_str().into()), None);
+        shards.open(shard, 2, Endpoint::Room(kept.as_str().into()), None);
+    }
+    let message = |room: &str, server, seq| HubMsg::ClusterRoomMessage {
+        room: room.into(),
+        frame: Bytes::from_static(b"\x81\x02hi"),
+        server,
+        seq,
+    };
+    // Server 1's subscriber: two messages of `kept` to its owner; server
+    // 0's: one of `lost` between them, then its loss (it sent shard 1
+    // nothing).
+    let (one, zero) = (shards.hubs[0].peers.for_sender(), shards.hubs[0].peers.for_sender());
+    one.to(0, message(&kept, 1, 1)).unwrap();
+    zero.to(0, message(&lost, 0, 1)).unwrap();
+    one.to(0, message(&kept, 1, 2)).unwrap();
+    for (shard, after) in [(0, 1), (1, 0)] {
+        zero.to(shard, HubMsg::ClusterRoomsLost { server: 0, after }).unwrap();
+    }
+    shards.pump();
+    let lost_code = crate::ws::close::TRY_AGAIN_LATER;
+    for shard in 0..2 {
+        let to = |key| shards.conns[shard].queued.iter().filter(|(k, _)| *k == key).count();
+        assert_eq!((to(1), to(2)), (1, 2), "shard {shard}: every message before the loss");
+        assert_eq!(
+            shards.conns[shard].closed,
+            [(1, lost_code)],
+            "shard {shard}: server 0's room only"
+        );
+    }
+    drop(bridge);
+}
+
 /// A member that joined on its shard after a room's gap report was handled
 /// there, and missed a later drop of the same run (the owner's delivery to
 /// that shard got through for another room in between), is told.
