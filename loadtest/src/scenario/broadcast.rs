@@ -358,12 +358,7 @@ impl Driver for Broadcast {
     fn on_closed(&mut self, _net: &mut Net, id: usize, _now: u64, closed: Closed) {
         if self.cf.as_mut().is_some_and(|cf| cf.joiner.forget(id)) {
             // Upgraded but never subscribed: a failed attempt, not a lost member.
-            let reason = closed.reason.or(Some(Reason::Other));
-            self.life.on_closed(&Closed {
-                was_open: false,
-                reason,
-                ..closed
-            });
+            self.life.join_failed(closed.reason.unwrap_or(Reason::Other));
             return;
         }
         if closed.was_open {

@@ -140,12 +140,7 @@ impl Driver for Connect {
     fn on_closed(&mut self, _net: &mut Net, id: usize, _now: u64, closed: Closed) {
         if self.joiner.as_mut().is_some_and(|j| j.forget(id)) {
             // Upgraded but never subscribed: a failed attempt, not a dropped connection.
-            let reason = closed.reason.or(Some(Reason::Other));
-            self.life.on_closed(&Closed {
-                was_open: false,
-                reason,
-                ..closed
-            });
+            self.life.join_failed(closed.reason.unwrap_or(Reason::Other));
             return;
         }
         self.life.on_closed(&closed);
