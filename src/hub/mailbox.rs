@@ -424,7 +424,7 @@ impl Hub {
             self.cluster_send(ClusterCmd::UserMessage { user, json }, conns);
         }
         self.deliver_user(&user, &frame, conns);
-        self.send_to_others(|| HubMsg::UserMessage {
+        self.send_to_others(|_| HubMsg::UserMessage {
             user: Arc::clone(&user),
             frame: frame.clone(),
             mail: None,
@@ -436,7 +436,7 @@ impl Hub {
     pub(super) fn spread_mail(&mut self, mail: Mail, conns: &mut dyn Conns) {
         let Mail { user, frame, pos } = mail;
         self.deliver_mail(&user, &frame, &pos, conns);
-        self.send_to_others(|| HubMsg::UserMessage {
+        self.send_to_others(|_| HubMsg::UserMessage {
             user: Arc::clone(&user),
             frame: frame.clone(),
             mail: Some(pos.clone()),

@@ -314,10 +314,14 @@ impl Hub {
         }
     }
 
-    fn send_to_others(&mut self, mut make: impl FnMut() -> HubMsg) {
+    /// Sends one message made by `make` to every other shard; `make` gets
+    /// the number of the last delivery sent to that shard (for a control
+    /// message that must follow them: `RoomGap`, `RoomsLost`).
+    fn send_to_others(&mut self, mut make: impl FnMut(u64) -> HubMsg) {
         for shard in 0..self.peers.len() {
             if shard != self.shard {
-                self.send(shard, make());
+                let msg = make(self.delivered_to[shard]);
+                self.send(shard, msg);
             }
         }
     }

@@ -101,7 +101,7 @@ impl Hub {
     pub(super) fn publish_room(&mut self, name: Arc<str>, frame: Bytes, at: Instant, conns: &mut dyn Conns) {
         self.deliver_room(&name, &frame, at, conns);
         let from = self.shard as u16;
-        self.send_to_others(|| HubMsg::RoomDeliver {
+        self.send_to_others(|_| HubMsg::RoomDeliver {
             room: Arc::clone(&name),
             frame: frame.clone(),
             at,
@@ -145,13 +145,8 @@ impl Hub {
     /// never refused).
     pub(super) fn cluster_rooms_lost(&mut self, server: u16, conns: &mut dyn Conns) {
         self.rooms_lost(self.shard, server, conns);
-        for shard in 0..self.peers.len() {
-            if shard == self.shard {
-                continue;
-            }
-            let (owner, after) = (self.shard as u16, self.delivered_to[shard]);
-            self.send(shard, HubMsg::RoomsLost { owner, server, after });
-        }
+        let owner = self.shard as u16;
+        self.send_to_others(|after| HubMsg::RoomsLost { owner, server, after });
     }
 
     /// The room's owner could not deliver to this shard: every local member
@@ -174,13 +169,9 @@ impl Hub {
     /// there so far (control lane, never refused).
     pub(super) fn cluster_room_gap(&mut self, room: Arc<str>, conns: &mut dyn Conns) {
         self.room_gap(&room, conns);
-        for shard in 0..self.peers.len() {
-            if shard == self.shard {
-                continue;
-            }
-            let after = self.delivered_to[shard];
-            let room = Arc::clone(&room);
-            self.send(shard, HubMsg::RoomGap { room, after });
-        }
+        self.send_to_others(|after| HubMsg::RoomGap {
+            room: Arc::clone(&room),
+            after,
+        });
     }
 }
