@@ -196,7 +196,64 @@ pub enum ClusterCmd {
         code: u16,
         reason: Arc<str>,
     },
+    /// Shard `shard` needs a connection of its own for its publishes (it
+    /// has none yet, or its last one failed): answered with a
+    /// `HubMsg::RedisLink` once Redis takes one. At most one asked per shard
+    /// and server at a time (`DirectPublish`), so the lane stays bounded.
+    Dial {
+        shard: usize,
+    },
 }
+
+/// A connection to one Redis server for one shard's publishes, opened by
+/// the bridge (connected, authenticated, its database selected, the publish
+/// script loaded as `sha`) and handed over, non-blocking, in
+/// `HubMsg::RedisLink`.
+#[derive(Debug)]
+pub struct RedisLink {
+    pub server: usize,
+    pub stream: std::net::TcpStream,
+    pub sha: String,
+}
+
+/// A shard's own connections to Redis for the publishes it orders (one per
+/// server, `crate::cluster::direct`): written and read in the shard's event
+/// loop, so a publish goes out in the turn it was made and its answer comes
+/// back without waking another thread. The bridge only opens them.
+pub trait DirectPublish: Send {
+    /// Whether the publishes of `server` go through here (else through the
+    /// bridge's command thread: a `rediss://` server).
+    fn serves(&self, server: usize) -> bool;
+    /// Takes a publish for `server`, holding its bytes in `ClusterState`;
+    /// gives it back, counted as a drop, when its queue or the bytes are
+    /// full.
+    // The call comes back only on that rare path (see `ClusterLink::send`).
+    #[allow(clippy::result_large_err)]
+    fn publish(&mut self, server: usize, call: RedisCall) -> Result<(), RedisCall>;
+    /// A connection the bridge opened.
+    fn linked(&mut self, link: RedisLink);
+    /// One of this publisher's tokens (`redis_token`) is ready; the answers
+    /// to publishers go to `answers` (shard, message).
+    fn ready(&mut self, token: mio::Token, answers: &mut Vec<(usize, super::msg::HubMsg)>);
+    /// End of the shard's loop turn: writes what was taken this turn; with
+    /// `ticked`, fails what waited past its deadline.
+    fn end_turn(&mut self, ticked: bool, answers: &mut Vec<(usize, super::msg::HubMsg)>);
+}
+
+/// The shard's mio token for its direct connection to `server`: below the
+/// shard's own reserved tokens (`shard::token`), above every connection's.
+pub fn redis_token(server: usize) -> mio::Token {
+    mio::Token(usize::MAX - 2 - server)
+}
+
+/// The server a `redis_token` names, `None` for any other token.
+pub fn redis_server(token: mio::Token) -> Option<usize> {
+    let server = (usize::MAX - 2).checked_sub(token.0)?;
+    (server < MAX_SERVERS).then_some(server)
+}
+
+/// `--redis` given more often than this is refused (a token each).
+pub const MAX_SERVERS: usize = 64;
 
 /// One node as last seen in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,20 +363,33 @@ impl ClusterState {
     }
 }
 
-impl ClusterCmd {
-    /// What the bridge holds for this command, for `ClusterState::hold`.
+/// What the bridge (or a shard's publisher) holds for any command beyond
+/// its variable parts.
+const HELD_FIXED: usize = 128;
+
+impl RedisCall {
+    /// What is held for this call, for `ClusterState::hold`.
     pub fn bytes(&self) -> u64 {
-        const FIXED: usize = 128;
         let variable = match self {
-            ClusterCmd::Call(RedisCall::Publish {
+            RedisCall::Publish {
                 channel, data, idem, ..
-            }) => channel.len() + data.len() + idem.as_ref().map_or(0, |k| k.len()),
-            ClusterCmd::Call(RedisCall::Sync { channel, .. } | RedisCall::Query { channel, .. }) => channel.len(),
-            ClusterCmd::Call(RedisCall::Recover { channel, .. }) => channel.len(),
-            ClusterCmd::Call(RedisCall::Nodes { query, .. }) => match query {
+            } => channel.len() + data.len() + idem.as_ref().map_or(0, |k| k.len()),
+            RedisCall::Sync { channel, .. } | RedisCall::Query { channel, .. } => channel.len(),
+            RedisCall::Recover { channel, .. } => channel.len(),
+            RedisCall::Nodes { query, .. } => match query {
                 NodesQuery::Channels => 0,
                 NodesQuery::User(user) => user.len(),
             },
+        };
+        (HELD_FIXED + variable) as u64
+    }
+}
+
+impl ClusterCmd {
+    /// What the bridge holds for this command, for `ClusterState::hold`.
+    pub fn bytes(&self) -> u64 {
+        let variable = match self {
+            ClusterCmd::Call(call) => return call.bytes(),
             ClusterCmd::UserMessage { user, json } => user.len() + json.len(),
             ClusterCmd::RoomMessage { room, frame } => room.len() + frame.len(),
             ClusterCmd::ChannelPresence { channel, json } => channel.len() + json.len(),
@@ -327,8 +397,9 @@ impl ClusterCmd {
             ClusterCmd::DisconnectToken { token_id, reason, .. } => token_id.len() + reason.len(),
             ClusterCmd::Presence { channel, .. } => channel.len(),
             ClusterCmd::UserOnline { user, .. } | ClusterCmd::UserOffline { user, .. } => user.len(),
+            ClusterCmd::Dial { .. } => 0,
         };
-        (FIXED + variable) as u64
+        (HELD_FIXED + variable) as u64
     }
 
     /// The server (of `servers`) that runs this command: a channel's or a
@@ -395,6 +466,17 @@ impl ClusterLink {
             node,
             state,
         }
+    }
+
+    /// How many Redis servers (`--redis`) the channels are spread over.
+    pub fn servers(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Asks `server`'s bridge for a connection for `shard`'s publishes
+    /// (`ClusterCmd::Dial`), on the lane that is never dropped.
+    pub fn ask_link(&self, server: usize, shard: usize) {
+        let _ = self.state_tx[server].send(ClusterCmd::Dial { shard });
     }
 
     /// The set of channels this node keeps a log of (see `Wanted`).

@@ -327,6 +327,9 @@ pub enum HubMsg {
     /// From a proxy worker (control lane): the application's answer to a
     /// hook call of a connection of this shard.
     ProxyAnswered(Box<super::proxy::ProxyAnswered>),
+    /// From the cluster bridge (control lane): a connection to Redis for
+    /// this shard's own publishes, which it asked for (`ClusterCmd::Dial`).
+    RedisLink(super::cluster::RedisLink),
 }
 
 impl HubMsg {

@@ -13,7 +13,7 @@
 //! sequence number, and the script recognises one that already ran, so
 //! none is delivered twice.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -21,21 +21,21 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::backoff::{random_u64, Backoff};
+use super::backoff::Backoff;
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
 use super::link::Target;
 use super::mirror::{self, Mirror, HEAL_EVERY_HEARTBEATS};
-use super::reply::{encode, epoch_offset, read_reply, strings, ttl_secs, unix_ms, Value};
+use super::publish::{self, Failure, Writer, BUSY_WHY, UNREACHABLE_WHY};
+use super::reply::{encode, epoch_offset, read_reply, strings, unix_ms, Value};
 use super::REDIS_TIMEOUT;
 use crate::bus::cluster::{
-    server_of, ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall, SyncFor,
+    server_of, ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall, RedisLink, SyncFor,
 };
-use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo, OUTCOME_UNKNOWN};
+use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo};
 use crate::bus::peers::Peers;
 use crate::hub::config::CLOSE_REPLACED;
 use crate::hub::log::page_of;
 use crate::hub::owner::history_json as page_json;
-use crate::hub::protocol::{self, code, json_string};
 use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
 
@@ -50,16 +50,6 @@ const BATCH_BYTES: u64 = 4 << 20;
 /// an error (`108`; an ambiguous publish: "not known whether it happened").
 /// One already sent gets `REDIS_TIMEOUT` more for its reply.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(2);
-/// Publishes of this process remembered in Redis for retries (by count: at
-/// 10,000/s about 6.5 s, more than `DEADLINE` + `REDIS_TIMEOUT`).
-const IDEM_WINDOW: u64 = 65_536;
-/// Sequences that left the window are deleted from Redis once this many
-/// have gathered (one `HDEL` for all), and at most this many per publish.
-const IDEM_TRIM: u64 = 256;
-/// TTL of the idempotency entries: this process's hash, and a caller's key.
-const IDEM_NODE_TTL_SECS: u64 = 60;
-pub(crate) const IDEM_CALLER_TTL_SECS: u64 = 300;
-
 pub(crate) struct Setup {
     pub config: ClusterConfig,
     pub shards: Peers,
@@ -114,29 +104,13 @@ struct Waiting {
     trim: Option<(u64, u64)>,
 }
 
-/// How a command that could not be done is answered.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// Not done: retrying is safe.
-    NotDone(&'static str),
-    /// A publish that may have run: retry with the same idempotency key.
-    Unknown,
-}
-
-const UNKNOWN_WHY: &str =
-    "the link to the cluster failed after the publish was sent; not known whether it was published";
-
 pub(crate) struct Commander {
     setup: Setup,
     rx: Receiver<ClusterCmd>,
     /// This node's state changes (never dropped; see `ClusterLink`).
     state_rx: Receiver<ClusterCmd>,
-    /// A fresh id per process: this process's publish sequence numbers
-    /// never meet a predecessor's with the same node id.
-    incarnation: u64,
-    seq: u64,
-    /// What of the idempotency hash is deleted, and what is still to be.
-    trim: Trim,
+    /// Numbers every command; publishes use it for their idempotency.
+    writer: Writer,
     state: Arc<ClusterState>,
     target: Target,
     conn: Option<redis::Connection>,
@@ -146,6 +120,14 @@ pub(crate) struct Commander {
     next_heartbeat: Instant,
     logged_down: bool,
     pending: VecDeque<Waiting>,
+    /// Shards waiting for a publishing connection of their own
+    /// (`ClusterCmd::Dial`), opened while this thread's link is up.
+    dials: BTreeSet<usize>,
+    /// Dialing failed with the link up (Redis at `maxclients`, say): not
+    /// again before this.
+    next_dial: Instant,
+    dial_backoff: Backoff,
+    dial_logged: bool,
     /// This node's presence and connections, as Redis should hold them.
     mirror: Mirror,
     /// The next pipeline replaces this node's entries whole (after a
@@ -169,9 +151,7 @@ impl Commander {
             setup,
             rx,
             state_rx,
-            incarnation: random_u64(),
-            seq: 0,
-            trim: Trim::default(),
+            writer: Writer::new(),
             state,
             target,
             conn: None,
@@ -181,6 +161,10 @@ impl Commander {
             next_heartbeat: Instant::now(),
             logged_down: false,
             pending: VecDeque::new(),
+            dials: BTreeSet::new(),
+            next_dial: Instant::now(),
+            dial_backoff: Backoff::default(),
+            dial_logged: false,
             mirror: Mirror::default(),
             heal_due: true,
             heartbeats: 0,
@@ -233,6 +217,9 @@ impl Commander {
                 if let Err(e) = self.flush() {
                     self.lost(e);
                 }
+            }
+            if self.conn.is_some() && !self.dials.is_empty() && Instant::now() >= self.next_dial {
+                self.dial();
             }
             if self.primary() && self.conn.is_some() && Instant::now() >= self.next_heartbeat {
                 self.next_heartbeat = Instant::now() + self.heartbeat_every();
@@ -289,6 +276,30 @@ impl Commander {
     /// channel with subscribers here, so that owners learn at once of an
     /// epoch Redis lost meanwhile (and tell their subscribers) and of
     /// publications this node missed.
+    /// Opens the publishing connections shards asked for, in turn, and
+    /// hands each to its shard. One that cannot be opened is tried again
+    /// after a backoff (the others wait with it).
+    fn dial(&mut self) {
+        while let Some(&shard) = self.dials.first() {
+            match self.target.dial(REDIS_TIMEOUT, keys::PUBLISH) {
+                Ok((stream, sha)) => {
+                    self.dials.remove(&shard);
+                    self.dial_backoff.reset();
+                    self.dial_logged = false;
+                    let server = self.setup.server;
+                    self.to_shard(shard, HubMsg::RedisLink(RedisLink { server, stream, sha }));
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut self.dial_logged, true) {
+                        tracing::warn!(error = %e, "a shard's publishing connection to Redis could not be opened; retrying");
+                    }
+                    self.next_dial = Instant::now() + self.dial_backoff.next_delay();
+                    return;
+                }
+            }
+        }
+    }
+
     fn resync_channels(&mut self) {
         let (server, servers) = (self.setup.server, self.setup.config.servers());
         let ours = |channel: &&Arc<str>| server_of(channel, servers) == server;
@@ -338,6 +349,10 @@ impl Commander {
                 return self.mirror.user_offline(user, &member);
             }
             ClusterCmd::Call(call) => Op::Cmd(call),
+            ClusterCmd::Dial { shard } => {
+                self.dials.insert(shard);
+                return;
+            }
             ClusterCmd::RoomMessage { room, frame } => Op::Room { room, frame },
             ClusterCmd::ChannelPresence { channel, json } => {
                 let message = keys::presence_message(&self.setup.config.node, &json);
@@ -363,12 +378,11 @@ impl Commander {
     }
 
     fn wrap(&mut self, op: Op, bytes: u64) -> Waiting {
-        self.seq += 1;
         Waiting {
             op,
             since: Instant::now(),
             bytes,
-            seq: self.seq,
+            seq: self.writer.next(),
             sent: false,
             retry: false,
             trim: None,
@@ -378,7 +392,7 @@ impl Commander {
     fn enqueue_held(&mut self, op: Op, bytes: u64) {
         let waiting = self.wrap(op, bytes);
         if self.pending.len() >= PENDING_CAPACITY {
-            return self.fail(waiting, Failure::NotDone("the cluster link is busy or down; retry"));
+            return self.fail(waiting, Failure::NotDone(BUSY_WHY));
         }
         self.pending.push_back(waiting);
     }
@@ -396,7 +410,7 @@ impl Commander {
         for waiting in expired {
             let failure = match (&waiting.op, waiting.sent) {
                 (Op::Cmd(RedisCall::Publish { .. }), true) => Failure::Unknown,
-                _ => Failure::NotDone("the cluster is unreachable (no answer within 2 s); not done, retry"),
+                _ => Failure::NotDone(UNREACHABLE_WHY),
             };
             self.fail(waiting, failure);
         }
@@ -428,7 +442,7 @@ impl Commander {
             waiting.retry = waiting.sent;
             waiting.sent = true;
             if waiting.trim.is_none() && matches!(waiting.op, Op::Cmd(RedisCall::Publish { idem: None, .. })) {
-                waiting.trim = self.trim.share(waiting.seq, floor);
+                waiting.trim = self.writer.trim.share(waiting.seq, floor);
             }
             ops.push(waiting);
         }
@@ -455,7 +469,7 @@ impl Commander {
     /// refused ones too). `u64::MAX` when none waits; looked for only when
     /// a trim may be due.
     fn trim_floor(&self) -> u64 {
-        if !self.trim.due(self.seq) {
+        if !self.writer.trim.due(self.writer.seq()) {
             return u64::MAX;
         }
         self.pending
@@ -562,51 +576,14 @@ impl Commander {
             ]
         };
         match op {
-            Op::Cmd(RedisCall::Publish {
-                channel,
-                data,
-                rule,
-                idem,
-                may_create,
-                ..
-            }) => {
-                let mut args = evalsha(&self.shas.publish, channel);
-                args[2] = "4".into();
+            Op::Cmd(call @ RedisCall::Publish { .. }) => {
                 let node = &self.setup.config.node;
-                args.push(match idem {
-                    Some(key) => keys::idem_caller(channel, key),
-                    None => keys::idem_node(node, self.incarnation),
-                });
-                args.extend([
-                    new_epoch(),
-                    data.to_string(),
-                    rule.size.to_string(),
-                    keys::publications(channel),
-                    CHANNEL_KEYS_TTL_SECS.to_string(),
-                    unix_ms().to_string(),
-                    ttl_secs(rule).to_string(),
-                ]);
-                let seq = waiting.seq;
-                match idem {
-                    Some(_) => args.extend([
-                        "k".into(),
-                        String::new(),
-                        String::new(),
-                        IDEM_CALLER_TTL_SECS.to_string(),
-                    ]),
-                    None => args.extend([
-                        if waiting.retry { "r" } else { "n" }.into(),
-                        seq.to_string(),
-                        waiting.trim.map_or(String::new(), |(from, to)| format!("{from}-{to}")),
-                        IDEM_NODE_TTL_SECS.to_string(),
-                    ]),
-                }
-                args.push(if *may_create { "1" } else { "0" }.into());
-                args
+                self.writer
+                    .args(&self.shas.publish, node, call, waiting.seq, waiting.retry, waiting.trim)
             }
             Op::Cmd(RedisCall::Sync { channel, why, .. }) => {
                 let mut args = evalsha(&self.shas.sync, channel);
-                args.extend([new_epoch(), CHANNEL_KEYS_TTL_SECS.to_string()]);
+                args.extend([publish::new_epoch(), CHANNEL_KEYS_TTL_SECS.to_string()]);
                 if let SyncFor::Check { epoch, seen } = why {
                     args.extend([epoch.to_string(), seen.to_string()]);
                 }
@@ -676,26 +653,8 @@ impl Commander {
         self.state.release(waiting.bytes);
         match waiting.op {
             Op::Cmd(RedisCall::Publish { reply: to, .. }) => {
-                let (epoch, offset) = epoch_offset(&reply);
-                let item = |i: usize| match &reply {
-                    Value::Array(items) => items.get(i).and_then(Value::as_int),
-                    _ => None,
-                };
-                let (duplicate, created) = (item(2) == Some(1), item(3) == Some(1));
-                if item(2) == Some(2) {
-                    if let Some(to) = to {
-                        self.refuse_channel(to);
-                    }
-                    return;
-                }
-                if !duplicate {
-                    self.state.published.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(names::CLUSTER_PUBLISHED).increment(1);
-                }
-                if let Some(to) = to {
-                    let also = if duplicate { ",\"duplicate\":true" } else { "" };
-                    let result = format!("{{\"offset\":{offset},\"epoch\":{}{also}}}", json_string(&epoch));
-                    self.answer_created(to, Ok(&result), created);
+                if let Some((shard, msg)) = publish::completed(&self.state, to, &reply) {
+                    self.to_shard(shard, msg);
                 }
             }
             Op::Cmd(RedisCall::Sync { channel, shard, why }) => {
@@ -757,7 +716,7 @@ impl Commander {
         self.state.drop_one();
         self.state.release(waiting.bytes);
         // Its share of the trim may not have run: another publish takes it.
-        self.trim.untrimmed.extend(waiting.trim);
+        self.writer.trim.untrimmed.extend(waiting.trim);
         match waiting.op {
             Op::Cmd(RedisCall::Publish { reply: Some(to), .. }) | Op::Cmd(RedisCall::Query { reply: to, .. }) => {
                 self.answer(to, Err(failure))
@@ -785,41 +744,9 @@ impl Commander {
         }
     }
 
-    /// A publish Redis refused to make a channel for: `110` as on one
-    /// node (the admin API, which may always make channels, never gets it).
-    fn refuse_channel(&self, to: ReplyTo) {
-        let ReplyTo::Client(origin) = to else { return };
-        let why = "too many new channels from this connection this minute (--max-new-channels-per-minute)";
-        let body = protocol::reply_error(Some(origin.id), code::CHANNEL_LIMIT, why);
-        self.to_client(origin, body, false);
-    }
-
-    /// A reply to the client command `to`, through its shard.
-    fn to_client(&self, to: Origin, body: Vec<u8>, created: bool) {
-        self.to_shard(to.shard as usize, HubMsg::Answer { to, body, created });
-    }
-
     fn answer(&self, to: ReplyTo, result: Result<&str, Failure>) {
-        self.answer_created(to, result, false)
-    }
-
-    /// An answer to a command that made a channel (`created`) or not.
-    fn answer_created(&self, to: ReplyTo, result: Result<&str, Failure>, created: bool) {
-        match to {
-            ReplyTo::Client(origin) => {
-                let body = match result {
-                    Ok(result) => protocol::reply_ok(origin.id, result),
-                    Err(Failure::NotDone(why)) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, why),
-                    Err(Failure::Unknown) => protocol::reply_error(Some(origin.id), code::UNAVAILABLE, UNKNOWN_WHY),
-                };
-                self.to_client(origin, body, created);
-            }
-            // Dropping the sender tells the API the call was not done (503).
-            ReplyTo::Admin(tx) => match result {
-                Ok(result) => drop(tx.send(result.to_string())),
-                Err(Failure::Unknown) => drop(tx.send(format!("{OUTCOME_UNKNOWN}{UNKNOWN_WHY}"))),
-                Err(Failure::NotDone(_)) => {}
-            },
+        if let Some((shard, msg)) = publish::answer(to, result, false) {
+            self.to_shard(shard, msg);
         }
     }
 
@@ -937,70 +864,5 @@ impl Commander {
             self.enqueue(Op::Raw(args));
         }
         Ok(())
-    }
-}
-
-/// Trimming this process's idempotency hash: sequences up to `trimmed` are
-/// deleted; `untrimmed` are shares whose publish failed (the delete may not
-/// have run), carried again by the next publishes.
-#[derive(Default)]
-struct Trim {
-    trimmed: u64,
-    untrimmed: Vec<(u64, u64)>,
-}
-
-impl Trim {
-    /// Whether a publish with a sequence up to `seq` may have a share.
-    fn due(&self, seq: u64) -> bool {
-        !self.untrimmed.is_empty() || seq.saturating_sub(IDEM_WINDOW) >= self.trimmed + IDEM_TRIM
-    }
-
-    /// The sequences a publish with `seq` deletes: a failed publish's share
-    /// first, else those that left the window since the last trim, once
-    /// `IDEM_TRIM` of them have gathered, and none from `floor` on (the
-    /// oldest publish still waiting). Sequences of other commands are among
-    /// them, never written: deleting them costs little.
-    fn share(&mut self, seq: u64, floor: u64) -> Option<(u64, u64)> {
-        if let Some(range) = self.untrimmed.pop() {
-            return Some(range);
-        }
-        let gone = seq.saturating_sub(IDEM_WINDOW).min(floor.saturating_sub(1));
-        if gone < self.trimmed + IDEM_TRIM {
-            return None;
-        }
-        let range = (self.trimmed + 1, gone.min(self.trimmed + IDEM_TRIM));
-        self.trimmed = range.1;
-        Some(range)
-    }
-}
-
-/// A fresh epoch, used only if the channel has none in Redis yet.
-fn new_epoch() -> String {
-    format!("{:x}{:04x}", unix_ms(), random_u64() & 0xffff)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_trim_never_reaches_a_waiting_publish_and_a_failed_share_comes_back() {
-        let mut trim = Trim::default();
-        assert_eq!(trim.share(IDEM_WINDOW + 10, u64::MAX), None, "fewer than a batch gone");
-        let seq = IDEM_WINDOW + 1_000;
-        assert_eq!(trim.share(seq, u64::MAX), Some((1, IDEM_TRIM)));
-        assert_eq!(trim.share(seq, u64::MAX), Some((IDEM_TRIM + 1, 2 * IDEM_TRIM)));
-        // A publish with sequence 600 still waits (to be retried): the
-        // sequence moved far on meanwhile, its record stays.
-        assert_eq!(trim.share(seq + 100_000, 600), None);
-        assert!(trim.due(seq + 100_000));
-        // Its share failed: the next publish deletes it again.
-        trim.untrimmed.push((IDEM_TRIM + 1, 2 * IDEM_TRIM));
-        assert_eq!(trim.share(seq, 600), Some((IDEM_TRIM + 1, 2 * IDEM_TRIM)));
-        // Done with it: the trim goes on from where it was.
-        assert_eq!(
-            trim.share(seq + 100_000, u64::MAX),
-            Some((2 * IDEM_TRIM + 1, 3 * IDEM_TRIM))
-        );
     }
 }

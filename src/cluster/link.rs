@@ -14,11 +14,14 @@
 //! What it must never do: wait without a bound. Every connect, read and
 //! write has the caller's timeout.
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates};
 
+use super::reply::{encode, Value};
+use super::resp;
 use crate::bus::cluster::ClusterConfig;
 
 /// Why a connection could not be made.
@@ -33,6 +36,9 @@ pub(crate) enum LinkError {
     /// The CA file of `--redis-ca-file` is unreadable: fix the flag.
     #[error("--redis-ca-file {0}: {1}")]
     CaFile(String, io::Error),
+    /// A shard's own connection (`dial`) could not be opened or set up.
+    #[error("a publishing connection to {0}: {1}")]
+    Dial(String, String),
 }
 
 impl From<LinkError> for io::Error {
@@ -131,6 +137,122 @@ impl Target {
             )),
         }
     }
+}
+
+impl Target {
+    /// Whether shards may publish on connections of their own
+    /// (`cluster::direct`): the master is reached over plain TCP. A
+    /// `rediss://` or Unix-socket master is published to by the command
+    /// thread, through the crate.
+    pub fn direct(&self) -> bool {
+        matches!(self.master.addr(), ConnectionAddr::Tcp(..))
+    }
+
+    /// A plain TCP connection to the master for one shard's publishes: the
+    /// master found (through the sentinels, when named), connected, `AUTH`
+    /// and `SELECT` as the URL says, `ROLE` checked behind a sentinel, and
+    /// `script` loaded. Blocking, each step within `timeout`; the stream
+    /// comes back non-blocking, with the script's SHA1.
+    pub fn dial(&self, timeout: Duration, script: &str) -> Result<(std::net::TcpStream, String), LinkError> {
+        let (host, port) = match (&self.master_name, self.master.addr()) {
+            (Some(name), _) => self.ask_sentinels(name, timeout)?,
+            (None, ConnectionAddr::Tcp(host, port)) => (host.clone(), *port),
+            (None, other) => return Err(LinkError::Dial(other.to_string(), "not a plain TCP server".into())),
+        };
+        let at = format!("{host}:{port}");
+        let failed = |e: &dyn std::fmt::Display| LinkError::Dial(at.clone(), e.to_string());
+        let stream = connect(&host, port, timeout).map_err(|e| failed(&e))?;
+        let settings = self.master.redis_settings();
+        let mut commands: Vec<Vec<String>> = Vec::new();
+        if let Some(password) = settings.password() {
+            let mut auth = vec!["AUTH".to_string()];
+            auth.extend(settings.username().map(str::to_string));
+            auth.push(password.to_string());
+            commands.push(auth);
+        }
+        if settings.db() != 0 {
+            commands.push(vec!["SELECT".into(), settings.db().to_string()]);
+        }
+        if self.master_name.is_some() {
+            commands.push(vec!["ROLE".into()]);
+        }
+        commands.push(vec!["SCRIPT".into(), "LOAD".into(), script.into()]);
+        let replies = exchange(&stream, &commands).map_err(|e| failed(&e))?;
+        for (command, reply) in commands.iter().zip(&replies) {
+            match (command[0].as_str(), reply) {
+                (_, Value::Error(e)) => return Err(failed(&format_args!("{}: {e}", command[0]))),
+                ("ROLE", Value::Array(items)) if items.first().and_then(Value::as_str) != Some("master") => {
+                    return Err(failed(&"the named server is not a master"))
+                }
+                _ => {}
+            }
+        }
+        let sha = replies.last().and_then(Value::as_str).unwrap_or_default().to_string();
+        stream.set_nonblocking(true).map_err(|e| failed(&e))?;
+        Ok((stream, sha))
+    }
+
+    /// The master's address, from the first sentinel that knows it.
+    fn ask_sentinels(&self, name: &str, timeout: Duration) -> Result<(String, u16), LinkError> {
+        let mut why = String::from("no sentinel configured");
+        for sentinel in &self.sentinels {
+            let asked = open(sentinel.clone(), timeout).and_then(|mut asker| {
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(name)
+                    .query::<Option<(String, u16)>>(&mut asker)
+            });
+            match asked {
+                Ok(Some(addr)) => return Ok(addr),
+                Ok(None) => why = format!("{}: unknown to this sentinel", sentinel.addr()),
+                Err(e) => why = format!("{}: {e}", sentinel.addr()),
+            }
+        }
+        Err(LinkError::NoMaster(name.into(), why))
+    }
+}
+
+/// A TCP connection to the first address of `host` that takes one, with
+/// Nagle off and `timeout` on every read and write.
+fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<std::net::TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    for addr in (host, port).to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(timeout))?;
+                stream.set_write_timeout(Some(timeout))?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Writes `commands` in one pipeline and reads one reply for each
+/// (blocking: the stream's timeouts bound it).
+fn exchange(mut stream: &std::net::TcpStream, commands: &[Vec<String>]) -> io::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for command in commands {
+        encode(&mut out, command);
+    }
+    stream.write_all(&out)?;
+    let (mut input, mut replies) = (Vec::new(), Vec::new());
+    let mut chunk = [0u8; 4096];
+    while replies.len() < commands.len() {
+        match resp::parse(&input).map_err(io::Error::other)? {
+            Some((reply, used)) => {
+                input.drain(..used);
+                replies.push(reply);
+            }
+            None => match stream.read(&mut chunk)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => input.extend_from_slice(&chunk[..n]),
+            },
+        }
+    }
+    Ok(replies)
 }
 
 fn open(info: ConnectionInfo, timeout: Duration) -> Result<redis::Connection, redis::RedisError> {

@@ -21,10 +21,13 @@
 
 pub(crate) mod backoff;
 pub mod commands;
+pub(crate) mod direct;
 pub mod keys;
 pub(crate) mod link;
 pub(crate) mod mirror;
+pub(crate) mod publish;
 pub mod reply;
+pub(crate) mod resp;
 pub mod subscriber;
 
 use std::sync::atomic::Ordering;
@@ -33,7 +36,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::buf::budget::MemoryBudget;
-use crate::bus::cluster::{ClusterConfig, ClusterLink, ClusterState};
+use crate::bus::cluster::{ClusterConfig, ClusterLink, ClusterState, DirectPublish};
 use crate::bus::peers::Peers;
 use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
@@ -62,13 +65,17 @@ impl Drop for Bridge {
 }
 
 /// Starts both bridge threads; returns the link for shards and the API.
+/// One `DirectPublish` per shard, in shard order.
+pub type Publishers = Vec<Box<dyn DirectPublish>>;
+
 pub fn start(
     config: ClusterConfig,
     shards: Peers,
     stats: Vec<Arc<Mutex<ShardStats>>>,
     max_connections_per_user: usize,
     budget: Arc<MemoryBudget>,
-) -> std::io::Result<(ClusterLink, Bridge)> {
+    registries: Vec<mio::Registry>,
+) -> std::io::Result<(ClusterLink, Bridge, Publishers)> {
     // One TLS provider for the process (the crate's `rediss://` uses the
     // default); an error means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -89,6 +96,16 @@ pub fn start(
         lanes.push((rx, state_rx));
     }
     let link = ClusterLink::new(txs, state_txs, Arc::clone(&config.node), Arc::clone(&state));
+    // Each shard publishes on connections of its own where the server is
+    // reached over plain TCP (`direct`); the command thread does for TLS.
+    let direct: Vec<bool> = targets.iter().map(link::Target::direct).collect();
+    let publishers = registries
+        .into_iter()
+        .enumerate()
+        .map(|(shard, registry)| {
+            Box::new(direct::ShardPublisher::new(shard, link.clone(), registry, &direct)) as Box<dyn DirectPublish>
+        })
+        .collect();
     // One command thread and one subscriber thread per server: a server's
     // slowness or outage holds up only its own channels.
     for (server, (target, lanes)) in targets.into_iter().zip(lanes).enumerate() {
@@ -112,7 +129,7 @@ pub fn start(
                 .spawn(move || sub.run())?,
         );
     }
-    Ok((link, Bridge { state, threads }))
+    Ok((link, Bridge { state, threads }, publishers))
 }
 
 /// A node id unique per process: `HOSTNAME-PID-RANDOM`.

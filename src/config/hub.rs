@@ -232,6 +232,13 @@ fn cluster_config(args: &HubArgs) -> Result<Option<ClusterConfig>, ConfigError> 
         }
     };
     urls = urls.into_iter().map(with_scheme).collect();
+    if urls.len() > crate::bus::cluster::MAX_SERVERS {
+        let most = crate::bus::cluster::MAX_SERVERS;
+        return Err(invalid(
+            "redis",
+            format!("at most {most} Redis servers (--redis given {} times)", urls.len()),
+        ));
+    }
     let more: Vec<String> = urls.iter().skip(1).cloned().collect();
     for (i, url) in more.iter().enumerate() {
         link::check_url(url).map_err(|e| invalid("redis", format!("the --redis number {}: {e}", i + 2)))?;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::frame::text_frame;
 use super::protocol::{self, code};
 use super::{owner, Conns, Hub, Target};
-use crate::bus::cluster::{ClusterCmd, RedisCall};
+use crate::bus::cluster::{ClusterCmd, DirectPublish, RedisCall};
 use crate::bus::msg::{HubMsg, Origin, ReplyTo};
 use crate::route::Route;
 use crate::tick::TICKS_PER_SEC;
@@ -88,6 +88,11 @@ impl Hub {
             }
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns),
             HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns),
+            HubMsg::RedisLink(link) => {
+                if let Some(direct) = &mut self.direct {
+                    direct.linked(link);
+                }
+            }
             HubMsg::Answer { to, body, created } => {
                 if created {
                     self.note_created(to, conns);
@@ -320,7 +325,14 @@ impl Hub {
     /// asker is answered at once (108, or a failed subscribe/recovery).
     pub(super) fn cluster_send(&mut self, cmd: ClusterCmd, conns: &mut dyn Conns) {
         let Some(link) = &self.cluster else { return };
-        let Err(cmd) = link.send(cmd) else { return };
+        let server = cmd.server(link.servers());
+        let sent = match (cmd, &mut self.direct) {
+            (ClusterCmd::Call(call @ RedisCall::Publish { .. }), Some(direct)) if direct.serves(server) => {
+                direct.publish(server, call).map_err(ClusterCmd::Call)
+            }
+            (cmd, _) => link.send(cmd),
+        };
+        let Err(cmd) = sent else { return };
         match cmd {
             ClusterCmd::Call(RedisCall::Publish { reply: Some(reply), .. })
             | ClusterCmd::Call(RedisCall::Query { reply, .. }) => {
@@ -348,6 +360,21 @@ impl Hub {
                 self.owner_message(msg, conns);
             }
             _ => {}
+        }
+    }
+
+    pub(crate) fn set_direct(&mut self, direct: Option<Box<dyn DirectPublish>>) {
+        self.direct = direct;
+    }
+
+    /// One of this shard's publishing connections to Redis is ready:
+    /// what it answered goes to the publishers.
+    pub(crate) fn redis_ready(&mut self, token: mio::Token, conns: &mut dyn Conns) {
+        let Some(direct) = &mut self.direct else { return };
+        let mut answers = Vec::new();
+        direct.ready(token, &mut answers);
+        for (shard, answer) in answers {
+            self.route_to(shard, answer, conns);
         }
     }
 

@@ -137,6 +137,9 @@ pub(crate) struct Hub {
     cluster: Option<ClusterLink>,
     /// The application hooks' workers (`None`: no `--proxy-*-url`).
     proxy: Option<crate::bus::proxy::ProxyLink>,
+    /// Cluster mode: this shard's own connections to Redis for the
+    /// publishes it orders (where the server is reached over plain TCP).
+    direct: Option<Box<dyn crate::bus::cluster::DirectPublish>>,
     /// (shard, channel) whose deliveries were dropped and reported as a
     /// gap, until a delivery of it gets through again or a subscriber joins
     /// there: one gap message per run of drops, so the control lane stays
@@ -186,6 +189,7 @@ impl Hub {
         Hub {
             cluster,
             proxy: None,
+            direct: None,
             budget: Arc::clone(meter.budget()),
             owned: Owned::new(shard, Arc::clone(&config), meter).wanting(wanted),
             shard,
@@ -231,6 +235,13 @@ impl Hub {
         for cmd in cluster {
             // At most once: a full queue is a counted drop.
             self.cluster_send(cmd, conns);
+        }
+        if let Some(direct) = &mut self.direct {
+            let mut answers = Vec::new();
+            direct.end_turn(ticked, &mut answers);
+            for (shard, answer) in answers {
+                self.route_to(shard, answer, conns);
+            }
         }
         if ticked {
             self.token_deadlines(conns);

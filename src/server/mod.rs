@@ -248,18 +248,29 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
     }
     let shards = Peers::new(shards.into());
     let stats: Vec<Arc<Mutex<ShardStats>>> = (0..config.shards).map(|_| Arc::default()).collect();
-    let (cluster_link, bridge) = match &config.hub.cluster {
+    let (cluster_link, bridge, publishers) = match &config.hub.cluster {
         Some(cluster) => {
             let redis = crate::cluster::link::redacted(&cluster.redis);
             info!(redis = %redis, sentinels = ?cluster.sentinels, node = %cluster.node, "cluster mode");
             let per_user = config.hub.max_connections_per_user;
             let budget = Arc::clone(&budget);
-            let (link, bridge) =
-                crate::cluster::start(cluster.clone(), shards.for_sender(), stats.clone(), per_user, budget)
-                    .map_err(StartError::Cluster)?;
-            (Some(link), Some(bridge))
+            let registries = polls
+                .iter()
+                .map(|poll| poll.registry().try_clone())
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(StartError::setup("a shard's event loop"))?;
+            let (link, bridge, publishers) = crate::cluster::start(
+                cluster.clone(),
+                shards.for_sender(),
+                stats.clone(),
+                per_user,
+                budget,
+                registries,
+            )
+            .map_err(StartError::Cluster)?;
+            (Some(link), Some(bridge), publishers.into_iter().map(Some).collect())
         }
-        None => (None, None),
+        None => (None, None, (0..polls.len()).map(|_| None).collect::<Vec<_>>()),
     };
     let proxy_link = match &config.proxy {
         Some(proxy) => {
@@ -310,7 +321,8 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
     let mut hub_config = config.hub.clone();
     hub_config.events = emitter;
     let hub_config = Arc::new(hub_config);
-    for (id, ((listener, poll), inbox)) in listeners.into_iter().zip(polls).zip(inboxes).enumerate() {
+    let shard_parts = listeners.into_iter().zip(polls).zip(inboxes).zip(publishers);
+    for (id, (((listener, poll), inbox), direct)) in shard_parts.enumerate() {
         let published = Arc::clone(&stats[id]);
         let limits = shard_limits(config, capacity);
         let budget = Arc::clone(&budget);
@@ -340,6 +352,7 @@ pub fn start(config: &Config) -> Result<ServerHandle, StartError> {
                     peers,
                     hub_config,
                     cluster,
+                    direct,
                     proxy,
                 };
                 Shard::new(setup)?.run()

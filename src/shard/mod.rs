@@ -31,6 +31,7 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use crate::buf::MemKind;
+use crate::bus::cluster::{redis_server, DirectPublish};
 use crate::bus::inbox::{Budget, Inbox, Lane, ShardMsg};
 use crate::bus::peers::Peers;
 use crate::conn::drive::TLS_ERROR_LABEL;
@@ -70,6 +71,8 @@ pub(crate) struct ShardSetup {
     pub hub_config: Arc<HubConfig>,
     /// Cluster mode: the Redis bridge.
     pub cluster: Option<crate::bus::cluster::ClusterLink>,
+    /// Cluster mode: this shard's own connections for its publishes.
+    pub direct: Option<Box<dyn DirectPublish>>,
     /// The application hooks' workers (`--proxy-*-url`).
     pub proxy: Option<crate::bus::proxy::ProxyLink>,
 }
@@ -124,6 +127,7 @@ impl Shard {
             peers,
             hub_config,
             cluster,
+            direct,
             proxy,
         } = setup;
         poll.registry()
@@ -156,6 +160,7 @@ impl Shard {
             metrics: ShardMetrics::register(id),
         };
         shard.hub.set_proxy(proxy);
+        shard.hub.set_direct(direct);
         shard.ctx.tick = 1;
         shard.ctx.now_unix = unix_now();
         Ok(shard)
@@ -229,6 +234,10 @@ impl Shard {
         match event.token() {
             token::LISTENER => self.accept_pending = true,
             token::WAKER => {} // the inbox is drained every turn
+            t if redis_server(t).is_some() => {
+                let (hub, mut local) = self.hub_and_conns();
+                hub.redis_ready(t, &mut local);
+            }
             t => {
                 let (key, generation) = token::decode(t);
                 let Some(conn) = self.conns.get_mut(key) else {

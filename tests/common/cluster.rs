@@ -13,7 +13,8 @@ pub const SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
 /// `--node-ttl-secs` of the test nodes.
 pub const NODE_TTL_SECS: u64 = 3;
 
-/// A node named `name`, joined by `link` (e.g. `["--redis", URL]`).
+/// A node named `name`, joined by `link` (e.g. `["--redis", URL]`), with
+/// two shards unless `extra` names `--shards`.
 pub fn node_on(link: &[&str], name: &str, extra: &[&str]) -> Process {
     let ttl = NODE_TTL_SECS.to_string();
     let mut args = vec![
@@ -21,8 +22,6 @@ pub fn node_on(link: &[&str], name: &str, extra: &[&str]) -> Process {
         "127.0.0.1:0",
         "--admin-listen",
         "127.0.0.1:0",
-        "--shards",
-        "2",
         "--node-id",
         name,
         "--node-ttl-secs",
@@ -34,6 +33,10 @@ pub fn node_on(link: &[&str], name: &str, extra: &[&str]) -> Process {
         "--allow-anonymous",
         "true",
     ];
+    // Two shards unless the test says otherwise.
+    if !extra.contains(&"--shards") {
+        args.extend(["--shards", "2"]);
+    }
     args.extend_from_slice(link);
     args.extend_from_slice(extra);
     Process::spawn(&args)
