@@ -502,3 +502,72 @@ fn refused_publishes_do_not_leave_the_idempotency_window_growing() {
         fields.len()
     );
 }
+
+#[test]
+fn a_burst_cut_in_the_middle_is_published_once_each_and_in_order() {
+    // Each shard writes its publishes on a connection of its own, pipelined:
+    // when that connection is cut with publishes in flight, those that ran
+    // are answered from the idempotency record, the others run on the next
+    // connection, and none overtakes one made before it.
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(redis.port);
+    let (a, b) = (
+        node_on(&["--redis", &proxy.url()], "a", &["--max-messages-per-sec", "100000"]),
+        node_on(&["--redis", &redis.url()], "b", &[]),
+    );
+    wait_cluster(&a, 2);
+    let mut sub = WsClient::open(b.addr, "");
+    assert!(sub
+        .call("subscribe", json!({"channel": "burst"}))
+        .get("result")
+        .is_some());
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "burst", json!(-1));
+    assert_eq!(next_pub(&mut sub)["data"], -1);
+
+    let count = 400;
+    let send = |publisher: &mut WsClient, range: std::ops::Range<i64>| {
+        // Raw: all sent before any answer is read.
+        for i in range {
+            let command = json!({"id": 1_000 + i, "method": "publish", "params": {"channel": "burst", "data": i}});
+            publisher.raw.send_text(&command.to_string());
+        }
+    };
+    // The connection is cut once the first script call is through, its
+    // answers lost: what ran is not known to the node.
+    proxy.cut_next_publish.store(true, Ordering::SeqCst);
+    send(&mut publisher, 0..count / 2);
+    std::thread::sleep(Duration::from_millis(5));
+    send(&mut publisher, count / 2..count);
+    let mut answers = Vec::new();
+    while answers.len() < count as usize {
+        let message = publisher.push().expect("connection open");
+        if message.get("id").is_some() {
+            answers.push(message);
+        }
+    }
+    let failed: Vec<&Value> = answers.iter().filter(|m| m.get("result").is_none()).collect();
+    assert!(failed.is_empty(), "every publish done within its deadline: {failed:?}");
+    assert!(!proxy.cut_next_publish.load(Ordering::SeqCst), "the proxy cut nothing");
+    let again = answers.iter().filter(|m| m["result"]["duplicate"] == true).count();
+    assert!(again > 0, "some ran before the cut and were answered from their record");
+
+    let mut pubs = Vec::new();
+    while pubs.len() < count as usize {
+        let got = pubs_within(&mut sub, Duration::from_secs(3));
+        assert!(!got.is_empty(), "only {} of {count} arrived", pubs.len());
+        pubs.extend(got);
+    }
+    let data: Vec<i64> = pubs.iter().map(|p| p["data"].as_i64().unwrap()).collect();
+    assert_eq!(data, (0..count).collect::<Vec<_>>(), "each once, in the order made");
+    let offsets: Vec<u64> = pubs.iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    assert_eq!(
+        offsets,
+        (2..count as u64 + 2).collect::<Vec<_>>(),
+        "no offset skipped or reused"
+    );
+    assert!(
+        pubs_within(&mut sub, Duration::from_millis(500)).is_empty(),
+        "nothing more"
+    );
+}

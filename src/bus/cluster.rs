@@ -196,33 +196,50 @@ pub enum ClusterCmd {
         code: u16,
         reason: Arc<str>,
     },
-    /// Shard `shard` needs a connection of its own for its publishes (it
-    /// has none yet, or its last one failed): answered with a
-    /// `HubMsg::RedisLink` once Redis takes one. At most one asked per shard
-    /// and server at a time (`DirectPublish`), so the lane stays bounded.
+    /// Shard `shard` needs a connection of its own to this server, for
+    /// `kind` (it has none yet, or its last one failed): answered with a
+    /// `HubMsg::RedisLink` once Redis takes one. At most one asked per
+    /// shard, server and kind at a time (`ShardRedis`), so the lane stays
+    /// bounded.
     Dial {
         shard: usize,
+        kind: LinkKind,
     },
 }
 
-/// A connection to one Redis server for one shard's publishes, opened by
-/// the bridge (connected, authenticated, its database selected, the publish
-/// script loaded as `sha`) and handed over, non-blocking, in
+/// What a shard's own connection to Redis is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LinkKind {
+    /// The publishes the shard orders (script calls, pipelined).
+    Publish,
+    /// Pub/Sub: every publication, room message and control message of the
+    /// server, for the whole node (one shard per server holds it).
+    Subscribe,
+}
+
+/// A connection to one Redis server for one shard, opened by the bridge
+/// (connected, authenticated, its database selected; for `Publish` the
+/// script loaded as `sha`, for `Subscribe` subscribed, with the bytes read
+/// past the confirmations in `leftover`) and handed over, non-blocking, in
 /// `HubMsg::RedisLink`.
 #[derive(Debug)]
 pub struct RedisLink {
     pub server: usize,
+    pub kind: LinkKind,
     pub stream: std::net::TcpStream,
     pub sha: String,
+    pub leftover: Vec<u8>,
 }
 
-/// A shard's own connections to Redis for the publishes it orders (one per
-/// server, `crate::cluster::direct`): written and read in the shard's event
-/// loop, so a publish goes out in the turn it was made and its answer comes
-/// back without waking another thread. The bridge only opens them.
-pub trait DirectPublish: Send {
-    /// Whether the publishes of `server` go through here (else through the
-    /// bridge's command thread: a `rediss://` server).
+/// A shard's own connections to Redis (`crate::cluster::direct`), written
+/// and read in the shard's event loop: its publishes go out in the turn
+/// they were made and their answers come back without waking another
+/// thread; and the node's subscriber connection to a server, held by one
+/// shard, hands what it receives on without a thread of its own. The
+/// bridge only opens them. A `rediss://` server is served by the bridge's
+/// threads instead.
+pub trait ShardRedis: Send {
+    /// Whether the publishes of `server` go through here.
     fn serves(&self, server: usize) -> bool;
     /// Takes a publish for `server`, holding its bytes in `ClusterState`;
     /// gives it back, counted as a drop, when its queue or the bytes are
@@ -232,24 +249,33 @@ pub trait DirectPublish: Send {
     fn publish(&mut self, server: usize, call: RedisCall) -> Result<(), RedisCall>;
     /// A connection the bridge opened.
     fn linked(&mut self, link: RedisLink);
-    /// One of this publisher's tokens (`redis_token`) is ready; the answers
-    /// to publishers go to `answers` (shard, message).
+    /// One of this shard's Redis tokens (`redis_token`) is ready; the
+    /// answers to publishers go to `answers` (shard, message).
     fn ready(&mut self, token: mio::Token, answers: &mut Vec<(usize, super::msg::HubMsg)>);
     /// End of the shard's loop turn: writes what was taken this turn; with
-    /// `ticked`, fails what waited past its deadline.
+    /// `ticked`, fails what waited past its deadline and pings.
     fn end_turn(&mut self, ticked: bool, answers: &mut Vec<(usize, super::msg::HubMsg)>);
 }
 
-/// The shard's mio token for its direct connection to `server`: below the
-/// shard's own reserved tokens (`shard::token`), above every connection's.
-pub fn redis_token(server: usize) -> mio::Token {
-    mio::Token(usize::MAX - 2 - server)
+/// The shard's mio token for its own connection to `server` for `kind`:
+/// below the shard's own reserved tokens (`shard::token`), above every
+/// connection's.
+pub fn redis_token(server: usize, kind: LinkKind) -> mio::Token {
+    let below = match kind {
+        LinkKind::Publish => 0,
+        LinkKind::Subscribe => MAX_SERVERS,
+    };
+    mio::Token(usize::MAX - 2 - below - server)
 }
 
-/// The server a `redis_token` names, `None` for any other token.
-pub fn redis_server(token: mio::Token) -> Option<usize> {
-    let server = (usize::MAX - 2).checked_sub(token.0)?;
-    (server < MAX_SERVERS).then_some(server)
+/// The server and kind a `redis_token` names, `None` for any other token.
+pub fn redis_link_of(token: mio::Token) -> Option<(usize, LinkKind)> {
+    let n = (usize::MAX - 2).checked_sub(token.0)?;
+    match n {
+        _ if n < MAX_SERVERS => Some((n, LinkKind::Publish)),
+        _ if n < 2 * MAX_SERVERS => Some((n - MAX_SERVERS, LinkKind::Subscribe)),
+        _ => None,
+    }
 }
 
 /// `--redis` given more often than this is refused (a token each).
@@ -473,10 +499,10 @@ impl ClusterLink {
         self.tx.len()
     }
 
-    /// Asks `server`'s bridge for a connection for `shard`'s publishes
+    /// Asks `server`'s bridge for a connection of `shard` for `kind`
     /// (`ClusterCmd::Dial`), on the lane that is never dropped.
-    pub fn ask_link(&self, server: usize, shard: usize) {
-        let _ = self.state_tx[server].send(ClusterCmd::Dial { shard });
+    pub fn ask_link(&self, server: usize, shard: usize, kind: LinkKind) {
+        let _ = self.state_tx[server].send(ClusterCmd::Dial { shard, kind });
     }
 
     /// The set of channels this node keeps a log of (see `Wanted`).

@@ -29,7 +29,7 @@ use super::publish::{self, Failure, Writer, BUSY_WHY, UNREACHABLE_WHY};
 use super::reply::{encode, epoch_offset, read_reply, strings, unix_ms, Value};
 use super::REDIS_TIMEOUT;
 use crate::bus::cluster::{
-    server_of, ClusterCmd, ClusterConfig, ClusterState, NodeInfo, NodesQuery, RedisCall, RedisLink, SyncFor,
+    server_of, ClusterCmd, ClusterConfig, ClusterState, LinkKind, NodeInfo, NodesQuery, RedisCall, SyncFor,
 };
 use crate::bus::msg::{HubMsg, Origin, Query, ReplyTo};
 use crate::bus::peers::Peers;
@@ -120,9 +120,9 @@ pub(crate) struct Commander {
     next_heartbeat: Instant,
     logged_down: bool,
     pending: VecDeque<Waiting>,
-    /// Shards waiting for a publishing connection of their own
-    /// (`ClusterCmd::Dial`), opened while this thread's link is up.
-    dials: BTreeSet<usize>,
+    /// Shards waiting for a connection of their own (`ClusterCmd::Dial`),
+    /// opened while this thread's link is up.
+    dials: BTreeSet<(usize, LinkKind)>,
     /// Dialing failed with the link up (Redis at `maxclients`, say): not
     /// again before this.
     next_dial: Instant,
@@ -276,22 +276,21 @@ impl Commander {
     /// channel with subscribers here, so that owners learn at once of an
     /// epoch Redis lost meanwhile (and tell their subscribers) and of
     /// publications this node missed.
-    /// Opens the publishing connections shards asked for, in turn, and
+    /// Opens the connections shards asked for (publishing, subscribing), in turn, and
     /// hands each to its shard. One that cannot be opened is tried again
     /// after a backoff (the others wait with it).
     fn dial(&mut self) {
-        while let Some(&shard) = self.dials.first() {
-            match self.target.dial(REDIS_TIMEOUT, keys::PUBLISH) {
-                Ok((stream, sha)) => {
-                    self.dials.remove(&shard);
+        while let Some(&(shard, kind)) = self.dials.first() {
+            match self.target.dial(REDIS_TIMEOUT, self.setup.server, kind) {
+                Ok(link) => {
+                    self.dials.remove(&(shard, kind));
                     self.dial_backoff.reset();
                     self.dial_logged = false;
-                    let server = self.setup.server;
-                    self.to_shard(shard, HubMsg::RedisLink(RedisLink { server, stream, sha }));
+                    self.to_shard(shard, HubMsg::RedisLink(link));
                 }
                 Err(e) => {
                     if !std::mem::replace(&mut self.dial_logged, true) {
-                        tracing::warn!(error = %e, "a shard's publishing connection to Redis could not be opened; retrying");
+                        tracing::warn!(error = %e, "a shard's connection to Redis could not be opened; retrying");
                     }
                     self.next_dial = Instant::now() + self.dial_backoff.next_delay();
                     return;
@@ -349,8 +348,8 @@ impl Commander {
                 return self.mirror.user_offline(user, &member);
             }
             ClusterCmd::Call(call) => Op::Cmd(call),
-            ClusterCmd::Dial { shard } => {
-                self.dials.insert(shard);
+            ClusterCmd::Dial { shard, kind } => {
+                self.dials.insert((shard, kind));
                 return;
             }
             ClusterCmd::RoomMessage { room, frame } => Op::Room { room, frame },

@@ -1,6 +1,7 @@
-//! A shard's own Redis connections for the publishes it orders (one per
-//! `--redis` server reached over plain TCP), driven by the shard's event
-//! loop through `DirectPublish`.
+//! A shard's own Redis connections, driven by its event loop through
+//! `ShardRedis`, for each `--redis` server reached over plain TCP: one for
+//! the publishes the shard orders (here), and on one shard per server the
+//! node's subscriber connection (`listen`).
 //!
 //! Why: through the command thread a publish woke that thread, waited for
 //! the whole pipeline before it to be answered, and woke the shard again
@@ -35,10 +36,12 @@ use std::time::Instant;
 use mio::{Interest, Registry};
 
 use super::commands::{DEADLINE, PENDING_CAPACITY};
+use super::listen::Listener;
 use super::publish::{self, Failure, Writer, UNREACHABLE_WHY};
 use super::reply::{encode, Value};
+use super::subscriber::Dispatch;
 use super::{resp, REDIS_TIMEOUT};
-use crate::bus::cluster::{redis_server, redis_token, ClusterLink, DirectPublish, RedisCall, RedisLink};
+use crate::bus::cluster::{redis_link_of, redis_token, ClusterLink, LinkKind, RedisCall, RedisLink, ShardRedis};
 use crate::bus::msg::HubMsg;
 
 /// Bytes read per `read` call.
@@ -46,14 +49,17 @@ const READ_CHUNK: usize = 16 * 1024;
 
 type Answers = Vec<(usize, HubMsg)>;
 
-/// One shard's publishing connections.
-pub(crate) struct ShardPublisher {
+/// One shard's own connections to Redis.
+pub(crate) struct Links {
     shard: usize,
     node: Arc<str>,
     link: ClusterLink,
     registry: Registry,
     /// Per server, `None` where the command thread publishes (TLS).
     lanes: Vec<Option<Lane>>,
+    /// Per server, the node's subscriber connection where this shard holds
+    /// it (server `s` is held by shard `s % shards`).
+    listeners: Vec<Option<Listener>>,
 }
 
 /// Everything of one server: the connection and the publishes waiting.
@@ -91,24 +97,37 @@ struct Waiting {
     trim: Option<(u64, u64)>,
 }
 
-impl ShardPublisher {
-    /// `direct[server]`: whether that server is reached over plain TCP.
-    /// Asks the bridge for a connection to each at once.
-    pub fn new(shard: usize, link: ClusterLink, registry: Registry, direct: &[bool]) -> ShardPublisher {
+impl Links {
+    /// `direct[server]`: whether that server is reached over plain TCP;
+    /// `listen[server]`: what its subscriber connection hands on, where
+    /// this shard holds it. Asks the bridge for every connection at once.
+    pub fn new(
+        shard: usize,
+        link: ClusterLink,
+        registry: Registry,
+        direct: &[bool],
+        listen: Vec<Option<Dispatch>>,
+    ) -> Links {
         let lanes = direct
             .iter()
             .enumerate()
             .map(|(server, &direct)| direct.then(|| Lane::new(server)))
             .collect();
         for (server, _) in direct.iter().enumerate().filter(|(_, &d)| d) {
-            link.ask_link(server, shard);
+            link.ask_link(server, shard, LinkKind::Publish);
         }
-        ShardPublisher {
+        let listeners = listen
+            .into_iter()
+            .enumerate()
+            .map(|(server, dispatch)| dispatch.map(|d| Listener::new(server, shard, d, &link)))
+            .collect();
+        Links {
             shard,
             node: Arc::clone(&link.node),
             link,
             registry,
             lanes,
+            listeners,
         }
     }
 
@@ -117,7 +136,7 @@ impl ShardPublisher {
     }
 }
 
-impl DirectPublish for ShardPublisher {
+impl ShardRedis for Links {
     fn serves(&self, server: usize) -> bool {
         matches!(self.lanes.get(server), Some(Some(_)))
     }
@@ -145,6 +164,12 @@ impl DirectPublish for ShardPublisher {
     }
 
     fn linked(&mut self, link: RedisLink) {
+        if link.kind == LinkKind::Subscribe {
+            if let Some(listener) = self.listeners.get_mut(link.server).and_then(Option::as_mut) {
+                listener.linked(link, &self.registry, &self.link);
+            }
+            return;
+        }
         let (shard, registry) = (self.shard, &self.registry);
         let Some(lane) = self.lanes.get_mut(link.server).and_then(Option::as_mut) else {
             return; // not published to from here: the stream closes
@@ -153,10 +178,10 @@ impl DirectPublish for ShardPublisher {
             return; // only one is asked for at a time; this one is not needed
         }
         let mut stream = mio::net::TcpStream::from_std(link.stream);
-        let token = redis_token(link.server);
+        let token = redis_token(link.server, LinkKind::Publish);
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
             tracing::warn!(shard, server = link.server, error = %e, "a publishing connection to Redis could not be registered");
-            self.link.ask_link(link.server, shard);
+            self.link.ask_link(link.server, shard, LinkKind::Publish);
             return;
         }
         lane.logged_down = false;
@@ -170,7 +195,15 @@ impl DirectPublish for ShardPublisher {
     }
 
     fn ready(&mut self, token: mio::Token, answers: &mut Answers) {
-        let Some(server) = redis_server(token) else { return };
+        let Some((server, kind)) = redis_link_of(token) else {
+            return;
+        };
+        if kind == LinkKind::Subscribe {
+            if let Some(listener) = self.listeners.get_mut(server).and_then(Option::as_mut) {
+                listener.ready(&self.registry, &self.link);
+            }
+            return;
+        }
         let io = Io {
             shard: self.shard,
             node: &self.node,
@@ -192,6 +225,11 @@ impl DirectPublish for ShardPublisher {
             link: &self.link,
             registry: &self.registry,
         };
+        if ticked {
+            for listener in self.listeners.iter_mut().flatten() {
+                listener.tick(io.registry, io.link);
+            }
+        }
         for lane in self.lanes.iter_mut().flatten() {
             if ticked {
                 lane.expire(&io, answers);
@@ -331,7 +369,7 @@ impl Lane {
             self.logged_down = true;
             tracing::warn!(shard = io.shard, server = self.server, error = %error, "a shard's publishing connection to Redis failed; asking for another");
         }
-        io.link.ask_link(self.server, io.shard);
+        io.link.ask_link(self.server, io.shard, LinkKind::Publish);
     }
 
     /// Fails what waited past its deadline, and closes a connection whose

@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates};
 
+use super::keys;
 use super::reply::{encode, Value};
 use super::resp;
-use crate::bus::cluster::ClusterConfig;
+use crate::bus::cluster::{ClusterConfig, LinkKind, RedisLink};
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -148,12 +149,13 @@ impl Target {
         matches!(self.master.addr(), ConnectionAddr::Tcp(..))
     }
 
-    /// A plain TCP connection to the master for one shard's publishes: the
+    /// A plain TCP connection to the master for a shard (`direct`): the
     /// master found (through the sentinels, when named), connected, `AUTH`
-    /// and `SELECT` as the URL says, `ROLE` checked behind a sentinel, and
-    /// `script` loaded. Blocking, each step within `timeout`; the stream
-    /// comes back non-blocking, with the script's SHA1.
-    pub fn dial(&self, timeout: Duration, script: &str) -> Result<(std::net::TcpStream, String), LinkError> {
+    /// and `SELECT` as the URL says, `ROLE` checked behind a sentinel; then
+    /// for `Publish` the publish script loaded, for `Subscribe` subscribed
+    /// to what a node listens to. Blocking, each step within `timeout`; the
+    /// link comes back non-blocking.
+    pub fn dial(&self, timeout: Duration, server: usize, kind: LinkKind) -> Result<RedisLink, LinkError> {
         let (host, port) = match (&self.master_name, self.master.addr()) {
             (Some(name), _) => self.ask_sentinels(name, timeout)?,
             (None, ConnectionAddr::Tcp(host, port)) => (host.clone(), *port),
@@ -176,8 +178,16 @@ impl Target {
         if self.master_name.is_some() {
             commands.push(vec!["ROLE".into()]);
         }
-        commands.push(vec!["SCRIPT".into(), "LOAD".into(), script.into()]);
-        let replies = exchange(&stream, &commands).map_err(|e| failed(&e))?;
+        let command = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        match kind {
+            LinkKind::Publish => commands.push(command(&["SCRIPT", "LOAD", keys::PUBLISH])),
+            LinkKind::Subscribe => commands.extend([
+                command(&["SUBSCRIBE", keys::CONTROL]),
+                command(&["PSUBSCRIBE", keys::PUB_PATTERN]),
+                command(&["PSUBSCRIBE", keys::ROOM_PATTERN]),
+            ]),
+        }
+        let (replies, leftover) = exchange(&stream, &commands).map_err(|e| failed(&e))?;
         for (command, reply) in commands.iter().zip(&replies) {
             match (command[0].as_str(), reply) {
                 (_, Value::Error(e)) => return Err(failed(&format_args!("{}: {e}", command[0]))),
@@ -187,9 +197,18 @@ impl Target {
                 _ => {}
             }
         }
-        let sha = replies.last().and_then(Value::as_str).unwrap_or_default().to_string();
+        let sha = match kind {
+            LinkKind::Publish => replies.last().and_then(Value::as_str).unwrap_or_default().to_string(),
+            LinkKind::Subscribe => String::new(),
+        };
         stream.set_nonblocking(true).map_err(|e| failed(&e))?;
-        Ok((stream, sha))
+        Ok(RedisLink {
+            server,
+            kind,
+            stream,
+            sha,
+            leftover,
+        })
     }
 
     /// The master's address, from the first sentinel that knows it.
@@ -231,8 +250,9 @@ fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<std::net::Tcp
 }
 
 /// Writes `commands` in one pipeline and reads one reply for each
-/// (blocking: the stream's timeouts bound it).
-fn exchange(mut stream: &std::net::TcpStream, commands: &[Vec<String>]) -> io::Result<Vec<Value>> {
+/// (blocking: the stream's timeouts bound it); also what was read past the
+/// last reply (a subscriber's first messages).
+fn exchange(mut stream: &std::net::TcpStream, commands: &[Vec<String>]) -> io::Result<(Vec<Value>, Vec<u8>)> {
     let mut out = Vec::new();
     for command in commands {
         encode(&mut out, command);
@@ -252,7 +272,7 @@ fn exchange(mut stream: &std::net::TcpStream, commands: &[Vec<String>]) -> io::R
             },
         }
     }
-    Ok(replies)
+    Ok((replies, input))
 }
 
 fn open(info: ConnectionInfo, timeout: Duration) -> Result<redis::Connection, redis::RedisError> {

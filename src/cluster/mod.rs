@@ -24,6 +24,7 @@ pub mod commands;
 pub(crate) mod direct;
 pub mod keys;
 pub(crate) mod link;
+pub(crate) mod listen;
 pub(crate) mod mirror;
 pub(crate) mod publish;
 pub mod reply;
@@ -36,7 +37,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::buf::budget::MemoryBudget;
-use crate::bus::cluster::{ClusterConfig, ClusterLink, ClusterState, DirectPublish};
+use crate::bus::cluster::{ClusterConfig, ClusterLink, ClusterState, ShardRedis};
 use crate::bus::peers::Peers;
 use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
@@ -65,8 +66,8 @@ impl Drop for Bridge {
 }
 
 /// Starts both bridge threads; returns the link for shards and the API.
-/// One `DirectPublish` per shard, in shard order.
-pub type Publishers = Vec<Box<dyn DirectPublish>>;
+/// One `ShardRedis` per shard, in shard order.
+pub type Publishers = Vec<Box<dyn ShardRedis>>;
 
 pub fn start(
     config: ClusterConfig,
@@ -96,18 +97,29 @@ pub fn start(
         lanes.push((rx, state_rx));
     }
     let link = ClusterLink::new(txs, state_txs, Arc::clone(&config.node), Arc::clone(&state));
-    // Each shard publishes on connections of its own where the server is
-    // reached over plain TCP (`direct`); the command thread does for TLS.
+    // Where a server is reached over plain TCP, each shard publishes on a
+    // connection of its own, and shard `server % shards` holds the node's
+    // subscriber connection (`direct`, `listen`); for a `rediss://` server
+    // the command and subscriber threads do.
     let direct: Vec<bool> = targets.iter().map(link::Target::direct).collect();
+    let shard_count = registries.len();
     let publishers = registries
         .into_iter()
         .enumerate()
         .map(|(shard, registry)| {
-            Box::new(direct::ShardPublisher::new(shard, link.clone(), registry, &direct)) as Box<dyn DirectPublish>
+            let listen = (0..servers)
+                .map(|server| {
+                    (direct[server] && server % shard_count == shard).then(|| {
+                        subscriber::Dispatch::new(config.clone(), server, shards.for_sender(), Arc::clone(&state))
+                    })
+                })
+                .collect();
+            let links = direct::Links::new(shard, link.clone(), registry, &direct, listen);
+            Box::new(links) as Box<dyn ShardRedis>
         })
         .collect();
-    // One command thread and one subscriber thread per server: a server's
-    // slowness or outage holds up only its own channels.
+    // One command thread per server, and a subscriber thread per TLS
+    // server: a server's slowness or outage holds up only its own channels.
     for (server, (target, lanes)) in targets.into_iter().zip(lanes).enumerate() {
         let setup = commands::Setup {
             config: config.clone(),
@@ -117,12 +129,16 @@ pub fn start(
             server,
         };
         let commander = commands::Commander::new(setup, target.clone(), lanes, Arc::clone(&state));
-        let sub = subscriber::Subscriber::new(config.clone(), server, target, shards.for_sender(), Arc::clone(&state));
         threads.push(
             std::thread::Builder::new()
                 .name(format!("hubbub-cluster-cmd-{server}"))
                 .spawn(move || commander.run())?,
         );
+        if direct[server] {
+            continue;
+        }
+        let dispatch = subscriber::Dispatch::new(config.clone(), server, shards.for_sender(), Arc::clone(&state));
+        let sub = subscriber::Subscriber::new(target, dispatch);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("hubbub-cluster-sub-{server}"))

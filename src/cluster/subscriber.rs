@@ -1,9 +1,14 @@
-//! The subscriber thread: one Redis connection in Pub/Sub mode. Every
-//! publication of every channel arrives here in the order the publish
-//! script ran, and goes to the channel's owner shard through its inbox (one
-//! producer, FIFO), so every node delivers one order per channel. Control
-//! messages from other nodes (user messages, disconnects, kicks) go to the
-//! shards that hold the connections.
+//! A node's subscriber connection to one Redis server, in Pub/Sub mode.
+//! Every publication of every channel arrives there in the order the
+//! publish script ran, and goes to the channel's owner shard through its
+//! inbox (one producer, FIFO), so every node delivers one order per
+//! channel. Control messages from other nodes (user messages, disconnects,
+//! kicks) go to the shards that hold the connections.
+//!
+//! `Dispatch` is what does that, without I/O. It runs in one shard's event
+//! loop for a server reached over plain TCP (`listen`), and in a thread of
+//! its own (`Subscriber`, here) for a `rediss://` server, whose connection
+//! is the `redis` crate's.
 //!
 //! A PING every few seconds finds a Redis that stopped answering; any error
 //! reconnects with backoff (through Sentinel, to whichever server is the
@@ -33,63 +38,48 @@ use crate::ws::codec::{self, Kind, MAX_SERVER_HEADER};
 const READ_SLICE: Duration = Duration::from_millis(200);
 /// A PING finds a Redis that stopped answering (its pong must come within
 /// `REDIS_TIMEOUT`).
-const PING_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) struct Subscriber {
+    target: Target,
+    backoff: Backoff,
+    dispatch: Dispatch,
+}
+
+/// What arrives on a subscriber connection, sent where it goes: the part
+/// of the subscriber that does no I/O, shared by this thread (a `rediss://`
+/// server) and a shard's own subscriber connection (`listen`).
+pub(crate) struct Dispatch {
     config: ClusterConfig,
     /// Which Redis server (`--redis` order) this one listens to.
     server: usize,
-    target: Target,
     shards: Peers,
     state: Arc<ClusterState>,
-    backoff: Backoff,
     /// Room messages got into each shard's data lane so far (the last
     /// `ClusterRoomMessage::seq` sent there).
     rooms_sent: Vec<u64>,
 }
 
 impl Subscriber {
-    pub fn new(
-        config: ClusterConfig,
-        server: usize,
-        target: Target,
-        shards: Peers,
-        state: Arc<ClusterState>,
-    ) -> Subscriber {
+    pub fn new(target: Target, dispatch: Dispatch) -> Subscriber {
         Subscriber {
-            config,
-            server,
             target,
-            rooms_sent: vec![0; shards.len()],
-            shards,
-            state,
             backoff: Backoff::default(),
+            dispatch,
         }
     }
 
     pub fn run(mut self) {
+        let state = Arc::clone(&self.dispatch.state);
         let mut logged = false;
-        while !self.state.stop.load(Ordering::Relaxed) {
+        while !state.stop.load(Ordering::Relaxed) {
             let error = self.listen();
-            if self.state.subscriber_up[self.server].load(Ordering::Relaxed) {
+            if self.dispatch.lost() {
                 logged = false; // it was up: this is a new outage
-                if !self.state.stop.load(Ordering::Relaxed) {
-                    // Room messages have no offsets to find a gap by: the
-                    // members here are told now that they miss messages.
-                    // Each after what this thread sent it before the loss.
-                    for shard in 0..self.shards.len() {
-                        let (server, after) = (self.server as u16, self.rooms_sent[shard]);
-                        // Control lane: refused only when the shard is gone.
-                        let _ = self.shards.to(shard, HubMsg::ClusterRoomsLost { server, after });
-                    }
-                    self.state.reconnects.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(names::CLUSTER_RECONNECTS).increment(1);
-                }
             }
             let error = (!logged).then_some(&error);
             logged = true;
-            self.state
-                .set(&self.state.subscriber_up[self.server], false, "subscriber", error);
+            self.dispatch.down(error);
             let delay = self.backoff.next_delay();
             self.sleep(delay);
         }
@@ -97,7 +87,7 @@ impl Subscriber {
 
     fn sleep(&self, total: Duration) {
         let until = Instant::now() + total;
-        while Instant::now() < until && !self.state.stop.load(Ordering::Relaxed) {
+        while Instant::now() < until && !self.dispatch.state.stop.load(Ordering::Relaxed) {
             std::thread::sleep(READ_SLICE.min(until.saturating_duration_since(Instant::now())));
         }
     }
@@ -117,9 +107,10 @@ impl Subscriber {
         if let Err(e) = subscribed {
             return io::Error::other(e);
         }
-        self.up();
+        self.backoff.reset();
+        self.dispatch.up();
         let mut pinged = Instant::now();
-        while !self.state.stop.load(Ordering::Relaxed) {
+        while !self.dispatch.state.stop.load(Ordering::Relaxed) {
             if pinged.elapsed() >= PING_EVERY {
                 pinged = Instant::now();
                 // Messages that arrive before the pong are kept by the crate.
@@ -134,28 +125,72 @@ impl Subscriber {
             // A timeout in the middle of a message keeps what was read (the
             // crate's parser resumes): only the wait for the next one ends.
             match pubsub.get_message() {
-                Ok(msg) => self.dispatch(&msg),
+                Ok(msg) => {
+                    let from_pattern = msg.from_pattern();
+                    self.dispatch
+                        .message(msg.get_channel_name(), from_pattern, msg.get_payload_bytes())
+                }
                 Err(e) if e.is_timeout() => continue,
                 Err(e) => return io::Error::other(e),
             }
         }
         io::Error::other("stopping")
     }
+}
 
-    fn up(&mut self) {
-        self.backoff.reset();
+impl Dispatch {
+    pub fn new(config: ClusterConfig, server: usize, shards: Peers, state: Arc<ClusterState>) -> Dispatch {
+        Dispatch {
+            config,
+            server,
+            rooms_sent: vec![0; shards.len()],
+            shards,
+            state,
+        }
+    }
+
+    /// The connection is subscribed: messages flow.
+    pub fn up(&mut self) {
         self.state
             .set(&self.state.subscriber_up[self.server], true, "subscriber", None);
     }
 
-    fn dispatch(&mut self, msg: &redis::Msg) {
-        let channel = msg.get_channel_name();
-        if let Some(room) = channel.strip_prefix(keys::ROOM_PREFIX).filter(|_| msg.from_pattern()) {
-            self.room_message(room, msg.get_payload_bytes());
-        } else if msg.from_pattern() {
-            self.publication(channel, msg.get_payload_bytes());
+    /// The connection failed (or could not be opened, `error` the first
+    /// time in an outage): counted down.
+    pub fn down(&mut self, error: Option<&io::Error>) {
+        self.state
+            .set(&self.state.subscriber_up[self.server], false, "subscriber", error);
+    }
+
+    /// The connection is gone. If it was up, this is a new outage: room
+    /// messages have no offsets to find a gap by, so the members here are
+    /// told now that they miss messages, each after what was sent to its
+    /// shard before the loss. Returns whether it was up.
+    pub fn lost(&mut self) -> bool {
+        if !self.state.subscriber_up[self.server].load(Ordering::Relaxed) {
+            return false;
+        }
+        if !self.state.stop.load(Ordering::Relaxed) {
+            for shard in 0..self.shards.len() {
+                let (server, after) = (self.server as u16, self.rooms_sent[shard]);
+                // Control lane: refused only when the shard is gone.
+                let _ = self.shards.to(shard, HubMsg::ClusterRoomsLost { server, after });
+            }
+            self.state.reconnects.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(names::CLUSTER_RECONNECTS).increment(1);
+        }
+        true
+    }
+
+    /// One message as Redis delivered it: on `channel` (matched by a
+    /// pattern, or subscribed by name), with `payload`.
+    pub fn message(&mut self, channel: &str, from_pattern: bool, payload: &[u8]) {
+        if let Some(room) = channel.strip_prefix(keys::ROOM_PREFIX).filter(|_| from_pattern) {
+            self.room_message(room, payload);
+        } else if from_pattern {
+            self.publication(channel, payload);
         } else if channel == keys::CONTROL {
-            self.control(msg.get_payload_bytes());
+            self.control(payload);
         }
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::frame::text_frame;
 use super::protocol::{self, code};
 use super::{owner, Conns, Hub, Target};
-use crate::bus::cluster::{ClusterCmd, DirectPublish, RedisCall};
+use crate::bus::cluster::{ClusterCmd, RedisCall, ShardRedis};
 use crate::bus::msg::{HubMsg, Origin, ReplyTo};
 use crate::route::Route;
 use crate::tick::TICKS_PER_SEC;
@@ -363,7 +363,7 @@ impl Hub {
         }
     }
 
-    pub(crate) fn set_direct(&mut self, direct: Option<Box<dyn DirectPublish>>) {
+    pub(crate) fn set_direct(&mut self, direct: Option<Box<dyn ShardRedis>>) {
         self.direct = direct;
     }
 

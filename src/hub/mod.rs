@@ -139,7 +139,7 @@ pub(crate) struct Hub {
     proxy: Option<crate::bus::proxy::ProxyLink>,
     /// Cluster mode: this shard's own connections to Redis for the
     /// publishes it orders (where the server is reached over plain TCP).
-    direct: Option<Box<dyn crate::bus::cluster::DirectPublish>>,
+    direct: Option<Box<dyn crate::bus::cluster::ShardRedis>>,
     /// (shard, channel) whose deliveries were dropped and reported as a
     /// gap, until a delivery of it gets through again or a subscriber joins
     /// there: one gap message per run of drops, so the control lane stays

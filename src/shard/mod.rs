@@ -31,7 +31,7 @@ use slab::Slab;
 use tracing::{debug, warn};
 
 use crate::buf::MemKind;
-use crate::bus::cluster::{redis_server, DirectPublish};
+use crate::bus::cluster::{redis_link_of, ShardRedis};
 use crate::bus::inbox::{Budget, Inbox, Lane, ShardMsg};
 use crate::bus::peers::Peers;
 use crate::conn::drive::TLS_ERROR_LABEL;
@@ -72,7 +72,7 @@ pub(crate) struct ShardSetup {
     /// Cluster mode: the Redis bridge.
     pub cluster: Option<crate::bus::cluster::ClusterLink>,
     /// Cluster mode: this shard's own connections for its publishes.
-    pub direct: Option<Box<dyn DirectPublish>>,
+    pub direct: Option<Box<dyn ShardRedis>>,
     /// The application hooks' workers (`--proxy-*-url`).
     pub proxy: Option<crate::bus::proxy::ProxyLink>,
 }
@@ -234,7 +234,7 @@ impl Shard {
         match event.token() {
             token::LISTENER => self.accept_pending = true,
             token::WAKER => {} // the inbox is drained every turn
-            t if redis_server(t).is_some() => {
+            t if redis_link_of(t).is_some() => {
                 let (hub, mut local) = self.hub_and_conns();
                 hub.redis_ready(t, &mut local);
             }

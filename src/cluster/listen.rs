@@ -1,0 +1,209 @@
+//! The node's subscriber connection to one Redis server, held by one shard
+//! and read in its event loop (`direct`), for a server reached over plain
+//! TCP: what the subscriber thread does for a `rediss://` server
+//! (`subscriber`), without a thread of its own to wake on the way.
+//!
+//! Every message goes where the thread would send it, through the same
+//! inboxes (`subscriber::Dispatch`, this shard's own included), so the
+//! order rules are unchanged: one producer per server, FIFO per shard. A
+//! `PING` every `PING_EVERY` finds a Redis that stopped answering (its
+//! pong must come within `REDIS_TIMEOUT`); a failure is handled as the
+//! thread handles it (room members told, counted, logged once per outage)
+//! and a new connection is asked of the bridge.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use mio::{Interest, Registry};
+
+use super::reply::{encode, Value};
+use super::subscriber::{Dispatch, PING_EVERY};
+use super::{resp, REDIS_TIMEOUT};
+use crate::bus::cluster::{redis_token, ClusterLink, LinkKind, RedisLink};
+
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+pub(crate) struct Listener {
+    server: usize,
+    shard: usize,
+    dispatch: Dispatch,
+    conn: Option<Conn>,
+    /// The failure of this outage was logged.
+    logged: bool,
+}
+
+struct Conn {
+    stream: mio::net::TcpStream,
+    /// Bytes read, not yet a whole message.
+    input: Vec<u8>,
+    /// A `PING` the socket has not taken yet.
+    out: Vec<u8>,
+    pinged: Instant,
+    /// A `PING` waits for its pong since then.
+    waiting: Option<Instant>,
+}
+
+impl Listener {
+    /// Asks the bridge for the connection at once.
+    pub fn new(server: usize, shard: usize, dispatch: Dispatch, link: &ClusterLink) -> Listener {
+        link.ask_link(server, shard, LinkKind::Subscribe);
+        Listener {
+            server,
+            shard,
+            dispatch,
+            conn: None,
+            logged: false,
+        }
+    }
+
+    /// The connection the bridge opened: subscribed, with the first bytes
+    /// read past the confirmations (handed on now).
+    pub fn linked(&mut self, link: RedisLink, registry: &Registry, asker: &ClusterLink) {
+        if self.conn.is_some() {
+            return; // only one is asked for at a time
+        }
+        let mut stream = mio::net::TcpStream::from_std(link.stream);
+        let token = redis_token(self.server, LinkKind::Subscribe);
+        if let Err(e) = registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            return self.failed(e, asker);
+        }
+        self.conn = Some(Conn {
+            stream,
+            input: link.leftover,
+            out: Vec::new(),
+            pinged: Instant::now(),
+            waiting: None,
+        });
+        self.logged = false;
+        self.dispatch.up();
+        if let Err(e) = self.handle_input() {
+            self.broken(e, registry, asker);
+        }
+    }
+
+    /// Reads what arrived and hands each message on; flushes a `PING`.
+    pub fn ready(&mut self, registry: &Registry, asker: &ClusterLink) {
+        if let Err(e) = self.read().and_then(|()| self.flush()) {
+            self.broken(e, registry, asker);
+        }
+    }
+
+    /// Pings when due; closes a connection whose pong is late.
+    pub fn tick(&mut self, registry: &Registry, asker: &ClusterLink) {
+        let Some(conn) = &mut self.conn else { return };
+        let now = Instant::now();
+        if conn.waiting.is_some_and(|at| now.duration_since(at) >= REDIS_TIMEOUT) {
+            let late = io::Error::new(io::ErrorKind::TimedOut, "Redis stopped answering (no pong in time)");
+            return self.broken(late, registry, asker);
+        }
+        if conn.waiting.is_none() && now.duration_since(conn.pinged) >= PING_EVERY {
+            conn.pinged = now;
+            conn.waiting = Some(now);
+            encode(&mut conn.out, &["PING"]);
+            if let Err(e) = self.flush() {
+                self.broken(e, registry, asker);
+            }
+        }
+    }
+
+    fn read(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            let Some(conn) = &mut self.conn else { return Ok(()) };
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "Redis closed the connection",
+                    ))
+                }
+                Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            // Handed on as it comes: the buffer holds at most one message
+            // in the making.
+            self.handle_input()?;
+        }
+    }
+
+    /// Hands on every whole message in the input.
+    fn handle_input(&mut self) -> io::Result<()> {
+        let Some(conn) = &mut self.conn else { return Ok(()) };
+        let mut used = 0;
+        let result = loop {
+            match resp::parse(&conn.input[used..]) {
+                Ok(Some((value, n))) => {
+                    used += n;
+                    if let Err(e) = on_message(&mut self.dispatch, &mut conn.waiting, value) {
+                        break Err(e);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(io::Error::other(e)),
+            }
+        };
+        conn.input.drain(..used);
+        result
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(conn) = &mut self.conn else { return Ok(()) };
+        while !conn.out.is_empty() {
+            match conn.stream.write(&conn.out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => drop(conn.out.drain(..n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection failed: as the thread does, then another is asked.
+    fn broken(&mut self, error: io::Error, registry: &Registry, asker: &ClusterLink) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = registry.deregister(&mut conn.stream);
+        }
+        self.failed(error, asker);
+    }
+
+    fn failed(&mut self, error: io::Error, asker: &ClusterLink) {
+        if self.dispatch.lost() {
+            self.logged = false; // it was up: a new outage
+        }
+        let error = (!std::mem::replace(&mut self.logged, true)).then_some(&error);
+        self.dispatch.down(error);
+        asker.ask_link(self.server, self.shard, LinkKind::Subscribe);
+    }
+}
+
+/// One reply on the subscribed connection: a message (handed on), a pong,
+/// or a confirmation. An error reply breaks the connection.
+fn on_message(dispatch: &mut Dispatch, waiting: &mut Option<Instant>, value: Value) -> io::Result<()> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Error(e) => return Err(io::Error::other(format!("Redis: {e}"))),
+        _ => return Ok(()),
+    };
+    let text = |i: usize| items.get(i).and_then(Value::as_str);
+    let bytes = |i: usize| items.get(i).and_then(Value::as_bytes);
+    match (text(0), items.len()) {
+        (Some("message"), 3) => {
+            if let (Some(channel), Some(payload)) = (text(1), bytes(2)) {
+                dispatch.message(channel, false, payload);
+            }
+        }
+        (Some("pmessage"), 4) => {
+            if let (Some(channel), Some(payload)) = (text(2), bytes(3)) {
+                dispatch.message(channel, true, payload);
+            }
+        }
+        (Some("pong"), _) => *waiting = None,
+        _ => {} // (p)subscribe confirmations
+    }
+    Ok(())
+}
