@@ -1,13 +1,13 @@
 //! Which channels this node keeps a log of (cluster mode). Redis pushes
-//! every publication of the cluster to every node; the subscriber thread
-//! asks this set before it passes one to the channel's owner shard, so a
+//! every publication of the cluster to every node; the subscriber
+//! connection (a shard's, or a thread's) asks this set before it passes one to the channel's owner shard, so a
 //! node's shards wake only for the channels they hold (a node with no
 //! subscriber of a busy channel, e.g. the one its publishers use, skips it).
 //!
 //! Each owner shard adds a channel when it makes the channel's log, before
 //! it asks Redis for the channel's position, and removes it when it drops
 //! the log. A publication Redis ran after that position was read reaches
-//! the subscriber thread after the channel was added, so none that the log
+//! the subscriber connection after the channel was added, so none that the log
 //! needs is skipped; one from before the position is not needed (it is in
 //! Redis's history for recovery).
 
@@ -15,8 +15,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 /// The channels with a log on this node; shared by the owner shards
-/// (writers, when a log is made or dropped) and the subscriber threads
-/// (a lookup per publication).
+/// (writers, when a log is made or dropped) and the subscriber
+/// connections (a lookup per publication).
 #[derive(Debug, Default)]
 pub struct Wanted {
     channels: Mutex<HashSet<Arc<str>>>,

@@ -2,7 +2,10 @@
 //! batch of commands from the shards, writes this node's changed presence
 //! and user entries, runs the batch's scripts, reads every reply, and sends
 //! the answers to the shards' inboxes (or the admin thread). It heartbeats
-//! the node and refreshes the list of live nodes.
+//! the node and refreshes the list of live nodes. It also opens the shards'
+//! own connections (`ClusterCmd::Dial`, while its own link is up), whose
+//! publishes then never pass through here (`direct`); it publishes only
+//! for a `rediss://` server.
 //!
 //! While Redis is unreachable it keeps taking commands: presence and user
 //! changes go into this node's `Mirror` (written whole after every

@@ -3,19 +3,26 @@
 //! or several, with the channels spread over them (`server_of`).
 //! See `docs/CLUSTER.md`.
 //!
-//! What it owns: the Redis connections, in two bridge threads per server that reach the
-//! shards only through their inboxes, and are reached by them only through a
-//! bounded channel ([`ClusterLink`]). A shard never blocks on Redis: a full
-//! channel is a counted drop and a `108` answer.
+//! What it owns: the Redis connections. Per server, a command thread, and
+//! either connections held by the shards themselves (plain TCP: `direct`,
+//! `listen`) or a subscriber thread (`rediss://`). Threads reach the shards
+//! only through their inboxes, and are reached by them only through a
+//! bounded channel ([`ClusterLink`]). A shard never blocks on Redis: its own
+//! connections are non-blocking, and a full queue is a counted drop and a
+//! `108` answer.
 //!
-//! - The command thread ([`commands`]) sequences publishes with one Lua
-//!   script each (epoch, `INCR` offset, `XADD` history, `PUBLISH`), answers
-//!   history/presence/recovery from Redis, keeps this node's presence and
-//!   user connections in Redis and heartbeats the node.
-//! - The subscriber thread ([`subscriber`]) receives every publication in
-//!   Redis's order (one connection, `PSUBSCRIBE`) and hands it to the
-//!   channel's owner shard, which delivers it exactly as a local one; it also
-//!   carries user messages, disconnects and kicks between nodes.
+//! - Publishes: the channel's owner shard runs one Lua script each (epoch,
+//!   `INCR` offset, `XADD` history, `PUBLISH`) on its own connection
+//!   ([`direct`]; rules shared with the command thread in [`publish`]).
+//! - The command thread ([`commands`]) answers history/presence/recovery
+//!   from Redis, keeps this node's presence and user connections in Redis,
+//!   heartbeats the node, opens the shards' connections, and runs the
+//!   publishes of a `rediss://` server.
+//! - The subscriber connection receives every publication in Redis's order
+//!   (`PSUBSCRIBE`) and hands it to the channel's owner shard, which
+//!   delivers it exactly as a local one; it also carries user messages,
+//!   disconnects and kicks between nodes. One shard holds it ([`listen`]),
+//!   or a thread for `rediss://` ([`subscriber`]).
 //!
 //! Without `--redis` none of this runs and the hub takes none of these paths.
 

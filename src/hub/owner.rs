@@ -66,7 +66,7 @@ pub(crate) struct Owned {
     /// Charged for retained history.
     meter: Meter,
     /// Cluster mode: the node's set of channels with a log, kept as `logs`
-    /// changes (the subscriber thread passes on only their publications).
+    /// changes (the subscriber connection passes on only their publications).
     wanted: Option<Arc<Wanted>>,
     /// `send`s refused over the sender's share of a mailbox.
     refused_share: metrics::Counter,
