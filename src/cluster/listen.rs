@@ -207,3 +207,68 @@ fn on_message(dispatch: &mut Dispatch, waiting: &mut Option<Instant>, value: Val
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::buf::budget::MemoryBudget;
+    use crate::bus::cluster::{ClusterConfig, ClusterState};
+    use crate::bus::inbox::ShardMsg;
+    use crate::bus::inbox::{channel, Inbox, Lane};
+    use crate::bus::msg::HubMsg;
+    use crate::bus::peers::Peers;
+
+    fn dispatch() -> (Dispatch, Inbox, Arc<ClusterState>) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (handle, inbox) = channel(waker);
+        let state = Arc::new(ClusterState::new(1, 1 << 20, MemoryBudget::new(1 << 30)));
+        state.wanted.add(&Arc::from("news"));
+        let config = ClusterConfig {
+            redis: "redis://127.0.0.1:1".into(),
+            more_redis: Vec::new(),
+            sentinels: Vec::new(),
+            master_name: None,
+            ca_file: None,
+            node: "me".into(),
+            node_ttl: Duration::from_secs(10),
+        };
+        let peers = Peers::new(vec![handle].into());
+        (Dispatch::new(config, 0, peers, Arc::clone(&state)), inbox, state)
+    }
+
+    fn bulk(items: &[&[u8]]) -> Value {
+        Value::Array(items.iter().map(|b| Value::Bytes(b.to_vec())).collect())
+    }
+
+    #[test]
+    fn publications_go_to_their_owner_and_a_pong_ends_the_wait() {
+        let (mut dispatch, inbox, _state) = dispatch();
+        let mut waiting = Some(Instant::now());
+        let publication = bulk(&[b"pmessage", b"hubbub:pub:*", b"hubbub:pub:news", b"e1\n7\n{\"a\":1}"]);
+        on_message(&mut dispatch, &mut waiting, publication).unwrap();
+        let unwanted = bulk(&[b"pmessage", b"hubbub:pub:*", b"hubbub:pub:other", b"e1\n1\nx"]);
+        on_message(&mut dispatch, &mut waiting, unwanted).unwrap();
+        let confirmation = Value::Array(vec![
+            Value::Bytes(b"psubscribe".to_vec()),
+            Value::Bytes(b"hubbub:pub:*".to_vec()),
+            Value::Int(2),
+        ]);
+        on_message(&mut dispatch, &mut waiting, confirmation).unwrap();
+        assert!(waiting.is_some(), "a confirmation is not a pong");
+        on_message(&mut dispatch, &mut waiting, bulk(&[b"pong", b""])).unwrap();
+        assert!(waiting.is_none());
+        match inbox.try_recv(Lane::Data) {
+            Some(ShardMsg::Hub(HubMsg::ClusterPublication {
+                channel, epoch, offset, ..
+            })) => assert_eq!((&*channel, &*epoch, offset), ("news", "e1", 7)),
+            other => panic!("expected the publication, got {other:?}"),
+        }
+        assert!(inbox.try_recv(Lane::Data).is_none(), "the unwanted one was skipped");
+        let refused = on_message(&mut dispatch, &mut waiting, Value::Error("ERR wrong".into()));
+        assert!(refused.is_err(), "an error reply breaks the connection");
+    }
+}
