@@ -23,6 +23,7 @@ fn main() -> std::io::Result<()> {
     write("command", &command_seeds())?;
     write("utf8", &utf8_seeds())?;
     write("jwt", &jwt_seeds(&token))?;
+    write("resp", &resp_seeds())?;
     Ok(())
 }
 
@@ -156,4 +157,18 @@ fn jwt_seeds(token: &str) -> Vec<Vec<u8>> {
         with(1, br#"{"sub":"carol","channels":["a:*","*","b"],"nbf":1,"iat":2}"#),
         with(1, br#"{"alg":"HS256","crit":["b64"]}"#.iter().chain(b"\0").chain(br#"{"sub":"x"}"#).copied().collect::<Vec<_>>().as_slice()),
     ]
+}
+
+/// What Redis sends a shard's own connections: a publish script's answer,
+/// a subscriber's messages and pong, errors, statuses and nils.
+fn resp_seeds() -> Vec<Vec<u8>> {
+    [
+        &b"*4\r\n$10\r\n18c3a0f1e2\r\n:42\r\n:0\r\n:1\r\n"[..],
+        b"*4\r\n$8\r\npmessage\r\n$12\r\nhubbub:pub:*\r\n$15\r\nhubbub:pub:news\r\n$5\r\ne\n1\nx\r\n",
+        b"*3\r\n$7\r\nmessage\r\n$10\r\nhubbub:ctl\r\n$2\r\n{}\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n",
+        b"-NOSCRIPT No matching script\r\n+OK\r\n$-1\r\n*-1\r\n:-7\r\n",
+    ]
+    .iter()
+    .map(|seed| seed.to_vec())
+    .collect()
 }

@@ -35,7 +35,7 @@ pub(crate) mod listen;
 pub(crate) mod mirror;
 pub(crate) mod publish;
 pub mod reply;
-pub(crate) mod resp;
+pub mod resp;
 pub mod subscriber;
 
 use std::sync::atomic::Ordering;

@@ -10,6 +10,8 @@ use super::reply::Value;
 
 /// Nesting of arrays accepted in one reply.
 const MAX_DEPTH: usize = 8;
+/// Bytes of one line (a status, an error, a number).
+const MAX_LINE: usize = 4096;
 /// Length of one bulk string, and items of one array, accepted.
 const MAX_BULK: usize = 64 << 20;
 
@@ -80,13 +82,14 @@ fn value(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Value>, Resp
 }
 
 /// The line at `at`, without its CRLF; `None` if it is not all there yet.
+/// A line holds a type and a number or a short status: one longer than
+/// `MAX_LINE` is not a reply, whether its end has come or not.
 fn line(buf: &[u8], at: usize) -> Result<Option<&[u8]>, RespError> {
     let rest = buf.get(at..).unwrap_or_default();
-    match rest.windows(2).position(|w| w == b"\r\n") {
+    let head = &rest[..rest.len().min(MAX_LINE + 2)];
+    match head.windows(2).position(|w| w == b"\r\n") {
         Some(end) => Ok(Some(&rest[..end])),
-        // A line holds a type and a number or a short status: a long one
-        // without its end is not a reply.
-        None if rest.len() > 4096 => Err(RespError("a line without an end")),
+        None if head.len() == MAX_LINE + 2 => Err(RespError("a line over the bound")),
         None => Ok(None),
     }
 }
@@ -161,6 +164,8 @@ mod tests {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert!(parse(&[b'+'; 5000]).is_err(), "a line without an end is not waited for");
+        let long = [&[b'+'; 5000][..], b"\r\n"].concat();
+        assert!(parse(&long).is_err(), "nor one with its end past the bound");
         let deep = "*1\r\n".repeat(MAX_DEPTH + 1) + ":1\r\n";
         assert!(parse(deep.as_bytes()).is_err());
         let ok = "*1\r\n".repeat(MAX_DEPTH) + ":1\r\n";
