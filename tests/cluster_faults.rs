@@ -18,10 +18,14 @@ use serde_json::{json, Value};
 
 /// A TCP proxy to Redis. `cut_next_publish`: the next write carrying a
 /// script call is forwarded, its reply swallowed, the connection closed.
-/// `down`: new connections are closed at once.
+/// `close_after_publish_reply`: the next write carrying a publish (a
+/// script call naming an idempotency hash) is forwarded, and so is its
+/// reply, right followed by the close. `down`: new connections are closed
+/// at once.
 struct Proxy {
     addr: SocketAddr,
     cut_next_publish: Arc<AtomicBool>,
+    close_after_publish_reply: Arc<AtomicBool>,
     down: Arc<AtomicBool>,
     /// Both ends of every connection, to cut them all at once.
     streams: Arc<Mutex<Vec<TcpStream>>>,
@@ -32,7 +36,12 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, down) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let (cut2, down2) = (Arc::clone(&cut), Arc::clone(&down));
+        let down2 = Arc::clone(&down);
+        let faults = Faults {
+            cut: Arc::clone(&cut),
+            close_after: Arc::new(AtomicBool::new(false)),
+        };
+        let faults2 = faults.clone();
         let streams = Arc::new(Mutex::new(Vec::new()));
         let streams2 = Arc::clone(&streams);
         std::thread::spawn(move || {
@@ -47,12 +56,13 @@ impl Proxy {
                 let mut kept = streams2.lock().unwrap();
                 kept.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 drop(kept);
-                pipe_pair(client, server, Arc::clone(&cut2));
+                pipe_pair(client, server, faults2.clone());
             }
         });
         Proxy {
             addr,
             cut_next_publish: cut,
+            close_after_publish_reply: faults.close_after,
             down,
             streams,
         }
@@ -70,16 +80,33 @@ impl Proxy {
     }
 }
 
-fn pipe_pair(client: TcpStream, server: TcpStream, cut: Arc<AtomicBool>) {
+/// The faults a proxied connection may be asked for (see `Proxy`).
+#[derive(Clone)]
+struct Faults {
+    cut: Arc<AtomicBool>,
+    close_after: Arc<AtomicBool>,
+}
+
+/// Whether `chunk` carries a publish: a script call naming a writer's
+/// idempotency hash (no other command names one).
+fn carries_publish(chunk: &[u8]) -> bool {
+    chunk.windows(7).any(|w| w == b"EVALSHA") && chunk.windows(9).any(|w| w == b"hubbub:i:")
+}
+
+fn pipe_pair(client: TcpStream, server: TcpStream, faults: Faults) {
     let swallow = Arc::new(AtomicBool::new(false));
+    let close_up = Arc::new(AtomicBool::new(false));
     let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let swallow_up = Arc::clone(&swallow);
+    let (swallow_up, close_up2) = (Arc::clone(&swallow), Arc::clone(&close_up));
     std::thread::spawn(move || {
         let mut buf = vec![0; 64 * 1024];
         while let Ok(n @ 1..) = c_in.read(&mut buf) {
             let chunk = &buf[..n];
-            if chunk.windows(7).any(|w| w == b"EVALSHA") && cut.swap(false, Ordering::SeqCst) {
+            if chunk.windows(7).any(|w| w == b"EVALSHA") && faults.cut.swap(false, Ordering::SeqCst) {
                 swallow_up.store(true, Ordering::SeqCst);
+            }
+            if carries_publish(chunk) && faults.close_after.swap(false, Ordering::SeqCst) {
+                close_up2.store(true, Ordering::SeqCst);
             }
             if s_out.write_all(chunk).is_err() {
                 break;
@@ -94,9 +121,12 @@ fn pipe_pair(client: TcpStream, server: TcpStream, cut: Arc<AtomicBool>) {
             if swallow.load(Ordering::SeqCst) || c_out.write_all(&buf[..n]).is_err() {
                 break;
             }
+            if close_up.load(Ordering::SeqCst) {
+                break; // the reply went through, the close right behind it
+            }
         }
         let _ = c_out.shutdown(Shutdown::Both);
-        let _ = s_in.shutdown(Shutdown::Both);
+        let _ = s_in.shutdown(Shutdown::Read);
     });
 }
 
@@ -570,4 +600,42 @@ fn a_burst_cut_in_the_middle_is_published_once_each_and_in_order() {
         pubs_within(&mut sub, Duration::from_millis(500)).is_empty(),
         "nothing more"
     );
+}
+
+/// One node through `proxy`, one shard (one publishing connection), and a
+/// publisher on it whose first publish went through.
+fn one_shard_through(proxy: &Proxy) -> (Process, WsClient) {
+    let a = node_on(&["--redis", &proxy.url()], "a", &["--shards", "1"]);
+    wait_cluster(&a, 1);
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "warm", json!(0));
+    (a, publisher)
+}
+
+#[test]
+fn answers_read_together_with_the_close_are_not_thrown_away() {
+    // Redis answers a publish and the connection closes right behind the
+    // answer (a restart, `CLIENT KILL`, a proxy): the answer was received
+    // and is the publish's, not "not known" and not a duplicate's.
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(redis.port);
+    let (a, mut publisher) = one_shard_through(&proxy);
+    for i in 0..8 {
+        proxy.close_after_publish_reply.store(true, Ordering::SeqCst);
+        let result = publish(&mut publisher, "closing", json!(i));
+        assert!(
+            !proxy.close_after_publish_reply.load(Ordering::SeqCst),
+            "the proxy closed nothing"
+        );
+        assert_eq!(result.get("duplicate"), None, "publish {i}: {result}");
+    }
+    // No next connection: the answer that came is still the answer. (The
+    // publish before makes sure a connection is there to close.)
+    assert_eq!(publish(&mut publisher, "closing", json!(8))["offset"], 9);
+    proxy.down.store(true, Ordering::SeqCst);
+    proxy.close_after_publish_reply.store(true, Ordering::SeqCst);
+    let reply = publisher.call("publish", json!({"channel": "closing", "data": "last"}));
+    assert_eq!(reply["result"]["offset"], 10, "{reply}");
+    proxy.down.store(false, Ordering::SeqCst);
+    wait_cluster(&a, 1);
 }

@@ -315,20 +315,23 @@ impl Lane {
             return Ok(());
         };
         let mut chunk = [0u8; READ_CHUNK];
-        loop {
+        // A close (or a reset) right behind answers does not make them
+        // unread: they are handed on first, and only the publishes still
+        // unanswered wait for the next connection.
+        let closed = loop {
             match conn.stream.read(&mut chunk) {
                 Ok(0) => {
-                    return Err(io::Error::new(
+                    break Some(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "Redis closed the connection",
                     ))
                 }
                 Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => break Some(e),
             }
-        }
+        };
         let mut used = 0;
         let result = loop {
             let reply = match resp::parse(&conn.input[used..]) {
@@ -353,7 +356,10 @@ impl Lane {
             complete(io, &mut self.writer, waiting, &reply, answers);
         };
         conn.input.drain(..used);
-        result
+        match closed {
+            Some(e) => result.and(Err(e)),
+            None => result,
+        }
     }
 
     /// The connection failed: its publishes wait for the next one (in
