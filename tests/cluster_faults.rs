@@ -20,12 +20,16 @@ use serde_json::{json, Value};
 /// script call is forwarded, its reply swallowed, the connection closed.
 /// `close_after_publish_reply`: the next write carrying a publish (a
 /// script call naming an idempotency hash) is forwarded, and so is its
-/// reply, right followed by the close. `down`: new connections are closed
-/// at once.
+/// reply, right followed by the close. `stall_next_publish`: the next
+/// write carrying a publish, and all after it on that connection, are held
+/// until the node closes the connection, then forwarded `STALL_AFTER_CLOSE`
+/// later (data late on a dead path). `down`: new connections are closed at
+/// once.
 struct Proxy {
     addr: SocketAddr,
     cut_next_publish: Arc<AtomicBool>,
     close_after_publish_reply: Arc<AtomicBool>,
+    stall_next_publish: Arc<AtomicBool>,
     down: Arc<AtomicBool>,
     /// Both ends of every connection, to cut them all at once.
     streams: Arc<Mutex<Vec<TcpStream>>>,
@@ -40,6 +44,7 @@ impl Proxy {
         let faults = Faults {
             cut: Arc::clone(&cut),
             close_after: Arc::new(AtomicBool::new(false)),
+            stall: Arc::new(AtomicBool::new(false)),
         };
         let faults2 = faults.clone();
         let streams = Arc::new(Mutex::new(Vec::new()));
@@ -63,6 +68,7 @@ impl Proxy {
             addr,
             cut_next_publish: cut,
             close_after_publish_reply: faults.close_after,
+            stall_next_publish: faults.stall,
             down,
             streams,
         }
@@ -85,7 +91,11 @@ impl Proxy {
 struct Faults {
     cut: Arc<AtomicBool>,
     close_after: Arc<AtomicBool>,
+    stall: Arc<AtomicBool>,
 }
+
+/// How long stalled bytes stay held after the node closed the connection.
+const STALL_AFTER_CLOSE: Duration = Duration::from_millis(700);
 
 /// Whether `chunk` carries a publish: a script call naming a writer's
 /// idempotency hash (no other command names one).
@@ -100,6 +110,7 @@ fn pipe_pair(client: TcpStream, server: TcpStream, faults: Faults) {
     let (swallow_up, close_up2) = (Arc::clone(&swallow), Arc::clone(&close_up));
     std::thread::spawn(move || {
         let mut buf = vec![0; 64 * 1024];
+        let mut held: Option<Vec<u8>> = None;
         while let Ok(n @ 1..) = c_in.read(&mut buf) {
             let chunk = &buf[..n];
             if chunk.windows(7).any(|w| w == b"EVALSHA") && faults.cut.swap(false, Ordering::SeqCst) {
@@ -108,9 +119,24 @@ fn pipe_pair(client: TcpStream, server: TcpStream, faults: Faults) {
             if carries_publish(chunk) && faults.close_after.swap(false, Ordering::SeqCst) {
                 close_up2.store(true, Ordering::SeqCst);
             }
+            if held.is_none() && carries_publish(chunk) && faults.stall.swap(false, Ordering::SeqCst) {
+                held = Some(Vec::new());
+            }
+            if let Some(held) = &mut held {
+                held.extend_from_slice(chunk);
+                continue;
+            }
             if s_out.write_all(chunk).is_err() {
                 break;
             }
+        }
+        if let Some(held) = held {
+            // The node gave up on this connection; what it wrote arrives
+            // at Redis late all the same.
+            std::thread::sleep(STALL_AFTER_CLOSE);
+            let _ = s_out.write_all(&held);
+            let _ = s_out.shutdown(Shutdown::Write);
+            return;
         }
         let _ = s_out.shutdown(Shutdown::Both);
     });
@@ -638,4 +664,34 @@ fn answers_read_together_with_the_close_are_not_thrown_away() {
     assert_eq!(reply["result"]["offset"], 10, "{reply}");
     proxy.down.store(false, Ordering::SeqCst);
     wait_cluster(&a, 1);
+}
+
+#[test]
+fn a_publish_late_on_a_dead_connection_is_not_published_again_by_its_retry() {
+    // The path to Redis stalls with a publish on it; the node gives up on
+    // the connection after REDIS_TIMEOUT and retries the publish on the next
+    // one, where it runs. The first copy still reaches Redis afterwards (TCP
+    // delivers what was sent before the close): it must find the retry's
+    // record and publish nothing.
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(redis.port);
+    let (a, mut publisher) = one_shard_through(&proxy);
+    let b = node_on(&["--redis", &redis.url()], "b", &[]);
+    wait_cluster(&a, 2);
+    let mut sub = WsClient::open(b.addr, "");
+    assert!(sub
+        .call("subscribe", json!({"channel": "late"}))
+        .get("result")
+        .is_some());
+    proxy.stall_next_publish.store(true, Ordering::SeqCst);
+    let reply = publisher.call("publish", json!({"channel": "late", "data": "once"}));
+    assert!(
+        !proxy.stall_next_publish.load(Ordering::SeqCst),
+        "the proxy stalled nothing"
+    );
+    assert_eq!(reply["result"]["offset"], 1, "{reply}");
+    // The late copy arrives STALL_AFTER_CLOSE after the close.
+    let pubs = pubs_within(&mut sub, STALL_AFTER_CLOSE + Duration::from_millis(1500));
+    let data: Vec<&Value> = pubs.iter().map(|p| &p["data"]).collect();
+    assert_eq!(data, [&json!("once")], "published once: {pubs:?}");
 }
