@@ -695,3 +695,41 @@ fn a_publish_late_on_a_dead_connection_is_not_published_again_by_its_retry() {
     let data: Vec<&Value> = pubs.iter().map(|p| &p["data"]).collect();
     assert_eq!(data, [&json!("once")], "published once: {pubs:?}");
 }
+
+/// `INFO stats` field `field` of the server on `port`.
+fn info_stat(port: u16, field: &str) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "stats"])
+        .output()
+        .expect("redis-cli runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {text}"))
+}
+
+#[test]
+fn a_server_that_turned_replica_is_not_redialed_in_a_tight_loop() {
+    // Without Sentinel nothing moves the node to the new master: every
+    // publish is refused READONLY. The shard's connection is replaced and
+    // the publish retried until its deadline, but with a backoff between
+    // connections, not as fast as they can be opened.
+    let Some(redis) = Redis::start() else { return };
+    let Some(master) = Redis::start() else { return };
+    let a = node_on(&["--redis", &redis.url()], "a", &["--shards", "1"]);
+    wait_cluster(&a, 1);
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "ro", json!(0));
+    redis_cli(redis.port, &["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+    let before = info_stat(redis.port, "total_connections_received");
+    let reply = publisher.call("publish", json!({"channel": "ro", "data": 1}));
+    assert_eq!(reply["error"]["code"], 108, "{reply}");
+    // Every try was refused, none ran: "not done", not "not known".
+    let why = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("not done"), "{reply}");
+    let opened = info_stat(redis.port, "total_connections_received") - before;
+    assert!(opened < 40, "{opened} connections opened for one refused publish");
+    let held = metric_at(a.admin.unwrap(), "hubbub_memory_bytes{kind=\"cluster\"}");
+    assert_eq!(held, 0.0, "the refused publish's bytes are released");
+}
