@@ -733,3 +733,60 @@ fn a_server_that_turned_replica_is_not_redialed_in_a_tight_loop() {
     let held = metric_at(a.admin.unwrap(), "hubbub_memory_bytes{kind=\"cluster\"}");
     assert_eq!(held, 0.0, "the refused publish's bytes are released");
 }
+
+#[test]
+fn a_backlog_on_the_subscriber_connection_is_delivered_whole_and_in_order() {
+    // Node b was away from its CPU for a moment (here: stopped) while the
+    // cluster published: thousands of publications wait in its subscriber
+    // connection. The shard that reads that connection must hand them on
+    // no faster than the owner (here itself) takes them, not overflow the
+    // owner's inbox with all of them in one go.
+    let Some(redis) = Redis::start() else { return };
+    let fast = ["--max-messages-per-sec", "1000000", "--max-bytes-per-sec", "1GiB"];
+    let a = node_on(&["--redis", &redis.url()], "a", &fast);
+    let b = node_on(
+        &["--redis", &redis.url()],
+        "b",
+        &["--shards", "1", "--max-backlog-bytes", "64MiB"],
+    );
+    wait_cluster(&a, 2);
+    let mut sub = WsClient::open(b.addr, "");
+    assert!(sub
+        .call("subscribe", json!({"channel": "flood"}))
+        .get("result")
+        .is_some());
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "flood", json!(0));
+    assert_eq!(next_pub(&mut sub)["offset"], 1);
+
+    let count: i64 = 12_000;
+    b.signal(libc::SIGSTOP);
+    for i in 1..=count {
+        let command = json!({"id": i, "method": "publish", "params": {"channel": "flood", "data": i}});
+        publisher.raw.send_text(&command.to_string());
+    }
+    let mut answered = 0;
+    while answered < count {
+        let message = publisher.push().expect("connection open");
+        if message.get("id").is_some() {
+            assert!(message.get("result").is_some(), "{message}");
+            answered += 1;
+        }
+    }
+    b.signal(libc::SIGCONT);
+    let mut offsets = Vec::new();
+    while offsets.len() < count as usize {
+        let got = pubs_within(&mut sub, Duration::from_secs(3));
+        if got.is_empty() {
+            break;
+        }
+        offsets.extend(got.iter().map(|p| p["offset"].as_i64().unwrap()));
+    }
+    let expected: Vec<i64> = (2..count + 2).collect();
+    let first_gap = offsets.iter().zip(&expected).position(|(a, b)| a != b);
+    assert!(
+        offsets.len() == expected.len() && first_gap.is_none(),
+        "{} of {count} delivered, first gap at {first_gap:?}",
+        offsets.len()
+    );
+}

@@ -156,6 +156,10 @@ impl ShardRedis for Links {
         matches!(self.lanes.get(server), Some(Some(_)))
     }
 
+    fn busy(&self) -> bool {
+        self.listeners.iter().flatten().any(Listener::busy)
+    }
+
     fn publish(&mut self, server: usize, call: RedisCall) -> Result<(), RedisCall> {
         let bytes = call.bytes();
         let state = Arc::clone(&self.link.state);
@@ -242,8 +246,9 @@ impl ShardRedis for Links {
             link: &self.link,
             registry: &self.registry,
         };
-        if ticked {
-            for listener in self.listeners.iter_mut().flatten() {
+        for listener in self.listeners.iter_mut().flatten() {
+            listener.end_turn(io.registry, io.link);
+            if ticked {
                 listener.tick(io.registry, io.link);
             }
         }
