@@ -792,3 +792,51 @@ fn a_backlog_on_the_subscriber_connection_is_delivered_whole_and_in_order() {
         offsets.len()
     );
 }
+
+/// `CLIENT LIST` of the server on `port`, one line per connection.
+fn client_list(port: u16) -> Vec<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "CLIENT", "LIST"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn idle_publishing_connections_closed_by_redis_are_replaced_at_once() {
+    // Redis closes a shard's publishing connection that never published
+    // (its `timeout`, an operator's `CLIENT KILL`), again and again, each
+    // time after it was up a while. Each is replaced at once, not after a
+    // backoff grown by every close: the next publish would wait for it past
+    // its deadline.
+    let Some(redis) = Redis::start() else { return };
+    let a = node_on(&["--redis", &redis.url()], "a", &["--shards", "1"]);
+    wait_cluster(&a, 1);
+    // The shard's connection: its last command was the script's load (the
+    // command thread's are its heartbeats, the subscriber's PSUBSCRIBE).
+    let publishing = || {
+        client_list(redis.port)
+            .into_iter()
+            .find(|c| c.contains("cmd=script|load"))
+            .and_then(|c| Some((field(&c, "id")?, field(&c, "age")?.parse::<u64>().ok()?)))
+    };
+    for close in 0..8 {
+        let id = wait_until(&format!("publishing connection {close} up 2 s"), || {
+            publishing().filter(|(_, age)| *age >= 2).map(|(id, _)| id)
+        });
+        redis_cli(redis.port, &["CLIENT", "KILL", "ID", &id]);
+    }
+    let mut publisher = WsClient::open(a.addr, "");
+    let reply = publisher.call("publish", json!({"channel": "idle", "data": 1}));
+    assert!(reply.get("result").is_some(), "{reply}");
+}
+
+/// The value of `name=` in a `CLIENT LIST` line.
+fn field(line: &str, name: &str) -> Option<String> {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .map(str::to_string)
+}

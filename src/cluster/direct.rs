@@ -93,6 +93,11 @@ struct Conn {
     /// Redis answered a publish on it (it worked: the next failure is a
     /// new one, asked again at once and logged).
     answered: bool,
+    /// When it came: one that lasted `REDIS_TIMEOUT` worked too (an idle
+    /// one closed by Redis's `timeout` or a `CLIENT KILL` is replaced at
+    /// once, not after a backoff grown by every such close, which its next
+    /// publishes would wait for past their deadline).
+    opened: Instant,
 }
 
 struct Waiting {
@@ -212,6 +217,7 @@ impl ShardRedis for Links {
             written: 0,
             input: Vec::new(),
             answered: false,
+            opened: Instant::now(),
         });
     }
 
@@ -404,7 +410,7 @@ impl Lane {
         let mut worked = false;
         if let Some(mut conn) = self.conn.take() {
             let _ = io.registry.deregister(&mut conn.stream);
-            worked = conn.answered;
+            worked = conn.answered || conn.opened.elapsed() >= REDIS_TIMEOUT;
         }
         while let Some(mut waiting) = self.inflight.pop_back() {
             waiting.maybe_ran |= !std::mem::take(&mut waiting.refused);
