@@ -18,10 +18,18 @@ use serde_json::{json, Value};
 
 /// A TCP proxy to Redis. `cut_next_publish`: the next write carrying a
 /// script call is forwarded, its reply swallowed, the connection closed.
-/// `down`: new connections are closed at once.
+/// `close_after_publish_reply`: the next write carrying a publish (a
+/// script call naming an idempotency hash) is forwarded, and so is its
+/// reply, right followed by the close. `stall_next_publish`: the next
+/// write carrying a publish, and all after it on that connection, are held
+/// until the node closes the connection, then forwarded `STALL_AFTER_CLOSE`
+/// later (data late on a dead path). `down`: new connections are closed at
+/// once.
 struct Proxy {
     addr: SocketAddr,
     cut_next_publish: Arc<AtomicBool>,
+    close_after_publish_reply: Arc<AtomicBool>,
+    stall_next_publish: Arc<AtomicBool>,
     down: Arc<AtomicBool>,
     /// Both ends of every connection, to cut them all at once.
     streams: Arc<Mutex<Vec<TcpStream>>>,
@@ -32,7 +40,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, down) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let (cut2, down2) = (Arc::clone(&cut), Arc::clone(&down));
+        let down2 = Arc::clone(&down);
+        let faults = Faults {
+            cut: Arc::clone(&cut),
+            close_after: Arc::new(AtomicBool::new(false)),
+            stall: Arc::new(AtomicBool::new(false)),
+        };
+        let faults2 = faults.clone();
         let streams = Arc::new(Mutex::new(Vec::new()));
         let streams2 = Arc::clone(&streams);
         std::thread::spawn(move || {
@@ -47,12 +61,14 @@ impl Proxy {
                 let mut kept = streams2.lock().unwrap();
                 kept.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 drop(kept);
-                pipe_pair(client, server, Arc::clone(&cut2));
+                pipe_pair(client, server, faults2.clone());
             }
         });
         Proxy {
             addr,
             cut_next_publish: cut,
+            close_after_publish_reply: faults.close_after,
+            stall_next_publish: faults.stall,
             down,
             streams,
         }
@@ -70,20 +86,57 @@ impl Proxy {
     }
 }
 
-fn pipe_pair(client: TcpStream, server: TcpStream, cut: Arc<AtomicBool>) {
+/// The faults a proxied connection may be asked for (see `Proxy`).
+#[derive(Clone)]
+struct Faults {
+    cut: Arc<AtomicBool>,
+    close_after: Arc<AtomicBool>,
+    stall: Arc<AtomicBool>,
+}
+
+/// How long stalled bytes stay held after the node closed the connection.
+const STALL_AFTER_CLOSE: Duration = Duration::from_millis(700);
+
+/// Whether `chunk` carries a publish: a script call naming a writer's
+/// idempotency hash (no other command names one).
+fn carries_publish(chunk: &[u8]) -> bool {
+    chunk.windows(7).any(|w| w == b"EVALSHA") && chunk.windows(9).any(|w| w == b"hubbub:i:")
+}
+
+fn pipe_pair(client: TcpStream, server: TcpStream, faults: Faults) {
     let swallow = Arc::new(AtomicBool::new(false));
+    let close_up = Arc::new(AtomicBool::new(false));
     let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let swallow_up = Arc::clone(&swallow);
+    let (swallow_up, close_up2) = (Arc::clone(&swallow), Arc::clone(&close_up));
     std::thread::spawn(move || {
         let mut buf = vec![0; 64 * 1024];
+        let mut held: Option<Vec<u8>> = None;
         while let Ok(n @ 1..) = c_in.read(&mut buf) {
             let chunk = &buf[..n];
-            if chunk.windows(7).any(|w| w == b"EVALSHA") && cut.swap(false, Ordering::SeqCst) {
+            if chunk.windows(7).any(|w| w == b"EVALSHA") && faults.cut.swap(false, Ordering::SeqCst) {
                 swallow_up.store(true, Ordering::SeqCst);
+            }
+            if carries_publish(chunk) && faults.close_after.swap(false, Ordering::SeqCst) {
+                close_up2.store(true, Ordering::SeqCst);
+            }
+            if held.is_none() && carries_publish(chunk) && faults.stall.swap(false, Ordering::SeqCst) {
+                held = Some(Vec::new());
+            }
+            if let Some(held) = &mut held {
+                held.extend_from_slice(chunk);
+                continue;
             }
             if s_out.write_all(chunk).is_err() {
                 break;
             }
+        }
+        if let Some(held) = held {
+            // The node gave up on this connection; what it wrote arrives
+            // at Redis late all the same.
+            std::thread::sleep(STALL_AFTER_CLOSE);
+            let _ = s_out.write_all(&held);
+            let _ = s_out.shutdown(Shutdown::Write);
+            return;
         }
         let _ = s_out.shutdown(Shutdown::Both);
     });
@@ -94,9 +147,12 @@ fn pipe_pair(client: TcpStream, server: TcpStream, cut: Arc<AtomicBool>) {
             if swallow.load(Ordering::SeqCst) || c_out.write_all(&buf[..n]).is_err() {
                 break;
             }
+            if close_up.load(Ordering::SeqCst) {
+                break; // the reply went through, the close right behind it
+            }
         }
         let _ = c_out.shutdown(Shutdown::Both);
-        let _ = s_in.shutdown(Shutdown::Both);
+        let _ = s_in.shutdown(Shutdown::Read);
     });
 }
 
@@ -570,4 +626,217 @@ fn a_burst_cut_in_the_middle_is_published_once_each_and_in_order() {
         pubs_within(&mut sub, Duration::from_millis(500)).is_empty(),
         "nothing more"
     );
+}
+
+/// One node through `proxy`, one shard (one publishing connection), and a
+/// publisher on it whose first publish went through.
+fn one_shard_through(proxy: &Proxy) -> (Process, WsClient) {
+    let a = node_on(&["--redis", &proxy.url()], "a", &["--shards", "1"]);
+    wait_cluster(&a, 1);
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "warm", json!(0));
+    (a, publisher)
+}
+
+#[test]
+fn answers_read_together_with_the_close_are_not_thrown_away() {
+    // Redis answers a publish and the connection closes right behind the
+    // answer (a restart, `CLIENT KILL`, a proxy): the answer was received
+    // and is the publish's, not "not known" and not a duplicate's.
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(redis.port);
+    let (a, mut publisher) = one_shard_through(&proxy);
+    for i in 0..8 {
+        proxy.close_after_publish_reply.store(true, Ordering::SeqCst);
+        let result = publish(&mut publisher, "closing", json!(i));
+        assert!(
+            !proxy.close_after_publish_reply.load(Ordering::SeqCst),
+            "the proxy closed nothing"
+        );
+        assert_eq!(result.get("duplicate"), None, "publish {i}: {result}");
+    }
+    // No next connection: the answer that came is still the answer. (The
+    // publish before makes sure a connection is there to close.)
+    assert_eq!(publish(&mut publisher, "closing", json!(8))["offset"], 9);
+    proxy.down.store(true, Ordering::SeqCst);
+    proxy.close_after_publish_reply.store(true, Ordering::SeqCst);
+    let reply = publisher.call("publish", json!({"channel": "closing", "data": "last"}));
+    assert_eq!(reply["result"]["offset"], 10, "{reply}");
+    proxy.down.store(false, Ordering::SeqCst);
+    wait_cluster(&a, 1);
+}
+
+#[test]
+fn a_publish_late_on_a_dead_connection_is_not_published_again_by_its_retry() {
+    // The path to Redis stalls with a publish on it; the node gives up on
+    // the connection after REDIS_TIMEOUT and retries the publish on the next
+    // one, where it runs. The first copy still reaches Redis afterwards (TCP
+    // delivers what was sent before the close): it must find the retry's
+    // record and publish nothing.
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(redis.port);
+    let (a, mut publisher) = one_shard_through(&proxy);
+    let b = node_on(&["--redis", &redis.url()], "b", &[]);
+    wait_cluster(&a, 2);
+    let mut sub = WsClient::open(b.addr, "");
+    assert!(sub
+        .call("subscribe", json!({"channel": "late"}))
+        .get("result")
+        .is_some());
+    proxy.stall_next_publish.store(true, Ordering::SeqCst);
+    let reply = publisher.call("publish", json!({"channel": "late", "data": "once"}));
+    assert!(
+        !proxy.stall_next_publish.load(Ordering::SeqCst),
+        "the proxy stalled nothing"
+    );
+    assert_eq!(reply["result"]["offset"], 1, "{reply}");
+    // The late copy arrives STALL_AFTER_CLOSE after the close.
+    let pubs = pubs_within(&mut sub, STALL_AFTER_CLOSE + Duration::from_millis(1500));
+    let data: Vec<&Value> = pubs.iter().map(|p| &p["data"]).collect();
+    assert_eq!(data, [&json!("once")], "published once: {pubs:?}");
+}
+
+/// `INFO stats` field `field` of the server on `port`.
+fn info_stat(port: u16, field: &str) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "stats"])
+        .output()
+        .expect("redis-cli runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {text}"))
+}
+
+#[test]
+fn a_server_that_turned_replica_is_not_redialed_in_a_tight_loop() {
+    // Without Sentinel nothing moves the node to the new master: every
+    // publish is refused READONLY. The shard's connection is replaced and
+    // the publish retried until its deadline, but with a backoff between
+    // connections, not as fast as they can be opened.
+    let Some(redis) = Redis::start() else { return };
+    let Some(master) = Redis::start() else { return };
+    let a = node_on(&["--redis", &redis.url()], "a", &["--shards", "1"]);
+    wait_cluster(&a, 1);
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "ro", json!(0));
+    redis_cli(redis.port, &["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+    let before = info_stat(redis.port, "total_connections_received");
+    let reply = publisher.call("publish", json!({"channel": "ro", "data": 1}));
+    assert_eq!(reply["error"]["code"], 108, "{reply}");
+    // Every try was refused, none ran: "not done", not "not known".
+    let why = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("not done"), "{reply}");
+    let opened = info_stat(redis.port, "total_connections_received") - before;
+    assert!(opened < 40, "{opened} connections opened for one refused publish");
+    let held = metric_at(a.admin.unwrap(), "hubbub_memory_bytes{kind=\"cluster\"}");
+    assert_eq!(held, 0.0, "the refused publish's bytes are released");
+}
+
+#[test]
+fn a_backlog_on_the_subscriber_connection_is_delivered_whole_and_in_order() {
+    // Node b was away from its CPU for a moment (here: stopped) while the
+    // cluster published: thousands of publications wait in its subscriber
+    // connection. The shard that reads that connection must hand them on
+    // no faster than the owner (here itself) takes them, not overflow the
+    // owner's inbox with all of them in one go.
+    let Some(redis) = Redis::start() else { return };
+    let fast = ["--max-messages-per-sec", "1000000", "--max-bytes-per-sec", "1GiB"];
+    let a = node_on(&["--redis", &redis.url()], "a", &fast);
+    let b = node_on(
+        &["--redis", &redis.url()],
+        "b",
+        &["--shards", "1", "--max-backlog-bytes", "64MiB"],
+    );
+    wait_cluster(&a, 2);
+    let mut sub = WsClient::open(b.addr, "");
+    assert!(sub
+        .call("subscribe", json!({"channel": "flood"}))
+        .get("result")
+        .is_some());
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "flood", json!(0));
+    assert_eq!(next_pub(&mut sub)["offset"], 1);
+
+    // Under the 10,000 a shard's publishing connection holds, twice the 4,096
+    // an inbox's data lane holds.
+    let count: i64 = 8_000;
+    b.signal(libc::SIGSTOP);
+    for i in 1..=count {
+        let command = json!({"id": i, "method": "publish", "params": {"channel": "flood", "data": i}});
+        publisher.raw.send_text(&command.to_string());
+    }
+    let mut answered = 0;
+    while answered < count {
+        let message = publisher.push().expect("connection open");
+        if message.get("id").is_some() {
+            assert!(message.get("result").is_some(), "{message}");
+            answered += 1;
+        }
+    }
+    b.signal(libc::SIGCONT);
+    let mut offsets = Vec::new();
+    while offsets.len() < count as usize {
+        let got = pubs_within(&mut sub, Duration::from_secs(3));
+        if got.is_empty() {
+            break;
+        }
+        offsets.extend(got.iter().map(|p| p["offset"].as_i64().unwrap()));
+    }
+    let expected: Vec<i64> = (2..count + 2).collect();
+    let first_gap = offsets.iter().zip(&expected).position(|(a, b)| a != b);
+    assert!(
+        offsets.len() == expected.len() && first_gap.is_none(),
+        "{} of {count} delivered, first gap at {first_gap:?}",
+        offsets.len()
+    );
+}
+
+/// `CLIENT LIST` of the server on `port`, one line per connection.
+fn client_list(port: u16) -> Vec<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "CLIENT", "LIST"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn idle_publishing_connections_closed_by_redis_are_replaced_at_once() {
+    // Redis closes a shard's publishing connection that never published
+    // (its `timeout`, an operator's `CLIENT KILL`), again and again, each
+    // time after it was up a while. Each is replaced at once, not after a
+    // backoff grown by every close: the next publish would wait for it past
+    // its deadline.
+    let Some(redis) = Redis::start() else { return };
+    let a = node_on(&["--redis", &redis.url()], "a", &["--shards", "1"]);
+    wait_cluster(&a, 1);
+    // The shard's connection: its last command was the script's load (the
+    // command thread's are its heartbeats, the subscriber's PSUBSCRIBE).
+    let publishing = || {
+        client_list(redis.port)
+            .into_iter()
+            .find(|c| c.contains("cmd=script|load"))
+            .and_then(|c| Some((field(&c, "id")?, field(&c, "age")?.parse::<u64>().ok()?)))
+    };
+    for close in 0..8 {
+        let id = wait_until(&format!("publishing connection {close} up 2 s"), || {
+            publishing().filter(|(_, age)| *age >= 2).map(|(id, _)| id)
+        });
+        redis_cli(redis.port, &["CLIENT", "KILL", "ID", &id]);
+    }
+    let mut publisher = WsClient::open(a.addr, "");
+    let reply = publisher.call("publish", json!({"channel": "idle", "data": 1}));
+    assert!(reply.get("result").is_some(), "{reply}");
+}
+
+/// The value of `name=` in a `CLIENT LIST` line.
+fn field(line: &str, name: &str) -> Option<String> {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .map(str::to_string)
 }

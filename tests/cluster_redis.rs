@@ -6,8 +6,11 @@
 
 mod common;
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::*;
@@ -223,5 +226,67 @@ fn a_sentinel_failover_is_followed_without_a_restart() {
     wait_cluster(&a, 2);
     wait_cluster(&b, 2);
     crosses(&a, &b, "after");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_silent_first_sentinel_costs_one_timeout_per_reconnect_not_one_per_shard() {
+    // The first sentinel named takes connections and never answers (a host
+    // half down): each question to it costs REDIS_TIMEOUT. The bridge opens
+    // a connection for every shard (and the subscriber's): asked once per
+    // round, not once per connection, or the node's last shards publish
+    // seconds after it is up, and its command thread (heartbeats, syncs)
+    // stands still meanwhile.
+    let dir = temp_dir("silent-sentinel");
+    let master_port = Redis::free_port();
+    let Some(_master) = Redis::start_on(master_port) else {
+        return;
+    };
+    let sentinel_port = Redis::free_port();
+    let _sentinel = sentinel(&dir, sentinel_port, master_port).unwrap();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&asked);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().take(100).flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let real = format!("127.0.0.1:{sentinel_port}");
+    let link = [
+        "--redis-sentinel",
+        &silent_addr,
+        "--redis-sentinel",
+        &real,
+        "--redis-master-name",
+        "main",
+    ];
+    let a = node_on(&link, "a", &["--shards", "4"]);
+    wait_cluster(&a, 1);
+    // One publish per channel, all at once: channels of every shard.
+    let mut client = WsClient::open(a.addr, "");
+    let count = 24;
+    for i in 0..count {
+        let command = json!({"id": i, "method": "publish", "params": {"channel": format!("c{i}"), "data": i}});
+        client.raw.send_text(&command.to_string());
+    }
+    let mut failed = Vec::new();
+    for _ in 0..count {
+        let reply = loop {
+            let message = client.push().expect("connection open");
+            if message.get("id").is_some() {
+                break message;
+            }
+        };
+        if reply.get("result").is_none() {
+            failed.push(reply);
+        }
+    }
+    assert!(failed.is_empty(), "{} of {count} failed: {failed:?}", failed.len());
+    let asked = asked.load(Ordering::SeqCst);
+    assert!(asked <= 3, "the silent sentinel was asked {asked} times");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -252,8 +252,13 @@ pub trait ShardRedis: Send {
     /// One of this shard's Redis tokens (`redis_token`) is ready; the
     /// answers to publishers go to `answers` (shard, message).
     fn ready(&mut self, token: mio::Token, answers: &mut Vec<(usize, super::msg::HubMsg)>);
-    /// End of the shard's loop turn: writes what was taken this turn; with
-    /// `ticked`, fails what waited past its deadline and pings.
+    /// Whether a connection has more to read now than a turn takes: the
+    /// shard's loop must come back at once, not wait for an event (none
+    /// comes for bytes already in a socket).
+    fn busy(&self) -> bool;
+    /// End of the shard's loop turn: writes what was taken this turn, reads
+    /// on what a turn's budget left; with `ticked`, fails what waited past
+    /// its deadline and pings.
     fn end_turn(&mut self, ticked: bool, answers: &mut Vec<(usize, super::msg::HubMsg)>);
 }
 

@@ -275,16 +275,24 @@ impl Commander {
         }
     }
 
-    /// After a reconnect, before anything else: the position of every
-    /// channel with subscribers here, so that owners learn at once of an
-    /// epoch Redis lost meanwhile (and tell their subscribers) and of
-    /// publications this node missed.
     /// Opens the connections shards asked for (publishing, subscribing), in turn, and
     /// hands each to its shard. One that cannot be opened is tried again
-    /// after a backoff (the others wait with it).
+    /// after a backoff (the others wait with it). The master's address is
+    /// asked once for all of them: behind sentinels that do not answer,
+    /// once per shard kept this thread from its own work for seconds.
     fn dial(&mut self) {
+        let mut master = None;
         while let Some(&(shard, kind)) = self.dials.first() {
-            match self.target.dial(REDIS_TIMEOUT, self.setup.server, kind) {
+            let found = match master.take() {
+                Some(at) => Ok(at),
+                None => self.target.master_at(REDIS_TIMEOUT),
+            };
+            let dialed = found.and_then(|at| {
+                let link = self.target.dial(&at, REDIS_TIMEOUT, self.setup.server, kind);
+                master = Some(at);
+                link
+            });
+            match dialed {
                 Ok(link) => {
                     self.dials.remove(&(shard, kind));
                     self.dial_backoff.reset();
@@ -302,6 +310,10 @@ impl Commander {
         }
     }
 
+    /// After a reconnect, before anything else: the position of every
+    /// channel with subscribers here, so that owners learn at once of an
+    /// epoch Redis lost meanwhile (and tell their subscribers) and of
+    /// publications this node missed.
     fn resync_channels(&mut self) {
         let (server, servers) = (self.setup.server, self.setup.config.servers());
         let ours = |channel: &&Arc<str>| server_of(channel, servers) == server;

@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use mio::{Interest, Registry};
 
+use super::backoff::Backoff;
 use super::commands::{DEADLINE, PENDING_CAPACITY};
 use super::listen::Listener;
 use super::publish::{self, Failure, Writer, UNREACHABLE_WHY};
@@ -71,8 +72,14 @@ struct Lane {
     pending: VecDeque<Waiting>,
     /// Written, waiting for their answers, in the order Redis answers.
     inflight: VecDeque<Waiting>,
-    /// The last failure was logged; quiet until a connection comes.
+    /// The last failure was logged; quiet until a connection works.
     logged_down: bool,
+    /// Delays between connections that fail before any answer (a server
+    /// that refuses every publish, `READONLY` say, would otherwise be
+    /// redialed as fast as connections open, thousands a second).
+    redial: Backoff,
+    /// When to ask the bridge for the next connection, if it waits.
+    ask_at: Option<Instant>,
 }
 
 struct Conn {
@@ -83,6 +90,14 @@ struct Conn {
     written: usize,
     /// Bytes of answers not yet read whole.
     input: Vec<u8>,
+    /// Redis answered a publish on it (it worked: the next failure is a
+    /// new one, asked again at once and logged).
+    answered: bool,
+    /// When it came: one that lasted `REDIS_TIMEOUT` worked too (an idle
+    /// one closed by Redis's `timeout` or a `CLIENT KILL` is replaced at
+    /// once, not after a backoff grown by every such close, which its next
+    /// publishes would wait for past their deadline).
+    opened: Instant,
 }
 
 struct Waiting {
@@ -93,6 +108,11 @@ struct Waiting {
     since: Instant,
     /// When it was last written (its answer is due `REDIS_TIMEOUT` later).
     written_at: Option<Instant>,
+    /// It was written on a connection that failed before answering it: it
+    /// may have run. (One answered `NOSCRIPT`, `READONLY`... did not.)
+    maybe_ran: bool,
+    /// Answered "not run" on the connection being closed.
+    refused: bool,
     /// Its share of trimming the idempotency hash, kept for its retries.
     trim: Option<(u64, u64)>,
 }
@@ -141,6 +161,10 @@ impl ShardRedis for Links {
         matches!(self.lanes.get(server), Some(Some(_)))
     }
 
+    fn busy(&self) -> bool {
+        self.listeners.iter().flatten().any(Listener::busy)
+    }
+
     fn publish(&mut self, server: usize, call: RedisCall) -> Result<(), RedisCall> {
         let bytes = call.bytes();
         let state = Arc::clone(&self.link.state);
@@ -158,6 +182,8 @@ impl ShardRedis for Links {
             seq,
             since: Instant::now(),
             written_at: None,
+            maybe_ran: false,
+            refused: false,
             trim: None,
         });
         Ok(())
@@ -184,13 +210,14 @@ impl ShardRedis for Links {
             self.link.ask_link(link.server, shard, LinkKind::Publish);
             return;
         }
-        lane.logged_down = false;
         lane.conn = Some(Conn {
             stream,
             sha: link.sha,
             out: Vec::new(),
             written: 0,
             input: Vec::new(),
+            answered: false,
+            opened: Instant::now(),
         });
     }
 
@@ -225,14 +252,19 @@ impl ShardRedis for Links {
             link: &self.link,
             registry: &self.registry,
         };
-        if ticked {
-            for listener in self.listeners.iter_mut().flatten() {
+        for listener in self.listeners.iter_mut().flatten() {
+            listener.end_turn(io.registry, io.link);
+            if ticked {
                 listener.tick(io.registry, io.link);
             }
         }
         for lane in self.lanes.iter_mut().flatten() {
             if ticked {
                 lane.expire(&io, answers);
+            }
+            if lane.ask_at.is_some_and(|at| Instant::now() >= at) {
+                lane.ask_at = None;
+                io.link.ask_link(lane.server, io.shard, LinkKind::Publish);
             }
             if let Err(e) = lane.write_pending(&io) {
                 lane.broken(&io, e);
@@ -258,6 +290,8 @@ impl Lane {
             pending: VecDeque::new(),
             inflight: VecDeque::new(),
             logged_down: false,
+            redial: Backoff::default(),
+            ask_at: None,
         }
     }
 
@@ -315,20 +349,23 @@ impl Lane {
             return Ok(());
         };
         let mut chunk = [0u8; READ_CHUNK];
-        loop {
+        // A close (or a reset) right behind answers does not make them
+        // unread: they are handed on first, and only the publishes still
+        // unanswered wait for the next connection.
+        let closed = loop {
             match conn.stream.read(&mut chunk) {
                 Ok(0) => {
-                    return Err(io::Error::new(
+                    break Some(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "Redis closed the connection",
                     ))
                 }
                 Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => break Some(e),
             }
-        }
+        };
         let mut used = 0;
         let result = loop {
             let reply = match resp::parse(&conn.input[used..]) {
@@ -346,30 +383,47 @@ impl Lane {
                 if not_run(e) {
                     // Not run: it goes out again, first, on the next
                     // connection (this one is closed below).
+                    let mut waiting = waiting;
+                    waiting.refused = true;
                     self.inflight.push_front(waiting);
                     break Err(io::Error::other(format!("Redis: {e}")));
                 }
             }
+            if !matches!(reply, Value::Error(_)) && !conn.answered {
+                conn.answered = true;
+                self.logged_down = false;
+                self.redial.reset();
+            }
             complete(io, &mut self.writer, waiting, &reply, answers);
         };
         conn.input.drain(..used);
-        result
+        match closed {
+            Some(e) => result.and(Err(e)),
+            None => result,
+        }
     }
 
     /// The connection failed: its publishes wait for the next one (in
-    /// order, those written first), which is asked for now.
+    /// order, those written first), which is asked for now if this one
+    /// worked, else after a backoff.
     fn broken(&mut self, io: &Io, error: io::Error) {
+        let mut worked = false;
         if let Some(mut conn) = self.conn.take() {
             let _ = io.registry.deregister(&mut conn.stream);
+            worked = conn.answered || conn.opened.elapsed() >= REDIS_TIMEOUT;
         }
-        while let Some(waiting) = self.inflight.pop_back() {
+        while let Some(mut waiting) = self.inflight.pop_back() {
+            waiting.maybe_ran |= !std::mem::take(&mut waiting.refused);
             self.pending.push_front(waiting);
         }
         if !self.logged_down && !io.link.state.stop.load(std::sync::atomic::Ordering::Relaxed) {
             self.logged_down = true;
             tracing::warn!(shard = io.shard, server = self.server, error = %error, "a shard's publishing connection to Redis failed; asking for another");
         }
-        io.link.ask_link(self.server, io.shard, LinkKind::Publish);
+        match worked {
+            true => io.link.ask_link(self.server, io.shard, LinkKind::Publish),
+            false => self.ask_at = Some(Instant::now() + self.redial.next_delay()),
+        }
     }
 
     /// Fails what waited past its deadline, and closes a connection whose
@@ -390,9 +444,9 @@ impl Lane {
             .is_some_and(|w| now.duration_since(w.since) >= DEADLINE)
         {
             let Some(waiting) = self.pending.pop_front() else { break };
-            let failure = match waiting.written_at {
-                Some(_) => Failure::Unknown,
-                None => Failure::NotDone(UNREACHABLE_WHY),
+            let failure = match waiting.maybe_ran {
+                true => Failure::Unknown,
+                false => Failure::NotDone(UNREACHABLE_WHY),
             };
             fail(io, &mut self.writer, waiting, failure, answers);
         }

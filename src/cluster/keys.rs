@@ -85,11 +85,11 @@ pub fn node_users(node: &str) -> String {
 /// field ARGV[9] is the publish's sequence; ARGV[10] is empty or `A-B`, the
 /// sequences that left the window, deleted in one go) or `k` (KEYS[4] is
 /// the caller's key), and ARGV[11] the key's TTL; ARGV[12] `1` when the
-/// publish may make the channel. Only `r` (a retry: the publish was written
-/// to Redis before) and `k` look the key up first: a first try of a
-/// process's sequence cannot have run, and skipping the lookup (and
-/// trimming the window in batches) is two calls fewer per publish. The
-/// trim runs first, whatever the outcome: a refused or repeated publish
+/// publish may make the channel. Every mode looks the key up first, a
+/// first try (`n`) as much as a retry (`r`, written to Redis before): a
+/// first try may reach Redis after its retry did (sent on a connection the
+/// node gave up on, delivered late by the network or a proxy), and must
+/// then publish nothing. The trim runs first, whatever the outcome: a refused or repeated publish
 /// carries its share too (the hash's TTL is refreshed by every publish, so
 /// a share skipped would stay for good).
 /// Returns `{epoch, offset, 0, MADE}` (MADE 1: the channel was made), or
@@ -106,10 +106,10 @@ if ARGV[8] ~= 'k' then
   end
 end
 local seen
-if ARGV[8] == 'r' then
-  seen = redis.call('HGET', KEYS[4], ARGV[9])
-elseif ARGV[8] == 'k' then
+if ARGV[8] == 'k' then
   seen = redis.call('GET', KEYS[4])
+else
+  seen = redis.call('HGET', KEYS[4], ARGV[9])
 end
 if seen then
   local e, o = string.match(seen, '^(.*)\n(%d+)$')

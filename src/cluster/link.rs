@@ -149,21 +149,34 @@ impl Target {
         matches!(self.master.addr(), ConnectionAddr::Tcp(..))
     }
 
-    /// A plain TCP connection to the master for a shard (`direct`): the
-    /// master found (through the sentinels, when named), connected, `AUTH`
-    /// and `SELECT` as the URL says, `ROLE` checked behind a sentinel; then
-    /// for `Publish` the publish script loaded, for `Subscribe` subscribed
-    /// to what a node listens to. Blocking, each step within `timeout`; the
-    /// link comes back non-blocking.
-    pub fn dial(&self, timeout: Duration, server: usize, kind: LinkKind) -> Result<RedisLink, LinkError> {
-        let (host, port) = match (&self.master_name, self.master.addr()) {
-            (Some(name), _) => self.ask_sentinels(name, timeout)?,
-            (None, ConnectionAddr::Tcp(host, port)) => (host.clone(), *port),
-            (None, other) => return Err(LinkError::Dial(other.to_string(), "not a plain TCP server".into())),
-        };
+    /// Where the master is for `dial`: asked of the sentinels when named
+    /// (each one that does not answer costs `timeout`, so a round of dials
+    /// asks once), else the URL's address.
+    pub fn master_at(&self, timeout: Duration) -> Result<(String, u16), LinkError> {
+        match (&self.master_name, self.master.addr()) {
+            (Some(name), _) => self.ask_sentinels(name, timeout),
+            (None, ConnectionAddr::Tcp(host, port)) => Ok((host.clone(), *port)),
+            (None, other) => Err(LinkError::Dial(other.to_string(), "not a plain TCP server".into())),
+        }
+    }
+
+    /// A plain TCP connection to the master at `(host, port)` (`master_at`)
+    /// for a shard (`direct`): connected, `AUTH` and `SELECT` as the URL
+    /// says, `ROLE` checked behind a sentinel; then for `Publish` the
+    /// publish script loaded, for `Subscribe` subscribed to what a node
+    /// listens to. Blocking, each step within `timeout`; the link comes back
+    /// non-blocking.
+    pub fn dial(
+        &self,
+        (host, port): &(String, u16),
+        timeout: Duration,
+        server: usize,
+        kind: LinkKind,
+    ) -> Result<RedisLink, LinkError> {
+        let (host, port) = (host.as_str(), *port);
         let at = format!("{host}:{port}");
         let failed = |e: &dyn std::fmt::Display| LinkError::Dial(at.clone(), e.to_string());
-        let stream = connect(&host, port, timeout).map_err(|e| failed(&e))?;
+        let stream = connect(host, port, timeout).map_err(|e| failed(&e))?;
         let settings = self.master.redis_settings();
         let mut commands: Vec<Vec<String>> = Vec::new();
         if let Some(password) = settings.password() {

@@ -10,6 +10,13 @@
 //! pong must come within `REDIS_TIMEOUT`); a failure is handled as the
 //! thread handles it (room members told, counted, logged once per outage)
 //! and a new connection is asked of the bridge.
+//!
+//! Bounded per loop turn: at most `TURN_BUDGET` messages are handed on,
+//! fewer than the shard drains of its own inbox in a turn (it owns some of
+//! the channels), and the rest waits in the socket for the next turn (the
+//! shard does not wait for an event meanwhile: `busy`). Reading a backlog
+//! of thousands in one go filled the owner's data lane before it could
+//! drain any of it, and the rest was dropped.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
@@ -23,6 +30,9 @@ use crate::bus::cluster::{redis_token, ClusterLink, LinkKind, RedisLink};
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
+/// Messages handed on per loop turn (a shard drains 1,024 deliveries of
+/// its inbox per turn).
+const TURN_BUDGET: usize = 512;
 
 pub(crate) struct Listener {
     server: usize,
@@ -31,6 +41,11 @@ pub(crate) struct Listener {
     conn: Option<Conn>,
     /// The failure of this outage was logged.
     logged: bool,
+    /// Messages this turn may still hand on.
+    budget: usize,
+    /// The budget ran out before the socket was drained: read again next
+    /// turn, without an event.
+    more: bool,
 }
 
 struct Conn {
@@ -54,7 +69,14 @@ impl Listener {
             dispatch,
             conn: None,
             logged: false,
+            budget: TURN_BUDGET,
+            more: false,
         }
+    }
+
+    /// Whether messages wait to be read now (the loop must not sleep).
+    pub fn busy(&self) -> bool {
+        self.more && self.conn.is_some()
     }
 
     /// The connection the bridge opened: subscribed, with the first bytes
@@ -77,13 +99,27 @@ impl Listener {
         });
         self.logged = false;
         self.dispatch.up();
-        if let Err(e) = self.handle_input() {
-            self.broken(e, registry, asker);
-        }
+        self.ready(registry, asker);
     }
 
-    /// Reads what arrived and hands each message on; flushes a `PING`.
+    /// Reads what arrived and hands each message on, within this turn's
+    /// budget; flushes a `PING`.
     pub fn ready(&mut self, registry: &Registry, asker: &ClusterLink) {
+        self.more = true;
+        self.pump(registry, asker);
+    }
+
+    /// End of the loop turn: goes on with what the budget left unread,
+    /// then gives the next turn its budget.
+    pub fn end_turn(&mut self, registry: &Registry, asker: &ClusterLink) {
+        self.pump(registry, asker);
+        self.budget = TURN_BUDGET;
+    }
+
+    fn pump(&mut self, registry: &Registry, asker: &ClusterLink) {
+        if !self.more {
+            return;
+        }
         if let Err(e) = self.read().and_then(|()| self.flush()) {
             self.broken(e, registry, asker);
         }
@@ -91,9 +127,11 @@ impl Listener {
 
     /// Pings when due; closes a connection whose pong is late.
     pub fn tick(&mut self, registry: &Registry, asker: &ClusterLink) {
+        // Behind on reading: the pong may be waiting unread.
+        let behind = self.more;
         let Some(conn) = &mut self.conn else { return };
         let now = Instant::now();
-        if conn.waiting.is_some_and(|at| now.duration_since(at) >= REDIS_TIMEOUT) {
+        if !behind && conn.waiting.is_some_and(|at| now.duration_since(at) >= REDIS_TIMEOUT) {
             let late = io::Error::new(io::ErrorKind::TimedOut, "Redis stopped answering (no pong in time)");
             return self.broken(late, registry, asker);
         }
@@ -107,9 +145,17 @@ impl Listener {
         }
     }
 
+    /// Hands on what was read, then reads more, until the socket is
+    /// drained (`more` cleared) or the turn's budget is spent.
     fn read(&mut self) -> io::Result<()> {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
+            // Handed on as it comes: the buffer holds at most one message
+            // in the making, or one chunk the budget left.
+            self.handle_input()?;
+            if self.budget == 0 {
+                return Ok(());
+            }
             let Some(conn) = &mut self.conn else { return Ok(()) };
             match conn.stream.read(&mut chunk) {
                 Ok(0) => {
@@ -119,24 +165,29 @@ impl Listener {
                     ))
                 }
                 Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.more = false;
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            // Handed on as it comes: the buffer holds at most one message
-            // in the making.
-            self.handle_input()?;
         }
     }
 
-    /// Hands on every whole message in the input.
+    /// Hands on the whole messages in the input, as many as the budget
+    /// allows.
     fn handle_input(&mut self) -> io::Result<()> {
         let Some(conn) = &mut self.conn else { return Ok(()) };
         let mut used = 0;
         let result = loop {
+            if self.budget == 0 {
+                break Ok(());
+            }
             match resp::parse(&conn.input[used..]) {
                 Ok(Some((value, n))) => {
                     used += n;
+                    self.budget -= 1;
                     if let Err(e) = on_message(&mut self.dispatch, &mut conn.waiting, value) {
                         break Err(e);
                     }
@@ -168,6 +219,7 @@ impl Listener {
         if let Some(mut conn) = self.conn.take() {
             let _ = registry.deregister(&mut conn.stream);
         }
+        self.more = false;
         self.failed(error, asker);
     }
 

@@ -5,9 +5,11 @@
 //!
 //! Idempotency: each writer has an incarnation (random per process and
 //! writer) and numbers its publishes; the script keeps `sequence -> epoch
-//! and offset` in a hash per incarnation for `IDEM_WINDOW` sequences, so a
-//! publish written again after a link failed (`retry`) is answered from the
-//! record instead of published twice.
+//! and offset` in a hash per incarnation for `IDEM_WINDOW` sequences, and
+//! looks the sequence up before it publishes, so a publish written again
+//! after a link failed (`retry`) is answered from the record instead of
+//! published twice, and so is the first copy when it reaches Redis after
+//! the retry (late on the connection the node gave up on).
 
 use std::sync::atomic::Ordering;
 
@@ -73,8 +75,8 @@ impl Writer {
     }
 
     /// `EVALSHA` of the publish script for `call` (a `Publish`), written
-    /// for the first time or again (`retry`: the script looks its sequence
-    /// up first), deleting `trim` of the hash.
+    /// for the first time or again (`retry`; the script looks the sequence
+    /// up first either way), deleting `trim` of the hash.
     pub fn args(
         &self,
         sha: &str,

@@ -367,6 +367,12 @@ impl Hub {
         self.direct = direct;
     }
 
+    /// Whether this shard's own Redis connections have more to read now
+    /// (the loop must not sleep).
+    pub(crate) fn redis_busy(&self) -> bool {
+        self.direct.as_ref().is_some_and(|direct| direct.busy())
+    }
+
     /// One of this shard's publishing connections to Redis is ready:
     /// what it answered goes to the publishers.
     pub(crate) fn redis_ready(&mut self, token: mio::Token, conns: &mut dyn Conns) {

@@ -220,7 +220,10 @@ impl Shard {
         // A non-empty inbox counts too: senders wake the shard only when the
         // inbox goes from empty to non-empty, so messages left over when the
         // inbox budget ran out would otherwise wait for the next tick.
-        let busy = !self.again.is_empty() || (self.accept_pending && self.can_accept()) || !self.inbox.is_empty();
+        let busy = !self.again.is_empty()
+            || (self.accept_pending && self.can_accept())
+            || !self.inbox.is_empty()
+            || self.hub.redis_busy();
         if busy || self.spin.keep_polling(Instant::now()) {
             return Duration::ZERO;
         }
