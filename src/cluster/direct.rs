@@ -338,7 +338,8 @@ impl Lane {
                 Err(e) => return Err(e),
             }
         }
-        conn.out.clear();
+        let written = conn.written;
+        resp::consume(&mut conn.out, written);
         conn.written = 0;
         Ok(())
     }
@@ -396,7 +397,7 @@ impl Lane {
             }
             complete(io, &mut self.writer, waiting, &reply, answers);
         };
-        conn.input.drain(..used);
+        resp::consume(&mut conn.input, used);
         match closed {
             Some(e) => result.and(Err(e)),
             None => result,

@@ -200,7 +200,7 @@ impl Target {
                 command(&["PSUBSCRIBE", keys::ROOM_PATTERN]),
             ]),
         }
-        let (replies, leftover) = exchange(&stream, &commands).map_err(|e| failed(&e))?;
+        let (replies, leftover) = exchange(&stream, &commands, timeout).map_err(|e| failed(&e))?;
         for (command, reply) in commands.iter().zip(&replies) {
             match (command[0].as_str(), reply) {
                 (_, Value::Error(e)) => return Err(failed(&format_args!("{}: {e}", command[0]))),
@@ -263,9 +263,15 @@ fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<std::net::Tcp
 }
 
 /// Writes `commands` in one pipeline and reads one reply for each
-/// (blocking: the stream's timeouts bound it); also what was read past the
-/// last reply (a subscriber's first messages).
-fn exchange(mut stream: &std::net::TcpStream, commands: &[Vec<String>]) -> io::Result<(Vec<Value>, Vec<u8>)> {
+/// (blocking, all of it within `timeout`: a server that trickles its
+/// replies byte by byte holds the asking thread no longer); also what was
+/// read past the last reply (a subscriber's first messages).
+fn exchange(
+    mut stream: &std::net::TcpStream,
+    commands: &[Vec<String>],
+    timeout: Duration,
+) -> io::Result<(Vec<Value>, Vec<u8>)> {
+    let deadline = std::time::Instant::now() + timeout;
     let mut out = Vec::new();
     for command in commands {
         encode(&mut out, command);
@@ -279,10 +285,17 @@ fn exchange(mut stream: &std::net::TcpStream, commands: &[Vec<String>]) -> io::R
                 input.drain(..used);
                 replies.push(reply);
             }
-            None => match stream.read(&mut chunk)? {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => input.extend_from_slice(&chunk[..n]),
-            },
+            None => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no whole answer in time"));
+                }
+                stream.set_read_timeout(Some(left))?;
+                match stream.read(&mut chunk)? {
+                    0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    n => input.extend_from_slice(&chunk[..n]),
+                }
+            }
         }
     }
     Ok((replies, input))

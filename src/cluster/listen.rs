@@ -196,7 +196,7 @@ impl Listener {
                 Err(e) => break Err(io::Error::other(e)),
             }
         };
-        conn.input.drain(..used);
+        resp::consume(&mut conn.input, used);
         result
     }
 
