@@ -29,7 +29,7 @@
 //! publish goes out again ahead of the ones after it.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +40,7 @@ use super::commands::{DEADLINE, PENDING_CAPACITY};
 use super::listen::Listener;
 use super::publish::{self, Failure, Writer, UNREACHABLE_WHY};
 use super::reply::{encode, Value};
+use super::socket::{self, Got};
 use super::subscriber::Dispatch;
 use super::{resp, REDIS_TIMEOUT};
 use crate::bus::cluster::{redis_link_of, redis_token, ClusterLink, LinkKind, RedisCall, RedisLink, ShardRedis};
@@ -150,10 +151,6 @@ impl Links {
             listeners,
         }
     }
-
-    fn lane(&mut self, server: usize) -> Option<&mut Lane> {
-        self.lanes.get_mut(server).and_then(Option::as_mut)
-    }
 }
 
 impl ShardRedis for Links {
@@ -167,8 +164,8 @@ impl ShardRedis for Links {
 
     fn publish(&mut self, server: usize, call: RedisCall) -> Result<(), RedisCall> {
         let bytes = call.bytes();
-        let state = Arc::clone(&self.link.state);
-        let Some(lane) = self.lane(server) else {
+        let state = &self.link.state;
+        let Some(lane) = self.lanes.get_mut(server).and_then(Option::as_mut) else {
             return Err(call);
         };
         if lane.pending.len() + lane.inflight.len() >= PENDING_CAPACITY || !state.hold(bytes) {
@@ -325,23 +322,10 @@ impl Lane {
 
     /// Hands the socket what it takes of the written commands.
     fn flush(&mut self) -> io::Result<()> {
-        let Some(conn) = &mut self.conn else {
-            return Ok(());
-        };
-        while conn.written < conn.out.len() {
-            match conn.stream.write(&conn.out[conn.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => conn.written += n,
-                // The rest goes on the writable event.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        match &mut self.conn {
+            Some(conn) => socket::write_out(&mut conn.stream, &mut conn.out, &mut conn.written),
+            None => Ok(()),
         }
-        let written = conn.written;
-        resp::consume(&mut conn.out, written);
-        conn.written = 0;
-        Ok(())
     }
 
     /// Reads what Redis answered and hands each answer to its publish.
@@ -354,17 +338,10 @@ impl Lane {
         // unread: they are handed on first, and only the publishes still
         // unanswered wait for the next connection.
         let closed = loop {
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    break Some(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "Redis closed the connection",
-                    ))
-                }
-                Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Some(e),
+            match socket::read_once(&mut conn.stream, &mut chunk, &mut conn.input) {
+                Got::Bytes => {}
+                Got::Drained => break None,
+                Got::Closed(e) => break Some(e),
             }
         };
         let mut used = 0;
@@ -397,7 +374,7 @@ impl Lane {
             }
             complete(io, &mut self.writer, waiting, &reply, answers);
         };
-        resp::consume(&mut conn.input, used);
+        socket::consume(&mut conn.input, used);
         match closed {
             Some(e) => result.and(Err(e)),
             None => result,

@@ -18,12 +18,13 @@
 //! of thousands in one go filled the owner's data lane before it could
 //! drain any of it, and the rest was dropped.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Instant;
 
 use mio::{Interest, Registry};
 
 use super::reply::{encode, Value};
+use super::socket::{self, Got};
 use super::subscriber::{Dispatch, PING_EVERY};
 use super::{resp, REDIS_TIMEOUT};
 use crate::bus::cluster::{redis_token, ClusterLink, LinkKind, RedisLink};
@@ -52,8 +53,9 @@ struct Conn {
     stream: mio::net::TcpStream,
     /// Bytes read, not yet a whole message.
     input: Vec<u8>,
-    /// A `PING` the socket has not taken yet.
+    /// A `PING` the socket has not taken yet, `written` of it taken.
     out: Vec<u8>,
+    written: usize,
     pinged: Instant,
     /// A `PING` waits for its pong since then.
     waiting: Option<Instant>,
@@ -94,6 +96,7 @@ impl Listener {
             stream,
             input: link.leftover,
             out: Vec::new(),
+            written: 0,
             pinged: Instant::now(),
             waiting: None,
         });
@@ -157,20 +160,13 @@ impl Listener {
                 return Ok(());
             }
             let Some(conn) = &mut self.conn else { return Ok(()) };
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "Redis closed the connection",
-                    ))
-                }
-                Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            match socket::read_once(&mut conn.stream, &mut chunk, &mut conn.input) {
+                Got::Bytes => {}
+                Got::Drained => {
                     self.more = false;
                     return Ok(());
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Got::Closed(e) => return Err(e),
             }
         }
     }
@@ -196,22 +192,15 @@ impl Listener {
                 Err(e) => break Err(io::Error::other(e)),
             }
         };
-        resp::consume(&mut conn.input, used);
+        socket::consume(&mut conn.input, used);
         result
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let Some(conn) = &mut self.conn else { return Ok(()) };
-        while !conn.out.is_empty() {
-            match conn.stream.write(&conn.out) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => drop(conn.out.drain(..n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        match &mut self.conn {
+            Some(conn) => socket::write_out(&mut conn.stream, &mut conn.out, &mut conn.written),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The connection failed: as the thread does, then another is asked.

@@ -36,6 +36,7 @@ pub(crate) mod mirror;
 pub(crate) mod publish;
 pub mod reply;
 pub mod resp;
+pub(crate) mod socket;
 pub mod subscriber;
 
 use std::sync::atomic::Ordering;

@@ -15,19 +15,6 @@ const MAX_LINE: usize = 4096;
 /// Length of one bulk string, and items of one array, accepted.
 const MAX_BULK: usize = 64 << 20;
 
-/// Capacity a connection's buffer keeps once emptied; a larger one (a
-/// burst, a big publication) is given back.
-pub const KEEP_CAPACITY: usize = 64 * 1024;
-
-/// Drops the first `used` bytes of `buf`, and its memory too when nothing
-/// is left and it grew past `KEEP_CAPACITY`.
-pub fn consume(buf: &mut Vec<u8>, used: usize) {
-    buf.drain(..used);
-    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
-        *buf = Vec::new();
-    }
-}
-
 /// The bytes are not a RESP2 reply: the link is closed and opened again.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed reply from Redis: {0}")]
@@ -183,20 +170,6 @@ mod tests {
         assert!(parse(deep.as_bytes()).is_err());
         let ok = "*1\r\n".repeat(MAX_DEPTH) + ":1\r\n";
         assert!(parse(ok.as_bytes()).unwrap().is_some());
-    }
-
-    #[test]
-    fn a_buffer_emptied_after_a_burst_gives_its_memory_back() {
-        let mut buf = vec![7u8; 1 << 20];
-        consume(&mut buf, 1000);
-        assert!(buf.capacity() >= 1 << 20, "not empty yet: kept");
-        let left = buf.len();
-        consume(&mut buf, left);
-        assert_eq!(buf.capacity(), 0);
-        let mut small = Vec::with_capacity(1024);
-        small.extend_from_slice(b"abc");
-        consume(&mut small, 3);
-        assert_eq!(small.capacity(), 1024, "a small one is kept for the next answers");
     }
 
     #[test]
