@@ -52,10 +52,13 @@ impl Value {
 
 /// Appends `args` as a RESP array of bulk strings.
 pub fn encode<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    use std::io::Write;
+    // Written in place: no `String` per header (this runs per publish).
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(out, "*{}\r\n", args.len());
     for arg in args {
         let arg = arg.as_ref();
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        let _ = write!(out, "${}\r\n", arg.len());
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
