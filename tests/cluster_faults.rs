@@ -20,11 +20,12 @@ use serde_json::{json, Value};
 /// script call is forwarded, its reply swallowed, the connection closed.
 /// `close_after_publish_reply`: the next write carrying a publish (a
 /// script call naming an idempotency hash) is forwarded, and so is its
-/// reply, right followed by the close. `stall_next_publish`: the next
-/// write carrying a publish, and all after it on that connection, are held
-/// until the node closes the connection, then forwarded `STALL_AFTER_CLOSE`
-/// later (data late on a dead path). `down`: new connections are closed at
-/// once.
+/// reply, right followed by the close (what the node writes once it has that
+/// reply is not forwarded: on a real close it would not arrive either).
+/// `stall_next_publish`: the next write carrying a publish, and all after
+/// it on that connection, are held until the node closes the connection,
+/// then forwarded `STALL_AFTER_CLOSE` later (data late on a dead path).
+/// `down`: new connections are closed at once.
 struct Proxy {
     addr: SocketAddr,
     cut_next_publish: Arc<AtomicBool>,
@@ -107,11 +108,18 @@ fn pipe_pair(client: TcpStream, server: TcpStream, faults: Faults) {
     let swallow = Arc::new(AtomicBool::new(false));
     let close_up = Arc::new(AtomicBool::new(false));
     let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let (swallow_up, close_up2) = (Arc::clone(&swallow), Arc::clone(&close_up));
+    // Set before the last reply goes down: what the node writes after it
+    // got that reply is not forwarded (the close is "right behind" the
+    // reply, with nothing let through in between).
+    let closing = Arc::new(AtomicBool::new(false));
+    let (swallow_up, close_up2, closing_up) = (Arc::clone(&swallow), Arc::clone(&close_up), Arc::clone(&closing));
     std::thread::spawn(move || {
         let mut buf = vec![0; 64 * 1024];
         let mut held: Option<Vec<u8>> = None;
         while let Ok(n @ 1..) = c_in.read(&mut buf) {
+            if closing_up.load(Ordering::SeqCst) {
+                break;
+            }
             let chunk = &buf[..n];
             if chunk.windows(7).any(|w| w == b"EVALSHA") && faults.cut.swap(false, Ordering::SeqCst) {
                 swallow_up.store(true, Ordering::SeqCst);
@@ -144,10 +152,16 @@ fn pipe_pair(client: TcpStream, server: TcpStream, faults: Faults) {
     std::thread::spawn(move || {
         let mut buf = vec![0; 64 * 1024];
         while let Ok(n @ 1..) = s_in.read(&mut buf) {
+            // Asked before this chunk is forwarded: what was read before the
+            // publish went up is an older reply (the node sends the publish
+            // only after it got that one), asked after it could be taken for
+            // the publish's own and the close would beat its reply.
+            let close = close_up.load(Ordering::SeqCst);
+            closing.store(close, Ordering::SeqCst);
             if swallow.load(Ordering::SeqCst) || c_out.write_all(&buf[..n]).is_err() {
                 break;
             }
-            if close_up.load(Ordering::SeqCst) {
+            if close {
                 break; // the reply went through, the close right behind it
             }
         }
