@@ -463,7 +463,10 @@ impl Commander {
         if state.is_empty() && ops.is_empty() {
             return Ok(());
         }
-        let args: Vec<Vec<Vec<u8>>> = ops.iter().map(|w| self.command(w)).collect();
+        let mut args: Vec<Vec<Vec<u8>>> = Vec::with_capacity(ops.len());
+        for waiting in &ops {
+            args.push(self.command(waiting));
+        }
         let replies = match self.exchange(&state, &args) {
             Ok(replies) => replies,
             Err(e) => {
@@ -570,14 +573,14 @@ impl Commander {
 
     /// The command's arguments as bytes (a room message's frame is not
     /// text).
-    fn command(&self, waiting: &Waiting) -> Vec<Vec<u8>> {
+    fn command(&mut self, waiting: &Waiting) -> Vec<Vec<u8>> {
         match &waiting.op {
             Op::Room { room, frame } => vec![b"PUBLISH".to_vec(), keys::room(room).into_bytes(), frame.to_vec()],
             _ => self.args(waiting).into_iter().map(String::into_bytes).collect(),
         }
     }
 
-    fn args(&self, waiting: &Waiting) -> Vec<String> {
+    fn args(&mut self, waiting: &Waiting) -> Vec<String> {
         let op = &waiting.op;
         let evalsha = |sha: &str, channel: &str| {
             vec![

@@ -8,9 +8,10 @@
 //! `hubbub:pub:C` as `EPOCH\nOFFSET\nDATA`. Per node `N`: `hubbub:n:N:p`
 //! (presence) and `hubbub:n:N:u` (connections), see `mirror`. Nodes:
 //! `hubbub:nodes`, a hash `NODE -> CONNECTIONS|HEARTBEAT_MS`. Control
-//! messages between nodes: Pub/Sub `hubbub:ctl`. Idempotency: `hubbub:i:n:NODE:INCARNATION`
-//! (this process's recent publishes by sequence) and `hubbub:i:k:C:KEY` (a
-//! caller's key). Room messages travel on the Pub/Sub channel
+//! messages between nodes: Pub/Sub `hubbub:ctl`. Idempotency:
+//! `hubbub:i:n:NODE:INCARNATION:BUCKET` (one writer's recent publishes by
+//! sequence, `publish::IDEM_BUCKET` sequences per hash) and
+//! `hubbub:i:k:C:KEY` (a caller's key). Room messages travel on the Pub/Sub channel
 //! `hubbub:room:ROOM` as the server frame itself (binary-safe, opcode kept),
 //! with no history and no offset. A channel's joins and leaves travel on its
 //! `hubbub:pub:C` too, as `~NODE\nJSON` (`PRESENCE_MARK`; an epoch is hex,
@@ -58,10 +59,12 @@ pub fn room(room: &str) -> String {
     format!("{ROOM_PREFIX}{room}")
 }
 
-/// This process's recent publishes by sequence (`SEQ -> EPOCH\nOFFSET`),
-/// for retries after an ambiguous failure; a fresh incarnation per start.
-pub fn idem_node(node: &str, incarnation: u64) -> String {
-    format!("hubbub:i:n:{node}:{incarnation:x}")
+/// One writer's recent publishes by sequence (`SEQ -> EPOCH\nOFFSET`), for
+/// retries after an ambiguous failure; a fresh incarnation per writer and
+/// start, one hash per `bucket` of sequences (dropped whole once it left
+/// the window).
+pub fn idem_node(node: &str, incarnation: u64, bucket: u64) -> String {
+    format!("hubbub:i:n:{node}:{incarnation:x}:{bucket:x}")
 }
 
 /// A caller's idempotency key (`Idempotency-Key` of `/api/publish`).
@@ -79,31 +82,32 @@ pub fn node_users(node: &str) -> String {
     format!("hubbub:n:{node}:u")
 }
 
-/// KEYS: epoch, offset, stream, idempotency key. ARGV: new epoch, data,
-/// history size, pub/sub channel, keys TTL secs, now ms, history TTL secs,
-/// then the idempotency mode: `n` or `r` (KEYS[4] is this process's hash:
-/// field ARGV[9] is the publish's sequence; ARGV[10] is empty or `A-B`, the
-/// sequences that left the window, deleted in one go) or `k` (KEYS[4] is
-/// the caller's key), and ARGV[11] the key's TTL; ARGV[12] `1` when the
-/// publish may make the channel. Every mode looks the key up first, a
-/// first try (`n`) as much as a retry (`r`, written to Redis before): a
+/// KEYS: epoch, offset, stream, idempotency key, and in modes `n` and `r`
+/// optionally a fifth: a record hash that left the window, dropped whole
+/// (`UNLINK`: freed off Redis's main thread). ARGV: new epoch, data,
+/// history size, pub/sub channel, keys TTL secs, now ms, stream TTL secs,
+/// then the idempotency mode: `n` or `r` (KEYS[4] is the writer's record
+/// hash of this sequence, field ARGV[9]) or `k` (KEYS[4] is the caller's
+/// key); ARGV[10] `c` when this writer's turn to refresh the channel's key
+/// TTLs came (`publish::Writer::refresh_due`: a writer refreshes them once
+/// a period, not per publish); ARGV[11] the record's TTL; ARGV[12] `1` when
+/// the publish may make the channel. Every mode looks the record up first,
+/// a first try (`n`) as much as a retry (`r`, written to Redis before): a
 /// first try may reach Redis after its retry did (sent on a connection the
 /// node gave up on, delivered late by the network or a proxy), and must
-/// then publish nothing. The trim runs first, whatever the outcome: a refused or repeated publish
-/// carries its share too (the hash's TTL is refreshed by every publish, so
-/// a share skipped would stay for good).
+/// then publish nothing. The drop runs first, whatever the outcome: a
+/// refused or repeated publish carries its share too. A key this script
+/// (re)makes gets its TTL at once, whoever's turn it is: the epoch when it
+/// makes the channel, the offset and stream when the offset starts again
+/// at 1 (made, or dropped by `SYNC`); a stream that expired did so only
+/// after every writer's period ran out, so its next publish refreshes.
 /// Returns `{epoch, offset, 0, MADE}` (MADE 1: the channel was made), or
 /// `{epoch, offset, 1, 0}` for a publish that already ran (nothing is
 /// published again), or `{'', 0, 2, 0}`: refused, the channel does not exist
 /// and the publish may not make it.
 pub(crate) const PUBLISH: &str = r#"
-if ARGV[8] ~= 'k' then
-  local from, to = string.match(ARGV[10], '^(%d+)-(%d+)$')
-  if from then
-    local gone = {}
-    for s = tonumber(from), tonumber(to) do gone[#gone + 1] = s end
-    redis.call('HDEL', KEYS[4], unpack(gone))
-  end
+if ARGV[8] ~= 'k' and KEYS[5] then
+  redis.call('UNLINK', KEYS[5])
 end
 local seen
 if ARGV[8] == 'k' then
@@ -127,11 +131,16 @@ if not epoch then
   redis.call('DEL', KEYS[2], KEYS[3])
 end
 local offset = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+local refresh = ARGV[10] == 'c' or offset == 1
+if refresh then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
 if tonumber(ARGV[3]) > 0 then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'd', ARGV[2], 't', ARGV[6])
-  redis.call('EXPIRE', KEYS[3], ARGV[7])
+  if refresh then
+    redis.call('EXPIRE', KEYS[3], ARGV[7])
+  end
 end
 redis.call('PUBLISH', ARGV[4], epoch .. '\n' .. offset .. '\n' .. ARGV[2])
 local mark = epoch .. '\n' .. offset

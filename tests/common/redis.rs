@@ -89,6 +89,14 @@ impl Redis {
         keys
     }
 
+    /// `TTL key`: seconds left, `-1` for a key that never expires, `-2`
+    /// for none.
+    pub fn ttl(&self, key: &str) -> i64 {
+        let client = redis::Client::open(self.url()).expect("a redis URL");
+        let mut conn = client.get_connection().expect("redis answers");
+        redis::cmd("TTL").arg(key).query(&mut conn).expect("TTL")
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
