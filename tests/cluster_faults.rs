@@ -592,7 +592,8 @@ fn every_key_a_publish_leaves_expires_though_a_writer_refreshes_ttls_once_a_minu
     // A writer refreshes a channel's key TTLs once a minute, not per
     // publish; a key the script (re)makes between refreshes still gets one
     // at once: after Redis lost everything (the publish makes the channel
-    // again) and after another node's sync dropped the offset and stream.
+    // again), after another node's sync dropped the offset and stream, and
+    // after the stream alone went.
     let Some(redis) = Redis::start() else { return };
     let history = ["--history-rule", "hist*=100:60", "--shards", "1"];
     let a = node_on(&["--redis", &redis.url()], "a", &history);
@@ -627,6 +628,13 @@ fn every_key_a_publish_leaves_expires_though_a_writer_refreshes_ttls_once_a_minu
     assert_eq!(reply["result"]["offset"], 0, "{reply}");
     assert_eq!(publish(&mut publisher, "hist", json!("after"))["offset"], 1);
     all_expire("after another node's sync");
+    // The stream alone gone (evicted, expired under a shorter rule of
+    // another node, deleted by hand): the publish that makes it again
+    // gives it its TTL.
+    redis.run(&["DEL", "hubbub:c:hist:s"]);
+    assert_eq!(publish(&mut publisher, "hist", json!("again"))["offset"], 2);
+    assert_eq!(redis.keys("hubbub:c:hist:s").len(), 1, "made again");
+    all_expire("after the stream alone was deleted");
 }
 
 #[test]

@@ -103,7 +103,7 @@ struct Waiting {
     /// sequence first: it may have run).
     retry: bool,
     /// A publish's share of trimming the idempotency window: the sequences
-    /// it deletes (`first..=last`), kept for its retries.
+    /// (`first..=last`, one record hash) it drops, kept for its retries.
     trim: Option<(u64, u64)>,
 }
 

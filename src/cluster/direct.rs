@@ -14,7 +14,7 @@
 //! and hands it over (`HubMsg::RedisLink`); the shard asks again when one
 //! fails. The rules are the command thread's (`publish`):
 //! - each shard and server is a writer of its own in the idempotency
-//!   hash; a publish written again after its connection failed is looked up
+//!   record; a publish written again after its connection failed is looked up
 //!   first (`r`), so it is never published twice;
 //! - a publish not answered `DEADLINE` after it was taken is answered with
 //!   an error: not done (`108`, retry) if it was never written, "not known"
@@ -114,7 +114,8 @@ struct Waiting {
     maybe_ran: bool,
     /// Answered "not run" on the connection being closed.
     refused: bool,
-    /// Its share of trimming the idempotency hash, kept for its retries.
+    /// Its share of trimming the idempotency window (a record hash to
+    /// drop), kept for its retries.
     trim: Option<(u64, u64)>,
 }
 

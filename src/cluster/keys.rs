@@ -97,10 +97,11 @@ pub fn node_users(node: &str) -> String {
 /// node gave up on, delivered late by the network or a proxy), and must
 /// then publish nothing. The drop runs first, whatever the outcome: a
 /// refused or repeated publish carries its share too. A key this script
-/// (re)makes gets its TTL at once, whoever's turn it is: the epoch when it
-/// makes the channel, the offset and stream when the offset starts again
-/// at 1 (made, or dropped by `SYNC`); a stream that expired did so only
-/// after every writer's period ran out, so its next publish refreshes.
+/// makes gets its TTL at once, whoever's turn it is: the epoch and offset
+/// when the offset starts again at 1 (the channel made, or its offset
+/// dropped by `SYNC`), the stream whenever `XADD` made it (`NOMKSTREAM`
+/// first: a stream can be gone while the offset lives, expired, evicted
+/// or deleted by hand). Needs Redis 6.2 or later.
 /// Returns `{epoch, offset, 0, MADE}` (MADE 1: the channel was made), or
 /// `{epoch, offset, 1, 0}` for a publish that already ran (nothing is
 /// published again), or `{'', 0, 2, 0}`: refused, the channel does not exist
@@ -137,8 +138,12 @@ if refresh then
   redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 if tonumber(ARGV[3]) > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'd', ARGV[2], 't', ARGV[6])
-  if refresh then
+  local id = offset .. '-0'
+  local added = redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[2], 't', ARGV[6])
+  if not added then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[2], 't', ARGV[6])
+  end
+  if refresh or not added then
     redis.call('EXPIRE', KEYS[3], ARGV[7])
   end
 end

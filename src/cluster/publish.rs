@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backoff::random_u64;
+use super::commands::DEADLINE;
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
 use super::reply::{epoch_offset, ttl_secs, unix_ms, Value};
 use crate::bus::cluster::{ClusterState, RedisCall};
@@ -35,19 +36,28 @@ use crate::metrics::names;
 /// 10,000/s about 6.5 s, more than `DEADLINE` + `REDIS_TIMEOUT`).
 pub(crate) const IDEM_WINDOW: u64 = 65_536;
 /// Sequences per record hash: a hash is dropped (one `UNLINK`) once all of
-/// its sequences left the window, so at most this many more than
-/// `IDEM_WINDOW` are kept.
+/// its sequences left the window, so about this many more than
+/// `IDEM_WINDOW` are kept (more while a publish older than the window
+/// still waits, or a failed drop waits for the next publish; each hash
+/// also expires 60 s after its last record).
 pub(crate) const IDEM_BUCKET: u64 = 4_096;
 /// How often a writer refreshes the TTLs of a channel's keys at most (and
 /// of its stream: a quarter of the history's TTL, if shorter). The keys
 /// live a day after the last refresh, so a day less one period after the
-/// channel's last publish; a stream lives its TTL plus one period (its
-/// entries older than the TTL are never read: `reply::entries`).
+/// channel's last publish; a stream lives its TTL plus `STREAM_SLACK`
+/// periods and `DEADLINE` after a refresh (its entries older than the TTL
+/// are never read: `reply::entries`), so three refreshes missed in a row,
+/// or one late by up to a deadline, leave every entry its full TTL.
 const KEYS_REFRESH: Duration = Duration::from_secs(60);
-/// Channels a writer remembers refreshing within their period. A writer
-/// publishing to more than this many channels a minute refreshes the rest
-/// with every publish, as before: correct, only dearer.
-const KEYS_REMEMBERED: usize = 65_536;
+/// Periods a stream outlives its history's TTL after a refresh.
+const STREAM_SLACK: u32 = 4;
+/// Channels a writer remembers refreshing. It forgets them all once a
+/// `KEYS_REFRESH` (one refresh more per channel and period, at most; no
+/// entry outlives it), and past this many it refreshes with every publish,
+/// as before this was kept: a hostile flood of channel names costs each
+/// writer at most this many entries (about 50 bytes each; the names are
+/// the channels' own, shared) and no scan per publish.
+const KEYS_REMEMBERED: usize = 8_192;
 /// TTL of the idempotency entries: a writer's hash, and a caller's key.
 const IDEM_NODE_TTL_SECS: u64 = 60;
 pub(crate) const IDEM_CALLER_TTL_SECS: u64 = 300;
@@ -74,8 +84,10 @@ pub(crate) struct Writer {
     seq: u64,
     /// What of the window is dropped, and what is still to be.
     pub trim: Trim,
-    /// When this writer last refreshed each channel's key TTLs.
+    /// When this writer last refreshed each channel's key TTLs, since
+    /// `forgot_at`.
     refreshed: HashMap<Arc<str>, Instant>,
+    forgot_at: Instant,
 }
 
 impl Writer {
@@ -85,26 +97,26 @@ impl Writer {
             seq: 0,
             trim: Trim::default(),
             refreshed: HashMap::new(),
+            forgot_at: Instant::now(),
         }
     }
 
     /// Whether a publish to `channel` now refreshes its key TTLs (every
-    /// `every`): noted as done when it says so, whether or not the script
-    /// then runs. A refresh missed that way comes one period later, which
-    /// the TTLs allow for: a day for the epoch and offset; for a stream its
-    /// history's TTL plus one period, with `every` at most a quarter of
-    /// that TTL, so four missed in a row still leave it alive.
+    /// `every`, at most `KEYS_REFRESH`): noted as done when it says so,
+    /// whether or not the script then runs (a retry refreshes again). A
+    /// refresh missed that way comes one period later, which the TTLs
+    /// allow for (`KEYS_REFRESH`).
     pub fn refresh_due(&mut self, channel: &Arc<str>, every: Duration, now: Instant) -> bool {
+        if now.saturating_duration_since(self.forgot_at) >= KEYS_REFRESH {
+            self.refreshed = HashMap::new();
+            self.forgot_at = now;
+        }
         if let Some(at) = self.refreshed.get_mut(channel) {
             if now.saturating_duration_since(*at) < every {
                 return false;
             }
             *at = now;
             return true;
-        }
-        if self.refreshed.len() >= KEYS_REMEMBERED {
-            self.refreshed
-                .retain(|_, at| now.saturating_duration_since(*at) < KEYS_REFRESH);
         }
         if self.refreshed.len() < KEYS_REMEMBERED {
             self.refreshed.insert(Arc::clone(channel), now);
@@ -152,8 +164,8 @@ impl Writer {
             0 => KEYS_REFRESH,
             _ => KEYS_REFRESH.min(history_ttl / 4),
         };
-        let refresh = self.refresh_due(channel, every, Instant::now());
-        let stream_ttl = (history_ttl + every).as_secs_f64().ceil() as u64;
+        let refresh = self.refresh_due(channel, every, Instant::now()) || retry;
+        let stream_ttl = (history_ttl + every * STREAM_SLACK + DEADLINE).as_secs_f64().ceil() as u64;
         let drop = trim.filter(|_| idem.is_none());
         let mut args = vec![
             "EVALSHA".to_string(),
@@ -408,9 +420,9 @@ mod tests {
     }
 
     #[test]
-    fn past_the_channels_remembered_every_publish_refreshes_and_stale_ones_make_room() {
+    fn past_the_channels_remembered_every_publish_refreshes_and_all_are_forgotten_each_period() {
         let mut writer = Writer::new();
-        let t0 = Instant::now();
+        let t0 = writer.forgot_at;
         for i in 0..KEYS_REMEMBERED {
             writer.refresh_due(&Arc::from(format!("c{i}")), KEYS_REFRESH, t0);
         }
@@ -419,11 +431,12 @@ mod tests {
         assert!(writer.refresh_due(&extra, KEYS_REFRESH, soon));
         assert!(writer.refresh_due(&extra, KEYS_REFRESH, soon), "not remembered: full");
         assert_eq!(writer.refreshed.len(), KEYS_REMEMBERED);
-        // A period on, the stale ones are let go when room is needed.
-        let later = t0 + KEYS_REFRESH + Duration::from_secs(1);
+        // A period on, all are forgotten: each refreshes once more.
+        let later = t0 + KEYS_REFRESH;
         assert!(writer.refresh_due(&extra, KEYS_REFRESH, later));
         assert_eq!(writer.refreshed.len(), 1);
         assert!(!writer.refresh_due(&extra, KEYS_REFRESH, later), "remembered now");
+        assert!(writer.refresh_due(&Arc::from("c0"), KEYS_REFRESH, later));
     }
 
     #[test]
@@ -434,23 +447,28 @@ mod tests {
         let inc = writer.incarnation;
         assert_eq!(args[2], "4");
         assert_eq!(args[6], keys::idem_node("n1", inc, 1));
-        // ARGV: 7 stream TTL (8 s and one period of 2 s), 10 the refresh.
+        // ARGV: 7 stream TTL (8 s, four periods of 2 s, a deadline of 2 s),
+        // 10 the refresh.
         let argv = &args[7..];
         assert_eq!(
             (argv[6].as_str(), argv[7].as_str(), argv[8].as_str()),
-            ("10", "n", &*(IDEM_BUCKET + 5).to_string())
+            ("18", "n", &*(IDEM_BUCKET + 5).to_string())
         );
         assert_eq!(argv[9], "c", "first publish of the channel refreshes");
         let trim = Some((1, IDEM_BUCKET));
-        let args = writer.args("sha", "n1", &call, IDEM_WINDOW + 2 * IDEM_BUCKET, true, trim);
+        let seq = IDEM_WINDOW + 2 * IDEM_BUCKET;
+        let args = writer.args("sha", "n1", &call, seq, false, trim);
         assert_eq!(args[2], "5");
         assert_eq!(args[7], keys::idem_node("n1", inc, 0), "the dropped hash");
         let argv = &args[8..];
         assert_eq!(
             (argv[7].as_str(), argv[9].as_str()),
-            ("r", ""),
+            ("n", ""),
             "refreshed a moment ago"
         );
+        // Its retry refreshes again: the first copy may not have run.
+        let args = writer.args("sha", "n1", &call, seq, true, trim);
+        assert_eq!((args[15].as_str(), args[17].as_str()), ("r", "c"));
     }
 
     #[test]
