@@ -26,12 +26,15 @@ use serde_json::{json, Value};
 /// `stall_next_publish`: the next write carrying a publish, and all after
 /// it on that connection, are held until the node closes the connection,
 /// then forwarded `STALL_AFTER_CLOSE` later (data late on a dead path).
+/// `refuse_next_publish`: the next write carrying a publish is not
+/// forwarded; the proxy answers it `-BUSY` itself (one command per write).
 /// `down`: new connections are closed at once.
 struct Proxy {
     addr: SocketAddr,
     cut_next_publish: Arc<AtomicBool>,
     close_after_publish_reply: Arc<AtomicBool>,
     stall_next_publish: Arc<AtomicBool>,
+    refuse_next_publish: Arc<AtomicBool>,
     down: Arc<AtomicBool>,
     /// Both ends of every connection, to cut them all at once.
     streams: Arc<Mutex<Vec<TcpStream>>>,
@@ -47,6 +50,7 @@ impl Proxy {
             cut: Arc::clone(&cut),
             close_after: Arc::new(AtomicBool::new(false)),
             stall: Arc::new(AtomicBool::new(false)),
+            refuse: Arc::new(AtomicBool::new(false)),
         };
         let faults2 = faults.clone();
         let streams = Arc::new(Mutex::new(Vec::new()));
@@ -71,6 +75,7 @@ impl Proxy {
             cut_next_publish: cut,
             close_after_publish_reply: faults.close_after,
             stall_next_publish: faults.stall,
+            refuse_next_publish: faults.refuse,
             down,
             streams,
         }
@@ -94,6 +99,7 @@ struct Faults {
     cut: Arc<AtomicBool>,
     close_after: Arc<AtomicBool>,
     stall: Arc<AtomicBool>,
+    refuse: Arc<AtomicBool>,
 }
 
 /// How long stalled bytes stay held after the node closed the connection.
@@ -122,11 +128,20 @@ fn pipe_pair(client: TcpStream, server: TcpStream, faults: Faults) {
                 break;
             }
             let chunk = &buf[..n];
-            if chunk.windows(7).any(|w| w == b"EVALSHA") && faults.cut.swap(false, Ordering::SeqCst) {
+            let cut = chunk.windows(7).any(|w| w == b"EVALSHA") && faults.cut.swap(false, Ordering::SeqCst);
+            if cut {
                 swallow_up.store(true, Ordering::SeqCst);
             }
             if carries_publish(chunk) && faults.close_after.swap(false, Ordering::SeqCst) {
                 close_up2.store(true, Ordering::SeqCst);
+            }
+            // Armed with a cut, the refusal waits for the retry.
+            if !cut && carries_publish(chunk) && faults.refuse.swap(false, Ordering::SeqCst) {
+                let busy = b"-BUSY Redis is busy running a script (injected by the test proxy)\r\n";
+                if c_in.write_all(busy).is_err() {
+                    break;
+                }
+                continue;
             }
             if held.is_none() && carries_publish(chunk) && faults.stall.swap(false, Ordering::SeqCst) {
                 held = Some(Vec::new());
@@ -714,6 +729,46 @@ fn one_shard_through(proxy: &Proxy) -> (Process, WsClient) {
     let mut publisher = WsClient::open(a.addr, "");
     publish(&mut publisher, "warm", json!(0));
     (a, publisher)
+}
+
+#[test]
+fn a_retry_refused_after_its_first_copy_may_have_run_is_not_known_not_refused() {
+    // The first copy ran and its answer was lost with the connection; the
+    // retry is refused (`BUSY`: not one of the "did not run" answers).
+    // That copy did nothing, but the first did: "not known", so the client
+    // retries with its key instead of taking it as not done.
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(redis.port);
+    let (a, mut publisher) = one_shard_through(&proxy);
+    let b = node_on(&["--redis", &redis.url()], "b", &[]);
+    wait_cluster(&a, 2);
+    let mut sub = WsClient::open(b.addr, "");
+    assert!(sub
+        .call("subscribe", json!({"channel": "busy"}))
+        .get("result")
+        .is_some());
+    proxy.cut_next_publish.store(true, Ordering::SeqCst);
+    proxy.refuse_next_publish.store(true, Ordering::SeqCst);
+    let reply = publisher.call("publish", json!({"channel": "busy", "data": "once"}));
+    assert!(
+        !proxy.refuse_next_publish.load(Ordering::SeqCst),
+        "the proxy refused nothing"
+    );
+    assert_eq!(reply["error"]["code"], 108, "{reply}");
+    let why = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("not known"), "{reply}");
+    // It was published, once.
+    let pubs = pubs_within(&mut sub, Duration::from_millis(800));
+    assert_eq!(
+        pubs.iter().map(|p| p["data"].clone()).collect::<Vec<_>>(),
+        [json!("once")]
+    );
+    // A first copy refused is refused: not done.
+    proxy.refuse_next_publish.store(true, Ordering::SeqCst);
+    let reply = publisher.call("publish", json!({"channel": "busy", "data": "never"}));
+    let why = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("refused") && !why.contains("not known"), "{reply}");
+    assert!(pubs_within(&mut sub, Duration::from_millis(500)).is_empty());
 }
 
 #[test]

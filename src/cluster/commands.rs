@@ -665,7 +665,12 @@ impl Commander {
     fn complete(&mut self, waiting: Waiting, reply: Value) {
         if let Value::Error(e) = &reply {
             tracing::warn!(error = %e, "cluster command refused by Redis");
-            return self.fail(waiting, Failure::NotDone("the cluster refused the command"));
+            // This copy did not run, but an earlier one of a publish may have.
+            let failure = match (&waiting.op, waiting.retry) {
+                (Op::Cmd(RedisCall::Publish { .. }), true) => Failure::Unknown,
+                _ => Failure::NotDone("the cluster refused the command"),
+            };
+            return self.fail(waiting, failure);
         }
         self.state.release(waiting.bytes);
         match waiting.op {

@@ -436,13 +436,12 @@ impl Lane {
 fn complete(io: &Io, writer: &mut Writer, waiting: Waiting, reply: &Value, answers: &mut Answers) {
     if let Value::Error(e) = reply {
         tracing::warn!(error = %e, "cluster publish refused by Redis");
-        return fail(
-            io,
-            writer,
-            waiting,
-            Failure::NotDone("the cluster refused the command"),
-            answers,
-        );
+        // This copy did not run, but an earlier one may have.
+        let failure = match waiting.maybe_ran {
+            true => Failure::Unknown,
+            false => Failure::NotDone("the cluster refused the command"),
+        };
+        return fail(io, writer, waiting, failure, answers);
     }
     io.link.state.release(waiting.bytes);
     let RedisCall::Publish { reply: to, .. } = waiting.call else {
