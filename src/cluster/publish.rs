@@ -159,7 +159,8 @@ impl Writer {
             return Vec::new();
         };
         // The stream's TTL is refreshed with the channel's keys: as often
-        // as a quarter of it, and kept one period longer.
+        // as a quarter of it, and kept `STREAM_SLACK` periods and a
+        // deadline longer.
         let history_ttl = Duration::from_secs(ttl_secs(rule));
         let every = match rule.size {
             0 => KEYS_REFRESH,
