@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Where Redis spends its time per publish: two nodes through one Redis
+# (publishers on A, subscribers on B, the load of benches/cluster.sh),
+# then Redis's `INFO commandstats` for that load alone (reset once the
+# nodes are up) and its CPU. `EVALSHA` is the publish script, the commands
+# under it are those it runs. docs/CLUSTER.md "Fourth round" reads it.
+# BIN=path: another build, for an A/B in one session. Everything on
+# loopback, killed by PID.
+# Needs: cargo build --release --bins --examples; redis-server, redis-cli.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/hubbub}
+LAT=target/release/examples/cluster_latency
+RATE=${RATE:-10000}; SUBS=${SUBS:-10}; SECS=${SECS:-10}
+PORT=26411
+common="--admin-listen off --shards 1 --max-messages-per-sec 1000000 --max-new-channels-per-minute 1000 --log-level warn"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+
+redis-server --port $PORT --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & pids+=($!)
+sleep 0.5
+$BIN --listen 127.0.0.1:28091 $common --redis redis://127.0.0.1:$PORT --node-id a >/dev/null 2>&1 & pids+=($!)
+$BIN --listen 127.0.0.1:28092 $common --redis redis://127.0.0.1:$PORT --node-id b >/dev/null 2>&1 & pids+=($!)
+sleep 1.5
+redis-cli -p $PORT config resetstat >/dev/null
+for channel in a b; do
+  $LAT --pub 127.0.0.1:28091 --sub 127.0.0.1:28092 --subscribers $((SUBS / 2)) --rate $((RATE / 2)) \
+    --secs $SECS --channel $channel > /tmp/hubbub-stats-$channel.$$ &
+  pids+=($!)
+done
+wait "${pids[@]:3}"
+for channel in a b; do
+  sed "s/^/channel $channel: /" /tmp/hubbub-stats-$channel.$$; rm -f /tmp/hubbub-stats-$channel.$$
+done
+redis-cli -p $PORT info commandstats | grep '^cmdstat_' | sed 's/,rejected_calls.*//'
+redis-cli -p $PORT info cpu | grep -E '^used_cpu_(sys|user):'
