@@ -735,6 +735,23 @@ fn one_shard_through(proxy: &Proxy) -> (Process, WsClient) {
     (a, publisher)
 }
 
+/// `one_shard_through(proxy)` for the publisher, and a subscriber of
+/// `channel` on a node b that reaches `redis` directly (what it receives
+/// is what Redis published). The nodes are kept alive by the caller.
+fn publisher_through_subscriber_direct(
+    proxy: &Proxy,
+    redis: &Redis,
+    channel: &str,
+) -> ([Process; 2], WsClient, WsClient) {
+    let (a, publisher) = one_shard_through(proxy);
+    let b = node_on(&["--redis", &redis.url()], "b", &[]);
+    wait_cluster(&a, 2);
+    let mut sub = WsClient::open(b.addr, "");
+    let reply = sub.call("subscribe", json!({"channel": channel}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    ([a, b], publisher, sub)
+}
+
 #[test]
 fn a_retry_refused_after_its_first_copy_may_have_run_is_not_known_not_refused() {
     // The first copy ran and its answer was lost with the connection; the
@@ -743,14 +760,7 @@ fn a_retry_refused_after_its_first_copy_may_have_run_is_not_known_not_refused() 
     // retries with its key instead of taking it as not done.
     let Some(redis) = Redis::start() else { return };
     let proxy = Proxy::start(redis.port);
-    let (a, mut publisher) = one_shard_through(&proxy);
-    let b = node_on(&["--redis", &redis.url()], "b", &[]);
-    wait_cluster(&a, 2);
-    let mut sub = WsClient::open(b.addr, "");
-    assert!(sub
-        .call("subscribe", json!({"channel": "busy"}))
-        .get("result")
-        .is_some());
+    let (_nodes, mut publisher, mut sub) = publisher_through_subscriber_direct(&proxy, &redis, "busy");
     proxy.cut_next_publish.store(true, Ordering::SeqCst);
     proxy.refuse_next_publish.store(true, Ordering::SeqCst);
     let reply = publisher.call("publish", json!({"channel": "busy", "data": "once"}));
@@ -812,14 +822,7 @@ fn a_publish_late_on_a_dead_connection_is_not_published_again_by_its_retry() {
     // record and publish nothing.
     let Some(redis) = Redis::start() else { return };
     let proxy = Proxy::start(redis.port);
-    let (a, mut publisher) = one_shard_through(&proxy);
-    let b = node_on(&["--redis", &redis.url()], "b", &[]);
-    wait_cluster(&a, 2);
-    let mut sub = WsClient::open(b.addr, "");
-    assert!(sub
-        .call("subscribe", json!({"channel": "late"}))
-        .get("result")
-        .is_some());
+    let (_nodes, mut publisher, mut sub) = publisher_through_subscriber_direct(&proxy, &redis, "late");
     proxy.stall_next_publish.store(true, Ordering::SeqCst);
     let reply = publisher.call("publish", json!({"channel": "late", "data": "once"}));
     assert!(

@@ -463,10 +463,7 @@ impl Commander {
         if state.is_empty() && ops.is_empty() {
             return Ok(());
         }
-        let mut args: Vec<Vec<Vec<u8>>> = Vec::with_capacity(ops.len());
-        for waiting in &ops {
-            args.push(self.command(waiting));
-        }
+        let args: Vec<Vec<Vec<u8>>> = ops.iter().map(|w| self.command(w)).collect();
         let replies = match self.exchange(&state, &args) {
             Ok(replies) => replies,
             Err(e) => {
