@@ -247,8 +247,16 @@ pub trait ShardRedis: Send {
     // The call comes back only on that rare path (see `ClusterLink::send`).
     #[allow(clippy::result_large_err)]
     fn publish(&mut self, server: usize, call: RedisCall) -> Result<(), RedisCall>;
-    /// A connection the bridge opened.
-    fn linked(&mut self, link: RedisLink);
+    /// A connection the bridge opened; owners whose position could not be
+    /// asked for meanwhile are told in `answers`.
+    fn linked(&mut self, link: RedisLink, answers: &mut Vec<(usize, super::msg::HubMsg)>);
+    /// From `channel`'s owner shard `owner`, on the shard holding the
+    /// subscriber connection of `channel`'s server (`listener_shard`): the
+    /// node now keeps a log of it. It is subscribed by name, and its
+    /// position is asked of Redis for the owner once Redis confirmed that.
+    fn listen(&mut self, channel: Arc<str>, owner: usize, answers: &mut Vec<(usize, super::msg::HubMsg)>);
+    /// From `channel`'s owner shard: its log here was dropped.
+    fn unlisten(&mut self, channel: &str, answers: &mut Vec<(usize, super::msg::HubMsg)>);
     /// One of this shard's Redis tokens (`redis_token`) is ready; the
     /// answers to publishers go to `answers` (shard, message).
     fn ready(&mut self, token: mio::Token, answers: &mut Vec<(usize, super::msg::HubMsg)>);
@@ -260,6 +268,12 @@ pub trait ShardRedis: Send {
     /// on what a turn's budget left; with `ticked`, fails what waited past
     /// its deadline and pings.
     fn end_turn(&mut self, ticked: bool, answers: &mut Vec<(usize, super::msg::HubMsg)>);
+}
+
+/// The shard that holds the node's subscriber connection to `server`
+/// when that server is reached over plain TCP (`ShardRedis::listen`).
+pub fn listener_shard(server: usize, shards: usize) -> usize {
+    server % shards
 }
 
 /// The shard's mio token for its own connection to `server` for `kind`:

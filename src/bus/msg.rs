@@ -327,6 +327,18 @@ pub enum HubMsg {
     /// From a proxy worker (control lane): the application's answer to a
     /// hook call of a connection of this shard.
     ProxyAnswered(Box<super::proxy::ProxyAnswered>),
+    /// Cluster mode, from a channel's owner to the shard holding the
+    /// node's subscriber connection of its Redis server: the owner made
+    /// the channel's log; subscribe to it, then ask Redis for its position
+    /// for the owner (`ShardRedis::listen`).
+    ClusterListen {
+        channel: Arc<str>,
+        owner: u16,
+    },
+    /// Cluster mode, likewise: the owner dropped the channel's log.
+    ClusterUnlisten {
+        channel: Arc<str>,
+    },
     /// From the cluster bridge (control lane): a connection to Redis for
     /// this shard's own publishes, which it asked for (`ClusterCmd::Dial`).
     RedisLink(super::cluster::RedisLink),

@@ -43,7 +43,9 @@ use super::reply::{encode, Value};
 use super::socket::{self, Got};
 use super::subscriber::Dispatch;
 use super::{resp, REDIS_TIMEOUT};
-use crate::bus::cluster::{redis_link_of, redis_token, ClusterLink, LinkKind, RedisCall, RedisLink, ShardRedis};
+use crate::bus::cluster::{
+    redis_link_of, redis_token, server_of, ClusterLink, LinkKind, RedisCall, RedisLink, ShardRedis,
+};
 use crate::bus::msg::HubMsg;
 
 /// Bytes read per `read` call.
@@ -187,10 +189,10 @@ impl ShardRedis for Links {
         Ok(())
     }
 
-    fn linked(&mut self, link: RedisLink) {
+    fn linked(&mut self, link: RedisLink, answers: &mut Answers) {
         if link.kind == LinkKind::Subscribe {
             if let Some(listener) = self.listeners.get_mut(link.server).and_then(Option::as_mut) {
-                listener.linked(link, &self.registry, &self.link);
+                listener.linked(link, &self.registry, &self.link, answers);
             }
             return;
         }
@@ -219,13 +221,32 @@ impl ShardRedis for Links {
         });
     }
 
+    fn listen(&mut self, channel: Arc<str>, owner: usize, answers: &mut Answers) {
+        let server = server_of(&channel, self.listeners.len());
+        match self.listeners.get_mut(server).and_then(Option::as_mut) {
+            Some(listener) => listener.listen(channel, owner, &self.link, answers),
+            None => tracing::warn!(
+                shard = self.shard,
+                server,
+                "a channel to listen to was sent to a shard without that server's subscriber connection"
+            ),
+        }
+    }
+
+    fn unlisten(&mut self, channel: &str, answers: &mut Answers) {
+        let server = server_of(channel, self.listeners.len());
+        if let Some(listener) = self.listeners.get_mut(server).and_then(Option::as_mut) {
+            listener.unlisten(channel, &self.link, answers);
+        }
+    }
+
     fn ready(&mut self, token: mio::Token, answers: &mut Answers) {
         let Some((server, kind)) = redis_link_of(token) else {
             return;
         };
         if kind == LinkKind::Subscribe {
             if let Some(listener) = self.listeners.get_mut(server).and_then(Option::as_mut) {
-                listener.ready(&self.registry, &self.link);
+                listener.ready(&self.registry, &self.link, answers);
             }
             return;
         }
@@ -251,9 +272,9 @@ impl ShardRedis for Links {
             registry: &self.registry,
         };
         for listener in self.listeners.iter_mut().flatten() {
-            listener.end_turn(io.registry, io.link);
+            listener.end_turn(io.registry, io.link, answers);
             if ticked {
-                listener.tick(io.registry, io.link);
+                listener.tick(io.registry, io.link, answers);
             }
         }
         for lane in self.lanes.iter_mut().flatten() {

@@ -20,7 +20,13 @@
 /// How long a channel's epoch and offset outlive its last publication.
 pub(crate) const CHANNEL_KEYS_TTL_SECS: u64 = 86_400;
 pub(crate) const PUB_PREFIX: &str = "hubbub:pub:";
+/// Every channel's publications: the subscriber thread of a `rediss://`
+/// server listens to all of them (a shard's subscriber connection
+/// subscribes to each channel with a log on the node by name instead).
 pub(crate) const PUB_PATTERN: &str = "hubbub:pub:*";
+/// Every mailbox's publications (`hubbub:pub:` + `mailbox::PREFIX`): a
+/// user's connections get them on whatever node they are, with no log.
+pub(crate) const MAILBOX_PATTERN: &str = "hubbub:pub:#mailbox:*";
 pub(crate) const ROOM_PREFIX: &str = "hubbub:room:";
 pub(crate) const ROOM_PATTERN: &str = "hubbub:room:*";
 /// First byte of a presence message on a channel's Pub/Sub.
@@ -251,6 +257,14 @@ return #ARGV
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mailbox_pattern_is_the_publications_of_mailbox_channels() {
+        let mailbox = publications(&crate::hub::mailbox::name("ann"));
+        let prefix = MAILBOX_PATTERN.strip_suffix('*').unwrap();
+        assert!(mailbox.starts_with(prefix), "{mailbox} under {MAILBOX_PATTERN}");
+        assert!(!publications("news").starts_with(prefix));
+    }
 
     #[test]
     fn presence_messages_are_told_apart_from_publications() {

@@ -196,7 +196,9 @@ impl Target {
             LinkKind::Publish => commands.push(command(&["SCRIPT", "LOAD", keys::PUBLISH])),
             LinkKind::Subscribe => commands.extend([
                 command(&["SUBSCRIBE", keys::CONTROL]),
-                command(&["PSUBSCRIBE", keys::PUB_PATTERN]),
+                // Channels are subscribed by name as logs are made
+                // (`listen`); mailboxes and rooms by pattern.
+                command(&["PSUBSCRIBE", keys::MAILBOX_PATTERN]),
                 command(&["PSUBSCRIBE", keys::ROOM_PATTERN]),
             ]),
         }

@@ -11,6 +11,19 @@
 //! thread handles it (room members told, counted, logged once per outage)
 //! and a new connection is asked of the bridge.
 //!
+//! Channels are subscribed by name, each while the node keeps a log of it
+//! (mailboxes and rooms by pattern): a node reads and Redis writes only
+//! the publications someone here wants, so a node's load does not grow
+//! with the cluster's publish rate. An owner shard making a log asks for
+//! its channel (`listen`); the channel's position is read from Redis
+//! (`RedisCall::Sync`) only once Redis confirmed the `SUBSCRIBE`, so every
+//! publication after that position arrives here. While the connection is
+//! down the position is read at once (what is missed meanwhile is found
+//! by its offsets, as for any outage), and a new connection subscribes to
+//! every channel again. A `PING` follows the `SUBSCRIBE`s of each turn: a
+//! Redis that does not confirm them within `REDIS_TIMEOUT` breaks the
+//! connection, and the positions waiting are read then.
+//!
 //! Bounded per loop turn: at most `TURN_BUDGET` messages are handed on,
 //! fewer than the shard drains of its own inbox in a turn (it owns some of
 //! the channels), and the rest waits in the socket for the next turn (the
@@ -18,7 +31,9 @@
 //! of thousands in one go filled the owner's data lane before it could
 //! drain any of it, and the rest was dropped.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Interest, Registry};
@@ -26,14 +41,21 @@ use mio::{Interest, Registry};
 use super::reply::{encode, Value};
 use super::socket::{self, Got};
 use super::subscriber::{Dispatch, PING_EVERY};
-use super::{resp, REDIS_TIMEOUT};
-use crate::bus::cluster::{redis_token, ClusterLink, LinkKind, RedisLink};
+use super::{keys, resp, REDIS_TIMEOUT};
+use crate::bus::cluster::{redis_token, ClusterCmd, ClusterLink, LinkKind, RedisCall, RedisLink, SyncFor};
+use crate::bus::msg::HubMsg;
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
 /// Messages handed on per loop turn (a shard drains 1,024 deliveries of
 /// its inbox per turn).
 const TURN_BUDGET: usize = 512;
+/// Channels per `SUBSCRIBE` when a new connection subscribes to them all.
+const SUBSCRIBE_BATCH: usize = 1_000;
+
+/// Messages for shards (shard, message): owners told their position could
+/// not be asked for.
+type Answers = Vec<(usize, HubMsg)>;
 
 pub(crate) struct Listener {
     server: usize,
@@ -47,18 +69,36 @@ pub(crate) struct Listener {
     /// The budget ran out before the socket was drained: read again next
     /// turn, without an event.
     more: bool,
+    /// The channels of this server with a log on the node, subscribed by
+    /// name (bounded by the node's channel limits: one entry per log).
+    channels: HashMap<Arc<str>, Listening>,
+}
+
+/// One channel subscribed by name.
+#[derive(Debug, Default)]
+struct Listening {
+    /// An owner keeps a log of it. False: an `UNSUBSCRIBE` was written and
+    /// earlier `SUBSCRIBE`s wait for their confirmations (kept until then,
+    /// so one of those is not taken for a later one's).
+    wanted: bool,
+    /// `SUBSCRIBE`s written on this connection and not confirmed yet.
+    unconfirmed: u32,
+    /// Owner shards whose position read waits for the confirmation.
+    syncs: Vec<usize>,
 }
 
 struct Conn {
     stream: mio::net::TcpStream,
     /// Bytes read, not yet a whole message.
     input: Vec<u8>,
-    /// A `PING` the socket has not taken yet, `written` of it taken.
+    /// Commands the socket has not taken yet, `written` of them taken.
     out: Vec<u8>,
     written: usize,
     pinged: Instant,
-    /// A `PING` waits for its pong since then.
-    waiting: Option<Instant>,
+    /// When each `PING` not answered yet was written, oldest first.
+    pings: VecDeque<Instant>,
+    /// `SUBSCRIBE`s were written this turn: a `PING` follows them.
+    subscribed: bool,
 }
 
 impl Listener {
@@ -73,6 +113,112 @@ impl Listener {
             logged: false,
             budget: TURN_BUDGET,
             more: false,
+            channels: HashMap::new(),
+        }
+    }
+
+    /// From `channel`'s owner shard, which made its log: subscribes to it
+    /// (unless it is already), and has its position read from Redis for
+    /// `owner` once Redis confirmed that (at once while the connection is
+    /// down: a new one subscribes to it).
+    pub fn listen(&mut self, channel: Arc<str>, owner: usize, link: &ClusterLink, answers: &mut Answers) {
+        let listening = self.channels.entry(Arc::clone(&channel)).or_default();
+        let Some(conn) = &mut self.conn else {
+            listening.wanted = true;
+            return sync(channel, owner, link, answers);
+        };
+        if !listening.wanted {
+            listening.wanted = true;
+            listening.unconfirmed += 1;
+            encode(&mut conn.out, &["SUBSCRIBE", &keys::publications(&channel)]);
+            conn.subscribed = true;
+        }
+        if listening.unconfirmed > 0 {
+            listening.syncs.push(owner);
+        } else {
+            sync(channel, owner, link, answers);
+        }
+    }
+
+    /// From `channel`'s owner shard, which dropped its log: unsubscribes,
+    /// unless a log of it was made again since (its `listen` is on the way
+    /// or was handled: the subscription stays).
+    pub fn unlisten(&mut self, channel: &str, link: &ClusterLink, answers: &mut Answers) {
+        if self.dispatch.wants(channel) {
+            return;
+        }
+        let Some(listening) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if std::mem::take(&mut listening.wanted) {
+            if let Some(conn) = &mut self.conn {
+                encode(&mut conn.out, &["UNSUBSCRIBE", &keys::publications(channel)]);
+            }
+        }
+        let (syncs, done) = (std::mem::take(&mut listening.syncs), listening.unconfirmed == 0);
+        if done {
+            self.channels.remove(channel);
+        }
+        for owner in syncs {
+            sync(channel.into(), owner, link, answers);
+        }
+    }
+
+    /// Channels subscribed by name (or to be, on the next connection).
+    #[cfg(test)]
+    pub fn listening(&self) -> usize {
+        self.channels.values().filter(|l| l.wanted).count()
+    }
+
+    /// Redis confirmed a `SUBSCRIBE` of `channel`: the positions waiting
+    /// for it are asked for once the last one written is confirmed.
+    fn confirmed(&mut self, channel: &str, link: &ClusterLink, answers: &mut Answers) {
+        let Some(listening) = self.channels.get_mut(channel) else {
+            return;
+        };
+        listening.unconfirmed = listening.unconfirmed.saturating_sub(1);
+        if listening.unconfirmed > 0 {
+            return;
+        }
+        if !listening.wanted {
+            self.channels.remove(channel);
+            return;
+        }
+        let channel: Arc<str> = channel.into();
+        for owner in std::mem::take(&mut listening.syncs) {
+            sync(Arc::clone(&channel), owner, link, answers);
+        }
+    }
+
+    /// A new connection: every wanted channel is subscribed on it.
+    fn subscribe_all(&mut self) {
+        let Some(conn) = &mut self.conn else { return };
+        self.channels.retain(|_, listening| listening.wanted);
+        let names: Vec<String> = self
+            .channels
+            .iter_mut()
+            .map(|(channel, listening)| {
+                listening.unconfirmed = 1;
+                keys::publications(channel)
+            })
+            .collect();
+        for batch in names.chunks(SUBSCRIBE_BATCH) {
+            let mut command = vec!["SUBSCRIBE"];
+            command.extend(batch.iter().map(String::as_str));
+            encode(&mut conn.out, &command);
+            conn.subscribed = true;
+        }
+    }
+
+    /// The connection is gone: the positions waiting are asked for now
+    /// (what is missed until a new one subscribes is found by its offsets).
+    fn unsubscribed_all(&mut self, link: &ClusterLink, answers: &mut Answers) {
+        self.channels.retain(|_, listening| listening.wanted);
+        for (channel, listening) in &mut self.channels {
+            listening.unconfirmed = 0;
+            for owner in std::mem::take(&mut listening.syncs) {
+                sync(Arc::clone(channel), owner, link, answers);
+            }
         }
     }
 
@@ -81,16 +227,17 @@ impl Listener {
         self.more && self.conn.is_some()
     }
 
-    /// The connection the bridge opened: subscribed, with the first bytes
-    /// read past the confirmations (handed on now).
-    pub fn linked(&mut self, link: RedisLink, registry: &Registry, asker: &ClusterLink) {
+    /// The connection the bridge opened: subscribed to what is not by
+    /// name, with the first bytes read past the confirmations (handed on
+    /// now); every channel wanted here is subscribed on it.
+    pub fn linked(&mut self, link: RedisLink, registry: &Registry, asker: &ClusterLink, answers: &mut Answers) {
         if self.conn.is_some() {
             return; // only one is asked for at a time
         }
         let mut stream = mio::net::TcpStream::from_std(link.stream);
         let token = redis_token(self.server, LinkKind::Subscribe);
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
-            return self.failed(e, asker);
+            return self.failed(e, asker, answers);
         }
         self.conn = Some(Conn {
             stream,
@@ -98,64 +245,77 @@ impl Listener {
             out: Vec::new(),
             written: 0,
             pinged: Instant::now(),
-            waiting: None,
+            pings: VecDeque::new(),
+            subscribed: false,
         });
         self.logged = false;
         self.dispatch.up();
-        self.ready(registry, asker);
+        self.subscribe_all();
+        self.ready(registry, asker, answers);
     }
 
     /// Reads what arrived and hands each message on, within this turn's
-    /// budget; flushes a `PING`.
-    pub fn ready(&mut self, registry: &Registry, asker: &ClusterLink) {
+    /// budget; flushes what was written.
+    pub fn ready(&mut self, registry: &Registry, asker: &ClusterLink, answers: &mut Answers) {
         self.more = true;
-        self.pump(registry, asker);
+        self.pump(registry, asker, answers);
     }
 
     /// End of the loop turn: goes on with what the budget left unread,
-    /// then gives the next turn its budget.
-    pub fn end_turn(&mut self, registry: &Registry, asker: &ClusterLink) {
-        self.pump(registry, asker);
+    /// writes this turn's `SUBSCRIBE`s with a `PING` behind them, then
+    /// gives the next turn its budget.
+    pub fn end_turn(&mut self, registry: &Registry, asker: &ClusterLink, answers: &mut Answers) {
+        self.pump(registry, asker, answers);
+        if let Some(conn) = &mut self.conn {
+            if std::mem::take(&mut conn.subscribed) {
+                encode(&mut conn.out, &["PING"]);
+                conn.pings.push_back(Instant::now());
+            }
+            if let Err(e) = self.flush() {
+                self.broken(e, registry, asker, answers);
+            }
+        }
         self.budget = TURN_BUDGET;
     }
 
-    fn pump(&mut self, registry: &Registry, asker: &ClusterLink) {
+    fn pump(&mut self, registry: &Registry, asker: &ClusterLink, answers: &mut Answers) {
         if !self.more {
             return;
         }
-        if let Err(e) = self.read().and_then(|()| self.flush()) {
-            self.broken(e, registry, asker);
+        if let Err(e) = self.read(asker, answers).and_then(|()| self.flush()) {
+            self.broken(e, registry, asker, answers);
         }
     }
 
     /// Pings when due; closes a connection whose pong is late.
-    pub fn tick(&mut self, registry: &Registry, asker: &ClusterLink) {
+    pub fn tick(&mut self, registry: &Registry, asker: &ClusterLink, answers: &mut Answers) {
         // Behind on reading: the pong may be waiting unread.
         let behind = self.more;
         let Some(conn) = &mut self.conn else { return };
         let now = Instant::now();
-        if !behind && conn.waiting.is_some_and(|at| now.duration_since(at) >= REDIS_TIMEOUT) {
+        let oldest = conn.pings.front().copied();
+        if !behind && oldest.is_some_and(|at| now.duration_since(at) >= REDIS_TIMEOUT) {
             let late = io::Error::new(io::ErrorKind::TimedOut, "Redis stopped answering (no pong in time)");
-            return self.broken(late, registry, asker);
+            return self.broken(late, registry, asker, answers);
         }
-        if conn.waiting.is_none() && now.duration_since(conn.pinged) >= PING_EVERY {
+        if conn.pings.is_empty() && now.duration_since(conn.pinged) >= PING_EVERY {
             conn.pinged = now;
-            conn.waiting = Some(now);
+            conn.pings.push_back(now);
             encode(&mut conn.out, &["PING"]);
             if let Err(e) = self.flush() {
-                self.broken(e, registry, asker);
+                self.broken(e, registry, asker, answers);
             }
         }
     }
 
     /// Hands on what was read, then reads more, until the socket is
     /// drained (`more` cleared) or the turn's budget is spent.
-    fn read(&mut self) -> io::Result<()> {
+    fn read(&mut self, asker: &ClusterLink, answers: &mut Answers) -> io::Result<()> {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
             // Handed on as it comes: the buffer holds at most one message
             // in the making, or one chunk the budget left.
-            self.handle_input()?;
+            self.handle_input(asker, answers)?;
             if self.budget == 0 {
                 return Ok(());
             }
@@ -173,9 +333,10 @@ impl Listener {
 
     /// Hands on the whole messages in the input, as many as the budget
     /// allows.
-    fn handle_input(&mut self) -> io::Result<()> {
+    fn handle_input(&mut self, asker: &ClusterLink, answers: &mut Answers) -> io::Result<()> {
         let Some(conn) = &mut self.conn else { return Ok(()) };
         let mut used = 0;
+        let mut confirmed = Vec::new();
         let result = loop {
             if self.budget == 0 {
                 break Ok(());
@@ -184,8 +345,10 @@ impl Listener {
                 Ok(Some((value, n))) => {
                     used += n;
                     self.budget -= 1;
-                    if let Err(e) = on_message(&mut self.dispatch, &mut conn.waiting, value) {
-                        break Err(e);
+                    match on_message(&mut self.dispatch, &mut conn.pings, value) {
+                        Ok(Some(channel)) => confirmed.push(channel),
+                        Ok(None) => {}
+                        Err(e) => break Err(e),
                     }
                 }
                 Ok(None) => break Ok(()),
@@ -193,6 +356,9 @@ impl Listener {
             }
         };
         socket::consume(&mut conn.input, used);
+        for channel in confirmed {
+            self.confirmed(&channel, asker, answers);
+        }
         result
     }
 
@@ -204,31 +370,54 @@ impl Listener {
     }
 
     /// The connection failed: as the thread does, then another is asked.
-    fn broken(&mut self, error: io::Error, registry: &Registry, asker: &ClusterLink) {
+    fn broken(&mut self, error: io::Error, registry: &Registry, asker: &ClusterLink, answers: &mut Answers) {
         if let Some(mut conn) = self.conn.take() {
             let _ = registry.deregister(&mut conn.stream);
         }
         self.more = false;
-        self.failed(error, asker);
+        self.failed(error, asker, answers);
     }
 
-    fn failed(&mut self, error: io::Error, asker: &ClusterLink) {
+    fn failed(&mut self, error: io::Error, asker: &ClusterLink, answers: &mut Answers) {
         if self.dispatch.lost() {
             self.logged = false; // it was up: a new outage
         }
         let error = (!std::mem::replace(&mut self.logged, true)).then_some(&error);
         self.dispatch.down(error);
+        self.unsubscribed_all(asker, answers);
         asker.ask_link(self.server, self.shard, LinkKind::Subscribe);
     }
 }
 
+/// Asks Redis for `channel`'s position for its owner shard (a subscribe
+/// there waits for it); the owner is told at once when the bridge's queue
+/// is full (the subscribe fails with 108).
+fn sync(channel: Arc<str>, owner: usize, link: &ClusterLink, answers: &mut Answers) {
+    let call = RedisCall::Sync {
+        channel,
+        shard: owner,
+        why: SyncFor::Subscribe,
+    };
+    if let Err(ClusterCmd::Call(RedisCall::Sync { channel, why, .. })) = link.send(ClusterCmd::Call(call)) {
+        answers.push((
+            owner,
+            HubMsg::ClusterSynced {
+                channel,
+                epoch: None,
+                why,
+            },
+        ));
+    }
+}
+
 /// One reply on the subscribed connection: a message (handed on), a pong,
-/// or a confirmation. An error reply breaks the connection.
-fn on_message(dispatch: &mut Dispatch, waiting: &mut Option<Instant>, value: Value) -> io::Result<()> {
+/// or a confirmation (a `SUBSCRIBE` of a channel by name: its name comes
+/// back). An error reply breaks the connection.
+fn on_message(dispatch: &mut Dispatch, pings: &mut VecDeque<Instant>, value: Value) -> io::Result<Option<String>> {
     let items = match value {
         Value::Array(items) => items,
         Value::Error(e) => return Err(io::Error::other(format!("Redis: {e}"))),
-        _ => return Ok(()),
+        _ => return Ok(None),
     };
     let text = |i: usize| items.get(i).and_then(Value::as_str);
     let bytes = |i: usize| items.get(i).and_then(Value::as_bytes);
@@ -243,10 +432,16 @@ fn on_message(dispatch: &mut Dispatch, waiting: &mut Option<Instant>, value: Val
                 dispatch.message(channel, true, payload);
             }
         }
-        (Some("pong"), _) => *waiting = None,
-        _ => {} // (p)subscribe confirmations
+        (Some("pong"), _) => {
+            pings.pop_front();
+        }
+        (Some("subscribe"), 3) => {
+            let channel = text(1).and_then(|name| name.strip_prefix(keys::PUB_PREFIX));
+            return Ok(channel.map(str::to_string));
+        }
+        _ => {} // other confirmations
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -288,7 +483,7 @@ mod tests {
     #[test]
     fn publications_go_to_their_owner_and_a_pong_ends_the_wait() {
         let (mut dispatch, inbox, _state) = dispatch();
-        let mut waiting = Some(Instant::now());
+        let mut waiting = VecDeque::from([Instant::now()]);
         let publication = bulk(&[b"pmessage", b"hubbub:pub:*", b"hubbub:pub:news", b"e1\n7\n{\"a\":1}"]);
         on_message(&mut dispatch, &mut waiting, publication).unwrap();
         let unwanted = bulk(&[b"pmessage", b"hubbub:pub:*", b"hubbub:pub:other", b"e1\n1\nx"]);
@@ -299,9 +494,9 @@ mod tests {
             Value::Int(2),
         ]);
         on_message(&mut dispatch, &mut waiting, confirmation).unwrap();
-        assert!(waiting.is_some(), "a confirmation is not a pong");
+        assert_eq!(waiting.len(), 1, "a confirmation is not a pong");
         on_message(&mut dispatch, &mut waiting, bulk(&[b"pong", b""])).unwrap();
-        assert!(waiting.is_none());
+        assert!(waiting.is_empty());
         match inbox.try_recv(Lane::Data) {
             Some(ShardMsg::Hub(HubMsg::ClusterPublication {
                 channel, epoch, offset, ..
@@ -311,5 +506,224 @@ mod tests {
         assert!(inbox.try_recv(Lane::Data).is_none(), "the unwanted one was skipped");
         let refused = on_message(&mut dispatch, &mut waiting, Value::Error("ERR wrong".into()));
         assert!(refused.is_err(), "an error reply breaks the connection");
+    }
+
+    /// A listener on one end of a loopback connection; the test plays
+    /// Redis on the other.
+    struct Rig {
+        listener: Listener,
+        poll: mio::Poll,
+        link: ClusterLink,
+        /// What the listener hands the command thread (position reads).
+        commands: crossbeam_channel::Receiver<ClusterCmd>,
+        _dials: crossbeam_channel::Receiver<ClusterCmd>,
+        _inbox: Inbox,
+        state: Arc<ClusterState>,
+        answers: Answers,
+    }
+
+    impl Rig {
+        fn new(queue: usize) -> Rig {
+            let (dispatch, inbox, state) = dispatch();
+            let (tx, commands) = crossbeam_channel::bounded(queue);
+            let (state_tx, dials) = crossbeam_channel::unbounded();
+            let link = ClusterLink::new(vec![tx], vec![state_tx], "me".into(), Arc::clone(&state));
+            Rig {
+                listener: Listener::new(0, 0, dispatch, &link),
+                poll: mio::Poll::new().unwrap(),
+                link,
+                commands,
+                _dials: dials,
+                _inbox: inbox,
+                state,
+                answers: Vec::new(),
+            }
+        }
+
+        /// A new connection; returns Redis's end of it.
+        fn connect(&mut self) -> std::net::TcpStream {
+            let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let ours = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+            let (redis, _) = server.accept().unwrap();
+            redis.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let link = RedisLink {
+                server: 0,
+                kind: LinkKind::Subscribe,
+                stream: ours,
+                sha: String::new(),
+                leftover: Vec::new(),
+            };
+            self.listener
+                .linked(link, self.poll.registry(), &self.link, &mut self.answers);
+            redis
+        }
+
+        fn listen(&mut self, channel: &str, owner: usize) {
+            self.listener
+                .listen(channel.into(), owner, &self.link, &mut self.answers);
+        }
+
+        fn unlisten(&mut self, channel: &str) {
+            self.listener.unlisten(channel, &self.link, &mut self.answers);
+        }
+
+        /// Ends the loop turn; returns what Redis then reads.
+        fn written(&mut self, redis: &mut std::net::TcpStream) -> String {
+            use std::io::Read;
+            self.listener
+                .end_turn(self.poll.registry(), &self.link, &mut self.answers);
+            let mut got = vec![0u8; 64 * 1024];
+            match redis.read(&mut got) {
+                Ok(n) => String::from_utf8_lossy(&got[..n]).into_owned(),
+                Err(_) => String::new(),
+            }
+        }
+
+        /// Redis sends `reply`; the listener reads it.
+        fn reply(&mut self, redis: &mut std::net::TcpStream, reply: &[u8]) {
+            use std::io::Write;
+            redis.write_all(reply).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            self.listener.ready(self.poll.registry(), &self.link, &mut self.answers);
+        }
+
+        /// The owners whose position the listener asked for so far.
+        fn syncs(&self) -> Vec<(String, usize)> {
+            self.commands
+                .try_iter()
+                .map(|cmd| match cmd {
+                    ClusterCmd::Call(RedisCall::Sync {
+                        channel,
+                        shard,
+                        why: SyncFor::Subscribe,
+                    }) => (channel.to_string(), shard),
+                    other => panic!("not a position read: {other:?}"),
+                })
+                .collect()
+        }
+    }
+
+    fn confirmation(kind: &str, channel: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&mut out, &[kind, &format!("hubbub:pub:{channel}")]);
+        // Redis's confirmations are pushes of three: kind, channel, count.
+        let text = String::from_utf8(out).unwrap().replacen("*2", "*3", 1);
+        format!("{text}:1\r\n").into_bytes()
+    }
+
+    #[test]
+    fn a_position_is_read_only_once_the_subscribe_is_confirmed() {
+        let mut rig = Rig::new(16);
+        let mut redis = rig.connect();
+        rig.listen("news", 3);
+        let written = rig.written(&mut redis);
+        assert!(
+            written.contains("SUBSCRIBE") && written.contains("hubbub:pub:news"),
+            "{written:?}"
+        );
+        assert!(written.ends_with("*1\r\n$4\r\nPING\r\n"), "a ping follows: {written:?}");
+        assert!(rig.syncs().is_empty(), "read before the confirmation");
+        rig.reply(&mut redis, &confirmation("subscribe", "news"));
+        assert_eq!(rig.syncs(), [("news".to_string(), 3)]);
+        // Subscribed: another read is asked for at once, nothing written.
+        rig.listen("news", 3);
+        assert_eq!(rig.syncs(), [("news".to_string(), 3)]);
+        assert_eq!(rig.written(&mut redis), "");
+        assert_eq!(rig.listener.listening(), 1);
+    }
+
+    #[test]
+    fn a_dropped_log_unsubscribes_unless_it_was_made_again() {
+        let mut rig = Rig::new(16);
+        let mut redis = rig.connect();
+        rig.listen("news", 0);
+        rig.written(&mut redis);
+        rig.reply(&mut redis, &confirmation("subscribe", "news"));
+        rig.syncs();
+        // Made again before the listener heard it was dropped: kept.
+        rig.unlisten("news");
+        assert_eq!(rig.written(&mut redis), "");
+        rig.state.wanted.remove("news");
+        rig.unlisten("news");
+        assert!(rig.written(&mut redis).contains("UNSUBSCRIBE"));
+        assert_eq!(rig.listener.listening(), 0);
+    }
+
+    #[test]
+    fn a_confirmation_of_an_earlier_subscribe_does_not_count_for_a_later_one() {
+        let mut rig = Rig::new(16);
+        let mut redis = rig.connect();
+        rig.listen("news", 1);
+        rig.state.wanted.remove("news");
+        rig.unlisten("news");
+        // (Not left waiting: an owner does not drop a log it waits for.)
+        assert_eq!(rig.syncs(), [("news".to_string(), 1)]);
+        rig.state.wanted.add(&Arc::from("news"));
+        rig.listen("news", 1);
+        let written = rig.written(&mut redis);
+        assert_eq!(written.matches("SUBSCRIBE").count(), 3, "{written:?}");
+        rig.reply(&mut redis, &confirmation("subscribe", "news"));
+        assert!(
+            rig.syncs().is_empty(),
+            "the first SUBSCRIBE's confirmation is not the last one's"
+        );
+        rig.reply(&mut redis, &confirmation("unsubscribe", "news"));
+        rig.reply(&mut redis, &confirmation("subscribe", "news"));
+        assert_eq!(rig.syncs(), [("news".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_lost_connection_reads_the_waiting_positions_and_the_next_one_subscribes_again() {
+        let mut rig = Rig::new(16);
+        let mut redis = rig.connect();
+        rig.listen("news", 2);
+        rig.listen("sport", 2);
+        rig.written(&mut redis);
+        rig.reply(&mut redis, &confirmation("subscribe", "sport"));
+        assert_eq!(rig.syncs(), [("sport".to_string(), 2)]);
+        drop(redis);
+        std::thread::sleep(Duration::from_millis(20));
+        rig.listener.ready(rig.poll.registry(), &rig.link, &mut rig.answers);
+        assert_eq!(
+            rig.syncs(),
+            [("news".to_string(), 2)],
+            "not kept waiting for a connection"
+        );
+        // Down: read at once, subscribed on the next connection.
+        rig.listen("weather", 2);
+        assert_eq!(rig.syncs(), [("weather".to_string(), 2)]);
+        let mut redis = rig.connect();
+        let written = rig.written(&mut redis);
+        for channel in ["news", "sport", "weather"] {
+            assert!(
+                written.contains(&format!("hubbub:pub:{channel}")),
+                "{channel}: {written:?}"
+            );
+        }
+        assert_eq!(rig.listener.listening(), 3);
+    }
+
+    #[test]
+    fn a_full_bridge_queue_fails_the_owners_subscribes_at_once() {
+        let mut rig = Rig::new(1);
+        let mut redis = rig.connect();
+        rig.listen("news", 0);
+        rig.listen("sport", 0);
+        rig.written(&mut redis);
+        rig.reply(
+            &mut redis,
+            &[confirmation("subscribe", "news"), confirmation("subscribe", "sport")].concat(),
+        );
+        assert_eq!(rig.syncs().len(), 1, "the queue holds one");
+        match &rig.answers[..] {
+            [(
+                0,
+                HubMsg::ClusterSynced {
+                    channel, epoch: None, ..
+                },
+            )] => assert_eq!(&**channel, "sport"),
+            other => panic!("the owner is told: {other:?}"),
+        }
     }
 }

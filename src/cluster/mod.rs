@@ -45,7 +45,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::buf::budget::MemoryBudget;
-use crate::bus::cluster::{ClusterConfig, ClusterLink, ClusterState, ShardRedis};
+use crate::bus::cluster::{listener_shard, ClusterConfig, ClusterLink, ClusterState, ShardRedis};
 use crate::bus::peers::Peers;
 use crate::metrics::names;
 use crate::metrics::stats::ShardStats;
@@ -117,7 +117,7 @@ pub fn start(
         .map(|(shard, registry)| {
             let listen = (0..servers)
                 .map(|server| {
-                    (direct[server] && server % shard_count == shard).then(|| {
+                    (direct[server] && listener_shard(server, shard_count) == shard).then(|| {
                         subscriber::Dispatch::new(config.clone(), server, shards.for_sender(), Arc::clone(&state))
                     })
                 })

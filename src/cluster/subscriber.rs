@@ -149,6 +149,11 @@ impl Dispatch {
         }
     }
 
+    /// Whether an owner shard here keeps a log of `channel`.
+    pub fn wants(&self, channel: &str) -> bool {
+        self.state.wanted.contains(channel)
+    }
+
     /// The connection is subscribed: messages flow.
     pub fn up(&mut self) {
         self.state
@@ -183,14 +188,16 @@ impl Dispatch {
     }
 
     /// One message as Redis delivered it: on `channel` (matched by a
-    /// pattern, or subscribed by name), with `payload`.
+    /// pattern, or subscribed by name), with `payload`. A channel's
+    /// publications come either way: by name on a shard's connection
+    /// (`listen`), by pattern on this thread's.
     pub fn message(&mut self, channel: &str, from_pattern: bool, payload: &[u8]) {
         if let Some(room) = channel.strip_prefix(keys::ROOM_PREFIX).filter(|_| from_pattern) {
             self.room_message(room, payload);
-        } else if from_pattern {
-            self.publication(channel, payload);
         } else if channel == keys::CONTROL {
             self.control(payload);
+        } else {
+            self.publication(channel, payload);
         }
     }
 

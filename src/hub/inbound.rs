@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::frame::text_frame;
 use super::protocol::{self, code};
 use super::{owner, Conns, Hub, Target};
-use crate::bus::cluster::{ClusterCmd, RedisCall, ShardRedis};
+use crate::bus::cluster::{listener_shard, ClusterCmd, RedisCall, ShardRedis, SyncFor};
 use crate::bus::msg::{HubMsg, Origin, ReplyTo};
 use crate::route::Route;
 use crate::tick::TICKS_PER_SEC;
@@ -89,9 +89,25 @@ impl Hub {
             HubMsg::PresenceEvents { channel, frame } => self.deliver(Target::Watchers, &channel, &frame, conns),
             HubMsg::Subscribed(confirmation) => self.subscribed(confirmation, conns),
             HubMsg::RedisLink(link) => {
+                let mut answers = Vec::new();
                 if let Some(direct) = &mut self.direct {
-                    direct.linked(link);
+                    direct.linked(link, &mut answers);
                 }
+                self.route_all(answers, conns);
+            }
+            HubMsg::ClusterListen { channel, owner } => {
+                let mut answers = Vec::new();
+                if let Some(direct) = &mut self.direct {
+                    direct.listen(channel, owner as usize, &mut answers);
+                }
+                self.route_all(answers, conns);
+            }
+            HubMsg::ClusterUnlisten { channel } => {
+                let mut answers = Vec::new();
+                if let Some(direct) = &mut self.direct {
+                    direct.unlisten(&channel, &mut answers);
+                }
+                self.route_all(answers, conns);
             }
             HubMsg::Answer { to, body, created } => {
                 if created {
@@ -326,6 +342,21 @@ impl Hub {
     pub(super) fn cluster_send(&mut self, cmd: ClusterCmd, conns: &mut dyn Conns) {
         let Some(link) = &self.cluster else { return };
         let server = cmd.server(link.servers());
+        if let ClusterCmd::Call(RedisCall::Sync {
+            channel,
+            shard,
+            why: SyncFor::Subscribe,
+        }) = &cmd
+        {
+            if self.listened_by_name(channel, server) {
+                // Subscribed to first: the position is read after that.
+                let listen = HubMsg::ClusterListen {
+                    channel: Arc::clone(channel),
+                    owner: *shard as u16,
+                };
+                return self.route_to(listener_shard(server, self.peers.len()), listen, conns);
+            }
+        }
         let sent = match (cmd, &mut self.direct) {
             (ClusterCmd::Call(call @ RedisCall::Publish { .. }), Some(direct)) if direct.serves(server) => {
                 direct.publish(server, call).map_err(ClusterCmd::Call)
@@ -379,8 +410,13 @@ impl Hub {
         let Some(direct) = &mut self.direct else { return };
         let mut answers = Vec::new();
         direct.ready(token, &mut answers);
-        for (shard, answer) in answers {
-            self.route_to(shard, answer, conns);
+        self.route_all(answers, conns);
+    }
+
+    /// Sends each message to its shard (handled here if that is us).
+    pub(super) fn route_all(&mut self, messages: Vec<(usize, HubMsg)>, conns: &mut dyn Conns) {
+        for (shard, msg) in messages {
+            self.route_to(shard, msg, conns);
         }
     }
 

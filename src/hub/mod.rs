@@ -60,7 +60,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::buf::{MemoryBudget, Meter};
-use crate::bus::cluster::ClusterLink;
+use crate::bus::cluster::{listener_shard, server_of, ClusterLink};
 use crate::bus::msg::HubMsg;
 use crate::bus::peers::Peers;
 use crate::metrics::disconnect::Disconnect;
@@ -239,9 +239,7 @@ impl Hub {
         if let Some(direct) = &mut self.direct {
             let mut answers = Vec::new();
             direct.end_turn(ticked, &mut answers);
-            for (shard, answer) in answers {
-                self.route_to(shard, answer, conns);
-            }
+            self.route_all(answers, conns);
         }
         if ticked {
             self.token_deadlines(conns);
@@ -264,10 +262,36 @@ impl Hub {
         if ticked && tick.is_multiple_of(TICKS_PER_SEC) {
             self.owned.expire(tick);
         }
+        self.unlisten_dropped(conns);
         let stats = conns.stats();
         stats.channels = self.owned.channels() as u64;
         stats.users = self.users.len() as u64;
         stats.inbox_drops = self.peers.dropped();
+    }
+
+    /// Whether `channel`'s publications reach this node by name, subscribed
+    /// through `ShardRedis::listen` while it keeps a log: on a server the
+    /// shards reach over plain TCP (`direct`), and not a mailbox (those
+    /// come by pattern, to their user's connections, with no log).
+    fn listened_by_name(&self, channel: &str, server: usize) -> bool {
+        let direct = self.direct.as_ref().is_some_and(|direct| direct.serves(server));
+        direct && mailbox::user_of(channel).is_none()
+    }
+
+    /// Cluster mode: the channels whose log this shard dropped are no
+    /// longer subscribed to by name (the listener keeps a channel whose log
+    /// was made again meanwhile, so the order of this and a later `listen`
+    /// does not matter).
+    fn unlisten_dropped(&mut self, conns: &mut dyn Conns) {
+        let Some(link) = &self.cluster else { return };
+        let servers = link.servers();
+        for channel in self.owned.take_dropped() {
+            let server = server_of(&channel, servers);
+            if self.listened_by_name(&channel, server) {
+                let listener = listener_shard(server, self.peers.len());
+                self.route_to(listener, HubMsg::ClusterUnlisten { channel }, conns);
+            }
+        }
     }
 
     /// Memory pressure: trims the history this shard owns, oldest first,

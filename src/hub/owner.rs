@@ -68,6 +68,9 @@ pub(crate) struct Owned {
     /// Cluster mode: the node's set of channels with a log, kept as `logs`
     /// changes (the subscriber connection passes on only their publications).
     wanted: Option<Arc<Wanted>>,
+    /// Cluster mode: channels whose log was dropped since the hub last
+    /// asked (`take_dropped`): no longer subscribed to here.
+    dropped: Vec<Arc<str>>,
     /// `send`s refused over the sender's share of a mailbox.
     refused_share: metrics::Counter,
 }
@@ -87,6 +90,7 @@ impl Owned {
             users: Users::default(),
             epochs: 0,
             wanted: None,
+            dropped: Vec::new(),
         }
     }
 
@@ -98,12 +102,18 @@ impl Owned {
 
     /// Drops `channel`'s log (and the node's wish for its publications).
     fn drop_log(&mut self, channel: &str) {
-        if self.logs.remove(channel).is_some() {
+        if let Some((channel, _)) = self.logs.remove_entry(channel) {
             self.meter.budget().count_channels(-1);
             if let Some(wanted) = &self.wanted {
-                wanted.remove(channel);
+                wanted.remove(&channel);
+                self.dropped.push(channel);
             }
         }
+    }
+
+    /// Cluster mode: the channels whose log was dropped since the last call.
+    pub(crate) fn take_dropped(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Channels with a live log here.

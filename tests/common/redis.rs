@@ -73,18 +73,21 @@ impl Redis {
 
     /// Runs one command, e.g. `["SAVE"]`, and expects it to succeed.
     pub fn run(&self, args: &[&str]) {
+        let _: redis::Value = self.query(args);
+    }
+
+    /// Runs one command and reads its answer as a `T`.
+    pub fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let client = redis::Client::open(self.url()).expect("a redis URL");
         let mut conn = client.get_connection().expect("redis answers");
         let mut cmd = redis::cmd(args[0]);
         cmd.arg(&args[1..]);
-        let _: redis::Value = cmd.query(&mut conn).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        cmd.query(&mut conn).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
     /// The keys matching `pattern` (`KEYS`: a test's small data set only).
     pub fn keys(&self, pattern: &str) -> Vec<String> {
-        let client = redis::Client::open(self.url()).expect("a redis URL");
-        let mut conn = client.get_connection().expect("redis answers");
-        let mut keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut conn).expect("KEYS");
+        let mut keys: Vec<String> = self.query(&["KEYS", pattern]);
         keys.sort();
         keys
     }
@@ -92,9 +95,14 @@ impl Redis {
     /// `TTL key`: seconds left, `-1` for a key that never expires, `-2`
     /// for none.
     pub fn ttl(&self, key: &str) -> i64 {
-        let client = redis::Client::open(self.url()).expect("a redis URL");
-        let mut conn = client.get_connection().expect("redis answers");
-        redis::cmd("TTL").arg(key).query(&mut conn).expect("TTL")
+        self.query(&["TTL", key])
+    }
+
+    /// How many connections are subscribed to `channel` by name (`PUBSUB
+    /// NUMSUB`; a node's subscriber connection is one).
+    pub fn subscribers(&self, channel: &str) -> u64 {
+        let (_, count): (String, u64) = self.query(&["PUBSUB", "NUMSUB", channel]);
+        count
     }
 
     pub fn kill(&mut self) {
