@@ -26,7 +26,7 @@ use crossbeam_channel::Receiver;
 
 use super::backoff::Backoff;
 use super::keys::{self, CHANNEL_KEYS_TTL_SECS};
-use super::link::Target;
+use super::link::{self, Target};
 use super::mirror::{self, Mirror, HEAL_EVERY_HEARTBEATS};
 use super::publish::{self, Failure, Writer, BUSY_WHY, UNREACHABLE_WHY};
 use super::reply::{encode, epoch_offset, read_reply, strings, unix_ms, Value};
@@ -239,6 +239,10 @@ impl Commander {
             .connect(REDIS_TIMEOUT)
             .map_err(io::Error::from)
             .and_then(|mut conn| {
+                // An ACL may refuse `INFO` (`@dangerous`): then unchecked.
+                if let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut conn) {
+                    link::check_version(&info).map_err(io::Error::other)?;
+                }
                 let mut load = |script: &str| -> io::Result<String> {
                     redis::cmd("SCRIPT")
                         .arg("LOAD")

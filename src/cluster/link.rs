@@ -193,7 +193,10 @@ impl Target {
         }
         let command = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         match kind {
-            LinkKind::Publish => commands.push(command(&["SCRIPT", "LOAD", keys::PUBLISH])),
+            LinkKind::Publish => commands.extend([
+                command(&["INFO", "server"]),
+                command(&["SCRIPT", "LOAD", keys::PUBLISH]),
+            ]),
             LinkKind::Subscribe => commands.extend([
                 command(&["SUBSCRIBE", keys::CONTROL]),
                 // Channels are subscribed by name as logs are made
@@ -205,10 +208,14 @@ impl Target {
         let (replies, leftover) = exchange(&stream, &commands, timeout).map_err(|e| failed(&e))?;
         for (command, reply) in commands.iter().zip(&replies) {
             match (command[0].as_str(), reply) {
+                // An ACL may refuse `INFO` (`@dangerous`): then unchecked.
+                ("INFO", Value::Error(_)) => {}
+                ("INFO", info) => check_version(info.as_str().unwrap_or_default()).map_err(|e| failed(&e))?,
                 (_, Value::Error(e)) => return Err(failed(&format_args!("{}: {e}", command[0]))),
                 ("ROLE", Value::Array(items)) if items.first().and_then(Value::as_str) != Some("master") => {
                     return Err(failed(&"the named server is not a master"))
                 }
+
                 _ => {}
             }
         }
@@ -358,6 +365,27 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     url.into_connection_info().map(drop).map_err(|e| e.to_string())
 }
 
+/// The oldest Redis the publish script runs on (`XADD NOMKSTREAM`).
+const OLDEST_REDIS: (u32, u32) = (6, 2);
+
+/// Refuses a server older than `OLDEST_REDIS`, from its `INFO server`
+/// answer: below it every publish to a channel with history would fail
+/// after taking its offset. A server that names no version is let through.
+pub(crate) fn check_version(info: &str) -> Result<(), String> {
+    let Some(version) = info.lines().find_map(|line| line.trim().strip_prefix("redis_version:")) else {
+        return Ok(());
+    };
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= OLDEST_REDIS {
+        return Ok(());
+    }
+    let (want_major, want_minor) = OLDEST_REDIS;
+    Err(format!(
+        "Redis {version} is too old: hubbub needs {want_major}.{want_minor} or later (XADD NOMKSTREAM)"
+    ))
+}
+
 /// See `check_url`, for a sentinel's `HOST:PORT`.
 pub(crate) fn check_sentinel(sentinel: &str) -> Result<(), String> {
     check_url(&sentinel_url(sentinel))
@@ -384,5 +412,18 @@ mod tests {
         assert_eq!(redacted("redis://u:s3cret@h:1/2"), "redis://u:***@h:1/2");
         assert_eq!(redacted("rediss://:s3cret@h:1"), "rediss://:***@h:1");
         assert_eq!(redacted("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn a_redis_older_than_six_two_is_refused_with_its_version() {
+        let info = |version: &str| format!("# Server\r\nredis_version:{version}\r\nredis_mode:standalone\r\n");
+        for good in ["6.2.0", "7.0.15", "10.0.1", "6.10"] {
+            assert!(check_version(&info(good)).is_ok(), "{good}");
+        }
+        for old in ["6.0.16", "5.0.14", "2.8"] {
+            let refused = check_version(&info(old)).unwrap_err();
+            assert!(refused.contains(old) && refused.contains("6.2 or later"), "{refused}");
+        }
+        assert!(check_version("# Server\r\n").is_ok(), "no version named: let through");
     }
 }
