@@ -11,6 +11,9 @@
 # Everything on loopback, killed by PID.
 # Needs: cargo build --release --bins --examples; redis-server on PATH.
 set -u
+for tool in redis-server; do
+  command -v "$tool" >/dev/null || { echo "$0: $tool is not on PATH (Debian: apt-get install redis-server redis-tools)" >&2; exit 2; }
+done
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/hubbub}  # BIN=path: another build, for an A/B in one session
 LAT=target/release/examples/cluster_latency

@@ -10,6 +10,9 @@
 # session. Everything on loopback, killed by PID.
 # Needs: cargo build --release --bins --examples; redis-server, redis-cli.
 set -u
+for tool in redis-server redis-cli; do
+  command -v "$tool" >/dev/null || { echo "$0: $tool is not on PATH (Debian: apt-get install redis-server redis-tools)" >&2; exit 2; }
+done
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/hubbub}
 LAT=target/release/examples/cluster_latency

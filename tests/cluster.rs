@@ -106,6 +106,47 @@ fn a_node_is_sent_only_the_publications_of_channels_it_holds() {
 }
 
 #[test]
+fn a_node_whose_subscriber_connection_was_down_learns_the_position_without_a_new_publication() {
+    let Some(redis) = Redis::start() else { return };
+    // Node b connects as a user of its own, so that its subscriber
+    // connection alone can be kept out (its commands still run).
+    redis.run(&["ACL", "SETUSER", "b", "on", ">pw", "~*", "&*", "+@all"]);
+    let as_b = format!("redis://b:pw@127.0.0.1:{}", redis.port);
+    let (a, b) = (node(&redis, "a", &[]), node_on(&["--redis", &as_b], "b", &[]));
+    wait_cluster(&a, 2);
+    let mut on_b = WsClient::open(b.addr, "");
+    on_b.call("subscribe", json!({"channel": "quiet"}));
+    let mut publisher = WsClient::open(a.addr, "");
+    publish(&mut publisher, "quiet", json!(1));
+    assert_eq!(next_pub(&mut on_b)["offset"], 1);
+    // b's subscriber connection is cut and cannot come back for now.
+    redis.run(&["ACL", "SETUSER", "b", "-subscribe", "-psubscribe"]);
+    redis.run(&["CLIENT", "KILL", "USER", "b", "TYPE", "pubsub"]);
+    wait_until("b unsubscribed", || {
+        (redis.subscribers("hubbub:pub:quiet") == 0).then_some(())
+    });
+    for i in 2..=4 {
+        publish(&mut publisher, "quiet", json!(i));
+    }
+    redis.run(&["ACL", "SETUSER", "b", "+subscribe", "+psubscribe"]);
+    wait_until("b subscribed again", || {
+        (redis.subscribers("hubbub:pub:quiet") == 1).then_some(())
+    });
+    // No publication since: b read the position again once subscribed, so a
+    // new subscriber there is told 4 (not 1, which would have it recover
+    // publications it then gets twice).
+    let told = try_until(|| {
+        let mut late = WsClient::open(b.addr, "");
+        let reply = late.call("subscribe", json!({"channel": "quiet"}));
+        (reply["result"]["offset"] == 4).then_some(())
+    });
+    assert!(
+        told.is_some(),
+        "b's position was not read again after its subscriber connection came back"
+    );
+}
+
+#[test]
 fn a_client_recovers_on_another_node_what_it_missed() {
     let Some(redis) = Redis::start() else { return };
     let (a, b, c) = (node(&redis, "a", &[]), node(&redis, "b", &[]), node(&redis, "c", &[]));

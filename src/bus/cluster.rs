@@ -205,6 +205,13 @@ pub enum ClusterCmd {
         shard: usize,
         kind: LinkKind,
     },
+    /// The node's subscriber connection to this server is new and
+    /// subscribed to every channel held here: their positions are read
+    /// again (`SyncFor::Resync`), as after the bridge's own reconnect, so
+    /// owners learn of publications missed while it was down (and of an
+    /// epoch Redis lost) without waiting for the next publication. One per
+    /// subscriber connection opened, so the lane stays bounded.
+    Resync,
 }
 
 /// What a shard's own connection to Redis is for.
@@ -442,7 +449,7 @@ impl ClusterCmd {
             ClusterCmd::DisconnectToken { token_id, reason, .. } => token_id.len() + reason.len(),
             ClusterCmd::Presence { channel, .. } => channel.len(),
             ClusterCmd::UserOnline { user, .. } | ClusterCmd::UserOffline { user, .. } => user.len(),
-            ClusterCmd::Dial { .. } => 0,
+            ClusterCmd::Dial { .. } | ClusterCmd::Resync => 0,
         };
         (HELD_FIXED + variable) as u64
     }
@@ -522,6 +529,12 @@ impl ClusterLink {
     /// (`ClusterCmd::Dial`), on the lane that is never dropped.
     pub fn ask_link(&self, server: usize, shard: usize, kind: LinkKind) {
         let _ = self.state_tx[server].send(ClusterCmd::Dial { shard, kind });
+    }
+
+    /// Asks `server`'s command thread to read again the position of every
+    /// channel held here (`ClusterCmd::Resync`).
+    pub fn ask_resync(&self, server: usize) {
+        let _ = self.state_tx[server].send(ClusterCmd::Resync);
     }
 
     /// The set of channels this node keeps a log of (see `Wanted`).

@@ -1,8 +1,12 @@
-//! Which channels this node keeps a log of (cluster mode). Redis pushes
-//! every publication of the cluster to every node; the subscriber
-//! connection (a shard's, or a thread's) asks this set before it passes one to the channel's owner shard, so a
-//! node's shards wake only for the channels they hold (a node with no
-//! subscriber of a busy channel, e.g. the one its publishers use, skips it).
+//! Which channels this node keeps a log of (cluster mode). A node's
+//! subscriber connection is subscribed by name to the channels it holds
+//! (over plain TCP) or to every publication by pattern (`rediss://`, and
+//! briefly a channel whose log was just dropped); it asks this set before
+//! it passes a publication to the channel's owner shard, so a node's
+//! shards wake only for the channels they hold (a node with no subscriber
+//! of a busy channel, e.g. the one its publishers use, skips it). The
+//! shard that holds the connection also asks it before it unsubscribes a
+//! dropped channel: one made again meanwhile stays subscribed.
 //!
 //! Each owner shard adds a channel when it makes the channel's log, before
 //! it asks Redis for the channel's position, and removes it when it drops

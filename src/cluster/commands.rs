@@ -371,6 +371,13 @@ impl Commander {
                 self.dials.insert((shard, kind));
                 return;
             }
+            ClusterCmd::Resync => {
+                // While this thread is down its own reconnect re-syncs them.
+                if self.conn.is_some() {
+                    self.resync_channels();
+                }
+                return;
+            }
             ClusterCmd::RoomMessage { room, frame } => Op::Room { room, frame },
             ClusterCmd::ChannelPresence { channel, json } => {
                 let message = keys::presence_message(&self.setup.config.node, &json);

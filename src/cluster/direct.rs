@@ -37,7 +37,7 @@ use mio::{Interest, Registry};
 
 use super::backoff::Backoff;
 use super::commands::{DEADLINE, PENDING_CAPACITY};
-use super::listen::Listener;
+use super::listen::{self, Listener};
 use super::publish::{self, Failure, Writer, UNREACHABLE_WHY};
 use super::reply::{encode, Value};
 use super::socket::{self, Got};
@@ -225,11 +225,16 @@ impl ShardRedis for Links {
         let server = server_of(&channel, self.listeners.len());
         match self.listeners.get_mut(server).and_then(Option::as_mut) {
             Some(listener) => listener.listen(channel, owner, &self.link, answers),
-            None => tracing::warn!(
-                shard = self.shard,
-                server,
-                "a channel to listen to was sent to a shard without that server's subscriber connection"
-            ),
+            None => {
+                // Not to be: the owner would wait forever. Its position is
+                // read at once instead, as while the connection is down.
+                tracing::warn!(
+                    shard = self.shard,
+                    server,
+                    "a channel to listen to was sent to a shard without that server's subscriber connection"
+                );
+                listen::sync(channel, owner, &self.link, answers);
+            }
         }
     }
 

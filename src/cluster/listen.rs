@@ -20,7 +20,10 @@
 //! publication after that position arrives here. While the connection is
 //! down the position is read at once (what is missed meanwhile is found
 //! by its offsets, as for any outage), and a new connection subscribes to
-//! every channel again. A `PING` follows the `SUBSCRIBE`s of each turn: a
+//! every channel again, a few batches at a time (`SUBSCRIBES_IN_FLIGHT`),
+//! then has every position read again (`ClusterLink::ask_resync`), so what
+//! was missed is known without waiting for the next publication. A `PING`
+//! follows the `SUBSCRIBE`s of each turn: a
 //! Redis that does not confirm them within `REDIS_TIMEOUT` breaks the
 //! connection, and the positions waiting are read then.
 //!
@@ -52,6 +55,12 @@ const READ_CHUNK: usize = 16 * 1024;
 const TURN_BUDGET: usize = 512;
 /// Channels per `SUBSCRIBE` when a new connection subscribes to them all.
 const SUBSCRIBE_BATCH: usize = 1_000;
+/// A new connection subscribes to the channels held here a few batches at a
+/// time: at most this many names wait for their confirmations. All at once
+/// (a million channels: ~30 MB of commands, ~70 MB of confirmations) went
+/// past Redis's output buffer limit for Pub/Sub clients (32 MB by default),
+/// which closed the connection, and the next one did the same again.
+const SUBSCRIBES_IN_FLIGHT: usize = 2 * SUBSCRIBE_BATCH;
 
 /// Messages for shards (shard, message): owners told their position could
 /// not be asked for.
@@ -97,8 +106,20 @@ struct Conn {
     pinged: Instant,
     /// When each `PING` not answered yet was written, oldest first.
     pings: VecDeque<Instant>,
+    /// `PING`s written and pongs read on this connection.
+    pings_written: u64,
+    pongs: u64,
     /// `SUBSCRIBE`s were written this turn: a `PING` follows them.
     subscribed: bool,
+    /// Channels held here when this connection opened, not yet subscribed
+    /// on it (`SUBSCRIBES_IN_FLIGHT` at a time).
+    resubscribe: Vec<Arc<str>>,
+    /// Channel names in `SUBSCRIBE`s written and not confirmed yet.
+    in_flight: usize,
+    /// Once the pong of this `PING` is read, every channel held when the
+    /// connection opened is subscribed: the command thread reads their
+    /// positions again (`ClusterLink::ask_resync`).
+    resync_after: Option<u64>,
 }
 
 impl Listener {
@@ -132,6 +153,7 @@ impl Listener {
             listening.unconfirmed += 1;
             encode(&mut conn.out, &["SUBSCRIBE", &keys::publications(&channel)]);
             conn.subscribed = true;
+            conn.in_flight += 1;
         }
         if listening.unconfirmed > 0 {
             listening.syncs.push(owner);
@@ -190,23 +212,59 @@ impl Listener {
         }
     }
 
-    /// A new connection: every wanted channel is subscribed on it.
+    /// A new connection: every wanted channel is to be subscribed on it
+    /// (its `SUBSCRIBE` counts as written from now: a position asked for
+    /// meanwhile waits for its confirmation).
     fn subscribe_all(&mut self) {
         let Some(conn) = &mut self.conn else { return };
         self.channels.retain(|_, listening| listening.wanted);
-        let names: Vec<String> = self
+        conn.resubscribe = self
             .channels
             .iter_mut()
             .map(|(channel, listening)| {
                 listening.unconfirmed = 1;
-                keys::publications(channel)
+                Arc::clone(channel)
             })
             .collect();
-        for batch in names.chunks(SUBSCRIBE_BATCH) {
-            let mut command = vec!["SUBSCRIBE"];
-            command.extend(batch.iter().map(String::as_str));
-            encode(&mut conn.out, &command);
-            conn.subscribed = true;
+    }
+
+    /// Writes the next batches of a new connection's `SUBSCRIBE`s, as far
+    /// as `SUBSCRIBES_IN_FLIGHT` allows (a channel whose log was dropped
+    /// meanwhile is left out). After the last one, a `PING` whose pong says
+    /// they are all confirmed.
+    fn resubscribe_more(&mut self) {
+        let Some(conn) = &mut self.conn else { return };
+        if conn.resubscribe.is_empty() {
+            return;
+        }
+        while conn.in_flight < SUBSCRIBES_IN_FLIGHT && !conn.resubscribe.is_empty() {
+            let room = SUBSCRIBE_BATCH.min(SUBSCRIBES_IN_FLIGHT - conn.in_flight);
+            let from = conn.resubscribe.len().saturating_sub(room);
+            let mut names = Vec::new();
+            for channel in conn.resubscribe.drain(from..) {
+                match self.channels.get_mut(&channel) {
+                    Some(listening) if listening.wanted => names.push(keys::publications(&channel)),
+                    Some(listening) => {
+                        // Its UNSUBSCRIBE is written; this SUBSCRIBE will not be.
+                        listening.unconfirmed = listening.unconfirmed.saturating_sub(1);
+                        if listening.unconfirmed == 0 {
+                            self.channels.remove(&channel);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            if !names.is_empty() {
+                let mut command = vec!["SUBSCRIBE"];
+                command.extend(names.iter().map(String::as_str));
+                encode(&mut conn.out, &command);
+                conn.in_flight += names.len();
+                conn.subscribed = true;
+            }
+        }
+        if conn.resubscribe.is_empty() {
+            conn.subscribed = true; // its PING is written at the end of this turn
+            conn.resync_after = Some(conn.pings_written + 1);
         }
     }
 
@@ -246,7 +304,12 @@ impl Listener {
             written: 0,
             pinged: Instant::now(),
             pings: VecDeque::new(),
+            pings_written: 0,
+            pongs: 0,
             subscribed: false,
+            resubscribe: Vec::new(),
+            in_flight: 0,
+            resync_after: None,
         });
         self.logged = false;
         self.dispatch.up();
@@ -266,10 +329,12 @@ impl Listener {
     /// gives the next turn its budget.
     pub fn end_turn(&mut self, registry: &Registry, asker: &ClusterLink, answers: &mut Answers) {
         self.pump(registry, asker, answers);
+        self.resubscribe_more();
         if let Some(conn) = &mut self.conn {
             if std::mem::take(&mut conn.subscribed) {
                 encode(&mut conn.out, &["PING"]);
                 conn.pings.push_back(Instant::now());
+                conn.pings_written += 1;
             }
             if let Err(e) = self.flush() {
                 self.broken(e, registry, asker, answers);
@@ -301,6 +366,7 @@ impl Listener {
         if conn.pings.is_empty() && now.duration_since(conn.pinged) >= PING_EVERY {
             conn.pinged = now;
             conn.pings.push_back(now);
+            conn.pings_written += 1;
             encode(&mut conn.out, &["PING"]);
             if let Err(e) = self.flush() {
                 self.broken(e, registry, asker, answers);
@@ -345,9 +411,16 @@ impl Listener {
                 Ok(Some((value, n))) => {
                     used += n;
                     self.budget -= 1;
-                    match on_message(&mut self.dispatch, &mut conn.pings, value) {
-                        Ok(Some(channel)) => confirmed.push(channel),
-                        Ok(None) => {}
+                    match on_message(&mut self.dispatch, value) {
+                        Ok(Reply::Subscribed(channel)) => {
+                            conn.in_flight = conn.in_flight.saturating_sub(1);
+                            confirmed.push(channel);
+                        }
+                        Ok(Reply::Pong) => {
+                            conn.pings.pop_front();
+                            conn.pongs += 1;
+                        }
+                        Ok(Reply::Other) => {}
                         Err(e) => break Err(e),
                     }
                 }
@@ -356,6 +429,10 @@ impl Listener {
             }
         };
         socket::consume(&mut conn.input, used);
+        if conn.resync_after.is_some_and(|ping| conn.pongs >= ping) {
+            conn.resync_after = None;
+            asker.ask_resync(self.server);
+        }
         for channel in confirmed {
             self.confirmed(&channel, asker, answers);
         }
@@ -392,7 +469,7 @@ impl Listener {
 /// Asks Redis for `channel`'s position for its owner shard (a subscribe
 /// there waits for it); the owner is told at once when the bridge's queue
 /// is full (the subscribe fails with 108).
-fn sync(channel: Arc<str>, owner: usize, link: &ClusterLink, answers: &mut Answers) {
+pub(crate) fn sync(channel: Arc<str>, owner: usize, link: &ClusterLink, answers: &mut Answers) {
     let call = RedisCall::Sync {
         channel,
         shard: owner,
@@ -410,14 +487,23 @@ fn sync(channel: Arc<str>, owner: usize, link: &ClusterLink, answers: &mut Answe
     }
 }
 
+/// What a reply on the subscribed connection was, besides a message
+/// (handed on by `on_message`).
+#[derive(Debug, PartialEq)]
+enum Reply {
+    /// The confirmation of a `SUBSCRIBE` of this channel by name.
+    Subscribed(String),
+    Pong,
+    Other,
+}
+
 /// One reply on the subscribed connection: a message (handed on), a pong,
-/// or a confirmation (a `SUBSCRIBE` of a channel by name: its name comes
-/// back). An error reply breaks the connection.
-fn on_message(dispatch: &mut Dispatch, pings: &mut VecDeque<Instant>, value: Value) -> io::Result<Option<String>> {
+/// or a confirmation. An error reply breaks the connection.
+fn on_message(dispatch: &mut Dispatch, value: Value) -> io::Result<Reply> {
     let items = match value {
         Value::Array(items) => items,
         Value::Error(e) => return Err(io::Error::other(format!("Redis: {e}"))),
-        _ => return Ok(None),
+        _ => return Ok(Reply::Other),
     };
     let text = |i: usize| items.get(i).and_then(Value::as_str);
     let bytes = |i: usize| items.get(i).and_then(Value::as_bytes);
@@ -432,16 +518,15 @@ fn on_message(dispatch: &mut Dispatch, pings: &mut VecDeque<Instant>, value: Val
                 dispatch.message(channel, true, payload);
             }
         }
-        (Some("pong"), _) => {
-            pings.pop_front();
-        }
+        (Some("pong"), _) => return Ok(Reply::Pong),
         (Some("subscribe"), 3) => {
-            let channel = text(1).and_then(|name| name.strip_prefix(keys::PUB_PREFIX));
-            return Ok(channel.map(str::to_string));
+            if let Some(channel) = text(1).and_then(|name| name.strip_prefix(keys::PUB_PREFIX)) {
+                return Ok(Reply::Subscribed(channel.to_string()));
+            }
         }
         _ => {} // other confirmations
     }
-    Ok(None)
+    Ok(Reply::Other)
 }
 
 #[cfg(test)]
@@ -483,20 +568,27 @@ mod tests {
     #[test]
     fn publications_go_to_their_owner_and_a_pong_ends_the_wait() {
         let (mut dispatch, inbox, _state) = dispatch();
-        let mut waiting = VecDeque::from([Instant::now()]);
         let publication = bulk(&[b"pmessage", b"hubbub:pub:*", b"hubbub:pub:news", b"e1\n7\n{\"a\":1}"]);
-        on_message(&mut dispatch, &mut waiting, publication).unwrap();
+        assert_eq!(on_message(&mut dispatch, publication).unwrap(), Reply::Other);
         let unwanted = bulk(&[b"pmessage", b"hubbub:pub:*", b"hubbub:pub:other", b"e1\n1\nx"]);
-        on_message(&mut dispatch, &mut waiting, unwanted).unwrap();
-        let confirmation = Value::Array(vec![
-            Value::Bytes(b"psubscribe".to_vec()),
-            Value::Bytes(b"hubbub:pub:*".to_vec()),
-            Value::Int(2),
-        ]);
-        on_message(&mut dispatch, &mut waiting, confirmation).unwrap();
-        assert_eq!(waiting.len(), 1, "a confirmation is not a pong");
-        on_message(&mut dispatch, &mut waiting, bulk(&[b"pong", b""])).unwrap();
-        assert!(waiting.is_empty());
+        on_message(&mut dispatch, unwanted).unwrap();
+        let confirmation = |kind: &[u8], name: &[u8]| {
+            Value::Array(vec![
+                Value::Bytes(kind.to_vec()),
+                Value::Bytes(name.to_vec()),
+                Value::Int(2),
+            ])
+        };
+        let pattern = confirmation(b"psubscribe", b"hubbub:pub:*");
+        assert_eq!(on_message(&mut dispatch, pattern).unwrap(), Reply::Other, "not a pong");
+        let by_name = confirmation(b"subscribe", b"hubbub:pub:news");
+        assert_eq!(
+            on_message(&mut dispatch, by_name).unwrap(),
+            Reply::Subscribed("news".into())
+        );
+        let control = confirmation(b"subscribe", b"hubbub:ctl");
+        assert_eq!(on_message(&mut dispatch, control).unwrap(), Reply::Other);
+        assert_eq!(on_message(&mut dispatch, bulk(&[b"pong", b""])).unwrap(), Reply::Pong);
         match inbox.try_recv(Lane::Data) {
             Some(ShardMsg::Hub(HubMsg::ClusterPublication {
                 channel, epoch, offset, ..
@@ -504,7 +596,7 @@ mod tests {
             other => panic!("expected the publication, got {other:?}"),
         }
         assert!(inbox.try_recv(Lane::Data).is_none(), "the unwanted one was skipped");
-        let refused = on_message(&mut dispatch, &mut waiting, Value::Error("ERR wrong".into()));
+        let refused = on_message(&mut dispatch, Value::Error("ERR wrong".into()));
         assert!(refused.is_err(), "an error reply breaks the connection");
     }
 
@@ -516,7 +608,8 @@ mod tests {
         link: ClusterLink,
         /// What the listener hands the command thread (position reads).
         commands: crossbeam_channel::Receiver<ClusterCmd>,
-        _dials: crossbeam_channel::Receiver<ClusterCmd>,
+        /// The never-dropped lane: connections and re-syncs asked for.
+        asked: crossbeam_channel::Receiver<ClusterCmd>,
         _inbox: Inbox,
         state: Arc<ClusterState>,
         answers: Answers,
@@ -526,14 +619,14 @@ mod tests {
         fn new(queue: usize) -> Rig {
             let (dispatch, inbox, state) = dispatch();
             let (tx, commands) = crossbeam_channel::bounded(queue);
-            let (state_tx, dials) = crossbeam_channel::unbounded();
+            let (state_tx, asked) = crossbeam_channel::unbounded();
             let link = ClusterLink::new(vec![tx], vec![state_tx], "me".into(), Arc::clone(&state));
             Rig {
                 listener: Listener::new(0, 0, dispatch, &link),
                 poll: mio::Poll::new().unwrap(),
                 link,
                 commands,
-                _dials: dials,
+                asked,
                 _inbox: inbox,
                 state,
                 answers: Vec::new(),
@@ -573,11 +666,23 @@ mod tests {
             use std::io::Read;
             self.listener
                 .end_turn(self.poll.registry(), &self.link, &mut self.answers);
-            let mut got = vec![0u8; 64 * 1024];
-            match redis.read(&mut got) {
-                Ok(n) => String::from_utf8_lossy(&got[..n]).into_owned(),
-                Err(_) => String::new(),
+            // What the listener wrote is in the socket's buffer already
+            // (loopback): the first read waits for it, the rest drain it.
+            let (mut got, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+            while let Ok(n @ 1..) = redis.read(&mut chunk) {
+                got.extend_from_slice(&chunk[..n]);
+                redis.set_nonblocking(true).unwrap();
             }
+            redis.set_nonblocking(false).unwrap();
+            String::from_utf8_lossy(&got).into_owned()
+        }
+
+        /// How many re-syncs of every channel were asked for so far.
+        fn resyncs(&self) -> usize {
+            self.asked
+                .try_iter()
+                .filter(|cmd| matches!(cmd, ClusterCmd::Resync))
+                .count()
         }
 
         /// Redis sends `reply`; the listener reads it.
@@ -586,6 +691,11 @@ mod tests {
             redis.write_all(reply).unwrap();
             std::thread::sleep(Duration::from_millis(20));
             self.listener.ready(self.poll.registry(), &self.link, &mut self.answers);
+            // More than a turn's budget: read on in the next turns.
+            while self.listener.busy() {
+                self.listener
+                    .end_turn(self.poll.registry(), &self.link, &mut self.answers);
+            }
         }
 
         /// The owners whose position the listener asked for so far.
@@ -725,5 +835,109 @@ mod tests {
             )] => assert_eq!(&**channel, "sport"),
             other => panic!("the owner is told: {other:?}"),
         }
+    }
+
+    /// What Redis answers to the commands in `written`: a confirmation of
+    /// each channel (un)subscribed, a pong for each `PING`.
+    fn answer(written: &str) -> Vec<u8> {
+        let (mut command, mut out) = ("", Vec::new());
+        for line in written.split("\r\n") {
+            match line {
+                "SUBSCRIBE" | "UNSUBSCRIBE" => command = line,
+                "PING" => out.extend_from_slice(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+                _ => {
+                    if let Some(name) = line.strip_prefix("hubbub:pub:") {
+                        out.extend(confirmation(&command.to_lowercase(), name));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The channels named in the SUBSCRIBEs written (not in UNSUBSCRIBEs).
+    fn subscribed_in(written: &str) -> Vec<String> {
+        let mut command = "";
+        let mut names = Vec::new();
+        for line in written.split("\r\n") {
+            match line {
+                "SUBSCRIBE" | "UNSUBSCRIBE" | "PING" => command = line,
+                _ => match line.strip_prefix("hubbub:pub:") {
+                    Some(name) if command == "SUBSCRIBE" => names.push(name.to_string()),
+                    _ => {}
+                },
+            }
+        }
+        names
+    }
+
+    impl Rig {
+        /// A listener whose node holds `count` channels, made while it had
+        /// no connection (their positions were read at once).
+        fn holding(count: usize) -> (Rig, Vec<String>) {
+            let mut rig = Rig::new(16_384);
+            let channels: Vec<String> = (0..count).map(|i| format!("c{i}")).collect();
+            for channel in &channels {
+                rig.state.wanted.add(&Arc::from(channel.as_str()));
+                rig.listen(channel, 0);
+            }
+            assert_eq!(rig.syncs().len(), count, "down: read at once");
+            (rig, channels)
+        }
+
+        /// Plays Redis, answering all the listener writes, until it asks
+        /// for a re-sync (returned: the channels it subscribed meanwhile,
+        /// in order), checking that it never has more names waiting for
+        /// their confirmations than `SUBSCRIBES_IN_FLIGHT`.
+        fn serve_until_resync(&mut self, redis: &mut std::net::TcpStream) -> Vec<String> {
+            let mut subscribed = Vec::new();
+            for _ in 0..500 {
+                let written = self.written(redis);
+                let conn = self.listener.conn.as_ref().expect("connected");
+                assert!(conn.in_flight <= SUBSCRIBES_IN_FLIGHT, "{} in flight", conn.in_flight);
+                subscribed.extend(subscribed_in(&written));
+                match self.resyncs() {
+                    0 => self.reply(redis, &answer(&written)),
+                    1 => return subscribed,
+                    n => panic!("{n} re-syncs asked for"),
+                }
+            }
+            panic!("no re-sync asked for; subscribed {}", subscribed.len());
+        }
+    }
+
+    #[test]
+    fn a_new_connection_subscribes_a_few_batches_at_a_time_then_asks_for_a_resync() {
+        let (mut rig, channels) = Rig::holding(5_000);
+        let mut redis = rig.connect();
+        rig.state.wanted.remove("c4999");
+        rig.unlisten("c4999"); // dropped before its turn came
+        let mut subscribed = rig.serve_until_resync(&mut redis);
+        subscribed.sort();
+        let mut expected: Vec<String> = channels[..4_999].to_vec();
+        expected.sort();
+        assert_eq!(subscribed, expected, "each held channel once, the dropped one left out");
+        assert!(rig.syncs().is_empty(), "no subscribe waited on them");
+        assert_eq!(rig.listener.listening(), 4_999);
+        assert!(rig.listener.channels.values().all(|l| l.unconfirmed == 0));
+    }
+
+    #[test]
+    fn a_position_asked_for_during_the_resubscribe_waits_for_its_channel() {
+        let (mut rig, channels) = Rig::holding(3_000);
+        let mut redis = rig.connect();
+        let written = rig.written(&mut redis);
+        let first = subscribed_in(&written);
+        assert_eq!(first.len(), SUBSCRIBES_IN_FLIGHT);
+        let later = channels.iter().find(|c| !first.contains(c)).unwrap().clone();
+        rig.listen(&later, 5);
+        rig.reply(&mut redis, &answer(&written));
+        assert!(
+            rig.syncs().is_empty(),
+            "{later} is not subscribed on this connection yet"
+        );
+        let rest = rig.serve_until_resync(&mut redis);
+        assert!(rest.contains(&later));
+        assert_eq!(rig.syncs(), [(later, 5)]);
     }
 }

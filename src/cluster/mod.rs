@@ -18,8 +18,10 @@
 //!   from Redis, keeps this node's presence and user connections in Redis,
 //!   heartbeats the node, opens the shards' connections, and runs the
 //!   publishes of a `rediss://` server.
-//! - The subscriber connection receives every publication in Redis's order
-//!   (`PSUBSCRIBE`) and hands it to the channel's owner shard, which
+//! - The subscriber connection receives, in Redis's order, every
+//!   publication of the channels this node keeps a log of (`SUBSCRIBE` by
+//!   name; mailboxes and rooms by pattern; every publication by pattern for
+//!   `rediss://`) and hands each to the channel's owner shard, which
 //!   delivers it exactly as a local one; it also carries user messages,
 //!   disconnects and kicks between nodes. One shard holds it ([`listen`]),
 //!   or a thread for `rediss://` ([`subscriber`]).
@@ -146,7 +148,7 @@ pub fn start(
             continue;
         }
         let dispatch = subscriber::Dispatch::new(config.clone(), server, shards.for_sender(), Arc::clone(&state));
-        let sub = subscriber::Subscriber::new(target, dispatch);
+        let sub = subscriber::Subscriber::new(target, dispatch, link.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("hubbub-cluster-sub-{server}"))

@@ -27,7 +27,7 @@ use super::backoff::Backoff;
 use super::keys;
 use super::link::Target;
 use super::REDIS_TIMEOUT;
-use crate::bus::cluster::{ClusterConfig, ClusterState};
+use crate::bus::cluster::{ClusterConfig, ClusterLink, ClusterState};
 use crate::bus::msg::{HubMsg, Origin};
 use crate::bus::peers::Peers;
 use crate::hub::mailbox;
@@ -44,6 +44,9 @@ pub(crate) struct Subscriber {
     target: Target,
     backoff: Backoff,
     dispatch: Dispatch,
+    /// To ask the command thread to read the channels' positions again
+    /// once a new connection is subscribed (`ClusterLink::ask_resync`).
+    link: ClusterLink,
 }
 
 /// What arrives on a subscriber connection, sent where it goes: the part
@@ -61,11 +64,12 @@ pub(crate) struct Dispatch {
 }
 
 impl Subscriber {
-    pub fn new(target: Target, dispatch: Dispatch) -> Subscriber {
+    pub fn new(target: Target, dispatch: Dispatch, link: ClusterLink) -> Subscriber {
         Subscriber {
             target,
             backoff: Backoff::default(),
             dispatch,
+            link,
         }
     }
 
@@ -109,6 +113,9 @@ impl Subscriber {
         }
         self.backoff.reset();
         self.dispatch.up();
+        // Subscribed: what was published while this connection was down is
+        // found now, not at the channel's next publication.
+        self.link.ask_resync(self.dispatch.server);
         let mut pinged = Instant::now();
         while !self.dispatch.state.stop.load(Ordering::Relaxed) {
             if pinged.elapsed() >= PING_EVERY {

@@ -96,10 +96,16 @@ impl Hub {
                 self.route_all(answers, conns);
             }
             HubMsg::ClusterListen { channel, owner } => {
+                let Some(direct) = &mut self.direct else {
+                    // Not to be (no connections of this shard's own): the
+                    // owner is not left waiting; its position is read now.
+                    let shard = owner as usize;
+                    let why = SyncFor::Subscribe;
+                    let sync = RedisCall::Sync { channel, shard, why };
+                    return self.cluster_send(ClusterCmd::Call(sync), conns);
+                };
                 let mut answers = Vec::new();
-                if let Some(direct) = &mut self.direct {
-                    direct.listen(channel, owner as usize, &mut answers);
-                }
+                direct.listen(channel, owner as usize, &mut answers);
                 self.route_all(answers, conns);
             }
             HubMsg::ClusterUnlisten { channel } => {
