@@ -271,7 +271,11 @@ fn idle_sockets_filling_the_process_cannot_lock_out_a_newcomer() {
     let took = fresh_client_is_served(server.addr);
     assert!(took < Duration::from_secs(3), "the fresh client waited {took:?}");
     let stats = server.stats();
-    assert!(stats.handshake_failures_for("evicted") >= 30, "{stats:?}");
+    // Past the cap a shard evicts its oldest handshake, or closes the new
+    // socket at once when the other shard holds them all (which of the two
+    // depends on how the kernel spread the 120 over the shards).
+    let refused = stats.handshake_failures_for("evicted") + stats.accept_overflow;
+    assert!(refused >= 30, "{stats:?}");
     drop(idle);
 }
 
