@@ -53,6 +53,22 @@ pub struct ClusterConfig {
     pub node_ttl: Duration,
 }
 
+#[cfg(test)]
+impl ClusterConfig {
+    /// One Redis at `redis` (not dialed by a unit test), node "me".
+    pub fn for_tests(redis: &str) -> ClusterConfig {
+        ClusterConfig {
+            redis: redis.into(),
+            more_redis: Vec::new(),
+            sentinels: Vec::new(),
+            master_name: None,
+            ca_file: None,
+            node: "me".into(),
+            node_ttl: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 impl ClusterConfig {
     /// How many Redis servers the channels are spread over.
     pub fn servers(&self) -> usize {

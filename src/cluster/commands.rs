@@ -133,6 +133,9 @@ pub(crate) struct Commander {
     dial_logged: bool,
     /// This node's presence and connections, as Redis should hold them.
     mirror: Mirror,
+    /// Channels whose position is still to be read again (`resync_channels`),
+    /// fed into `pending` as it has room.
+    resyncs: Vec<Arc<str>>,
     /// The next pipeline replaces this node's entries whole (after a
     /// reconnect, and every `HEAL_EVERY_HEARTBEATS`).
     heal_due: bool,
@@ -169,6 +172,7 @@ impl Commander {
             dial_backoff: Backoff::default(),
             dial_logged: false,
             mirror: Mirror::default(),
+            resyncs: Vec::new(),
             heal_due: true,
             heartbeats: 0,
             live,
@@ -217,6 +221,7 @@ impl Commander {
             }
             self.expire();
             if self.conn.is_some() {
+                self.feed_resyncs();
                 if let Err(e) = self.flush() {
                     self.lost(e);
                 }
@@ -314,15 +319,26 @@ impl Commander {
         }
     }
 
-    /// After a reconnect, before anything else: the position of every
-    /// channel with subscribers here, so that owners learn at once of an
-    /// epoch Redis lost meanwhile (and tell their subscribers) and of
-    /// publications this node missed.
+    /// After a reconnect (this thread's, or the node's subscriber
+    /// connection's: `ClusterCmd::Resync`): the position of every channel
+    /// with subscribers here is read again, so that owners learn at once of
+    /// an epoch Redis lost meanwhile (and tell their subscribers) and of
+    /// publications this node missed. Asked again before the last round
+    /// is done, it starts over (one round at a time, however often a
+    /// connection flaps).
     fn resync_channels(&mut self) {
         let (server, servers) = (self.setup.server, self.setup.config.servers());
         let ours = |channel: &&Arc<str>| server_of(channel, servers) == server;
-        let channels: Vec<Arc<str>> = self.mirror.channels().filter(ours).cloned().collect();
-        for channel in channels {
+        self.resyncs = self.mirror.channels().filter(ours).cloned().collect();
+    }
+
+    /// Queues the next re-syncs behind the shards' work, as far as leaves
+    /// `pending` half its capacity for that work: all at once, a node with
+    /// more channels than `PENDING_CAPACITY` refused every subscribe and
+    /// publish as busy until they were through.
+    fn feed_resyncs(&mut self) {
+        while self.pending.len() < PENDING_CAPACITY / 2 {
+            let Some(channel) = self.resyncs.pop() else { return };
             let shard = self.setup.shards.owner_of(&channel);
             let call = RedisCall::Sync {
                 channel,
@@ -330,7 +346,7 @@ impl Commander {
                 why: SyncFor::Resync,
             };
             let waiting = self.wrap(Op::Cmd(call), 0);
-            self.pending.push_front(waiting);
+            self.pending.push_back(waiting);
         }
     }
 
@@ -371,13 +387,7 @@ impl Commander {
                 self.dials.insert((shard, kind));
                 return;
             }
-            ClusterCmd::Resync => {
-                // While this thread is down its own reconnect re-syncs them.
-                if self.conn.is_some() {
-                    self.resync_channels();
-                }
-                return;
-            }
+            ClusterCmd::Resync => return self.resync_channels(),
             ClusterCmd::RoomMessage { room, frame } => Op::Room { room, frame },
             ClusterCmd::ChannelPresence { channel, json } => {
                 let message = keys::presence_message(&self.setup.config.node, &json);
@@ -422,8 +432,8 @@ impl Commander {
         self.pending.push_back(waiting);
     }
 
-    /// Answers what waited past `DEADLINE` (mostly the oldest, in front;
-    /// re-syncs after a reconnect go before them, so all are looked at).
+    /// Answers what waited past `DEADLINE` (the oldest are in front; all
+    /// are looked at, which costs nothing when none is late).
     fn expire(&mut self) {
         if !self.pending.iter().any(|w| w.since.elapsed() >= DEADLINE) {
             return;
@@ -894,5 +904,89 @@ impl Commander {
             self.enqueue(Op::Raw(args));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::budget::MemoryBudget;
+    use crate::bus::cluster::ClusterConfig;
+    use crate::bus::inbox::{channel, Inbox};
+
+    /// A command thread that never connected (no Redis needed), for one
+    /// shard whose inbox is returned.
+    fn commander() -> (Commander, Inbox) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (handle, inbox) = channel(waker);
+        let config = ClusterConfig::for_tests("redis://127.0.0.1:1");
+        let state = Arc::new(ClusterState::new(1, 1 << 30, MemoryBudget::new(1 << 30)));
+        let setup = Setup {
+            config: config.clone(),
+            shards: Peers::new(vec![handle].into()),
+            stats: Vec::new(),
+            max_connections_per_user: 0,
+            server: 0,
+        };
+        let (_tx, rx) = crossbeam_channel::bounded(1);
+        let (_state_tx, state_rx) = crossbeam_channel::unbounded();
+        let target = Target::new(&config).unwrap();
+        (Commander::new(setup, target, (rx, state_rx), state), inbox)
+    }
+
+    fn resyncs_waiting(commander: &Commander) -> usize {
+        let resync = |w: &&Waiting| {
+            matches!(
+                w.op,
+                Op::Cmd(RedisCall::Sync {
+                    why: SyncFor::Resync,
+                    ..
+                })
+            )
+        };
+        commander.pending.iter().filter(resync).count()
+    }
+
+    #[test]
+    fn a_resync_of_more_channels_than_the_queue_holds_leaves_room_for_the_shards() {
+        let (mut commander, _inbox) = commander();
+        let held = PENDING_CAPACITY * 3 / 2;
+        for i in 0..held {
+            commander.mirror.presence(format!("c{i}").into(), "".into(), 1);
+        }
+        commander.take(ClusterCmd::Resync, false);
+        // Asked again before it is through (a flapping connection): one
+        // round, started over, not two.
+        commander.take(ClusterCmd::Resync, false);
+        commander.feed_resyncs();
+        assert_eq!(resyncs_waiting(&commander), PENDING_CAPACITY / 2);
+        assert_eq!(commander.resyncs.len(), held - PENDING_CAPACITY / 2);
+        // A subscribe's position read is taken, behind them, not refused.
+        let call = RedisCall::Sync {
+            channel: "new".into(),
+            shard: 0,
+            why: SyncFor::Subscribe,
+        };
+        commander.take(ClusterCmd::Call(call), true);
+        let last = commander.pending.back().map(|w| &w.op);
+        assert!(
+            matches!(
+                last,
+                Some(Op::Cmd(RedisCall::Sync {
+                    why: SyncFor::Subscribe,
+                    ..
+                }))
+            ),
+            "refused as busy"
+        );
+        // As the pipelines drain the queue, the rest follows.
+        let mut fed = resyncs_waiting(&commander);
+        while !commander.resyncs.is_empty() {
+            commander.pending.clear();
+            commander.feed_resyncs();
+            fed += resyncs_waiting(&commander);
+        }
+        assert_eq!(fed, held, "every held channel once");
     }
 }

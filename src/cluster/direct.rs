@@ -226,14 +226,16 @@ impl ShardRedis for Links {
         match self.listeners.get_mut(server).and_then(Option::as_mut) {
             Some(listener) => listener.listen(channel, owner, &self.link, answers),
             None => {
-                // Not to be: the owner would wait forever. Its position is
-                // read at once instead, as while the connection is down.
-                tracing::warn!(
+                // Not to be. Subscribed to nowhere, the channel would get
+                // no publication: its subscribes fail (108) instead of
+                // waiting forever, and it is logged as the bug it is.
+                tracing::error!(
                     shard = self.shard,
                     server,
+                    channel = %channel,
                     "a channel to listen to was sent to a shard without that server's subscriber connection"
                 );
-                listen::sync(channel, owner, &self.link, answers);
+                answers.push(listen::unsynced(channel, owner));
             }
         }
     }

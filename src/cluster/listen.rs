@@ -90,8 +90,11 @@ struct Listening {
     /// earlier `SUBSCRIBE`s wait for their confirmations (kept until then,
     /// so one of those is not taken for a later one's).
     wanted: bool,
-    /// `SUBSCRIBE`s written on this connection and not confirmed yet.
+    /// `SUBSCRIBE`s written on this connection and not confirmed yet (one
+    /// of them may still wait in the resubscribe queue: `queued`).
     unconfirmed: u32,
+    /// In this connection's resubscribe queue, not written yet.
+    queued: bool,
     /// Owner shards whose position read waits for the confirmation.
     syncs: Vec<usize>,
 }
@@ -148,9 +151,15 @@ impl Listener {
             listening.wanted = true;
             return sync(channel, owner, link, answers);
         };
-        if !listening.wanted {
+        // A channel still in the resubscribe queue is written now (that
+        // SUBSCRIBE is counted already): its position is not to wait for
+        // the whole queue.
+        let queued = std::mem::take(&mut listening.queued);
+        if !listening.wanted || queued {
+            if !queued {
+                listening.unconfirmed += 1;
+            }
             listening.wanted = true;
-            listening.unconfirmed += 1;
             encode(&mut conn.out, &["SUBSCRIBE", &keys::publications(&channel)]);
             conn.subscribed = true;
             conn.in_flight += 1;
@@ -223,6 +232,7 @@ impl Listener {
             .iter_mut()
             .map(|(channel, listening)| {
                 listening.unconfirmed = 1;
+                listening.queued = true;
                 Arc::clone(channel)
             })
             .collect();
@@ -242,16 +252,20 @@ impl Listener {
             let from = conn.resubscribe.len().saturating_sub(room);
             let mut names = Vec::new();
             for channel in conn.resubscribe.drain(from..) {
-                match self.channels.get_mut(&channel) {
-                    Some(listening) if listening.wanted => names.push(keys::publications(&channel)),
-                    Some(listening) => {
-                        // Its UNSUBSCRIBE is written; this SUBSCRIBE will not be.
-                        listening.unconfirmed = listening.unconfirmed.saturating_sub(1);
-                        if listening.unconfirmed == 0 {
-                            self.channels.remove(&channel);
-                        }
-                    }
-                    None => {}
+                let Some(listening) = self.channels.get_mut(&channel) else {
+                    continue;
+                };
+                if !std::mem::take(&mut listening.queued) {
+                    continue; // written already, when its position was asked for
+                }
+                if listening.wanted {
+                    names.push(keys::publications(&channel));
+                    continue;
+                }
+                // Its UNSUBSCRIBE is written; this SUBSCRIBE will not be.
+                listening.unconfirmed = listening.unconfirmed.saturating_sub(1);
+                if listening.unconfirmed == 0 {
+                    self.channels.remove(&channel);
                 }
             }
             if !names.is_empty() {
@@ -274,6 +288,7 @@ impl Listener {
         self.channels.retain(|_, listening| listening.wanted);
         for (channel, listening) in &mut self.channels {
             listening.unconfirmed = 0;
+            listening.queued = false;
             for owner in std::mem::take(&mut listening.syncs) {
                 sync(Arc::clone(channel), owner, link, answers);
             }
@@ -469,22 +484,29 @@ impl Listener {
 /// Asks Redis for `channel`'s position for its owner shard (a subscribe
 /// there waits for it); the owner is told at once when the bridge's queue
 /// is full (the subscribe fails with 108).
-pub(crate) fn sync(channel: Arc<str>, owner: usize, link: &ClusterLink, answers: &mut Answers) {
+fn sync(channel: Arc<str>, owner: usize, link: &ClusterLink, answers: &mut Answers) {
     let call = RedisCall::Sync {
         channel,
         shard: owner,
         why: SyncFor::Subscribe,
     };
-    if let Err(ClusterCmd::Call(RedisCall::Sync { channel, why, .. })) = link.send(ClusterCmd::Call(call)) {
-        answers.push((
-            owner,
-            HubMsg::ClusterSynced {
-                channel,
-                epoch: None,
-                why,
-            },
-        ));
+    if let Err(ClusterCmd::Call(RedisCall::Sync { channel, .. })) = link.send(ClusterCmd::Call(call)) {
+        answers.push(unsynced(channel, owner));
     }
+}
+
+/// The owner's answer when `channel`'s position cannot be asked for: its
+/// subscribes fail with 108 (retry).
+pub(crate) fn unsynced(channel: Arc<str>, owner: usize) -> (usize, HubMsg) {
+    let why = SyncFor::Subscribe;
+    (
+        owner,
+        HubMsg::ClusterSynced {
+            channel,
+            epoch: None,
+            why,
+        },
+    )
 }
 
 /// What a reply on the subscribed connection was, besides a message
@@ -548,15 +570,7 @@ mod tests {
         let (handle, inbox) = channel(waker);
         let state = Arc::new(ClusterState::new(1, 1 << 20, MemoryBudget::new(1 << 30)));
         state.wanted.add(&Arc::from("news"));
-        let config = ClusterConfig {
-            redis: "redis://127.0.0.1:1".into(),
-            more_redis: Vec::new(),
-            sentinels: Vec::new(),
-            master_name: None,
-            ca_file: None,
-            node: "me".into(),
-            node_ttl: Duration::from_secs(10),
-        };
+        let config = ClusterConfig::for_tests("redis://127.0.0.1:1");
         let peers = Peers::new(vec![handle].into());
         (Dispatch::new(config, 0, peers, Arc::clone(&state)), inbox, state)
     }
@@ -923,21 +937,32 @@ mod tests {
     }
 
     #[test]
-    fn a_position_asked_for_during_the_resubscribe_waits_for_its_channel() {
+    fn a_position_asked_for_during_the_resubscribe_does_not_wait_for_the_queue() {
         let (mut rig, channels) = Rig::holding(3_000);
         let mut redis = rig.connect();
         let written = rig.written(&mut redis);
         let first = subscribed_in(&written);
         assert_eq!(first.len(), SUBSCRIBES_IN_FLIGHT);
-        let later = channels.iter().find(|c| !first.contains(c)).unwrap().clone();
+        let mut queued = channels.iter().filter(|c| !first.contains(c)).cloned();
+        let (later, back) = (queued.next().unwrap(), queued.next().unwrap());
+        // One still queued is asked for; another is dropped and made again.
         rig.listen(&later, 5);
-        rig.reply(&mut redis, &answer(&written));
-        assert!(
-            rig.syncs().is_empty(),
-            "{later} is not subscribed on this connection yet"
-        );
+        rig.state.wanted.remove(&back);
+        rig.unlisten(&back);
+        rig.state.wanted.add(&Arc::from(back.as_str()));
+        rig.listen(&back, 7);
+        let asked = rig.written(&mut redis);
+        assert_eq!(subscribed_in(&asked), [later.clone(), back.clone()], "{asked:?}");
+        assert!(rig.syncs().is_empty(), "read before the confirmation");
+        rig.reply(&mut redis, &answer(&(written + &asked)));
+        let (mut syncs, mut expected) = (rig.syncs(), vec![(back.clone(), 7), (later.clone(), 5)]);
+        syncs.sort();
+        expected.sort();
+        assert_eq!(syncs, expected);
         let rest = rig.serve_until_resync(&mut redis);
-        assert!(rest.contains(&later));
-        assert_eq!(rig.syncs(), [(later, 5)]);
+        assert!(!rest.contains(&later) && !rest.contains(&back), "subscribed once");
+        assert_eq!(rest.len(), 998);
+        assert_eq!(rig.listener.listening(), 3_000);
+        assert!(rig.listener.channels.values().all(|l| l.unconfirmed == 0));
     }
 }

@@ -97,12 +97,17 @@ impl Hub {
             }
             HubMsg::ClusterListen { channel, owner } => {
                 let Some(direct) = &mut self.direct else {
-                    // Not to be (no connections of this shard's own): the
-                    // owner is not left waiting; its position is read now.
-                    let shard = owner as usize;
+                    // Not to be (no connections of this shard's own). The
+                    // channel would get no publication: its subscribes fail
+                    // (108) instead of waiting forever.
+                    tracing::error!(shard = self.shard, channel = %channel, "a channel to listen to was sent to a shard without Redis connections of its own");
                     let why = SyncFor::Subscribe;
-                    let sync = RedisCall::Sync { channel, shard, why };
-                    return self.cluster_send(ClusterCmd::Call(sync), conns);
+                    let synced = HubMsg::ClusterSynced {
+                        channel,
+                        epoch: None,
+                        why,
+                    };
+                    return self.route_to(owner as usize, synced, conns);
                 };
                 let mut answers = Vec::new();
                 direct.listen(channel, owner as usize, &mut answers);
