@@ -198,6 +198,14 @@ impl Commander {
                 true => slice.min(self.next_heartbeat.saturating_duration_since(now)),
                 false => slice,
             };
+            // More than one pipeline's worth waits: the next goes out now,
+            // not after a quiet slice (a pipeline takes at most `BATCH`).
+            let more = !self.pending.is_empty() || !self.resyncs.is_empty();
+            let wait = if self.conn.is_some() && more {
+                Duration::ZERO
+            } else {
+                wait
+            };
             crossbeam_channel::select! {
                 recv(self.state_rx) -> cmd => match cmd {
                     Ok(cmd) => self.take(cmd, false),
@@ -325,19 +333,29 @@ impl Commander {
     /// an epoch Redis lost meanwhile (and tell their subscribers) and of
     /// publications this node missed. Asked again before the last round
     /// is done, it starts over (one round at a time, however often a
-    /// connection flaps).
+    /// connection flaps), the last round's unfinished channels first, so
+    /// that a connection flapping faster than a round starves none.
     fn resync_channels(&mut self) {
         let (server, servers) = (self.setup.server, self.setup.config.servers());
         let ours = |channel: &&Arc<str>| server_of(channel, servers) == server;
-        self.resyncs = self.mirror.channels().filter(ours).cloned().collect();
+        let unfinished: HashSet<Arc<str>> = std::mem::take(&mut self.resyncs).into_iter().collect();
+        let (first, then): (Vec<Arc<str>>, Vec<Arc<str>>) = self
+            .mirror
+            .channels()
+            .filter(ours)
+            .cloned()
+            .partition(|channel| unfinished.contains(channel));
+        // Taken from the end.
+        self.resyncs = then;
+        self.resyncs.extend(first);
     }
 
-    /// Queues the next re-syncs behind the shards' work, as far as leaves
-    /// `pending` half its capacity for that work: all at once, a node with
-    /// more channels than `PENDING_CAPACITY` refused every subscribe and
-    /// publish as busy until they were through.
+    /// Queues the next re-syncs behind the shards' work, a pipeline's worth
+    /// at a time: all at once, a node with more channels than
+    /// `PENDING_CAPACITY` refused every subscribe as busy until they were
+    /// through, and what the shards asked meanwhile waited behind them all.
     fn feed_resyncs(&mut self) {
-        while self.pending.len() < PENDING_CAPACITY / 2 {
+        while self.pending.len() < BATCH {
             let Some(channel) = self.resyncs.pop() else { return };
             let shard = self.setup.shards.owner_of(&channel);
             let call = RedisCall::Sync {
@@ -935,17 +953,16 @@ mod tests {
         (Commander::new(setup, target, (rx, state_rx), state), inbox)
     }
 
-    fn resyncs_waiting(commander: &Commander) -> usize {
-        let resync = |w: &&Waiting| {
-            matches!(
-                w.op,
-                Op::Cmd(RedisCall::Sync {
-                    why: SyncFor::Resync,
-                    ..
-                })
-            )
+    fn resyncs_fed(commander: &Commander) -> HashSet<Arc<str>> {
+        let channel = |w: &Waiting| match &w.op {
+            Op::Cmd(RedisCall::Sync {
+                channel,
+                why: SyncFor::Resync,
+                ..
+            }) => Some(Arc::clone(channel)),
+            _ => None,
         };
-        commander.pending.iter().filter(resync).count()
+        commander.pending.iter().filter_map(channel).collect()
     }
 
     #[test]
@@ -956,13 +973,10 @@ mod tests {
             commander.mirror.presence(format!("c{i}").into(), "".into(), 1);
         }
         commander.take(ClusterCmd::Resync, false);
-        // Asked again before it is through (a flapping connection): one
-        // round, started over, not two.
-        commander.take(ClusterCmd::Resync, false);
         commander.feed_resyncs();
-        assert_eq!(resyncs_waiting(&commander), PENDING_CAPACITY / 2);
-        assert_eq!(commander.resyncs.len(), held - PENDING_CAPACITY / 2);
-        // A subscribe's position read is taken, behind them, not refused.
+        let first = resyncs_fed(&commander);
+        assert_eq!(first.len(), BATCH, "a pipeline's worth at a time");
+        // A subscribe's position read is taken, behind one pipeline of them.
         let call = RedisCall::Sync {
             channel: "new".into(),
             shard: 0,
@@ -980,13 +994,21 @@ mod tests {
             ),
             "refused as busy"
         );
-        // As the pipelines drain the queue, the rest follows.
-        let mut fed = resyncs_waiting(&commander);
+        assert_eq!(commander.pending.len(), BATCH + 1);
+        // Asked again before it is through (a flapping connection): one
+        // round, started over, with the channels not fed yet first.
+        commander.take(ClusterCmd::Resync, false);
+        assert_eq!(commander.resyncs.len(), held);
+        commander.pending.clear();
+        commander.feed_resyncs();
+        assert!(resyncs_fed(&commander).is_disjoint(&first), "the unfinished go first");
+        // As the pipelines drain the queue, the rest follows, each once.
+        let mut fed = resyncs_fed(&commander).len();
         while !commander.resyncs.is_empty() {
             commander.pending.clear();
             commander.feed_resyncs();
-            fed += resyncs_waiting(&commander);
+            fed += resyncs_fed(&commander).len();
         }
-        assert_eq!(fed, held, "every held channel once");
+        assert_eq!(fed, held);
     }
 }
