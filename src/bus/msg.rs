@@ -345,6 +345,16 @@ pub enum HubMsg {
 }
 
 impl HubMsg {
+    /// To `channel`'s owner: its position could not be read from Redis (the
+    /// subscribes waiting for it fail with 108).
+    pub fn unsynced(channel: Arc<str>, why: super::cluster::SyncFor) -> HubMsg {
+        HubMsg::ClusterSynced {
+            channel,
+            epoch: None,
+            why,
+        }
+    }
+
     /// The inbox lane this message travels in (see `shard::inbox`): message
     /// volume (deliveries, room publishes, cluster publications) may be
     /// dropped under overload; everything a command or an event waits on is

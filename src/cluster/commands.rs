@@ -779,14 +779,7 @@ impl Commander {
             Op::Cmd(RedisCall::Publish { reply: Some(to), .. }) | Op::Cmd(RedisCall::Query { reply: to, .. }) => {
                 self.answer(to, Err(failure))
             }
-            Op::Cmd(RedisCall::Sync { channel, shard, why }) => self.to_shard(
-                shard,
-                HubMsg::ClusterSynced {
-                    channel,
-                    epoch: None,
-                    why,
-                },
-            ),
+            Op::Cmd(RedisCall::Sync { channel, shard, why }) => self.to_shard(shard, HubMsg::unsynced(channel, why)),
             Op::Cmd(RedisCall::Recover {
                 channel, shard, sub, ..
             }) => {

@@ -37,14 +37,14 @@ use mio::{Interest, Registry};
 
 use super::backoff::Backoff;
 use super::commands::{DEADLINE, PENDING_CAPACITY};
-use super::listen::{self, Listener};
+use super::listen::Listener;
 use super::publish::{self, Failure, Writer, UNREACHABLE_WHY};
 use super::reply::{encode, Value};
 use super::socket::{self, Got};
 use super::subscriber::Dispatch;
 use super::{resp, REDIS_TIMEOUT};
 use crate::bus::cluster::{
-    redis_link_of, redis_token, server_of, ClusterLink, LinkKind, RedisCall, RedisLink, ShardRedis,
+    redis_link_of, redis_token, server_of, ClusterLink, LinkKind, RedisCall, RedisLink, ShardRedis, SyncFor,
 };
 use crate::bus::msg::HubMsg;
 
@@ -235,7 +235,7 @@ impl ShardRedis for Links {
                     channel = %channel,
                     "a channel to listen to was sent to a shard without that server's subscriber connection"
                 );
-                answers.push(listen::unsynced(channel, owner));
+                answers.push((owner, HubMsg::unsynced(channel, SyncFor::Subscribe)));
             }
         }
     }

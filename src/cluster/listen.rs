@@ -109,9 +109,9 @@ struct Conn {
     pinged: Instant,
     /// When each `PING` not answered yet was written, oldest first.
     pings: VecDeque<Instant>,
-    /// `PING`s written and pongs read on this connection.
+    /// `PING`s written on this connection (those answered: this less
+    /// `pings.len()`).
     pings_written: u64,
-    pongs: u64,
     /// `SUBSCRIBE`s were written this turn: a `PING` follows them.
     subscribed: bool,
     /// Channels held here when this connection opened, not yet subscribed
@@ -320,7 +320,6 @@ impl Listener {
             pinged: Instant::now(),
             pings: VecDeque::new(),
             pings_written: 0,
-            pongs: 0,
             subscribed: false,
             resubscribe: Vec::new(),
             in_flight: 0,
@@ -433,7 +432,6 @@ impl Listener {
                         }
                         Ok(Reply::Pong) => {
                             conn.pings.pop_front();
-                            conn.pongs += 1;
                         }
                         Ok(Reply::Other) => {}
                         Err(e) => break Err(e),
@@ -444,7 +442,8 @@ impl Listener {
             }
         };
         socket::consume(&mut conn.input, used);
-        if conn.resync_after.is_some_and(|ping| conn.pongs >= ping) {
+        let answered = conn.pings_written - conn.pings.len() as u64;
+        if conn.resync_after.is_some_and(|ping| answered >= ping) {
             conn.resync_after = None;
             asker.ask_resync(self.server);
         }
@@ -490,23 +489,9 @@ fn sync(channel: Arc<str>, owner: usize, link: &ClusterLink, answers: &mut Answe
         shard: owner,
         why: SyncFor::Subscribe,
     };
-    if let Err(ClusterCmd::Call(RedisCall::Sync { channel, .. })) = link.send(ClusterCmd::Call(call)) {
-        answers.push(unsynced(channel, owner));
+    if let Err(ClusterCmd::Call(RedisCall::Sync { channel, why, .. })) = link.send(ClusterCmd::Call(call)) {
+        answers.push((owner, HubMsg::unsynced(channel, why)));
     }
-}
-
-/// The owner's answer when `channel`'s position cannot be asked for: its
-/// subscribes fail with 108 (retry).
-pub(crate) fn unsynced(channel: Arc<str>, owner: usize) -> (usize, HubMsg) {
-    let why = SyncFor::Subscribe;
-    (
-        owner,
-        HubMsg::ClusterSynced {
-            channel,
-            epoch: None,
-            why,
-        },
-    )
 }
 
 /// What a reply on the subscribed connection was, besides a message

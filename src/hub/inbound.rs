@@ -101,13 +101,8 @@ impl Hub {
                     // channel would get no publication: its subscribes fail
                     // (108) instead of waiting forever.
                     tracing::error!(shard = self.shard, channel = %channel, "a channel to listen to was sent to a shard without Redis connections of its own");
-                    let why = SyncFor::Subscribe;
-                    let synced = HubMsg::ClusterSynced {
-                        channel,
-                        epoch: None,
-                        why,
-                    };
-                    return self.route_to(owner as usize, synced, conns);
+                    let unsynced = HubMsg::unsynced(channel, SyncFor::Subscribe);
+                    return self.route_to(owner as usize, unsynced, conns);
                 };
                 let mut answers = Vec::new();
                 direct.listen(channel, owner as usize, &mut answers);
@@ -383,14 +378,7 @@ impl Hub {
                 self.route_answer(to, body, conns);
             }
             ClusterCmd::Call(RedisCall::Sync { channel, why, .. }) => {
-                self.owner_message(
-                    HubMsg::ClusterSynced {
-                        channel,
-                        epoch: None,
-                        why,
-                    },
-                    conns,
-                );
+                self.owner_message(HubMsg::unsynced(channel, why), conns);
             }
             ClusterCmd::Call(RedisCall::Recover { channel, sub, .. }) => {
                 let msg = HubMsg::ClusterRecovered {
